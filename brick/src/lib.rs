@@ -1,0 +1,32 @@
+//! gsync-brick: everything a gsync node serves.
+//!
+//! Layout:
+//! - `codec`, `frame`, `proto`: the wire (bincode behind one module,
+//!   length-prefixed frames with a hard cap, the message enums).
+//! - `path`: validated volume-relative paths; `vv`: version vectors.
+//! - `net`: node identity, TLS with pinned keys, the QUIC endpoint;
+//!   `faults`: fault injection at the endpoint's socket.
+//! - `pool`, `options`: the replicated pool document and volume options.
+//! - `control`: the CLI-to-daemon protocol over the Unix socket.
+//! - `node`: the running node (connections, management, serving).
+//! - `store`: one brick's files and metadata; `replicate`: the pending
+//!   index replay that carries changes between bricks.
+//! - `heal_types`: heal report data shared with the CLI and the heal crate.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod codec;
+pub mod control;
+pub mod faults;
+pub mod frame;
+pub mod heal_types;
+pub mod net;
+pub mod node;
+pub mod options;
+pub mod path;
+pub mod pool;
+pub mod proto;
+pub mod replicate;
+pub mod store;
+pub mod vv;
+
+pub use path::RelPath;

@@ -1,0 +1,468 @@
+//! The node: one daemon's pool membership, connections, bricks and control
+//! socket, composed around one QUIC endpoint.
+//!
+//! ```text
+//!  CLI ──unix socket──> ctl ──> mgmt ──┐
+//!                                      ├─> Node { pool doc, conns, bricks }
+//!  peers <──QUIC──> serve (accept) ────┤
+//!                   peers (dial loops) ┘
+//! ```
+//!
+//! The pool document lives in memory behind a lock and in `node.db`; every
+//! change goes through [`Node::commit_config`] (local change, pushed to the
+//! members) or [`Node::adopt_config`] (newer document from a member).
+
+mod ctl;
+pub mod db;
+mod mgmt;
+mod peers;
+mod serve;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::faults::FaultRules;
+use crate::frame::{self, FrameError};
+use crate::net::{self, Identity};
+use crate::pool::{Member, PoolConfig};
+use crate::proto::{Hello, Request, Response, PROTOCOL_VERSION};
+use crate::store::BrickSet;
+use db::NodeDb;
+
+/// How long a management RPC to one peer may take before the peer is
+/// reported unreachable (keeps every CLI command under 2 s).
+pub const RPC_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Settings of a node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// QUIC listen address.
+    pub listen: SocketAddr,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Name in the pool (defaults to the listen IP).
+    pub name: Option<String>,
+    /// Secret required for a first-contact probe.
+    pub join_secret: Option<String>,
+}
+
+/// Errors of a peer call.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No live connection to the peer.
+    #[error("{0} is not connected")]
+    NotConnected(String),
+    /// The peer did not answer in time.
+    #[error("{0} did not answer in time")]
+    Timeout(String),
+    /// The connection failed.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// A frame failed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The peer refused.
+    #[error("{reason}")]
+    Refused {
+        /// Wire code.
+        code: u16,
+        /// Reason.
+        reason: String,
+    },
+    /// Dialing failed.
+    #[error("{0}")]
+    Dial(String),
+}
+
+/// A running node.
+pub struct Node {
+    /// This node as a pool member.
+    pub me: Member,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// State directory.
+    pub state_dir: PathBuf,
+    identity: Identity,
+    endpoint: quinn::Endpoint,
+    db: Mutex<NodeDb>,
+    config: RwLock<PoolConfig>,
+    conns: Mutex<HashMap<Uuid, quinn::Connection>>,
+    join_secret: Option<String>,
+    /// Network fault rules applied at the endpoint's socket.
+    pub faults: Arc<FaultRules>,
+    /// The bricks this node serves.
+    pub bricks: BrickSet,
+    /// Cancelled on shutdown.
+    pub token: CancellationToken,
+    tasks: TaskTracker,
+    /// Hook for the control requests handled outside this crate (mounts).
+    ext: RwLock<Option<Arc<dyn CtlExtension>>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("me", &self.me).finish()
+    }
+}
+
+/// Control requests served by another crate (the mount agents).
+pub trait CtlExtension: Send + Sync {
+    /// Handles `req` if it is this extension's; `None` otherwise.
+    fn handle<'a>(
+        &'a self,
+        req: &'a crate::control::CtlRequest,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<crate::control::CtlReply>> + Send + 'a>,
+    >;
+}
+
+impl Node {
+    /// Opens the state, binds the endpoint (retrying until the address
+    /// exists) and starts serving. Returns once the control socket is up.
+    pub async fn start(opts: NodeOptions, token: CancellationToken) -> anyhow_like::Result<Arc<Self>> {
+        std::fs::create_dir_all(&opts.state_dir)
+            .map_err(|e| anyhow_like::err(format!("state dir {}: {e}", opts.state_dir.display())))?;
+        let db = NodeDb::open(&opts.state_dir).map_err(|e| anyhow_like::err(e.to_string()))?;
+        let (uuid, identity) = db.identity().map_err(|e| anyhow_like::err(e.to_string()))?;
+        let hostname = opts.name.clone().unwrap_or_else(|| default_name(opts.listen));
+        let me = Member {
+            uuid,
+            hostname,
+            port: opts.listen.port(),
+            fingerprint: identity.fingerprint(),
+        };
+        let mut config = db
+            .pool()
+            .map_err(|e| anyhow_like::err(e.to_string()))?
+            .unwrap_or_else(|| PoolConfig::solo(me.clone()));
+        // Keep our own entry's port in step with the current listen port.
+        if let Some(m) = config.members.iter_mut().find(|m| m.uuid == uuid) {
+            m.port = me.port;
+            m.fingerprint = me.fingerprint.clone();
+        }
+        db.save_pool(&config).map_err(|e| anyhow_like::err(e.to_string()))?;
+        let faults = Arc::new(FaultRules::default());
+        let endpoint = bind_with_retry(&identity, opts.listen, faults.clone(), &token).await?;
+        tracing::info!(node = %uuid, listen = %opts.listen, fingerprint = %net::short(&me.fingerprint), "node up");
+        let node = Arc::new(Self {
+            me,
+            listen: opts.listen,
+            state_dir: opts.state_dir.clone(),
+            identity,
+            endpoint,
+            db: Mutex::new(db),
+            config: RwLock::new(config),
+            conns: Mutex::new(HashMap::new()),
+            join_secret: opts.join_secret,
+            faults,
+            bricks: BrickSet::default(),
+            token,
+            tasks: TaskTracker::new(),
+            ext: RwLock::new(None),
+        });
+        ctl::start(node.clone()).await?;
+        let n = node.clone();
+        node.tasks.spawn(async move { serve::accept_loop(n).await });
+        let n = node.clone();
+        node.tasks.spawn(async move { peers::supervise(n).await });
+        node.apply_config_locally();
+        Ok(node)
+    }
+
+    /// Registers the handler of extension control requests.
+    pub fn set_extension(&self, ext: Arc<dyn CtlExtension>) {
+        *self.ext.write().unwrap_or_else(|e| e.into_inner()) = Some(ext);
+    }
+
+    /// Spawns a task tracked by the node (awaited at shutdown).
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(fut);
+    }
+
+    /// Stops everything: stop accepting, cancel tasks, close the endpoint
+    /// and wait (bounded) for tasks to finish.
+    pub async fn shutdown(&self) {
+        self.token.cancel();
+        self.endpoint.close(0u32.into(), b"shutdown");
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.tasks.wait()).await;
+        self.bricks.close_all();
+        let _ = std::fs::remove_file(crate::control::socket_path(&self.state_dir));
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+
+    /// A copy of the current pool document.
+    pub fn config(&self) -> PoolConfig {
+        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// This node's pid.
+    pub fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    fn hello(&self) -> Hello {
+        let c = self.config.read().unwrap_or_else(|e| e.into_inner());
+        Hello {
+            version: PROTOCOL_VERSION,
+            node: self.me.uuid,
+            config_version: c.version,
+            config_by: c.changed_by,
+        }
+    }
+
+    /// Makes `new` (a local change) the pool document and pushes it to the
+    /// members, waiting at most [`RPC_TIMEOUT`] for them.
+    pub async fn commit_config(self: &Arc<Self>, new: PoolConfig) -> Result<(), String> {
+        let previous = self.config();
+        self.store_config(new.clone())?;
+        let mut targets: Vec<Uuid> = new.members.iter().map(|m| m.uuid).collect();
+        // Members that were removed learn it from the same push.
+        targets.extend(previous.members.iter().map(|m| m.uuid));
+        targets.sort();
+        targets.dedup();
+        let calls = targets
+            .into_iter()
+            .filter(|u| *u != self.me.uuid)
+            .map(|u| {
+                let node = self.clone();
+                let doc = new.clone();
+                async move {
+                    if let Err(e) = node.call(u, Request::PushConfig(doc)).await {
+                        tracing::debug!(peer = %u, "config push: {e}");
+                    }
+                }
+            });
+        futures_join_all(calls).await;
+        Ok(())
+    }
+
+    /// Adopts a pool document received from a member if it is newer.
+    pub fn adopt_config(self: &Arc<Self>, new: PoolConfig) -> Result<bool, String> {
+        if !new.is_newer_than(&self.config()) {
+            return Ok(false);
+        }
+        if new.member(self.me.uuid).is_none() {
+            tracing::warn!(by = %new.changed_by, "this node was detached from the pool");
+            let solo = PoolConfig::solo(self.me.clone());
+            self.store_config(solo)?;
+            return Ok(true);
+        }
+        tracing::info!(version = new.version, "pool document updated");
+        self.store_config(new)?;
+        Ok(true)
+    }
+
+    fn store_config(self: &Arc<Self>, new: PoolConfig) -> Result<(), String> {
+        self.db
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .save_pool(&new)
+            .map_err(|e| e.to_string())?;
+        let removed: Vec<Uuid> = {
+            let mut c = self.config.write().unwrap_or_else(|e| e.into_inner());
+            let gone = c
+                .members
+                .iter()
+                .filter(|m| new.member(m.uuid).is_none())
+                .map(|m| m.uuid)
+                .collect();
+            *c = new;
+            gone
+        };
+        for u in removed {
+            if let Some(conn) = self.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&u) {
+                conn.close(crate::proto::code::PERMISSION.into(), b"detached");
+            }
+        }
+        self.apply_config_locally();
+        Ok(())
+    }
+
+    /// Starts and stops local bricks to match the pool document.
+    fn apply_config_locally(self: &Arc<Self>) {
+        let cfg = self.config();
+        self.bricks.reconcile(self, &cfg);
+    }
+
+    /// Runs `f` with the node database.
+    pub fn with_db<T>(&self, f: impl FnOnce(&NodeDb) -> T) -> T {
+        f(&self.db.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The live connection to a member, if any.
+    pub fn connection(&self, peer: Uuid) -> Option<quinn::Connection> {
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.get(&peer).filter(|c| c.close_reason().is_none()).cloned()
+    }
+
+    /// True if a live connection to `peer` exists.
+    pub fn is_connected(&self, peer: Uuid) -> bool {
+        peer == self.me.uuid || self.connection(peer).is_some()
+    }
+
+    fn register(&self, peer: Uuid, conn: quinn::Connection) {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = conns.get(&peer) {
+            if old.close_reason().is_none() && old.stable_id() != conn.stable_id() {
+                // Keep the connection dialed by the lower id, so both sides
+                // settle on the same one.
+                let keep_old = (old.side().is_client()) == (self.me.uuid < peer);
+                if keep_old {
+                    return;
+                }
+            }
+        }
+        conns.insert(peer, conn);
+    }
+
+    /// Sends one request to a member and waits for its response.
+    pub async fn call(&self, peer: Uuid, req: Request) -> Result<Response, CallError> {
+        let conn = self
+            .connection(peer)
+            .ok_or_else(|| CallError::NotConnected(self.peer_name(peer)))?;
+        let name = self.peer_name(peer);
+        match tokio::time::timeout(RPC_TIMEOUT, call_on(&conn, &req)).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout(name)),
+        }
+    }
+
+    /// Hostname of a member, or its id.
+    pub fn peer_name(&self, peer: Uuid) -> String {
+        self.config()
+            .member(peer)
+            .map_or_else(|| peer.to_string(), |m| m.hostname.clone())
+    }
+
+    /// Dials `addr` expecting the key `pinned` (none for first contact).
+    async fn dial(&self, addr: SocketAddr, pinned: Option<String>) -> Result<quinn::Connection, CallError> {
+        let cfg = net::client_config(&self.identity, pinned).map_err(|e| CallError::Dial(e.to_string()))?;
+        let connecting = self
+            .endpoint
+            .connect_with(cfg, addr, "gsync")
+            .map_err(|e| CallError::Dial(e.to_string()))?;
+        match tokio::time::timeout(Duration::from_secs(3), connecting).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(CallError::Connection(e)),
+            Err(_) => Err(CallError::Dial("Transport endpoint is not connected".into())),
+        }
+    }
+}
+
+/// A boxed writing half of a request stream.
+pub type BoxWrite = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+/// A boxed reading half of a request stream.
+pub type BoxRead = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
+impl Node {
+    /// Opens a request stream to node `target`: a QUIC stream, or an
+    /// in-process pipe to this node's own request handler.
+    pub async fn open_stream(self: &Arc<Self>, target: Uuid) -> Result<(BoxWrite, BoxRead), CallError> {
+        if target == self.me.uuid {
+            let (client_w, server_r) = tokio::io::duplex(1 << 20);
+            let (server_w, client_r) = tokio::io::duplex(1 << 20);
+            let node = self.clone();
+            self.spawn(async move {
+                let (mut r, mut w) = (server_r, server_w);
+                match frame::read_msg::<_, Request>(&mut r).await {
+                    Ok(req) => {
+                        if let Err(e) = crate::store::rpc::handle(&node, node.me.uuid, req, &mut w, &mut r).await {
+                            tracing::debug!("local request failed: {e}");
+                        }
+                    }
+                    Err(e) => tracing::debug!("local request unreadable: {e}"),
+                }
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+            });
+            return Ok((Box::new(client_w), Box::new(client_r)));
+        }
+        let conn = self
+            .connection(target)
+            .ok_or_else(|| CallError::NotConnected(self.peer_name(target)))?;
+        let (send, recv) = conn.open_bi().await?;
+        Ok((Box::new(send), Box::new(recv)))
+    }
+}
+
+/// Sends one request on a fresh stream of `conn` and reads the response.
+pub async fn call_on(conn: &quinn::Connection, req: &Request) -> Result<Response, CallError> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    frame::write_msg(&mut send, req).await?;
+    let _ = send.finish();
+    let resp: Response = frame::read_msg(&mut recv).await?;
+    match resp {
+        Response::Error { code, reason } => Err(CallError::Refused { code, reason }),
+        r => Ok(r),
+    }
+}
+
+fn default_name(listen: SocketAddr) -> String {
+    if listen.ip().is_unspecified() {
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "localhost".to_string())
+    } else {
+        listen.ip().to_string()
+    }
+}
+
+async fn bind_with_retry(
+    id: &Identity,
+    addr: SocketAddr,
+    faults: Arc<FaultRules>,
+    token: &CancellationToken,
+) -> anyhow_like::Result<quinn::Endpoint> {
+    let mut attempt = 0u32;
+    loop {
+        match net::bind(id, addr, faults.clone()) {
+            Ok(e) => return Ok(e),
+            Err(e) => {
+                if attempt % 30 == 0 {
+                    tracing::warn!("cannot bind {addr} yet ({e}); retrying until the address exists");
+                }
+                attempt += 1;
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return Err(anyhow_like::err("stopped before the listen address appeared".into())),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) {
+    let mut set = tokio::task::JoinSet::new();
+    for f in futs {
+        set.spawn(f);
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// A minimal error type for node start-up (the binary wraps it in anyhow).
+pub mod anyhow_like {
+    /// Start-up error: one line for the operator.
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    pub struct StartError(pub String);
+    /// Result of start-up steps.
+    pub type Result<T> = std::result::Result<T, StartError>;
+    /// Builds a start-up error.
+    pub fn err(s: String) -> StartError {
+        StartError(s)
+    }
+}

@@ -1,0 +1,126 @@
+//! Dial loops: one task per pool member keeps a connection to it alive.
+//!
+//! To settle on one connection per pair, the node with the lower id dials;
+//! the other dials only if it has heard nothing for a while (the peer may
+//! not know it yet, e.g. right after a probe). Every new connection starts
+//! with a `Hello` that checks the protocol version and exchanges pool
+//! document versions, so a node that was down catches up at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{call_on, serve, CallError, Node};
+use crate::proto::{Request, Response, PROTOCOL_VERSION};
+
+const RETRY: Duration = Duration::from_millis(500);
+const HIGHER_WAITS: Duration = Duration::from_secs(3);
+
+pub(super) async fn supervise(node: Arc<Node>) {
+    let mut running: HashMap<Uuid, CancellationToken> = HashMap::new();
+    loop {
+        let cfg = node.config();
+        for m in &cfg.members {
+            if m.uuid != node.me.uuid && !running.contains_key(&m.uuid) {
+                let t = node.token.child_token();
+                running.insert(m.uuid, t.clone());
+                let n = node.clone();
+                let peer = m.uuid;
+                node.spawn(async move { dial_loop(n, peer, t).await });
+            }
+        }
+        running.retain(|u, t| {
+            let keep = cfg.member(*u).is_some();
+            if !keep {
+                t.cancel();
+            }
+            keep
+        });
+        tokio::select! {
+            _ = node.token.cancelled() => return,
+            _ = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+async fn dial_loop(node: Arc<Node>, peer: Uuid, token: CancellationToken) {
+    let mut last_up = Instant::now();
+    let mut failures = 0u32;
+    loop {
+        if let Some(conn) = node.connection(peer) {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                reason = conn.closed() => {
+                    tracing::warn!(peer = %node.peer_name(peer), "peer disconnected: {reason}");
+                }
+            }
+            last_up = Instant::now();
+            continue;
+        }
+        if node.me.uuid < peer || last_up.elapsed() > HIGHER_WAITS {
+            match connect(&node, peer).await {
+                Ok(()) => {
+                    failures = 0;
+                    continue;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures % 60 == 0 {
+                        tracing::info!(peer = %node.peer_name(peer), "cannot reach peer: {e}");
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+async fn connect(node: &Arc<Node>, peer: Uuid) -> Result<(), CallError> {
+    let member = node
+        .config()
+        .member(peer)
+        .cloned()
+        .ok_or_else(|| CallError::Dial("not a member".into()))?;
+    let addr = super::mgmt::resolve(&member.hostname, member.port)
+        .await
+        .map_err(CallError::Dial)?;
+    let conn = node.dial(addr, Some(member.fingerprint.clone())).await?;
+    let theirs = match call_on(&conn, &Request::Hello(node.hello())).await? {
+        Response::Hello(h) => h,
+        _ => return Err(CallError::Dial("unexpected answer to hello".into())),
+    };
+    if theirs.version != PROTOCOL_VERSION || theirs.node != peer {
+        conn.close(crate::proto::code::VERSION.into(), b"version");
+        return Err(CallError::Dial(format!(
+            "peer speaks protocol {} (we speak {PROTOCOL_VERSION})",
+            theirs.version
+        )));
+    }
+    node.register(peer, conn.clone());
+    tracing::info!(peer = %member.hostname, "peer connected");
+    let n = node.clone();
+    let c = conn.clone();
+    node.spawn(async move { serve::serve_conn(n, c, peer).await });
+    sync_config(node, &conn, theirs.config_version, theirs.config_by).await;
+    Ok(())
+}
+
+/// Brings the two sides' pool documents in line after a hello.
+pub(super) async fn sync_config(node: &Arc<Node>, conn: &quinn::Connection, version: u64, by: Uuid) {
+    let mine = node.config();
+    if (version, by) > (mine.version, mine.changed_by) {
+        if let Ok(Response::Config(doc)) = call_on(conn, &Request::PullConfig).await {
+            if let Err(e) = node.adopt_config(doc) {
+                tracing::warn!("cannot store pool document: {e}");
+            }
+        }
+    } else if (version, by) < (mine.version, mine.changed_by) {
+        let _ = call_on(conn, &Request::PushConfig(mine)).await;
+    }
+}

@@ -1,0 +1,202 @@
+//! Volume options (`gsync volume set/get/reset`): the table of valid keys,
+//! their defaults, and validation of values.
+//!
+//! Values are validated and normalised here when set, so everything that
+//! reads an option later can parse it without a failure path.
+
+use std::collections::BTreeMap;
+
+/// One settable option.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionSpec {
+    /// Full key, e.g. `cluster.quorum-type`.
+    pub key: &'static str,
+    /// Default value, as `volume get` prints it.
+    pub default: &'static str,
+    /// What values are accepted, for error messages and `--help`.
+    pub accepts: &'static str,
+    /// One-line description.
+    pub doc: &'static str,
+    check: fn(&str) -> Option<String>,
+}
+
+/// Every option gsync knows, in the order `volume get VOL all` lists them.
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "auth.allow",
+        default: "*",
+        accepts: "* or a comma-separated list of pool hostnames",
+        doc: "which pool nodes may mount the volume",
+        check: check_allow,
+    },
+    OptionSpec {
+        key: "cluster.conflict-retention",
+        default: "7d",
+        accepts: "a duration such as 3600, 90s, 30m, 12h or 7d",
+        doc: "how long losing split-brain versions are kept under .gsync/",
+        check: check_duration,
+    },
+    OptionSpec {
+        key: "cluster.favorite-child-policy",
+        default: "none",
+        accepts: "none, size, mtime or majority",
+        doc: "resolve split-brain automatically by this rule",
+        check: check_policy,
+    },
+    OptionSpec {
+        key: "cluster.heal-rate-limit",
+        default: "0",
+        accepts: "bytes per second (suffix K, M or G allowed); 0 = unlimited",
+        doc: "maximum rate of self-heal transfers per brick",
+        check: check_bytes,
+    },
+    OptionSpec {
+        key: "cluster.quorum-count",
+        default: "0",
+        accepts: "a number of bricks from 1 up to the replica count (0 = unset)",
+        doc: "bricks that must be reachable to accept changes when quorum-type is fixed",
+        check: check_count,
+    },
+    OptionSpec {
+        key: "cluster.quorum-type",
+        default: "none",
+        accepts: "none, auto or fixed",
+        doc: "refuse changes on a brick that cannot reach a quorum of the volume's bricks",
+        check: check_quorum,
+    },
+];
+
+/// Looks up an option by key.
+pub fn spec(key: &str) -> Option<&'static OptionSpec> {
+    OPTIONS.iter().find(|o| o.key == key)
+}
+
+/// Why `volume set` refused a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    /// The key is not an option.
+    #[error("option {key} does not exist; valid options: {}", valid_keys())]
+    UnknownKey {
+        /// The key given.
+        key: String,
+    },
+    /// The value is not accepted for this key.
+    #[error("invalid value {value:?} for {key}: expected {accepts}")]
+    BadValue {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is accepted.
+        accepts: &'static str,
+    },
+}
+
+fn valid_keys() -> String {
+    OPTIONS.iter().map(|o| o.key).collect::<Vec<_>>().join(", ")
+}
+
+/// Validates `value` for `key`, returning the normalised value to store.
+pub fn validate(key: &str, value: &str) -> Result<String, OptionError> {
+    let spec = spec(key).ok_or_else(|| OptionError::UnknownKey { key: key.to_string() })?;
+    (spec.check)(value.trim()).ok_or_else(|| OptionError::BadValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        accepts: spec.accepts,
+    })
+}
+
+/// The effective value of `key` given the volume's reconfigured options.
+pub fn effective<'a>(set: &'a BTreeMap<String, String>, key: &str) -> &'a str {
+    match set.get(key) {
+        Some(v) => v,
+        None => spec(key).map_or("", |s| s.default),
+    }
+}
+
+/// Parses a byte count with an optional K/M/G suffix (powers of 1024).
+pub fn parse_bytes(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (num, mult) = match v.char_indices().last()? {
+        (i, 'K' | 'k') => (&v[..i], 1u64 << 10),
+        (i, 'M' | 'm') => (&v[..i], 1 << 20),
+        (i, 'G' | 'g') => (&v[..i], 1 << 30),
+        _ => (v, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// Parses a duration in seconds with an optional s/m/h/d suffix.
+pub fn parse_duration_secs(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (num, mult) = match v.char_indices().last()? {
+        (i, 's') => (&v[..i], 1u64),
+        (i, 'm') => (&v[..i], 60),
+        (i, 'h') => (&v[..i], 3600),
+        (i, 'd') => (&v[..i], 86400),
+        _ => (v, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+fn check_allow(v: &str) -> Option<String> {
+    if v == "*" {
+        return Some(v.to_string());
+    }
+    let hosts: Vec<&str> = v.split(',').map(str::trim).collect();
+    if hosts.iter().any(|h| h.is_empty() || h.contains(char::is_whitespace)) {
+        return None;
+    }
+    Some(hosts.join(","))
+}
+
+fn check_duration(v: &str) -> Option<String> {
+    parse_duration_secs(v).map(|_| v.to_string())
+}
+
+fn check_bytes(v: &str) -> Option<String> {
+    parse_bytes(v).map(|_| v.to_string())
+}
+
+fn check_count(v: &str) -> Option<String> {
+    v.parse::<u32>().ok().filter(|n| *n <= 64).map(|n| n.to_string())
+}
+
+fn one_of(v: &str, allowed: &[&str]) -> Option<String> {
+    allowed.iter().find(|a| a.eq_ignore_ascii_case(v)).map(|a| a.to_string())
+}
+
+fn check_policy(v: &str) -> Option<String> {
+    one_of(v, &["none", "size", "mtime", "majority"])
+}
+
+fn check_quorum(v: &str) -> Option<String> {
+    one_of(v, &["none", "auto", "fixed"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        assert_eq!(validate("cluster.quorum-type", "AUTO").unwrap(), "auto");
+        assert!(matches!(validate("cluster.nope", "1"), Err(OptionError::UnknownKey { .. })));
+        let e = validate("cluster.favorite-child-policy", "biggest").unwrap_err();
+        assert!(e.to_string().contains("none, size, mtime or majority"), "{e}");
+        assert_eq!(validate("cluster.heal-rate-limit", "10M").unwrap(), "10M");
+        assert!(validate("cluster.heal-rate-limit", "fast").is_err());
+        assert_eq!(parse_bytes("10M"), Some(10 << 20));
+        assert_eq!(parse_duration_secs("7d"), Some(7 * 86400));
+        assert!(validate("auth.allow", "a,,b").is_err());
+        assert_eq!(validate("auth.allow", "a, b").unwrap(), "a,b");
+    }
+
+    #[test]
+    fn unknown_key_lists_valid_ones() {
+        let e = validate("bogus", "x").unwrap_err().to_string();
+        for o in OPTIONS {
+            assert!(e.contains(o.key), "{e}");
+        }
+    }
+}

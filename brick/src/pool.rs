@@ -1,0 +1,192 @@
+//! Pool membership and volume configuration: one versioned document that
+//! every member holds and replicates.
+//!
+//! Every change (probe, detach, volume create/start/stop/delete/set) produces
+//! a new document with `version + 1`, stamped with the node that made it.
+//! Members exchange versions when they connect and push new documents when
+//! they change, so a node that was down catches up on reconnect. Two
+//! documents with the same version are ordered by the stamping node's id, so
+//! every member picks the same one.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A member of the trusted pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The node's permanent id.
+    pub uuid: Uuid,
+    /// The name the pool knows it by (as given to `peer probe`, or its
+    /// listen address for the node that created the pool).
+    pub hostname: String,
+    /// Its QUIC port.
+    pub port: u16,
+    /// blake3 hash of its certificate (hex): the pinned key.
+    pub fingerprint: String,
+}
+
+/// State of a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeState {
+    /// Defined, never started.
+    Created,
+    /// Bricks are served.
+    Started,
+    /// Bricks are not served.
+    Stopped,
+}
+
+impl VolumeState {
+    /// As `volume info` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "Created",
+            Self::Started => "Started",
+            Self::Stopped => "Stopped",
+        }
+    }
+}
+
+/// One brick of a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrickDef {
+    /// Replica id of this brick in version vectors (unique in the volume).
+    pub id: u64,
+    /// The node that holds it.
+    pub node: Uuid,
+    /// Host as written in `volume create`.
+    pub host: String,
+    /// Absolute directory on that node.
+    pub path: String,
+}
+
+impl BrickDef {
+    /// `host:/path`, as GlusterFS names bricks.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.host, self.path)
+    }
+}
+
+/// A replicated volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Name.
+    pub name: String,
+    /// Permanent id.
+    pub id: Uuid,
+    /// Replica count.
+    pub replica: u32,
+    /// The bricks, in `volume create` order.
+    pub bricks: Vec<BrickDef>,
+    /// Created, started or stopped.
+    pub state: VolumeState,
+    /// Reconfigured options (see `options`).
+    pub options: BTreeMap<String, String>,
+}
+
+impl Volume {
+    /// The brick with replica id `id`.
+    pub fn brick(&self, id: u64) -> Option<&BrickDef> {
+        self.bricks.iter().find(|b| b.id == id)
+    }
+
+    /// Effective value of an option.
+    pub fn option(&self, key: &str) -> &str {
+        crate::options::effective(&self.options, key)
+    }
+}
+
+/// The replicated pool document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolConfig {
+    /// Format marker for the stored form.
+    pub format: u32,
+    /// Increases with every change.
+    pub version: u64,
+    /// Node that made the latest change (orders equal versions).
+    pub changed_by: Uuid,
+    /// Every member, this node included.
+    pub members: Vec<Member>,
+    /// Every volume.
+    pub volumes: Vec<Volume>,
+}
+
+/// Current stored format of [`PoolConfig`].
+pub const POOL_FORMAT: u32 = 1;
+
+impl PoolConfig {
+    /// A pool of one: the node itself.
+    pub fn solo(me: Member) -> Self {
+        Self {
+            format: POOL_FORMAT,
+            version: 1,
+            changed_by: me.uuid,
+            members: vec![me],
+            volumes: Vec::new(),
+        }
+    }
+
+    /// True if `self` should replace `other`.
+    pub fn is_newer_than(&self, other: &Self) -> bool {
+        (self.version, self.changed_by) > (other.version, other.changed_by)
+    }
+
+    /// The member with this id.
+    pub fn member(&self, uuid: Uuid) -> Option<&Member> {
+        self.members.iter().find(|m| m.uuid == uuid)
+    }
+
+    /// The member pinned to this certificate fingerprint.
+    pub fn member_by_fingerprint(&self, fp: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.fingerprint == fp)
+    }
+
+    /// The member known by `host` (its hostname, case-insensitive).
+    pub fn member_by_host(&self, host: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.hostname.eq_ignore_ascii_case(host))
+    }
+
+    /// The volume named `name`.
+    pub fn volume(&self, name: &str) -> Option<&Volume> {
+        self.volumes.iter().find(|v| v.name == name)
+    }
+
+    /// Mutable access to the volume named `name`.
+    pub fn volume_mut(&mut self, name: &str) -> Option<&mut Volume> {
+        self.volumes.iter_mut().find(|v| v.name == name)
+    }
+
+    /// Returns the next version of this document, stamped by `by`.
+    pub fn next(&self, by: Uuid) -> Self {
+        let mut n = self.clone();
+        n.version += 1;
+        n.changed_by = by;
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(n: u8) -> Member {
+        Member {
+            uuid: Uuid::from_bytes([n; 16]),
+            hostname: format!("127.0.0.{n}"),
+            port: 24017,
+            fingerprint: format!("fp{n}"),
+        }
+    }
+
+    #[test]
+    fn newer_orders_by_version_then_node() {
+        let a = PoolConfig::solo(member(1));
+        let b = a.next(member(2).uuid);
+        assert!(b.is_newer_than(&a));
+        let c = a.next(member(3).uuid);
+        assert!(c.is_newer_than(&b) && !b.is_newer_than(&c));
+        assert!(!a.is_newer_than(&a));
+    }
+}

@@ -1,0 +1,313 @@
+//! Node-to-node wire messages.
+//!
+//! Goals: one request per bidirectional QUIC stream (a [`Request`] frame,
+//! then any bulk frames, then `finish`; the [`Response`] comes back on the
+//! same stream), plain-data messages that are validated when decoded (paths
+//! are [`RelPath`]s), and a version check on every connection.
+//!
+//! Non-goals: compatibility across major versions (the ALPN carries the
+//! major version; a breaking change bumps it).
+//!
+//! Enums here are append-only, in wire order: bincode encodes the variant
+//! index, so never reorder or remove a variant; retire it as `Reserved…`.
+#![deny(missing_docs)]
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::pool::{Member, PoolConfig};
+use crate::store::types::{ChunkRef, Entry};
+use crate::vv::VersionVector;
+use crate::RelPath;
+
+/// ALPN of the gsync protocol, major version 1.
+pub const ALPN: &[u8] = b"gsync/1";
+
+/// Minor protocol version, checked in [`Hello`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Wire error codes carried by [`Response::Error`].
+pub mod code {
+    /// The request is not allowed for this peer.
+    pub const PERMISSION: u16 = 1;
+    /// The request was malformed.
+    pub const BAD_REQUEST: u16 = 2;
+    /// The named volume or brick is not served here.
+    pub const NOT_FOUND: u16 = 3;
+    /// The node refused (e.g. already in another pool).
+    pub const REFUSED: u16 = 4;
+    /// A local failure (disk, database).
+    pub const INTERNAL: u16 = 5;
+    /// Protocol version mismatch.
+    pub const VERSION: u16 = 6;
+    /// The brick lacks quorum and refuses changes.
+    pub const NO_QUORUM: u16 = 7;
+}
+
+/// First message on every connection, both ways.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u32,
+    /// The sender's node id.
+    pub node: Uuid,
+    /// Version of the sender's pool document.
+    pub config_version: u64,
+    /// Node that stamped that document.
+    pub config_by: Uuid,
+}
+
+/// A join request from a node that wants to add the receiver to its pool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Probe {
+    /// Join secret, if the probing user gave one.
+    pub secret: Option<String>,
+    /// The hostname the prober used to reach the receiver.
+    pub host: String,
+    /// Port the prober used.
+    pub port: u16,
+    /// The prober's pool document.
+    pub config: PoolConfig,
+}
+
+/// A version of one path offered to a brick: by a peer brick (replication)
+/// or by a sync agent (a write, with the base version it saw).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Offer {
+    /// Volume id.
+    pub volume: Uuid,
+    /// Target brick's replica id.
+    pub brick: u64,
+    /// The offered entry (its path, metadata and version vector).
+    pub entry: Entry,
+    /// Content chunks, for a regular file.
+    pub chunks: Vec<ChunkRef>,
+    /// For a write: the writer and the version it saw; the brick computes
+    /// the new version vectors. `None` for replication: `entry`'s vectors
+    /// are final.
+    pub write: Option<WriteInfo>,
+    /// Sender brick's replica id, for replication (used for counters and
+    /// the pending index).
+    pub from_brick: Option<u64>,
+}
+
+/// What a writer (sync agent) knows about the version it changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteInfo {
+    /// The writer's replica id (bumped in the new version vector).
+    pub writer: u64,
+    /// Version vector of the version the writer started from (empty for a
+    /// new path).
+    pub base: VersionVector,
+    /// That version's content vector.
+    pub base_data: VersionVector,
+    /// That version's metadata vector.
+    pub base_meta: VersionVector,
+    /// The content differs from the base version.
+    pub content_changed: bool,
+    /// Mode or owner differ from the base version.
+    pub meta_changed: bool,
+}
+
+/// Requests, in wire order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// 0: version and config exchange.
+    Hello(Hello),
+    /// 1: join the sender's pool.
+    Probe(Probe),
+    /// 2: a newer pool document.
+    PushConfig(PoolConfig),
+    /// 3: ask for the pool document.
+    PullConfig,
+    /// 4: the receiver was detached from the pool.
+    Detached,
+    /// 5: brick status and counters of this node for a volume.
+    BrickStatus {
+        /// Volume name.
+        volume: String,
+    },
+    /// 6: offer a version of a path; answered with [`Response::Need`], then
+    /// the needed chunks follow as raw frames, then [`Response::Applied`].
+    Offer(Offer),
+    /// 7: read chunks of a path's current content; answered with
+    /// [`Response::Ok`] then one raw frame per chunk.
+    ReadChunks {
+        /// Volume id.
+        volume: Uuid,
+        /// Brick replica id.
+        brick: u64,
+        /// Path.
+        path: RelPath,
+        /// Expected content hash (the read fails if it changed).
+        hash: [u8; 32],
+        /// Indexes into the entry's chunk list.
+        chunks: Vec<u32>,
+    },
+    /// 8: entries changed after sequence `since`, waiting up to `wait_ms`
+    /// for one if there are none yet.
+    Changes {
+        /// Volume id.
+        volume: Uuid,
+        /// Brick replica id.
+        brick: u64,
+        /// Last sequence number the caller has.
+        since: u64,
+        /// How long to wait for a change.
+        wait_ms: u32,
+        /// Most entries to return.
+        limit: u32,
+    },
+    /// 9: the chunk list of a path's current content.
+    Stat {
+        /// Volume id.
+        volume: Uuid,
+        /// Brick replica id.
+        brick: u64,
+        /// Path.
+        path: RelPath,
+    },
+    /// 10: heal state of this node's bricks of a volume.
+    HealInfo {
+        /// Volume name.
+        volume: String,
+    },
+    /// 11: a heal command for this node's bricks of a volume.
+    Heal {
+        /// Volume name.
+        volume: String,
+        /// What to do.
+        op: HealOp,
+    },
+    /// 12: check (and create) a brick directory before `volume create`.
+    PrepareBrick {
+        /// Absolute path on the receiving node.
+        path: String,
+        /// Allow a non-empty directory or one on the root filesystem.
+        force: bool,
+        /// The volume it will belong to.
+        volume: Uuid,
+    },
+    /// 13: the competing versions of a path on this node's bricks.
+    SplitBrain {
+        /// Volume name.
+        volume: String,
+        /// Path.
+        path: RelPath,
+    },
+}
+
+/// Heal operations sent to a brick's node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HealOp {
+    /// 0: replay pending entries now.
+    Index,
+    /// 1: full crawl against the other bricks.
+    Full,
+    /// 2: make this version of a split-brain path win.
+    Choose {
+        /// Path in split-brain.
+        path: RelPath,
+        /// Version vector of the chosen version.
+        vv: VersionVector,
+    },
+}
+
+/// Brick status for `volume status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BrickStatus {
+    /// Replica id.
+    pub brick: u64,
+    /// Served right now.
+    pub online: bool,
+    /// Daemon pid.
+    pub pid: u32,
+    /// QUIC port.
+    pub port: u16,
+    /// Counters.
+    pub counters: Counters,
+    /// Paths tracked.
+    pub entries: u64,
+    /// Current change sequence.
+    pub seq: u64,
+}
+
+/// Per-brick counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counters {
+    /// Changes applied from peers or writers.
+    pub changes_applied: u64,
+    /// Content bytes received.
+    pub bytes_received: u64,
+    /// Content bytes sent.
+    pub bytes_sent: u64,
+    /// Chunks found locally instead of transferred.
+    pub chunks_reused: u64,
+    /// Chunks transferred.
+    pub chunks_fetched: u64,
+    /// Heals completed.
+    pub heals: u64,
+    /// Bytes moved by heals.
+    pub heal_bytes: u64,
+}
+
+/// Responses, in wire order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    /// 0: done.
+    Ok,
+    /// 1: refused or failed.
+    Error {
+        /// One of [`code`].
+        code: u16,
+        /// Short human-readable reason.
+        reason: String,
+    },
+    /// 2: answer to [`Request::Hello`].
+    Hello(Hello),
+    /// 3: answer to [`Request::Probe`]: the receiver's member entry and the
+    /// new pool document that includes it.
+    ProbeAccepted {
+        /// The receiver.
+        member: Member,
+        /// The pool document after the join.
+        config: PoolConfig,
+    },
+    /// 4: answer to [`Request::PullConfig`].
+    Config(PoolConfig),
+    /// 5: answer to [`Request::BrickStatus`].
+    BrickStatus(Vec<BrickStatus>),
+    /// 6: answer to an offer: indexes of the chunks the receiver lacks.
+    Need(Vec<u32>),
+    /// 7: the offer was processed.
+    Applied {
+        /// The offered version's final vector (for a write: the one the
+        /// brick assigned; for an ignored offer: the receiver's current).
+        vv: VersionVector,
+        /// True if the path is now in split-brain.
+        conflict: bool,
+    },
+    /// 8: answer to [`Request::Changes`].
+    Changes {
+        /// Changed entries, in sequence order.
+        entries: Vec<(u64, Entry)>,
+        /// The brick's current sequence.
+        seq: u64,
+    },
+    /// 9: answer to [`Request::Stat`].
+    Stat(Option<(Entry, Vec<ChunkRef>)>),
+    /// 10: answer to [`Request::HealInfo`].
+    HealInfo(Vec<crate::heal_types::BrickHealInfo>),
+    /// 11: answer to [`Request::SplitBrain`].
+    SplitBrain(Vec<crate::heal_types::SplitBrainVersions>),
+}
+
+impl Response {
+    /// Builds an error response.
+    pub fn error(code: u16, reason: impl Into<String>) -> Self {
+        Self::Error {
+            code,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Brick-to-brick replication driven by the pending index.
+//!
+//! Every change a brick commits adds a `pending(peer, path, seq)` row for
+//! each other brick of the volume, in the same transaction. One replicator
+//! task per (brick, peer brick) replays those rows in sequence order: it
+//! offers the path's current version (and any split-brain siblings) to the
+//! peer, streams only the chunks the peer asks for, and deletes the row when
+//! the peer confirms. Live replication and index self-heal after an outage
+//! are the same loop; rows created before the peer came back count as heals
+//! and honour `cluster.heal-rate-limit`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::frame::{self, FrameError};
+use crate::heal_types::BrickHealInfo;
+use crate::node::{CallError, Node};
+use crate::proto::{HealOp, Offer, Request, Response};
+use crate::store::types::{ChunkRef, Entry, Kind};
+use crate::store::{chunking, Brick, StoreError};
+use crate::RelPath;
+
+/// Errors of one push.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The peer is unreachable or the stream failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// A frame failed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The peer refused.
+    #[error("peer refused: {0}")]
+    Refused(String),
+    /// The peer stopped answering.
+    #[error("peer timed out")]
+    Timeout,
+}
+
+/// Starts one replicator per peer brick of `brick`.
+pub fn spawn(node: &Arc<Node>, brick: &Arc<Brick>, token: &CancellationToken) {
+    for peer in brick.peers.clone() {
+        let n = node.clone();
+        let b = brick.clone();
+        let t = token.clone();
+        node.spawn(async move { t.clone().run_until_cancelled(replicator(n, b, peer)).await.unwrap_or(()) });
+    }
+}
+
+async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
+    let mut seq_rx = brick.subscribe();
+    // Rows at or below this sequence were written while the peer was away.
+    let mut heal_upto = brick.seq();
+    let mut failing = false;
+    loop {
+        let rows = brick
+            .with_db(move |_, c| Brick::pending_for(c, peer, 64))
+            .await
+            .unwrap_or_default();
+        if rows.is_empty() {
+            seq_rx.borrow_and_update();
+            let _ = tokio::time::timeout(Duration::from_secs(2), seq_rx.changed()).await;
+            continue;
+        }
+        let Some(target) = peer_node(&node, &brick, peer) else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        if !node.is_connected(target) {
+            failing = true;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        }
+        if failing {
+            failing = false;
+            heal_upto = brick.seq();
+            tracing::info!(brick = %brick.root.display(), peer, "peer brick reachable; replaying pending entries");
+        }
+        for (path, seq) in rows {
+            let Ok(rel) = RelPath::new(&path) else {
+                let _ = brick.with_db(move |_, c| Brick::confirm(c, peer, &path, seq)).await;
+                continue;
+            };
+            let is_heal = seq <= heal_upto;
+            if is_heal {
+                brick.counters.healing.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let res = push_path(&node, &brick, peer, target, &rel).await;
+            if is_heal {
+                brick.counters.healing.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            match res {
+                Ok(bytes) => {
+                    let p = path.clone();
+                    let _ = brick.with_db(move |_, c| Brick::confirm(c, peer, &p, seq)).await;
+                    if is_heal {
+                        brick.counters.add_heal(bytes);
+                        throttle(&node, &brick, bytes).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(path, peer, "replication deferred: {e}");
+                    failing = true;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn throttle(node: &Node, brick: &Brick, bytes: u64) {
+    let rate = node
+        .config()
+        .volumes
+        .iter()
+        .find(|v| v.id == brick.volume)
+        .and_then(|v| crate::options::parse_bytes(v.option("cluster.heal-rate-limit")))
+        .unwrap_or(0);
+    if rate > 0 && bytes > 0 {
+        tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / rate as f64)).await;
+    }
+}
+
+fn peer_node(node: &Node, brick: &Brick, peer: u64) -> Option<Uuid> {
+    let cfg = node.config();
+    let v = cfg.volumes.iter().find(|v| v.id == brick.volume)?;
+    v.brick(peer).map(|b| b.node)
+}
+
+/// Offers the current version of `path` (and its siblings) to brick `peer`
+/// on node `target`. Returns the content bytes sent.
+pub async fn push_path(node: &Arc<Node>, brick: &Arc<Brick>, peer: u64, target: Uuid, path: &RelPath) -> Result<u64, PushError> {
+    let p = path.clone();
+    let versions = brick
+        .with_db(move |_, c| -> Result<Vec<(Entry, Vec<ChunkRef>)>, StoreError> {
+            let mut v: Vec<_> = Brick::load(c, &p)?.into_iter().collect();
+            v.extend(Brick::siblings(c, &p)?);
+            Ok(v)
+        })
+        .await?;
+    let mut sent = 0;
+    for (entry, chunks) in versions {
+        let file = if entry.kind == Kind::File {
+            let (p, h) = (path.clone(), entry.hash);
+            brick.with_db(move |b, c| b.content_file(c, &p, &h)).await?
+        } else {
+            None
+        };
+        let offer = Offer {
+            volume: brick.volume,
+            brick: peer,
+            entry,
+            chunks: chunks.clone(),
+            write: None,
+            from_brick: Some(brick.id),
+        };
+        let (mut w, mut r) = node.open_stream(target).await?;
+        let (resp, n) = send_offer(&mut w, &mut r, &offer, file.as_deref(), &chunks).await?;
+        brick.counters.add_sent(n);
+        sent += n;
+        match resp {
+            Response::Applied { .. } => {}
+            Response::Error { reason, .. } => return Err(PushError::Refused(reason)),
+            _ => return Err(PushError::Refused("unexpected answer".into())),
+        }
+    }
+    Ok(sent)
+}
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the sender side of an offer on a stream: request, the chunks the
+/// receiver needs (read from `file`), and the final answer. Returns the
+/// answer and the content bytes sent.
+pub async fn send_offer<W, R>(
+    w: &mut W,
+    r: &mut R,
+    offer: &Offer,
+    file: Option<&std::path::Path>,
+    chunks: &[ChunkRef],
+) -> Result<(Response, u64), PushError>
+where
+    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send,
+{
+    frame::write_msg(w, &Request::Offer(offer.clone())).await?;
+    w.flush().await.map_err(FrameError::Io)?;
+    let first: Response = tokio::time::timeout(STEP_TIMEOUT, frame::read_msg(r))
+        .await
+        .map_err(|_| PushError::Timeout)??;
+    let need = match first {
+        Response::Need(n) => n,
+        other => {
+            let _ = w.shutdown().await;
+            return Ok((other, 0));
+        }
+    };
+    let mut sent = 0u64;
+    if !need.is_empty() {
+        let Some(path) = file else {
+            return Err(PushError::Refused("content not available locally".into()));
+        };
+        let mut f = std::fs::File::open(path).map_err(|e| StoreError::io("open", path.display(), e))?;
+        let offsets = chunking::offsets(chunks);
+        for i in need {
+            let Some(c) = chunks.get(i as usize) else {
+                return Err(PushError::Refused("chunk index out of range".into()));
+            };
+            let data = chunking::read_verified(&mut f, offsets[i as usize], c.len, &c.hash)
+                .map_err(|e| StoreError::io("read", path.display(), e))?;
+            tokio::time::timeout(STEP_TIMEOUT, frame::write_raw(w, &data))
+                .await
+                .map_err(|_| PushError::Timeout)??;
+            sent += data.len() as u64;
+        }
+    }
+    let _ = w.shutdown().await;
+    let last: Response = tokio::time::timeout(STEP_TIMEOUT * 4, frame::read_msg(r))
+        .await
+        .map_err(|_| PushError::Timeout)??;
+    Ok((last, sent))
+}
+
+/// The heal report of one local brick.
+pub async fn heal_info(brick: &Arc<Brick>) -> BrickHealInfo {
+    let mut info = brick
+        .with_db(|_, c| Brick::heal_info(c, crate::store::rpc::HEAL_LIST_LIMIT))
+        .await
+        .unwrap_or_default();
+    info.brick = brick.id;
+    let c = brick.counters();
+    info.heals_done = c.heals;
+    info.heal_bytes = c.heal_bytes;
+    info.healing = brick.counters.healing.load(std::sync::atomic::Ordering::Relaxed);
+    info.last_error = brick.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    info.quorum_met = *brick.quorum.lock().unwrap_or_else(|e| e.into_inner());
+    info
+}
+
+/// Runs a heal command on this node's bricks of `volume`.
+pub async fn heal_op(node: &Arc<Node>, volume: &str, op: HealOp) -> Result<(), String> {
+    let Some(v) = node.config().volume(volume).cloned() else {
+        return Err(format!("Volume {volume} does not exist"));
+    };
+    for b in node.bricks.of_volume(v.id) {
+        match &op {
+            HealOp::Index => b.publish_seq(b.seq()),
+            HealOp::Full => {
+                for peer in b.peers.clone() {
+                    b.with_db(move |_, c| Brick::mark_all_pending(c, peer))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                b.publish_seq(b.seq());
+            }
+            HealOp::Choose { path, vv } => {
+                let (p, v) = (path.clone(), vv.clone());
+                let done = b
+                    .with_db(move |br, c| crate::store::choose(br, c, &p, &v))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if done.is_some() {
+                    tracing::info!(%path, brick = %b.root.display(), "split-brain resolved; losing versions retained");
+                    b.publish_seq(b.seq());
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}

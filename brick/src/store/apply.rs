@@ -1,0 +1,471 @@
+//! Receiving an offered version of a path: decide, fetch only the missing
+//! chunks, build the content in a temp file, then place it and commit the
+//! metadata, the new sequence number and the pending rows for the other
+//! bricks in one transaction, before the offer is acknowledged.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rusqlite::{params, Connection};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::files::{self, TempFile};
+use super::reconcile::{reconcile, Plan, Src};
+use super::types::{ChunkRef, Entry, Kind};
+use super::{chunking, hex, Brick, StoreError};
+use crate::codec;
+use crate::frame::{self, FrameError};
+use crate::proto::{code, Offer, Response};
+use crate::vv::VersionVector;
+
+/// What the decision step produced.
+enum Decided {
+    /// Nothing to do: answer with this.
+    Done(Response),
+    /// Apply `plan`, with the incoming content made of `chunks` if needed.
+    Apply(Box<Plan>, Entry),
+}
+
+/// Handles an offer on a stream: the request was already read.
+pub async fn handle_offer<W, R>(brick: &Arc<Brick>, offer: Offer, send: &mut W, recv: &mut R) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send,
+{
+    let resp = match offer_impl(brick, offer, send, recv).await {
+        Ok(r) => r,
+        Err(OfferError::Frame(e)) => return Err(e),
+        Err(OfferError::Store(e)) => {
+            tracing::warn!(brick = %brick.root.display(), "offer failed: {e}");
+            *brick.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            Response::error(code::INTERNAL, e.to_string())
+        }
+        Err(OfferError::Refused(r)) => r,
+    };
+    frame::write_msg(send, &resp).await
+}
+
+enum OfferError {
+    Frame(FrameError),
+    Store(StoreError),
+    Refused(Response),
+}
+
+impl From<FrameError> for OfferError {
+    fn from(e: FrameError) -> Self {
+        Self::Frame(e)
+    }
+}
+
+impl From<StoreError> for OfferError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+fn refuse(c: u16, reason: impl Into<String>) -> OfferError {
+    OfferError::Refused(Response::error(c, reason))
+}
+
+async fn offer_impl<W, R>(brick: &Arc<Brick>, offer: Offer, send: &mut W, recv: &mut R) -> Result<Response, OfferError>
+where
+    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send,
+{
+    let Offer {
+        mut entry,
+        chunks,
+        write,
+        from_brick,
+        ..
+    } = offer;
+    validate(&entry, &chunks)?;
+    if let Err(e) = files::resolve(&brick.root, &entry.path, false) {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            tracing::warn!(path = %entry.path, "refused: {e}");
+            return Err(refuse(code::BAD_REQUEST, e.to_string()));
+        }
+    }
+    if write.is_some() && brick.quorum.lock().unwrap_or_else(|p| p.into_inner()).eq(&Some(false)) {
+        return Err(refuse(code::NO_QUORUM, "brick cannot reach quorum; change refused"));
+    }
+    let decided = {
+        let e2 = entry.clone();
+        let w = write.clone();
+        brick
+            .with_db(move |_, conn| decide(conn, e2, w))
+            .await?
+    };
+    let (plan, final_entry) = match decided {
+        Decided::Done(r) => return Ok(r),
+        Decided::Apply(p, e) => (p, e),
+    };
+    entry = final_entry;
+    let needs_content = entry.kind == Kind::File
+        && (plan.current.1 == Src::Incoming || plan.siblings.iter().any(|s| s.1 == Src::Incoming));
+    let temp = if needs_content {
+        let hashes: Vec<[u8; 32]> = chunks.iter().map(|c| c.hash).collect();
+        let local = brick
+            .with_db(move |_, conn| -> Result<Vec<bool>, StoreError> {
+                hashes.iter().map(|h| Ok(Brick::find_chunk(conn, h)?.is_some())).collect()
+            })
+            .await?;
+        let need: Vec<u32> = (0..chunks.len() as u32).filter(|i| !local[*i as usize]).collect();
+        frame::write_msg(send, &Response::Need(need.clone())).await?;
+        Some(receive_content(brick, &entry, &chunks, &need, recv).await?)
+    } else {
+        None
+    };
+    let from = from_brick;
+    let vv = entry.vv.clone();
+    let (_, conflict) = brick
+        .with_db(move |b, conn| commit(b, conn, *plan, entry, chunks, temp, from))
+        .await?;
+    brick.counters.changes_applied.fetch_add(1, Ordering::Relaxed);
+    brick.pending_notify.notify_waiters();
+    Ok(Response::Applied { vv, conflict })
+}
+
+fn validate(entry: &Entry, chunks: &[ChunkRef]) -> Result<(), OfferError> {
+    match entry.kind {
+        Kind::File => {
+            let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+            if total != entry.size || chunks.iter().any(|c| c.len == 0 || c.len > chunking::MAX_CHUNK) {
+                return Err(refuse(code::BAD_REQUEST, "chunk list does not match the size"));
+            }
+        }
+        Kind::Symlink => {
+            let Some(t) = &entry.target else {
+                return Err(refuse(code::BAD_REQUEST, "symlink without target"));
+            };
+            if t.is_empty() || t.contains('\0') || t.len() > crate::path::MAX_PATH {
+                return Err(refuse(code::BAD_REQUEST, "bad symlink target"));
+            }
+        }
+        Kind::Dir | Kind::Tombstone => {}
+    }
+    if !chunks.is_empty() && entry.kind != Kind::File {
+        return Err(refuse(code::BAD_REQUEST, "chunks for a non-file"));
+    }
+    Ok(())
+}
+
+fn decide(
+    conn: &mut Connection,
+    mut entry: Entry,
+    write: Option<crate::proto::WriteInfo>,
+) -> Result<Decided, StoreError> {
+    let current = Brick::load(conn, &entry.path)?.map(|(e, _)| e);
+    let siblings: Vec<Entry> = Brick::siblings(conn, &entry.path)?.into_iter().map(|(e, _)| e).collect();
+    if let Some(w) = write {
+        // The writer's new version: its base, with the writer's counter above
+        // any value seen for it, so it is never equal to an older version.
+        let seen = current
+            .iter()
+            .chain(siblings.iter())
+            .map(|e| e.vv.get(w.writer))
+            .max()
+            .unwrap_or(0)
+            .max(w.base.get(w.writer));
+        let mut vv = w.base.clone();
+        vv.set(w.writer, seen + 1);
+        // Aspect vectors: a changed aspect takes the new vector.
+        let base_entry = current.as_ref().filter(|c| c.vv == w.base);
+        let (content_changed, meta_changed) = match base_entry {
+            Some(b) => (!b.same_content(&entry), !b.same_meta(&entry)),
+            None => (w.content_changed, w.meta_changed),
+        };
+        entry.data_vv = if content_changed { vv.clone() } else { base_entry.map_or(w.base_data, |b| b.data_vv.clone()) };
+        entry.meta_vv = if meta_changed { vv.clone() } else { base_entry.map_or(w.base_meta, |b| b.meta_vv.clone()) };
+        entry.vv = vv;
+    }
+    match reconcile(current.as_ref(), &siblings, &entry) {
+        None => {
+            let vv = current.map(|c| c.vv).unwrap_or_default();
+            Ok(Decided::Done(Response::Applied {
+                vv,
+                conflict: !siblings.is_empty(),
+            }))
+        }
+        Some(plan) => Ok(Decided::Apply(Box::new(plan), entry)),
+    }
+}
+
+async fn receive_content<R: AsyncRead + Unpin + Send>(
+    brick: &Arc<Brick>,
+    entry: &Entry,
+    chunks: &[ChunkRef],
+    need: &[u32],
+    recv: &mut R,
+) -> Result<TempFile, OfferError> {
+    let (temp, file) = TempFile::create(&files::tmp_dir(&brick.root))
+        .map_err(|e| StoreError::io("create temp in", brick.root.display(), e))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let need: HashSet<u32> = need.iter().copied().collect();
+    let mut whole = blake3::Hasher::new();
+    for (i, c) in chunks.iter().enumerate() {
+        let data = if need.contains(&(i as u32)) {
+            let data = frame::read_raw(recv).await?;
+            if data.len() != c.len as usize || blake3::hash(&data).as_bytes() != &c.hash {
+                return Err(StoreError::BadContent(entry.path.to_string()).into());
+            }
+            brick.counters.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
+            brick.counters.chunks_fetched.fetch_add(1, Ordering::Relaxed);
+            data
+        } else {
+            let h = c.hash;
+            let len = c.len;
+            let got = brick
+                .with_db(move |b, conn| -> Result<Option<Vec<u8>>, StoreError> {
+                    let Some((file, off)) = Brick::find_chunk(conn, &h)? else { return Ok(None) };
+                    let mut f = match File::open(b.root.join(&file)) {
+                        Ok(f) => f,
+                        Err(_) => return Ok(None),
+                    };
+                    Ok(chunking::read_verified(&mut f, off, len, &h).ok())
+                })
+                .await?;
+            let Some(data) = got else {
+                // The local copy changed under us: fail; the sender retries.
+                return Err(StoreError::BadContent(entry.path.to_string()).into());
+            };
+            brick.counters.chunks_reused.fetch_add(1, Ordering::Relaxed);
+            data
+        };
+        whole.update(&data);
+        out.write_all(&data).map_err(|e| StoreError::io("write", temp.path().display(), e))?;
+    }
+    if whole.finalize().as_bytes() != &entry.hash {
+        return Err(StoreError::BadContent(entry.path.to_string()).into());
+    }
+    let file = out
+        .into_inner()
+        .map_err(|e| StoreError::io("write", temp.path().display(), e.into_error()))?;
+    file.sync_all().map_err(|e| StoreError::io("fsync", temp.path().display(), e))?;
+    Ok(temp)
+}
+
+/// Places the plan's content on disk and commits it.
+fn commit(
+    brick: &Brick,
+    conn: &mut Connection,
+    plan: Plan,
+    incoming: Entry,
+    in_chunks: Vec<ChunkRef>,
+    temp: Option<TempFile>,
+    from: Option<u64>,
+) -> Result<(VersionVector, bool), StoreError> {
+    let path = incoming.path;
+    let old = Brick::load(conn, &path)?;
+    let old_sibs = Brick::siblings(conn, &path)?;
+    let real = files::resolve(&brick.root, &path, true).map_err(|e| StoreError::io("resolve", &path, e))?;
+    let chunks_of = |src: Src| -> Vec<ChunkRef> {
+        match src {
+            Src::Current => old.as_ref().map(|o| o.1.clone()).unwrap_or_default(),
+            Src::Sibling(i) => old_sibs.get(i).map(|s| s.1.clone()).unwrap_or_default(),
+            Src::Incoming => in_chunks.clone(),
+        }
+    };
+    let sib_dir = files::siblings_dir(&brick.root);
+    std::fs::create_dir_all(&sib_dir).map_err(|e| StoreError::io("create", sib_dir.display(), e))?;
+    // 1. Keep every content that becomes a sibling, before the brick path
+    //    changes: content-addressed under .gsync/siblings/.
+    let mut temp = temp;
+    for (e, src) in &plan.siblings {
+        if e.kind != Kind::File {
+            continue;
+        }
+        let dest = sib_dir.join(hex(&e.hash));
+        if dest.exists() {
+            continue;
+        }
+        match src {
+            Src::Current => {
+                std::fs::copy(&real, &dest).map_err(|x| StoreError::io("keep sibling", &path, x))?;
+            }
+            Src::Incoming => {
+                if plan.current.1 == Src::Incoming {
+                    continue;
+                }
+                if let Some(t) = temp.take() {
+                    t.persist(&dest).map_err(|x| StoreError::io("keep sibling", &path, x))?;
+                }
+            }
+            Src::Sibling(_) => {}
+        }
+    }
+    // 2. Losing versions of a resolved split-brain are retained.
+    let mut retained: Vec<(Entry, String)> = Vec::new();
+    if !old_sibs.is_empty() {
+        let keep: HashSet<[u8; 32]> = std::iter::once(&plan.current.0)
+            .chain(plan.siblings.iter().map(|s| &s.0))
+            .map(|e| e.hash)
+            .collect();
+        let losers = old.iter().map(|o| (&o.0, true)).chain(old_sibs.iter().map(|s| (&s.0, false)));
+        for (e, is_current) in losers {
+            if e.kind != Kind::File || keep.contains(&e.hash) {
+                continue;
+            }
+            let rdir = files::retained_dir(&brick.root);
+            std::fs::create_dir_all(&rdir).map_err(|x| StoreError::io("create", rdir.display(), x))?;
+            let name = format!("{}-{}", now_secs(), hex(&e.hash));
+            let dest = rdir.join(&name);
+            let src = if is_current { real.clone() } else { sib_dir.join(hex(&e.hash)) };
+            if std::fs::copy(&src, &dest).is_ok() {
+                let rel = format!("{}/retained/{name}", crate::path::RESERVED);
+                retained.push((e.clone(), rel));
+            }
+        }
+    }
+    // 3. The brick path gets the current version.
+    let (cur, cur_src) = &plan.current;
+    match (cur.kind, cur_src) {
+        (Kind::File, Src::Current) => {
+            files::set_meta(&real, cur.mode, cur.mtime_ns, cur.owner).map_err(|e| StoreError::io("chmod", &path, e))?;
+        }
+        (Kind::File, Src::Incoming) => {
+            let t = temp.take().ok_or_else(|| StoreError::BadContent(path.to_string()))?;
+            files::set_meta(t.path(), cur.mode, cur.mtime_ns, cur.owner).map_err(|e| StoreError::io("chmod", &path, e))?;
+            if std::fs::symlink_metadata(&real).is_ok_and(|m| m.is_dir()) {
+                files::remove_any(&real).map_err(|e| StoreError::io("replace dir", &path, e))?;
+            }
+            t.persist(&real).map_err(|e| StoreError::io("rename into", &path, e))?;
+        }
+        (Kind::File, Src::Sibling(_)) => {
+            let (t, _) = TempFile::create(&files::tmp_dir(&brick.root)).map_err(|e| StoreError::io("temp", &path, e))?;
+            std::fs::copy(sib_dir.join(hex(&cur.hash)), t.path()).map_err(|e| StoreError::io("copy sibling", &path, e))?;
+            files::set_meta(t.path(), cur.mode, cur.mtime_ns, cur.owner).map_err(|e| StoreError::io("chmod", &path, e))?;
+            t.persist(&real).map_err(|e| StoreError::io("rename into", &path, e))?;
+        }
+        (Kind::Dir, _) => {
+            files::place_dir(&real, cur.mode, cur.mtime_ns).map_err(|e| StoreError::io("mkdir", &path, e))?;
+        }
+        (Kind::Symlink, _) => {
+            let target = cur.target.clone().unwrap_or_default();
+            files::place_symlink(&files::tmp_dir(&brick.root), &target, &real, cur.mtime_ns)
+                .map_err(|e| StoreError::io("symlink", &path, e))?;
+        }
+        (Kind::Tombstone, _) => remove_for_tombstone(conn, &real, &path)?,
+    }
+    // 4. One transaction: entry, chunk index, siblings, retained, pending, seq.
+    let cur_chunks = if cur.kind == Kind::File { chunks_of(*cur_src) } else { Vec::new() };
+    let tx = conn.transaction()?;
+    let seq: u64 = tx.query_row("SELECT COALESCE((SELECT value FROM kv WHERE key = 'seq'), 0)", [], |r| r.get::<_, i64>(0))? as u64 + 1;
+    tx.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('seq', ?1)", params![seq as i64])?;
+    let enc = codec::encode(cur).map_err(|_| StoreError::Corrupt(path.to_string()))?;
+    tx.execute(
+        "INSERT OR REPLACE INTO entries (path, entry, chunks, seq) VALUES (?1, ?2, ?3, ?4)",
+        params![path.as_str(), enc, chunking::encode_list(&cur_chunks), seq as i64],
+    )?;
+    tx.execute("DELETE FROM chunks WHERE file = ?1", params![path.as_str()])?;
+    index_chunks(&tx, path.as_str(), &cur_chunks)?;
+    tx.execute("DELETE FROM siblings WHERE path = ?1", params![path.as_str()])?;
+    for (e, src) in &plan.siblings {
+        let c = if e.kind == Kind::File { chunks_of(*src) } else { Vec::new() };
+        let enc = codec::encode(e).map_err(|_| StoreError::Corrupt(path.to_string()))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO siblings (path, vv, entry, chunks) VALUES (?1, ?2, ?3, ?4)",
+            params![path.as_str(), e.vv.to_bytes(), enc, chunking::encode_list(&c)],
+        )?;
+        if e.kind == Kind::File {
+            let file = format!("{}/siblings/{}", crate::path::RESERVED, hex(&e.hash));
+            tx.execute("DELETE FROM chunks WHERE file = ?1", params![file])?;
+            index_chunks(&tx, &file, &c)?;
+        }
+    }
+    for (e, file) in &retained {
+        let enc = codec::encode(e).map_err(|_| StoreError::Corrupt(path.to_string()))?;
+        tx.execute(
+            "INSERT INTO retained (path, entry, file, at) VALUES (?1, ?2, ?3, ?4)",
+            params![path.as_str(), enc, file, now_secs() as i64],
+        )?;
+    }
+    for peer in &brick.peers {
+        if Some(*peer) == from && !plan.diverged {
+            continue;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO pending (peer, path, seq) VALUES (?1, ?2, ?3)",
+            params![*peer as i64, path.as_str(), seq as i64],
+        )?;
+    }
+    tx.commit()?;
+    brick.publish_seq(seq);
+    Ok((cur.vv.clone(), !plan.siblings.is_empty()))
+}
+
+fn index_chunks(tx: &rusqlite::Transaction<'_>, file: &str, chunks: &[ChunkRef]) -> Result<(), StoreError> {
+    let mut st = tx.prepare_cached("INSERT INTO chunks (hash, file, offset, len) VALUES (?1, ?2, ?3, ?4)")?;
+    for (c, off) in chunks.iter().zip(chunking::offsets(chunks)) {
+        st.execute(params![c.hash.as_slice(), file, off as i64, c.len])?;
+    }
+    Ok(())
+}
+
+fn remove_for_tombstone(conn: &Connection, real: &std::path::Path, path: &crate::RelPath) -> Result<(), StoreError> {
+    let meta = match std::fs::symlink_metadata(real) {
+        Ok(m) => m,
+        Err(_) => return Ok(()),
+    };
+    if meta.is_dir() {
+        // Remove the directory only if nothing live remains below it.
+        let prefix = format!("{}/", path.as_str());
+        let mut st = conn.prepare_cached("SELECT entry FROM entries WHERE path > ?1 AND path < ?2")?;
+        let end = format!("{}0", path.as_str());
+        let live = st
+            .query_map(params![prefix, end], |r| r.get::<_, Vec<u8>>(0))?
+            .filter_map(Result::ok)
+            .filter_map(|b| codec::decode::<Entry>(&b).ok())
+            .any(|e| e.kind != Kind::Tombstone);
+        if live {
+            tracing::warn!(%path, "directory deleted on one side while files were added below it on another; keeping the directory");
+            return Ok(());
+        }
+        std::fs::remove_dir_all(real).map_err(|e| StoreError::io("remove", path, e))?;
+    } else {
+        std::fs::remove_file(real).map_err(|e| StoreError::io("remove", path, e))?;
+    }
+    files::sync_parent(real);
+    Ok(())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Makes the version of `path` with vector `vv` win over every other
+/// version this brick holds (split-brain resolution): it gets a vector that
+/// dominates them all, and the losers are retained. Returns the new vector.
+pub fn choose(brick: &Brick, conn: &mut Connection, path: &crate::RelPath, vv: &VersionVector) -> Result<Option<VersionVector>, StoreError> {
+    let current = Brick::load(conn, path)?.map(|x| x.0);
+    let sibs: Vec<Entry> = Brick::siblings(conn, path)?.into_iter().map(|x| x.0).collect();
+    if sibs.is_empty() {
+        return Ok(None);
+    }
+    let (chosen, src) = if current.as_ref().is_some_and(|c| c.vv == *vv) {
+        (current.clone(), Src::Current)
+    } else {
+        match sibs.iter().position(|s| s.vv == *vv) {
+            Some(i) => (Some(sibs[i].clone()), Src::Sibling(i)),
+            None => (None, Src::Current),
+        }
+    };
+    let Some(mut win) = chosen else { return Ok(None) };
+    let mut all = current.iter().chain(sibs.iter()).fold(VersionVector::new(), |acc, e| acc.merge(&e.vv));
+    all = all.bumped(brick.id);
+    win.vv = all.clone();
+    win.data_vv = all.clone();
+    win.meta_vv = all.clone();
+    let plan = Plan {
+        current: (win.clone(), src),
+        siblings: Vec::new(),
+        diverged: true,
+    };
+    commit(brick, conn, plan, win, Vec::new(), None, None)?;
+    Ok(Some(all))
+}

@@ -1,0 +1,421 @@
+//! One brick: the volume's files as plain files in a directory, and their
+//! metadata, versions, chunk index and heal index in SQLite under
+//! `<brick>/.gsync/`.
+//!
+//! Layout:
+//! - `types`: the data model of a path (plain data, shared with the wire).
+//! - `schema`: the database and its migrations.
+//! - `chunking`: FastCDC chunking and verified chunk reads.
+//! - `files`: path resolution inside the brick and atomic placement.
+//! - `reconcile`: the pure decision for an incoming version.
+//! - `apply`: receiving an offered version (content, commit).
+//! - `rpc`: the brick requests a node serves.
+//! - `set`: the bricks a node serves, started and stopped with the volume.
+
+mod apply;
+pub mod chunking;
+pub mod files;
+pub mod reconcile;
+pub mod rpc;
+pub mod schema;
+mod set;
+pub mod types;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use uuid::Uuid;
+
+pub use apply::choose;
+pub use set::{prepare_brick_dir, BrickSet};
+use types::{ChunkRef, Entry};
+
+use crate::codec;
+use crate::heal_types::{BrickHealInfo, HealEntry};
+use crate::proto::Counters;
+use crate::RelPath;
+
+/// Errors of a brick.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("brick database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Disk IO failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Where.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A stored row is unreadable.
+    #[error("brick database: corrupt row for {0}")]
+    Corrupt(String),
+    /// The offered content does not match its hash.
+    #[error("content of {0} does not match its hash")]
+    BadContent(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(op: &'static str, path: impl std::fmt::Display, source: std::io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    /// True when retrying later may help (disk full, busy database).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Self::Corrupt(_))
+    }
+}
+
+/// Live counters of a brick.
+#[derive(Debug, Default)]
+pub struct LiveCounters {
+    changes_applied: AtomicU64,
+    bytes_received: AtomicU64,
+    bytes_sent: AtomicU64,
+    chunks_reused: AtomicU64,
+    chunks_fetched: AtomicU64,
+    heals: AtomicU64,
+    heal_bytes: AtomicU64,
+    /// Paths being transferred right now.
+    pub healing: AtomicU64,
+}
+
+impl LiveCounters {
+    fn snapshot(&self) -> Counters {
+        Counters {
+            changes_applied: self.changes_applied.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            chunks_reused: self.chunks_reused.load(Ordering::Relaxed),
+            chunks_fetched: self.chunks_fetched.load(Ordering::Relaxed),
+            heals: self.heals.load(Ordering::Relaxed),
+            heal_bytes: self.heal_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts bytes sent by this brick.
+    pub fn add_sent(&self, n: u64) {
+        self.bytes_sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a completed heal of `bytes`.
+    pub fn add_heal(&self, bytes: u64) {
+        self.heals.fetch_add(1, Ordering::Relaxed);
+        self.heal_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// One brick served by this node.
+#[derive(Debug)]
+pub struct Brick {
+    /// Brick directory.
+    pub root: PathBuf,
+    /// Volume id.
+    pub volume: Uuid,
+    /// Volume name.
+    pub volume_name: String,
+    /// Replica id.
+    pub id: u64,
+    /// Node that serves it.
+    pub node: Uuid,
+    /// Replica ids of the other bricks of the volume.
+    pub peers: Vec<u64>,
+    db: Mutex<Connection>,
+    seq: tokio::sync::watch::Sender<u64>,
+    /// Counters.
+    pub counters: LiveCounters,
+    /// Last local error (e.g. disk full), for heal info.
+    pub last_error: Mutex<Option<String>>,
+    /// Whether the brick currently reaches quorum (`None`: not configured).
+    pub quorum: Mutex<Option<bool>>,
+    /// Wakes the replicators when new pending rows exist.
+    pub pending_notify: tokio::sync::Notify,
+}
+
+impl Brick {
+    /// Opens the brick at `root` (which must exist), creating `.gsync/`.
+    pub fn open(
+        root: &Path,
+        volume: Uuid,
+        volume_name: &str,
+        id: u64,
+        node: Uuid,
+        peers: Vec<u64>,
+    ) -> Result<Self, StoreError> {
+        let meta = root.join(crate::path::RESERVED);
+        std::fs::create_dir_all(&meta).map_err(|e| StoreError::io("create", meta.display(), e))?;
+        // Leftover temp files of an interrupted write are garbage.
+        let tmp = files::tmp_dir(root);
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| StoreError::io("create", tmp.display(), e))?;
+        let conn = schema::open(&meta.join("meta.db"))?;
+        let seq: u64 = conn
+            .query_row("SELECT value FROM kv WHERE key = 'seq'", [], |r| r.get::<_, i64>(0))
+            .optional()?
+            .unwrap_or(0) as u64;
+        Ok(Self {
+            root: root.to_path_buf(),
+            volume,
+            volume_name: volume_name.to_string(),
+            id,
+            node,
+            peers,
+            db: Mutex::new(conn),
+            seq: tokio::sync::watch::channel(seq).0,
+            counters: LiveCounters::default(),
+            last_error: Mutex::new(None),
+            quorum: Mutex::new(None),
+            pending_notify: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Runs `f` with the database on the blocking pool.
+    pub async fn with_db<T, F>(self: &Arc<Self>, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&Self, &mut Connection) -> T + Send + 'static,
+    {
+        let me = self.clone();
+        let run = move || {
+            let mut conn = me.db.lock().unwrap_or_else(|e| e.into_inner());
+            f(&me, &mut conn)
+        };
+        match tokio::task::spawn_blocking(run).await {
+            Ok(t) => t,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Runs `f` with the database on the current thread.
+    pub fn with_db_sync<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
+        let mut conn = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut conn)
+    }
+
+    /// The current change sequence.
+    pub fn seq(&self) -> u64 {
+        *self.seq.borrow()
+    }
+
+    /// Subscribes to sequence changes.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.seq.subscribe()
+    }
+
+    pub(crate) fn publish_seq(&self, seq: u64) {
+        self.seq.send_replace(seq);
+    }
+
+    /// The entry and chunk list of `path`.
+    pub fn load(conn: &Connection, path: &RelPath) -> Result<Option<(Entry, Vec<ChunkRef>)>, StoreError> {
+        let row: Option<(Vec<u8>, Vec<u8>)> = conn
+            .query_row(
+                "SELECT entry, chunks FROM entries WHERE path = ?1",
+                params![path.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(e, c)| decode_row(path.as_str(), &e, &c)).transpose()
+    }
+
+    /// The split-brain siblings of `path`.
+    pub fn siblings(conn: &Connection, path: &RelPath) -> Result<Vec<(Entry, Vec<ChunkRef>)>, StoreError> {
+        let mut st = conn.prepare_cached("SELECT entry, chunks FROM siblings WHERE path = ?1 ORDER BY vv")?;
+        let rows = st.query_map(params![path.as_str()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (e, c) = r?;
+            out.push(decode_row(path.as_str(), &e, &c)?);
+        }
+        Ok(out)
+    }
+
+    /// Entries changed after `since`, in sequence order.
+    pub fn changes_since(conn: &Connection, since: u64, limit: u32) -> Result<Vec<(u64, Entry)>, StoreError> {
+        let mut st = conn.prepare_cached("SELECT path, entry, seq FROM entries WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = st.query_map(params![since as i64, limit], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (p, e, s) = r?;
+            let e: Entry = codec::decode(&e).map_err(|_| StoreError::Corrupt(p))?;
+            out.push((s as u64, e));
+        }
+        Ok(out)
+    }
+
+    /// Where a chunk can be read locally: `(file, offset)`.
+    pub fn find_chunk(conn: &Connection, hash: &[u8; 32]) -> Result<Option<(String, u64)>, StoreError> {
+        let mut st = conn.prepare_cached("SELECT file, offset FROM chunks WHERE hash = ?1 LIMIT 1")?;
+        Ok(st
+            .query_row(params![hash.as_slice()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .optional()?)
+    }
+
+    /// The physical file holding content `hash` for `path`: the brick path,
+    /// a sibling or a retained version.
+    pub fn content_file(&self, conn: &Connection, path: &RelPath, hash: &[u8; 32]) -> Result<Option<PathBuf>, StoreError> {
+        if let Some((e, _)) = Self::load(conn, path)? {
+            if e.hash == *hash && e.kind == types::Kind::File {
+                return Ok(Some(path.under(&self.root)));
+            }
+        }
+        let sib = files::siblings_dir(&self.root).join(hex(hash));
+        if sib.exists() {
+            return Ok(Some(sib));
+        }
+        let mut st = conn.prepare_cached("SELECT file FROM retained WHERE path = ?1")?;
+        let files: Vec<String> = st
+            .query_map(params![path.as_str()], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for f in files {
+            if f.ends_with(&hex(hash)) {
+                return Ok(Some(self.root.join(f)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Heal state for reports.
+    pub fn heal_info(conn: &Connection, limit: usize) -> Result<BrickHealInfo, StoreError> {
+        let pending: i64 = conn.query_row("SELECT COUNT(DISTINCT path) FROM pending", [], |r| r.get(0))?;
+        let split: i64 = conn.query_row("SELECT COUNT(DISTINCT path) FROM siblings", [], |r| r.get(0))?;
+        let total: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM (SELECT path FROM pending UNION SELECT path FROM siblings)",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut st = conn.prepare_cached("SELECT peer, COUNT(*) FROM pending GROUP BY peer")?;
+        let by_peer = st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut st = conn.prepare_cached(
+            "SELECT path, 1 FROM (SELECT DISTINCT path FROM siblings)
+             UNION SELECT path, 0 FROM (SELECT DISTINCT path FROM pending)
+             ORDER BY path LIMIT ?1",
+        )?;
+        let rows = st.query_map(params![limit as i64 * 2], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut entries: Vec<HealEntry> = Vec::new();
+        for r in rows {
+            let (p, sb) = r?;
+            let Ok(path) = RelPath::new(&p) else { continue };
+            match entries.last_mut() {
+                Some(last) if last.path == path => last.split_brain |= sb == 1,
+                _ => entries.push(HealEntry {
+                    path,
+                    split_brain: sb == 1,
+                }),
+            }
+        }
+        entries.truncate(limit);
+        Ok(BrickHealInfo {
+            entries,
+            total: total as u64,
+            pending: pending as u64,
+            split_brain: split as u64,
+            pending_by_peer: by_peer,
+            ..Default::default()
+        })
+    }
+
+    /// The current version, siblings and retained versions of `path`.
+    pub fn versions(&self, conn: &Connection, path: &RelPath) -> Result<crate::heal_types::SplitBrainVersions, StoreError> {
+        let mut versions: Vec<Entry> = Self::load(conn, path)?.into_iter().map(|x| x.0).collect();
+        versions.extend(Self::siblings(conn, path)?.into_iter().map(|x| x.0));
+        let mut st = conn.prepare_cached("SELECT entry, file FROM retained WHERE path = ?1 ORDER BY id")?;
+        let rows = st.query_map(params![path.as_str()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))?;
+        let mut retained = Vec::new();
+        for r in rows {
+            let (e, f) = r?;
+            let e: Entry = codec::decode(&e).map_err(|_| StoreError::Corrupt(path.to_string()))?;
+            retained.push((e, f));
+        }
+        Ok(crate::heal_types::SplitBrainVersions {
+            brick: self.id,
+            versions,
+            retained,
+        })
+    }
+
+    /// Paths in split-brain on this brick.
+    pub fn split_brain_paths(conn: &Connection) -> Result<Vec<String>, StoreError> {
+        let mut st = conn.prepare_cached("SELECT DISTINCT path FROM siblings ORDER BY path")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes retained versions older than `max_age_secs`.
+    pub fn expire_retained(&self, conn: &Connection, max_age_secs: u64) -> Result<u64, StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let cutoff = now.saturating_sub(max_age_secs) as i64;
+        let mut st = conn.prepare_cached("SELECT id, file FROM retained WHERE at < ?1")?;
+        let old: Vec<(i64, String)> = st
+            .query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (id, f) in &old {
+            let _ = std::fs::remove_file(self.root.join(f));
+            conn.execute("DELETE FROM retained WHERE id = ?1", params![id])?;
+        }
+        Ok(old.len() as u64)
+    }
+
+    /// Counters snapshot.
+    pub fn counters(&self) -> Counters {
+        self.counters.snapshot()
+    }
+
+    /// Number of tracked paths.
+    pub fn entry_count(&self) -> u64 {
+        self.with_db_sync(|c| c.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0)))
+            .unwrap_or(0) as u64
+    }
+
+    /// The next pending rows for `peer`: `(path, seq)` in sequence order.
+    pub fn pending_for(conn: &Connection, peer: u64, limit: u32) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut st = conn.prepare_cached("SELECT path, seq FROM pending WHERE peer = ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = st.query_map(params![peer as i64, limit], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Clears a pending row if it is still at `seq`.
+    pub fn confirm(conn: &Connection, peer: u64, path: &str, seq: u64) -> Result<(), StoreError> {
+        conn.execute(
+            "DELETE FROM pending WHERE peer = ?1 AND path = ?2 AND seq <= ?3",
+            params![peer as i64, path, seq as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Adds pending rows for `peer` for every tracked path (full heal).
+    pub fn mark_all_pending(conn: &mut Connection, peer: u64) -> Result<u64, StoreError> {
+        let n = conn.execute(
+            "INSERT OR REPLACE INTO pending (peer, path, seq) SELECT ?1, path, seq FROM entries",
+            params![peer as i64],
+        )?;
+        Ok(n as u64)
+    }
+}
+
+fn decode_row(path: &str, e: &[u8], c: &[u8]) -> Result<(Entry, Vec<ChunkRef>), StoreError> {
+    let entry: Entry = codec::decode(e).map_err(|_| StoreError::Corrupt(path.to_string()))?;
+    let chunks = chunking::decode_list(c).ok_or_else(|| StoreError::Corrupt(path.to_string()))?;
+    Ok((entry, chunks))
+}
+
+/// Hex form of a hash.
+pub fn hex(h: &[u8; 32]) -> String {
+    blake3::Hash::from_bytes(*h).to_hex().to_string()
+}

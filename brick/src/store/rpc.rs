@@ -1,0 +1,174 @@
+//! The brick requests a node serves to peers and sync agents: offers,
+//! chunk reads, change feeds, stats, status and heal data.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use uuid::Uuid;
+
+use super::{chunking, Brick};
+use crate::frame::{self, FrameError};
+use crate::node::Node;
+use crate::proto::{code, Request, Response};
+
+/// Most entries per change-feed answer.
+const MAX_CHANGES: u32 = 2000;
+/// Longest a change-feed request may wait.
+const MAX_WAIT_MS: u32 = 30_000;
+/// Longest path list in a heal report per brick.
+pub const HEAL_LIST_LIMIT: usize = 10_000;
+
+fn brick_of(node: &Node, volume: Uuid, brick: u64) -> Result<Arc<Brick>, Response> {
+    match node.bricks.get(brick) {
+        Some(b) if b.volume == volume => Ok(b),
+        _ => Err(Response::error(code::NOT_FOUND, "brick not served here")),
+    }
+}
+
+/// Serves one brick request on a stream (QUIC or in-process).
+pub async fn handle<W, R>(node: &Arc<Node>, peer: Uuid, req: Request, send: &mut W, recv: &mut R) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send,
+{
+    let _ = peer;
+    let resp = match req {
+        Request::BrickStatus { volume } => Response::BrickStatus(node.bricks.status(node, &volume)),
+        Request::Offer(offer) => match brick_of(node, offer.volume, offer.brick) {
+            Ok(b) => return super::apply::handle_offer(&b, offer, send, recv).await,
+            Err(r) => r,
+        },
+        Request::ReadChunks {
+            volume,
+            brick,
+            path,
+            hash,
+            chunks,
+        } => match brick_of(node, volume, brick) {
+            Ok(b) => return read_chunks(&b, path, hash, chunks, send).await,
+            Err(r) => r,
+        },
+        Request::Changes {
+            volume,
+            brick,
+            since,
+            wait_ms,
+            limit,
+        } => match brick_of(node, volume, brick) {
+            Ok(b) => changes(&b, since, wait_ms.min(MAX_WAIT_MS), limit.clamp(1, MAX_CHANGES)).await,
+            Err(r) => r,
+        },
+        Request::Stat { volume, brick, path } => match brick_of(node, volume, brick) {
+            Ok(b) => match b.with_db(move |_, conn| Brick::load(conn, &path)).await {
+                Ok(x) => Response::Stat(x),
+                Err(e) => Response::error(code::INTERNAL, e.to_string()),
+            },
+            Err(r) => r,
+        },
+        Request::HealInfo { volume } => {
+            let Some(v) = node.config().volume(&volume).cloned() else {
+                return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume")).await;
+            };
+            let mut out = Vec::new();
+            for b in node.bricks.of_volume(v.id) {
+                out.push(crate::replicate::heal_info(&b).await);
+            }
+            Response::HealInfo(out)
+        }
+        Request::SplitBrain { volume, path } => {
+            let Some(v) = node.config().volume(&volume).cloned() else {
+                return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume")).await;
+            };
+            let mut out = Vec::new();
+            for b in node.bricks.of_volume(v.id) {
+                let p = path.clone();
+                match b.with_db(move |br, c| br.versions(c, &p)).await {
+                    Ok(x) => out.push(x),
+                    Err(e) => return frame::write_msg(send, &Response::error(code::INTERNAL, e.to_string())).await,
+                }
+            }
+            Response::SplitBrain(out)
+        }
+        Request::Heal { volume, op } => match crate::replicate::heal_op(node, &volume, op).await {
+            Ok(()) => Response::Ok,
+            Err(e) => Response::error(code::REFUSED, e),
+        },
+        other => Response::error(code::BAD_REQUEST, format!("unexpected request {}", variant_name(&other))),
+    };
+    frame::write_msg(send, &resp).await
+}
+
+fn variant_name(r: &Request) -> &'static str {
+    match r {
+        Request::Hello(_) => "hello",
+        Request::Probe(_) => "probe",
+        _ => "request",
+    }
+}
+
+async fn changes(b: &Arc<Brick>, since: u64, wait_ms: u32, limit: u32) -> Response {
+    if b.seq() <= since && wait_ms > 0 {
+        let mut rx = b.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(wait_ms));
+        while *rx.borrow_and_update() <= since {
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                break;
+            }
+        }
+    }
+    match b.with_db(move |_, conn| Brick::changes_since(conn, since, limit)).await {
+        Ok(entries) => Response::Changes { entries, seq: b.seq() },
+        Err(e) => Response::error(code::INTERNAL, e.to_string()),
+    }
+}
+
+async fn read_chunks<W: AsyncWrite + Unpin + Send>(
+    b: &Arc<Brick>,
+    path: crate::RelPath,
+    hash: [u8; 32],
+    want: Vec<u32>,
+    send: &mut W,
+) -> Result<(), FrameError> {
+    let p2 = path.clone();
+    let found = b
+        .with_db(move |br, conn| -> Result<Option<(std::path::PathBuf, Vec<super::types::ChunkRef>)>, super::StoreError> {
+            let Some(file) = br.content_file(conn, &p2, &hash)? else { return Ok(None) };
+            // The chunk list of that content: current entry or a sibling.
+            if let Some((e, c)) = Brick::load(conn, &p2)? {
+                if e.hash == hash {
+                    return Ok(Some((file, c)));
+                }
+            }
+            for (e, c) in Brick::siblings(conn, &p2)? {
+                if e.hash == hash {
+                    return Ok(Some((file, c)));
+                }
+            }
+            // Retained content: re-chunk it.
+            let c = chunking::chunk_file(&file).map_err(|e| super::StoreError::io("read", p2.to_string(), e))?;
+            Ok(Some((file, c.chunks)))
+        })
+        .await;
+    let (file, list) = match found {
+        Ok(Some(x)) => x,
+        Ok(None) => return frame::write_msg(send, &Response::error(code::NOT_FOUND, "content not found")).await,
+        Err(e) => return frame::write_msg(send, &Response::error(code::INTERNAL, e.to_string())).await,
+    };
+    if want.iter().any(|i| *i as usize >= list.len()) {
+        return frame::write_msg(send, &Response::error(code::BAD_REQUEST, "chunk index out of range")).await;
+    }
+    frame::write_msg(send, &Response::Ok).await?;
+    let offsets = chunking::offsets(&list);
+    let mut f = match std::fs::File::open(&file) {
+        Ok(f) => f,
+        Err(e) => return Err(FrameError::Io(e)),
+    };
+    for i in want {
+        let c = list[i as usize];
+        let data = chunking::read_verified(&mut f, offsets[i as usize], c.len, &c.hash)?;
+        b.counters.add_sent(data.len() as u64);
+        frame::write_raw(send, &data).await?;
+    }
+    Ok(())
+}

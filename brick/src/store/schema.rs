@@ -1,0 +1,55 @@
+//! The brick database schema (`<brick>/.gsync/meta.db`, SQLite in WAL
+//! mode), applied by numbered migrations keyed on `PRAGMA user_version`.
+//!
+//! - `entries`: one row per path (tombstones included) with its metadata,
+//!   version vectors, chunk list and the change sequence `seq` at which it
+//!   last changed. `seq` is unique and increasing: followers ask for
+//!   "everything after S".
+//! - `chunks`: where each content chunk can be read locally (`file` is the
+//!   brick-relative physical path: an entry's path or a sibling/retained
+//!   file under `.gsync/`). Lets a receiver reuse chunks of any file.
+//! - `pending`: the heal index. `(peer, path)` means brick `peer` has not
+//!   confirmed the path's state as of `seq`; written in the same
+//!   transaction as the change, deleted when the peer confirms that seq.
+//! - `siblings`: concurrent versions of a path in split-brain, with their
+//!   content stored content-addressed under `.gsync/siblings/`.
+//! - `retained`: losing versions of resolved split-brains, kept for
+//!   `cluster.conflict-retention`.
+//! - `kv`: the sequence counter and the brick's identity.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE entries (
+        path TEXT PRIMARY KEY,
+        entry BLOB NOT NULL,
+        chunks BLOB NOT NULL,
+        seq INTEGER NOT NULL
+    );
+    CREATE INDEX entries_seq ON entries(seq);
+    CREATE TABLE chunks (hash BLOB NOT NULL, file TEXT NOT NULL, offset INTEGER NOT NULL, len INTEGER NOT NULL);
+    CREATE INDEX chunks_hash ON chunks(hash);
+    CREATE INDEX chunks_file ON chunks(file);
+    CREATE TABLE pending (peer INTEGER NOT NULL, path TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (peer, path));
+    CREATE INDEX pending_seq ON pending(peer, seq);
+    CREATE TABLE siblings (path TEXT NOT NULL, vv BLOB NOT NULL, entry BLOB NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY (path, vv));
+    CREATE TABLE retained (id INTEGER PRIMARY KEY, path TEXT NOT NULL, entry BLOB NOT NULL, file TEXT NOT NULL, at INTEGER NOT NULL);
+    CREATE INDEX retained_path ON retained(path);
+"];
+
+/// Opens and migrates a brick database.
+pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let have: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(have) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(conn)
+}

@@ -1,0 +1,225 @@
+//! Command-line syntax. GlusterFS-shaped positional keywords (`replica 3`,
+//! `force`, `info split-brain`) are parsed from trailing words so runbooks
+//! written for GlusterFS keep working.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// gsync keeps a directory identical across servers.
+#[derive(Debug, Parser)]
+#[command(name = "gsync", version, about, long_about = None)]
+pub struct Cli {
+    /// State directory of the local daemon to talk to (or run).
+    /// Default: /var/lib/gsync for root, else $XDG_STATE_HOME/gsync.
+    #[arg(long, global = true, env = "GSYNC_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node daemon (pool, bricks, self-heal, mount agents).
+    Daemon(DaemonArgs),
+    /// Manage the trusted pool.
+    #[command(subcommand)]
+    Peer(PeerCmd),
+    /// List the pool's nodes.
+    #[command(subcommand)]
+    Pool(PoolCmd),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+    /// Keep a local folder in sync with a volume; with no arguments, list mounts.
+    Mount(MountArgs),
+    /// Stop syncing a folder (its files stay in place).
+    Umount {
+        /// The mounted folder.
+        dir: PathBuf,
+    },
+    /// Start a 3-node demo on 127.0.0.1-3 in a temp dir, with a mount per node.
+    Demo(DemoArgs),
+    /// Fault injection and robustness drills (for testing).
+    #[command(subcommand, hide = true)]
+    Debug(DebugCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// QUIC listen address.
+    #[arg(long, default_value = "0.0.0.0:24017")]
+    pub listen: String,
+    /// Name of this node in the pool (default: the listen IP).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Require this secret from the first node that probes this one.
+    #[arg(long, env = "GSYNC_JOIN_SECRET")]
+    pub join_secret: Option<String>,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PeerCmd {
+    /// Add a node to the pool: HOST[:PORT].
+    Probe {
+        /// HOST or HOST:PORT (default port 24017).
+        host: String,
+        /// Shared secret, if the node was started with --join-secret.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// Remove a node from the pool: HOST [force].
+    Detach {
+        /// Hostname as listed by `peer status`.
+        host: String,
+        /// `force` to detach a node that hosts bricks.
+        #[arg(value_parser = ["force"])]
+        force: Option<String>,
+    },
+    /// Show the other nodes and whether they are connected.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCmd {
+    /// Table of UUID, hostname and state, this node included.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCmd {
+    /// Create: VOL [replica N] [transport quic] HOST:/PATH... [force]
+    #[command(disable_help_flag = false)]
+    Create {
+        /// Volume name.
+        name: String,
+        /// [replica N] [transport quic] HOST:/PATH... [force]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        rest: Vec<String>,
+    },
+    /// Start serving a volume: VOL [force].
+    Start {
+        /// Volume name.
+        name: String,
+        /// `force` to start an already started volume again.
+        #[arg(value_parser = ["force"])]
+        force: Option<String>,
+    },
+    /// Stop serving a volume.
+    Stop {
+        /// Volume name.
+        name: String,
+        /// Accepted for GlusterFS compatibility.
+        #[arg(value_parser = ["force"])]
+        force: Option<String>,
+    },
+    /// Delete a stopped volume (brick data stays on disk).
+    Delete {
+        /// Volume name.
+        name: String,
+    },
+    /// Show volume definitions.
+    Info {
+        /// Volume name (default: all).
+        name: Option<String>,
+    },
+    /// Show bricks and self-heal daemons: [VOL] [detail].
+    Status {
+        /// Volume name (default: all), then optionally `detail`.
+        words: Vec<String>,
+    },
+    /// List volume names.
+    List,
+    /// Set an option: VOL KEY VALUE.
+    Set {
+        /// Volume name.
+        name: String,
+        /// Option key (see `volume get VOL all`).
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Show options: VOL KEY|all.
+    Get {
+        /// Volume name.
+        name: String,
+        /// Option key or `all`.
+        key: String,
+    },
+    /// Reset an option to its default: VOL KEY|all.
+    Reset {
+        /// Volume name.
+        name: String,
+        /// Option key or `all`.
+        key: String,
+    },
+    /// Self-heal: VOL [full | info [summary|split-brain] | statistics |
+    /// split-brain (bigger-file FILE | latest-mtime FILE |
+    /// source-brick HOST:/PATH [FILE] | show FILE)].
+    Heal {
+        /// Volume name.
+        name: String,
+        /// What to do (default: heal pending entries now).
+        words: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// HOST:/VOL to sync with.
+    pub source: Option<String>,
+    /// Local folder.
+    pub dir: Option<PathBuf>,
+    /// On first attach, which side wins for files that differ.
+    #[arg(long, value_parser = ["local", "remote"])]
+    pub prefer: Option<String>,
+    /// Only receive changes; local edits are reported and reverted.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Run this command (sh -c) after each applied batch of remote changes,
+    /// with the changed paths in GSYNC_CHANGED.
+    #[arg(long)]
+    pub on_change: Option<String>,
+    /// Run the agent in this process (for systemd) instead of in the daemon.
+    #[arg(long)]
+    pub foreground: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory for the demo's state, bricks and mounts (default: a new temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Set up and print the instructions, then exit (leave the daemons running).
+    #[arg(long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DebugCmd {
+    /// Drop traffic with an address: IP [block|block-in|block-out|loss=F|clear].
+    Net {
+        /// Peer IP.
+        ip: String,
+        /// Rule.
+        rule: String,
+    },
+    /// Remove every network fault rule.
+    NetClear,
+    /// Ask HOST:PORT for its volume list over a first-contact connection.
+    RemoteConfig {
+        /// HOST:PORT.
+        addr: String,
+    },
+    /// Send malformed frames to a pool member.
+    Garbage {
+        /// HOST or HOST:PORT of a member.
+        addr: String,
+    },
+}

@@ -1,0 +1,423 @@
+//! The sync agent of one mount: one task that owns the journal and
+//! serialises everything that touches it.
+//!
+//! ```text
+//!  notify ──paths──┐
+//!  start-up scan ──┼─> dirty set ──(debounce)──> push to brick (with base)
+//!  feed task ──batches──> apply remote changes (temp + rename) ──> on-change
+//! ```
+//!
+//! The agent follows the node's own brick when it has one, else the brick
+//! on the mount's host, else any reachable brick (failover), and goes back
+//! when the preferred one returns.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gsync_brick::node::Node;
+use gsync_brick::pool::VolumeState;
+use gsync_brick::proto::{code, Offer, WriteInfo};
+use gsync_brick::store::types::{Entry, Kind};
+use gsync_brick::RelPath;
+use tokio_util::sync::CancellationToken;
+
+use crate::journal::{Journal, Record};
+use crate::local::{self, Found, Ignore};
+use crate::remote::{self, Batch, RemoteError, Target};
+use crate::spec::{MountSpec, Prefer};
+use crate::sync;
+
+/// What `gsync mount` (list) shows about an agent.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Following a brick now.
+    pub online: bool,
+    /// The brick followed.
+    pub brick: Option<String>,
+    /// Local changes not yet accepted.
+    pub pending: u64,
+    /// Paths in split-brain.
+    pub split_brain: u64,
+    /// First sync done and nothing pending.
+    pub in_sync: bool,
+    /// Why pushes are held back.
+    pub held: Option<String>,
+    /// Remote entries applied so far (progress of a first sync).
+    pub applied: u64,
+    /// Last error.
+    pub error: Option<String>,
+}
+
+/// Debounce for local events.
+const DEBOUNCE: Duration = Duration::from_millis(40);
+
+pub(crate) struct Agent {
+    pub(crate) node: Arc<Node>,
+    pub(crate) spec: MountSpec,
+    pub(crate) journal: Journal,
+    pub(crate) ignore: Ignore,
+    pub(crate) status: Arc<Mutex<Status>>,
+    pub(crate) dirty: BTreeSet<RelPath>,
+    pub(crate) target: Option<Target>,
+    pub(crate) attached: bool,
+    pub(crate) warned_special: BTreeSet<RelPath>,
+}
+
+struct Feed {
+    target: Target,
+    rx: tokio::sync::mpsc::Receiver<Batch>,
+    token: CancellationToken,
+}
+
+impl Agent {
+    pub(crate) fn new(node: Arc<Node>, spec: MountSpec, journal: Journal, status: Arc<Mutex<Status>>) -> Self {
+        let ignore = Ignore::load(&spec.dir);
+        let attached = journal.kv("attached").ok().flatten() == Some(1);
+        Self {
+            node,
+            spec,
+            journal,
+            ignore,
+            status,
+            dirty: BTreeSet::new(),
+            target: None,
+            attached,
+            warned_special: BTreeSet::new(),
+        }
+    }
+
+    pub(crate) fn root(&self) -> PathBuf {
+        self.spec.dir.clone()
+    }
+
+    /// The brick to follow: own node's, the mount host's, then any.
+    fn pick_target(&self) -> Option<Target> {
+        let cfg = self.node.config();
+        let v = cfg.volume(&self.spec.volume)?;
+        if v.state != VolumeState::Started {
+            return None;
+        }
+        let host_node = cfg.member_by_host(&self.spec.host).map(|m| m.uuid);
+        let mut order: Vec<&gsync_brick::pool::BrickDef> = Vec::new();
+        order.extend(v.bricks.iter().filter(|b| b.node == self.node.me.uuid));
+        order.extend(v.bricks.iter().filter(|b| Some(b.node) == host_node));
+        order.extend(v.bricks.iter());
+        order.into_iter().find_map(|b| {
+            let up = if b.node == self.node.me.uuid {
+                self.node.bricks.get(b.id).is_some()
+            } else {
+                self.node.is_connected(b.node)
+            };
+            up.then(|| Target {
+                volume: v.id,
+                brick: b.id,
+                node: b.node,
+                name: b.name(),
+            })
+        })
+    }
+
+    pub(crate) async fn run(mut self, token: CancellationToken) {
+        if let Err(e) = std::fs::create_dir_all(&self.spec.dir) {
+            self.set_error(format!("cannot create {}: {e}", self.spec.dir.display()));
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let _watcher = match crate::watch::start(&self.spec.dir, tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(dir = %self.spec.dir.display(), "file watcher unavailable ({e}); scanning every 2 s");
+                None
+            }
+        };
+        for p in self.journal.queued().unwrap_or_default() {
+            if let Ok(r) = RelPath::new(&p) {
+                self.dirty.insert(r);
+            }
+        }
+        self.scan_all();
+        let mut feed: Option<Feed> = None;
+        let mut push_at = Instant::now();
+        let mut last_scan = Instant::now();
+        loop {
+            let want = self.pick_target();
+            if want.as_ref() != feed.as_ref().map(|f| &f.target) {
+                if let Some(f) = feed.take() {
+                    f.token.cancel();
+                }
+                if let Some(t) = want.clone() {
+                    tracing::info!(mount = %self.spec.dir.display(), brick = %t.name, "following brick");
+                    feed = Some(self.start_feed(t));
+                }
+            }
+            self.target = want;
+            self.update_status();
+            let wait = if self.dirty.is_empty() {
+                Duration::from_secs(1)
+            } else {
+                push_at.saturating_duration_since(Instant::now()).max(Duration::from_millis(5))
+            };
+            tokio::select! {
+                _ = token.cancelled() => break,
+                Some(p) = rx.recv() => {
+                    self.note_event(p);
+                    while let Ok(p) = rx.try_recv() {
+                        self.note_event(p);
+                    }
+                    push_at = Instant::now() + DEBOUNCE;
+                    continue;
+                }
+                b = async {
+                    match feed.as_mut() {
+                        Some(f) => f.rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match b {
+                        Some(batch) => {
+                            if !self.apply_batch(batch).await {
+                                // Refetch from the journal's cursor.
+                                if let Some(f) = feed.take() {
+                                    f.token.cancel();
+                                }
+                            }
+                        }
+                        None => {
+                            feed = None;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if _watcher.is_none() && last_scan.elapsed() > Duration::from_secs(2) {
+                last_scan = Instant::now();
+                self.scan_all();
+            }
+            if self.attached && !self.dirty.is_empty() && Instant::now() >= push_at && self.target.is_some() {
+                self.push_dirty().await;
+                if !self.dirty.is_empty() {
+                    push_at = Instant::now() + Duration::from_millis(500);
+                }
+            }
+        }
+        if let Some(f) = feed {
+            f.token.cancel();
+        }
+    }
+
+    fn start_feed(&self, t: Target) -> Feed {
+        let same = self.journal.kv("brick").ok().flatten() == Some(t.brick);
+        let since = if same { self.journal.kv("seq").ok().flatten().unwrap_or(0) } else { 0 };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let token = CancellationToken::new();
+        let tk = token.clone();
+        let node = self.node.clone();
+        let t2 = t.clone();
+        self.node.spawn(async move {
+            tk.run_until_cancelled(remote::feed(node, t2, since, tx)).await;
+        });
+        Feed { target: t, rx, token }
+    }
+
+    pub(crate) fn set_error(&self, e: String) {
+        tracing::warn!(mount = %self.spec.dir.display(), "{e}");
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).error = Some(e);
+    }
+
+    fn update_status(&self) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.online = self.target.is_some();
+        s.brick = self.target.as_ref().map(|t| t.name.clone());
+        s.pending = self.dirty.len() as u64;
+        s.split_brain = self.journal.conflicts().unwrap_or(0);
+        s.in_sync = self.attached && self.dirty.is_empty() && self.target.is_some();
+    }
+
+    fn note_event(&mut self, p: PathBuf) {
+        let root = self.root();
+        if p == root {
+            self.scan_all();
+            return;
+        }
+        let Ok(rel) = RelPath::from_local(&root, &p) else { return };
+        if rel.as_str() == ".gsyncignore" {
+            self.ignore = Ignore::load(&root);
+        }
+        let is_dir = p.is_dir();
+        if self.ignore.ignored(&rel, is_dir) {
+            return;
+        }
+        // A directory new to the journal (moved in, or untarred) brings its
+        // whole subtree.
+        if is_dir && self.journal.get(rel.as_str()).ok().flatten().is_none() {
+            for c in local::walk(&root, &p, &self.ignore) {
+                self.mark(c);
+            }
+        }
+        self.mark(rel);
+    }
+
+    pub(crate) fn mark(&mut self, rel: RelPath) {
+        if self.dirty.insert(rel.clone()) {
+            let _ = self.journal.enqueue([rel.as_str()]);
+        }
+    }
+
+    /// Marks every path whose state differs from the journal.
+    fn scan_all(&mut self) {
+        let root = self.root();
+        for rel in local::walk(&root, &root, &self.ignore) {
+            let changed = match (local::stat(&rel.under(&root)), self.journal.get(rel.as_str())) {
+                (Ok(Found::Some(st)), Ok(Some(j))) => j.stat != st,
+                _ => true,
+            };
+            if changed {
+                self.mark(rel);
+            }
+        }
+        for p in self.journal.paths_under("").unwrap_or_default() {
+            let Ok(rel) = RelPath::new(&p) else { continue };
+            if let Ok(Some(j)) = self.journal.get(&p) {
+                if j.entry.kind != Kind::Tombstone && matches!(local::stat(&rel.under(&root)), Ok(Found::Missing)) {
+                    self.mark(rel);
+                }
+            }
+        }
+    }
+
+    /// Pushes dirty paths: existing ones parents first, then deletions
+    /// children first (so a rename sends the new path, reusing its content,
+    /// before the delete of the old one).
+    async fn push_dirty(&mut self) {
+        let root = self.root();
+        let mut present = Vec::new();
+        let mut gone = Vec::new();
+        for p in std::mem::take(&mut self.dirty) {
+            if p.under(&root).symlink_metadata().is_ok() {
+                present.push(p);
+            } else {
+                gone.push(p);
+            }
+        }
+        present.sort_by(|a, b| a.depth().cmp(&b.depth()).then_with(|| a.cmp(b)));
+        gone.sort_by(|a, b| b.depth().cmp(&a.depth()).then_with(|| a.cmp(b)));
+        let mut rest: Vec<RelPath> = Vec::new();
+        let mut stop = false;
+        let mut held = None;
+        for p in present.into_iter().chain(gone) {
+            if stop {
+                rest.push(p);
+                continue;
+            }
+            match sync::push_local(self, &p).await {
+                Ok(()) => {
+                    let _ = self.journal.dequeue(p.as_str());
+                }
+                Err(RemoteError::Refused(c, reason)) if c == code::NO_QUORUM => {
+                    held = Some(format!("held: {reason}"));
+                    stop = true;
+                    rest.push(p);
+                }
+                Err(RemoteError::Unreachable(e)) => {
+                    tracing::debug!(path = %p, "push deferred: {e}");
+                    stop = true;
+                    rest.push(p);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %p, "push failed: {e}");
+                    rest.push(p);
+                }
+            }
+        }
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).held = held;
+        self.dirty.extend(rest);
+    }
+
+    /// Applies a feed batch; false if it must be refetched.
+    async fn apply_batch(&mut self, b: Batch) -> bool {
+        let mut changed = Vec::new();
+        for (seq, e) in b.entries {
+            match sync::apply_remote(self, e).await {
+                Ok(Some(p)) => changed.push(p),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!("apply deferred: {e}");
+                    return false;
+                }
+            }
+            let _ = self.journal.set_kv("brick", b.brick);
+            let _ = self.journal.set_kv("seq", seq);
+            self.status.lock().unwrap_or_else(|p| p.into_inner()).applied += 1;
+        }
+        if b.caught_up && !self.attached {
+            self.attached = true;
+            let _ = self.journal.set_kv("attached", 1);
+            tracing::info!(mount = %self.spec.dir.display(), "first sync complete");
+        }
+        if !changed.is_empty() {
+            self.on_change(&changed);
+        }
+        true
+    }
+
+    fn on_change(&self, changed: &[RelPath]) {
+        let Some(cmd) = self.spec.on_change.clone() else { return };
+        let list: Vec<&str> = changed.iter().map(RelPath::as_str).collect();
+        let env = list.join("\n");
+        let dir = self.root();
+        self.node.spawn(async move {
+            let r = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&cmd)
+                .current_dir(&dir)
+                .env("GSYNC_CHANGED", env)
+                .env("GSYNC_MOUNT", &dir)
+                .status()
+                .await;
+            match r {
+                Ok(s) if s.success() => {}
+                Ok(s) => tracing::warn!(%cmd, "on-change command exited with {s}"),
+                Err(e) => tracing::warn!(%cmd, "on-change command failed to start: {e}"),
+            }
+        });
+    }
+
+    /// The first-attach rule for a path both sides have.
+    pub(crate) fn prefer(&self) -> Option<Prefer> {
+        self.spec.prefer
+    }
+
+    /// Write info for a new local version against its journal record.
+    pub(crate) fn write_info(&self, entry: &Entry, base: Option<&Record>) -> WriteInfo {
+        match base.filter(|b| b.entry.kind != Kind::Tombstone || entry.kind == Kind::Tombstone) {
+            Some(b) => WriteInfo {
+                writer: self.spec.writer,
+                base: b.entry.vv.clone(),
+                base_data: b.entry.data_vv.clone(),
+                base_meta: b.entry.meta_vv.clone(),
+                content_changed: !b.entry.same_content(entry),
+                meta_changed: !b.entry.same_meta(entry),
+            },
+            None => WriteInfo {
+                writer: self.spec.writer,
+                base: base.map(|b| b.entry.vv.clone()).unwrap_or_default(),
+                base_data: Default::default(),
+                base_meta: Default::default(),
+                content_changed: true,
+                meta_changed: true,
+            },
+        }
+    }
+
+    pub(crate) fn offer(&self, t: &Target, entry: Entry, chunks: Vec<gsync_brick::store::types::ChunkRef>, w: WriteInfo) -> Offer {
+        Offer {
+            volume: t.volume,
+            brick: t.brick,
+            entry,
+            chunks,
+            write: Some(w),
+            from_brick: None,
+        }
+    }
+}

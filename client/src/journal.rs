@@ -1,0 +1,174 @@
+//! The agent's journal (SQLite, one per mount, in the daemon's state
+//! directory): for each path, the version the local file was last synced
+//! with and the local stat it had then; the queue of local paths waiting
+//! to be pushed; and the follow cursor (brick, sequence).
+//!
+//! A local path is "changed" when its stat (kind, size, mtime, mode, inode)
+//! no longer matches the journal. That is how the agent tells the user's
+//! edits from the files it wrote itself (no echo loops), and how it finds,
+//! at start-up, the changes made while it was not running.
+
+use std::path::Path;
+
+use gsync_brick::codec;
+use gsync_brick::store::chunking;
+use gsync_brick::store::types::{ChunkRef, Entry};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::local::LocalStat;
+
+/// Journal errors.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// SQLite failed.
+    #[error("journal: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A row is unreadable.
+    #[error("journal: corrupt row for {0}")]
+    Corrupt(String),
+}
+
+/// What the journal knows about one path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The synced version.
+    pub entry: Entry,
+    /// Its chunk list (files).
+    pub chunks: Vec<ChunkRef>,
+    /// The local stat after the sync.
+    pub stat: LocalStat,
+    /// The path is in split-brain as seen from this mount.
+    pub conflict: bool,
+}
+
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE files (path TEXT PRIMARY KEY, entry BLOB NOT NULL, chunks BLOB NOT NULL, stat BLOB NOT NULL, conflict INTEGER NOT NULL);
+    CREATE TABLE queue (path TEXT PRIMARY KEY);
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"];
+
+/// An open journal.
+#[derive(Debug)]
+pub struct Journal {
+    conn: std::sync::Mutex<Connection>,
+}
+
+impl Journal {
+    /// Opens (creating) the journal at `path`.
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let have: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(have) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        Ok(Self { conn: std::sync::Mutex::new(conn) })
+    }
+
+    fn c(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The record of `path`.
+    pub fn get(&self, path: &str) -> Result<Option<Record>, JournalError> {
+        let row: Option<(Vec<u8>, Vec<u8>, Vec<u8>, i64)> = self
+            .c()
+            .prepare_cached("SELECT entry, chunks, stat, conflict FROM files WHERE path = ?1")?
+            .query_row(params![path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?;
+        let Some((e, c, s, conflict)) = row else { return Ok(None) };
+        let bad = || JournalError::Corrupt(path.to_string());
+        Ok(Some(Record {
+            entry: codec::decode(&e).map_err(|_| bad())?,
+            chunks: chunking::decode_list(&c).ok_or_else(bad)?,
+            stat: codec::decode(&s).map_err(|_| bad())?,
+            conflict: conflict != 0,
+        }))
+    }
+
+    /// Stores the record of a path.
+    pub fn put(&self, r: &Record) -> Result<(), JournalError> {
+        let path = r.entry.path.as_str();
+        let bad = || JournalError::Corrupt(path.to_string());
+        self.c().prepare_cached(
+            "INSERT OR REPLACE INTO files (path, entry, chunks, stat, conflict) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            path,
+            codec::encode(&r.entry).map_err(|_| bad())?,
+            chunking::encode_list(&r.chunks),
+            codec::encode(&r.stat).map_err(|_| bad())?,
+            i64::from(r.conflict)
+        ])?;
+        Ok(())
+    }
+
+    /// Forgets a path.
+    pub fn remove(&self, path: &str) -> Result<(), JournalError> {
+        self.c().prepare_cached("DELETE FROM files WHERE path = ?1")?.execute(params![path])?;
+        Ok(())
+    }
+
+    /// Paths recorded at or below `prefix` (all paths for "").
+    pub fn paths_under(&self, prefix: &str) -> Result<Vec<String>, JournalError> {
+        let conn = self.c();
+        let mut st = conn.prepare_cached("SELECT path FROM files WHERE path = ?1 OR (path > ?2 AND path < ?3) OR ?1 = ''")?;
+        let lo = format!("{prefix}/");
+        let hi = format!("{prefix}0");
+        let rows = st.query_map(params![prefix, lo, hi], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Number of paths in split-brain.
+    pub fn conflicts(&self) -> Result<u64, JournalError> {
+        Ok(self.c().query_row("SELECT COUNT(*) FROM files WHERE conflict = 1", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Adds paths to the push queue.
+    pub fn enqueue<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> Result<(), JournalError> {
+        let mut conn = self.c();
+        let tx = conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached("INSERT OR IGNORE INTO queue (path) VALUES (?1)")?;
+            for p in paths {
+                st.execute(params![p])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes a path from the push queue.
+    pub fn dequeue(&self, path: &str) -> Result<(), JournalError> {
+        self.c().prepare_cached("DELETE FROM queue WHERE path = ?1")?.execute(params![path])?;
+        Ok(())
+    }
+
+    /// The queued paths.
+    pub fn queued(&self) -> Result<Vec<String>, JournalError> {
+        let conn = self.c();
+        let mut st = conn.prepare_cached("SELECT path FROM queue ORDER BY path")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A counter value.
+    pub fn kv(&self, key: &str) -> Result<Option<u64>, JournalError> {
+        Ok(self
+            .c()
+            .query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|v| v as u64))
+    }
+
+    /// Sets a counter value.
+    pub fn set_kv(&self, key: &str, v: u64) -> Result<(), JournalError> {
+        self.c()
+            .execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)", params![key, v as i64])?;
+        Ok(())
+    }
+}

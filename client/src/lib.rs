@@ -1,0 +1,248 @@
+//! gsync-client: the sync agent behind `gsync mount`.
+//!
+//! Layout:
+//! - `spec`: a mount's stored definition.
+//! - `journal`: the agent's SQLite journal (synced versions, push queue,
+//!   follow cursor).
+//! - `local`: stat, ignore rules and walks of the local folder.
+//! - `watch`: notify events as dirty-path hints.
+//! - `remote`: requests to the followed brick (push, feed, stat, reads).
+//! - `sync`: push one local change / apply one remote version.
+//! - `agent`: the per-mount loop; `AgentHost` (here) runs the agents of a
+//!   daemon and serves the mount control requests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod agent;
+pub mod journal;
+pub mod local;
+mod remote;
+pub mod spec;
+mod sync;
+mod watch;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use gsync_brick::control::{CtlReply, CtlRequest, MountInfo};
+use gsync_brick::node::Node;
+use gsync_brick::pool::VolumeState;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use agent::{Agent, Status};
+use spec::{MountSpec, Prefer, SPEC_FORMAT};
+
+struct Running {
+    spec: MountSpec,
+    status: Arc<Mutex<Status>>,
+    token: CancellationToken,
+}
+
+/// Runs the mount agents of a daemon.
+pub struct AgentHost {
+    node: Arc<Node>,
+    running: Mutex<HashMap<PathBuf, Running>>,
+}
+
+impl std::fmt::Debug for AgentHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentHost").finish_non_exhaustive()
+    }
+}
+
+fn ok<T: Serialize>(data: T) -> CtlReply {
+    match serde_json::to_value(data) {
+        Ok(data) => CtlReply::Ok { data },
+        Err(e) => CtlReply::Err { reason: e.to_string() },
+    }
+}
+
+fn fail(reason: impl Into<String>) -> CtlReply {
+    CtlReply::Err { reason: reason.into() }
+}
+
+fn journal_path(state: &Path, dir: &Path) -> PathBuf {
+    let h = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
+    state.join("mounts").join(format!("{}.db", &h[..16]))
+}
+
+impl AgentHost {
+    /// Starts the agents of every stored mount.
+    pub fn start(node: Arc<Node>) -> Arc<Self> {
+        let host = Arc::new(Self {
+            node: node.clone(),
+            running: Mutex::new(HashMap::new()),
+        });
+        let specs = node.with_db(|db| db.mounts()).unwrap_or_default();
+        for (dir, spec) in specs {
+            match serde_json::from_str::<MountSpec>(&spec) {
+                Ok(s) => {
+                    if let Err(e) = host.spawn(s) {
+                        tracing::error!(%dir, "cannot resume mount: {e}");
+                    }
+                }
+                Err(e) => tracing::error!(%dir, "unreadable mount definition: {e}"),
+            }
+        }
+        host
+    }
+
+    fn spawn(&self, spec: MountSpec) -> Result<(), String> {
+        let jpath = journal_path(&self.node.state_dir, &spec.dir);
+        if let Some(p) = jpath.parent() {
+            std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+        let journal = journal::Journal::open(&jpath).map_err(|e| e.to_string())?;
+        let status = Arc::new(Mutex::new(Status::default()));
+        let token = self.node.token.child_token();
+        let agent = Agent::new(self.node.clone(), spec.clone(), journal, status.clone());
+        let t = token.clone();
+        self.node.spawn(async move { agent.run(t).await });
+        tracing::info!(dir = %spec.dir.display(), source = %spec.source, "mount agent started");
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(spec.dir.clone(), Running { spec, status, token });
+        Ok(())
+    }
+
+    /// Handles mount control requests; `None` for others.
+    pub async fn handle(&self, req: &CtlRequest) -> Option<CtlReply> {
+        Some(match req {
+            CtlRequest::Mount {
+                source,
+                dir,
+                prefer,
+                read_only,
+                on_change,
+            } => self.mount(source, dir, prefer.as_deref(), *read_only, on_change.clone()),
+            CtlRequest::Umount { dir } => self.umount(dir),
+            CtlRequest::MountList => ok(self.list()),
+            _ => return None,
+        })
+    }
+
+    fn mount(&self, source: &str, dir: &str, prefer: Option<&str>, read_only: bool, on_change: Option<String>) -> CtlReply {
+        let Some((host, volume)) = spec::parse_source(source) else {
+            return fail(format!("{source} is not HOST:/VOLUME"));
+        };
+        let cfg = self.node.config();
+        let Some(v) = cfg.volume(&volume) else {
+            return fail(format!("Volume {volume} does not exist"));
+        };
+        if v.state != VolumeState::Started {
+            return fail(format!("Volume {volume} is not started"));
+        }
+        let allow = v.option("auth.allow");
+        if allow != "*" && !allow.split(',').any(|h| h == self.node.me.hostname) {
+            return fail(format!("{} is not allowed to mount {volume} (auth.allow)", self.node.me.hostname));
+        }
+        let dir = PathBuf::from(dir);
+        if !dir.is_absolute() {
+            return fail(format!("{} must be an absolute path", dir.display()));
+        }
+        for b in &v.bricks {
+            let bp = Path::new(&b.path);
+            if b.node == self.node.me.uuid && (dir.starts_with(bp) || bp.starts_with(&dir)) {
+                return fail(format!("{} overlaps brick {}", dir.display(), b.name()));
+            }
+        }
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            return fail(format!("{}: {e}", dir.display()));
+        }
+        if !dir.is_dir() {
+            return fail(format!("{} is not a directory", dir.display()));
+        }
+        let Ok(dir) = dir.canonicalize() else {
+            return fail(format!("{}: cannot resolve", dir.display()));
+        };
+        if let Some(r) = self.running.lock().unwrap_or_else(|e| e.into_inner()).get(&dir) {
+            return fail(format!("{} is already mounted from {}", dir.display(), r.spec.source));
+        }
+        let prefer = match prefer {
+            Some("local") => Some(Prefer::Local),
+            Some("remote") => Some(Prefer::Remote),
+            Some(o) => return fail(format!("--prefer {o}: expected local or remote")),
+            None => None,
+        };
+        let spec = MountSpec {
+            format: SPEC_FORMAT,
+            source: source.to_string(),
+            host,
+            volume,
+            dir: dir.clone(),
+            prefer,
+            read_only,
+            on_change,
+            writer: rand::random::<u64>() | 1,
+        };
+        let text = match serde_json::to_string(&spec) {
+            Ok(t) => t,
+            Err(e) => return fail(e.to_string()),
+        };
+        let _ = std::fs::remove_file(journal_path(&self.node.state_dir, &dir));
+        if let Err(e) = self.node.with_db(|db| db.save_mount(&dir.to_string_lossy(), &text)) {
+            return fail(e.to_string());
+        }
+        match self.spawn(spec) {
+            Ok(()) => ok(dir.to_string_lossy()),
+            Err(e) => fail(e),
+        }
+    }
+
+    fn umount(&self, dir: &str) -> CtlReply {
+        let p = PathBuf::from(dir);
+        let p = p.canonicalize().unwrap_or(p);
+        let r = self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&p);
+        let Some(r) = r else {
+            return fail(format!("{dir} is not mounted"));
+        };
+        r.token.cancel();
+        let _ = self.node.with_db(|db| db.remove_mount(&p.to_string_lossy()));
+        let _ = std::fs::remove_file(journal_path(&self.node.state_dir, &p));
+        ok(p.to_string_lossy())
+    }
+
+    fn list(&self) -> Vec<MountInfo> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<MountInfo> = running
+            .values()
+            .map(|r| {
+                let s = r.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let state = if !s.online {
+                    if s.pending > 0 {
+                        format!("offline, {} pending", s.pending)
+                    } else {
+                        "offline".to_string()
+                    }
+                } else if let Some(h) = &s.held {
+                    format!("{} pending ({h})", s.pending)
+                } else if s.pending > 0 {
+                    format!("{} pending", s.pending)
+                } else if !s.in_sync {
+                    format!("syncing ({} applied)", s.applied)
+                } else if s.split_brain > 0 {
+                    format!("{} in split-brain", s.split_brain)
+                } else {
+                    "in sync".to_string()
+                };
+                MountInfo {
+                    source: r.spec.source.clone(),
+                    dir: r.spec.dir.to_string_lossy().into_owned(),
+                    state,
+                    pending: s.pending,
+                    split_brain: s.split_brain,
+                    online: s.online,
+                    brick: s.brick,
+                    read_only: r.spec.read_only,
+                    held: s.held,
+                    applied: s.applied,
+                    in_sync: s.in_sync,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.dir.cmp(&b.dir));
+        out
+    }
+}

@@ -1,0 +1,194 @@
+//! Talking to the brick an agent follows: pushes (writes with their base
+//! version), the change feed, stats and chunk reads. Works the same for the
+//! node's own brick (in-process stream) and a remote one (QUIC).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gsync_brick::frame;
+use gsync_brick::node::Node;
+use gsync_brick::proto::{Offer, Request, Response};
+use gsync_brick::store::types::{ChunkRef, Entry};
+use gsync_brick::RelPath;
+use uuid::Uuid;
+
+/// The brick an agent talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Volume id.
+    pub volume: Uuid,
+    /// Brick replica id.
+    pub brick: u64,
+    /// Node serving it.
+    pub node: Uuid,
+    /// `host:/path`.
+    pub name: String,
+}
+
+/// Errors talking to a brick.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// Unreachable, timed out or the stream broke: retry later.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The brick refused (code, reason).
+    #[error("brick refused: {1}")]
+    Refused(u16, String),
+    /// The local side failed (disk).
+    #[error("{0}")]
+    Local(String),
+}
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One request/response exchange.
+pub async fn call(node: &Arc<Node>, t: &Target, req: &Request) -> Result<Response, RemoteError> {
+    let (mut w, mut r) = node
+        .open_stream(t.node)
+        .await
+        .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+    frame::write_msg(&mut w, req)
+        .await
+        .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+    let resp = tokio::time::timeout(TIMEOUT * 2, frame::read_msg::<_, Response>(&mut r))
+        .await
+        .map_err(|_| RemoteError::Unreachable("brick timed out".into()))?
+        .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+    match resp {
+        Response::Error { code, reason } => Err(RemoteError::Refused(code, reason)),
+        r => Ok(r),
+    }
+}
+
+/// Pushes a local version; returns `(assigned vv, conflict)`.
+pub async fn push(
+    node: &Arc<Node>,
+    t: &Target,
+    offer: &Offer,
+    file: Option<&std::path::Path>,
+) -> Result<(gsync_brick::vv::VersionVector, bool), RemoteError> {
+    let (mut w, mut r) = node
+        .open_stream(t.node)
+        .await
+        .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+    let (resp, _) = gsync_brick::replicate::send_offer(&mut w, &mut r, offer, file, &offer.chunks)
+        .await
+        .map_err(|e| match e {
+            gsync_brick::replicate::PushError::Store(s) => RemoteError::Local(s.to_string()),
+            other => RemoteError::Unreachable(other.to_string()),
+        })?;
+    match resp {
+        Response::Applied { vv, conflict } => Ok((vv, conflict)),
+        Response::Error { code, reason } => Err(RemoteError::Refused(code, reason)),
+        _ => Err(RemoteError::Unreachable("unexpected answer".into())),
+    }
+}
+
+/// The brick's current version of a path and its chunks.
+pub async fn stat(node: &Arc<Node>, t: &Target, path: &RelPath) -> Result<Option<(Entry, Vec<ChunkRef>)>, RemoteError> {
+    let req = Request::Stat {
+        volume: t.volume,
+        brick: t.brick,
+        path: path.clone(),
+    };
+    match call(node, t, &req).await? {
+        Response::Stat(x) => Ok(x),
+        _ => Err(RemoteError::Unreachable("unexpected answer".into())),
+    }
+}
+
+/// Opens a chunk read: returns the stream to read raw chunk frames from.
+pub async fn read_chunks(
+    node: &Arc<Node>,
+    t: &Target,
+    path: &RelPath,
+    hash: [u8; 32],
+    chunks: Vec<u32>,
+) -> Result<gsync_brick::node::BoxRead, RemoteError> {
+    let (mut w, mut r) = node
+        .open_stream(t.node)
+        .await
+        .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+    let req = Request::ReadChunks {
+        volume: t.volume,
+        brick: t.brick,
+        path: path.clone(),
+        hash,
+        chunks,
+    };
+    frame::write_msg(&mut w, &req)
+        .await
+        .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+    let resp = tokio::time::timeout(TIMEOUT, frame::read_msg::<_, Response>(&mut r))
+        .await
+        .map_err(|_| RemoteError::Unreachable("brick timed out".into()))?
+        .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+    match resp {
+        Response::Ok => Ok(r),
+        Response::Error { code, reason } => Err(RemoteError::Refused(code, reason)),
+        _ => Err(RemoteError::Unreachable("unexpected answer".into())),
+    }
+}
+
+/// Reads one chunk frame from a chunk read.
+pub async fn next_chunk(r: &mut gsync_brick::node::BoxRead) -> Result<Vec<u8>, RemoteError> {
+    tokio::time::timeout(TIMEOUT, frame::read_raw(r))
+        .await
+        .map_err(|_| RemoteError::Unreachable("brick timed out".into()))?
+        .map_err(|e| RemoteError::Unreachable(e.to_string()))
+}
+
+/// A batch from the change feed.
+#[derive(Debug)]
+pub struct Batch {
+    /// Changed entries, in order, with their sequence numbers.
+    pub entries: Vec<(u64, Entry)>,
+    /// True when the feed has reached the brick's current sequence.
+    pub caught_up: bool,
+    /// The brick this came from.
+    pub brick: u64,
+}
+
+/// Most entries per feed request.
+pub const FEED_LIMIT: u32 = 500;
+
+/// Follows the brick's change feed from `since`, sending batches to `tx`
+/// until cancelled or the receiver goes away. Errors are retried.
+pub async fn feed(node: Arc<Node>, t: Target, mut since: u64, tx: tokio::sync::mpsc::Sender<Batch>) {
+    let mut announced = false;
+    loop {
+        let req = Request::Changes {
+            volume: t.volume,
+            brick: t.brick,
+            since,
+            wait_ms: if announced { 5000 } else { 0 },
+            limit: FEED_LIMIT,
+        };
+        match call(&node, &t, &req).await {
+            Ok(Response::Changes { entries, seq }) => {
+                let last = entries.last().map_or(since, |e| e.0);
+                let caught_up = last >= seq;
+                if entries.is_empty() && announced {
+                    continue;
+                }
+                announced = announced || caught_up;
+                since = last;
+                let b = Batch {
+                    entries,
+                    caught_up,
+                    brick: t.brick,
+                };
+                if tx.send(b).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(e) => {
+                tracing::debug!(brick = %t.name, "change feed: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

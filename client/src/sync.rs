@@ -1,0 +1,408 @@
+//! The two directions of one path: pushing a local change with the version
+//! it was based on, and applying a remote version atomically (temp file in
+//! the same directory, fsync, rename) without ever overwriting a local edit
+//! that was not pushed yet.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use gsync_brick::store::chunking;
+use gsync_brick::store::files::{self, TempFile};
+use gsync_brick::store::types::{ChunkRef, Entry, Kind};
+use gsync_brick::vv::{Relation, VersionVector};
+use gsync_brick::RelPath;
+
+use crate::agent::Agent;
+use crate::journal::Record;
+use crate::local::{self, Found, LocalStat};
+use crate::remote::{self, RemoteError};
+use crate::spec::Prefer;
+
+fn local_err(e: impl std::fmt::Display) -> RemoteError {
+    RemoteError::Local(e.to_string())
+}
+
+/// The entry (and chunks) describing the local path now.
+async fn describe(ag: &Agent, rel: &RelPath, st: &LocalStat) -> Result<(Entry, Vec<ChunkRef>), RemoteError> {
+    let full = rel.under(&ag.root());
+    let mut e = Entry::tombstone(rel.clone(), ag.node.me.uuid);
+    e.kind = st.kind;
+    e.mode = st.mode;
+    e.mtime_ns = st.mtime_ns;
+    e.owner = files::is_root().then_some(st.owner);
+    let mut chunks = Vec::new();
+    match st.kind {
+        Kind::File => {
+            let c = tokio::task::spawn_blocking(move || chunking::chunk_file(&full))
+                .await
+                .map_err(local_err)?
+                .map_err(local_err)?;
+            e.size = c.size;
+            e.hash = c.hash;
+            chunks = c.chunks;
+        }
+        Kind::Symlink => {
+            let t = st.target.clone().unwrap_or_default();
+            e.size = t.len() as u64;
+            e.hash = *blake3::hash(t.as_bytes()).as_bytes();
+            e.target = Some(t);
+        }
+        Kind::Dir | Kind::Tombstone => {}
+    }
+    Ok((e, chunks))
+}
+
+/// Pushes the local state of `rel` if it changed since the journal.
+pub(crate) async fn push_local(ag: &mut Agent, rel: &RelPath) -> Result<(), RemoteError> {
+    let Some(t) = ag.target.clone() else {
+        return Err(RemoteError::Unreachable("offline".into()));
+    };
+    let full = rel.under(&ag.root());
+    let j = ag.journal.get(rel.as_str()).map_err(local_err)?;
+    let found = local::stat(&full).map_err(local_err)?;
+    let st = match found {
+        Found::Special => {
+            if ag.warned_special.insert(rel.clone()) {
+                tracing::warn!(path = %rel, "special file (fifo, socket or device) skipped");
+            }
+            return Ok(());
+        }
+        Found::Missing => {
+            let Some(j) = j.filter(|j| j.entry.kind != Kind::Tombstone) else {
+                return Ok(());
+            };
+            if ag.spec.read_only {
+                return revert(ag, rel).await;
+            }
+            // Children recorded in the journal go first.
+            if j.entry.kind == Kind::Dir {
+                let mut kids = ag.journal.paths_under(rel.as_str()).map_err(local_err)?;
+                kids.retain(|k| k != rel.as_str());
+                kids.sort_by_key(|k| std::cmp::Reverse(k.matches('/').count()));
+                for k in kids {
+                    let Ok(kr) = RelPath::new(&k) else { continue };
+                    if matches!(local::stat(&kr.under(&ag.root())), Ok(Found::Missing)) {
+                        Box::pin(push_local(ag, &kr)).await?;
+                    }
+                }
+            }
+            let tomb = Entry::tombstone(rel.clone(), ag.node.me.uuid);
+            let w = ag.write_info(&tomb, Some(&j));
+            let offer = ag.offer(&t, tomb.clone(), Vec::new(), w.clone());
+            let (vv, conflict) = remote::push(&ag.node, &t, &offer, None).await?;
+            let mut rec_entry = tomb;
+            set_vectors(&mut rec_entry, vv, &w);
+            let missing = LocalStat {
+                kind: Kind::Tombstone,
+                size: 0,
+                mode: 0,
+                mtime_ns: 0,
+                ino: 0,
+                owner: (0, 0),
+                target: None,
+            };
+            ag.journal
+                .put(&Record {
+                    entry: rec_entry,
+                    chunks: Vec::new(),
+                    stat: missing,
+                    conflict,
+                })
+                .map_err(local_err)?;
+            return Ok(());
+        }
+        Found::Some(st) => st,
+    };
+    if ag.ignore.ignored(rel, st.kind == Kind::Dir) {
+        return Ok(());
+    }
+    if let Some(j) = &j {
+        if j.stat == st {
+            return Ok(());
+        }
+    }
+    if ag.spec.read_only {
+        tracing::warn!(path = %rel, "read-only mount: local change reverted");
+        return revert(ag, rel).await;
+    }
+    let (entry, chunks) = describe(ag, rel, &st).await?;
+    if let Some(j) = &j {
+        if j.entry.kind != Kind::Tombstone && j.entry.same_state(&entry) {
+            // Only the mtime (or inode) changed: nothing to send.
+            let mut r = j.clone();
+            r.stat = st;
+            ag.journal.put(&r).map_err(local_err)?;
+            return Ok(());
+        }
+    }
+    let w = ag.write_info(&entry, j.as_ref());
+    push_entry(ag, &t, entry, chunks, w, st, &full).await
+}
+
+fn set_vectors(e: &mut Entry, vv: VersionVector, w: &gsync_brick::proto::WriteInfo) {
+    e.data_vv = if w.content_changed { vv.clone() } else { w.base_data.clone() };
+    e.meta_vv = if w.meta_changed { vv.clone() } else { w.base_meta.clone() };
+    e.vv = vv;
+}
+
+async fn push_entry(
+    ag: &mut Agent,
+    t: &remote::Target,
+    entry: Entry,
+    chunks: Vec<ChunkRef>,
+    w: gsync_brick::proto::WriteInfo,
+    st: LocalStat,
+    full: &Path,
+) -> Result<(), RemoteError> {
+    let file = (entry.kind == Kind::File).then_some(full);
+    let offer = ag.offer(t, entry.clone(), chunks.clone(), w.clone());
+    let (vv, conflict) = remote::push(&ag.node, t, &offer, file).await?;
+    let mut e = entry;
+    set_vectors(&mut e, vv, &w);
+    if conflict {
+        tracing::warn!(path = %e.path, "concurrent change on the volume: path is in split-brain; this mount keeps its version");
+    }
+    let rel = e.path.clone();
+    ag.journal
+        .put(&Record {
+            entry: e,
+            chunks,
+            stat: st.clone(),
+            conflict,
+        })
+        .map_err(local_err)?;
+    // Changed again while we pushed: go round once more.
+    if let Ok(Found::Some(now)) = local::stat(full) {
+        if now != st {
+            ag.mark(rel);
+        }
+    }
+    Ok(())
+}
+
+/// Restores the volume's version of `rel` over a local edit (read-only
+/// mounts).
+async fn revert(ag: &mut Agent, rel: &RelPath) -> Result<(), RemoteError> {
+    let Some(t) = ag.target.clone() else {
+        return Err(RemoteError::Unreachable("offline".into()));
+    };
+    match remote::stat(&ag.node, &t, rel).await? {
+        Some((e, chunks)) => {
+            ag.journal.remove(rel.as_str()).map_err(local_err)?;
+            place(ag, &t, &e, &chunks, None).await
+        }
+        None => {
+            let _ = files::remove_any(&rel.under(&ag.root()));
+            ag.journal.remove(rel.as_str()).map_err(local_err)
+        }
+    }
+}
+
+/// Applies one remote entry. Returns the path if the local folder changed.
+pub(crate) async fn apply_remote(ag: &mut Agent, e: Entry) -> Result<Option<RelPath>, RemoteError> {
+    let rel = e.path.clone();
+    if ag.ignore.ignored(&rel, e.kind == Kind::Dir) {
+        return Ok(None);
+    }
+    let Some(t) = ag.target.clone() else {
+        return Err(RemoteError::Unreachable("offline".into()));
+    };
+    let j = ag.journal.get(rel.as_str()).map_err(local_err)?;
+    if let Some(j) = &j {
+        match e.vv.compare(&j.entry.vv) {
+            Relation::Equal | Relation::DominatedBy => return Ok(None),
+            Relation::Concurrent => {
+                if j.entry.same_state(&e) {
+                    let mut r = j.clone();
+                    r.entry.vv = r.entry.vv.merge(&e.vv);
+                    ag.journal.put(&r).map_err(local_err)?;
+                } else if !j.conflict {
+                    let mut r = j.clone();
+                    r.conflict = true;
+                    ag.journal.put(&r).map_err(local_err)?;
+                    tracing::warn!(path = %rel, "split-brain: the volume has a concurrent version; this mount keeps its own");
+                }
+                return Ok(None);
+            }
+            Relation::Dominates => {}
+        }
+    }
+    let full = rel.under(&ag.root());
+    let found = local::stat(&full).map_err(local_err)?;
+    let modified = match (&j, &found) {
+        (Some(j), Found::Some(st)) => j.stat != *st && !(j.stat.kind == Kind::Dir && st.kind == Kind::Dir),
+        (Some(j), Found::Missing) => j.entry.kind != Kind::Tombstone,
+        (None, Found::Some(st)) => !(st.kind == Kind::Dir && e.kind == Kind::Dir),
+        (_, Found::Special) => true,
+        (None, Found::Missing) => false,
+    };
+    if modified {
+        if let (None, Found::Some(st)) = (&j, &found) {
+            return first_contact(ag, &t, e, st.clone()).await;
+        }
+        // A local edit not pushed yet: it goes out with its base version and
+        // the brick decides (newer, or split-brain). Never overwrite it.
+        ag.mark(rel);
+        return Ok(None);
+    }
+    let chunks = if e.kind == Kind::File {
+        match remote::stat(&ag.node, &t, &rel).await? {
+            Some((cur, c)) if cur.vv == e.vv => c,
+            // A newer version exists; it comes later in the feed.
+            _ => return Ok(None),
+        }
+    } else {
+        Vec::new()
+    };
+    place(ag, &t, &e, &chunks, j.as_ref()).await?;
+    Ok(Some(rel))
+}
+
+/// A path present locally and on the volume with no journal record (first
+/// attach, or a file created on both sides): identical content merges,
+/// otherwise `--prefer` decides, else it is a split-brain.
+async fn first_contact(ag: &mut Agent, t: &remote::Target, e: Entry, st: LocalStat) -> Result<Option<RelPath>, RemoteError> {
+    let rel = e.path.clone();
+    let (mine, chunks) = describe(ag, &rel, &st).await?;
+    if mine.same_state(&e) || (mine.kind == Kind::Dir && e.kind == Kind::Dir) {
+        let mut rec = e.clone();
+        rec.mtime_ns = mine.mtime_ns;
+        let c = if e.kind == Kind::File { chunks } else { Vec::new() };
+        ag.journal
+            .put(&Record { entry: rec, chunks: c, stat: st, conflict: false })
+            .map_err(local_err)?;
+        return Ok(None);
+    }
+    let full = rel.under(&ag.root());
+    match ag.prefer() {
+        Some(Prefer::Remote) => {
+            let c = match remote::stat(&ag.node, t, &rel).await? {
+                Some((cur, c)) if cur.vv == e.vv => c,
+                _ => return Ok(None),
+            };
+            place(ag, t, &e, &c, None).await?;
+            Ok(Some(rel))
+        }
+        Some(Prefer::Local) => {
+            let base = Record { entry: e, chunks: Vec::new(), stat: st.clone(), conflict: false };
+            let mut w = ag.write_info(&mine, Some(&base));
+            w.content_changed = true;
+            push_entry(ag, t, mine, chunks, w, st, &full).await?;
+            Ok(None)
+        }
+        None => {
+            // Based on nothing: concurrent with the volume's version.
+            let w = ag.write_info(&mine, None);
+            push_entry(ag, t, mine, chunks, w, st, &full).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Writes a remote version into the folder and records it.
+async fn place(ag: &mut Agent, t: &remote::Target, e: &Entry, chunks: &[ChunkRef], old: Option<&Record>) -> Result<(), RemoteError> {
+    let root = ag.root();
+    let full = files::resolve(&root, &e.path, true).map_err(local_err)?;
+    match e.kind {
+        Kind::File => fetch_file(ag, t, e, chunks, old, &full).await?,
+        Kind::Dir => files::place_dir(&full, e.mode, e.mtime_ns).map_err(local_err)?,
+        Kind::Symlink => {
+            let parent = full.parent().unwrap_or(&root).to_path_buf();
+            files::place_symlink(&parent, e.target.as_deref().unwrap_or(""), &full, e.mtime_ns).map_err(local_err)?
+        }
+        Kind::Tombstone => match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() => {
+                if std::fs::remove_dir(&full).is_err() {
+                    tracing::info!(path = %e.path, "directory deleted on the volume still has local files; kept");
+                }
+            }
+            Ok(_) => std::fs::remove_file(&full).map_err(local_err)?,
+            Err(_) => {}
+        },
+    }
+    let stat = match local::stat(&full).map_err(local_err)? {
+        Found::Some(st) => st,
+        _ => LocalStat {
+            kind: Kind::Tombstone,
+            size: 0,
+            mode: 0,
+            mtime_ns: 0,
+            ino: 0,
+            owner: (0, 0),
+            target: None,
+        },
+    };
+    ag.journal
+        .put(&Record {
+            entry: e.clone(),
+            chunks: chunks.to_vec(),
+            stat,
+            conflict: false,
+        })
+        .map_err(local_err)?;
+    Ok(())
+}
+
+async fn fetch_file(
+    ag: &Agent,
+    t: &remote::Target,
+    e: &Entry,
+    chunks: &[ChunkRef],
+    old: Option<&Record>,
+    full: &Path,
+) -> Result<(), RemoteError> {
+    // Chunks of the old local version can be reused.
+    let mut have: HashMap<[u8; 32], u64> = HashMap::new();
+    if let Some(o) = old.filter(|o| o.entry.kind == Kind::File) {
+        for (c, off) in o.chunks.iter().zip(chunking::offsets(&o.chunks)) {
+            have.entry(c.hash).or_insert(off);
+        }
+    }
+    let need: Vec<u32> = (0..chunks.len() as u32)
+        .filter(|i| !have.contains_key(&chunks[*i as usize].hash))
+        .collect();
+    let mut stream = if need.is_empty() {
+        None
+    } else {
+        Some(remote::read_chunks(&ag.node, t, &e.path, e.hash, need.clone()).await?)
+    };
+    let parent = full.parent().unwrap_or(full);
+    let (temp, file) = TempFile::create(parent).map_err(local_err)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut old_file = if have.is_empty() { None } else { std::fs::File::open(full).ok() };
+    let mut whole = blake3::Hasher::new();
+    let need: std::collections::HashSet<u32> = need.into_iter().collect();
+    for (i, c) in chunks.iter().enumerate() {
+        let data = if need.contains(&(i as u32)) {
+            let Some(s) = stream.as_mut() else {
+                return Err(RemoteError::Unreachable("chunk stream missing".into()));
+            };
+            let d = remote::next_chunk(s).await?;
+            if d.len() != c.len as usize || blake3::hash(&d).as_bytes() != &c.hash {
+                return Err(RemoteError::Unreachable(format!("bad chunk for {}", e.path)));
+            }
+            d
+        } else {
+            let off = have.get(&c.hash).copied().unwrap_or(0);
+            match old_file.as_mut().map(|f| chunking::read_verified(f, off, c.len, &c.hash)) {
+                Some(Ok(d)) => d,
+                _ => return Err(RemoteError::Unreachable(format!("local copy of {} changed; refetching", e.path))),
+            }
+        };
+        whole.update(&data);
+        out.write_all(&data).map_err(local_err)?;
+    }
+    if whole.finalize().as_bytes() != &e.hash {
+        return Err(RemoteError::Unreachable(format!("content of {} does not match its hash", e.path)));
+    }
+    let f = out.into_inner().map_err(|e| local_err(e.into_error()))?;
+    f.sync_all().map_err(local_err)?;
+    drop(f);
+    files::set_meta(temp.path(), e.mode, e.mtime_ns, e.owner).map_err(local_err)?;
+    if std::fs::symlink_metadata(full).is_ok_and(|m| m.is_dir()) {
+        files::remove_any(full).map_err(local_err)?;
+    }
+    temp.persist(full).map_err(local_err)?;
+    Ok(())
+}
