@@ -234,10 +234,16 @@ impl Agent {
         s.in_sync = self.attached && self.dirty.is_empty() && self.target.is_some();
     }
 
-    fn note_event(&mut self, p: PathBuf) {
+    fn note_event(&mut self, hint: crate::watch::Hint) {
         let root = self.root();
+        let p = match hint {
+            crate::watch::Hint::Rescan => {
+                self.scan_all();
+                return;
+            }
+            crate::watch::Hint::Path(p) => p,
+        };
         if p == root {
-            self.scan_all();
             return;
         }
         let Ok(rel) = RelPath::from_local(&root, &p) else { return };
@@ -290,6 +296,7 @@ impl Agent {
     /// children first (so a rename sends the new path, reusing its content,
     /// before the delete of the old one).
     async fn push_dirty(&mut self) {
+        tracing::debug!(n = self.dirty.len(), "pushing local changes");
         let root = self.root();
         let mut present = Vec::new();
         let mut gone = Vec::new();

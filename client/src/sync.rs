@@ -55,6 +55,7 @@ async fn describe(ag: &Agent, rel: &RelPath, st: &LocalStat) -> Result<(Entry, V
 
 /// Pushes the local state of `rel` if it changed since the journal.
 pub(crate) async fn push_local(ag: &mut Agent, rel: &RelPath) -> Result<(), RemoteError> {
+    tracing::debug!(path = %rel, "push");
     let Some(t) = ag.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
     };

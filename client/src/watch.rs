@@ -2,29 +2,40 @@
 //!
 //! Events are only hints: the agent re-reads each path's state and compares
 //! it with the journal, so duplicate, reordered or coalesced events are
-//! harmless. An overflow or rescan request marks the whole folder dirty.
+//! harmless. Reads (access events) are dropped, or the agent's own scans
+//! would wake it forever. An overflow marks the whole folder dirty.
 
 use std::path::{Path, PathBuf};
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc::UnboundedSender;
 
-/// Starts watching `root` recursively; every touched path goes to `tx`
-/// (`root` itself means "rescan everything").
-pub fn start(root: &Path, tx: UnboundedSender<PathBuf>) -> notify::Result<RecommendedWatcher> {
-    let r = root.to_path_buf();
+/// A hint from the watcher.
+#[derive(Debug)]
+pub enum Hint {
+    /// Something happened at this path.
+    Path(PathBuf),
+    /// Events were lost: rescan everything.
+    Rescan,
+}
+
+/// Starts watching `root` recursively.
+pub fn start(root: &Path, tx: UnboundedSender<Hint>) -> notify::Result<RecommendedWatcher> {
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
         Ok(ev) => {
             if ev.need_rescan() {
-                let _ = tx.send(r.clone());
+                let _ = tx.send(Hint::Rescan);
+            }
+            if matches!(ev.kind, EventKind::Access(_)) {
+                return;
             }
             for p in ev.paths {
-                let _ = tx.send(p);
+                let _ = tx.send(Hint::Path(p));
             }
         }
         Err(e) => {
             tracing::warn!("file watcher: {e}; rescanning");
-            let _ = tx.send(r.clone());
+            let _ = tx.send(Hint::Rescan);
         }
     })?;
     w.watch(root, RecursiveMode::Recursive)?;
