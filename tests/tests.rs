@@ -1,1 +1,16 @@
+//! Multi-node integration tests: real `gsync daemon` processes on loopback,
+//! driven through the real CLI.
 
+mod support;
+
+/// Pool membership, trust and volume definitions.
+mod pool;
+
+/// Brick replication: version vectors, chunks, durability, hostile peers.
+mod replication;
+
+/// Mounts: the sync agent as users meet it.
+mod mounts;
+
+/// Self-heal, split-brain reports and resolution, quorum.
+mod heal;

@@ -1,0 +1,1 @@
+//! Harness helpers for the heal tests.

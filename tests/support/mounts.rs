@@ -1,0 +1,1 @@
+//! Harness helpers for the mounts tests.
