@@ -14,3 +14,6 @@ mod mounts;
 
 /// Self-heal, split-brain reports and resolution, quorum.
 mod heal;
+
+/// Randomized fault campaign with invariant checks.
+mod campaign;
