@@ -264,12 +264,14 @@ fn campaign() {
     let sb = split(&c);
     let m = model.lock().unwrap();
     eprintln!(
-        "CAMPAIGN ops={} faults={} reads={} split-brain={} seed={seed}",
+        "CAMPAIGN ops={} faults={} reads={} split-brain={} {:?} seed={seed}",
         m.ops,
         faults.len(),
         reads.load(Ordering::Relaxed),
-        sb.len()
+        sb.len(),
+        sb
     );
+    eprintln!("CAMPAIGN faults: {faults:?}");
     assert!(converged, "seed {seed}: replicas did not converge: {last}");
 
     // Acknowledged writes are present.

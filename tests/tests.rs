@@ -17,3 +17,6 @@ mod heal;
 
 /// Randomized fault campaign with invariant checks.
 mod campaign;
+
+/// Reliability: late addresses, SIGTERM, full disks.
+mod reliability;
