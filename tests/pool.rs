@@ -212,7 +212,8 @@ fn garbage_does_not_crash() {
         let _ = sock.send_to(&data, c.node(2).addr());
     }
     let sent = c.node(1).cli(&["debug", "garbage", &c.node(2).ip]).ok();
-    assert!(sent.stdout.trim() == "4", "{}", sent.stdout);
+    let n: u32 = sent.stdout.trim().parse().unwrap_or(0);
+    assert!(n >= 4, "garbage streams sent: {}", sent.stdout);
     // Still serving, still connected.
     c.node(2).cli(&["peer", "status"]).ok();
     c.wait_connected();

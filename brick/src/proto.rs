@@ -115,9 +115,9 @@ pub enum Request {
     /// 0: version and config exchange.
     Hello(Hello),
     /// 1: join the sender's pool.
-    Probe(Probe),
+    Probe(Box<Probe>),
     /// 2: a newer pool document.
-    PushConfig(PoolConfig),
+    PushConfig(Box<PoolConfig>),
     /// 3: ask for the pool document.
     PullConfig,
     /// 4: the receiver was detached from the pool.
@@ -271,10 +271,10 @@ pub enum Response {
         /// The receiver.
         member: Member,
         /// The pool document after the join.
-        config: PoolConfig,
+        config: Box<PoolConfig>,
     },
     /// 4: answer to [`Request::PullConfig`].
-    Config(PoolConfig),
+    Config(Box<PoolConfig>),
     /// 5: answer to [`Request::BrickStatus`].
     BrickStatus(Vec<BrickStatus>),
     /// 6: answer to an offer: indexes of the chunks the receiver lacks.

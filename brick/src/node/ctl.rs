@@ -23,8 +23,8 @@ pub(super) async fn start(node: Arc<Node>) -> Result<()> {
         }
         let _ = std::fs::remove_file(&path);
     }
-    let listener =
-        UnixListener::bind(&path).map_err(|e| err(format!("control socket {}: {e}", path.display())))?;
+    let listener = UnixListener::bind(&path)
+        .map_err(|e| err(format!("control socket {}: {e}", path.display())))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| err(format!("control socket {}: {e}", path.display())))?;
     let n = node.clone();
@@ -52,7 +52,13 @@ async fn serve(node: Arc<Node>, mut stream: UnixStream) {
     let req: CtlRequest = match frame::read_json(&mut stream).await {
         Ok(r) => r,
         Err(e) => {
-            let _ = frame::write_json(&mut stream, &CtlReply::Err { reason: e.to_string() }).await;
+            let _ = frame::write_json(
+                &mut stream,
+                &CtlReply::Err {
+                    reason: e.to_string(),
+                },
+            )
+            .await;
             return;
         }
     };

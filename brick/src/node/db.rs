@@ -54,7 +54,9 @@ impl NodeDb {
     }
 
     fn migrate(&mut self) -> Result<(), NodeDbError> {
-        let have: usize = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let have: usize = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(have) {
             let tx = self.conn.transaction()?;
             tx.execute_batch(sql)?;
@@ -118,7 +120,9 @@ impl NodeDb {
 
     /// Mount definitions hosted by this daemon: `(dir, spec json)`.
     pub fn mounts(&self) -> Result<Vec<(String, String)>, NodeDbError> {
-        let mut st = self.conn.prepare("SELECT dir, spec FROM mounts ORDER BY dir")?;
+        let mut st = self
+            .conn
+            .prepare("SELECT dir, spec FROM mounts ORDER BY dir")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -134,7 +138,10 @@ impl NodeDb {
 
     /// Removes a mount definition.
     pub fn remove_mount(&self, dir: &str) -> Result<bool, NodeDbError> {
-        Ok(self.conn.execute("DELETE FROM mounts WHERE dir = ?1", params![dir])? > 0)
+        Ok(self
+            .conn
+            .execute("DELETE FROM mounts WHERE dir = ?1", params![dir])?
+            > 0)
     }
 }
 

@@ -26,7 +26,9 @@ fn ok<T: Serialize>(data: T) -> CtlReply {
 }
 
 fn fail(reason: impl Into<String>) -> CtlReply {
-    CtlReply::Err { reason: reason.into() }
+    CtlReply::Err {
+        reason: reason.into(),
+    }
 }
 
 /// Resolves `host:port` to one socket address.
@@ -164,7 +166,11 @@ async fn probe(node: &Arc<Node>, host: String, port: u16, secret: Option<String>
         return fail("Probe on localhost not needed");
     }
     let cfg = node.config();
-    if let Some(m) = cfg.members.iter().find(|m| m.hostname.eq_ignore_ascii_case(&host) && m.port == port) {
+    if let Some(m) = cfg
+        .members
+        .iter()
+        .find(|m| m.hostname.eq_ignore_ascii_case(&host) && m.port == port)
+    {
         return ok(ProbeResult {
             already: true,
             hostname: m.hostname.clone(),
@@ -190,12 +196,12 @@ async fn probe(node: &Arc<Node>, host: String, port: u16, secret: Option<String>
             fingerprint: fp,
         });
     }
-    let req = Request::Probe(Probe {
+    let req = Request::Probe(Box::new(Probe {
         secret,
         host: host.clone(),
         port,
         config: cfg,
-    });
+    }));
     let resp = tokio::time::timeout(super::RPC_TIMEOUT, call_on(&conn, &req)).await;
     let (member, doc) = match resp {
         Ok(Ok(Response::ProbeAccepted { member, config })) => (member, config),
@@ -214,7 +220,7 @@ async fn probe(node: &Arc<Node>, host: String, port: u16, secret: Option<String>
     let c = conn.clone();
     let peer = member.uuid;
     node.spawn(async move { super::serve::serve_conn(n, c, peer).await });
-    if let Err(e) = node.commit_config(doc).await {
+    if let Err(e) = node.commit_config(*doc).await {
         return fail(e);
     }
     ok(ProbeResult {
@@ -229,7 +235,10 @@ async fn probe(node: &Arc<Node>, host: String, port: u16, secret: Option<String>
 pub(super) fn accept_probe(node: &Arc<Node>, fp: &str, probe: Probe) -> Response {
     let cfg = node.config();
     let Some(prober) = probe.config.member_by_fingerprint(fp).cloned() else {
-        return Response::error(code::PERMISSION, "probe from a key not in its own pool document");
+        return Response::error(
+            code::PERMISSION,
+            "probe from a key not in its own pool document",
+        );
     };
     if cfg.members.len() > 1 {
         return Response::error(
@@ -240,12 +249,21 @@ pub(super) fn accept_probe(node: &Arc<Node>, fp: &str, probe: Probe) -> Response
     if !cfg.volumes.is_empty() {
         return Response::error(
             code::REFUSED,
-            format!("{} has volumes defined; delete them before joining a pool", probe.host),
+            format!(
+                "{} has volumes defined; delete them before joining a pool",
+                probe.host
+            ),
         );
     }
     if let Some(want) = &node.join_secret {
         if probe.secret.as_deref() != Some(want.as_str()) {
-            return Response::error(code::PERMISSION, format!("{} requires a join secret (--secret) and the one given does not match", probe.host));
+            return Response::error(
+                code::PERMISSION,
+                format!(
+                    "{} requires a join secret (--secret) and the one given does not match",
+                    probe.host
+                ),
+            );
         }
     }
     if probe.config.member(node.me.uuid).is_some() {
@@ -260,7 +278,10 @@ pub(super) fn accept_probe(node: &Arc<Node>, fp: &str, probe: Probe) -> Response
         return Response::error(code::INTERNAL, e);
     }
     tracing::warn!(prober = %prober.hostname, key = %net::short(fp), "joined a pool on first contact; prober key pinned");
-    Response::ProbeAccepted { member: me, config: doc }
+    Response::ProbeAccepted {
+        member: me,
+        config: Box::new(doc),
+    }
 }
 
 async fn detach(node: &Arc<Node>, host: &str, force: bool) -> CtlReply {
@@ -271,7 +292,10 @@ async fn detach(node: &Arc<Node>, host: &str, force: bool) -> CtlReply {
     if m.uuid == node.me.uuid {
         return fail(format!("{host} is localhost"));
     }
-    let hosts_bricks = cfg.volumes.iter().any(|v| v.bricks.iter().any(|b| b.node == m.uuid));
+    let hosts_bricks = cfg
+        .volumes
+        .iter()
+        .any(|v| v.bricks.iter().any(|b| b.node == m.uuid));
     if hosts_bricks && !force {
         return fail(format!(
             "Peer {host} hosts one or more bricks. Remove them first, or use 'force' to detach it anyway"
@@ -288,7 +312,9 @@ async fn detach(node: &Arc<Node>, host: &str, force: bool) -> CtlReply {
 fn valid_volume_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && !name.starts_with('-')
 }
 
@@ -323,7 +349,11 @@ async fn volume_create(
     if cfg.volume(&name).is_some() {
         return fail(format!("Volume {name} already exists"));
     }
-    let replica = if replica == 0 { bricks.len() as u32 } else { replica };
+    let replica = if replica == 0 {
+        bricks.len() as u32
+    } else {
+        replica
+    };
     if replica < 2 {
         return fail("replica count must be at least 2");
     }
@@ -347,7 +377,9 @@ async fn volume_create(
             return fail(format!("Host {host} is not in 'Peer in Cluster' state"));
         };
         if !node.is_connected(uuid) {
-            return fail(format!("Host {host} is not in 'Peer in Cluster' state (disconnected)"));
+            return fail(format!(
+                "Host {host} is not in 'Peer in Cluster' state (disconnected)"
+            ));
         }
         if defs.iter().any(|d| d.node == uuid && d.path == path) {
             return fail(format!("Found duplicate exports {host}:{path}"));
@@ -358,7 +390,10 @@ async fn volume_create(
             .flat_map(|v| v.bricks.iter().map(move |bd| (v, bd)))
             .find(|(_, bd)| bd.node == uuid && bd.path == path);
         if let Some((v, _)) = used {
-            return fail(format!("{host}:{path} is already part of volume {}", v.name));
+            return fail(format!(
+                "{host}:{path} is already part of volume {}",
+                v.name
+            ));
         }
         defs.push(BrickDef {
             id: brick_id(vol_id, i),
@@ -403,7 +438,10 @@ async fn volume_create(
 }
 
 fn normalise_dir(p: &str) -> String {
-    let s: Vec<&str> = p.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let s: Vec<&str> = p
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     format!("/{}", s.join("/"))
 }
 
@@ -525,14 +563,19 @@ async fn status_of(node: &Arc<Node>, cfg: &PoolConfig, v: &Volume) -> VolumeStat
             let host = if *u == node.me.uuid {
                 "localhost".to_string()
             } else {
-                cfg.member(*u).map_or_else(|| u.to_string(), |m| m.hostname.clone())
+                cfg.member(*u)
+                    .map_or_else(|| u.to_string(), |m| m.hostname.clone())
             };
             let pid = answers
                 .get(u)
                 .and_then(|s| s.as_ref())
                 .and_then(|s| s.first())
                 .map(|s| s.pid);
-            ShdRow { host, online: up, pid }
+            ShdRow {
+                host,
+                online: up,
+                pid,
+            }
         })
         .collect();
     VolumeStatusReport {
@@ -544,7 +587,10 @@ async fn status_of(node: &Arc<Node>, cfg: &PoolConfig, v: &Volume) -> VolumeStat
 }
 
 async fn remote_config(node: &Arc<Node>, addr: &str) -> CtlReply {
-    let (host, port) = match addr.rsplit_once(':').and_then(|(h, p)| Some((h, p.parse().ok()?))) {
+    let (host, port) = match addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse().ok()?)))
+    {
         Some(x) => x,
         None => (addr, node.listen.port()),
     };
@@ -559,7 +605,11 @@ async fn remote_config(node: &Arc<Node>, addr: &str) -> CtlReply {
     let res = tokio::time::timeout(super::RPC_TIMEOUT, call_on(&conn, &Request::PullConfig)).await;
     conn.close(0u32.into(), b"done");
     match res {
-        Ok(Ok(Response::Config(doc))) => ok(doc.volumes.iter().map(|v| v.name.clone()).collect::<Vec<_>>()),
+        Ok(Ok(Response::Config(doc))) => ok(doc
+            .volumes
+            .iter()
+            .map(|v| v.name.clone())
+            .collect::<Vec<_>>()),
         Ok(Ok(_)) => fail("unexpected answer"),
         Ok(Err(e)) => fail(format!("refused: {e}")),
         Err(_) => fail("refused: no answer"),
@@ -567,6 +617,50 @@ async fn remote_config(node: &Arc<Node>, addr: &str) -> CtlReply {
 }
 
 async fn garbage(node: &Arc<Node>, addr: &str) -> CtlReply {
+    use crate::store::types::{ChunkRef, Kind};
+    use crate::vv::VersionVector;
+
+    /// Wire twin of `Entry` whose path is a plain string, so paths that
+    /// `RelPath` refuses can be put on the wire.
+    #[derive(Serialize)]
+    struct RawEntry {
+        path: String,
+        kind: Kind,
+        size: u64,
+        mode: u32,
+        mtime_ns: i64,
+        owner: Option<(u32, u32)>,
+        hash: [u8; 32],
+        target: Option<String>,
+        vv: VersionVector,
+        data_vv: VersionVector,
+        meta_vv: VersionVector,
+        origin: Uuid,
+    }
+    /// Wire twin of `Offer`.
+    #[derive(Serialize)]
+    struct RawOffer {
+        volume: Uuid,
+        brick: u64,
+        entry: RawEntry,
+        chunks: Vec<ChunkRef>,
+        write: Option<crate::proto::WriteInfo>,
+        from_brick: Option<u64>,
+    }
+    /// Wire twin of `Request` up to variant 6 (`Offer`): bincode encodes
+    /// the variant index, so the unit variants only hold the places.
+    #[derive(Serialize)]
+    #[allow(dead_code)]
+    enum RawRequest {
+        V0,
+        V1,
+        V2,
+        V3,
+        V4,
+        V5,
+        Offer(RawOffer),
+    }
+
     let cfg = node.config();
     let Some(m) = cfg
         .members
@@ -578,18 +672,103 @@ async fn garbage(node: &Arc<Node>, addr: &str) -> CtlReply {
     let Some(conn) = node.connection(m.uuid) else {
         return fail(format!("{addr} is not connected"));
     };
-    let payloads: Vec<Vec<u8>> = vec![
-        vec![0x40, 0, 0, 0, 1, 2, 3],                // announces a 1 GiB frame
-        vec![0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff], // unknown message type
-        vec![0, 0, 0, 200, 1, 2],                    // truncated frame
-        (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
+    // A brick of the target, so the offers reach the store when they decode.
+    let (volume, brick) = cfg
+        .volumes
+        .iter()
+        .find_map(|v| {
+            v.bricks
+                .iter()
+                .find(|b| b.node == m.uuid)
+                .map(|b| (v.id, b.id))
+        })
+        .unwrap_or((Uuid::nil(), 0));
+    const CHUNK: u32 = crate::store::chunking::MAX_CHUNK;
+    let offer = |path: &str, size: u64| {
+        let chunks: Vec<ChunkRef> = (0..size.div_ceil(u64::from(CHUNK)))
+            .map(|i| ChunkRef {
+                hash: *blake3::hash(&i.to_le_bytes()).as_bytes(),
+                len: CHUNK,
+            })
+            .collect();
+        let vv = VersionVector::new().bumped(0x6a72_6261_6765);
+        RawRequest::Offer(RawOffer {
+            volume,
+            brick,
+            entry: RawEntry {
+                path: path.to_string(),
+                kind: Kind::File,
+                size: chunks.len() as u64 * u64::from(CHUNK),
+                mode: 0o644,
+                mtime_ns: 0,
+                owner: None,
+                hash: [7; 32],
+                target: None,
+                vv: vv.clone(),
+                data_vv: vv.clone(),
+                meta_vv: vv,
+                origin: node.me.uuid,
+            },
+            chunks,
+            write: None,
+            from_brick: Some(0x6a72_6261_6765),
+        })
+    };
+    let framed = |msg: &RawRequest| -> Result<Vec<u8>, String> {
+        let body = crate::codec::encode(msg).map_err(|e| e.to_string())?;
+        let len = u32::try_from(body.len()).map_err(|e| e.to_string())?;
+        Ok([len.to_be_bytes().as_slice(), &body].concat())
+    };
+    // The twin must encode exactly like the real request.
+    match framed(&offer("garbage-drill", 1)).map(|b| crate::codec::decode::<Request>(&b[4..])) {
+        Ok(Ok(Request::Offer(o))) if o.entry.path.as_str() == "garbage-drill" => {}
+        other => {
+            return fail(format!(
+                "the crafted offer does not decode as Request::Offer: {other:?}"
+            ))
+        }
+    }
+    // (frame bytes, trailing bytes sent after the offer's `Need` answer)
+    let mut payloads: Vec<(Vec<u8>, Option<Vec<u8>>)> = vec![
+        (vec![0x40, 0, 0, 0, 1, 2, 3], None), // announces a 1 GiB frame
+        (vec![0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff], None), // unknown message type
+        (vec![0, 0, 0, 200, 1, 2], None),     // truncated frame
+        ((0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(), None),
     ];
+    for path in [
+        "../escape",
+        "/etc/x",
+        "a\0b",
+        ".gsync/meta.db",
+        "ok/../../escape2",
+    ] {
+        match framed(&offer(path, 1)) {
+            Ok(b) => payloads.push((b, None)),
+            Err(e) => return fail(e),
+        }
+    }
+    // A valid offer whose first chunk frame announces 1 GiB.
+    match framed(&offer("garbage-drill", 1 << 30)) {
+        Ok(b) => payloads.push((b, Some(vec![0x40, 0, 0, 0, 1, 2, 3]))),
+        Err(e) => return fail(e),
+    }
     let mut sent = 0;
-    for p in payloads {
+    for (p, after_need) in payloads {
         if let Ok((mut s, mut r)) = conn.open_bi().await {
             let _ = s.write_all(&p).await;
+            if let Some(rest) = after_need {
+                let need = tokio::time::timeout(
+                    super::RPC_TIMEOUT,
+                    crate::frame::read_msg::<_, Response>(&mut r),
+                )
+                .await;
+                if matches!(need, Ok(Ok(Response::Need(_)))) {
+                    let _ = s.write_all(&rest).await;
+                }
+            }
             let _ = s.finish();
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), r.read_to_end(1 << 16)).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), r.read_to_end(1 << 16))
+                .await;
             sent += 1;
         }
     }

@@ -126,12 +126,19 @@ pub trait CtlExtension: Send + Sync {
 impl Node {
     /// Opens the state, binds the endpoint (retrying until the address
     /// exists) and starts serving. Returns once the control socket is up.
-    pub async fn start(opts: NodeOptions, token: CancellationToken) -> anyhow_like::Result<Arc<Self>> {
-        std::fs::create_dir_all(&opts.state_dir)
-            .map_err(|e| anyhow_like::err(format!("state dir {}: {e}", opts.state_dir.display())))?;
+    pub async fn start(
+        opts: NodeOptions,
+        token: CancellationToken,
+    ) -> anyhow_like::Result<Arc<Self>> {
+        std::fs::create_dir_all(&opts.state_dir).map_err(|e| {
+            anyhow_like::err(format!("state dir {}: {e}", opts.state_dir.display()))
+        })?;
         let db = NodeDb::open(&opts.state_dir).map_err(|e| anyhow_like::err(e.to_string()))?;
         let (uuid, identity) = db.identity().map_err(|e| anyhow_like::err(e.to_string()))?;
-        let hostname = opts.name.clone().unwrap_or_else(|| default_name(opts.listen));
+        let hostname = opts
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name(opts.listen));
         let me = Member {
             uuid,
             hostname,
@@ -147,7 +154,8 @@ impl Node {
             m.port = me.port;
             m.fingerprint = me.fingerprint.clone();
         }
-        db.save_pool(&config).map_err(|e| anyhow_like::err(e.to_string()))?;
+        db.save_pool(&config)
+            .map_err(|e| anyhow_like::err(e.to_string()))?;
         let faults = Arc::new(FaultRules::default());
         let endpoint = bind_with_retry(&identity, opts.listen, faults.clone(), &token).await?;
         tracing::info!(node = %uuid, listen = %opts.listen, fingerprint = %net::short(&me.fingerprint), "node up");
@@ -203,7 +211,10 @@ impl Node {
 
     /// A copy of the current pool document.
     pub fn config(&self) -> PoolConfig {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// This node's pid.
@@ -231,18 +242,15 @@ impl Node {
         targets.extend(previous.members.iter().map(|m| m.uuid));
         targets.sort();
         targets.dedup();
-        let calls = targets
-            .into_iter()
-            .filter(|u| *u != self.me.uuid)
-            .map(|u| {
-                let node = self.clone();
-                let doc = new.clone();
-                async move {
-                    if let Err(e) = node.call(u, Request::PushConfig(doc)).await {
-                        tracing::debug!(peer = %u, "config push: {e}");
-                    }
+        let calls = targets.into_iter().filter(|u| *u != self.me.uuid).map(|u| {
+            let node = self.clone();
+            let doc = new.clone();
+            async move {
+                if let Err(e) = node.call(u, Request::PushConfig(Box::new(doc))).await {
+                    tracing::debug!(peer = %u, "config push: {e}");
                 }
-            });
+            }
+        });
         futures_join_all(calls).await;
         Ok(())
     }
@@ -281,7 +289,12 @@ impl Node {
             gone
         };
         for u in removed {
-            if let Some(conn) = self.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&u) {
+            if let Some(conn) = self
+                .conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&u)
+            {
                 conn.close(crate::proto::code::PERMISSION.into(), b"detached");
             }
         }
@@ -303,7 +316,10 @@ impl Node {
     /// The live connection to a member, if any.
     pub fn connection(&self, peer: Uuid) -> Option<quinn::Connection> {
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conns.get(&peer).filter(|c| c.close_reason().is_none()).cloned()
+        conns
+            .get(&peer)
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
     }
 
     /// True if a live connection to `peer` exists.
@@ -346,8 +362,13 @@ impl Node {
     }
 
     /// Dials `addr` expecting the key `pinned` (none for first contact).
-    async fn dial(&self, addr: SocketAddr, pinned: Option<String>) -> Result<quinn::Connection, CallError> {
-        let cfg = net::client_config(&self.identity, pinned).map_err(|e| CallError::Dial(e.to_string()))?;
+    async fn dial(
+        &self,
+        addr: SocketAddr,
+        pinned: Option<String>,
+    ) -> Result<quinn::Connection, CallError> {
+        let cfg = net::client_config(&self.identity, pinned)
+            .map_err(|e| CallError::Dial(e.to_string()))?;
         let connecting = self
             .endpoint
             .connect_with(cfg, addr, "gsync")
@@ -355,7 +376,9 @@ impl Node {
         match tokio::time::timeout(Duration::from_secs(3), connecting).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(CallError::Connection(e)),
-            Err(_) => Err(CallError::Dial("Transport endpoint is not connected".into())),
+            Err(_) => Err(CallError::Dial(
+                "Transport endpoint is not connected".into(),
+            )),
         }
     }
 }
@@ -368,7 +391,10 @@ pub type BoxRead = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
 impl Node {
     /// Opens a request stream to node `target`: a QUIC stream, or an
     /// in-process pipe to this node's own request handler.
-    pub async fn open_stream(self: &Arc<Self>, target: Uuid) -> Result<(BoxWrite, BoxRead), CallError> {
+    pub async fn open_stream(
+        self: &Arc<Self>,
+        target: Uuid,
+    ) -> Result<(BoxWrite, BoxRead), CallError> {
         if target == self.me.uuid {
             let (client_w, server_r) = tokio::io::duplex(1 << 20);
             let (server_w, client_r) = tokio::io::duplex(1 << 20);
@@ -377,7 +403,10 @@ impl Node {
                 let (mut r, mut w) = (server_r, server_w);
                 match frame::read_msg::<_, Request>(&mut r).await {
                     Ok(req) => {
-                        if let Err(e) = crate::store::rpc::handle(&node, node.me.uuid, req, &mut w, &mut r).await {
+                        if let Err(e) =
+                            crate::store::rpc::handle(&node, node.me.uuid, req, &mut w, &mut r)
+                                .await
+                        {
                             tracing::debug!("local request failed: {e}");
                         }
                     }
@@ -431,7 +460,9 @@ async fn bind_with_retry(
             Ok(e) => return Ok(e),
             Err(e) => {
                 if attempt % 30 == 0 {
-                    tracing::warn!("cannot bind {addr} yet ({e}); retrying until the address exists");
+                    tracing::warn!(
+                        "cannot bind {addr} yet ({e}); retrying until the address exists"
+                    );
                 }
                 attempt += 1;
             }

@@ -91,9 +91,8 @@ async fn connect(node: &Arc<Node>, peer: Uuid) -> Result<(), CallError> {
         .await
         .map_err(CallError::Dial)?;
     let conn = node.dial(addr, Some(member.fingerprint.clone())).await?;
-    let theirs = match call_on(&conn, &Request::Hello(node.hello())).await? {
-        Response::Hello(h) => h,
-        _ => return Err(CallError::Dial("unexpected answer to hello".into())),
+    let Response::Hello(theirs) = call_on(&conn, &Request::Hello(node.hello())).await? else {
+        return Err(CallError::Dial("unexpected answer to hello".into()));
     };
     if theirs.version != PROTOCOL_VERSION || theirs.node != peer {
         conn.close(crate::proto::code::VERSION.into(), b"version");
@@ -112,15 +111,20 @@ async fn connect(node: &Arc<Node>, peer: Uuid) -> Result<(), CallError> {
 }
 
 /// Brings the two sides' pool documents in line after a hello.
-pub(super) async fn sync_config(node: &Arc<Node>, conn: &quinn::Connection, version: u64, by: Uuid) {
+pub(super) async fn sync_config(
+    node: &Arc<Node>,
+    conn: &quinn::Connection,
+    version: u64,
+    by: Uuid,
+) {
     let mine = node.config();
     if (version, by) > (mine.version, mine.changed_by) {
         if let Ok(Response::Config(doc)) = call_on(conn, &Request::PullConfig).await {
-            if let Err(e) = node.adopt_config(doc) {
+            if let Err(e) = node.adopt_config(*doc) {
                 tracing::warn!("cannot store pool document: {e}");
             }
         }
     } else if (version, by) < (mine.version, mine.changed_by) {
-        let _ = call_on(conn, &Request::PushConfig(mine)).await;
+        let _ = call_on(conn, &Request::PushConfig(Box::new(mine))).await;
     }
 }

@@ -93,7 +93,11 @@ async fn handle_stream(
         Err(FrameError::Closed) => return,
         Err(e) => {
             tracing::warn!(peer = %node.peer_name(peer), "malformed request refused: {e}");
-            let _ = frame::write_msg(&mut send, &Response::error(code::BAD_REQUEST, e.to_string())).await;
+            let _ = frame::write_msg(
+                &mut send,
+                &Response::error(code::BAD_REQUEST, e.to_string()),
+            )
+            .await;
             let _ = send.finish();
             return;
         }
@@ -115,7 +119,10 @@ async fn dispatch(
     let resp = match req {
         Request::Hello(h) => {
             if h.node != peer {
-                Response::error(code::PERMISSION, "hello from a different node id than its key")
+                Response::error(
+                    code::PERMISSION,
+                    "hello from a different node id than its key",
+                )
             } else {
                 let n = node.clone();
                 let c = conn.clone();
@@ -131,22 +138,27 @@ async fn dispatch(
             let _ = p;
             let cfg = node.config();
             match cfg.member(node.me.uuid).cloned() {
-                Some(me) => Response::ProbeAccepted { member: me, config: cfg },
+                Some(me) => Response::ProbeAccepted {
+                    member: me,
+                    config: Box::new(cfg),
+                },
                 None => Response::error(code::INTERNAL, "no self entry"),
             }
         }
-        Request::PushConfig(doc) => match node.adopt_config(doc) {
+        Request::PushConfig(doc) => match node.adopt_config(*doc) {
             Ok(_) => Response::Ok,
             Err(e) => Response::error(code::INTERNAL, e),
         },
-        Request::PullConfig => Response::Config(node.config()),
+        Request::PullConfig => Response::Config(Box::new(node.config())),
         Request::Detached => Response::Ok,
-        Request::PrepareBrick { path, force, volume } => {
-            match crate::store::prepare_brick_dir(std::path::Path::new(&path), force, volume) {
-                Ok(()) => Response::Ok,
-                Err(reason) => Response::error(code::REFUSED, reason),
-            }
-        }
+        Request::PrepareBrick {
+            path,
+            force,
+            volume,
+        } => match crate::store::prepare_brick_dir(std::path::Path::new(&path), force, volume) {
+            Ok(()) => Response::Ok,
+            Err(reason) => Response::error(code::REFUSED, reason),
+        },
         other => return crate::store::rpc::handle(node, peer, other, send, recv).await,
     };
     frame::write_msg(send, &resp).await
@@ -161,17 +173,18 @@ async fn serve_stranger(node: Arc<Node>, conn: quinn::Connection, fp: String) {
         return;
     };
     let req: Result<Request, _> = frame::read_msg(&mut recv).await;
-    let probe = match req {
-        Ok(Request::Probe(p)) => p,
-        Ok(_) | Err(_) => {
-            tracing::warn!(%remote, key = %net::short(&fp), "refused connection from a key that is not a pool member");
-            let _ = frame::write_msg(&mut send, &Response::error(code::PERMISSION, "not a pool member")).await;
-            let _ = send.finish();
-            conn.close(code::PERMISSION.into(), b"not a pool member");
-            return;
-        }
+    let Ok(Request::Probe(probe)) = req else {
+        tracing::warn!(%remote, key = %net::short(&fp), "refused connection from a key that is not a pool member");
+        let _ = frame::write_msg(
+            &mut send,
+            &Response::error(code::PERMISSION, "not a pool member"),
+        )
+        .await;
+        let _ = send.finish();
+        conn.close(code::PERMISSION.into(), b"not a pool member");
+        return;
     };
-    let resp = super::mgmt::accept_probe(&node, &fp, probe);
+    let resp = super::mgmt::accept_probe(&node, &fp, *probe);
     let accepted = matches!(resp, Response::ProbeAccepted { .. });
     if !accepted {
         tracing::warn!(%remote, key = %net::short(&fp), "refused probe: {resp:?}");
