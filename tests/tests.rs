@@ -20,3 +20,6 @@ mod campaign;
 
 /// Reliability: late addresses, SIGTERM, full disks.
 mod reliability;
+
+/// Crash points along the write path (needs `--features failpoints`).
+mod crash;

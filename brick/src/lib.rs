@@ -16,6 +16,7 @@
 
 pub mod codec;
 pub mod control;
+pub mod failpoint;
 pub mod faults;
 pub mod frame;
 pub mod heal_types;

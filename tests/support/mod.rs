@@ -107,6 +107,8 @@ pub struct Node {
     pub root: PathBuf,
     child: Option<Child>,
     extra: Vec<String>,
+    /// Extra environment for the daemon (e.g. a failpoint), applied at start.
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -135,6 +137,7 @@ impl Node {
             .args(&self.extra)
             .env("GSYNC_STATE_DIR", &self.state)
             .env("RUST_LOG", "info,quinn=warn,quinn_proto=warn,rustls=warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -199,6 +202,18 @@ impl Node {
         self.child.is_some()
     }
 
+    /// True if the daemon process has exited (crashed or aborted).
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(_))) => {
+                self.child = None;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -261,6 +276,7 @@ impl Cluster {
                 root: dir.path().to_path_buf(),
                 child: None,
                 extra: extra(i),
+                env: Vec::new(),
             };
             node.start();
             nodes.push(node);

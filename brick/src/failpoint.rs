@@ -1,0 +1,24 @@
+//! Crash points for tests.
+//!
+//! Built with the `failpoints` feature, [`hit`] aborts the process (as
+//! abruptly as `kill -9`) when the environment variable `GSYNC_FAILPOINT`
+//! names the point. Without the feature it compiles to nothing, so release
+//! builds carry no trace of it.
+
+/// Aborts the process here if `GSYNC_FAILPOINT` equals `name` (test
+/// builds only).
+#[cfg(feature = "failpoints")]
+pub fn hit(name: &str) {
+    if std::env::var("GSYNC_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// Does nothing: built without the `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_name: &str) {}
+
+/// True if this build has failpoints.
+pub const ENABLED: bool = cfg!(feature = "failpoints");
