@@ -203,7 +203,7 @@ pub struct DemoArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DebugCmd {
-    /// Drop traffic with an address: IP [block|block-in|block-out|loss=F|clear].
+    /// Fault rule for traffic with an address: IP block|block-in|block-out|loss=F|delay=MS|clear.
     Net {
         /// Peer IP.
         ip: String,

@@ -34,19 +34,34 @@ pub async fn peer(cmd: PeerCmd, state: &Path, json: bool) -> Result<Outcome> {
     match cmd {
         PeerCmd::Probe { host, secret } => {
             let Some((h, port)) = host_port(&host) else {
-                return Ok(Outcome::Failed(format!("peer probe: failed: {host} is not HOST[:PORT]")));
+                return Ok(Outcome::Failed(format!(
+                    "peer probe: failed: {host} is not HOST[:PORT]"
+                )));
             };
-            let req = CtlRequest::PeerProbe { host: h.clone(), port, secret };
+            let req = CtlRequest::PeerProbe {
+                host: h.clone(),
+                port,
+                secret,
+            };
             match ctl::call::<ProbeResult>(state, &req).await? {
                 Ok(r) if json => print_json(&r)?,
-                Ok(r) if r.already => println!("peer probe: success. Host {} port {} already in peer list", r.hostname, r.port),
+                Ok(r) if r.already => println!(
+                    "peer probe: success. Host {} port {} already in peer list",
+                    r.hostname, r.port
+                ),
                 Ok(r) => {
                     println!("peer probe: success");
-                    println!("Key fingerprint of {}: {}", r.hostname, gsync_brick::net::short(&r.fingerprint));
+                    println!(
+                        "Key fingerprint of {}: {}",
+                        r.hostname,
+                        gsync_brick::net::short(&r.fingerprint)
+                    );
                 }
                 Err(e) if e.0 == "Probe on localhost not needed" => {
                     if json {
-                        print_json(&serde_json::json!({"already": true, "hostname": h, "port": port, "localhost": true}))?;
+                        print_json(
+                            &serde_json::json!({"already": true, "hostname": h, "port": port, "localhost": true}),
+                        )?;
                     } else {
                         println!("peer probe: {e}");
                     }
@@ -55,7 +70,10 @@ pub async fn peer(cmd: PeerCmd, state: &Path, json: bool) -> Result<Outcome> {
             }
         }
         PeerCmd::Detach { host, force } => {
-            let req = CtlRequest::PeerDetach { host, force: force.is_some() };
+            let req = CtlRequest::PeerDetach {
+                host,
+                force: force.is_some(),
+            };
             match ctl::call_raw(state, &req).await? {
                 Ok(_) if json => print_json(&serde_json::json!({"detached": true}))?,
                 Ok(_) => println!("peer detach: success"),
@@ -76,7 +94,11 @@ pub async fn peer(cmd: PeerCmd, state: &Path, json: bool) -> Result<Outcome> {
                     println!();
                     println!("Hostname: {}", p.hostname);
                     println!("Uuid: {}", p.uuid);
-                    let s = if p.connected { "Connected" } else { "Disconnected" };
+                    let s = if p.connected {
+                        "Connected"
+                    } else {
+                        "Disconnected"
+                    };
                     println!("State: Peer in Cluster ({s})");
                 }
             }
@@ -100,7 +122,11 @@ pub async fn pool(cmd: PoolCmd, state: &Path, json: bool) -> Result<Outcome> {
     rows.extend(peers.iter().filter(|p| p.local));
     for p in rows {
         let host = if p.local { "localhost" } else { &p.hostname };
-        let s = if p.connected { "Connected" } else { "Disconnected" };
+        let s = if p.connected {
+            "Connected"
+        } else {
+            "Disconnected"
+        };
         println!("{:<38}\t{:<16}\t{s}", p.uuid, host);
     }
     Ok(Outcome::Done)
@@ -110,7 +136,9 @@ pub async fn debug(cmd: DebugCmd, state: &Path, json: bool) -> Result<Outcome> {
     let req = match cmd {
         DebugCmd::Net { ip, rule } => {
             let Ok(ip) = ip.parse() else {
-                return Ok(Outcome::Failed(format!("debug net: failed: {ip} is not an IP address")));
+                return Ok(Outcome::Failed(format!(
+                    "debug net: failed: {ip} is not an IP address"
+                )));
             };
             let mut r = Rule::default();
             match rule.as_str() {
@@ -121,10 +149,20 @@ pub async fn debug(cmd: DebugCmd, state: &Path, json: bool) -> Result<Outcome> {
                 "block-in" => r.block_in = true,
                 "block-out" => r.block_out = true,
                 "clear" => {}
-                other => match other.strip_prefix("loss=").and_then(|f| f.parse::<f64>().ok()) {
-                    Some(f) if (0.0..=1.0).contains(&f) => r.loss = f,
-                    _ => return Ok(Outcome::Failed(format!("debug net: failed: unknown rule {other} (block, block-in, block-out, loss=F, clear)"))),
-                },
+                other => {
+                    if let Some(ms) = other.strip_prefix("delay=").and_then(|f| f.parse::<u64>().ok()) {
+                        r.delay_ms = ms;
+                    } else {
+                        match other.strip_prefix("loss=").and_then(|f| f.parse::<f64>().ok()) {
+                            Some(f) if (0.0..=1.0).contains(&f) => r.loss = f,
+                            _ => {
+                                return Ok(Outcome::Failed(format!(
+                                    "debug net: failed: unknown rule {other} (block, block-in, block-out, loss=F, delay=MS, clear)"
+                                )))
+                            }
+                        }
+                    }
+                }
             }
             CtlRequest::DebugNet { ip, rule: r }
         }
@@ -151,7 +189,10 @@ mod tests {
 
     #[test]
     fn parses_host_port() {
-        assert_eq!(host_port("127.0.0.2"), Some(("127.0.0.2".into(), DEFAULT_PORT)));
+        assert_eq!(
+            host_port("127.0.0.2"),
+            Some(("127.0.0.2".into(), DEFAULT_PORT))
+        );
         assert_eq!(host_port("h:1"), Some(("h".into(), 1)));
         assert_eq!(host_port("[::1]:5"), Some(("::1".into(), 5)));
         assert_eq!(host_port("h:x"), None);

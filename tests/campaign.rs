@@ -151,6 +151,7 @@ enum Fault {
     Partition(usize, usize),
     OneWay(usize, usize),
     Loss(usize, usize),
+    Delay(usize, usize),
     Kill(usize),
     Pause(usize),
 }
@@ -188,11 +189,12 @@ fn campaign() {
     while Instant::now() < deadline {
         let a = 1 + rng.below(3) as usize;
         let b = 1 + (a + rng.below(2) as usize) % 3;
-        let f = match rng.below(5) {
+        let f = match rng.below(6) {
             0 => Fault::Partition(a, b),
             1 => Fault::OneWay(a, b),
             2 => Fault::Loss(a, b),
-            3 => Fault::Kill(a),
+            3 => Fault::Delay(a, b),
+            4 => Fault::Kill(a),
             _ => Fault::Pause(a),
         };
         match f {
@@ -203,6 +205,9 @@ fn campaign() {
             Fault::Loss(a, b) => {
                 c.node(a).cli(&["debug", "net", &c.node(b).ip, "loss=0.3"]).ok();
                 c.node(b).cli(&["debug", "net", &c.node(a).ip, "loss=0.3"]).ok();
+            }
+            Fault::Delay(a, b) => {
+                c.node(a).cli(&["debug", "net", &c.node(b).ip, "delay=150"]).ok();
             }
             Fault::Kill(a) => c.node_mut(a).kill9(),
             Fault::Pause(a) => c.node(a).pause(true),

@@ -28,6 +28,9 @@ pub struct Rule {
     pub block_in: bool,
     /// Fraction (0..1) of datagrams lost each way.
     pub loss: f64,
+    /// Extra delay, in milliseconds, of every datagram sent to it.
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 
 /// The current rules, shared between the control socket and the endpoint.
@@ -56,6 +59,14 @@ impl FaultRules {
     pub fn list(&self) -> Vec<(IpAddr, Rule)> {
         let r = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         r.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    fn delay(&self, ip: IpAddr) -> u64 {
+        let r = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_empty() {
+            return 0;
+        }
+        r.get(&canonical(ip)).map_or(0, |rule| rule.delay_ms)
     }
 
     fn drops(&self, ip: IpAddr, outgoing: bool) -> bool {
@@ -93,7 +104,9 @@ impl FaultSocket {
 
 impl fmt::Debug for FaultSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FaultSocket").field("inner", &self.inner).finish()
+        f.debug_struct("FaultSocket")
+            .field("inner", &self.inner)
+            .finish()
     }
 }
 
@@ -105,6 +118,32 @@ impl AsyncUdpSocket for FaultSocket {
     fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
         if self.rules.drops(transmit.destination.ip(), true) {
             return Ok(());
+        }
+        let delay = self.rules.delay(transmit.destination.ip());
+        if delay > 0 {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                // Send a copy later; UDP may drop it anyway if the socket is busy.
+                let inner = self.inner.clone();
+                let (dest, ecn, seg, src) = (
+                    transmit.destination,
+                    transmit.ecn,
+                    transmit.segment_size,
+                    transmit.src_ip,
+                );
+                let data = transmit.contents.to_vec();
+                rt.spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                    let t = Transmit {
+                        destination: dest,
+                        ecn,
+                        contents: &data,
+                        segment_size: seg,
+                        src_ip: src,
+                    };
+                    let _ = inner.try_send(&t);
+                });
+                return Ok(());
+            }
         }
         self.inner.try_send(transmit)
     }
