@@ -37,7 +37,10 @@ impl std::fmt::Display for Refused {
 impl std::error::Error for Refused {}
 
 /// Sends one request; `Ok(Err(reason))` when the daemon refused it.
-pub async fn call_raw(state: &Path, req: &CtlRequest) -> Result<Result<serde_json::Value, Refused>> {
+pub async fn call_raw(
+    state: &Path,
+    req: &CtlRequest,
+) -> Result<Result<serde_json::Value, Refused>> {
     let path = socket_path(state);
     let mut s = tokio::net::UnixStream::connect(&path).await.map_err(|e| {
         anyhow!(
@@ -45,8 +48,12 @@ pub async fn call_raw(state: &Path, req: &CtlRequest) -> Result<Result<serde_jso
             path.display()
         )
     })?;
-    frame::write_json(&mut s, req).await.map_err(|e| anyhow!("control socket: {e}"))?;
-    let reply: CtlReply = frame::read_json(&mut s).await.map_err(|e| anyhow!("control socket: {e}"))?;
+    frame::write_json(&mut s, req)
+        .await
+        .map_err(|e| anyhow!("control socket: {e}"))?;
+    let reply: CtlReply = frame::read_json(&mut s)
+        .await
+        .map_err(|e| anyhow!("control socket: {e}"))?;
     Ok(match reply {
         CtlReply::Ok { data } => Ok(data),
         CtlReply::Err { reason } => Err(Refused(reason)),
@@ -54,9 +61,13 @@ pub async fn call_raw(state: &Path, req: &CtlRequest) -> Result<Result<serde_jso
 }
 
 /// Sends one request and decodes the data.
-pub async fn call<T: DeserializeOwned>(state: &Path, req: &CtlRequest) -> Result<Result<T, Refused>> {
+pub async fn call<T: DeserializeOwned>(
+    state: &Path,
+    req: &CtlRequest,
+) -> Result<Result<T, Refused>> {
     Ok(match call_raw(state, req).await? {
-        Ok(v) => Ok(serde_json::from_value(v).map_err(|e| anyhow!("unexpected answer from the daemon: {e}"))?),
+        Ok(v) => Ok(serde_json::from_value(v)
+            .map_err(|e| anyhow!("unexpected answer from the daemon: {e}"))?),
         Err(r) => Err(r),
     })
 }

@@ -16,19 +16,33 @@ use tracing_subscriber::EnvFilter;
 use crate::args::DaemonArgs;
 use crate::Outcome;
 
-fn init_logging(state: &std::path::Path, level: &str) -> Result<tracing_appender::non_blocking::WorkerGuard> {
+fn init_logging(
+    state: &std::path::Path,
+    level: &str,
+) -> Result<tracing_appender::non_blocking::WorkerGuard> {
     let log_dir = state.join("log");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("log dir {}", log_dir.display()))?;
     let file = tracing_appender::rolling::never(&log_dir, "gsyncd.log");
     let (file, guard) = tracing_appender::non_blocking(file);
     let filter = || {
         EnvFilter::try_from_default_env()
-            .or_else(|_| EnvFilter::try_new(format!("{level},quinn=warn,quinn_proto=warn,rustls=warn")))
+            .or_else(|_| {
+                EnvFilter::try_new(format!("{level},quinn=warn,quinn_proto=warn,rustls=warn"))
+            })
             .unwrap_or_else(|_| EnvFilter::new("info"))
     };
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter()))
-        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(file).with_filter(filter()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter()),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(file)
+                .with_filter(filter()),
+        )
         .try_init()
         .map_err(|e| anyhow!("logging: {e}"))?;
     Ok(guard)
@@ -82,7 +96,9 @@ impl gsync_brick::node::CtlExtension for Extensions {
     fn handle<'a>(
         &'a self,
         req: &'a gsync_brick::control::CtlRequest,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<gsync_brick::control::CtlReply>> + Send + 'a>> {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<gsync_brick::control::CtlReply>> + Send + 'a>,
+    > {
         Box::pin(async move {
             if let Some(r) = self.heal.handle(req).await {
                 return Some(r);

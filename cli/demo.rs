@@ -21,7 +21,11 @@ fn gsync(state: &Path, args: &[&str]) -> Result<String> {
         .output()
         .context("running gsync")?;
     if !out.status.success() {
-        bail!("gsync {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "gsync {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -72,14 +76,32 @@ fn demo(a: DemoArgs) -> Result<Outcome> {
         gsync(&st(1), &["peer", "status"]).is_ok_and(|s| s.matches("(Connected)").count() == 2)
     })?;
     let b = |n: u32| format!("127.0.0.{n}:{}", base.join(format!("b{n}")).display());
-    gsync(&st(1), &["volume", "create", "conf", "replica", "3", &b(1), &b(2), &b(3), "force"])?;
+    gsync(
+        &st(1),
+        &[
+            "volume",
+            "create",
+            "conf",
+            "replica",
+            "3",
+            &b(1),
+            &b(2),
+            &b(3),
+            "force",
+        ],
+    )?;
     gsync(&st(1), &["volume", "start", "conf"])?;
     for n in 1..=3 {
         let m = base.join(format!("m{n}"));
-        gsync(&st(n), &["mount", &format!("127.0.0.{n}:/conf"), &m.to_string_lossy()])?;
+        gsync(
+            &st(n),
+            &["mount", &format!("127.0.0.{n}:/conf"), &m.to_string_lossy()],
+        )?;
     }
     std::fs::write(base.join("m1/hello.txt"), "hello from m1\n")?;
-    let _ = wait_for("the first file to replicate", || base.join("m3/hello.txt").exists());
+    let _ = wait_for("the first file to replicate", || {
+        base.join("m3/hello.txt").exists()
+    });
     let d = base.display();
     println!("gsync demo is running in {d}");
     println!();
@@ -104,7 +126,9 @@ fn demo(a: DemoArgs) -> Result<Outcome> {
     }
     println!();
     println!("Press Ctrl-C to stop the demo.");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let _ = tokio::signal::ctrl_c().await;
     });

@@ -27,8 +27,17 @@ pub async fn run(name: &str, words: &[String], state: &Path, json: bool) -> Resu
             }
             Ok(Outcome::Done)
         }
-        ["info"] | ["info", "summary"] | ["info", "split-brain"] | ["statistics"] | ["statistics", "heal-count"] => {
-            let reports = match ctl::call::<Vec<HealBrickReport>>(state, &CtlRequest::HealInfo { name: name.into() }).await? {
+        ["info"]
+        | ["info", "summary"]
+        | ["info", "split-brain"]
+        | ["statistics"]
+        | ["statistics", "heal-count"] => {
+            let reports = match ctl::call::<Vec<HealBrickReport>>(
+                state,
+                &CtlRequest::HealInfo { name: name.into() },
+            )
+            .await?
+            {
                 Ok(r) => r,
                 Err(e) => return Ok(Outcome::Failed(format!("volume heal: {name}: failed: {e}"))),
             };
@@ -45,22 +54,33 @@ pub async fn run(name: &str, words: &[String], state: &Path, json: bool) -> Resu
             Ok(Outcome::Done)
         }
         ["split-brain", "show", file] => {
-            let req = CtlRequest::SplitBrainShow { name: name.into(), path: strip(file) };
+            let req = CtlRequest::SplitBrainShow {
+                name: name.into(),
+                path: strip(file),
+            };
             match ctl::call::<Vec<(String, SplitBrainVersions)>>(state, &req).await? {
                 Ok(v) if json => print_json(&v)?,
                 Ok(v) => print_show(file, &v),
-                Err(e) => return Ok(Outcome::Failed(format!("Healing {file} failed: {e}.\nVolume heal failed."))),
+                Err(e) => {
+                    return Ok(Outcome::Failed(format!(
+                        "Healing {file} failed: {e}.\nVolume heal failed."
+                    )))
+                }
             }
             Ok(Outcome::Done)
         }
         ["split-brain", policy @ ("bigger-file" | "latest-mtime"), file] => {
             resolve(state, name, policy, Some(file), None, json).await
         }
-        ["split-brain", "source-brick", brick] => resolve(state, name, "source-brick", None, Some(brick), json).await,
+        ["split-brain", "source-brick", brick] => {
+            resolve(state, name, "source-brick", None, Some(brick), json).await
+        }
         ["split-brain", "source-brick", brick, file] => {
             resolve(state, name, "source-brick", Some(file), Some(brick), json).await
         }
-        _ => Ok(Outcome::Failed(format!("volume heal: {name}: failed: {USAGE}"))),
+        _ => Ok(Outcome::Failed(format!(
+            "volume heal: {name}: failed: {USAGE}"
+        ))),
     }
 }
 
@@ -68,7 +88,14 @@ fn strip(file: &str) -> String {
     file.trim_start_matches('/').to_string()
 }
 
-async fn resolve(state: &Path, name: &str, policy: &str, file: Option<&str>, brick: Option<&str>, json: bool) -> Result<Outcome> {
+async fn resolve(
+    state: &Path,
+    name: &str,
+    policy: &str,
+    file: Option<&str>,
+    brick: Option<&str>,
+    json: bool,
+) -> Result<Outcome> {
     let req = CtlRequest::SplitBrainResolve {
         name: name.into(),
         policy: policy.into(),
@@ -84,7 +111,9 @@ async fn resolve(state: &Path, name: &str, policy: &str, file: Option<&str>, bri
         }
         Err(e) => {
             let what = file.map_or_else(|| "split-brain files".to_string(), String::from);
-            return Ok(Outcome::Failed(format!("Healing {what} failed: {e}.\nVolume heal failed.")));
+            return Ok(Outcome::Failed(format!(
+                "Healing {what} failed: {e}.\nVolume heal failed."
+            )));
         }
     }
     Ok(Outcome::Done)

@@ -35,7 +35,12 @@ pub async fn mount(a: MountArgs, state: &Path, json: bool) -> Result<Outcome> {
             } else if mounts.is_empty() {
                 println!("No mounts");
             } else {
-                let w = mounts.iter().map(|m| m.dir.len()).max().unwrap_or(10).max(10);
+                let w = mounts
+                    .iter()
+                    .map(|m| m.dir.len())
+                    .max()
+                    .unwrap_or(10)
+                    .max(10);
                 println!("{:<w$}  {:<24}  State", "Directory", "Source");
                 for m in mounts {
                     println!("{:<w$}  {:<24}  {}", m.dir, m.source, m.state);
@@ -44,7 +49,11 @@ pub async fn mount(a: MountArgs, state: &Path, json: bool) -> Result<Outcome> {
             return Ok(Outcome::Done);
         }
         (Some(s), Some(d)) => (s, absolute(&d)),
-        _ => return Ok(Outcome::Failed("mount: failed: usage: gsync mount HOST:/VOL DIR [options]".into())),
+        _ => {
+            return Ok(Outcome::Failed(
+                "mount: failed: usage: gsync mount HOST:/VOL DIR [options]".into(),
+            ))
+        }
     };
     let req = CtlRequest::Mount {
         source: source.clone(),
@@ -55,7 +64,12 @@ pub async fn mount(a: MountArgs, state: &Path, json: bool) -> Result<Outcome> {
     };
     let dir = match ctl::call::<String>(state, &req).await? {
         Ok(d) => d,
-        Err(e) => return Ok(Outcome::Failed(format!("mount: {}: failed: {e}", dir.display()))),
+        Err(e) => {
+            return Ok(Outcome::Failed(format!(
+                "mount: {}: failed: {e}",
+                dir.display()
+            )))
+        }
     };
     let info = wait_in_sync(state, &dir, json).await?;
     if json {
@@ -64,7 +78,10 @@ pub async fn mount(a: MountArgs, state: &Path, json: bool) -> Result<Outcome> {
         if i.in_sync {
             println!("mount: {dir}: in sync with {source}");
         } else {
-            println!("mount: {dir}: {} (the agent keeps syncing in the background)", i.state);
+            println!(
+                "mount: {dir}: {} (the agent keeps syncing in the background)",
+                i.state
+            );
         }
     }
     if a.foreground {
@@ -93,9 +110,15 @@ async fn wait_in_sync(state: &Path, dir: &str, json: bool) -> Result<Option<Moun
     });
     let mut last = None;
     loop {
-        let m = list(state).await?.ok().and_then(|l| l.into_iter().find(|m| m.dir == dir));
+        let m = list(state)
+            .await?
+            .ok()
+            .and_then(|l| l.into_iter().find(|m| m.dir == dir));
         if let (Some(b), Some(m)) = (&bar, &m) {
-            b.set_message(format!("{}: {} entries applied, {}", dir, m.applied, m.state));
+            b.set_message(format!(
+                "{}: {} entries applied, {}",
+                dir, m.applied, m.state
+            ));
         }
         let done = m.as_ref().is_some_and(|m| m.in_sync);
         last = m.or(last);
@@ -122,13 +145,23 @@ async fn wait_signal() {
 
 pub async fn umount(dir: &Path, state: &Path, json: bool) -> Result<Outcome> {
     let d = absolute(dir);
-    match ctl::call_raw(state, &CtlRequest::Umount { dir: d.to_string_lossy().into_owned() }).await? {
+    match ctl::call_raw(
+        state,
+        &CtlRequest::Umount {
+            dir: d.to_string_lossy().into_owned(),
+        },
+    )
+    .await?
+    {
         Ok(_) => {
             if json {
                 print_json(&serde_json::json!({"unmounted": d}))?;
             }
             Ok(Outcome::Done)
         }
-        Err(e) => Ok(Outcome::Failed(format!("umount: {}: failed: {e}", d.display()))),
+        Err(e) => Ok(Outcome::Failed(format!(
+            "umount: {}: failed: {e}",
+            d.display()
+        ))),
     }
 }

@@ -54,12 +54,20 @@ fn parse_create(name: &str, rest: &[String]) -> Result<(u32, Vec<String>, bool),
         }
     }
     if bricks.is_empty() {
-        return Err(format!("volume create: {name}: failed: no bricks given (HOST:/PATH...)"));
+        return Err(format!(
+            "volume create: {name}: failed: no bricks given (HOST:/PATH...)"
+        ));
     }
     Ok((replica, bricks, force))
 }
 
-async fn simple(state: &Path, req: CtlRequest, json: bool, ok_line: String, fail_prefix: String) -> Result<Outcome> {
+async fn simple(
+    state: &Path,
+    req: CtlRequest,
+    json: bool,
+    ok_line: String,
+    fail_prefix: String,
+) -> Result<Outcome> {
     match ctl::call_raw(state, &req).await? {
         Ok(_) => {
             if json {
@@ -84,7 +92,12 @@ pub async fn run(cmd: VolumeCmd, state: &Path, json: bool) -> Result<Outcome> {
                 Ok(x) => x,
                 Err(line) => return Ok(Outcome::Failed(line)),
             };
-            let req = CtlRequest::VolumeCreate { name: name.clone(), replica, bricks, force };
+            let req = CtlRequest::VolumeCreate {
+                name: name.clone(),
+                replica,
+                bricks,
+                force,
+            };
             simple(
                 state,
                 req,
@@ -95,16 +108,40 @@ pub async fn run(cmd: VolumeCmd, state: &Path, json: bool) -> Result<Outcome> {
             .await
         }
         VolumeCmd::Start { name, force } => {
-            let req = CtlRequest::VolumeStart { name: name.clone(), force: force.is_some() };
-            simple(state, req, json, format!("volume start: {name}: success"), format!("volume start: {name}")).await
+            let req = CtlRequest::VolumeStart {
+                name: name.clone(),
+                force: force.is_some(),
+            };
+            simple(
+                state,
+                req,
+                json,
+                format!("volume start: {name}: success"),
+                format!("volume start: {name}"),
+            )
+            .await
         }
         VolumeCmd::Stop { name, .. } => {
             let req = CtlRequest::VolumeStop { name: name.clone() };
-            simple(state, req, json, format!("volume stop: {name}: success"), format!("volume stop: {name}")).await
+            simple(
+                state,
+                req,
+                json,
+                format!("volume stop: {name}: success"),
+                format!("volume stop: {name}"),
+            )
+            .await
         }
         VolumeCmd::Delete { name } => {
             let req = CtlRequest::VolumeDelete { name: name.clone() };
-            simple(state, req, json, format!("volume delete: {name}: success"), format!("volume delete: {name}")).await
+            simple(
+                state,
+                req,
+                json,
+                format!("volume delete: {name}: success"),
+                format!("volume delete: {name}"),
+            )
+            .await
         }
         VolumeCmd::Info { name } => {
             let vols = match volumes(state, name).await? {
@@ -144,9 +181,18 @@ pub async fn run(cmd: VolumeCmd, state: &Path, json: bool) -> Result<Outcome> {
                 [d] if d == "detail" => (None, true),
                 [n] => (Some(n.clone()), false),
                 [n, d] if d == "detail" => (Some(n.clone()), true),
-                _ => return Ok(Outcome::Failed("volume status: failed: usage: volume status [VOL] [detail]".into())),
+                _ => {
+                    return Ok(Outcome::Failed(
+                        "volume status: failed: usage: volume status [VOL] [detail]".into(),
+                    ))
+                }
             };
-            let reports = match ctl::call::<Vec<VolumeStatusReport>>(state, &CtlRequest::VolumeStatus { name }).await? {
+            let reports = match ctl::call::<Vec<VolumeStatusReport>>(
+                state,
+                &CtlRequest::VolumeStatus { name },
+            )
+            .await?
+            {
                 Ok(r) => r,
                 Err(e) => return Ok(Outcome::Failed(format!("volume status: failed: {e}"))),
             };
@@ -167,11 +213,25 @@ pub async fn run(cmd: VolumeCmd, state: &Path, json: bool) -> Result<Outcome> {
         }
         VolumeCmd::Set { name, key, value } => {
             let req = CtlRequest::VolumeSet { name, key, value };
-            simple(state, req, json, "volume set: success".into(), "volume set".into()).await
+            simple(
+                state,
+                req,
+                json,
+                "volume set: success".into(),
+                "volume set".into(),
+            )
+            .await
         }
         VolumeCmd::Reset { name, key } => {
             let req = CtlRequest::VolumeReset { name, key };
-            simple(state, req, json, "volume reset: success: reset volume successful".into(), "volume reset".into()).await
+            simple(
+                state,
+                req,
+                json,
+                "volume reset: success: reset volume successful".into(),
+                "volume reset".into(),
+            )
+            .await
         }
         VolumeCmd::Get { name, key } => {
             let vols = match volumes(state, Some(name.clone())).await? {
@@ -179,7 +239,9 @@ pub async fn run(cmd: VolumeCmd, state: &Path, json: bool) -> Result<Outcome> {
                 Err(e) => return Ok(Outcome::Failed(format!("volume get: failed: {e}"))),
             };
             let Some(v) = vols.into_iter().next() else {
-                return Ok(Outcome::Failed(format!("volume get: failed: Volume {name} does not exist")));
+                return Ok(Outcome::Failed(format!(
+                    "volume get: failed: Volume {name} does not exist"
+                )));
             };
             let keys: Vec<&str> = if key == "all" {
                 OPTIONS.iter().map(|o| o.key).collect()
@@ -246,18 +308,30 @@ fn print_status(r: &VolumeStatusReport) {
         .unwrap_or(40)
         .max(40);
     println!("Status of volume: {}", r.volume);
-    println!("{:<width$}  {:<9} {:<10} {:<7} Pid", "Gsync process", "QUIC Port", "", "Online");
+    println!(
+        "{:<width$}  {:<9} {:<10} {:<7} Pid",
+        "Gsync process", "QUIC Port", "", "Online"
+    );
     println!("{}", "-".repeat(width + 36));
     for b in &r.bricks {
         let port = b.port.map_or_else(|| "N/A".to_string(), |p| p.to_string());
         let pid = b.pid.map_or_else(|| "N/A".to_string(), |p| p.to_string());
         let online = if b.online { "Y" } else { "N" };
-        println!("{:<width$}  {port:<9} {:<10} {online:<7} {pid}", format!("Brick {}", b.brick), "");
+        println!(
+            "{:<width$}  {port:<9} {:<10} {online:<7} {pid}",
+            format!("Brick {}", b.brick),
+            ""
+        );
     }
     for s in &r.self_heal {
         let pid = s.pid.map_or_else(|| "N/A".to_string(), |p| p.to_string());
         let online = if s.online { "Y" } else { "N" };
-        println!("{:<width$}  {:<9} {:<10} {online:<7} {pid}", format!("Self-heal Daemon on {}", s.host), "N/A", "");
+        println!(
+            "{:<width$}  {:<9} {:<10} {online:<7} {pid}",
+            format!("Self-heal Daemon on {}", s.host),
+            "N/A",
+            ""
+        );
     }
     println!(" ");
     println!("Task Status of Volume {}", r.volume);
@@ -272,9 +346,17 @@ fn print_status_detail(r: &VolumeStatusReport) {
         println!("{}", "-".repeat(78));
         let na = || "N/A".to_string();
         println!("{:<21}: Brick {}", "Brick", b.brick);
-        println!("{:<21}: {}", "QUIC Port", b.port.map_or_else(na, |p| p.to_string()));
+        println!(
+            "{:<21}: {}",
+            "QUIC Port",
+            b.port.map_or_else(na, |p| p.to_string())
+        );
         println!("{:<21}: {}", "Online", if b.online { "Y" } else { "N" });
-        println!("{:<21}: {}", "Pid", b.pid.map_or_else(na, |p| p.to_string()));
+        println!(
+            "{:<21}: {}",
+            "Pid",
+            b.pid.map_or_else(na, |p| p.to_string())
+        );
         if let Some(d) = b.detail.as_ref().filter(|_| b.online) {
             println!("{:<21}: {}", "Entries", d.entries);
             println!("{:<21}: {}", "Change Sequence", d.seq);
@@ -302,7 +384,9 @@ mod tests {
     fn create_syntax() {
         let (r, b, f) = parse_create("v", &w("replica 3 h1:/a h2:/b h3:/c force")).unwrap();
         assert_eq!((r, b.len(), f), (3, 3, true));
-        assert!(parse_create("v", &w("replica 3 transport tcp h1:/a")).unwrap_err().contains("QUIC"));
+        assert!(parse_create("v", &w("replica 3 transport tcp h1:/a"))
+            .unwrap_err()
+            .contains("QUIC"));
         assert!(parse_create("v", &w("replica x h1:/a")).is_err());
         assert!(parse_create("v", &w("replica 2")).is_err());
         assert!(parse_create("v", &w("replica 2 transport quic h:/a h:/b")).is_ok());

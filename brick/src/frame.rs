@@ -82,7 +82,9 @@ pub async fn write_msg<W: AsyncWrite + Unpin, T: Serialize>(
 }
 
 /// Reads one message (bincode).
-pub async fn read_msg<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R) -> Result<T, FrameError> {
+pub async fn read_msg<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+) -> Result<T, FrameError> {
     Ok(codec::decode(&read_raw(r).await?)?)
 }
 
@@ -96,7 +98,9 @@ pub async fn write_json<W: AsyncWrite + Unpin, T: Serialize>(
 }
 
 /// Reads one JSON message (control socket).
-pub async fn read_json<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R) -> Result<T, FrameError> {
+pub async fn read_json<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+) -> Result<T, FrameError> {
     serde_json::from_slice(&read_raw(r).await?).map_err(|e| FrameError::Json(e.to_string()))
 }
 
@@ -116,7 +120,10 @@ mod tests {
     #[tokio::test]
     async fn truncated_and_closed() {
         let mut empty: &[u8] = &[];
-        assert!(matches!(read_raw(&mut empty).await, Err(FrameError::Closed)));
+        assert!(matches!(
+            read_raw(&mut empty).await,
+            Err(FrameError::Closed)
+        ));
         let mut short: &[u8] = &[0, 0, 0, 9, 1];
         assert!(matches!(read_raw(&mut short).await, Err(FrameError::Io(_))));
     }
@@ -124,7 +131,9 @@ mod tests {
     #[tokio::test]
     async fn round_trip() {
         let mut buf = Vec::new();
-        write_msg(&mut buf, &("hi".to_string(), 3u64)).await.unwrap();
+        write_msg(&mut buf, &("hi".to_string(), 3u64))
+            .await
+            .unwrap();
         let mut r = &buf[..];
         let v: (String, u64) = read_msg(&mut r).await.unwrap();
         assert_eq!(v, ("hi".to_string(), 3));

@@ -225,7 +225,10 @@ fn key_der(id: &Identity) -> PrivateKeyDer<'static> {
 
 /// Client configuration for dialing a peer; `pinned` is the fingerprint the
 /// peer must present (`None` only for a first-contact probe).
-pub fn client_config(id: &Identity, pinned: Option<String>) -> Result<quinn::ClientConfig, NetError> {
+pub fn client_config(
+    id: &Identity,
+    pinned: Option<String>,
+) -> Result<quinn::ClientConfig, NetError> {
     let provider = provider();
     let verifier = Arc::new(KeyCheck {
         provider: provider.clone(),
@@ -270,7 +273,8 @@ pub fn bind(
     addr: SocketAddr,
     faults: Arc<crate::faults::FaultRules>,
 ) -> Result<quinn::Endpoint, NetError> {
-    let socket = std::net::UdpSocket::bind(addr).map_err(|source| NetError::Bind { addr, source })?;
+    let socket =
+        std::net::UdpSocket::bind(addr).map_err(|source| NetError::Bind { addr, source })?;
     let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
     let inner = runtime
         .wrap_udp_socket(socket)

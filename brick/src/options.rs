@@ -98,7 +98,9 @@ fn valid_keys() -> String {
 
 /// Validates `value` for `key`, returning the normalised value to store.
 pub fn validate(key: &str, value: &str) -> Result<String, OptionError> {
-    let spec = spec(key).ok_or_else(|| OptionError::UnknownKey { key: key.to_string() })?;
+    let spec = spec(key).ok_or_else(|| OptionError::UnknownKey {
+        key: key.to_string(),
+    })?;
     (spec.check)(value.trim()).ok_or_else(|| OptionError::BadValue {
         key: key.to_string(),
         value: value.to_string(),
@@ -144,7 +146,10 @@ fn check_allow(v: &str) -> Option<String> {
         return Some(v.to_string());
     }
     let hosts: Vec<&str> = v.split(',').map(str::trim).collect();
-    if hosts.iter().any(|h| h.is_empty() || h.contains(char::is_whitespace)) {
+    if hosts
+        .iter()
+        .any(|h| h.is_empty() || h.contains(char::is_whitespace))
+    {
         return None;
     }
     Some(hosts.join(","))
@@ -159,11 +164,17 @@ fn check_bytes(v: &str) -> Option<String> {
 }
 
 fn check_count(v: &str) -> Option<String> {
-    v.parse::<u32>().ok().filter(|n| *n <= 64).map(|n| n.to_string())
+    v.parse::<u32>()
+        .ok()
+        .filter(|n| *n <= 64)
+        .map(|n| n.to_string())
 }
 
 fn one_of(v: &str, allowed: &[&str]) -> Option<String> {
-    allowed.iter().find(|a| a.eq_ignore_ascii_case(v)).map(|a| a.to_string())
+    allowed
+        .iter()
+        .find(|a| a.eq_ignore_ascii_case(v))
+        .map(|a| a.to_string())
 }
 
 fn check_policy(v: &str) -> Option<String> {
@@ -181,9 +192,15 @@ mod tests {
     #[test]
     fn validation() {
         assert_eq!(validate("cluster.quorum-type", "AUTO").unwrap(), "auto");
-        assert!(matches!(validate("cluster.nope", "1"), Err(OptionError::UnknownKey { .. })));
+        assert!(matches!(
+            validate("cluster.nope", "1"),
+            Err(OptionError::UnknownKey { .. })
+        ));
         let e = validate("cluster.favorite-child-policy", "biggest").unwrap_err();
-        assert!(e.to_string().contains("none, size, mtime or majority"), "{e}");
+        assert!(
+            e.to_string().contains("none, size, mtime or majority"),
+            "{e}"
+        );
         assert_eq!(validate("cluster.heal-rate-limit", "10M").unwrap(), "10M");
         assert!(validate("cluster.heal-rate-limit", "fast").is_err());
         assert_eq!(parse_bytes("10M"), Some(10 << 20));

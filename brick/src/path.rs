@@ -137,7 +137,15 @@ mod tests {
 
     #[test]
     fn accepts_normal_paths() {
-        for p in ["a", "a/b", "a.txt", "dir/.hidden", "x/.gsync", "..a", "a..b"] {
+        for p in [
+            "a",
+            "a/b",
+            "a.txt",
+            "dir/.hidden",
+            "x/.gsync",
+            "..a",
+            "a..b",
+        ] {
             assert!(RelPath::new(p).is_ok(), "{p}");
         }
     }
@@ -145,12 +153,24 @@ mod tests {
     #[test]
     fn refuses_hostile_paths() {
         for p in [
-            "", "/etc/passwd", "../x", "a/../b", "a/..", "./a", "a//b", "a/", ".gsync",
-            ".gsync/db", "a\0b",
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a/..",
+            "./a",
+            "a//b",
+            "a/",
+            ".gsync",
+            ".gsync/db",
+            "a\0b",
         ] {
             assert!(RelPath::new(p).is_err(), "{p:?}");
         }
-        assert_eq!(RelPath::new(&"a".repeat(MAX_PATH + 1)), Err(PathError::TooLong));
+        assert_eq!(
+            RelPath::new(&"a".repeat(MAX_PATH + 1)),
+            Err(PathError::TooLong)
+        );
     }
 
     #[test]

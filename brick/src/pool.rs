@@ -145,7 +145,9 @@ impl PoolConfig {
 
     /// The member known by `host` (its hostname, case-insensitive).
     pub fn member_by_host(&self, host: &str) -> Option<&Member> {
-        self.members.iter().find(|m| m.hostname.eq_ignore_ascii_case(host))
+        self.members
+            .iter()
+            .find(|m| m.hostname.eq_ignore_ascii_case(host))
     }
 
     /// The volume named `name`.

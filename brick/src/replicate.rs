@@ -50,8 +50,25 @@ pub fn spawn(node: &Arc<Node>, brick: &Arc<Brick>, token: &CancellationToken) {
         let n = node.clone();
         let b = brick.clone();
         let t = token.clone();
-        node.spawn(async move { t.clone().run_until_cancelled(replicator(n, b, peer)).await.unwrap_or(()) });
+        node.spawn(async move {
+            t.clone()
+                .run_until_cancelled(replicator(n, b, peer))
+                .await
+                .unwrap_or(())
+        });
     }
+}
+
+/// Rows fetched per pass over the pending index.
+const BATCH: u32 = 64;
+/// First and longest wait before retrying a path the peer refused.
+const REFUSED_RETRY: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(60));
+
+/// A path the peer refused at `seq`, not retried before `at`.
+struct Deferred {
+    seq: u64,
+    at: tokio::time::Instant,
+    backoff: Duration,
 }
 
 async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
@@ -59,14 +76,37 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
     // Rows at or below this sequence were written while the peer was away.
     let mut heal_upto = brick.seq();
     let mut failing = false;
+    // Paths the peer refused (a symlinked parent on its side, a full disk,
+    // no quorum...): retried with backoff, without holding up the rows
+    // behind them.
+    let mut deferred: std::collections::HashMap<String, Deferred> =
+        std::collections::HashMap::new();
+    // Pass over the pending index in sequence order, `BATCH` rows at a time.
+    let mut cursor = 0u64;
+    let mut pushed_this_pass = false;
     loop {
         let rows = brick
-            .with_db(move |_, c| Brick::pending_for(c, peer, 64))
+            .with_db(move |_, c| Brick::pending_after(c, peer, cursor, BATCH))
             .await
             .unwrap_or_default();
         if rows.is_empty() {
+            // End of a pass. Start the next one at once if it moved
+            // something; otherwise wait for a change or a deferred retry.
+            cursor = 0;
+            if std::mem::take(&mut pushed_this_pass) {
+                continue;
+            }
+            let now = tokio::time::Instant::now();
+            let wake = deferred
+                .values()
+                .map(|d| d.at)
+                .min()
+                .map_or(Duration::from_secs(2), |at| {
+                    at.saturating_duration_since(now)
+                })
+                .clamp(Duration::from_millis(50), Duration::from_secs(2));
             seq_rx.borrow_and_update();
-            let _ = tokio::time::timeout(Duration::from_secs(2), seq_rx.changed()).await;
+            let _ = tokio::time::timeout(wake, seq_rx.changed()).await;
             continue;
         }
         let Some(target) = peer_node(&node, &brick, peer) else {
@@ -75,44 +115,87 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
         };
         if !node.is_connected(target) {
             failing = true;
+            cursor = 0;
             tokio::time::sleep(Duration::from_millis(300)).await;
             continue;
         }
         if failing {
             failing = false;
             heal_upto = brick.seq();
+            deferred.clear();
             tracing::info!(brick = %brick.root.display(), peer, "peer brick reachable; replaying pending entries");
         }
         for (path, seq) in rows {
+            cursor = seq;
             let Ok(rel) = RelPath::new(&path) else {
-                let _ = brick.with_db(move |_, c| Brick::confirm(c, peer, &path, seq)).await;
+                let _ = brick
+                    .with_db(move |_, c| Brick::confirm(c, peer, &path, seq))
+                    .await;
                 continue;
             };
+            if let Some(d) = deferred.get(&path) {
+                if d.seq == seq && d.at > tokio::time::Instant::now() {
+                    continue;
+                }
+            }
             let is_heal = seq <= heal_upto;
             if is_heal {
-                brick.counters.healing.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                brick
+                    .counters
+                    .healing
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             let res = push_path(&node, &brick, peer, target, &rel).await;
             if is_heal {
-                brick.counters.healing.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                brick
+                    .counters
+                    .healing
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             }
             match res {
                 Ok(bytes) => {
+                    pushed_this_pass = true;
+                    deferred.remove(&path);
                     let p = path.clone();
-                    let _ = brick.with_db(move |_, c| Brick::confirm(c, peer, &p, seq)).await;
+                    let _ = brick
+                        .with_db(move |_, c| Brick::confirm(c, peer, &p, seq))
+                        .await;
                     if is_heal {
                         brick.counters.add_heal(bytes);
                         throttle(&node, &brick, bytes).await;
                     }
                 }
+                Err(e @ (PushError::Refused(_) | PushError::Store(_))) => {
+                    // About this path only: retry it later, go on with the rest.
+                    let backoff = deferred
+                        .get(&path)
+                        .filter(|d| d.seq == seq)
+                        .map_or(REFUSED_RETRY.0, |d| (d.backoff * 2).min(REFUSED_RETRY.1));
+                    if backoff == REFUSED_RETRY.0 {
+                        tracing::warn!(%path, peer, "replication refused; will retry: {e}");
+                    } else {
+                        tracing::debug!(%path, peer, "replication refused again: {e}");
+                    }
+                    deferred.insert(
+                        path,
+                        Deferred {
+                            seq,
+                            at: tokio::time::Instant::now() + backoff,
+                            backoff,
+                        },
+                    );
+                }
                 Err(e) => {
+                    // The peer or the link failed: stop, start over later.
                     tracing::debug!(path, peer, "replication deferred: {e}");
                     failing = true;
+                    cursor = 0;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     break;
                 }
             }
         }
+        deferred.retain(|_, d| d.at + REFUSED_RETRY.1 > tokio::time::Instant::now());
     }
 }
 
@@ -137,14 +220,22 @@ fn peer_node(node: &Node, brick: &Brick, peer: u64) -> Option<Uuid> {
 
 /// Offers the current version of `path` (and its siblings) to brick `peer`
 /// on node `target`. Returns the content bytes sent.
-pub async fn push_path(node: &Arc<Node>, brick: &Arc<Brick>, peer: u64, target: Uuid, path: &RelPath) -> Result<u64, PushError> {
+pub async fn push_path(
+    node: &Arc<Node>,
+    brick: &Arc<Brick>,
+    peer: u64,
+    target: Uuid,
+    path: &RelPath,
+) -> Result<u64, PushError> {
     let p = path.clone();
     let versions = brick
-        .with_db(move |_, c| -> Result<Vec<(Entry, Vec<ChunkRef>)>, StoreError> {
-            let mut v: Vec<_> = Brick::load(c, &p)?.into_iter().collect();
-            v.extend(Brick::siblings(c, &p)?);
-            Ok(v)
-        })
+        .with_db(
+            move |_, c| -> Result<Vec<(Entry, Vec<ChunkRef>)>, StoreError> {
+                let mut v: Vec<_> = Brick::load(c, &p)?.into_iter().collect();
+                v.extend(Brick::siblings(c, &p)?);
+                Ok(v)
+            },
+        )
         .await?;
     let mut sent = 0;
     for (entry, chunks) in versions {
@@ -208,7 +299,8 @@ where
         let Some(path) = file else {
             return Err(PushError::Refused("content not available locally".into()));
         };
-        let mut f = std::fs::File::open(path).map_err(|e| StoreError::io("open", path.display(), e))?;
+        let mut f =
+            std::fs::File::open(path).map_err(|e| StoreError::io("open", path.display(), e))?;
         let offsets = chunking::offsets(chunks);
         for i in need {
             let Some(c) = chunks.get(i as usize) else {
@@ -239,8 +331,15 @@ pub async fn heal_info(brick: &Arc<Brick>) -> BrickHealInfo {
     let c = brick.counters();
     info.heals_done = c.heals;
     info.heal_bytes = c.heal_bytes;
-    info.healing = brick.counters.healing.load(std::sync::atomic::Ordering::Relaxed);
-    info.last_error = brick.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    info.healing = brick
+        .counters
+        .healing
+        .load(std::sync::atomic::Ordering::Relaxed);
+    info.last_error = brick
+        .last_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     info.quorum_met = *brick.quorum.lock().unwrap_or_else(|e| e.into_inner());
     info
 }
@@ -262,6 +361,9 @@ pub async fn heal_op(node: &Arc<Node>, volume: &str, op: HealOp) -> Result<(), S
                 b.publish_seq(b.seq());
             }
             HealOp::Choose { path, vv } => {
+                let Some(_guard) = b.lock_path(path, Duration::from_secs(20)).await else {
+                    return Err(format!("{path} is being updated; retry"));
+                };
                 let (p, v) = (path.clone(), vv.clone());
                 let done = b
                     .with_db(move |br, c| crate::store::choose(br, c, &p, &v))

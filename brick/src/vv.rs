@@ -223,8 +223,16 @@ mod tests {
             (vec![(1, 2)], vec![(1, 1)], Relation::Dominates),
             (vec![(1, 1)], vec![(2, 1)], Relation::Concurrent),
             (vec![(1, 1), (2, 1)], vec![(2, 1)], Relation::Dominates),
-            (vec![(1, 2), (2, 1)], vec![(1, 1), (2, 2)], Relation::Concurrent),
-            (vec![(1, 1), (3, 1)], vec![(1, 1), (2, 1), (3, 1)], Relation::DominatedBy),
+            (
+                vec![(1, 2), (2, 1)],
+                vec![(1, 1), (2, 2)],
+                Relation::Concurrent,
+            ),
+            (
+                vec![(1, 1), (3, 1)],
+                vec![(1, 1), (2, 1), (3, 1)],
+                Relation::DominatedBy,
+            ),
         ];
         for (a, b, want) in cases {
             assert_eq!(vv(&a).compare(&vv(&b)), want, "{a:?} vs {b:?}");

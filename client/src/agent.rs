@@ -72,7 +72,12 @@ struct Feed {
 }
 
 impl Agent {
-    pub(crate) fn new(node: Arc<Node>, spec: MountSpec, journal: Journal, status: Arc<Mutex<Status>>) -> Self {
+    pub(crate) fn new(
+        node: Arc<Node>,
+        spec: MountSpec,
+        journal: Journal,
+        status: Arc<Mutex<Status>>,
+    ) -> Self {
         let ignore = Ignore::load(&spec.dir);
         let attached = journal.kv("attached").ok().flatten() == Some(1);
         Self {
@@ -156,7 +161,9 @@ impl Agent {
             let wait = if self.dirty.is_empty() {
                 Duration::from_secs(1)
             } else {
-                push_at.saturating_duration_since(Instant::now()).max(Duration::from_millis(5))
+                push_at
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(5))
             };
             tokio::select! {
                 _ = token.cancelled() => break,
@@ -194,7 +201,11 @@ impl Agent {
                 last_scan = Instant::now();
                 self.scan_all();
             }
-            if self.attached && !self.dirty.is_empty() && Instant::now() >= push_at && self.target.is_some() {
+            if self.attached
+                && !self.dirty.is_empty()
+                && Instant::now() >= push_at
+                && self.target.is_some()
+            {
                 self.push_dirty().await;
                 if !self.dirty.is_empty() {
                     push_at = Instant::now() + Duration::from_millis(500);
@@ -208,16 +219,25 @@ impl Agent {
 
     fn start_feed(&self, t: Target) -> Feed {
         let same = self.journal.kv("brick").ok().flatten() == Some(t.brick);
-        let since = if same { self.journal.kv("seq").ok().flatten().unwrap_or(0) } else { 0 };
+        let since = if same {
+            self.journal.kv("seq").ok().flatten().unwrap_or(0)
+        } else {
+            0
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let token = CancellationToken::new();
         let tk = token.clone();
         let node = self.node.clone();
         let t2 = t.clone();
         self.node.spawn(async move {
-            tk.run_until_cancelled(remote::feed(node, t2, since, tx)).await;
+            tk.run_until_cancelled(remote::feed(node, t2, since, tx))
+                .await;
         });
-        Feed { target: t, rx, token }
+        Feed {
+            target: t,
+            rx,
+            token,
+        }
     }
 
     pub(crate) fn set_error(&self, e: String) {
@@ -246,7 +266,9 @@ impl Agent {
         if p == root {
             return;
         }
-        let Ok(rel) = RelPath::from_local(&root, &p) else { return };
+        let Ok(rel) = RelPath::from_local(&root, &p) else {
+            return;
+        };
         if rel.as_str() == ".gsyncignore" {
             self.ignore = Ignore::load(&root);
         }
@@ -274,7 +296,10 @@ impl Agent {
     fn scan_all(&mut self) {
         let root = self.root();
         for rel in local::walk(&root, &root, &self.ignore) {
-            let changed = match (local::stat(&rel.under(&root)), self.journal.get(rel.as_str())) {
+            let changed = match (
+                local::stat(&rel.under(&root)),
+                self.journal.get(rel.as_str()),
+            ) {
                 (Ok(Found::Some(st)), Ok(Some(j))) => j.stat != st,
                 _ => true,
             };
@@ -285,7 +310,9 @@ impl Agent {
         for p in self.journal.paths_under("").unwrap_or_default() {
             let Ok(rel) = RelPath::new(&p) else { continue };
             if let Ok(Some(j)) = self.journal.get(&p) {
-                if j.entry.kind != Kind::Tombstone && matches!(local::stat(&rel.under(&root)), Ok(Found::Missing)) {
+                if j.entry.kind != Kind::Tombstone
+                    && matches!(local::stat(&rel.under(&root)), Ok(Found::Missing))
+                {
                     self.mark(rel);
                 }
             }
@@ -319,7 +346,10 @@ impl Agent {
             }
             match sync::push_local(self, &p).await {
                 Ok(()) => {
-                    let _ = self.journal.dequeue(p.as_str());
+                    // Unless it changed again meanwhile (re-marked).
+                    if !self.dirty.contains(&p) {
+                        let _ = self.journal.dequeue(p.as_str());
+                    }
                 }
                 Err(RemoteError::Refused(c, reason)) if c == code::NO_QUORUM => {
                     held = Some(format!("held: {reason}"));
@@ -355,7 +385,10 @@ impl Agent {
             }
             let _ = self.journal.set_kv("brick", b.brick);
             let _ = self.journal.set_kv("seq", seq);
-            self.status.lock().unwrap_or_else(|p| p.into_inner()).applied += 1;
+            self.status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .applied += 1;
         }
         if b.caught_up && !self.attached {
             self.attached = true;
@@ -369,7 +402,9 @@ impl Agent {
     }
 
     fn on_change(&self, changed: &[RelPath]) {
-        let Some(cmd) = self.spec.on_change.clone() else { return };
+        let Some(cmd) = self.spec.on_change.clone() else {
+            return;
+        };
         let list: Vec<&str> = changed.iter().map(RelPath::as_str).collect();
         let env = list.join("\n");
         let dir = self.root();
@@ -417,7 +452,13 @@ impl Agent {
         }
     }
 
-    pub(crate) fn offer(&self, t: &Target, entry: Entry, chunks: Vec<gsync_brick::store::types::ChunkRef>, w: WriteInfo) -> Offer {
+    pub(crate) fn offer(
+        &self,
+        t: &Target,
+        entry: Entry,
+        chunks: Vec<gsync_brick::store::types::ChunkRef>,
+        w: WriteInfo,
+    ) -> Offer {
         Offer {
             volume: t.volume,
             brick: t.brick,

@@ -24,7 +24,11 @@ fn local_err(e: impl std::fmt::Display) -> RemoteError {
 }
 
 /// The entry (and chunks) describing the local path now.
-async fn describe(ag: &Agent, rel: &RelPath, st: &LocalStat) -> Result<(Entry, Vec<ChunkRef>), RemoteError> {
+async fn describe(
+    ag: &Agent,
+    rel: &RelPath,
+    st: &LocalStat,
+) -> Result<(Entry, Vec<ChunkRef>), RemoteError> {
     let full = rel.under(&ag.root());
     let mut e = Entry::tombstone(rel.clone(), ag.node.me.uuid);
     e.kind = st.kind;
@@ -128,6 +132,16 @@ pub(crate) async fn push_local(ag: &mut Agent, rel: &RelPath) -> Result<(), Remo
         return revert(ag, rel).await;
     }
     let (entry, chunks) = describe(ag, rel, &st).await?;
+    // Still being written (the content read may mix two states): never
+    // push a torn read; it goes out once the file holds still.
+    match local::stat(&full) {
+        Ok(Found::Some(now)) if now == st => {}
+        _ => {
+            tracing::debug!(path = %rel, "changed while being read; retried");
+            ag.mark(rel.clone());
+            return Ok(());
+        }
+    }
     if let Some(j) = &j {
         if j.entry.kind != Kind::Tombstone && j.entry.same_state(&entry) {
             // Only the mtime (or inode) changed: nothing to send.
@@ -142,8 +156,16 @@ pub(crate) async fn push_local(ag: &mut Agent, rel: &RelPath) -> Result<(), Remo
 }
 
 fn set_vectors(e: &mut Entry, vv: VersionVector, w: &gsync_brick::proto::WriteInfo) {
-    e.data_vv = if w.content_changed { vv.clone() } else { w.base_data.clone() };
-    e.meta_vv = if w.meta_changed { vv.clone() } else { w.base_meta.clone() };
+    e.data_vv = if w.content_changed {
+        vv.clone()
+    } else {
+        w.base_data.clone()
+    };
+    e.meta_vv = if w.meta_changed {
+        vv.clone()
+    } else {
+        w.base_meta.clone()
+    };
     e.vv = vv;
 }
 
@@ -232,7 +254,9 @@ pub(crate) async fn apply_remote(ag: &mut Agent, e: Entry) -> Result<Option<RelP
     let full = rel.under(&ag.root());
     let found = local::stat(&full).map_err(local_err)?;
     let modified = match (&j, &found) {
-        (Some(j), Found::Some(st)) => j.stat != *st && !(j.stat.kind == Kind::Dir && st.kind == Kind::Dir),
+        (Some(j), Found::Some(st)) => {
+            j.stat != *st && !(j.stat.kind == Kind::Dir && st.kind == Kind::Dir)
+        }
         (Some(j), Found::Missing) => j.entry.kind != Kind::Tombstone,
         (None, Found::Some(st)) => !(st.kind == Kind::Dir && e.kind == Kind::Dir),
         (_, Found::Special) => true,
@@ -263,15 +287,29 @@ pub(crate) async fn apply_remote(ag: &mut Agent, e: Entry) -> Result<Option<RelP
 /// A path present locally and on the volume with no journal record (first
 /// attach, or a file created on both sides): identical content merges,
 /// otherwise `--prefer` decides, else it is a split-brain.
-async fn first_contact(ag: &mut Agent, t: &remote::Target, e: Entry, st: LocalStat) -> Result<Option<RelPath>, RemoteError> {
+async fn first_contact(
+    ag: &mut Agent,
+    t: &remote::Target,
+    e: Entry,
+    st: LocalStat,
+) -> Result<Option<RelPath>, RemoteError> {
     let rel = e.path.clone();
     let (mine, chunks) = describe(ag, &rel, &st).await?;
     if mine.same_state(&e) || (mine.kind == Kind::Dir && e.kind == Kind::Dir) {
         let mut rec = e.clone();
         rec.mtime_ns = mine.mtime_ns;
-        let c = if e.kind == Kind::File { chunks } else { Vec::new() };
+        let c = if e.kind == Kind::File {
+            chunks
+        } else {
+            Vec::new()
+        };
         ag.journal
-            .put(&Record { entry: rec, chunks: c, stat: st, conflict: false })
+            .put(&Record {
+                entry: rec,
+                chunks: c,
+                stat: st,
+                conflict: false,
+            })
             .map_err(local_err)?;
         return Ok(None);
     }
@@ -286,7 +324,12 @@ async fn first_contact(ag: &mut Agent, t: &remote::Target, e: Entry, st: LocalSt
             Ok(Some(rel))
         }
         Some(Prefer::Local) => {
-            let base = Record { entry: e, chunks: Vec::new(), stat: st.clone(), conflict: false };
+            let base = Record {
+                entry: e,
+                chunks: Vec::new(),
+                stat: st.clone(),
+                conflict: false,
+            };
             let mut w = ag.write_info(&mine, Some(&base));
             w.content_changed = true;
             push_entry(ag, t, mine, chunks, w, st, &full).await?;
@@ -302,7 +345,13 @@ async fn first_contact(ag: &mut Agent, t: &remote::Target, e: Entry, st: LocalSt
 }
 
 /// Writes a remote version into the folder and records it.
-async fn place(ag: &mut Agent, t: &remote::Target, e: &Entry, chunks: &[ChunkRef], old: Option<&Record>) -> Result<(), RemoteError> {
+async fn place(
+    ag: &mut Agent,
+    t: &remote::Target,
+    e: &Entry,
+    chunks: &[ChunkRef],
+    old: Option<&Record>,
+) -> Result<(), RemoteError> {
     let root = ag.root();
     let full = files::resolve(&root, &e.path, true).map_err(local_err)?;
     match e.kind {
@@ -310,7 +359,13 @@ async fn place(ag: &mut Agent, t: &remote::Target, e: &Entry, chunks: &[ChunkRef
         Kind::Dir => files::place_dir(&full, e.mode, e.mtime_ns).map_err(local_err)?,
         Kind::Symlink => {
             let parent = full.parent().unwrap_or(&root).to_path_buf();
-            files::place_symlink(&parent, e.target.as_deref().unwrap_or(""), &full, e.mtime_ns).map_err(local_err)?
+            files::place_symlink(
+                &parent,
+                e.target.as_deref().unwrap_or(""),
+                &full,
+                e.mtime_ns,
+            )
+            .map_err(local_err)?
         }
         Kind::Tombstone => match std::fs::symlink_metadata(&full) {
             Ok(m) if m.is_dir() => {
@@ -371,7 +426,11 @@ async fn fetch_file(
     let parent = full.parent().unwrap_or(full);
     let (temp, file) = TempFile::create(parent).map_err(local_err)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let mut old_file = if have.is_empty() { None } else { std::fs::File::open(full).ok() };
+    let mut old_file = if have.is_empty() {
+        None
+    } else {
+        std::fs::File::open(full).ok()
+    };
     let mut whole = blake3::Hasher::new();
     let need: std::collections::HashSet<u32> = need.into_iter().collect();
     for (i, c) in chunks.iter().enumerate() {
@@ -381,21 +440,35 @@ async fn fetch_file(
             };
             let d = remote::next_chunk(s).await?;
             if d.len() != c.len as usize || blake3::hash(&d).as_bytes() != &c.hash {
-                return Err(RemoteError::Unreachable(format!("bad chunk for {}", e.path)));
+                return Err(RemoteError::Unreachable(format!(
+                    "bad chunk for {}",
+                    e.path
+                )));
             }
             d
         } else {
             let off = have.get(&c.hash).copied().unwrap_or(0);
-            match old_file.as_mut().map(|f| chunking::read_verified(f, off, c.len, &c.hash)) {
+            match old_file
+                .as_mut()
+                .map(|f| chunking::read_verified(f, off, c.len, &c.hash))
+            {
                 Some(Ok(d)) => d,
-                _ => return Err(RemoteError::Unreachable(format!("local copy of {} changed; refetching", e.path))),
+                _ => {
+                    return Err(RemoteError::Unreachable(format!(
+                        "local copy of {} changed; refetching",
+                        e.path
+                    )))
+                }
             }
         };
         whole.update(&data);
         out.write_all(&data).map_err(local_err)?;
     }
     if whole.finalize().as_bytes() != &e.hash {
-        return Err(RemoteError::Unreachable(format!("content of {} does not match its hash", e.path)));
+        return Err(RemoteError::Unreachable(format!(
+            "content of {} does not match its hash",
+            e.path
+        )));
     }
     let f = out.into_inner().map_err(|e| local_err(e.into_error()))?;
     f.sync_all().map_err(local_err)?;

@@ -21,6 +21,13 @@ use crate::frame::{self, FrameError};
 use crate::proto::{code, Offer, Response};
 use crate::vv::VersionVector;
 
+/// Longest wait for the next chunk frame of an offer: a sender that stalls
+/// longer loses the transfer (and its temp file) and retries later.
+const CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Longest wait for another update of the same path to finish.
+const PATH_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// What the decision step produced.
 enum Decided {
     /// Nothing to do: answer with this.
@@ -30,14 +37,28 @@ enum Decided {
 }
 
 /// Handles an offer on a stream: the request was already read.
-pub async fn handle_offer<W, R>(brick: &Arc<Brick>, offer: Offer, send: &mut W, recv: &mut R) -> Result<(), FrameError>
+pub async fn handle_offer<W, R>(
+    brick: &Arc<Brick>,
+    offer: Offer,
+    send: &mut W,
+    recv: &mut R,
+) -> Result<(), FrameError>
 where
     W: AsyncWrite + Unpin + Send,
     R: AsyncRead + Unpin + Send,
 {
     let resp = match offer_impl(brick, offer, send, recv).await {
         Ok(r) => r,
-        Err(OfferError::Frame(e)) => return Err(e),
+        Err(OfferError::Frame(e)) => {
+            // A sender that vanished mid-transfer is routine; a frame that
+            // breaks the protocol is hostile or buggy and worth a warning.
+            if matches!(e, FrameError::TooLarge { .. } | FrameError::Codec(_)) {
+                tracing::warn!(brick = %brick.root.display(), "offer refused: {e}");
+                let _ = frame::write_msg(send, &Response::error(code::BAD_REQUEST, e.to_string()))
+                    .await;
+            }
+            return Err(e);
+        }
         Err(OfferError::Store(e)) => {
             tracing::warn!(brick = %brick.root.display(), "offer failed: {e}");
             *brick.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
@@ -70,7 +91,12 @@ fn refuse(c: u16, reason: impl Into<String>) -> OfferError {
     OfferError::Refused(Response::error(c, reason))
 }
 
-async fn offer_impl<W, R>(brick: &Arc<Brick>, offer: Offer, send: &mut W, recv: &mut R) -> Result<Response, OfferError>
+async fn offer_impl<W, R>(
+    brick: &Arc<Brick>,
+    offer: Offer,
+    send: &mut W,
+    recv: &mut R,
+) -> Result<Response, OfferError>
 where
     W: AsyncWrite + Unpin + Send,
     R: AsyncRead + Unpin + Send,
@@ -89,15 +115,32 @@ where
             return Err(refuse(code::BAD_REQUEST, e.to_string()));
         }
     }
-    if write.is_some() && brick.quorum.lock().unwrap_or_else(|p| p.into_inner()).eq(&Some(false)) {
-        return Err(refuse(code::NO_QUORUM, "brick cannot reach quorum; change refused"));
+    if write.is_some()
+        && brick
+            .quorum
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .eq(&Some(false))
+    {
+        return Err(refuse(
+            code::NO_QUORUM,
+            "brick cannot reach quorum; change refused",
+        ));
     }
+    // One update of a path at a time: decide, receive and commit together.
+    // Bounded below the sender's first-answer timeout, so a sender waiting
+    // behind a long transfer gets a clear answer and retries later (when
+    // it usually finds the version already here).
+    let Some(_guard) = brick.lock_path(&entry.path, PATH_BUSY_WAIT).await else {
+        return Err(refuse(
+            code::INTERNAL,
+            format!("{} is being updated; retry later", entry.path),
+        ));
+    };
     let decided = {
         let e2 = entry.clone();
         let w = write.clone();
-        brick
-            .with_db(move |_, conn| decide(conn, e2, w))
-            .await?
+        brick.with_db(move |_, conn| decide(conn, e2, w)).await?
     };
     let (plan, final_entry) = match decided {
         Decided::Done(r) => return Ok(r),
@@ -110,10 +153,15 @@ where
         let hashes: Vec<[u8; 32]> = chunks.iter().map(|c| c.hash).collect();
         let local = brick
             .with_db(move |_, conn| -> Result<Vec<bool>, StoreError> {
-                hashes.iter().map(|h| Ok(Brick::find_chunk(conn, h)?.is_some())).collect()
+                hashes
+                    .iter()
+                    .map(|h| Ok(Brick::find_chunk(conn, h)?.is_some()))
+                    .collect()
             })
             .await?;
-        let need: Vec<u32> = (0..chunks.len() as u32).filter(|i| !local[*i as usize]).collect();
+        let need: Vec<u32> = (0..chunks.len() as u32)
+            .filter(|i| !local[*i as usize])
+            .collect();
         frame::write_msg(send, &Response::Need(need.clone())).await?;
         Some(receive_content(brick, &entry, &chunks, &need, recv).await?)
     } else {
@@ -124,7 +172,10 @@ where
     let (_, conflict) = brick
         .with_db(move |b, conn| commit(b, conn, *plan, entry, chunks, temp, from))
         .await?;
-    brick.counters.changes_applied.fetch_add(1, Ordering::Relaxed);
+    brick
+        .counters
+        .changes_applied
+        .fetch_add(1, Ordering::Relaxed);
     brick.pending_notify.notify_waiters();
     Ok(Response::Applied { vv, conflict })
 }
@@ -133,8 +184,15 @@ fn validate(entry: &Entry, chunks: &[ChunkRef]) -> Result<(), OfferError> {
     match entry.kind {
         Kind::File => {
             let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
-            if total != entry.size || chunks.iter().any(|c| c.len == 0 || c.len > chunking::MAX_CHUNK) {
-                return Err(refuse(code::BAD_REQUEST, "chunk list does not match the size"));
+            if total != entry.size
+                || chunks
+                    .iter()
+                    .any(|c| c.len == 0 || c.len > chunking::MAX_CHUNK)
+            {
+                return Err(refuse(
+                    code::BAD_REQUEST,
+                    "chunk list does not match the size",
+                ));
             }
         }
         Kind::Symlink => {
@@ -159,7 +217,10 @@ fn decide(
     write: Option<crate::proto::WriteInfo>,
 ) -> Result<Decided, StoreError> {
     let current = Brick::load(conn, &entry.path)?.map(|(e, _)| e);
-    let siblings: Vec<Entry> = Brick::siblings(conn, &entry.path)?.into_iter().map(|(e, _)| e).collect();
+    let siblings: Vec<Entry> = Brick::siblings(conn, &entry.path)?
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
     if let Some(w) = write {
         // The writer's new version: its base, with the writer's counter above
         // any value seen for it, so it is never equal to an older version.
@@ -178,8 +239,16 @@ fn decide(
             Some(b) => (!b.same_content(&entry), !b.same_meta(&entry)),
             None => (w.content_changed, w.meta_changed),
         };
-        entry.data_vv = if content_changed { vv.clone() } else { base_entry.map_or(w.base_data, |b| b.data_vv.clone()) };
-        entry.meta_vv = if meta_changed { vv.clone() } else { base_entry.map_or(w.base_meta, |b| b.meta_vv.clone()) };
+        entry.data_vv = if content_changed {
+            vv.clone()
+        } else {
+            base_entry.map_or(w.base_data, |b| b.data_vv.clone())
+        };
+        entry.meta_vv = if meta_changed {
+            vv.clone()
+        } else {
+            base_entry.map_or(w.base_meta, |b| b.meta_vv.clone())
+        };
         entry.vv = vv;
     }
     match reconcile(current.as_ref(), &siblings, &entry) {
@@ -208,24 +277,42 @@ async fn receive_content<R: AsyncRead + Unpin + Send>(
     let mut whole = blake3::Hasher::new();
     for (i, c) in chunks.iter().enumerate() {
         let data = if need.contains(&(i as u32)) {
-            let data = frame::read_raw(recv).await?;
+            let data = tokio::time::timeout(CHUNK_TIMEOUT, frame::read_raw(recv))
+                .await
+                .map_err(|_| FrameError::Io(std::io::ErrorKind::TimedOut.into()))??;
             if data.len() != c.len as usize || blake3::hash(&data).as_bytes() != &c.hash {
                 return Err(StoreError::BadContent(entry.path.to_string()).into());
             }
-            brick.counters.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
-            brick.counters.chunks_fetched.fetch_add(1, Ordering::Relaxed);
+            brick
+                .counters
+                .bytes_received
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            brick
+                .counters
+                .chunks_fetched
+                .fetch_add(1, Ordering::Relaxed);
             data
         } else {
             let h = c.hash;
             let len = c.len;
             let got = brick
                 .with_db(move |b, conn| -> Result<Option<Vec<u8>>, StoreError> {
-                    let Some((file, off)) = Brick::find_chunk(conn, &h)? else { return Ok(None) };
-                    let mut f = match File::open(b.root.join(&file)) {
-                        Ok(f) => f,
-                        Err(_) => return Ok(None),
+                    let Some((file, off)) = Brick::find_chunk(conn, &h)? else {
+                        return Ok(None);
                     };
-                    Ok(chunking::read_verified(&mut f, off, len, &h).ok())
+                    let data = File::open(b.root.join(&file))
+                        .and_then(|mut f| chunking::read_verified(&mut f, off, len, &h));
+                    if data.is_err() {
+                        // The index row is stale (the file changed on disk,
+                        // or a crash fell between a rename and its commit):
+                        // forget it so the retry asks the sender instead of
+                        // failing the same way forever.
+                        conn.execute(
+                            "DELETE FROM chunks WHERE hash = ?1 AND file = ?2 AND offset = ?3",
+                            params![h.as_slice(), file, off as i64],
+                        )?;
+                    }
+                    Ok(data.ok())
                 })
                 .await?;
             let Some(data) = got else {
@@ -236,7 +323,8 @@ async fn receive_content<R: AsyncRead + Unpin + Send>(
             data
         };
         whole.update(&data);
-        out.write_all(&data).map_err(|e| StoreError::io("write", temp.path().display(), e))?;
+        out.write_all(&data)
+            .map_err(|e| StoreError::io("write", temp.path().display(), e))?;
     }
     if whole.finalize().as_bytes() != &entry.hash {
         return Err(StoreError::BadContent(entry.path.to_string()).into());
@@ -244,7 +332,8 @@ async fn receive_content<R: AsyncRead + Unpin + Send>(
     let file = out
         .into_inner()
         .map_err(|e| StoreError::io("write", temp.path().display(), e.into_error()))?;
-    file.sync_all().map_err(|e| StoreError::io("fsync", temp.path().display(), e))?;
+    file.sync_all()
+        .map_err(|e| StoreError::io("fsync", temp.path().display(), e))?;
     Ok(temp)
 }
 
@@ -261,7 +350,8 @@ fn commit(
     let path = incoming.path;
     let old = Brick::load(conn, &path)?;
     let old_sibs = Brick::siblings(conn, &path)?;
-    let real = files::resolve(&brick.root, &path, true).map_err(|e| StoreError::io("resolve", &path, e))?;
+    let real = files::resolve(&brick.root, &path, true)
+        .map_err(|e| StoreError::io("resolve", &path, e))?;
     let chunks_of = |src: Src| -> Vec<ChunkRef> {
         match src {
             Src::Current => old.as_ref().map(|o| o.1.clone()).unwrap_or_default(),
@@ -270,7 +360,8 @@ fn commit(
         }
     };
     let sib_dir = files::siblings_dir(&brick.root);
-    std::fs::create_dir_all(&sib_dir).map_err(|e| StoreError::io("create", sib_dir.display(), e))?;
+    std::fs::create_dir_all(&sib_dir)
+        .map_err(|e| StoreError::io("create", sib_dir.display(), e))?;
     // 1. Keep every content that becomes a sibling, before the brick path
     //    changes: content-addressed under .gsync/siblings/.
     let mut temp = temp;
@@ -284,14 +375,16 @@ fn commit(
         }
         match src {
             Src::Current => {
-                std::fs::copy(&real, &dest).map_err(|x| StoreError::io("keep sibling", &path, x))?;
+                std::fs::copy(&real, &dest)
+                    .map_err(|x| StoreError::io("keep sibling", &path, x))?;
             }
             Src::Incoming => {
                 if plan.current.1 == Src::Incoming {
                     continue;
                 }
                 if let Some(t) = temp.take() {
-                    t.persist(&dest).map_err(|x| StoreError::io("keep sibling", &path, x))?;
+                    t.persist(&dest)
+                        .map_err(|x| StoreError::io("keep sibling", &path, x))?;
                 }
             }
             Src::Sibling(_) => {}
@@ -304,16 +397,24 @@ fn commit(
             .chain(plan.siblings.iter().map(|s| &s.0))
             .map(|e| e.hash)
             .collect();
-        let losers = old.iter().map(|o| (&o.0, true)).chain(old_sibs.iter().map(|s| (&s.0, false)));
+        let losers = old
+            .iter()
+            .map(|o| (&o.0, true))
+            .chain(old_sibs.iter().map(|s| (&s.0, false)));
         for (e, is_current) in losers {
             if e.kind != Kind::File || keep.contains(&e.hash) {
                 continue;
             }
             let rdir = files::retained_dir(&brick.root);
-            std::fs::create_dir_all(&rdir).map_err(|x| StoreError::io("create", rdir.display(), x))?;
+            std::fs::create_dir_all(&rdir)
+                .map_err(|x| StoreError::io("create", rdir.display(), x))?;
             let name = format!("{}-{}", now_secs(), hex(&e.hash));
             let dest = rdir.join(&name);
-            let src = if is_current { real.clone() } else { sib_dir.join(hex(&e.hash)) };
+            let src = if is_current {
+                real.clone()
+            } else {
+                sib_dir.join(hex(&e.hash))
+            };
             if std::fs::copy(&src, &dest).is_ok() {
                 let rel = format!("{}/retained/{name}", crate::path::RESERVED);
                 retained.push((e.clone(), rel));
@@ -324,24 +425,34 @@ fn commit(
     let (cur, cur_src) = &plan.current;
     match (cur.kind, cur_src) {
         (Kind::File, Src::Current) => {
-            files::set_meta(&real, cur.mode, cur.mtime_ns, cur.owner).map_err(|e| StoreError::io("chmod", &path, e))?;
+            files::set_meta(&real, cur.mode, cur.mtime_ns, cur.owner)
+                .map_err(|e| StoreError::io("chmod", &path, e))?;
         }
         (Kind::File, Src::Incoming) => {
-            let t = temp.take().ok_or_else(|| StoreError::BadContent(path.to_string()))?;
-            files::set_meta(t.path(), cur.mode, cur.mtime_ns, cur.owner).map_err(|e| StoreError::io("chmod", &path, e))?;
+            let t = temp
+                .take()
+                .ok_or_else(|| StoreError::BadContent(path.to_string()))?;
+            files::set_meta(t.path(), cur.mode, cur.mtime_ns, cur.owner)
+                .map_err(|e| StoreError::io("chmod", &path, e))?;
             if std::fs::symlink_metadata(&real).is_ok_and(|m| m.is_dir()) {
                 files::remove_any(&real).map_err(|e| StoreError::io("replace dir", &path, e))?;
             }
-            t.persist(&real).map_err(|e| StoreError::io("rename into", &path, e))?;
+            t.persist(&real)
+                .map_err(|e| StoreError::io("rename into", &path, e))?;
         }
         (Kind::File, Src::Sibling(_)) => {
-            let (t, _) = TempFile::create(&files::tmp_dir(&brick.root)).map_err(|e| StoreError::io("temp", &path, e))?;
-            std::fs::copy(sib_dir.join(hex(&cur.hash)), t.path()).map_err(|e| StoreError::io("copy sibling", &path, e))?;
-            files::set_meta(t.path(), cur.mode, cur.mtime_ns, cur.owner).map_err(|e| StoreError::io("chmod", &path, e))?;
-            t.persist(&real).map_err(|e| StoreError::io("rename into", &path, e))?;
+            let (t, _) = TempFile::create(&files::tmp_dir(&brick.root))
+                .map_err(|e| StoreError::io("temp", &path, e))?;
+            std::fs::copy(sib_dir.join(hex(&cur.hash)), t.path())
+                .map_err(|e| StoreError::io("copy sibling", &path, e))?;
+            files::set_meta(t.path(), cur.mode, cur.mtime_ns, cur.owner)
+                .map_err(|e| StoreError::io("chmod", &path, e))?;
+            t.persist(&real)
+                .map_err(|e| StoreError::io("rename into", &path, e))?;
         }
         (Kind::Dir, _) => {
-            files::place_dir(&real, cur.mode, cur.mtime_ns).map_err(|e| StoreError::io("mkdir", &path, e))?;
+            files::place_dir(&real, cur.mode, cur.mtime_ns)
+                .map_err(|e| StoreError::io("mkdir", &path, e))?;
         }
         (Kind::Symlink, _) => {
             let target = cur.target.clone().unwrap_or_default();
@@ -351,24 +462,53 @@ fn commit(
         (Kind::Tombstone, _) => remove_for_tombstone(conn, &real, &path)?,
     }
     // 4. One transaction: entry, chunk index, siblings, retained, pending, seq.
-    let cur_chunks = if cur.kind == Kind::File { chunks_of(*cur_src) } else { Vec::new() };
+    let cur_chunks = if cur.kind == Kind::File {
+        chunks_of(*cur_src)
+    } else {
+        Vec::new()
+    };
     let tx = conn.transaction()?;
-    let seq: u64 = tx.query_row("SELECT COALESCE((SELECT value FROM kv WHERE key = 'seq'), 0)", [], |r| r.get::<_, i64>(0))? as u64 + 1;
-    tx.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('seq', ?1)", params![seq as i64])?;
+    let seq: u64 = tx.query_row(
+        "SELECT COALESCE((SELECT value FROM kv WHERE key = 'seq'), 0)",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as u64
+        + 1;
+    tx.execute(
+        "INSERT OR REPLACE INTO kv (key, value) VALUES ('seq', ?1)",
+        params![seq as i64],
+    )?;
     let enc = codec::encode(cur).map_err(|_| StoreError::Corrupt(path.to_string()))?;
     tx.execute(
         "INSERT OR REPLACE INTO entries (path, entry, chunks, seq) VALUES (?1, ?2, ?3, ?4)",
-        params![path.as_str(), enc, chunking::encode_list(&cur_chunks), seq as i64],
+        params![
+            path.as_str(),
+            enc,
+            chunking::encode_list(&cur_chunks),
+            seq as i64
+        ],
     )?;
     tx.execute("DELETE FROM chunks WHERE file = ?1", params![path.as_str()])?;
     index_chunks(&tx, path.as_str(), &cur_chunks)?;
-    tx.execute("DELETE FROM siblings WHERE path = ?1", params![path.as_str()])?;
+    tx.execute(
+        "DELETE FROM siblings WHERE path = ?1",
+        params![path.as_str()],
+    )?;
     for (e, src) in &plan.siblings {
-        let c = if e.kind == Kind::File { chunks_of(*src) } else { Vec::new() };
+        let c = if e.kind == Kind::File {
+            chunks_of(*src)
+        } else {
+            Vec::new()
+        };
         let enc = codec::encode(e).map_err(|_| StoreError::Corrupt(path.to_string()))?;
         tx.execute(
             "INSERT OR REPLACE INTO siblings (path, vv, entry, chunks) VALUES (?1, ?2, ?3, ?4)",
-            params![path.as_str(), e.vv.to_bytes(), enc, chunking::encode_list(&c)],
+            params![
+                path.as_str(),
+                e.vv.to_bytes(),
+                enc,
+                chunking::encode_list(&c)
+            ],
         )?;
         if e.kind == Kind::File {
             let file = format!("{}/siblings/{}", crate::path::RESERVED, hex(&e.hash));
@@ -397,15 +537,24 @@ fn commit(
     Ok((cur.vv.clone(), !plan.siblings.is_empty()))
 }
 
-fn index_chunks(tx: &rusqlite::Transaction<'_>, file: &str, chunks: &[ChunkRef]) -> Result<(), StoreError> {
-    let mut st = tx.prepare_cached("INSERT INTO chunks (hash, file, offset, len) VALUES (?1, ?2, ?3, ?4)")?;
+fn index_chunks(
+    tx: &rusqlite::Transaction<'_>,
+    file: &str,
+    chunks: &[ChunkRef],
+) -> Result<(), StoreError> {
+    let mut st =
+        tx.prepare_cached("INSERT INTO chunks (hash, file, offset, len) VALUES (?1, ?2, ?3, ?4)")?;
     for (c, off) in chunks.iter().zip(chunking::offsets(chunks)) {
         st.execute(params![c.hash.as_slice(), file, off as i64, c.len])?;
     }
     Ok(())
 }
 
-fn remove_for_tombstone(conn: &Connection, real: &std::path::Path, path: &crate::RelPath) -> Result<(), StoreError> {
+fn remove_for_tombstone(
+    conn: &Connection,
+    real: &std::path::Path,
+    path: &crate::RelPath,
+) -> Result<(), StoreError> {
     let meta = match std::fs::symlink_metadata(real) {
         Ok(m) => m,
         Err(_) => return Ok(()),
@@ -413,7 +562,8 @@ fn remove_for_tombstone(conn: &Connection, real: &std::path::Path, path: &crate:
     if meta.is_dir() {
         // Remove the directory only if nothing live remains below it.
         let prefix = format!("{}/", path.as_str());
-        let mut st = conn.prepare_cached("SELECT entry FROM entries WHERE path > ?1 AND path < ?2")?;
+        let mut st =
+            conn.prepare_cached("SELECT entry FROM entries WHERE path > ?1 AND path < ?2")?;
         let end = format!("{}0", path.as_str());
         let live = st
             .query_map(params![prefix, end], |r| r.get::<_, Vec<u8>>(0))?
@@ -441,9 +591,17 @@ fn now_secs() -> u64 {
 /// Makes the version of `path` with vector `vv` win over every other
 /// version this brick holds (split-brain resolution): it gets a vector that
 /// dominates them all, and the losers are retained. Returns the new vector.
-pub fn choose(brick: &Brick, conn: &mut Connection, path: &crate::RelPath, vv: &VersionVector) -> Result<Option<VersionVector>, StoreError> {
+pub fn choose(
+    brick: &Brick,
+    conn: &mut Connection,
+    path: &crate::RelPath,
+    vv: &VersionVector,
+) -> Result<Option<VersionVector>, StoreError> {
     let current = Brick::load(conn, path)?.map(|x| x.0);
-    let sibs: Vec<Entry> = Brick::siblings(conn, path)?.into_iter().map(|x| x.0).collect();
+    let sibs: Vec<Entry> = Brick::siblings(conn, path)?
+        .into_iter()
+        .map(|x| x.0)
+        .collect();
     if sibs.is_empty() {
         return Ok(None);
     }
@@ -455,8 +613,13 @@ pub fn choose(brick: &Brick, conn: &mut Connection, path: &crate::RelPath, vv: &
             None => (None, Src::Current),
         }
     };
-    let Some(mut win) = chosen else { return Ok(None) };
-    let mut all = current.iter().chain(sibs.iter()).fold(VersionVector::new(), |acc, e| acc.merge(&e.vv));
+    let Some(mut win) = chosen else {
+        return Ok(None);
+    };
+    let mut all = current
+        .iter()
+        .chain(sibs.iter())
+        .fold(VersionVector::new(), |acc, e| acc.merge(&e.vv));
     all = all.bumped(brick.id);
     win.vv = all.clone();
     win.data_vv = all.clone();

@@ -73,12 +73,20 @@ pub fn offsets(chunks: &[ChunkRef]) -> Vec<u64> {
 }
 
 /// Reads `len` bytes at `offset` from `file` and checks they hash to `hash`.
-pub fn read_verified(file: &mut File, offset: u64, len: u32, hash: &[u8; 32]) -> io::Result<Vec<u8>> {
+pub fn read_verified(
+    file: &mut File,
+    offset: u64,
+    len: u32,
+    hash: &[u8; 32],
+) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
     file.seek(SeekFrom::Start(offset))?;
     file.read_exact(&mut buf)?;
     if blake3::hash(&buf).as_bytes() != hash {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "chunk changed on disk"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "chunk changed on disk",
+        ));
     }
     Ok(buf)
 }

@@ -56,7 +56,12 @@ pub fn resolve(root: &Path, rel: &RelPath, create_parents: bool) -> io::Result<P
                 fs::remove_file(&cur)?;
                 fs::create_dir(&cur)?;
             }
-            Ok(_) => return Err(io::Error::new(io::ErrorKind::NotFound, "parent is not a directory")),
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "parent is not a directory",
+                ))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound && create_parents => {
                 fs::create_dir(&cur)?;
             }
@@ -80,7 +85,12 @@ impl TempFile {
         fs::create_dir_all(dir)?;
         for _ in 0..16 {
             let path = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
-            match OpenOptions::new().write(true).read(true).create_new(true).open(&path) {
+            match OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(f) => return Ok((Self { path, armed: true }, f)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
@@ -122,7 +132,12 @@ pub fn sync_parent(path: &Path) {
 
 /// Sets mode, mtime and (when running as root) owner of a path without
 /// following a final symlink for the times.
-pub fn set_meta(path: &Path, mode: u32, mtime_ns: i64, owner: Option<(u32, u32)>) -> io::Result<()> {
+pub fn set_meta(
+    path: &Path,
+    mode: u32,
+    mtime_ns: i64,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
     let m = fs::symlink_metadata(path)?;
     if !m.file_type().is_symlink() {
         fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))?;
@@ -152,7 +167,14 @@ pub fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
         },
     ];
     // SAFETY: `c` is a valid NUL-terminated path and `ts` has two entries.
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     if r == 0 {
         Ok(())
     } else {

@@ -62,7 +62,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn io(op: &'static str, path: impl std::fmt::Display, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl std::fmt::Display,
+        source: std::io::Error,
+    ) -> Self {
         Self::Io {
             op,
             path: path.to_string(),
@@ -140,6 +144,25 @@ pub struct Brick {
     pub quorum: Mutex<Option<bool>>,
     /// Wakes the replicators when new pending rows exist.
     pub pending_notify: tokio::sync::Notify,
+    /// Paths being updated right now (see [`Brick::lock_path`]).
+    busy: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Exclusive right to update one path of a brick; released on drop.
+pub struct PathGuard<'a> {
+    brick: &'a Brick,
+    path: String,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for PathGuard<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.brick.busy.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map and this guard hold it: nobody waits, forget it.
+        if busy.get(&self.path).is_some_and(|m| Arc::strong_count(m) <= 2) {
+            busy.remove(&self.path);
+        }
+    }
 }
 
 impl Brick {
@@ -160,7 +183,9 @@ impl Brick {
         std::fs::create_dir_all(&tmp).map_err(|e| StoreError::io("create", tmp.display(), e))?;
         let conn = schema::open(&meta.join("meta.db"))?;
         let seq: u64 = conn
-            .query_row("SELECT value FROM kv WHERE key = 'seq'", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT value FROM kv WHERE key = 'seq'", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .optional()?
             .unwrap_or(0) as u64;
         Ok(Self {
@@ -176,6 +201,36 @@ impl Brick {
             last_error: Mutex::new(None),
             quorum: Mutex::new(None),
             pending_notify: tokio::sync::Notify::new(),
+            busy: Mutex::default(),
+        })
+    }
+
+    /// Waits (at most `wait`) for the exclusive right to update `path`.
+    ///
+    /// An update decides against the path's current state, may then spend
+    /// a long time receiving content, and commits that decision: two
+    /// updates of one path at once would each decide against the old state
+    /// and the later commit would undo the earlier (an older version over
+    /// a newer one, a lost sibling), or the same content would be received
+    /// twice (the origin and a relaying brick offering it together).
+    pub async fn lock_path(&self, path: &RelPath, wait: std::time::Duration) -> Option<PathGuard<'_>> {
+        let m = {
+            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+            busy.entry(path.as_str().to_string()).or_default().clone()
+        };
+        let guard = tokio::time::timeout(wait, m.lock_owned()).await.ok();
+        let Some(guard) = guard else {
+            // Drop our claim on the entry the same way a guard would.
+            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+            if busy.get(path.as_str()).is_some_and(|x| Arc::strong_count(x) <= 2) {
+                busy.remove(path.as_str());
+            }
+            return None;
+        };
+        Some(PathGuard {
+            brick: self,
+            path: path.as_str().to_string(),
+            _guard: guard,
         })
     }
 
@@ -217,7 +272,10 @@ impl Brick {
     }
 
     /// The entry and chunk list of `path`.
-    pub fn load(conn: &Connection, path: &RelPath) -> Result<Option<(Entry, Vec<ChunkRef>)>, StoreError> {
+    pub fn load(
+        conn: &Connection,
+        path: &RelPath,
+    ) -> Result<Option<(Entry, Vec<ChunkRef>)>, StoreError> {
         let row: Option<(Vec<u8>, Vec<u8>)> = conn
             .query_row(
                 "SELECT entry, chunks FROM entries WHERE path = ?1",
@@ -225,13 +283,20 @@ impl Brick {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        row.map(|(e, c)| decode_row(path.as_str(), &e, &c)).transpose()
+        row.map(|(e, c)| decode_row(path.as_str(), &e, &c))
+            .transpose()
     }
 
     /// The split-brain siblings of `path`.
-    pub fn siblings(conn: &Connection, path: &RelPath) -> Result<Vec<(Entry, Vec<ChunkRef>)>, StoreError> {
-        let mut st = conn.prepare_cached("SELECT entry, chunks FROM siblings WHERE path = ?1 ORDER BY vv")?;
-        let rows = st.query_map(params![path.as_str()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    pub fn siblings(
+        conn: &Connection,
+        path: &RelPath,
+    ) -> Result<Vec<(Entry, Vec<ChunkRef>)>, StoreError> {
+        let mut st =
+            conn.prepare_cached("SELECT entry, chunks FROM siblings WHERE path = ?1 ORDER BY vv")?;
+        let rows = st.query_map(params![path.as_str()], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
         let mut out = Vec::new();
         for r in rows {
             let (e, c) = r?;
@@ -241,10 +306,20 @@ impl Brick {
     }
 
     /// Entries changed after `since`, in sequence order.
-    pub fn changes_since(conn: &Connection, since: u64, limit: u32) -> Result<Vec<(u64, Entry)>, StoreError> {
-        let mut st = conn.prepare_cached("SELECT path, entry, seq FROM entries WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+    pub fn changes_since(
+        conn: &Connection,
+        since: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, Entry)>, StoreError> {
+        let mut st = conn.prepare_cached(
+            "SELECT path, entry, seq FROM entries WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
         let rows = st.query_map(params![since as i64, limit], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         })?;
         let mut out = Vec::new();
         for r in rows {
@@ -256,16 +331,27 @@ impl Brick {
     }
 
     /// Where a chunk can be read locally: `(file, offset)`.
-    pub fn find_chunk(conn: &Connection, hash: &[u8; 32]) -> Result<Option<(String, u64)>, StoreError> {
-        let mut st = conn.prepare_cached("SELECT file, offset FROM chunks WHERE hash = ?1 LIMIT 1")?;
+    pub fn find_chunk(
+        conn: &Connection,
+        hash: &[u8; 32],
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let mut st =
+            conn.prepare_cached("SELECT file, offset FROM chunks WHERE hash = ?1 LIMIT 1")?;
         Ok(st
-            .query_row(params![hash.as_slice()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .query_row(params![hash.as_slice()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
             .optional()?)
     }
 
     /// The physical file holding content `hash` for `path`: the brick path,
     /// a sibling or a retained version.
-    pub fn content_file(&self, conn: &Connection, path: &RelPath, hash: &[u8; 32]) -> Result<Option<PathBuf>, StoreError> {
+    pub fn content_file(
+        &self,
+        conn: &Connection,
+        path: &RelPath,
+        hash: &[u8; 32],
+    ) -> Result<Option<PathBuf>, StoreError> {
         if let Some((e, _)) = Self::load(conn, path)? {
             if e.hash == *hash && e.kind == types::Kind::File {
                 return Ok(Some(path.under(&self.root)));
@@ -289,8 +375,11 @@ impl Brick {
 
     /// Heal state for reports.
     pub fn heal_info(conn: &Connection, limit: usize) -> Result<BrickHealInfo, StoreError> {
-        let pending: i64 = conn.query_row("SELECT COUNT(DISTINCT path) FROM pending", [], |r| r.get(0))?;
-        let split: i64 = conn.query_row("SELECT COUNT(DISTINCT path) FROM siblings", [], |r| r.get(0))?;
+        let pending: i64 =
+            conn.query_row("SELECT COUNT(DISTINCT path) FROM pending", [], |r| r.get(0))?;
+        let split: i64 = conn.query_row("SELECT COUNT(DISTINCT path) FROM siblings", [], |r| {
+            r.get(0)
+        })?;
         let total: i64 = conn.query_row(
             "SELECT COUNT(*) FROM (SELECT path FROM pending UNION SELECT path FROM siblings)",
             [],
@@ -298,14 +387,18 @@ impl Brick {
         )?;
         let mut st = conn.prepare_cached("SELECT peer, COUNT(*) FROM pending GROUP BY peer")?;
         let by_peer = st
-            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut st = conn.prepare_cached(
             "SELECT path, 1 FROM (SELECT DISTINCT path FROM siblings)
              UNION SELECT path, 0 FROM (SELECT DISTINCT path FROM pending)
              ORDER BY path LIMIT ?1",
         )?;
-        let rows = st.query_map(params![limit as i64 * 2], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = st.query_map(params![limit as i64 * 2], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
         let mut entries: Vec<HealEntry> = Vec::new();
         for r in rows {
             let (p, sb) = r?;
@@ -330,11 +423,18 @@ impl Brick {
     }
 
     /// The current version, siblings and retained versions of `path`.
-    pub fn versions(&self, conn: &Connection, path: &RelPath) -> Result<crate::heal_types::SplitBrainVersions, StoreError> {
+    pub fn versions(
+        &self,
+        conn: &Connection,
+        path: &RelPath,
+    ) -> Result<crate::heal_types::SplitBrainVersions, StoreError> {
         let mut versions: Vec<Entry> = Self::load(conn, path)?.into_iter().map(|x| x.0).collect();
         versions.extend(Self::siblings(conn, path)?.into_iter().map(|x| x.0));
-        let mut st = conn.prepare_cached("SELECT entry, file FROM retained WHERE path = ?1 ORDER BY id")?;
-        let rows = st.query_map(params![path.as_str()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))?;
+        let mut st =
+            conn.prepare_cached("SELECT entry, file FROM retained WHERE path = ?1 ORDER BY id")?;
+        let rows = st.query_map(params![path.as_str()], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+        })?;
         let mut retained = Vec::new();
         for r in rows {
             let (e, f) = r?;
@@ -379,14 +479,40 @@ impl Brick {
 
     /// Number of tracked paths.
     pub fn entry_count(&self) -> u64 {
-        self.with_db_sync(|c| c.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0)))
-            .unwrap_or(0) as u64
+        self.with_db_sync(|c| {
+            c.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))
+        })
+        .unwrap_or(0) as u64
     }
 
     /// The next pending rows for `peer`: `(path, seq)` in sequence order.
-    pub fn pending_for(conn: &Connection, peer: u64, limit: u32) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut st = conn.prepare_cached("SELECT path, seq FROM pending WHERE peer = ?1 ORDER BY seq LIMIT ?2")?;
-        let rows = st.query_map(params![peer as i64, limit], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+    pub fn pending_for(
+        conn: &Connection,
+        peer: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut st = conn.prepare_cached(
+            "SELECT path, seq FROM pending WHERE peer = ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![peer as i64, limit], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Like [`Self::pending_for`], but only rows after sequence `after`.
+    pub fn pending_after(
+        conn: &Connection,
+        peer: u64,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut st = conn.prepare_cached(
+            "SELECT path, seq FROM pending WHERE peer = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![peer as i64, after as i64, limit], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

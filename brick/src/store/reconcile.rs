@@ -45,12 +45,19 @@ pub fn reconcile(current: Option<&Entry>, siblings: &[Entry], incoming: &Entry) 
     let mut held: Vec<(Entry, Src)> = current
         .map(|c| (c.clone(), Src::Current))
         .into_iter()
-        .chain(siblings.iter().enumerate().map(|(i, s)| (s.clone(), Src::Sibling(i))))
+        .chain(
+            siblings
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.clone(), Src::Sibling(i))),
+        )
         .collect();
-    if held
-        .iter()
-        .any(|(e, _)| matches!(e.vv.compare(&incoming.vv), Relation::Dominates | Relation::Equal))
-    {
+    if held.iter().any(|(e, _)| {
+        matches!(
+            e.vv.compare(&incoming.vv),
+            Relation::Dominates | Relation::Equal
+        )
+    }) {
         return None;
     }
     held.retain(|(e, _)| e.vv.compare(&incoming.vv) != Relation::DominatedBy);
@@ -153,7 +160,13 @@ mod tests {
         VersionVector::from_entries(e.iter().copied())
     }
 
-    fn file(content: u8, mode: u32, v: &[(u64, u64)], data: &[(u64, u64)], meta: &[(u64, u64)]) -> Entry {
+    fn file(
+        content: u8,
+        mode: u32,
+        v: &[(u64, u64)],
+        data: &[(u64, u64)],
+        meta: &[(u64, u64)],
+    ) -> Entry {
         Entry {
             path: RelPath::new("f").unwrap(),
             kind: Kind::File,

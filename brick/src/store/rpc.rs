@@ -27,7 +27,13 @@ fn brick_of(node: &Node, volume: Uuid, brick: u64) -> Result<Arc<Brick>, Respons
 }
 
 /// Serves one brick request on a stream (QUIC or in-process).
-pub async fn handle<W, R>(node: &Arc<Node>, peer: Uuid, req: Request, send: &mut W, recv: &mut R) -> Result<(), FrameError>
+pub async fn handle<W, R>(
+    node: &Arc<Node>,
+    peer: Uuid,
+    req: Request,
+    send: &mut W,
+    recv: &mut R,
+) -> Result<(), FrameError>
 where
     W: AsyncWrite + Unpin + Send,
     R: AsyncRead + Unpin + Send,
@@ -56,10 +62,22 @@ where
             wait_ms,
             limit,
         } => match brick_of(node, volume, brick) {
-            Ok(b) => changes(&b, since, wait_ms.min(MAX_WAIT_MS), limit.clamp(1, MAX_CHANGES)).await,
+            Ok(b) => {
+                changes(
+                    &b,
+                    since,
+                    wait_ms.min(MAX_WAIT_MS),
+                    limit.clamp(1, MAX_CHANGES),
+                )
+                .await
+            }
             Err(r) => r,
         },
-        Request::Stat { volume, brick, path } => match brick_of(node, volume, brick) {
+        Request::Stat {
+            volume,
+            brick,
+            path,
+        } => match brick_of(node, volume, brick) {
             Ok(b) => match b.with_db(move |_, conn| Brick::load(conn, &path)).await {
                 Ok(x) => Response::Stat(x),
                 Err(e) => Response::error(code::INTERNAL, e.to_string()),
@@ -68,7 +86,8 @@ where
         },
         Request::HealInfo { volume } => {
             let Some(v) = node.config().volume(&volume).cloned() else {
-                return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume")).await;
+                return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume"))
+                    .await;
             };
             let mut out = Vec::new();
             for b in node.bricks.of_volume(v.id) {
@@ -78,14 +97,21 @@ where
         }
         Request::SplitBrain { volume, path } => {
             let Some(v) = node.config().volume(&volume).cloned() else {
-                return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume")).await;
+                return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume"))
+                    .await;
             };
             let mut out = Vec::new();
             for b in node.bricks.of_volume(v.id) {
                 let p = path.clone();
                 match b.with_db(move |br, c| br.versions(c, &p)).await {
                     Ok(x) => out.push(x),
-                    Err(e) => return frame::write_msg(send, &Response::error(code::INTERNAL, e.to_string())).await,
+                    Err(e) => {
+                        return frame::write_msg(
+                            send,
+                            &Response::error(code::INTERNAL, e.to_string()),
+                        )
+                        .await
+                    }
                 }
             }
             Response::SplitBrain(out)
@@ -94,7 +120,10 @@ where
             Ok(()) => Response::Ok,
             Err(e) => Response::error(code::REFUSED, e),
         },
-        other => Response::error(code::BAD_REQUEST, format!("unexpected request {}", variant_name(&other))),
+        other => Response::error(
+            code::BAD_REQUEST,
+            format!("unexpected request {}", variant_name(&other)),
+        ),
     };
     frame::write_msg(send, &resp).await
 }
@@ -112,13 +141,22 @@ async fn changes(b: &Arc<Brick>, since: u64, wait_ms: u32, limit: u32) -> Respon
         let mut rx = b.subscribe();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(wait_ms));
         while *rx.borrow_and_update() <= since {
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 break;
             }
         }
     }
-    match b.with_db(move |_, conn| Brick::changes_since(conn, since, limit)).await {
-        Ok(entries) => Response::Changes { entries, seq: b.seq() },
+    match b
+        .with_db(move |_, conn| Brick::changes_since(conn, since, limit))
+        .await
+    {
+        Ok(entries) => Response::Changes {
+            entries,
+            seq: b.seq(),
+        },
         Err(e) => Response::error(code::INTERNAL, e.to_string()),
     }
 }
@@ -132,31 +170,50 @@ async fn read_chunks<W: AsyncWrite + Unpin + Send>(
 ) -> Result<(), FrameError> {
     let p2 = path.clone();
     let found = b
-        .with_db(move |br, conn| -> Result<Option<(std::path::PathBuf, Vec<super::types::ChunkRef>)>, super::StoreError> {
-            let Some(file) = br.content_file(conn, &p2, &hash)? else { return Ok(None) };
-            // The chunk list of that content: current entry or a sibling.
-            if let Some((e, c)) = Brick::load(conn, &p2)? {
-                if e.hash == hash {
-                    return Ok(Some((file, c)));
+        .with_db(
+            move |br,
+                  conn|
+                  -> Result<
+                Option<(std::path::PathBuf, Vec<super::types::ChunkRef>)>,
+                super::StoreError,
+            > {
+                let Some(file) = br.content_file(conn, &p2, &hash)? else {
+                    return Ok(None);
+                };
+                // The chunk list of that content: current entry or a sibling.
+                if let Some((e, c)) = Brick::load(conn, &p2)? {
+                    if e.hash == hash {
+                        return Ok(Some((file, c)));
+                    }
                 }
-            }
-            for (e, c) in Brick::siblings(conn, &p2)? {
-                if e.hash == hash {
-                    return Ok(Some((file, c)));
+                for (e, c) in Brick::siblings(conn, &p2)? {
+                    if e.hash == hash {
+                        return Ok(Some((file, c)));
+                    }
                 }
-            }
-            // Retained content: re-chunk it.
-            let c = chunking::chunk_file(&file).map_err(|e| super::StoreError::io("read", p2.to_string(), e))?;
-            Ok(Some((file, c.chunks)))
-        })
+                // Retained content: re-chunk it.
+                let c = chunking::chunk_file(&file)
+                    .map_err(|e| super::StoreError::io("read", p2.to_string(), e))?;
+                Ok(Some((file, c.chunks)))
+            },
+        )
         .await;
     let (file, list) = match found {
         Ok(Some(x)) => x,
-        Ok(None) => return frame::write_msg(send, &Response::error(code::NOT_FOUND, "content not found")).await,
-        Err(e) => return frame::write_msg(send, &Response::error(code::INTERNAL, e.to_string())).await,
+        Ok(None) => {
+            return frame::write_msg(send, &Response::error(code::NOT_FOUND, "content not found"))
+                .await
+        }
+        Err(e) => {
+            return frame::write_msg(send, &Response::error(code::INTERNAL, e.to_string())).await
+        }
     };
     if want.iter().any(|i| *i as usize >= list.len()) {
-        return frame::write_msg(send, &Response::error(code::BAD_REQUEST, "chunk index out of range")).await;
+        return frame::write_msg(
+            send,
+            &Response::error(code::BAD_REQUEST, "chunk index out of range"),
+        )
+        .await;
     }
     frame::write_msg(send, &Response::Ok).await?;
     let offsets = chunking::offsets(&list);

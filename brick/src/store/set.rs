@@ -39,7 +39,11 @@ impl BrickSet {
     /// Opens and closes bricks to match the pool document.
     pub fn reconcile(&self, node: &Arc<Node>, cfg: &PoolConfig) {
         let mut wanted = HashMap::new();
-        for v in cfg.volumes.iter().filter(|v| v.state == VolumeState::Started) {
+        for v in cfg
+            .volumes
+            .iter()
+            .filter(|v| v.state == VolumeState::Started)
+        {
             for b in v.bricks.iter().filter(|b| b.node == node.me.uuid) {
                 wanted.insert(b.id, (v, b));
             }
@@ -62,7 +66,12 @@ impl BrickSet {
                 tracing::error!(brick = %b.path, "cannot create brick directory: {e}");
                 continue;
             }
-            let peers = v.bricks.iter().filter(|x| x.id != id).map(|x| x.id).collect();
+            let peers = v
+                .bricks
+                .iter()
+                .filter(|x| x.id != id)
+                .map(|x| x.id)
+                .collect();
             match Brick::open(root, v.id, &v.name, id, node.me.uuid, peers) {
                 Ok(brick) => {
                     let brick = Arc::new(brick);
@@ -157,14 +166,17 @@ pub fn prepare_brick_dir(path: &Path, force: bool, volume: Uuid) -> Result<(), S
     if !force && on_root_fs(path) {
         return Err("The brick {brick} is being created in the root partition. It is recommended that you don't use the system's root partition for storage backend. Or use 'force' at the end of the command if you want to override this behavior.".into());
     }
-    std::fs::create_dir_all(path.join(crate::path::RESERVED)).map_err(|e| format!("{{brick}}: {e}"))?;
+    std::fs::create_dir_all(path.join(crate::path::RESERVED))
+        .map_err(|e| format!("{{brick}}: {e}"))?;
     std::fs::write(&marker, volume.to_string()).map_err(|e| format!("{{brick}}: {e}"))?;
     Ok(())
 }
 
 fn on_root_fs(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Ok(root) = std::fs::metadata("/") else { return false };
+    let Ok(root) = std::fs::metadata("/") else {
+        return false;
+    };
     let mut p = path;
     loop {
         if let Ok(m) = std::fs::metadata(p) {
