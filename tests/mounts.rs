@@ -502,9 +502,13 @@ fn partitioned_concurrent_edits_become_split_brain_without_loss() {
     let info = c.node(1).cli(&["volume", "heal", "v", "info"]).ok().stdout;
     assert!(info.contains("shared.conf"), "{info}");
     for i in [1, 2] {
-        wait_until(T, "mount list shows split-brain", || {
-            mount_list(&c, i).contains("1 in split-brain")
-        });
+        let shown =
+            crate::support::eventually(T, || mount_list(&c, i).contains("1 in split-brain"));
+        assert!(
+            shown,
+            "node {i}: `gsync mount` does not show the split-brain:\n{}",
+            mount_list(&c, i)
+        );
     }
     // ...and each writer's mount still holds its own edit, whole.
     assert_eq!(read(&m1.join("shared.conf")), mine1);

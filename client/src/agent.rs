@@ -11,7 +11,7 @@
 //! on the mount's host, else any reachable brick (failover), and goes back
 //! when the preferred one returns.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use gsync_brick::node::Node;
 use gsync_brick::pool::VolumeState;
 use gsync_brick::proto::{code, Offer, WriteInfo};
 use gsync_brick::store::types::{Entry, Kind};
+use gsync_brick::vv::VersionVector;
 use gsync_brick::RelPath;
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +64,11 @@ pub(crate) struct Agent {
     pub(crate) target: Option<Target>,
     pub(crate) attached: bool,
     pub(crate) warned_special: BTreeSet<RelPath>,
+    /// Versions this agent pushed whose echo from the feed is still to
+    /// come: an entry announced again with the same vector and no echo
+    /// expected means the brick changed something else about the path
+    /// (a concurrent sibling arrived: split-brain).
+    pub(crate) echoes: HashMap<RelPath, VersionVector>,
 }
 
 struct Feed {
@@ -90,6 +96,7 @@ impl Agent {
             target: None,
             attached,
             warned_special: BTreeSet::new(),
+            echoes: HashMap::new(),
         }
     }
 
@@ -284,6 +291,14 @@ impl Agent {
             }
         }
         self.mark(rel);
+    }
+
+    /// Remembers a version pushed by this agent (see `echoes`).
+    pub(crate) fn expect_echo(&mut self, rel: RelPath, vv: VersionVector) {
+        if self.echoes.len() > 100_000 {
+            self.echoes.clear();
+        }
+        self.echoes.insert(rel, vv);
     }
 
     pub(crate) fn mark(&mut self, rel: RelPath) {

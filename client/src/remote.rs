@@ -86,7 +86,11 @@ pub async fn push(
 }
 
 /// The brick's current version of a path and its chunks.
-pub async fn stat(node: &Arc<Node>, t: &Target, path: &RelPath) -> Result<Option<(Entry, Vec<ChunkRef>)>, RemoteError> {
+pub async fn stat(
+    node: &Arc<Node>,
+    t: &Target,
+    path: &RelPath,
+) -> Result<Option<(Entry, Vec<ChunkRef>)>, RemoteError> {
     let req = Request::Stat {
         volume: t.volume,
         brick: t.brick,
@@ -94,6 +98,23 @@ pub async fn stat(node: &Arc<Node>, t: &Target, path: &RelPath) -> Result<Option
     };
     match call(node, t, &req).await? {
         Response::Stat(x) => Ok(x),
+        _ => Err(RemoteError::Unreachable("unexpected answer".into())),
+    }
+}
+
+/// True if the brick holds more than one version of `path` (split-brain).
+pub async fn in_split_brain(
+    node: &Arc<Node>,
+    t: &Target,
+    volume: &str,
+    path: &RelPath,
+) -> Result<bool, RemoteError> {
+    let req = Request::SplitBrain {
+        volume: volume.to_string(),
+        path: path.clone(),
+    };
+    match call(node, t, &req).await? {
+        Response::SplitBrain(v) => Ok(v.iter().any(|b| b.brick == t.brick && b.versions.len() > 1)),
         _ => Err(RemoteError::Unreachable("unexpected answer".into())),
     }
 }
@@ -156,7 +177,12 @@ pub const FEED_LIMIT: u32 = 500;
 
 /// Follows the brick's change feed from `since`, sending batches to `tx`
 /// until cancelled or the receiver goes away. Errors are retried.
-pub async fn feed(node: Arc<Node>, t: Target, mut since: u64, tx: tokio::sync::mpsc::Sender<Batch>) {
+pub async fn feed(
+    node: Arc<Node>,
+    t: Target,
+    mut since: u64,
+    tx: tokio::sync::mpsc::Sender<Batch>,
+) {
     let mut announced = false;
     loop {
         let req = Request::Changes {

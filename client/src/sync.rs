@@ -98,6 +98,7 @@ pub(crate) async fn push_local(ag: &mut Agent, rel: &RelPath) -> Result<(), Remo
             let (vv, conflict) = remote::push(&ag.node, &t, &offer, None).await?;
             let mut rec_entry = tomb;
             set_vectors(&mut rec_entry, vv, &w);
+            ag.expect_echo(rel.clone(), rec_entry.vv.clone());
             let missing = LocalStat {
                 kind: Kind::Tombstone,
                 size: 0,
@@ -183,6 +184,7 @@ async fn push_entry(
     let (vv, conflict) = remote::push(&ag.node, t, &offer, file).await?;
     let mut e = entry;
     set_vectors(&mut e, vv, &w);
+    ag.expect_echo(e.path.clone(), e.vv.clone());
     if conflict {
         tracing::warn!(path = %e.path, "concurrent change on the volume: path is in split-brain; this mount keeps its version");
     }
@@ -234,7 +236,27 @@ pub(crate) async fn apply_remote(ag: &mut Agent, e: Entry) -> Result<Option<RelP
     let j = ag.journal.get(rel.as_str()).map_err(local_err)?;
     if let Some(j) = &j {
         match e.vv.compare(&j.entry.vv) {
-            Relation::Equal | Relation::DominatedBy => return Ok(None),
+            Relation::DominatedBy => return Ok(None),
+            Relation::Equal => {
+                if ag.echoes.get(&rel) == Some(&e.vv) {
+                    ag.echoes.remove(&rel);
+                    return Ok(None);
+                }
+                // Announced again without a new version: the brick may now
+                // hold a concurrent sibling beside it (or no longer).
+                let sb = remote::in_split_brain(&ag.node, &t, &ag.spec.volume, &rel)
+                    .await
+                    .unwrap_or(j.conflict);
+                if sb != j.conflict {
+                    let mut r = j.clone();
+                    r.conflict = sb;
+                    ag.journal.put(&r).map_err(local_err)?;
+                    if sb {
+                        tracing::warn!(path = %rel, "split-brain: the volume has a concurrent version; this mount keeps its own");
+                    }
+                }
+                return Ok(None);
+            }
             Relation::Concurrent => {
                 if j.entry.same_state(&e) {
                     let mut r = j.clone();
