@@ -585,10 +585,25 @@ fn hostile_peer_input_is_refused() {
     let m = evil.symlink_metadata().unwrap();
     eprintln!(
         "brick 1's evil is now a {}; its log: {:?}",
-        if m.file_type().is_symlink() { "symlink" } else { "directory" },
-        c.node(1).log().lines().filter(|l| l.contains("evil")).collect::<Vec<_>>()
+        if m.file_type().is_symlink() {
+            "symlink"
+        } else {
+            "directory"
+        },
+        c.node(1)
+            .log()
+            .lines()
+            .filter(|l| l.contains("evil"))
+            .collect::<Vec<_>>()
     );
-    eprintln!("node 2 refusals: {:?}", c.node(2).log().lines().filter(|l| l.contains("refused")).collect::<Vec<_>>());
+    eprintln!(
+        "node 2 refusals: {:?}",
+        c.node(2)
+            .log()
+            .lines()
+            .filter(|l| l.contains("refused"))
+            .collect::<Vec<_>>()
+    );
     assert!(
         m.is_dir() || m.file_type().is_symlink(),
         "brick 1's evil is neither the link nor a real directory"
@@ -600,14 +615,24 @@ fn hostile_peer_input_is_refused() {
     std::fs::remove_dir_all(&evil).unwrap();
     symlink(&outside, &evil).unwrap();
     std::fs::write(m2.join("evil/y"), "must stay inside too\n").unwrap();
-    wait_until(Duration::from_secs(30), "evil/y on brick 3", || c.brick("v", 3).join("evil/y").is_file());
-    std::fs::write(m2.join("marker2.txt"), "after evil/y\n").unwrap();
-    wait_until(Duration::from_secs(30), "a later change still reaches brick 1", || {
-        c.brick("v", 1).join("marker2.txt").is_file()
+    wait_until(Duration::from_secs(30), "evil/y on brick 3", || {
+        c.brick("v", 3).join("evil/y").is_file()
     });
-    assert!(list(&outside).is_empty(), "written outside the brick: {:?}", list(&outside));
+    std::fs::write(m2.join("marker2.txt"), "after evil/y\n").unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "a later change still reaches brick 1",
+        || c.brick("v", 1).join("marker2.txt").is_file(),
+    );
     assert!(
-        c.node(1).log().contains("escapes the brick through a symlink"),
+        list(&outside).is_empty(),
+        "written outside the brick: {:?}",
+        list(&outside)
+    );
+    assert!(
+        c.node(1)
+            .log()
+            .contains("escapes the brick through a symlink"),
         "brick 1 did not log the refusal"
     );
     c.node(2).cli(&["peer", "status"]).ok();

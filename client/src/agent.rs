@@ -22,6 +22,7 @@ use gsync_brick::proto::{code, Offer, WriteInfo};
 use gsync_brick::store::types::{Entry, Kind};
 use gsync_brick::vv::VersionVector;
 use gsync_brick::RelPath;
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::journal::{Journal, Record};
@@ -51,6 +52,9 @@ pub struct Status {
     pub error: Option<String>,
 }
 
+/// Pushes in flight at once.
+const PUSH_CONCURRENCY: usize = 16;
+
 /// Debounce for local events.
 const DEBOUNCE: Duration = Duration::from_millis(40);
 
@@ -63,12 +67,14 @@ pub(crate) struct Agent {
     pub(crate) dirty: BTreeSet<RelPath>,
     pub(crate) target: Option<Target>,
     pub(crate) attached: bool,
-    pub(crate) warned_special: BTreeSet<RelPath>,
+    pub(crate) warned_special: Mutex<BTreeSet<RelPath>>,
     /// Versions this agent pushed whose echo from the feed is still to
     /// come: an entry announced again with the same vector and no echo
     /// expected means the brick changed something else about the path
     /// (a concurrent sibling arrived: split-brain).
-    pub(crate) echoes: HashMap<RelPath, VersionVector>,
+    pub(crate) echoes: Mutex<HashMap<RelPath, VersionVector>>,
+    /// Paths re-marked dirty by work running concurrently with the loop.
+    remarks: Mutex<Vec<RelPath>>,
 }
 
 struct Feed {
@@ -95,8 +101,9 @@ impl Agent {
             dirty: BTreeSet::new(),
             target: None,
             attached,
-            warned_special: BTreeSet::new(),
-            echoes: HashMap::new(),
+            warned_special: Mutex::new(BTreeSet::new()),
+            echoes: Mutex::new(HashMap::new()),
+            remarks: Mutex::new(Vec::new()),
         }
     }
 
@@ -153,6 +160,7 @@ impl Agent {
         let mut push_at = Instant::now();
         let mut last_scan = Instant::now();
         loop {
+            self.collect_marks();
             let want = self.pick_target();
             if want.as_ref() != feed.as_ref().map(|f| &f.target) {
                 if let Some(f) = feed.take() {
@@ -294,17 +302,34 @@ impl Agent {
     }
 
     /// Remembers a version pushed by this agent (see `echoes`).
-    pub(crate) fn expect_echo(&mut self, rel: RelPath, vv: VersionVector) {
-        if self.echoes.len() > 100_000 {
-            self.echoes.clear();
+    pub(crate) fn expect_echo(&self, rel: RelPath, vv: VersionVector) {
+        let mut echoes = self.echoes.lock().unwrap_or_else(|p| p.into_inner());
+        if echoes.len() > 100_000 {
+            echoes.clear();
         }
-        self.echoes.insert(rel, vv);
+        echoes.insert(rel, vv);
     }
 
-    pub(crate) fn mark(&mut self, rel: RelPath) {
-        if self.dirty.insert(rel.clone()) {
-            let _ = self.journal.enqueue([rel.as_str()]);
+    /// True (and forgotten) if `vv` is the version this agent pushed for `rel`.
+    pub(crate) fn take_echo(&self, rel: &RelPath, vv: &VersionVector) -> bool {
+        let mut echoes = self.echoes.lock().unwrap_or_else(|p| p.into_inner());
+        if echoes.get(rel) == Some(vv) {
+            echoes.remove(rel);
+            return true;
         }
+        false
+    }
+
+    /// Marks a path dirty (persisted in the journal's queue).
+    pub(crate) fn mark(&self, rel: RelPath) {
+        let _ = self.journal.enqueue([rel.as_str()]);
+        self.remarks.lock().unwrap_or_else(|p| p.into_inner()).push(rel);
+    }
+
+    /// Moves paths marked by concurrent work into the dirty set.
+    fn collect_marks(&mut self) {
+        let marks = std::mem::take(&mut *self.remarks.lock().unwrap_or_else(|p| p.into_inner()));
+        self.dirty.extend(marks);
     }
 
     /// Marks every path whose state differs from the journal.
@@ -336,9 +361,9 @@ impl Agent {
 
     /// Pushes dirty paths: existing ones parents first, then deletions
     /// children first (so a rename sends the new path, reusing its content,
-    /// before the delete of the old one).
+    /// before the delete of the old one). Paths of the same depth go out
+    /// concurrently (bounded), which lets the brick commit them together.
     async fn push_dirty(&mut self) {
-        tracing::debug!(n = self.dirty.len(), "pushing local changes");
         let root = self.root();
         let mut present = Vec::new();
         let mut gone = Vec::new();
@@ -351,39 +376,66 @@ impl Agent {
         }
         present.sort_by(|a, b| a.depth().cmp(&b.depth()).then_with(|| a.cmp(b)));
         gone.sort_by(|a, b| b.depth().cmp(&a.depth()).then_with(|| a.cmp(b)));
+        let mut groups: Vec<Vec<RelPath>> = Vec::new();
+        for list in [present, gone] {
+            let mut last_depth = usize::MAX;
+            for p in list {
+                if p.depth() != last_depth {
+                    last_depth = p.depth();
+                    groups.push(Vec::new());
+                }
+                if let Some(g) = groups.last_mut() {
+                    g.push(p);
+                }
+            }
+        }
         let mut rest: Vec<RelPath> = Vec::new();
-        let mut stop = false;
         let mut held = None;
-        for p in present.into_iter().chain(gone) {
+        let mut stop = false;
+        for group in groups {
             if stop {
-                rest.push(p);
+                rest.extend(group);
                 continue;
             }
-            match sync::push_local(self, &p).await {
-                Ok(()) => {
-                    // Unless it changed again meanwhile (re-marked).
-                    if !self.dirty.contains(&p) {
-                        let _ = self.journal.dequeue(p.as_str());
+            let this: &Agent = self;
+            let results: Vec<(RelPath, Result<(), RemoteError>)> = futures_util::stream::iter(group)
+                .map(|p| async move {
+                    let r = sync::push_local(this, &p).await;
+                    (p, r)
+                })
+                .buffer_unordered(PUSH_CONCURRENCY)
+                .collect()
+                .await;
+            let remarked: BTreeSet<RelPath> =
+                self.remarks.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+            for (p, r) in results {
+                match r {
+                    Ok(()) => {
+                        // Unless it changed again meanwhile (re-marked).
+                        if !remarked.contains(&p) {
+                            let _ = self.journal.dequeue(p.as_str());
+                        }
                     }
-                }
-                Err(RemoteError::Refused(c, reason)) if c == code::NO_QUORUM => {
-                    held = Some(format!("held: {reason}"));
-                    stop = true;
-                    rest.push(p);
-                }
-                Err(RemoteError::Unreachable(e)) => {
-                    tracing::debug!(path = %p, "push deferred: {e}");
-                    stop = true;
-                    rest.push(p);
-                }
-                Err(e) => {
-                    tracing::warn!(path = %p, "push failed: {e}");
-                    rest.push(p);
+                    Err(RemoteError::Refused(c, reason)) if c == code::NO_QUORUM => {
+                        held = Some(format!("held: {reason}"));
+                        stop = true;
+                        rest.push(p);
+                    }
+                    Err(RemoteError::Unreachable(e)) => {
+                        tracing::debug!(path = %p, "push deferred: {e}");
+                        stop = true;
+                        rest.push(p);
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %p, "push failed: {e}");
+                        rest.push(p);
+                    }
                 }
             }
         }
         self.status.lock().unwrap_or_else(|p| p.into_inner()).held = held;
         self.dirty.extend(rest);
+        self.collect_marks();
     }
 
     /// Applies a feed batch; false if it must be refetched.

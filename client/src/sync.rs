@@ -58,7 +58,7 @@ async fn describe(
 }
 
 /// Pushes the local state of `rel` if it changed since the journal.
-pub(crate) async fn push_local(ag: &mut Agent, rel: &RelPath) -> Result<(), RemoteError> {
+pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError> {
     tracing::debug!(path = %rel, "push");
     let Some(t) = ag.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
@@ -68,7 +68,7 @@ pub(crate) async fn push_local(ag: &mut Agent, rel: &RelPath) -> Result<(), Remo
     let found = local::stat(&full).map_err(local_err)?;
     let st = match found {
         Found::Special => {
-            if ag.warned_special.insert(rel.clone()) {
+            if ag.warned_special.lock().unwrap_or_else(|p| p.into_inner()).insert(rel.clone()) {
                 tracing::warn!(path = %rel, "special file (fifo, socket or device) skipped");
             }
             return Ok(());
@@ -171,7 +171,7 @@ fn set_vectors(e: &mut Entry, vv: VersionVector, w: &gsync_brick::proto::WriteIn
 }
 
 async fn push_entry(
-    ag: &mut Agent,
+    ag: &Agent,
     t: &remote::Target,
     entry: Entry,
     chunks: Vec<ChunkRef>,
@@ -208,7 +208,7 @@ async fn push_entry(
 
 /// Restores the volume's version of `rel` over a local edit (read-only
 /// mounts).
-async fn revert(ag: &mut Agent, rel: &RelPath) -> Result<(), RemoteError> {
+async fn revert(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError> {
     let Some(t) = ag.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
     };
@@ -238,8 +238,7 @@ pub(crate) async fn apply_remote(ag: &mut Agent, e: Entry) -> Result<Option<RelP
         match e.vv.compare(&j.entry.vv) {
             Relation::DominatedBy => return Ok(None),
             Relation::Equal => {
-                if ag.echoes.get(&rel) == Some(&e.vv) {
-                    ag.echoes.remove(&rel);
+                if ag.take_echo(&rel, &e.vv) {
                     return Ok(None);
                 }
                 // Announced again without a new version: the brick may now
@@ -368,7 +367,7 @@ async fn first_contact(
 
 /// Writes a remote version into the folder and records it.
 async fn place(
-    ag: &mut Agent,
+    ag: &Agent,
     t: &remote::Target,
     e: &Entry,
     chunks: &[ChunkRef],

@@ -18,6 +18,9 @@ use serde::Serialize;
 use crate::report;
 use crate::splitbrain::{pick, Policy};
 
+/// How often the quorum state of local bricks is refreshed.
+const QUORUM_POLL: Duration = Duration::from_millis(100);
+
 /// The heal service.
 #[derive(Debug)]
 pub struct HealService {
@@ -27,12 +30,16 @@ pub struct HealService {
 fn ok<T: Serialize>(data: T) -> CtlReply {
     match serde_json::to_value(data) {
         Ok(data) => CtlReply::Ok { data },
-        Err(e) => CtlReply::Err { reason: e.to_string() },
+        Err(e) => CtlReply::Err {
+            reason: e.to_string(),
+        },
     }
 }
 
 fn fail(reason: impl Into<String>) -> CtlReply {
-    CtlReply::Err { reason: reason.into() }
+    CtlReply::Err {
+        reason: reason.into(),
+    }
 }
 
 impl HealService {
@@ -41,6 +48,8 @@ impl HealService {
         let s = Arc::new(Self { node: node.clone() });
         let s2 = s.clone();
         node.spawn(async move { s2.background().await });
+        let s3 = s.clone();
+        node.spawn(async move { s3.quorum_loop().await });
         s
     }
 
@@ -75,7 +84,10 @@ impl HealService {
                     return Some(fail(format!("invalid path {path}")));
                 };
                 let vs = report::versions(&self.node, &v, &p).await;
-                if vs.iter().all(|(_, s)| s.versions.len() < 2 && s.retained.is_empty()) {
+                if vs
+                    .iter()
+                    .all(|(_, s)| s.versions.len() < 2 && s.retained.is_empty())
+                {
                     fail("File not in split-brain")
                 } else {
                     ok(vs)
@@ -91,7 +103,8 @@ impl HealService {
                     Ok(v) => v,
                     Err(r) => return Some(r),
                 };
-                self.resolve_cmd(&v, policy, path.as_deref(), brick.as_deref()).await
+                self.resolve_cmd(&v, policy, path.as_deref(), brick.as_deref())
+                    .await
             }
             _ => return None,
         })
@@ -107,7 +120,13 @@ impl HealService {
                 gsync_brick::replicate::heal_op(&self.node, &v.name, op.clone()).await
             } else {
                 self.node
-                    .call(u, Request::Heal { volume: v.name.clone(), op: op.clone() })
+                    .call(
+                        u,
+                        Request::Heal {
+                            volume: v.name.clone(),
+                            op: op.clone(),
+                        },
+                    )
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string())
@@ -122,7 +141,13 @@ impl HealService {
         ok(serde_json::json!({"unreachable": unreachable}))
     }
 
-    async fn resolve_cmd(&self, v: &Volume, policy: &str, path: Option<&str>, brick: Option<&str>) -> CtlReply {
+    async fn resolve_cmd(
+        &self,
+        v: &Volume,
+        policy: &str,
+        path: Option<&str>,
+        brick: Option<&str>,
+    ) -> CtlReply {
         let source = match brick {
             Some(b) => match v.bricks.iter().find(|x| x.name() == b) {
                 Some(x) => Some(x.id),
@@ -209,11 +234,52 @@ impl HealService {
             gsync_brick::replicate::heal_op(&self.node, &v.name, op).await?;
         } else {
             self.node
-                .call(holder.node, Request::Heal { volume: v.name.clone(), op })
+                .call(
+                    holder.node,
+                    Request::Heal {
+                        volume: v.name.clone(),
+                        op,
+                    },
+                )
                 .await
                 .map_err(|e| e.to_string())?;
         }
         Ok(winner)
+    }
+
+    /// Keeps each local brick's quorum state current. Runs often (it only
+    /// reads connection state) so that a brick starts refusing changes
+    /// promptly once its node is seen cut off from the majority.
+    async fn quorum_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.node.token.cancelled() => return,
+                _ = tokio::time::sleep(QUORUM_POLL) => {}
+            }
+            self.refresh_quorum();
+        }
+    }
+
+    fn refresh_quorum(&self) {
+        let cfg = self.node.config();
+        for v in cfg
+            .volumes
+            .iter()
+            .filter(|v| v.state == VolumeState::Started)
+        {
+            let q = quorum(&self.node, v);
+            for b in &self.node.bricks.of_volume(v.id) {
+                let mut cur = b.quorum.lock().unwrap_or_else(|e| e.into_inner());
+                if *cur != q {
+                    if q == Some(false) {
+                        tracing::warn!(volume = %v.name, "quorum is not met: this brick refuses changes");
+                    } else if *cur == Some(false) {
+                        tracing::info!(volume = %v.name, "quorum is met again");
+                    }
+                    *cur = q;
+                }
+            }
+        }
     }
 
     async fn background(self: Arc<Self>) {
@@ -223,27 +289,20 @@ impl HealService {
                 _ = self.node.token.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
+            self.refresh_quorum();
             let cfg = self.node.config();
             let expire = last_expiry.elapsed() > Duration::from_secs(60);
             if expire {
                 last_expiry = Instant::now();
             }
-            for v in cfg.volumes.iter().filter(|v| v.state == VolumeState::Started) {
+            for v in cfg
+                .volumes
+                .iter()
+                .filter(|v| v.state == VolumeState::Started)
+            {
                 let local = self.node.bricks.of_volume(v.id);
                 if local.is_empty() {
                     continue;
-                }
-                let q = quorum(&self.node, v);
-                for b in &local {
-                    let mut cur = b.quorum.lock().unwrap_or_else(|e| e.into_inner());
-                    if *cur != q {
-                        if q == Some(false) {
-                            tracing::warn!(volume = %v.name, "quorum is not met: this brick refuses changes");
-                        } else if *cur == Some(false) {
-                            tracing::info!(volume = %v.name, "quorum is met again");
-                        }
-                        *cur = q;
-                    }
                 }
                 if let Some(p) = Policy::parse(v.option("cluster.favorite-child-policy")) {
                     if self.is_resolver(v) {
@@ -251,8 +310,10 @@ impl HealService {
                     }
                 }
                 if expire {
-                    let age = gsync_brick::options::parse_duration_secs(v.option("cluster.conflict-retention"))
-                        .unwrap_or(7 * 86400);
+                    let age = gsync_brick::options::parse_duration_secs(
+                        v.option("cluster.conflict-retention"),
+                    )
+                    .unwrap_or(7 * 86400);
                     for b in &local {
                         let _ = b.with_db(move |br, c| br.expire_retained(c, age)).await;
                     }
@@ -271,15 +332,22 @@ impl HealService {
     }
 
     async fn auto_resolve(&self, v: &Volume, brick: &Arc<Brick>, p: Policy) {
-        let paths = brick.with_db(|_, c| Brick::split_brain_paths(c)).await.unwrap_or_default();
+        let paths = brick
+            .with_db(|_, c| Brick::split_brain_paths(c))
+            .await
+            .unwrap_or_default();
         for path in paths {
-            let Ok(rel) = RelPath::new(&path) else { continue };
+            let Ok(rel) = RelPath::new(&path) else {
+                continue;
+            };
             match self.resolve(v, &rel, Choice::Policy(p)).await {
                 Ok(w) => tracing::warn!(
                     volume = %v.name, path = %path, policy = ?p, size = w.size, mtime_ns = w.mtime_ns,
                     writer = %w.origin, "favorite-child-policy resolved split-brain: version {} selected as authentic", w.vv
                 ),
-                Err(e) => tracing::debug!(path = %path, "favorite-child-policy did not resolve: {e}"),
+                Err(e) => {
+                    tracing::debug!(path = %path, "favorite-child-policy did not resolve: {e}")
+                }
             }
         }
     }
@@ -305,4 +373,3 @@ pub fn quorum(node: &Node, v: &Volume) -> Option<bool> {
         _ => None,
     }
 }
-

@@ -658,7 +658,7 @@ async fn garbage(node: &Arc<Node>, addr: &str) -> CtlReply {
         V3,
         V4,
         V5,
-        Offer(RawOffer),
+        Offer(Box<RawOffer>),
     }
 
     let cfg = node.config();
@@ -692,7 +692,7 @@ async fn garbage(node: &Arc<Node>, addr: &str) -> CtlReply {
             })
             .collect();
         let vv = VersionVector::new().bumped(0x6a72_6261_6765);
-        RawRequest::Offer(RawOffer {
+        RawRequest::Offer(Box::new(RawOffer {
             volume,
             brick,
             entry: RawEntry {
@@ -712,7 +712,7 @@ async fn garbage(node: &Arc<Node>, addr: &str) -> CtlReply {
             chunks,
             write: None,
             from_brick: Some(0x6a72_6261_6765),
-        })
+        }))
     };
     let framed = |msg: &RawRequest| -> Result<Vec<u8>, String> {
         let body = crate::codec::encode(msg).map_err(|e| e.to_string())?;

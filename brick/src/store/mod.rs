@@ -159,7 +159,10 @@ impl Drop for PathGuard<'_> {
     fn drop(&mut self) {
         let mut busy = self.brick.busy.lock().unwrap_or_else(|e| e.into_inner());
         // Only the map and this guard hold it: nobody waits, forget it.
-        if busy.get(&self.path).is_some_and(|m| Arc::strong_count(m) <= 2) {
+        if busy
+            .get(&self.path)
+            .is_some_and(|m| Arc::strong_count(m) <= 2)
+        {
             busy.remove(&self.path);
         }
     }
@@ -213,7 +216,11 @@ impl Brick {
     /// and the later commit would undo the earlier (an older version over
     /// a newer one, a lost sibling), or the same content would be received
     /// twice (the origin and a relaying brick offering it together).
-    pub async fn lock_path(&self, path: &RelPath, wait: std::time::Duration) -> Option<PathGuard<'_>> {
+    pub async fn lock_path(
+        &self,
+        path: &RelPath,
+        wait: std::time::Duration,
+    ) -> Option<PathGuard<'_>> {
         let m = {
             let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
             busy.entry(path.as_str().to_string()).or_default().clone()
@@ -222,7 +229,10 @@ impl Brick {
         let Some(guard) = guard else {
             // Drop our claim on the entry the same way a guard would.
             let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-            if busy.get(path.as_str()).is_some_and(|x| Arc::strong_count(x) <= 2) {
+            if busy
+                .get(path.as_str())
+                .is_some_and(|x| Arc::strong_count(x) <= 2)
+            {
                 busy.remove(path.as_str());
             }
             return None;
