@@ -9,8 +9,11 @@
 //! are the same loop; rows created before the peer came back count as heals
 //! and honour `cluster.heal-rate-limit`.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::StreamExt;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -60,7 +63,9 @@ pub fn spawn(node: &Arc<Node>, brick: &Arc<Brick>, token: &CancellationToken) {
 }
 
 /// Rows fetched per pass over the pending index.
-const BATCH: u32 = 64;
+const BATCH: u32 = 256;
+/// Offers in flight to one peer brick at once.
+const PUSH_CONCURRENCY: usize = 16;
 /// First and longest wait before retrying a path the peer refused.
 const REFUSED_RETRY: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(60));
 
@@ -125,8 +130,13 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
             deferred.clear();
             tracing::info!(brick = %brick.root.display(), peer, "peer brick reachable; replaying pending entries");
         }
+        // The batch, minus rows waiting out a refusal, in push order: live
+        // entries first (all at once: a rename's new path arrives while
+        // the old one still holds the content), then deletions deepest
+        // first, one depth at a time (a directory's contents go before it).
+        let mut work: Vec<(String, RelPath, u64)> = Vec::new();
         for (path, seq) in rows {
-            cursor = seq;
+            cursor = cursor.max(seq);
             let Ok(rel) = RelPath::new(&path) else {
                 let _ = brick
                     .with_db(move |_, c| Brick::confirm(c, peer, &path, seq))
@@ -138,65 +148,122 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
                     continue;
                 }
             }
-            let is_heal = seq <= heal_upto;
-            if is_heal {
-                brick
-                    .counters
-                    .healing
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            let res = push_path(&node, &brick, peer, target, &rel).await;
-            if is_heal {
-                brick
-                    .counters
-                    .healing
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            match res {
-                Ok(bytes) => {
-                    pushed_this_pass = true;
-                    deferred.remove(&path);
-                    let p = path.clone();
-                    let _ = brick
-                        .with_db(move |_, c| Brick::confirm(c, peer, &p, seq))
-                        .await;
-                    if is_heal {
-                        brick.counters.add_heal(bytes);
-                        throttle(&node, &brick, bytes).await;
+            work.push((path, rel, seq));
+        }
+        let groups = push_order(&brick, work).await;
+        let mut link_failed = false;
+        for group in groups {
+            let results: Vec<_> = futures_util::stream::iter(group)
+                .map(|(path, rel, seq)| {
+                    let (node, brick) = (&node, &brick);
+                    async move {
+                        let is_heal = seq <= heal_upto;
+                        if is_heal {
+                            brick.counters.healing.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let res = push_path(node, brick, peer, target, &rel).await;
+                        if is_heal {
+                            brick.counters.healing.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        (path, seq, is_heal, res)
+                    }
+                })
+                .buffer_unordered(PUSH_CONCURRENCY)
+                .collect()
+                .await;
+            let mut confirmed: Vec<(String, u64)> = Vec::new();
+            for (path, seq, is_heal, res) in results {
+                match res {
+                    Ok(bytes) => {
+                        pushed_this_pass = true;
+                        deferred.remove(&path);
+                        if is_heal {
+                            crate::failpoint::hit("heal-mid-replay");
+                            brick.counters.add_heal(bytes);
+                            throttle(&node, &brick, bytes).await;
+                        }
+                        confirmed.push((path, seq));
+                    }
+                    Err(e @ (PushError::Refused(_) | PushError::Store(_))) => {
+                        // About this path only: retry it later, go on with the rest.
+                        let backoff = deferred
+                            .get(&path)
+                            .filter(|d| d.seq == seq)
+                            .map_or(REFUSED_RETRY.0, |d| (d.backoff * 2).min(REFUSED_RETRY.1));
+                        if backoff == REFUSED_RETRY.0 {
+                            tracing::warn!(%path, peer, "replication refused; will retry: {e}");
+                        } else {
+                            tracing::debug!(%path, peer, "replication refused again: {e}");
+                        }
+                        deferred.insert(
+                            path,
+                            Deferred {
+                                seq,
+                                at: tokio::time::Instant::now() + backoff,
+                                backoff,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        // The peer or the link failed: stop, start over later.
+                        tracing::debug!(path, peer, "replication deferred: {e}");
+                        link_failed = true;
                     }
                 }
-                Err(e @ (PushError::Refused(_) | PushError::Store(_))) => {
-                    // About this path only: retry it later, go on with the rest.
-                    let backoff = deferred
-                        .get(&path)
-                        .filter(|d| d.seq == seq)
-                        .map_or(REFUSED_RETRY.0, |d| (d.backoff * 2).min(REFUSED_RETRY.1));
-                    if backoff == REFUSED_RETRY.0 {
-                        tracing::warn!(%path, peer, "replication refused; will retry: {e}");
-                    } else {
-                        tracing::debug!(%path, peer, "replication refused again: {e}");
-                    }
-                    deferred.insert(
-                        path,
-                        Deferred {
-                            seq,
-                            at: tokio::time::Instant::now() + backoff,
-                            backoff,
-                        },
-                    );
-                }
-                Err(e) => {
-                    // The peer or the link failed: stop, start over later.
-                    tracing::debug!(path, peer, "replication deferred: {e}");
-                    failing = true;
-                    cursor = 0;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    break;
-                }
             }
+            if !confirmed.is_empty() {
+                let _ = brick
+                    .with_db(move |_, c| {
+                        for (p, s) in &confirmed {
+                            Brick::confirm(c, peer, p, *s)?;
+                        }
+                        Ok::<(), StoreError>(())
+                    })
+                    .await;
+            }
+            if link_failed {
+                break;
+            }
+        }
+        if link_failed {
+            failing = true;
+            cursor = 0;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
         }
         deferred.retain(|_, d| d.at + REFUSED_RETRY.1 > tokio::time::Instant::now());
     }
+}
+
+/// Splits a batch into groups pushed one after the other: every live entry
+/// in the first group, then the deletions by depth, deepest first.
+async fn push_order(
+    brick: &Arc<Brick>,
+    work: Vec<(String, RelPath, u64)>,
+) -> Vec<Vec<(String, RelPath, u64)>> {
+    let paths: Vec<RelPath> = work.iter().map(|w| w.1.clone()).collect();
+    let kinds = brick
+        .with_db(move |_, c| {
+            paths
+                .iter()
+                .map(|p| Brick::load(c, p).ok().flatten().map(|(e, _)| e.kind))
+                .collect::<Vec<_>>()
+        })
+        .await;
+    let mut live = Vec::new();
+    let mut dead: std::collections::BTreeMap<std::cmp::Reverse<usize>, Vec<_>> =
+        std::collections::BTreeMap::new();
+    for (w, k) in work.into_iter().zip(kinds) {
+        if k == Some(Kind::Tombstone) {
+            dead.entry(std::cmp::Reverse(w.1.depth())).or_default().push(w);
+        } else {
+            live.push(w);
+        }
+    }
+    let mut groups = vec![live];
+    groups.extend(dead.into_values());
+    groups.retain(|g| !g.is_empty());
+    groups
 }
 
 async fn throttle(node: &Node, brick: &Brick, bytes: u64) {
