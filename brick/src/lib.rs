@@ -10,12 +10,14 @@
 //! - `control`: the CLI-to-daemon protocol over the Unix socket.
 //! - `node`: the running node (connections, management, serving).
 //! - `store`: one brick's files and metadata; `replicate`: the pending
-//!   index replay that carries changes between bricks.
+//!   index replay that carries changes between bricks; `crawl`: the full
+//!   crawl that compares two bricks by Merkle digests.
 //! - `heal_types`: heal report data shared with the CLI and the heal crate.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod codec;
 pub mod control;
+pub mod crawl;
 pub mod failpoint;
 pub mod faults;
 pub mod frame;

@@ -195,6 +195,16 @@ pub enum Request {
         /// Path.
         path: RelPath,
     },
+    /// 14: Merkle digests of the children of a directory (`""` = the
+    /// volume root), for the full crawl.
+    Digests {
+        /// Volume id.
+        volume: Uuid,
+        /// Brick replica id.
+        brick: u64,
+        /// Directory path, `""` for the root.
+        dir: String,
+    },
 }
 
 /// Heal operations sent to a brick's node.
@@ -300,6 +310,8 @@ pub enum Response {
     HealInfo(Vec<crate::heal_types::BrickHealInfo>),
     /// 11: answer to [`Request::SplitBrain`].
     SplitBrain(Vec<crate::heal_types::SplitBrainVersions>),
+    /// 12: answer to [`Request::Digests`].
+    Digests(Vec<crate::store::digest::ChildDigest>),
 }
 
 impl Response {

@@ -401,7 +401,7 @@ pub async fn heal_info(brick: &Arc<Brick>) -> BrickHealInfo {
     info.healing = brick
         .counters
         .healing
-        .load(std::sync::atomic::Ordering::Relaxed);
+        .load(Ordering::Relaxed);
     info.last_error = brick
         .last_error
         .lock()
@@ -421,11 +421,18 @@ pub async fn heal_op(node: &Arc<Node>, volume: &str, op: HealOp) -> Result<(), S
             HealOp::Index => b.publish_seq(b.seq()),
             HealOp::Full => {
                 for peer in b.peers.clone() {
-                    b.with_db(move |_, c| Brick::mark_all_pending(c, peer))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let Some(target) = peer_node(node, &b, peer) else { continue };
+                    let (n, br) = (node.clone(), b.clone());
+                    node.spawn(async move {
+                        match crate::crawl::crawl(&n, &br, peer, target).await {
+                            Ok(s) => tracing::info!(
+                                brick = %br.root.display(), peer, dirs = s.dirs_walked, marked = s.paths_marked,
+                                "full crawl done: {} directories compared, {} paths to heal", s.dirs_walked, s.paths_marked
+                            ),
+                            Err(e) => tracing::warn!(brick = %br.root.display(), peer, "full crawl failed: {e}"),
+                        }
+                    });
                 }
-                b.publish_seq(b.seq());
             }
             HealOp::Choose { path, vv } => {
                 let Some(_guard) = b.lock_path(path, Duration::from_secs(20)).await else {

@@ -14,6 +14,7 @@
 
 mod apply;
 pub mod chunking;
+pub mod digest;
 pub mod files;
 pub mod reconcile;
 pub mod rpc;
@@ -535,14 +536,22 @@ impl Brick {
         Ok(())
     }
 
-    /// Adds pending rows for `peer` for every tracked path (full heal).
-    pub fn mark_all_pending(conn: &mut Connection, peer: u64) -> Result<u64, StoreError> {
-        let n = conn.execute(
-            "INSERT OR REPLACE INTO pending (peer, path, seq) SELECT ?1, path, seq FROM entries",
-            params![peer as i64],
-        )?;
-        Ok(n as u64)
+    /// Adds pending rows for `peer` for the given paths (full crawl).
+    pub fn mark_pending(conn: &mut Connection, peer: u64, paths: &[String]) -> Result<u64, StoreError> {
+        let tx = conn.transaction()?;
+        let mut n = 0;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO pending (peer, path, seq) SELECT ?1, path, seq FROM entries WHERE path = ?2",
+            )?;
+            for p in paths {
+                n += st.execute(params![peer as i64, p])? as u64;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
     }
+
 }
 
 fn decode_row(path: &str, e: &[u8], c: &[u8]) -> Result<(Entry, Vec<ChunkRef>), StoreError> {

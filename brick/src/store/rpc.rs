@@ -95,6 +95,13 @@ where
             }
             Response::HealInfo(out)
         }
+        Request::Digests { volume, brick, dir } => match brick_of(node, volume, brick) {
+            Ok(b) => match b.with_db(move |_, c| super::digest::children(c, &dir)).await {
+                Ok(d) => Response::Digests(d),
+                Err(e) => Response::error(code::INTERNAL, e.to_string()),
+            },
+            Err(r) => r,
+        },
         Request::SplitBrain { volume, path } => {
             let Some(v) = node.config().volume(&volume).cloned() else {
                 return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume"))
