@@ -18,7 +18,8 @@ fn workload(m: &Path, tag: &str) -> Vec<(String, Vec<u8>)> {
         std::fs::write(m.join(&name), &body).unwrap();
         files.push((name, body));
     }
-    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 9) as u8).collect();
+    let seed = tag.bytes().fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2654435761) ^ seed).wrapping_mul(seed | 1) as u8).collect();
     std::fs::write(m.join(format!("{tag}-big.bin")), &big).unwrap();
     files.push((format!("{tag}-big.bin"), big));
     files

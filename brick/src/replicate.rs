@@ -369,7 +369,11 @@ where
         let mut f =
             std::fs::File::open(path).map_err(|e| StoreError::io("open", path.display(), e))?;
         let offsets = chunking::offsets(chunks);
-        for i in need {
+        let half = need.len() / 2;
+        for (k, i) in need.into_iter().enumerate() {
+            if k == half && half > 0 && offer.write.is_none() {
+                crate::failpoint::hit("replicate-mid-send");
+            }
             let Some(c) = chunks.get(i as usize) else {
                 return Err(PushError::Refused("chunk index out of range".into()));
             };

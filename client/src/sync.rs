@@ -182,6 +182,7 @@ async fn push_entry(
     let file = (entry.kind == Kind::File).then_some(full);
     let offer = ag.offer(t, entry.clone(), chunks.clone(), w.clone());
     let (vv, conflict) = remote::push(&ag.node, t, &offer, file).await?;
+    gsync_brick::failpoint::hit("agent-after-push");
     let mut e = entry;
     set_vectors(&mut e, vv, &w);
     ag.expect_echo(e.path.clone(), e.vv.clone());

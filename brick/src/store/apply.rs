@@ -334,6 +334,7 @@ async fn receive_content<R: AsyncRead + Unpin + Send>(
         .map_err(|e| StoreError::io("write", temp.path().display(), e.into_error()))?;
     file.sync_all()
         .map_err(|e| StoreError::io("fsync", temp.path().display(), e))?;
+    crate::failpoint::hit("store-after-temp");
     Ok(temp)
 }
 
@@ -461,6 +462,7 @@ fn commit(
         }
         (Kind::Tombstone, _) => remove_for_tombstone(conn, &real, &path)?,
     }
+    crate::failpoint::hit("store-after-rename");
     // 4. One transaction: entry, chunk index, siblings, retained, pending, seq.
     let cur_chunks = if cur.kind == Kind::File {
         chunks_of(*cur_src)
@@ -533,6 +535,7 @@ fn commit(
         )?;
     }
     tx.commit()?;
+    crate::failpoint::hit("store-after-commit");
     brick.publish_seq(seq);
     Ok((cur.vv.clone(), !plan.siblings.is_empty()))
 }
