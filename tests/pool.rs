@@ -110,6 +110,12 @@ fn volume_lifecycle_and_refusals() {
     let r = n1.cli(&["volume", "status", "conf"]).fails();
     assert!(r.stderr.contains("not started"), "{}", r.stderr);
     assert_eq!(n1.cli(&["volume", "start", "conf"]).ok().stdout.trim(), "volume start: conf: success");
+    // The file already in brick 2 (created with force) is adopted, not hidden.
+    for i in [1, 3] {
+        wait_until(Duration::from_secs(15), "pre-existing file adopted", || {
+            std::fs::read_to_string(c.brick("conf", i).join("old.txt")).is_ok_and(|s| s == "data")
+        });
+    }
     n1.cli(&["volume", "start", "conf"]).fails();
     let st = n1.cli(&["volume", "status", "conf"]).ok().stdout;
     assert_eq!(st.matches("Self-heal Daemon on").count(), 3, "{st}");

@@ -153,7 +153,9 @@ fn full_disk_on_one_brick() {
     for i in 0..10 {
         std::fs::write(m1.join(format!("small{i}.conf")), format!("value {i}\n")).unwrap();
     }
-    wait_until(Duration::from_secs(30), "small files on brick 3", || b3.join("small9.conf").exists());
+    wait_until(Duration::from_secs(30), "small files on brick 3", || {
+        (0..10).all(|i| read(&b3.join(format!("small{i}.conf"))) == format!("value {i}\n"))
+    });
     let before: Vec<String> = (0..10).map(|i| read(&b3.join(format!("small{i}.conf")))).collect();
 
     // 20 MiB cannot fit in 12 MiB.

@@ -52,6 +52,12 @@ pub struct Status {
     pub error: Option<String>,
 }
 
+/// When to walk a new directory a second time.
+const REWALK_AFTER: Duration = Duration::from_millis(500);
+/// How often the whole folder is compared with the journal even though the
+/// watcher reports changes.
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(60);
+
 /// Pushes in flight at once.
 const PUSH_CONCURRENCY: usize = 16;
 
@@ -75,6 +81,8 @@ pub(crate) struct Agent {
     pub(crate) echoes: Mutex<HashMap<RelPath, VersionVector>>,
     /// Paths re-marked dirty by work running concurrently with the loop.
     remarks: Mutex<Vec<RelPath>>,
+    /// New directories to walk again, and when.
+    rewalk: Vec<(Instant, PathBuf)>,
 }
 
 struct Feed {
@@ -104,6 +112,7 @@ impl Agent {
             warned_special: Mutex::new(BTreeSet::new()),
             echoes: Mutex::new(HashMap::new()),
             remarks: Mutex::new(Vec::new()),
+            rewalk: Vec::new(),
         }
     }
 
@@ -150,6 +159,10 @@ impl Agent {
                 None
             }
         };
+        let stale = local::remove_temp_files(&self.spec.dir);
+        if stale > 0 {
+            tracing::info!(mount = %self.spec.dir.display(), "removed {stale} temp files left by an interrupted sync");
+        }
         for p in self.journal.queued().unwrap_or_default() {
             if let Ok(r) = RelPath::new(&p) {
                 self.dirty.insert(r);
@@ -212,9 +225,15 @@ impl Agent {
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
-            if _watcher.is_none() && last_scan.elapsed() > Duration::from_secs(2) {
+            // Without a watcher, scan often; with one, a periodic scan is the
+            // safety net for events the kernel or the watcher lost.
+            let every = if _watcher.is_none() { Duration::from_secs(2) } else { FULL_SCAN_EVERY };
+            if last_scan.elapsed() > every {
                 last_scan = Instant::now();
                 self.scan_all();
+            }
+            if !self.rewalk.is_empty() {
+                self.rewalk_due();
             }
             if self.attached
                 && !self.dirty.is_empty()
@@ -297,8 +316,31 @@ impl Agent {
             for c in local::walk(&root, &p, &self.ignore) {
                 self.mark(c);
             }
+            // Files created in it before the watcher covered it raise no
+            // event: look again once the watch is surely in place.
+            self.rewalk.push((Instant::now() + REWALK_AFTER, p));
         }
         self.mark(rel);
+    }
+
+    /// Walks the directories whose second look is due, marking what
+    /// differs from the journal.
+    fn rewalk_due(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rewalk).into_iter().partition(|(at, _)| *at <= now);
+        self.rewalk = later;
+        let root = self.root();
+        for (_, dir) in due {
+            for rel in local::walk(&root, &dir, &self.ignore) {
+                let changed = match (local::stat(&rel.under(&root)), self.journal.get(rel.as_str())) {
+                    (Ok(Found::Some(st)), Ok(Some(j))) => j.stat != st,
+                    _ => true,
+                };
+                if changed {
+                    self.mark(rel);
+                }
+            }
+        }
     }
 
     /// Remembers a version pushed by this agent (see `echoes`).

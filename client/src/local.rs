@@ -110,6 +110,26 @@ impl Ignore {
     }
 }
 
+/// Removes gsync temp files left in the folder by a crash (an interrupted
+/// apply). They are never user data: the rename into place is what
+/// publishes a file. Returns how many were removed.
+pub fn remove_temp_files(root: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) && fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 /// Every path below `dir` (inside `root`), parents before children, not
 /// descending into ignored directories.
 pub fn walk(root: &Path, dir: &Path, ignore: &Ignore) -> Vec<RelPath> {

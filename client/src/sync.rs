@@ -358,8 +358,16 @@ async fn first_contact(
             Ok(None)
         }
         None => {
-            // Based on nothing: concurrent with the volume's version.
-            let w = ag.write_info(&mine, None);
+            // Based on nothing: concurrent with the volume's version. Unless
+            // that version carries this agent's own earlier write (a crash
+            // lost the journal record after the push): then the local file
+            // descends from that write, and only others' changes since are
+            // concurrent with it.
+            let mut w = ag.write_info(&mine, None);
+            let own = e.vv.get(ag.spec.writer);
+            if own > 0 {
+                w.base = VersionVector::from_entries([(ag.spec.writer, own)]);
+            }
             push_entry(ag, t, mine, chunks, w, st, &full).await?;
             Ok(None)
         }

@@ -16,6 +16,7 @@ mod apply;
 pub mod chunking;
 pub mod digest;
 pub mod files;
+mod import;
 pub mod reconcile;
 pub mod rpc;
 pub mod schema;

@@ -76,6 +76,17 @@ impl BrickSet {
                 Ok(brick) => {
                     let brick = Arc::new(brick);
                     let token = node.token.child_token();
+                    if brick.seq() == 0 && super::import::has_content(&brick.root) {
+                        let b2 = brick.clone();
+                        node.spawn(async move {
+                            let b3 = b2.clone();
+                            match tokio::task::spawn_blocking(move || super::import::import_existing(&b3)).await {
+                                Ok(Ok(n)) => tracing::info!(brick = %b2.root.display(), "adopted {n} paths already in the brick directory"),
+                                Ok(Err(e)) => tracing::error!(brick = %b2.root.display(), "cannot adopt existing files: {e}"),
+                                Err(e) => tracing::error!("import task: {e}"),
+                            }
+                        });
+                    }
                     crate::replicate::spawn(node, &brick, &token);
                     tracing::info!(brick = %b.path, volume = %v.name, "brick started");
                     served.insert(id, Served { brick, token });
