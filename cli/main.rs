@@ -3,6 +3,8 @@
 //!
 //! Every failure is one line on stderr and a non-zero exit status.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 mod args;
 mod ctl;
 mod daemon;

@@ -150,7 +150,10 @@ pub async fn debug(cmd: DebugCmd, state: &Path, json: bool) -> Result<Outcome> {
                 "block-out" => r.block_out = true,
                 "clear" => {}
                 other => {
-                    if let Some(ms) = other.strip_prefix("delay=").and_then(|f| f.parse::<u64>().ok()) {
+                    if let Some(ms) = other
+                        .strip_prefix("delay=")
+                        .and_then(|f| f.parse::<u64>().ok())
+                    {
                         r.delay_ms = ms;
                     } else {
                         match other.strip_prefix("loss=").and_then(|f| f.parse::<f64>().ok()) {

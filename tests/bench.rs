@@ -14,18 +14,29 @@ use std::time::{Duration, Instant};
 use support::{manifest, wait_until, Cluster};
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn counters(c: &Cluster, vol: &str) -> Vec<serde_json::Value> {
-    let j = c.node(1).cli(&["--json", "volume", "status", vol]).ok().json();
+    let j = c
+        .node(1)
+        .cli(&["--json", "volume", "status", vol])
+        .ok()
+        .json();
     j[0]["bricks"].as_array().cloned().unwrap_or_default()
 }
 
 fn received(c: &Cluster, vol: &str) -> u64 {
     counters(c, vol)
         .iter()
-        .map(|b| b["detail"]["counters"]["bytes_received"].as_u64().unwrap_or(0))
+        .map(|b| {
+            b["detail"]["counters"]["bytes_received"]
+                .as_u64()
+                .unwrap_or(0)
+        })
         .sum()
 }
 
@@ -119,8 +130,12 @@ fn bench() {
         std::fs::write(&p, format!("key = {i} changed\n")).unwrap();
     }
     wait_until(Duration::from_secs(60), "changes reach m2", || {
-        std::fs::read_to_string(m[1].join(format!("small/d{}/f{}.conf", (changed - 1) / 500, changed - 1)))
-            .is_ok_and(|s| s.contains("changed"))
+        std::fs::read_to_string(m[1].join(format!(
+            "small/d{}/f{}.conf",
+            (changed - 1) / 500,
+            changed - 1
+        )))
+        .is_ok_and(|s| s.contains("changed"))
     });
     let t = Instant::now();
     let info_t = Instant::now();
@@ -128,7 +143,12 @@ fn bench() {
     let info_ms = info_t.elapsed().as_secs_f64() * 1000.0;
     c.heal_network();
     wait_until(Duration::from_secs(300), "heal complete", || {
-        c.node(1).cli(&["volume", "heal", "b", "info"]).stdout.matches("Number of entries: 0").count() == 3
+        c.node(1)
+            .cli(&["volume", "heal", "b", "info"])
+            .stdout
+            .matches("Number of entries: 0")
+            .count()
+            == 3
     });
     println!(
         "heal after outage: {changed} changed of {n} files healed in {:.1} s after the network returned (GlusterFS reference: 29.4 s for 1 file); heal info took {info_ms:.0} ms",

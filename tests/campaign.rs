@@ -48,12 +48,16 @@ fn unseal(content: &str) -> Option<&str> {
     let idx = content.rfind("#sum ")?;
     let (body, sum) = content.split_at(idx);
     let want = sum.trim_end().strip_prefix("#sum ")?;
-    (blake3::hash(body.as_bytes()).to_hex().as_str() == want && content.ends_with('\n')).then_some(body)
+    (blake3::hash(body.as_bytes()).to_hex().as_str() == want && content.ends_with('\n'))
+        .then_some(body)
 }
 
 /// Atomic replace inside a mount (what config tools do).
 fn write_atomic(p: &Path, content: &str) -> std::io::Result<()> {
-    let tmp = p.with_file_name(format!(".{}.~tmp", p.file_name().unwrap().to_string_lossy()));
+    let tmp = p.with_file_name(format!(
+        ".{}.~tmp",
+        p.file_name().unwrap().to_string_lossy()
+    ));
     std::fs::write(&tmp, content)?;
     std::fs::rename(&tmp, p)
 }
@@ -112,7 +116,8 @@ fn client(mount: PathBuf, me: usize, seed: u64, stop: Arc<AtomicBool>, model: Ar
             use std::os::unix::fs::PermissionsExt;
             let name = &mine[rng.below(mine.len() as u64) as usize];
             let mode = if rng.below(2) == 0 { 0o755 } else { 0o644 };
-            let _ = std::fs::set_permissions(mount.join(name), std::fs::Permissions::from_mode(mode));
+            let _ =
+                std::fs::set_permissions(mount.join(name), std::fs::Permissions::from_mode(mode));
         } else {
             // Shared files: everyone overwrites (atomically); conflicts expected.
             let name = format!("shared-{}.txt", rng.below(3));
@@ -126,13 +131,24 @@ fn client(mount: PathBuf, me: usize, seed: u64, stop: Arc<AtomicBool>, model: Ar
     }
 }
 
-fn reader(mount: PathBuf, me: usize, stop: Arc<AtomicBool>, torn: Arc<Mutex<Vec<String>>>, reads: Arc<AtomicU64>) {
+fn reader(
+    mount: PathBuf,
+    me: usize,
+    stop: Arc<AtomicBool>,
+    torn: Arc<Mutex<Vec<String>>>,
+    reads: Arc<AtomicU64>,
+) {
     while !stop.load(Ordering::Relaxed) {
-        let Ok(rd) = std::fs::read_dir(&mount) else { continue };
+        let Ok(rd) = std::fs::read_dir(&mount) else {
+            continue;
+        };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             // Files written by other mounts arrive only through gsync.
-            if !name.ends_with(".txt") || name.starts_with(&format!("c{me}-")) || name.starts_with('.') {
+            if !name.ends_with(".txt")
+                || name.starts_with(&format!("c{me}-"))
+                || name.starts_with('.')
+            {
                 continue;
             }
             if let Ok(c) = std::fs::read_to_string(e.path()) {
@@ -162,7 +178,10 @@ fn campaign() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::random::<u64>() | 1);
-    let secs: u64 = std::env::var("GSYNC_CAMPAIGN_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let secs: u64 = std::env::var("GSYNC_CAMPAIGN_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     eprintln!("CAMPAIGN seed={seed} secs={secs} (replay with GSYNC_CAMPAIGN_SEED={seed})");
     let mut c = Cluster::start(3);
     c.form_pool();
@@ -200,14 +219,22 @@ fn campaign() {
         match f {
             Fault::Partition(a, b) => c.partition(a, b),
             Fault::OneWay(a, b) => {
-                c.node(a).cli(&["debug", "net", &c.node(b).ip, "block-out"]).ok();
+                c.node(a)
+                    .cli(&["debug", "net", &c.node(b).ip, "block-out"])
+                    .ok();
             }
             Fault::Loss(a, b) => {
-                c.node(a).cli(&["debug", "net", &c.node(b).ip, "loss=0.3"]).ok();
-                c.node(b).cli(&["debug", "net", &c.node(a).ip, "loss=0.3"]).ok();
+                c.node(a)
+                    .cli(&["debug", "net", &c.node(b).ip, "loss=0.3"])
+                    .ok();
+                c.node(b)
+                    .cli(&["debug", "net", &c.node(a).ip, "loss=0.3"])
+                    .ok();
             }
             Fault::Delay(a, b) => {
-                c.node(a).cli(&["debug", "net", &c.node(b).ip, "delay=150"]).ok();
+                c.node(a)
+                    .cli(&["debug", "net", &c.node(b).ip, "delay=150"])
+                    .ok();
             }
             Fault::Kill(a) => c.node_mut(a).kill9(),
             Fault::Pause(a) => c.node(a).pause(true),
@@ -236,7 +263,10 @@ fn campaign() {
 
     // Convergence: mounts and bricks identical except split-brain paths.
     let split = |c: &Cluster| -> BTreeSet<String> {
-        let j = c.node(1).cli(&["--json", "volume", "heal", "camp", "info"]).json();
+        let j = c
+            .node(1)
+            .cli(&["--json", "volume", "heal", "camp", "info"])
+            .json();
         let mut s = BTreeSet::new();
         for b in j.as_array().into_iter().flatten() {
             for e in b["info"]["entries"].as_array().into_iter().flatten() {
@@ -263,8 +293,13 @@ fn campaign() {
                 return false;
             }
         }
-        let pending = c.node(1).cli(&["--json", "volume", "heal", "camp", "info"]).json();
-        pending.as_array().is_some_and(|a| a.iter().all(|b| b["info"]["pending"].as_u64() == Some(0)))
+        let pending = c
+            .node(1)
+            .cli(&["--json", "volume", "heal", "camp", "info"])
+            .json();
+        pending
+            .as_array()
+            .is_some_and(|a| a.iter().all(|b| b["info"]["pending"].as_u64() == Some(0)))
     });
     let sb = split(&c);
     let m = model.lock().unwrap();
@@ -286,7 +321,11 @@ fn campaign() {
         }
         let got = std::fs::read_to_string(mounts[0].join(name)).ok();
         match want {
-            Some(w) => assert_eq!(got.as_deref(), Some(w.as_str()), "seed {seed}: {name} lost its last write"),
+            Some(w) => assert_eq!(
+                got.as_deref(),
+                Some(w.as_str()),
+                "seed {seed}: {name} lost its last write"
+            ),
             None => assert!(got.is_none(), "seed {seed}: deleted {name} came back"),
         }
     }
@@ -296,10 +335,17 @@ fn campaign() {
             .filter_map(|p| std::fs::read_to_string(p).ok())
             .collect();
         for v in held {
-            assert!(written.contains(&v), "seed {seed}: {name} holds content nobody wrote: {v:?}");
+            assert!(
+                written.contains(&v),
+                "seed {seed}: {name} holds content nobody wrote: {v:?}"
+            );
         }
     }
     let torn = torn.lock().unwrap();
-    assert!(torn.is_empty(), "seed {seed}: torn reads: {:?}", &torn[..torn.len().min(5)]);
+    assert!(
+        torn.is_empty(),
+        "seed {seed}: torn reads: {:?}",
+        &torn[..torn.len().min(5)]
+    );
     c.assert_no_panics();
 }

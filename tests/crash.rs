@@ -18,8 +18,12 @@ fn workload(m: &Path, tag: &str) -> Vec<(String, Vec<u8>)> {
         std::fs::write(m.join(&name), &body).unwrap();
         files.push((name, body));
     }
-    let seed = tag.bytes().fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
-    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2654435761) ^ seed).wrapping_mul(seed | 1) as u8).collect();
+    let seed = tag
+        .bytes()
+        .fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let big: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) ^ seed).wrapping_mul(seed | 1) as u8)
+        .collect();
     std::fs::write(m.join(format!("{tag}-big.bin")), &big).unwrap();
     files.push((format!("{tag}-big.bin"), big));
     files
@@ -38,21 +42,33 @@ fn crash_at(point: &str, victim: usize, before: impl FnOnce(&Cluster)) {
     let mounts: Vec<_> = (1..=3).map(|i| c.mount("cr", i)).collect();
     let mut files = workload(&mounts[0], "pre");
     wait_until(Duration::from_secs(60), "initial convergence", || {
-        (2..=3).all(|i| manifest::diff(&manifest::of(&mounts[0]), &manifest::of(&mounts[i - 1])).is_none())
+        (2..=3).all(|i| {
+            manifest::diff(&manifest::of(&mounts[0]), &manifest::of(&mounts[i - 1])).is_none()
+        })
     });
     before(&c);
     c.node_mut(victim).env = vec![("GSYNC_FAILPOINT".into(), point.into())];
     c.node_mut(victim).restart();
     files.extend(workload(&mounts[0], "post"));
     c.heal_network();
-    wait_until(Duration::from_secs(60), &format!("node {victim} to hit {point}"), || c.node_mut(victim).exited());
+    wait_until(
+        Duration::from_secs(60),
+        &format!("node {victim} to hit {point}"),
+        || c.node_mut(victim).exited(),
+    );
     c.node_mut(victim).env.clear();
     c.node_mut(victim).start();
     c.wait_connected();
     for (i, m) in mounts.iter().enumerate() {
-        wait_until(Duration::from_secs(90), &format!("m{} converges after the crash at {point}", i + 1), || {
-            files.iter().all(|(n, body)| std::fs::read(m.join(n)).is_ok_and(|b| b == *body))
-        });
+        wait_until(
+            Duration::from_secs(90),
+            &format!("m{} converges after the crash at {point}", i + 1),
+            || {
+                files
+                    .iter()
+                    .all(|(n, body)| std::fs::read(m.join(n)).is_ok_and(|b| b == *body))
+            },
+        );
     }
     let want = manifest::of(&mounts[0]);
     for i in 1..=3 {
@@ -61,7 +77,12 @@ fn crash_at(point: &str, victim: usize, before: impl FnOnce(&Cluster)) {
         });
     }
     wait_until(Duration::from_secs(30), "nothing pending", || {
-        c.node(1).cli(&["volume", "heal", "cr", "info"]).stdout.matches("Number of entries: 0").count() == 3
+        c.node(1)
+            .cli(&["volume", "heal", "cr", "info"])
+            .stdout
+            .matches("Number of entries: 0")
+            .count()
+            == 3
     });
     // The abort is deliberate; anything else in the logs is a bug.
     c.assert_no_panics();

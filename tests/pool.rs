@@ -12,12 +12,20 @@ use crate::support::{wait_until, Cluster};
 fn pool_forms_and_tracks_reachability() {
     let mut c = Cluster::start(3);
     let n1 = c.node(1);
-    assert!(n1.cli(&["peer", "status"]).ok().stdout.starts_with("Number of Peers: 0"));
+    assert!(n1
+        .cli(&["peer", "status"])
+        .ok()
+        .stdout
+        .starts_with("Number of Peers: 0"));
     c.form_pool();
     for i in 1..=3 {
         let s = c.node(i).cli(&["peer", "status"]).ok().stdout;
         assert!(s.starts_with("Number of Peers: 2"), "{s}");
-        assert_eq!(s.matches("State: Peer in Cluster (Connected)").count(), 2, "{s}");
+        assert_eq!(
+            s.matches("State: Peer in Cluster (Connected)").count(),
+            2,
+            "{s}"
+        );
     }
     let pool = c.node(1).cli(&["pool", "list"]).ok().stdout;
     assert_eq!(pool.lines().count(), 4, "{pool}");
@@ -26,7 +34,11 @@ fn pool_forms_and_tracks_reachability() {
     assert_eq!(json.as_array().unwrap().len(), 3);
 
     // Probing again, or probing yourself, is not an error.
-    let again = c.node(1).cli(&["peer", "probe", &c.node(2).host()]).ok().stdout;
+    let again = c
+        .node(1)
+        .cli(&["peer", "probe", &c.node(2).host()])
+        .ok()
+        .stdout;
     assert!(again.contains("already in peer list"), "{again}");
 
     // kill -9 node 3: within 10 s nodes 1 and 2 say Disconnected.
@@ -34,7 +46,10 @@ fn pool_forms_and_tracks_reachability() {
     let t = Instant::now();
     for i in [1, 2] {
         wait_until(Duration::from_secs(10), "node 3 disconnected", || {
-            c.node(i).cli(&["peer", "status"]).stdout.contains("(Disconnected)")
+            c.node(i)
+                .cli(&["peer", "status"])
+                .stdout
+                .contains("(Disconnected)")
         });
     }
     assert!(t.elapsed() < Duration::from_secs(10));
@@ -42,14 +57,25 @@ fn pool_forms_and_tracks_reachability() {
     // A volume created while node 3 is down (on nodes 1 and 2)...
     let b1 = format!("{}:{}", c.node(1).ip, c.brick("late", 1).display());
     let b2 = format!("{}:{}", c.node(2).ip, c.brick("late", 2).display());
-    c.node(1).cli(&["volume", "create", "late", "replica", "2", &b1, &b2, "force"]).ok();
+    c.node(1)
+        .cli(&[
+            "volume", "create", "late", "replica", "2", &b1, &b2, "force",
+        ])
+        .ok();
 
     // ...is known to node 3 once it is back.
     c.node_mut(3).start();
     c.wait_connected();
-    wait_until(Duration::from_secs(10), "node 3 learns the new volume", || {
-        c.node(3).cli(&["volume", "info", "late"]).stdout.contains("Volume Name: late")
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "node 3 learns the new volume",
+        || {
+            c.node(3)
+                .cli(&["volume", "info", "late"])
+                .stdout
+                .contains("Volume Name: late")
+        },
+    );
     c.assert_no_panics();
 }
 
@@ -63,53 +89,181 @@ fn volume_lifecycle_and_refusals() {
     let b = |i: usize| format!("{}:{}", c.node(i).ip, c.brick("conf", i).display());
 
     // Refusals.
-    let r = n1.cli(&["volume", "create", "conf", "replica", "3", &b(1), &b(2)]).fails();
-    assert!(r.stderr.starts_with("volume create: conf: failed:"), "{}", r.stderr);
-    let r = n1.cli(&["volume", "create", "conf", "replica", "3", "transport", "tcp", &b(1), &b(2), &b(3)]).fails();
+    let r = n1
+        .cli(&["volume", "create", "conf", "replica", "3", &b(1), &b(2)])
+        .fails();
+    assert!(
+        r.stderr.starts_with("volume create: conf: failed:"),
+        "{}",
+        r.stderr
+    );
+    let r = n1
+        .cli(&[
+            "volume",
+            "create",
+            "conf",
+            "replica",
+            "3",
+            "transport",
+            "tcp",
+            &b(1),
+            &b(2),
+            &b(3),
+        ])
+        .fails();
     assert!(r.stderr.contains("QUIC"), "{}", r.stderr);
-    let r = n1.cli(&["volume", "create", "conf", "replica", "3", &b(1), &b(1), &b(2), "force"]).fails();
+    let r = n1
+        .cli(&[
+            "volume",
+            "create",
+            "conf",
+            "replica",
+            "3",
+            &b(1),
+            &b(1),
+            &b(2),
+            "force",
+        ])
+        .fails();
     assert!(r.stderr.contains("duplicate"), "{}", r.stderr);
     let stranger = "127.0.0.9:/tmp/x".to_string();
-    let r = n1.cli(&["volume", "create", "conf", "replica", "3", &b(1), &b(2), &stranger, "force"]).fails();
+    let r = n1
+        .cli(&[
+            "volume",
+            "create",
+            "conf",
+            "replica",
+            "3",
+            &b(1),
+            &b(2),
+            &stranger,
+            "force",
+        ])
+        .fails();
     assert!(r.stderr.contains("Peer in Cluster"), "{}", r.stderr);
     std::fs::create_dir_all(c.brick("conf", 2)).unwrap();
     std::fs::write(c.brick("conf", 2).join("old.txt"), "data").unwrap();
-    let r = n1.cli(&["volume", "create", "conf", "replica", "3", &b(1), &b(2), &b(3)]).fails();
+    let r = n1
+        .cli(&[
+            "volume",
+            "create",
+            "conf",
+            "replica",
+            "3",
+            &b(1),
+            &b(2),
+            &b(3),
+        ])
+        .fails();
     assert!(r.stderr.contains("force"), "{}", r.stderr);
-    assert_eq!(std::fs::read_to_string(c.brick("conf", 2).join("old.txt")).unwrap(), "data");
+    assert_eq!(
+        std::fs::read_to_string(c.brick("conf", 2).join("old.txt")).unwrap(),
+        "data"
+    );
 
     // Create with force, visible on every node.
-    let out = n1.cli(&["volume", "create", "conf", "replica", "3", &b(1), &b(2), &b(3), "force"]).ok().stdout;
-    assert_eq!(out.trim(), "volume create: conf: success: please start the volume to access data");
+    let out = n1
+        .cli(&[
+            "volume",
+            "create",
+            "conf",
+            "replica",
+            "3",
+            &b(1),
+            &b(2),
+            &b(3),
+            "force",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(
+        out.trim(),
+        "volume create: conf: success: please start the volume to access data"
+    );
     for i in 1..=3 {
         wait_until(Duration::from_secs(5), "volume info everywhere", || {
             let s = c.node(i).cli(&["volume", "info", "conf"]).stdout;
-            s.contains("Volume Name: conf") && s.contains("Number of Bricks: 1 x 3 = 3") && s.contains("Transport-type: quic")
+            s.contains("Volume Name: conf")
+                && s.contains("Number of Bricks: 1 x 3 = 3")
+                && s.contains("Transport-type: quic")
         });
     }
-    let r = n1.cli(&["volume", "create", "conf", "replica", "3", &b(1), &b(2), &b(3), "force"]).fails();
+    let r = n1
+        .cli(&[
+            "volume",
+            "create",
+            "conf",
+            "replica",
+            "3",
+            &b(1),
+            &b(2),
+            &b(3),
+            "force",
+        ])
+        .fails();
     assert!(r.stderr.contains("already exists"), "{}", r.stderr);
 
     // Options.
-    let r = n1.cli(&["volume", "set", "conf", "cluster.bogus", "1"]).fails();
-    assert!(r.stderr.contains("cluster.quorum-type"), "valid keys listed: {}", r.stderr);
-    let r = n1.cli(&["volume", "set", "conf", "cluster.favorite-child-policy", "biggest"]).fails();
-    assert!(r.stderr.contains("none, size, mtime or majority"), "{}", r.stderr);
-    n1.cli(&["volume", "set", "conf", "cluster.favorite-child-policy", "mtime"]).ok();
-    let g = c.node(2).cli(&["volume", "get", "conf", "cluster.favorite-child-policy"]);
+    let r = n1
+        .cli(&["volume", "set", "conf", "cluster.bogus", "1"])
+        .fails();
+    assert!(
+        r.stderr.contains("cluster.quorum-type"),
+        "valid keys listed: {}",
+        r.stderr
+    );
+    let r = n1
+        .cli(&[
+            "volume",
+            "set",
+            "conf",
+            "cluster.favorite-child-policy",
+            "biggest",
+        ])
+        .fails();
+    assert!(
+        r.stderr.contains("none, size, mtime or majority"),
+        "{}",
+        r.stderr
+    );
+    n1.cli(&[
+        "volume",
+        "set",
+        "conf",
+        "cluster.favorite-child-policy",
+        "mtime",
+    ])
+    .ok();
+    let g = c
+        .node(2)
+        .cli(&["volume", "get", "conf", "cluster.favorite-child-policy"]);
     wait_until(Duration::from_secs(5), "option replicated", || {
-        c.node(2).cli(&["volume", "get", "conf", "cluster.favorite-child-policy"]).stdout.contains("mtime")
+        c.node(2)
+            .cli(&["volume", "get", "conf", "cluster.favorite-child-policy"])
+            .stdout
+            .contains("mtime")
     });
     drop(g);
     let all = n1.cli(&["volume", "get", "conf", "all"]).ok().stdout;
-    assert!(all.contains("cluster.quorum-type") && all.contains("(DEFAULT)"), "{all}");
-    n1.cli(&["volume", "reset", "conf", "cluster.favorite-child-policy"]).ok();
-    assert!(n1.cli(&["volume", "get", "conf", "cluster.favorite-child-policy"]).ok().stdout.contains("none (DEFAULT)"));
+    assert!(
+        all.contains("cluster.quorum-type") && all.contains("(DEFAULT)"),
+        "{all}"
+    );
+    n1.cli(&["volume", "reset", "conf", "cluster.favorite-child-policy"])
+        .ok();
+    assert!(n1
+        .cli(&["volume", "get", "conf", "cluster.favorite-child-policy"])
+        .ok()
+        .stdout
+        .contains("none (DEFAULT)"));
 
     // Start, status, stop, delete.
     let r = n1.cli(&["volume", "status", "conf"]).fails();
     assert!(r.stderr.contains("not started"), "{}", r.stderr);
-    assert_eq!(n1.cli(&["volume", "start", "conf"]).ok().stdout.trim(), "volume start: conf: success");
+    assert_eq!(
+        n1.cli(&["volume", "start", "conf"]).ok().stdout.trim(),
+        "volume start: conf: success"
+    );
     // The file already in brick 2 (created with force) is adopted, not hidden.
     for i in [1, 3] {
         wait_until(Duration::from_secs(15), "pre-existing file adopted", || {
@@ -127,7 +281,11 @@ fn volume_lifecycle_and_refusals() {
     assert!(r.stderr.contains("bricks"), "{}", r.stderr);
     n1.cli(&["volume", "stop", "conf"]).ok();
     n1.cli(&["volume", "delete", "conf"]).ok();
-    assert!(n1.cli(&["volume", "list"]).ok().stdout.contains("No volumes"));
+    assert!(n1
+        .cli(&["volume", "list"])
+        .ok()
+        .stdout
+        .contains("No volumes"));
 
     // Bad command lines are one line too, never a panic.
     for args in [
@@ -139,7 +297,12 @@ fn volume_lifecycle_and_refusals() {
         let r = n1.cli(&args);
         assert_ne!(r.code, 0, "{args:?}");
         assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
-        assert_eq!(r.stderr.trim_end().lines().count(), 1, "{args:?}: {}", r.stderr);
+        assert_eq!(
+            r.stderr.trim_end().lines().count(),
+            1,
+            "{args:?}: {}",
+            r.stderr
+        );
     }
     c.assert_no_panics();
 }
@@ -155,19 +318,31 @@ fn status_answers_fast_with_a_node_unreachable() {
     c.node(2).block(c.node(3));
     c.node(3).block(c.node(1));
     c.node(3).block(c.node(2));
-    for cmd in [vec!["volume", "status", "v"], vec!["peer", "status"], vec!["volume", "heal", "v", "info"]] {
+    for cmd in [
+        vec!["volume", "status", "v"],
+        vec!["peer", "status"],
+        vec!["volume", "heal", "v", "info"],
+    ] {
         let t = Instant::now();
         c.node(1).cli(&cmd).ok();
-        assert!(t.elapsed() < Duration::from_secs(2), "{cmd:?} took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{cmd:?} took {:?}",
+            t.elapsed()
+        );
     }
     wait_until(Duration::from_secs(10), "node 3 reported offline", || {
         let s = c.node(1).cli(&["volume", "status", "v"]).stdout;
-        s.lines().any(|l| l.contains("b/v3") || (l.contains("v3") && l.contains(" N ")))
+        s.lines()
+            .any(|l| l.contains("b/v3") || (l.contains("v3") && l.contains(" N ")))
     });
     let t = Instant::now();
     let info = c.node(1).cli(&["volume", "heal", "v", "info"]).ok().stdout;
     assert!(t.elapsed() < Duration::from_secs(2));
-    assert!(info.contains("Transport endpoint is not connected"), "{info}");
+    assert!(
+        info.contains("Transport endpoint is not connected"),
+        "{info}"
+    );
     c.heal_network();
     c.wait_connected();
 }
@@ -177,30 +352,57 @@ fn status_answers_fast_with_a_node_unreachable() {
 /// from outside; the join secret gates first contact.
 #[test]
 fn strangers_are_refused() {
-    let c = Cluster::start_with(4, |i| if i == 4 { vec!["--join-secret".into(), "s3cret".into()] } else { vec![] });
+    let c = Cluster::start_with(4, |i| {
+        if i == 4 {
+            vec!["--join-secret".into(), "s3cret".into()]
+        } else {
+            vec![]
+        }
+    });
     c.node(1).cli(&["peer", "probe", &c.node(2).host()]).ok();
     let b1 = format!("{}:{}", c.node(1).ip, c.brick("v", 1).display());
     let b2 = format!("{}:{}", c.node(2).ip, c.brick("v", 2).display());
-    c.node(1).cli(&["volume", "create", "v", "replica", "2", &b1, &b2, "force"]).ok();
+    c.node(1)
+        .cli(&["volume", "create", "v", "replica", "2", &b1, &b2, "force"])
+        .ok();
 
     // Node 3 (fresh, no pool) asks node 1 for its volumes: refused, logged.
-    let r = c.node(3).cli(&["debug", "remote-config", &c.node(1).host()]).fails();
+    let r = c
+        .node(3)
+        .cli(&["debug", "remote-config", &c.node(1).host()])
+        .fails();
     assert!(r.stderr.contains("refused"), "{}", r.stderr);
     wait_until(Duration::from_secs(5), "member logs the refusal", || {
-        c.node(1).log().contains("refused connection from a key that is not a pool member")
+        c.node(1)
+            .log()
+            .contains("refused connection from a key that is not a pool member")
     });
-    assert!(c.node(3).cli(&["volume", "list"]).ok().stdout.contains("No volumes"));
+    assert!(c
+        .node(3)
+        .cli(&["volume", "list"])
+        .ok()
+        .stdout
+        .contains("No volumes"));
 
     // Node 3 probes node 2, which is already in a pool: refused.
     let r = c.node(3).cli(&["peer", "probe", &c.node(2).host()]).fails();
-    assert!(r.stderr.contains("already part of another pool"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("already part of another pool"),
+        "{}",
+        r.stderr
+    );
 
     // Node 4 requires a join secret.
     let r = c.node(1).cli(&["peer", "probe", &c.node(4).host()]).fails();
     assert!(r.stderr.contains("secret"), "{}", r.stderr);
-    c.node(1).cli(&["peer", "probe", &c.node(4).host(), "--secret", "s3cret"]).ok();
+    c.node(1)
+        .cli(&["peer", "probe", &c.node(4).host(), "--secret", "s3cret"])
+        .ok();
     wait_until(Duration::from_secs(10), "node 4 joined", || {
-        c.node(4).cli(&["volume", "info", "v"]).stdout.contains("Volume Name: v")
+        c.node(4)
+            .cli(&["volume", "info", "v"])
+            .stdout
+            .contains("Volume Name: v")
     });
     c.assert_no_panics();
 }
@@ -214,7 +416,9 @@ fn garbage_does_not_crash() {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..2000u32 {
         let len = (i as usize * 37) % 1400 + 1;
-        let data: Vec<u8> = (0..len).map(|j| ((i as usize * 131 + j * 7) % 256) as u8).collect();
+        let data: Vec<u8> = (0..len)
+            .map(|j| ((i as usize * 131 + j * 7) % 256) as u8)
+            .collect();
         let _ = sock.send_to(&data, c.node(2).addr());
     }
     let sent = c.node(1).cli(&["debug", "garbage", &c.node(2).ip]).ok();

@@ -14,7 +14,12 @@ fn is_root() -> bool {
 }
 
 fn have(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 struct Netns(String);
@@ -45,7 +50,11 @@ fn daemon_comes_up_when_its_address_appears() {
         return;
     }
     let ns = Netns(format!("gsync-t{}-{}", std::process::id(), unique_port()));
-    assert!(Command::new("ip").args(["netns", "add", &ns.0]).status().unwrap().success());
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap()
+        .success());
     let dir = tempfile::tempdir().unwrap();
     let port = unique_port().to_string();
     let spawn = |n: u32| {
@@ -72,24 +81,40 @@ fn daemon_comes_up_when_its_address_appears() {
             .unwrap()
     };
     let mut d1 = spawn(1);
-    wait_until(Duration::from_secs(10), "the daemon reports the missing address", || {
-        read(&dir.path().join("n1.out")).contains("cannot bind")
-    });
-    assert!(d1.0.try_wait().unwrap().is_none(), "daemon exited instead of waiting");
+    wait_until(
+        Duration::from_secs(10),
+        "the daemon reports the missing address",
+        || read(&dir.path().join("n1.out")).contains("cannot bind"),
+    );
+    assert!(
+        d1.0.try_wait().unwrap().is_none(),
+        "daemon exited instead of waiting"
+    );
     // The address appears.
     let ip = |args: &[&str]| {
         let mut a = vec!["netns", "exec", &ns.0, "ip"];
         a.extend_from_slice(args);
-        assert!(Command::new("ip").args(&a).status().unwrap().success(), "ip {args:?}");
+        assert!(
+            Command::new("ip").args(&a).status().unwrap().success(),
+            "ip {args:?}"
+        );
     };
     ip(&["link", "set", "lo", "up"]);
     ip(&["-6", "addr", "add", "fd00:77::1/128", "dev", "lo", "nodad"]);
     ip(&["-6", "addr", "add", "fd00:77::2/128", "dev", "lo", "nodad"]);
-    wait_until(Duration::from_secs(15), "daemon up", || cli(1, &["peer", "status"]).status.success());
+    wait_until(Duration::from_secs(15), "daemon up", || {
+        cli(1, &["peer", "status"]).status.success()
+    });
     let _d2 = spawn(2);
-    wait_until(Duration::from_secs(15), "second daemon up", || cli(2, &["peer", "status"]).status.success());
+    wait_until(Duration::from_secs(15), "second daemon up", || {
+        cli(2, &["peer", "status"]).status.success()
+    });
     let out = cli(1, &["peer", "probe", &format!("[fd00:77::2]:{port}")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_until(Duration::from_secs(10), "peers connected", || {
         String::from_utf8_lossy(&cli(2, &["peer", "status"]).stdout).contains("(Connected)")
     });
@@ -104,14 +129,19 @@ fn sigterm_is_clean() {
     c.create_volume("t");
     let m1 = c.mount("t", 1);
     let m2 = c.mount("t", 2);
-    let big: Vec<u8> = (0..24u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..24u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(m1.join("big.bin"), &big).unwrap();
     for i in 0..50 {
         std::fs::write(m1.join(format!("f{i}.conf")), format!("{i}\n")).unwrap();
     }
     c.node_mut(2).stop(); // asserts the stop takes at most 5 s
     let leftovers = |root: &Path| {
-        manifest::of(root).keys().filter(|k| k.contains(".gsync-tmp-")).count()
+        manifest::of(root)
+            .keys()
+            .filter(|k| k.contains(".gsync-tmp-"))
+            .count()
     };
     assert_eq!(leftovers(&m2), 0);
     if let Ok(m) = std::fs::metadata(c.brick("t", 2).join("big.bin")) {
@@ -119,9 +149,11 @@ fn sigterm_is_clean() {
         assert_eq!(m.len(), big.len() as u64);
     }
     c.node_mut(2).start();
-    wait_until(Duration::from_secs(60), "m2 converges after restart", || {
-        manifest::diff(&manifest::of(&m1), &manifest::of(&m2)).is_none()
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "m2 converges after restart",
+        || manifest::diff(&manifest::of(&m1), &manifest::of(&m2)).is_none(),
+    );
     assert_eq!(std::fs::read(m2.join("big.bin")).unwrap(), big);
     c.assert_no_panics();
 }
@@ -139,7 +171,12 @@ fn full_disk_on_one_brick() {
     c.form_pool();
     let b3 = c.brick("full", 3);
     std::fs::create_dir_all(&b3).unwrap();
-    assert!(Command::new("mount").args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"]).arg(&b3).status().unwrap().success());
+    assert!(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"])
+        .arg(&b3)
+        .status()
+        .unwrap()
+        .success());
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -156,34 +193,67 @@ fn full_disk_on_one_brick() {
     wait_until(Duration::from_secs(30), "small files on brick 3", || {
         (0..10).all(|i| read(&b3.join(format!("small{i}.conf"))) == format!("value {i}\n"))
     });
-    let before: Vec<String> = (0..10).map(|i| read(&b3.join(format!("small{i}.conf")))).collect();
+    let before: Vec<String> = (0..10)
+        .map(|i| read(&b3.join(format!("small{i}.conf"))))
+        .collect();
 
     // 20 MiB cannot fit in 12 MiB.
-    let big: Vec<u8> = (0..20u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    let big: Vec<u8> = (0..20u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
     std::fs::write(m1.join("big.bin"), &big).unwrap();
     std::fs::write(m1.join("after.conf"), "written after the big file\n").unwrap();
     wait_until(Duration::from_secs(60), "bricks 1 and 2 carry on", || {
-        std::fs::metadata(c.brick("full", 2).join("big.bin")).is_ok_and(|m| m.len() == big.len() as u64)
+        std::fs::metadata(c.brick("full", 2).join("big.bin"))
+            .is_ok_and(|m| m.len() == big.len() as u64)
             && c.brick("full", 2).join("after.conf").exists()
     });
     wait_until(Duration::from_secs(30), "the failure is reported", || {
-        let j = c.node(1).cli(&["--json", "volume", "heal", "full", "info"]).json();
+        let j = c
+            .node(1)
+            .cli(&["--json", "volume", "heal", "full", "info"])
+            .json();
         let arr = j.as_array().cloned().unwrap_or_default();
-        let pending_for_3 = arr.iter().take(2).any(|b| b["info"]["total"].as_u64().unwrap_or(0) > 0);
-        let err3 = arr.get(2).and_then(|b| b["info"]["last_error"].as_str().map(String::from)).unwrap_or_default();
+        let pending_for_3 = arr
+            .iter()
+            .take(2)
+            .any(|b| b["info"]["total"].as_u64().unwrap_or(0) > 0);
+        let err3 = arr
+            .get(2)
+            .and_then(|b| b["info"]["last_error"].as_str().map(String::from))
+            .unwrap_or_default();
         pending_for_3 && err3.to_lowercase().contains("space")
     });
     // Nothing stored on brick 3 was damaged, and no partial big file shows.
-    let now: Vec<String> = (0..10).map(|i| read(&b3.join(format!("small{i}.conf")))).collect();
+    let now: Vec<String> = (0..10)
+        .map(|i| read(&b3.join(format!("small{i}.conf"))))
+        .collect();
     assert_eq!(before, now);
-    assert!(!b3.join("big.bin").exists() || std::fs::metadata(b3.join("big.bin")).unwrap().len() == big.len() as u64);
+    assert!(
+        !b3.join("big.bin").exists()
+            || std::fs::metadata(b3.join("big.bin")).unwrap().len() == big.len() as u64
+    );
 
     // Space returns: the brick heals by itself.
-    assert!(Command::new("mount").args(["-o", "remount,size=96m"]).arg(&b3).status().unwrap().success());
+    assert!(Command::new("mount")
+        .args(["-o", "remount,size=96m"])
+        .arg(&b3)
+        .status()
+        .unwrap()
+        .success());
     let healed = eventually(Duration::from_secs(60), || {
-        c.node(1).cli(&["volume", "heal", "full", "info"]).stdout.matches("Number of entries: 0").count() == 3
+        c.node(1)
+            .cli(&["volume", "heal", "full", "info"])
+            .stdout
+            .matches("Number of entries: 0")
+            .count()
+            == 3
     });
-    assert!(healed, "{}", c.node(1).cli(&["volume", "heal", "full", "info"]).stdout);
+    assert!(
+        healed,
+        "{}",
+        c.node(1).cli(&["volume", "heal", "full", "info"]).stdout
+    );
     assert_eq!(std::fs::read(b3.join("big.bin")).unwrap(), big);
     assert!(b3.join("after.conf").exists());
     c.assert_no_panics();

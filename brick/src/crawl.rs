@@ -41,7 +41,13 @@ pub enum CrawlError {
     Unexpected,
 }
 
-async fn remote(node: &Arc<Node>, brick: &Brick, peer: u64, target: Uuid, dir: &str) -> Result<Vec<ChildDigest>, CrawlError> {
+async fn remote(
+    node: &Arc<Node>,
+    brick: &Brick,
+    peer: u64,
+    target: Uuid,
+    dir: &str,
+) -> Result<Vec<ChildDigest>, CrawlError> {
     let req = Request::Digests {
         volume: brick.volume,
         brick: peer,
@@ -64,7 +70,12 @@ async fn remote(node: &Arc<Node>, brick: &Brick, peer: u64, target: Uuid, dir: &
 
 /// Compares `brick` with brick `peer` on node `target` and marks every
 /// local path that differs as pending for the peer.
-pub async fn crawl(node: &Arc<Node>, brick: &Arc<Brick>, peer: u64, target: Uuid) -> Result<CrawlStats, CrawlError> {
+pub async fn crawl(
+    node: &Arc<Node>,
+    brick: &Arc<Brick>,
+    peer: u64,
+    target: Uuid,
+) -> Result<CrawlStats, CrawlError> {
     let mut stats = CrawlStats::default();
     let mut stack: Vec<String> = vec![String::new()];
     while let Some(dir) = stack.pop() {
@@ -77,11 +88,17 @@ pub async fn crawl(node: &Arc<Node>, brick: &Arc<Brick>, peer: u64, target: Uuid
         let theirs = remote(node, brick, peer, target, &dir).await?;
         let mut differing: Vec<String> = Vec::new();
         for child in mine {
-            let same = theirs.iter().any(|t| t.name == child.name && t.digest == child.digest);
+            let same = theirs
+                .iter()
+                .any(|t| t.name == child.name && t.digest == child.digest);
             if same {
                 continue;
             }
-            let path = if dir.is_empty() { child.name.clone() } else { format!("{dir}/{}", child.name) };
+            let path = if dir.is_empty() {
+                child.name.clone()
+            } else {
+                format!("{dir}/{}", child.name)
+            };
             if child.has_children {
                 stack.push(path.clone());
             }

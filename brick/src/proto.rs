@@ -109,7 +109,9 @@ pub struct WriteInfo {
     pub meta_changed: bool,
 }
 
-/// Requests, in wire order.
+/// Requests, in wire order. (Offers are the largest and most frequent
+/// message; boxing them would cost an allocation each for no gain.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     /// 0: version and config exchange.
@@ -305,7 +307,7 @@ pub enum Response {
         seq: u64,
     },
     /// 9: answer to [`Request::Stat`].
-    Stat(Option<(Entry, Vec<ChunkRef>)>),
+    Stat(Option<Box<(Entry, Vec<ChunkRef>)>>),
     /// 10: answer to [`Request::HealInfo`].
     HealInfo(Vec<crate::heal_types::BrickHealInfo>),
     /// 11: answer to [`Request::SplitBrain`].

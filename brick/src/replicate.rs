@@ -255,7 +255,9 @@ async fn push_order(
         std::collections::BTreeMap::new();
     for (w, k) in work.into_iter().zip(kinds) {
         if k == Some(Kind::Tombstone) {
-            dead.entry(std::cmp::Reverse(w.1.depth())).or_default().push(w);
+            dead.entry(std::cmp::Reverse(w.1.depth()))
+                .or_default()
+                .push(w);
         } else {
             live.push(w);
         }
@@ -402,10 +404,7 @@ pub async fn heal_info(brick: &Arc<Brick>) -> BrickHealInfo {
     let c = brick.counters();
     info.heals_done = c.heals;
     info.heal_bytes = c.heal_bytes;
-    info.healing = brick
-        .counters
-        .healing
-        .load(Ordering::Relaxed);
+    info.healing = brick.counters.healing.load(Ordering::Relaxed);
     info.last_error = brick
         .last_error
         .lock()
@@ -425,7 +424,9 @@ pub async fn heal_op(node: &Arc<Node>, volume: &str, op: HealOp) -> Result<(), S
             HealOp::Index => b.publish_seq(b.seq()),
             HealOp::Full => {
                 for peer in b.peers.clone() {
-                    let Some(target) = peer_node(node, &b, peer) else { continue };
+                    let Some(target) = peer_node(node, &b, peer) else {
+                        continue;
+                    };
                     let (n, br) = (node.clone(), b.clone());
                     node.spawn(async move {
                         match crate::crawl::crawl(&n, &br, peer, target).await {

@@ -39,7 +39,10 @@ fn seeds() -> Vec<Vec<u8>> {
         volume: uuid::Uuid::nil(),
         brick: 42,
         entry: e.clone(),
-        chunks: vec![ChunkRef { hash: [1; 32], len: 3 }],
+        chunks: vec![ChunkRef {
+            hash: [1; 32],
+            len: 3,
+        }],
         write: Some(WriteInfo {
             writer: 5,
             base: VersionVector::new(),
@@ -53,13 +56,32 @@ fn seeds() -> Vec<Vec<u8>> {
     let reqs = vec![
         Request::Offer(offer),
         Request::PullConfig,
-        Request::Changes { volume: uuid::Uuid::nil(), brick: 1, since: 5, wait_ms: 10, limit: 100 },
-        Request::ReadChunks { volume: uuid::Uuid::nil(), brick: 1, path: path.clone(), hash: [3; 32], chunks: vec![0, 1, 2] },
-        Request::Stat { volume: uuid::Uuid::nil(), brick: 1, path },
+        Request::Changes {
+            volume: uuid::Uuid::nil(),
+            brick: 1,
+            since: 5,
+            wait_ms: 10,
+            limit: 100,
+        },
+        Request::ReadChunks {
+            volume: uuid::Uuid::nil(),
+            brick: 1,
+            path: path.clone(),
+            hash: [3; 32],
+            chunks: vec![0, 1, 2],
+        },
+        Request::Stat {
+            volume: uuid::Uuid::nil(),
+            brick: 1,
+            path,
+        },
     ];
     let resps = vec![
         Response::Need(vec![1, 2, 3]),
-        Response::Changes { entries: vec![(1, e)], seq: 9 },
+        Response::Changes {
+            entries: vec![(1, e)],
+            seq: 9,
+        },
         Response::error(3, "nope"),
     ];
     let mut out: Vec<Vec<u8>> = reqs.iter().map(|r| codec::encode(r).unwrap()).collect();
@@ -95,8 +117,13 @@ fn mutate(rng: &mut Rng, mut b: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn decoders_never_panic() {
-    let secs: u64 = std::env::var("GSYNC_FUZZ_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let secs: u64 = std::env::var("GSYNC_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let seeds = seeds();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ secs);
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -109,7 +136,11 @@ fn decoders_never_panic() {
             let _ = codec::decode::<Response>(&body);
             // Through the framer, with honest and lying length fields.
             let mut framed = Vec::with_capacity(body.len() + 4);
-            let len = if rng.below(8) == 0 { rng.next() as u32 } else { body.len() as u32 };
+            let len = if rng.below(8) == 0 {
+                rng.next() as u32
+            } else {
+                body.len() as u32
+            };
             framed.extend_from_slice(&len.to_be_bytes());
             framed.extend_from_slice(&body);
             rt.block_on(async {

@@ -16,13 +16,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use gsync_brick::node::Node;
 use gsync_brick::pool::VolumeState;
 use gsync_brick::proto::{code, Offer, WriteInfo};
 use gsync_brick::store::types::{Entry, Kind};
 use gsync_brick::vv::VersionVector;
 use gsync_brick::RelPath;
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::journal::{Journal, Record};
@@ -227,7 +227,11 @@ impl Agent {
             }
             // Without a watcher, scan often; with one, a periodic scan is the
             // safety net for events the kernel or the watcher lost.
-            let every = if _watcher.is_none() { Duration::from_secs(2) } else { FULL_SCAN_EVERY };
+            let every = if _watcher.is_none() {
+                Duration::from_secs(2)
+            } else {
+                FULL_SCAN_EVERY
+            };
             if last_scan.elapsed() > every {
                 last_scan = Instant::now();
                 self.scan_all();
@@ -327,12 +331,17 @@ impl Agent {
     /// differs from the journal.
     fn rewalk_due(&mut self) {
         let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rewalk).into_iter().partition(|(at, _)| *at <= now);
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rewalk)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
         self.rewalk = later;
         let root = self.root();
         for (_, dir) in due {
             for rel in local::walk(&root, &dir, &self.ignore) {
-                let changed = match (local::stat(&rel.under(&root)), self.journal.get(rel.as_str())) {
+                let changed = match (
+                    local::stat(&rel.under(&root)),
+                    self.journal.get(rel.as_str()),
+                ) {
                     (Ok(Found::Some(st)), Ok(Some(j))) => j.stat != st,
                     _ => true,
                 };
@@ -365,7 +374,10 @@ impl Agent {
     /// Marks a path dirty (persisted in the journal's queue).
     pub(crate) fn mark(&self, rel: RelPath) {
         let _ = self.journal.enqueue([rel.as_str()]);
-        self.remarks.lock().unwrap_or_else(|p| p.into_inner()).push(rel);
+        self.remarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(rel);
     }
 
     /// Moves paths marked by concurrent work into the dirty set.
@@ -440,16 +452,22 @@ impl Agent {
                 continue;
             }
             let this: &Agent = self;
-            let results: Vec<(RelPath, Result<(), RemoteError>)> = futures_util::stream::iter(group)
-                .map(|p| async move {
-                    let r = sync::push_local(this, &p).await;
-                    (p, r)
-                })
-                .buffer_unordered(PUSH_CONCURRENCY)
-                .collect()
-                .await;
-            let remarked: BTreeSet<RelPath> =
-                self.remarks.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+            let results: Vec<(RelPath, Result<(), RemoteError>)> =
+                futures_util::stream::iter(group)
+                    .map(|p| async move {
+                        let r = sync::push_local(this, &p).await;
+                        (p, r)
+                    })
+                    .buffer_unordered(PUSH_CONCURRENCY)
+                    .collect()
+                    .await;
+            let remarked: BTreeSet<RelPath> = self
+                .remarks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect();
             for (p, r) in results {
                 match r {
                     Ok(()) => {

@@ -41,6 +41,9 @@ pub struct Record {
     pub conflict: bool,
 }
 
+/// A `files` row before decoding: entry, chunks, stat, conflict flag.
+type RawRow = (Vec<u8>, Vec<u8>, Vec<u8>, i64);
+
 const MIGRATIONS: &[&str] = &["
     CREATE TABLE files (path TEXT PRIMARY KEY, entry BLOB NOT NULL, chunks BLOB NOT NULL, stat BLOB NOT NULL, conflict INTEGER NOT NULL);
     CREATE TABLE queue (path TEXT PRIMARY KEY);
@@ -66,7 +69,9 @@ impl Journal {
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
-        Ok(Self { conn: std::sync::Mutex::new(conn) })
+        Ok(Self {
+            conn: std::sync::Mutex::new(conn),
+        })
     }
 
     fn c(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -75,12 +80,16 @@ impl Journal {
 
     /// The record of `path`.
     pub fn get(&self, path: &str) -> Result<Option<Record>, JournalError> {
-        let row: Option<(Vec<u8>, Vec<u8>, Vec<u8>, i64)> = self
+        let row: Option<RawRow> = self
             .c()
             .prepare_cached("SELECT entry, chunks, stat, conflict FROM files WHERE path = ?1")?
-            .query_row(params![path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_row(params![path], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?;
-        let Some((e, c, s, conflict)) = row else { return Ok(None) };
+        let Some((e, c, s, conflict)) = row else {
+            return Ok(None);
+        };
         let bad = || JournalError::Corrupt(path.to_string());
         Ok(Some(Record {
             entry: codec::decode(&e).map_err(|_| bad())?,
@@ -109,14 +118,18 @@ impl Journal {
 
     /// Forgets a path.
     pub fn remove(&self, path: &str) -> Result<(), JournalError> {
-        self.c().prepare_cached("DELETE FROM files WHERE path = ?1")?.execute(params![path])?;
+        self.c()
+            .prepare_cached("DELETE FROM files WHERE path = ?1")?
+            .execute(params![path])?;
         Ok(())
     }
 
     /// Paths recorded at or below `prefix` (all paths for "").
     pub fn paths_under(&self, prefix: &str) -> Result<Vec<String>, JournalError> {
         let conn = self.c();
-        let mut st = conn.prepare_cached("SELECT path FROM files WHERE path = ?1 OR (path > ?2 AND path < ?3) OR ?1 = ''")?;
+        let mut st = conn.prepare_cached(
+            "SELECT path FROM files WHERE path = ?1 OR (path > ?2 AND path < ?3) OR ?1 = ''",
+        )?;
         let lo = format!("{prefix}/");
         let hi = format!("{prefix}0");
         let rows = st.query_map(params![prefix, lo, hi], |r| r.get(0))?;
@@ -125,11 +138,18 @@ impl Journal {
 
     /// Number of paths in split-brain.
     pub fn conflicts(&self) -> Result<u64, JournalError> {
-        Ok(self.c().query_row("SELECT COUNT(*) FROM files WHERE conflict = 1", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(self
+            .c()
+            .query_row("SELECT COUNT(*) FROM files WHERE conflict = 1", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
     }
 
     /// Adds paths to the push queue.
-    pub fn enqueue<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> Result<(), JournalError> {
+    pub fn enqueue<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), JournalError> {
         let mut conn = self.c();
         let tx = conn.transaction()?;
         {
@@ -144,7 +164,9 @@ impl Journal {
 
     /// Removes a path from the push queue.
     pub fn dequeue(&self, path: &str) -> Result<(), JournalError> {
-        self.c().prepare_cached("DELETE FROM queue WHERE path = ?1")?.execute(params![path])?;
+        self.c()
+            .prepare_cached("DELETE FROM queue WHERE path = ?1")?
+            .execute(params![path])?;
         Ok(())
     }
 
@@ -160,15 +182,19 @@ impl Journal {
     pub fn kv(&self, key: &str) -> Result<Option<u64>, JournalError> {
         Ok(self
             .c()
-            .query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| r.get::<_, i64>(0))
+            .query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| {
+                r.get::<_, i64>(0)
+            })
             .optional()?
             .map(|v| v as u64))
     }
 
     /// Sets a counter value.
     pub fn set_kv(&self, key: &str, v: u64) -> Result<(), JournalError> {
-        self.c()
-            .execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)", params![key, v as i64])?;
+        self.c().execute(
+            "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)",
+            params![key, v as i64],
+        )?;
         Ok(())
     }
 }

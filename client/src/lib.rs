@@ -54,12 +54,16 @@ impl std::fmt::Debug for AgentHost {
 fn ok<T: Serialize>(data: T) -> CtlReply {
     match serde_json::to_value(data) {
         Ok(data) => CtlReply::Ok { data },
-        Err(e) => CtlReply::Err { reason: e.to_string() },
+        Err(e) => CtlReply::Err {
+            reason: e.to_string(),
+        },
     }
 }
 
 fn fail(reason: impl Into<String>) -> CtlReply {
-    CtlReply::Err { reason: reason.into() }
+    CtlReply::Err {
+        reason: reason.into(),
+    }
 }
 
 fn journal_path(state: &Path, dir: &Path) -> PathBuf {
@@ -103,7 +107,14 @@ impl AgentHost {
         self.running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(spec.dir.clone(), Running { spec, status, token });
+            .insert(
+                spec.dir.clone(),
+                Running {
+                    spec,
+                    status,
+                    token,
+                },
+            );
         Ok(())
     }
 
@@ -116,14 +127,27 @@ impl AgentHost {
                 prefer,
                 read_only,
                 on_change,
-            } => self.mount(source, dir, prefer.as_deref(), *read_only, on_change.clone()),
+            } => self.mount(
+                source,
+                dir,
+                prefer.as_deref(),
+                *read_only,
+                on_change.clone(),
+            ),
             CtlRequest::Umount { dir } => self.umount(dir),
             CtlRequest::MountList => ok(self.list()),
             _ => return None,
         })
     }
 
-    fn mount(&self, source: &str, dir: &str, prefer: Option<&str>, read_only: bool, on_change: Option<String>) -> CtlReply {
+    fn mount(
+        &self,
+        source: &str,
+        dir: &str,
+        prefer: Option<&str>,
+        read_only: bool,
+        on_change: Option<String>,
+    ) -> CtlReply {
         let Some((host, volume)) = spec::parse_source(source) else {
             return fail(format!("{source} is not HOST:/VOLUME"));
         };
@@ -136,7 +160,10 @@ impl AgentHost {
         }
         let allow = v.option("auth.allow");
         if allow != "*" && !allow.split(',').any(|h| h == self.node.me.hostname) {
-            return fail(format!("{} is not allowed to mount {volume} (auth.allow)", self.node.me.hostname));
+            return fail(format!(
+                "{} is not allowed to mount {volume} (auth.allow)",
+                self.node.me.hostname
+            ));
         }
         let dir = PathBuf::from(dir);
         if !dir.is_absolute() {
@@ -157,8 +184,17 @@ impl AgentHost {
         let Ok(dir) = dir.canonicalize() else {
             return fail(format!("{}: cannot resolve", dir.display()));
         };
-        if let Some(r) = self.running.lock().unwrap_or_else(|e| e.into_inner()).get(&dir) {
-            return fail(format!("{} is already mounted from {}", dir.display(), r.spec.source));
+        if let Some(r) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&dir)
+        {
+            return fail(format!(
+                "{} is already mounted from {}",
+                dir.display(),
+                r.spec.source
+            ));
         }
         let prefer = match prefer {
             Some("local") => Some(Prefer::Local),
@@ -182,7 +218,10 @@ impl AgentHost {
             Err(e) => return fail(e.to_string()),
         };
         let _ = std::fs::remove_file(journal_path(&self.node.state_dir, &dir));
-        if let Err(e) = self.node.with_db(|db| db.save_mount(&dir.to_string_lossy(), &text)) {
+        if let Err(e) = self
+            .node
+            .with_db(|db| db.save_mount(&dir.to_string_lossy(), &text))
+        {
             return fail(e.to_string());
         }
         match self.spawn(spec) {
@@ -194,12 +233,18 @@ impl AgentHost {
     fn umount(&self, dir: &str) -> CtlReply {
         let p = PathBuf::from(dir);
         let p = p.canonicalize().unwrap_or(p);
-        let r = self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&p);
+        let r = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&p);
         let Some(r) = r else {
             return fail(format!("{dir} is not mounted"));
         };
         r.token.cancel();
-        let _ = self.node.with_db(|db| db.remove_mount(&p.to_string_lossy()));
+        let _ = self
+            .node
+            .with_db(|db| db.remove_mount(&p.to_string_lossy()));
         let _ = std::fs::remove_file(journal_path(&self.node.state_dir, &p));
         ok(p.to_string_lossy())
     }

@@ -122,7 +122,9 @@ pub fn remove_temp_files(root: &Path) -> usize {
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
                 stack.push(e.path());
-            } else if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) && fs::remove_file(e.path()).is_ok() {
+            } else if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+                && fs::remove_file(e.path()).is_ok()
+            {
                 n += 1;
             }
         }
@@ -141,7 +143,9 @@ pub fn walk(root: &Path, dir: &Path, ignore: &Ignore) -> Vec<RelPath> {
         names.sort_by_key(|e| e.file_name());
         for e in names {
             let full = e.path();
-            let Ok(rel) = RelPath::from_local(root, &full) else { continue };
+            let Ok(rel) = RelPath::from_local(root, &full) else {
+                continue;
+            };
             let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
             if ignore.ignored(&rel, is_dir) {
                 continue;
@@ -182,7 +186,10 @@ mod tests {
         fs::write(d.path().join("a/b/c"), "x").unwrap();
         fs::write(d.path().join("z"), "x").unwrap();
         let ig = Ignore::load(d.path());
-        let got: Vec<String> = walk(d.path(), d.path(), &ig).iter().map(|p| p.to_string()).collect();
+        let got: Vec<String> = walk(d.path(), d.path(), &ig)
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
         assert_eq!(got, vec!["a", "z", "a/b", "a/b/c"]);
     }
 }

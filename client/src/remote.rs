@@ -97,7 +97,7 @@ pub async fn stat(
         path: path.clone(),
     };
     match call(node, t, &req).await? {
-        Response::Stat(x) => Ok(x),
+        Response::Stat(x) => Ok(x.map(|b| *b)),
         _ => Err(RemoteError::Unreachable("unexpected answer".into())),
     }
 }

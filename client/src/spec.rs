@@ -56,7 +56,10 @@ mod tests {
 
     #[test]
     fn source() {
-        assert_eq!(parse_source("127.0.0.1:/conf"), Some(("127.0.0.1".into(), "conf".into())));
+        assert_eq!(
+            parse_source("127.0.0.1:/conf"),
+            Some(("127.0.0.1".into(), "conf".into()))
+        );
         assert_eq!(parse_source("conf"), None);
         assert_eq!(parse_source("h:/a/b"), None);
         assert_eq!(parse_source(":/a"), None);

@@ -68,7 +68,12 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
     let found = local::stat(&full).map_err(local_err)?;
     let st = match found {
         Found::Special => {
-            if ag.warned_special.lock().unwrap_or_else(|p| p.into_inner()).insert(rel.clone()) {
+            if ag
+                .warned_special
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(rel.clone())
+            {
                 tracing::warn!(path = %rel, "special file (fifo, socket or device) skipped");
             }
             return Ok(());

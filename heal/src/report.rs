@@ -72,7 +72,11 @@ pub async fn heal_info(node: &Arc<Node>, v: &Volume) -> Vec<HealBrickReport> {
 
 /// The competing versions of `path` on every reachable brick: `(brick
 /// name, versions)`.
-pub async fn versions(node: &Arc<Node>, v: &Volume, path: &RelPath) -> Vec<(String, SplitBrainVersions)> {
+pub async fn versions(
+    node: &Arc<Node>,
+    v: &Volume,
+    path: &RelPath,
+) -> Vec<(String, SplitBrainVersions)> {
     let mut nodes: Vec<Uuid> = v.bricks.iter().map(|b| b.node).collect();
     nodes.sort();
     nodes.dedup();
@@ -89,7 +93,13 @@ pub async fn versions(node: &Arc<Node>, v: &Volume, path: &RelPath) -> Vec<(Stri
             l
         } else {
             match node
-                .call(u, Request::SplitBrain { volume: v.name.clone(), path: path.clone() })
+                .call(
+                    u,
+                    Request::SplitBrain {
+                        volume: v.name.clone(),
+                        path: path.clone(),
+                    },
+                )
                 .await
             {
                 Ok(Response::SplitBrain(l)) => l,

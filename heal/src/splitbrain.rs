@@ -42,10 +42,7 @@ pub fn pick(versions: &[(Entry, usize)], policy: Policy) -> Option<&Entry> {
             .max_by_key(|e| (e.mtime_ns, e.size, e.hash)),
         Policy::Majority => {
             let total: usize = versions.iter().map(|v| v.1).sum();
-            versions
-                .iter()
-                .find(|v| v.1 * 2 > total)
-                .map(|v| &v.0)
+            versions.iter().find(|v| v.1 * 2 > total).map(|v| &v.0)
         }
     }
 }

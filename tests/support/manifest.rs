@@ -22,17 +22,24 @@ pub fn of(root: &Path) -> BTreeMap<String, Item> {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Item>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
         if rel == ".gsync" || e.file_name().to_string_lossy().starts_with(".gsync-tmp-") {
             continue;
         }
-        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         let ft = m.file_type();
         let (kind, size, hash) = if ft.is_symlink() {
-            let t = std::fs::read_link(&p).unwrap().to_string_lossy().into_owned();
+            let t = std::fs::read_link(&p)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             ('l', t.len() as u64, t)
         } else if ft.is_dir() {
             ('d', 0, String::new())
@@ -40,8 +47,20 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Item>) {
             let data = std::fs::read(&p).unwrap_or_default();
             ('f', m.len(), blake3::hash(&data).to_hex().to_string())
         };
-        let mode = if ft.is_symlink() { 0 } else { m.permissions().mode() & 0o7777 };
-        out.insert(rel, Item { kind, mode, size, hash });
+        let mode = if ft.is_symlink() {
+            0
+        } else {
+            m.permissions().mode() & 0o7777
+        };
+        out.insert(
+            rel,
+            Item {
+                kind,
+                mode,
+                size,
+                hash,
+            },
+        );
         if ft.is_dir() {
             walk(root, &p, out);
         }
@@ -57,5 +76,7 @@ pub fn diff(a: &BTreeMap<String, Item>, b: &BTreeMap<String, Item>) -> Option<St
             _ => {}
         }
     }
-    b.keys().find(|k| !a.contains_key(*k)).map(|k| format!("{k} only on the right"))
+    b.keys()
+        .find(|k| !a.contains_key(*k))
+        .map(|k| format!("{k} only on the right"))
 }

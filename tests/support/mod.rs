@@ -77,14 +77,22 @@ impl Run {
     /// Panics unless the command succeeded.
     #[track_caller]
     pub fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "command failed: stdout={} stderr={}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed: stdout={} stderr={}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// Panics unless the command failed with exactly one line on stderr.
     #[track_caller]
     pub fn fails(self) -> Self {
-        assert_ne!(self.code, 0, "command succeeded unexpectedly: {}", self.stdout);
+        assert_ne!(
+            self.code, 0,
+            "command succeeded unexpectedly: {}",
+            self.stdout
+        );
         let lines = self.stderr.trim_end().lines().count();
         assert!(lines >= 1, "no error message");
         assert!(!self.stderr.contains("panicked"), "panic: {}", self.stderr);
@@ -94,7 +102,8 @@ impl Run {
     /// Parses stdout as JSON.
     #[track_caller]
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad json {e}: {}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("bad json {e}: {}", self.stdout))
     }
 }
 
@@ -265,7 +274,10 @@ impl Cluster {
 
     /// Starts `n` daemons with extra daemon arguments per node number.
     pub fn start_with(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Self {
-        let dir = tempfile::Builder::new().prefix("gsync-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("gsync-test-")
+            .tempdir()
+            .expect("tempdir");
         let port = unique_port();
         let mut nodes = Vec::new();
         for i in 1..=n {
@@ -312,7 +324,11 @@ impl Cluster {
         let want = self.nodes.len() - 1;
         for n in &self.nodes {
             wait_until(Duration::from_secs(20), "all peers connected", || {
-                n.cli(&["peer", "status"]).stdout.matches("(Connected)").count() == want
+                n.cli(&["peer", "status"])
+                    .stdout
+                    .matches("(Connected)")
+                    .count()
+                    == want
             });
         }
     }
@@ -324,7 +340,13 @@ impl Cluster {
 
     /// Creates and starts a replica-N volume over all nodes.
     pub fn create_volume(&self, vol: &str) {
-        let mut args: Vec<String> = vec!["volume".into(), "create".into(), vol.into(), "replica".into(), self.nodes.len().to_string()];
+        let mut args: Vec<String> = vec![
+            "volume".into(),
+            "create".into(),
+            vol.into(),
+            "replica".into(),
+            self.nodes.len().to_string(),
+        ];
         for n in &self.nodes {
             args.push(format!("{}:{}", n.ip, self.brick(vol, n.n).display()));
         }
@@ -334,7 +356,11 @@ impl Cluster {
         self.node(1).cli(&["volume", "start", vol]).ok();
         for n in &self.nodes {
             wait_until(Duration::from_secs(20), "volume started everywhere", || {
-                n.cli(&["volume", "status", vol]).stdout.matches(" Y ").count() >= self.nodes.len()
+                n.cli(&["volume", "status", vol])
+                    .stdout
+                    .matches(" Y ")
+                    .count()
+                    >= self.nodes.len()
             });
         }
     }
@@ -348,7 +374,8 @@ impl Cluster {
     pub fn mount(&self, vol: &str, i: usize) -> PathBuf {
         let d = self.mount_dir(i);
         let n = self.node(i);
-        n.cli(&["mount", &format!("{}:/{vol}", n.ip), &d.to_string_lossy()]).ok();
+        n.cli(&["mount", &format!("{}:/{vol}", n.ip), &d.to_string_lossy()])
+            .ok();
         d
     }
 

@@ -558,9 +558,8 @@ fn remove_for_tombstone(
     real: &std::path::Path,
     path: &crate::RelPath,
 ) -> Result<(), StoreError> {
-    let meta = match std::fs::symlink_metadata(real) {
-        Ok(m) => m,
-        Err(_) => return Ok(()),
+    let Ok(meta) = std::fs::symlink_metadata(real) else {
+        return Ok(());
     };
     if meta.is_dir() {
         // Remove the directory only if nothing live remains below it.

@@ -35,8 +35,12 @@ pub fn children(conn: &Connection, dir: &str) -> Result<Vec<ChildDigest>, StoreE
     } else {
         (format!("{dir}/"), format!("{dir}0"))
     };
-    let mut st = conn.prepare_cached("SELECT path, entry FROM entries WHERE path > ?1 AND path < ?2 ORDER BY path")?;
-    let rows = st.query_map(params![lo, hi], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    let mut st = conn.prepare_cached(
+        "SELECT path, entry FROM entries WHERE path > ?1 AND path < ?2 ORDER BY path",
+    )?;
+    let rows = st.query_map(params![lo, hi], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })?;
     let mut acc: BTreeMap<String, (blake3::Hasher, bool)> = BTreeMap::new();
     for r in rows {
         let (path, blob) = r?;
@@ -46,7 +50,9 @@ pub fn children(conn: &Connection, dir: &str) -> Result<Vec<ChildDigest>, StoreE
             None => (rest, false),
         };
         let e: Entry = codec::decode(&blob).map_err(|_| StoreError::Corrupt(path.clone()))?;
-        let slot = acc.entry(name.to_string()).or_insert_with(|| (blake3::Hasher::new(), false));
+        let slot = acc
+            .entry(name.to_string())
+            .or_insert_with(|| (blake3::Hasher::new(), false));
         slot.1 |= below;
         slot.0.update(path.as_bytes());
         slot.0.update(&[0, e.kind as u8]);

@@ -29,11 +29,17 @@ pub fn import_existing(brick: &Brick) -> Result<u64, StoreError> {
     let mut stack = vec![root.clone()];
     let mut found: Vec<(RelPath, std::fs::Metadata)> = Vec::new();
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
-            let Ok(rel) = RelPath::from_local(&root, &p) else { continue };
-            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+            let Ok(rel) = RelPath::from_local(&root, &p) else {
+                continue;
+            };
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
             if m.is_dir() {
                 stack.push(p);
             }
@@ -57,7 +63,9 @@ pub fn import_existing(brick: &Brick) -> Result<u64, StoreError> {
             e.meta_vv = vv.clone();
             let mut chunks = Vec::new();
             if ft.is_file() {
-                let Ok(c) = chunking::chunk_file(&full) else { continue };
+                let Ok(c) = chunking::chunk_file(&full) else {
+                    continue;
+                };
                 e.kind = Kind::File;
                 e.size = c.size;
                 e.hash = c.hash;
@@ -65,7 +73,9 @@ pub fn import_existing(brick: &Brick) -> Result<u64, StoreError> {
             } else if ft.is_dir() {
                 e.kind = Kind::Dir;
             } else if ft.is_symlink() {
-                let Ok(t) = std::fs::read_link(&full) else { continue };
+                let Ok(t) = std::fs::read_link(&full) else {
+                    continue;
+                };
                 let t = t.to_string_lossy().into_owned();
                 e.kind = Kind::Symlink;
                 e.size = t.len() as u64;
@@ -79,13 +89,19 @@ pub fn import_existing(brick: &Brick) -> Result<u64, StoreError> {
         }
         n += brick.with_db_sync(|conn| -> Result<u64, StoreError> {
             let tx = conn.transaction()?;
-            let mut seq: u64 =
-                tx.query_row("SELECT COALESCE((SELECT value FROM kv WHERE key = 'seq'), 0)", [], |r| r.get::<_, i64>(0))? as u64;
+            let mut seq: u64 = tx.query_row(
+                "SELECT COALESCE((SELECT value FROM kv WHERE key = 'seq'), 0)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64;
             let mut added = 0;
             for (e, chunks) in &rows {
                 let path = e.path.as_str();
-                let exists: bool =
-                    tx.query_row("SELECT EXISTS(SELECT 1 FROM entries WHERE path = ?1)", params![path], |r| r.get(0))?;
+                let exists: bool = tx.query_row(
+                    "SELECT EXISTS(SELECT 1 FROM entries WHERE path = ?1)",
+                    params![path],
+                    |r| r.get(0),
+                )?;
                 if exists {
                     continue;
                 }
@@ -109,7 +125,10 @@ pub fn import_existing(brick: &Brick) -> Result<u64, StoreError> {
                 }
                 added += 1;
             }
-            tx.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('seq', ?1)", params![seq as i64])?;
+            tx.execute(
+                "INSERT OR REPLACE INTO kv (key, value) VALUES ('seq', ?1)",
+                params![seq as i64],
+            )?;
             tx.commit()?;
             brick.publish_seq(seq);
             Ok(added)

@@ -538,7 +538,11 @@ impl Brick {
     }
 
     /// Adds pending rows for `peer` for the given paths (full crawl).
-    pub fn mark_pending(conn: &mut Connection, peer: u64, paths: &[String]) -> Result<u64, StoreError> {
+    pub fn mark_pending(
+        conn: &mut Connection,
+        peer: u64,
+        paths: &[String],
+    ) -> Result<u64, StoreError> {
         let tx = conn.transaction()?;
         let mut n = 0;
         {
@@ -552,7 +556,6 @@ impl Brick {
         tx.commit()?;
         Ok(n)
     }
-
 }
 
 fn decode_row(path: &str, e: &[u8], c: &[u8]) -> Result<(Entry, Vec<ChunkRef>), StoreError> {

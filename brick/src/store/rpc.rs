@@ -79,7 +79,7 @@ where
             path,
         } => match brick_of(node, volume, brick) {
             Ok(b) => match b.with_db(move |_, conn| Brick::load(conn, &path)).await {
-                Ok(x) => Response::Stat(x),
+                Ok(x) => Response::Stat(x.map(Box::new)),
                 Err(e) => Response::error(code::INTERNAL, e.to_string()),
             },
             Err(r) => r,
@@ -96,7 +96,10 @@ where
             Response::HealInfo(out)
         }
         Request::Digests { volume, brick, dir } => match brick_of(node, volume, brick) {
-            Ok(b) => match b.with_db(move |_, c| super::digest::children(c, &dir)).await {
+            Ok(b) => match b
+                .with_db(move |_, c| super::digest::children(c, &dir))
+                .await
+            {
                 Ok(d) => Response::Digests(d),
                 Err(e) => Response::error(code::INTERNAL, e.to_string()),
             },
