@@ -229,7 +229,7 @@ fn print_show(file: &str, v: &[(String, SplitBrainVersions)]) {
                 e.size,
                 e.mode,
                 fmt_time(e.mtime_ns),
-                &e.hash_hex()[..16],
+                e.hash_hex(),
                 e.origin,
                 e.vv
             );
@@ -239,7 +239,7 @@ fn print_show(file: &str, v: &[(String, SplitBrainVersions)]) {
                 "  retained: size={} mtime={} blake3={} writer={} file={f}",
                 e.size,
                 fmt_time(e.mtime_ns),
-                &e.hash_hex()[..16],
+                e.hash_hex(),
                 e.origin
             );
         }

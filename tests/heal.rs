@@ -256,7 +256,7 @@ fn split_brain_is_reported_shown_and_resolved_without_loss() {
         .stdout;
     for v in [&v1[0], &v2[0]] {
         let h = blake3::hash(v.as_bytes()).to_hex().to_string();
-        assert!(show.contains(&h[..16]), "show lacks {}: {show}", &h[..16]);
+        assert!(show.contains(&h), "show lacks {h}: {show}");
     }
     assert!(
         show.contains(&format!("Brick {}", brick_name(&c, "v", 1))),

@@ -485,7 +485,7 @@ fn concurrent_writes_while_partitioned() {
     c.assert_no_panics();
 }
 
-/// The blake3 of `data` as `split-brain show` prints it (a 16-digit prefix).
+/// A prefix of the blake3 of `data` (`split-brain show` prints the full hash).
 fn hex(data: &[u8]) -> String {
     blake3::hash(data).to_hex()[..16].to_string()
 }
