@@ -42,6 +42,9 @@ pub mod code {
     pub const VERSION: u16 = 6;
     /// The brick lacks quorum and refuses changes.
     pub const NO_QUORUM: u16 = 7;
+    /// A write based on a stale version conflicts with the current one (on
+    /// a volume with quorum, where bricks never keep split-brain siblings).
+    pub const CONFLICT: u16 = 8;
 }
 
 /// First message on every connection, both ways.

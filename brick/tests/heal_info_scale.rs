@@ -23,21 +23,36 @@ fn heal_info_on_a_million_paths() {
     let n = 1_000_000u64;
     let tx = conn.transaction().unwrap();
     {
-        let mut st = tx.prepare("INSERT INTO entries (path, entry, chunks, seq) VALUES (?1, ?2, x'', ?3)").unwrap();
+        let mut st = tx
+            .prepare("INSERT INTO entries (path, entry, chunks, seq) VALUES (?1, ?2, x'', ?3)")
+            .unwrap();
         for i in 0..n {
             let path = format!("d{:03}/f{:07}.conf", i % 1000, i);
             let mut e = Entry::tombstone(RelPath::new(&path).unwrap(), uuid::Uuid::nil());
             e.kind = Kind::File;
             e.vv = VersionVector::new().bumped(1);
-            st.execute(params![path, codec::encode(&e).unwrap(), i as i64 + 1]).unwrap();
+            st.execute(params![path, codec::encode(&e).unwrap(), i as i64 + 1])
+                .unwrap();
         }
-        let mut p = tx.prepare("INSERT INTO pending (peer, path, seq) VALUES (7, ?1, ?2)").unwrap();
+        let mut p = tx
+            .prepare("INSERT INTO pending (peer, path, seq) VALUES (7, ?1, ?2)")
+            .unwrap();
         for i in 0..100u64 {
-            p.execute(params![format!("d{:03}/f{:07}.conf", i % 1000, i), i as i64 + 1]).unwrap();
+            p.execute(params![
+                format!("d{:03}/f{:07}.conf", i % 1000, i),
+                i as i64 + 1
+            ])
+            .unwrap();
         }
-        let mut s = tx.prepare("INSERT INTO siblings (path, vv, entry, chunks) VALUES (?1, ?2, x'00', x'')").unwrap();
+        let mut s = tx
+            .prepare("INSERT INTO siblings (path, vv, entry, chunks) VALUES (?1, ?2, x'00', x'')")
+            .unwrap();
         for i in 0..10u64 {
-            s.execute(params![format!("d{:03}/f{:07}.conf", i % 1000, i + 500), vec![i as u8]]).unwrap();
+            s.execute(params![
+                format!("d{:03}/f{:07}.conf", i % 1000, i + 500),
+                vec![i as u8]
+            ])
+            .unwrap();
         }
     }
     tx.commit().unwrap();
@@ -52,5 +67,8 @@ fn heal_info_on_a_million_paths() {
         assert_eq!(info.total, 110);
     }
     times.sort_by(|a, b| a.total_cmp(b));
-    eprintln!("HEAL-INFO-SCALE: heal info on a brick with {n} tracked paths: median {:.2} ms (5 runs)", times[2]);
+    eprintln!(
+        "HEAL-INFO-SCALE: heal info on a brick with {n} tracked paths: median {:.2} ms (5 runs)",
+        times[2]
+    );
 }

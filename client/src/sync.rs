@@ -186,7 +186,12 @@ async fn push_entry(
 ) -> Result<(), RemoteError> {
     let file = (entry.kind == Kind::File).then_some(full);
     let offer = ag.offer(t, entry.clone(), chunks.clone(), w.clone());
-    let (vv, conflict) = remote::push(&ag.node, t, &offer, file).await?;
+    let (vv, conflict) = match remote::push(&ag.node, t, &offer, file).await {
+        Err(RemoteError::Refused(c, reason)) if c == gsync_brick::proto::code::CONFLICT => {
+            return conflict_copy(ag, t, &entry.path, full, &reason).await;
+        }
+        other => other?,
+    };
     gsync_brick::failpoint::hit("agent-after-push");
     let mut e = entry;
     set_vectors(&mut e, vv, &w);
@@ -210,6 +215,63 @@ async fn push_entry(
         }
     }
     Ok(())
+}
+
+/// Keeps a local edit that conflicts with the volume's current version (on
+/// a quorum volume) as a conflict copy beside it — `NAME.gsync-conflict-
+/// YYYYMMDD-HHMMSS-HOST` — which is then synced like any new file, and puts
+/// the volume's version at the original path. Nothing is lost, and the
+/// bricks never hold a split-brain.
+async fn conflict_copy(
+    ag: &Agent,
+    t: &remote::Target,
+    rel: &RelPath,
+    full: &Path,
+    reason: &str,
+) -> Result<(), RemoteError> {
+    let name = format!(
+        "{}.gsync-conflict-{}-{}",
+        rel.file_name(),
+        stamp(std::time::SystemTime::now()),
+        ag.node.me.hostname.replace(['/', ':'], "_")
+    );
+    let copy_rel = match rel.parent() {
+        Some(p) => RelPath::new(&format!("{p}/{name}")),
+        None => RelPath::new(&name),
+    }
+    .map_err(local_err)?;
+    std::fs::rename(full, copy_rel.under(&ag.root())).map_err(local_err)?;
+    tracing::warn!(path = %rel, copy = %copy_rel, "conflicting edit kept as a conflict copy: {reason}");
+    ag.mark(copy_rel);
+    ag.journal.remove(rel.as_str()).map_err(local_err)?;
+    match remote::stat(&ag.node, t, rel).await? {
+        Some((e, chunks)) => place(ag, t, &e, &chunks, None).await,
+        None => Ok(()),
+    }
+}
+
+/// `YYYYMMDD-HHMMSS` (UTC) of a time.
+fn stamp(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Restores the volume's version of `rel` over a local edit (read-only
@@ -514,4 +576,23 @@ async fn fetch_file(
     }
     temp.persist(full).map_err(local_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stamp;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn stamps() {
+        assert_eq!(stamp(UNIX_EPOCH), "19700101-000000");
+        assert_eq!(
+            stamp(UNIX_EPOCH + Duration::from_secs(1_732_233_600 + 3723)),
+            "20241122-010203"
+        );
+        assert_eq!(
+            stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "20000229-000000"
+        );
+    }
 }

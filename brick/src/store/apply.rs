@@ -146,6 +146,26 @@ where
         Decided::Done(r) => return Ok(r),
         Decided::Apply(p, e) => (p, e),
     };
+    // With quorum configured, bricks never diverge: a write based on a
+    // version that is no longer current, and really different from it, is
+    // refused as a conflict instead of kept as a split-brain sibling; the
+    // writer keeps its edit as a conflict copy.
+    if write.is_some()
+        && brick
+            .quorum
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        && plan.siblings.iter().any(|s| s.1 == Src::Incoming)
+    {
+        return Err(refuse(
+            code::CONFLICT,
+            format!(
+                "{} changed on the volume since this edit's base version",
+                final_entry.path
+            ),
+        ));
+    }
     entry = final_entry;
     let needs_content = entry.kind == Kind::File
         && (plan.current.1 == Src::Incoming || plan.siblings.iter().any(|s| s.1 == Src::Incoming));
