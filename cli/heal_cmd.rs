@@ -207,6 +207,20 @@ fn print_statistics(reports: &[HealBrickReport]) {
                 println!("Number of entries pending: {}", info.pending);
                 println!("Number of entries in split-brain: {}", info.split_brain);
                 println!("Number of entries healing now: {}", info.healing);
+                if let Some(rate) = info.heal_rate {
+                    println!("Heal rate: {rate:.1} entries/s");
+                }
+                match info.eta_secs {
+                    Some(eta) => println!(
+                        "Heal progress: {} done, {} pending, ETA {eta:.0} s",
+                        info.heals_done, info.pending
+                    ),
+                    None if info.pending > 0 => println!(
+                        "Heal progress: {} pending, waiting for the peer brick",
+                        info.pending
+                    ),
+                    None => {}
+                }
                 for (peer, n) in &info.pending_by_peer {
                     println!("Pending for brick {peer:016x}: {n}");
                 }

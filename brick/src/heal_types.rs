@@ -32,6 +32,10 @@ pub struct BrickHealInfo {
     pub last_error: Option<String>,
     /// Quorum state: `None` if no quorum is configured, else whether met.
     pub quorum_met: Option<bool>,
+    /// Heals per second since the current heal started.
+    pub heal_rate: Option<f64>,
+    /// Estimated seconds until the pending entries are healed.
+    pub eta_secs: Option<f64>,
 }
 
 /// One path in a heal report.

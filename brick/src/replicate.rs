@@ -127,6 +127,8 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
         if failing {
             failing = false;
             heal_upto = brick.seq();
+            *brick.heal_started.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((std::time::Instant::now(), brick.counters().heals));
             deferred.clear();
             tracing::info!(brick = %brick.root.display(), peer, "peer brick reachable; replaying pending entries");
         }
@@ -405,6 +407,15 @@ pub async fn heal_info(brick: &Arc<Brick>) -> BrickHealInfo {
     info.heals_done = c.heals;
     info.heal_bytes = c.heal_bytes;
     info.healing = brick.counters.healing.load(Ordering::Relaxed);
+    if let Some((at, base)) = *brick.heal_started.lock().unwrap_or_else(|e| e.into_inner()) {
+        let secs = at.elapsed().as_secs_f64();
+        let done = c.heals.saturating_sub(base);
+        if secs > 0.5 && done > 0 {
+            let rate = done as f64 / secs;
+            info.heal_rate = Some(rate);
+            info.eta_secs = (info.pending > 0).then(|| info.pending as f64 / rate);
+        }
+    }
     info.last_error = brick
         .last_error
         .lock()

@@ -148,6 +148,9 @@ pub struct Brick {
     pub pending_notify: tokio::sync::Notify,
     /// Paths being updated right now (see [`Brick::lock_path`]).
     busy: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// When the current heal (replay after a peer came back) started, and
+    /// the heals counter then: gives the rate and ETA in `statistics`.
+    pub heal_started: Mutex<Option<(std::time::Instant, u64)>>,
 }
 
 /// Exclusive right to update one path of a brick; released on drop.
@@ -206,6 +209,7 @@ impl Brick {
             last_error: Mutex::new(None),
             quorum: Mutex::new(None),
             pending_notify: tokio::sync::Notify::new(),
+            heal_started: Mutex::new(None),
             busy: Mutex::default(),
         })
     }
