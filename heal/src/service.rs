@@ -361,15 +361,5 @@ enum Choice {
 
 /// Whether the local bricks of `v` reach quorum (`None`: not configured).
 pub fn quorum(node: &Node, v: &Volume) -> Option<bool> {
-    let n = v.bricks.len();
-    let up: Vec<bool> = v.bricks.iter().map(|b| node.is_connected(b.node)).collect();
-    let reach = up.iter().filter(|x| **x).count();
-    match v.option("cluster.quorum-type") {
-        "auto" => Some(reach * 2 > n || (reach * 2 == n && up.first() == Some(&true))),
-        "fixed" => match v.option("cluster.quorum-count").parse::<usize>() {
-            Ok(0) | Err(_) => None,
-            Ok(c) => Some(reach >= c),
-        },
-        _ => None,
-    }
+    node.quorum(v)
 }

@@ -36,6 +36,9 @@ use crate::proto::{Hello, Request, Response, PROTOCOL_VERSION};
 use crate::store::BrickSet;
 use db::NodeDb;
 
+/// A peer silent for longer than this does not count toward quorum.
+pub const QUORUM_SILENCE: Duration = Duration::from_millis(1500);
+
 /// How long a management RPC to one peer may take before the peer is
 /// reported unreachable (keeps every CLI command under 2 s).
 pub const RPC_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -94,6 +97,8 @@ pub struct Node {
     db: Mutex<NodeDb>,
     config: RwLock<PoolConfig>,
     conns: Mutex<HashMap<Uuid, quinn::Connection>>,
+    /// Per connection: datagrams received so far, and when that last grew.
+    rx_seen: Mutex<HashMap<(Uuid, usize), (u64, std::time::Instant)>>,
     join_secret: Option<String>,
     /// Network fault rules applied at the endpoint's socket.
     pub faults: Arc<FaultRules>,
@@ -168,6 +173,7 @@ impl Node {
             db: Mutex::new(db),
             config: RwLock::new(config),
             conns: Mutex::new(HashMap::new()),
+            rx_seen: Mutex::new(HashMap::new()),
             join_secret: opts.join_secret,
             faults,
             bricks: BrickSet::default(),
@@ -325,6 +331,47 @@ impl Node {
     /// True if a live connection to `peer` exists.
     pub fn is_connected(&self, peer: Uuid) -> bool {
         peer == self.me.uuid || self.connection(peer).is_some()
+    }
+
+    /// True if `peer` is connected and sent something within `within`.
+    /// Keep-alives flow every `KEEP_ALIVE`, so a silent peer is noticed well
+    /// before its connection times out.
+    pub fn is_alive(&self, peer: Uuid, within: Duration) -> bool {
+        if peer == self.me.uuid {
+            return true;
+        }
+        let Some(conn) = self.connection(peer) else {
+            return false;
+        };
+        let rx = conn.stats().udp_rx.datagrams;
+        let now = std::time::Instant::now();
+        let mut seen = self.rx_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let e = seen.entry((peer, conn.stable_id())).or_insert((rx, now));
+        if e.0 != rx {
+            *e = (rx, now);
+        }
+        now.duration_since(e.1) <= within
+    }
+
+    /// Whether this node reaches a quorum of `v`'s bricks (`None`: the
+    /// volume has no quorum configured). A brick counts when its node was
+    /// heard from within `QUORUM_SILENCE`.
+    pub fn quorum(&self, v: &crate::pool::Volume) -> Option<bool> {
+        let n = v.bricks.len();
+        let up: Vec<bool> = v
+            .bricks
+            .iter()
+            .map(|b| self.is_alive(b.node, QUORUM_SILENCE))
+            .collect();
+        let reach = up.iter().filter(|x| **x).count();
+        match v.option("cluster.quorum-type") {
+            "auto" => Some(reach * 2 > n || (reach * 2 == n && up.first() == Some(&true))),
+            "fixed" => match v.option("cluster.quorum-count").parse::<usize>() {
+                Ok(0) | Err(_) => None,
+                Ok(c) => Some(reach >= c),
+            },
+            _ => None,
+        }
     }
 
     fn register(&self, peer: Uuid, conn: quinn::Connection) {

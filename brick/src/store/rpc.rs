@@ -42,7 +42,27 @@ where
     let resp = match req {
         Request::BrickStatus { volume } => Response::BrickStatus(node.bricks.status(node, &volume)),
         Request::Offer(offer) => match brick_of(node, offer.volume, offer.brick) {
-            Ok(b) => return super::apply::handle_offer(&b, offer, send, recv).await,
+            Ok(b) => {
+                if offer.write.is_some() {
+                    // Quorum is judged now, not by the last periodic check.
+                    let cfg = node.config();
+                    if let Some(v) = cfg.volumes.iter().find(|v| v.id == b.volume) {
+                        let q = node.quorum(v);
+                        *b.quorum.lock().unwrap_or_else(|e| e.into_inner()) = q;
+                        if q == Some(true) {
+                            if let Some(reason) = behind_peers(node, &b, v, &offer.entry.path).await
+                            {
+                                return frame::write_msg(
+                                    send,
+                                    &Response::error(code::NO_QUORUM, reason),
+                                )
+                                .await;
+                            }
+                        }
+                    }
+                }
+                return super::apply::handle_offer(&b, offer, send, recv).await;
+            }
             Err(r) => r,
         },
         Request::ReadChunks {
@@ -136,6 +156,48 @@ where
         ),
     };
     frame::write_msg(send, &resp).await
+}
+
+/// On a quorum volume, a write is accepted only by a brick that is not
+/// behind the others for that path: a brick that just regained quorum may
+/// not have received the majority's changes yet, and accepting a write
+/// based on its stale copy would fork the path. Returns why it must wait.
+async fn behind_peers(
+    node: &Arc<Node>,
+    b: &Arc<Brick>,
+    v: &crate::pool::Volume,
+    path: &crate::RelPath,
+) -> Option<String> {
+    let p = path.clone();
+    let mine = b
+        .with_db(move |_, c| Brick::load(c, &p))
+        .await
+        .ok()
+        .flatten()
+        .map(|(e, _)| e.vv)
+        .unwrap_or_default();
+    for other in v.bricks.iter().filter(|x| x.id != b.id) {
+        if other.node == node.me.uuid || !node.is_alive(other.node, crate::node::QUORUM_SILENCE) {
+            continue;
+        }
+        let req = Request::Stat {
+            volume: v.id,
+            brick: other.id,
+            path: path.clone(),
+        };
+        if let Ok(Response::Stat(Some(x))) = node.call(other.node, req).await {
+            let theirs = &x.0.vv;
+            if !matches!(
+                theirs.compare(&mine),
+                crate::vv::Relation::DominatedBy | crate::vv::Relation::Equal
+            ) {
+                return Some(format!(
+                    "{path} is being brought up to date from the other bricks; retry"
+                ));
+            }
+        }
+    }
+    None
 }
 
 fn variant_name(r: &Request) -> &'static str {
