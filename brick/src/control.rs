@@ -186,6 +186,24 @@ pub enum CtlReply {
     },
 }
 
+impl CtlReply {
+    /// Success with `data` serialised (a serialisation failure becomes an
+    /// error reply).
+    pub fn ok<T: Serialize>(data: T) -> Self {
+        match serde_json::to_value(data) {
+            Ok(data) => Self::Ok { data },
+            Err(e) => Self::fail(e.to_string()),
+        }
+    }
+
+    /// Failure with a one-line reason.
+    pub fn fail(reason: impl Into<String>) -> Self {
+        Self::Err {
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Answer to [`CtlRequest::Ping`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeInfo {

@@ -338,14 +338,7 @@ impl Agent {
         let root = self.root();
         for (_, dir) in due {
             for rel in local::walk(&root, &dir, &self.ignore) {
-                let changed = match (
-                    local::stat(&rel.under(&root)),
-                    self.journal.get(rel.as_str()),
-                ) {
-                    (Ok(Found::Some(st)), Ok(Some(j))) => j.stat != st,
-                    _ => true,
-                };
-                if changed {
+                if self.differs(&rel) {
                     self.mark(rel);
                 }
             }
@@ -386,18 +379,22 @@ impl Agent {
         self.dirty.extend(marks);
     }
 
+    /// True if the local state of `rel` is not what the journal recorded.
+    fn differs(&self, rel: &RelPath) -> bool {
+        match (
+            local::stat(&rel.under(&self.root())),
+            self.journal.get(rel.as_str()),
+        ) {
+            (Ok(Found::Some(st)), Ok(Some(j))) => j.stat != st,
+            _ => true,
+        }
+    }
+
     /// Marks every path whose state differs from the journal.
     fn scan_all(&mut self) {
         let root = self.root();
         for rel in local::walk(&root, &root, &self.ignore) {
-            let changed = match (
-                local::stat(&rel.under(&root)),
-                self.journal.get(rel.as_str()),
-            ) {
-                (Ok(Found::Some(st)), Ok(Some(j))) => j.stat != st,
-                _ => true,
-            };
-            if changed {
+            if self.differs(&rel) {
                 self.mark(rel);
             }
         }

@@ -52,18 +52,11 @@ impl std::fmt::Debug for AgentHost {
 }
 
 fn ok<T: Serialize>(data: T) -> CtlReply {
-    match serde_json::to_value(data) {
-        Ok(data) => CtlReply::Ok { data },
-        Err(e) => CtlReply::Err {
-            reason: e.to_string(),
-        },
-    }
+    CtlReply::ok(data)
 }
 
 fn fail(reason: impl Into<String>) -> CtlReply {
-    CtlReply::Err {
-        reason: reason.into(),
-    }
+    CtlReply::fail(reason)
 }
 
 fn journal_path(state: &Path, dir: &Path) -> PathBuf {

@@ -34,6 +34,21 @@ pub struct LocalStat {
     pub target: Option<String>,
 }
 
+impl LocalStat {
+    /// The stat recorded for a path that does not exist (deleted).
+    pub fn missing() -> Self {
+        Self {
+            kind: Kind::Tombstone,
+            size: 0,
+            mode: 0,
+            mtime_ns: 0,
+            ino: 0,
+            owner: (0, 0),
+            target: None,
+        }
+    }
+}
+
 /// What is at a local path.
 #[derive(Debug)]
 pub enum Found {

@@ -104,15 +104,7 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
             let mut rec_entry = tomb;
             set_vectors(&mut rec_entry, vv, &w);
             ag.expect_echo(rel.clone(), rec_entry.vv.clone());
-            let missing = LocalStat {
-                kind: Kind::Tombstone,
-                size: 0,
-                mode: 0,
-                mtime_ns: 0,
-                ino: 0,
-                owner: (0, 0),
-                target: None,
-            };
+            let missing = LocalStat::missing();
             ag.journal
                 .put(&Record {
                     entry: rec_entry,
@@ -476,15 +468,7 @@ async fn place(
     }
     let stat = match local::stat(&full).map_err(local_err)? {
         Found::Some(st) => st,
-        _ => LocalStat {
-            kind: Kind::Tombstone,
-            size: 0,
-            mode: 0,
-            mtime_ns: 0,
-            ino: 0,
-            owner: (0, 0),
-            target: None,
-        },
+        _ => LocalStat::missing(),
     };
     ag.journal
         .put(&Record {

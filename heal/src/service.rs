@@ -28,18 +28,11 @@ pub struct HealService {
 }
 
 fn ok<T: Serialize>(data: T) -> CtlReply {
-    match serde_json::to_value(data) {
-        Ok(data) => CtlReply::Ok { data },
-        Err(e) => CtlReply::Err {
-            reason: e.to_string(),
-        },
-    }
+    CtlReply::ok(data)
 }
 
 fn fail(reason: impl Into<String>) -> CtlReply {
-    CtlReply::Err {
-        reason: reason.into(),
-    }
+    CtlReply::fail(reason)
 }
 
 impl HealService {

@@ -19,16 +19,11 @@ use crate::pool::{BrickDef, PoolConfig, Volume, VolumeState};
 use crate::proto::{code, Probe, Request, Response};
 
 fn ok<T: Serialize>(data: T) -> CtlReply {
-    match serde_json::to_value(data) {
-        Ok(data) => CtlReply::Ok { data },
-        Err(e) => fail(e.to_string()),
-    }
+    CtlReply::ok(data)
 }
 
 fn fail(reason: impl Into<String>) -> CtlReply {
-    CtlReply::Err {
-        reason: reason.into(),
-    }
+    CtlReply::fail(reason)
 }
 
 /// Resolves `host:port` to one socket address.
