@@ -90,6 +90,9 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
     let mut cursor = 0u64;
     let mut pushed_this_pass = false;
     loop {
+        // Mark the current sequence seen *before* reading the index, so a
+        // commit that lands after the read still wakes the wait below.
+        seq_rx.borrow_and_update();
         let rows = brick
             .with_db(move |_, c| Brick::pending_after(c, peer, cursor, BATCH))
             .await
@@ -110,7 +113,6 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
                     at.saturating_duration_since(now)
                 })
                 .clamp(Duration::from_millis(50), Duration::from_secs(2));
-            seq_rx.borrow_and_update();
             let _ = tokio::time::timeout(wake, seq_rx.changed()).await;
             continue;
         }

@@ -62,7 +62,7 @@ const FULL_SCAN_EVERY: Duration = Duration::from_secs(60);
 const PUSH_CONCURRENCY: usize = 16;
 
 /// Debounce for local events.
-const DEBOUNCE: Duration = Duration::from_millis(40);
+const DEBOUNCE: Duration = Duration::from_millis(20);
 
 pub(crate) struct Agent {
     pub(crate) node: Arc<Node>,
