@@ -497,22 +497,57 @@ impl Agent {
 
     /// Applies a feed batch; false if it must be refetched.
     async fn apply_batch(&mut self, b: Batch) -> bool {
+        // Live entries go in parallel (parents are created on demand);
+        // deletions after them, deepest first, one depth at a time. The
+        // cursor moves only once the whole batch is in: after a failure
+        // the batch is fetched again, and what was applied is skipped as
+        // equal.
+        let last_seq = b.entries.last().map(|e| e.0);
+        let mut live = Vec::new();
+        let mut dead: std::collections::BTreeMap<std::cmp::Reverse<usize>, Vec<Entry>> =
+            std::collections::BTreeMap::new();
+        for (_, e) in b.entries {
+            if e.kind == Kind::Tombstone {
+                dead.entry(std::cmp::Reverse(e.path.depth()))
+                    .or_default()
+                    .push(e);
+            } else {
+                live.push(e);
+            }
+        }
+        let mut groups = vec![live];
+        groups.extend(dead.into_values());
         let mut changed = Vec::new();
-        for (seq, e) in b.entries {
-            match sync::apply_remote(self, e).await {
-                Ok(Some(p)) => changed.push(p),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::debug!("apply deferred: {e}");
-                    return false;
+        for group in groups {
+            let n = group.len() as u64;
+            let this: &Agent = self;
+            let results: Vec<Result<Option<RelPath>, RemoteError>> =
+                futures_util::stream::iter(group)
+                    .map(|e| sync::apply_remote(this, e))
+                    .buffer_unordered(PUSH_CONCURRENCY)
+                    .collect()
+                    .await;
+            for r in results {
+                match r {
+                    Ok(Some(p)) => changed.push(p),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!("apply deferred: {e}");
+                        if !changed.is_empty() {
+                            self.on_change(&changed);
+                        }
+                        return false;
+                    }
                 }
             }
-            let _ = self.journal.set_kv("brick", b.brick);
-            let _ = self.journal.set_kv("seq", seq);
             self.status
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .applied += 1;
+                .applied += n;
+        }
+        if let Some(seq) = last_seq {
+            let _ = self.journal.set_kv("brick", b.brick);
+            let _ = self.journal.set_kv("seq", seq);
         }
         if b.caught_up && !self.attached {
             self.attached = true;

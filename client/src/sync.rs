@@ -285,7 +285,7 @@ async fn revert(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError> {
 }
 
 /// Applies one remote entry. Returns the path if the local folder changed.
-pub(crate) async fn apply_remote(ag: &mut Agent, e: Entry) -> Result<Option<RelPath>, RemoteError> {
+pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>, RemoteError> {
     let rel = e.path.clone();
     if ag.ignore.ignored(&rel, e.kind == Kind::Dir) {
         return Ok(None);
@@ -369,7 +369,7 @@ pub(crate) async fn apply_remote(ag: &mut Agent, e: Entry) -> Result<Option<RelP
 /// attach, or a file created on both sides): identical content merges,
 /// otherwise `--prefer` decides, else it is a split-brain.
 async fn first_contact(
-    ag: &mut Agent,
+    ag: &Agent,
     t: &remote::Target,
     e: Entry,
     st: LocalStat,

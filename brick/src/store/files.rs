@@ -63,7 +63,7 @@ pub fn resolve(root: &Path, rel: &RelPath, create_parents: bool) -> io::Result<P
                 ))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound && create_parents => {
-                fs::create_dir(&cur)?;
+                mkdir_racy(&cur)?;
             }
             Err(e) => return Err(e),
         }
@@ -222,6 +222,14 @@ pub fn place_symlink(tmp: &Path, target: &str, dest: &Path, mtime_ns: i64) -> io
     Ok(())
 }
 
+/// Creates a directory that a concurrent update may be creating too.
+fn mkdir_racy(p: &Path) -> io::Result<()> {
+    match fs::create_dir(p) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
 /// Ensures a directory exists at `dest` with `mode`.
 pub fn place_dir(dest: &Path, mode: u32, mtime_ns: i64) -> io::Result<()> {
     match fs::symlink_metadata(dest) {
@@ -230,7 +238,7 @@ pub fn place_dir(dest: &Path, mode: u32, mtime_ns: i64) -> io::Result<()> {
             fs::remove_file(dest)?;
             fs::create_dir(dest)?;
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(dest)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => mkdir_racy(dest)?,
         Err(e) => return Err(e),
     }
     set_meta(dest, mode, mtime_ns, None)?;
