@@ -159,6 +159,14 @@ impl Agent {
                 None
             }
         };
+        let root = self.root();
+        match self.journal.settle_intents(|r| {
+            matches!(local::stat(&r.entry.path.under(&root)), Ok(Found::Some(st)) if st == r.stat)
+        }) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(mount = %self.spec.dir.display(), "completed {n} records of an interrupted sync"),
+            Err(e) => tracing::warn!(mount = %self.spec.dir.display(), "journal: {e}"),
+        }
         let stale = local::remove_temp_files(&self.spec.dir);
         if stale > 0 {
             tracing::info!(mount = %self.spec.dir.display(), "removed {stale} temp files left by an interrupted sync");

@@ -48,6 +48,8 @@ const MIGRATIONS: &[&str] = &["
     CREATE TABLE files (path TEXT PRIMARY KEY, entry BLOB NOT NULL, chunks BLOB NOT NULL, stat BLOB NOT NULL, conflict INTEGER NOT NULL);
     CREATE TABLE queue (path TEXT PRIMARY KEY);
     CREATE TABLE kv (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+", "
+    CREATE TABLE applying (path TEXT PRIMARY KEY, entry BLOB NOT NULL, chunks BLOB NOT NULL, stat BLOB NOT NULL, conflict INTEGER NOT NULL);
 "];
 
 /// An open journal.
@@ -87,9 +89,13 @@ impl Journal {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?;
-        let Some((e, c, s, conflict)) = row else {
-            return Ok(None);
-        };
+        match row {
+            Some(raw) => Self::decode(path, raw),
+            None => Ok(None),
+        }
+    }
+
+    fn decode(path: &str, (e, c, s, conflict): RawRow) -> Result<Option<Record>, JournalError> {
         let bad = || JournalError::Corrupt(path.to_string());
         Ok(Some(Record {
             entry: codec::decode(&e).map_err(|_| bad())?,
@@ -99,13 +105,56 @@ impl Journal {
         }))
     }
 
-    /// Stores the record of a path.
+    /// Stores the record of a path (and clears any apply intent for it).
     pub fn put(&self, r: &Record) -> Result<(), JournalError> {
+        self.put_in("files", r)?;
+        self.c()
+            .prepare_cached("DELETE FROM applying WHERE path = ?1")?
+            .execute(params![r.entry.path.as_str()])?;
+        Ok(())
+    }
+
+    /// Records, before a remote version is renamed into place, what the
+    /// file will be: if the agent dies between the rename and [`Self::put`],
+    /// the next start finds the file matching the intent and completes the
+    /// record, instead of mistaking the file for a local creation.
+    pub fn put_intent(&self, r: &Record) -> Result<(), JournalError> {
+        self.put_in("applying", r)
+    }
+
+    /// Settles the intents left by a crash: a file that matches its intent
+    /// was placed, so its record is completed; the others never were.
+    pub fn settle_intents(&self, matches: impl Fn(&Record) -> bool) -> Result<u64, JournalError> {
+        let rows: Vec<(String, RawRow)> = {
+            let conn = self.c();
+            let mut st =
+                conn.prepare_cached("SELECT path, entry, chunks, stat, conflict FROM applying")?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut done = 0;
+        for (path, raw) in rows {
+            if let Some(rec) = Self::decode(&path, raw)? {
+                if matches(&rec) {
+                    self.put(&rec)?;
+                    done += 1;
+                }
+            }
+            self.c()
+                .prepare_cached("DELETE FROM applying WHERE path = ?1")?
+                .execute(params![path])?;
+        }
+        Ok(done)
+    }
+
+    fn put_in(&self, table: &str, r: &Record) -> Result<(), JournalError> {
         let path = r.entry.path.as_str();
         let bad = || JournalError::Corrupt(path.to_string());
-        self.c().prepare_cached(
-            "INSERT OR REPLACE INTO files (path, entry, chunks, stat, conflict) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
+        self.c().prepare_cached(&format!(
+            "INSERT OR REPLACE INTO {table} (path, entry, chunks, stat, conflict) VALUES (?1, ?2, ?3, ?4, ?5)"
+        ))?
         .execute(params![
             path,
             codec::encode(&r.entry).map_err(|_| bad())?,

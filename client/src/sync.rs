@@ -558,6 +558,18 @@ async fn fetch_file(
     if std::fs::symlink_metadata(full).is_ok_and(|m| m.is_dir()) {
         files::remove_any(full).map_err(local_err)?;
     }
+    // Write-ahead: the file about to appear (the rename keeps inode, size,
+    // mode and mtime), so a crash right after the rename is recognised.
+    if let Found::Some(st) = local::stat(temp.path()).map_err(local_err)? {
+        ag.journal
+            .put_intent(&Record {
+                entry: e.clone(),
+                chunks: chunks.to_vec(),
+                stat: st,
+                conflict: false,
+            })
+            .map_err(local_err)?;
+    }
     temp.persist(full).map_err(local_err)?;
     Ok(())
 }
