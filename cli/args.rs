@@ -186,7 +186,8 @@ pub struct MountArgs {
     /// with the changed paths in GSYNC_CHANGED.
     #[arg(long)]
     pub on_change: Option<String>,
-    /// Run the agent in this process (for systemd) instead of in the daemon.
+    /// Stay attached after the first sync and unmount on SIGTERM or Ctrl-C
+    /// (for systemd units); the agent itself runs in the local daemon.
     #[arg(long)]
     pub foreground: bool,
 }
