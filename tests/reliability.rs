@@ -50,11 +50,16 @@ fn daemon_comes_up_when_its_address_appears() {
         return;
     }
     let ns = Netns(format!("gsync-t{}-{}", std::process::id(), unique_port()));
-    assert!(Command::new("ip")
+    if !Command::new("ip")
         .args(["netns", "add", &ns.0])
         .status()
-        .unwrap()
-        .success());
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!(
+            "SKIP daemon_comes_up_when_its_address_appears: cannot create a network namespace here"
+        );
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let port = unique_port().to_string();
     let spawn = |n: u32| {
@@ -171,12 +176,15 @@ fn full_disk_on_one_brick() {
     c.form_pool();
     let b3 = c.brick("full", 3);
     std::fs::create_dir_all(&b3).unwrap();
-    assert!(Command::new("mount")
+    if !Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"])
         .arg(&b3)
         .status()
-        .unwrap()
-        .success());
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("SKIP full_disk_on_one_brick: cannot mount a tmpfs here");
+        return;
+    }
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
