@@ -384,18 +384,18 @@ fn count_files(dir: &std::path::Path) -> usize {
     manifest::of(dir).values().filter(|i| i.kind == 'f').count()
 }
 
-/// A 3-node volume holding `GSYNC_HEAL_FILES` small files, created through
-/// m1, converged and clean; prints the creation and `heal info` figures.
-/// 10,000 files take minutes to create through a mount on a loaded 2-core
-/// machine (~50 files/s); GSYNC_HEAL_FILES=10000 gives the figure,
-/// the default (2,000) keeps each test near 90 s.
-fn populated() -> (Cluster, usize) {
+/// A 3-node volume holding `GSYNC_HEAL_FILES` (else `default_files`) small
+/// files, created through m1, converged and clean; prints the creation and
+/// `heal info` figures. The index-heal test uses the 10,000 files
+/// (about 90 s to create on a loaded 2-core machine); the full-heal test
+/// rebuilds a 2,000-file brick.
+fn populated(default_files: usize) -> (Cluster, usize) {
     let c = cluster3();
     let m1 = c.mount_dir(1);
     let n: usize = std::env::var("GSYNC_HEAL_FILES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2_000);
+        .unwrap_or(default_files);
     let t = Instant::now();
     many_files(&m1, n);
     let mut last = Instant::now();
@@ -438,7 +438,7 @@ fn populated() -> (Cluster, usize) {
 /// takes seconds.
 #[test]
 fn heal_touches_only_changed_paths() {
-    let (mut c, n) = populated();
+    let (mut c, n) = populated(10_000);
     let m1 = c.mount_dir(1);
     let base: Vec<u64> = heals_done(c.node(1), "v")
         .into_iter()
@@ -496,7 +496,7 @@ fn heal_touches_only_changed_paths() {
 /// `heal full` rebuilds it byte-identical to brick 1.
 #[test]
 fn full_heal_rebuilds_a_wiped_brick() {
-    let (mut c, n) = populated();
+    let (mut c, n) = populated(2_000);
     // Wipe brick 3 completely (files and database), then `heal full`.
     c.node(3)
         .cli(&["umount", &c.mount_dir(3).to_string_lossy()])
