@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::manifest;
+use crate::support::manifest::{self, wait_same};
 use crate::support::mounts::{
-    all_trees, mount_list, percentile, three_mounts, wait_content, wait_gone, wait_same,
+    all_trees, mount_list, percentile, three_mounts, wait_content, wait_gone,
 };
 use crate::support::{read, wait_until, Cluster};
 

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::manifest;
+use crate::support::manifest::{self, wait_same};
 use crate::support::replication::{
     all_counters, bricks, counter, has_size, hash_file, list, mib_per_s, place_random, proc_kib,
-    split_brain, volume, wait_same,
+    split_brain, volume,
 };
 use crate::support::{eventually, wait_until, Cluster};
 

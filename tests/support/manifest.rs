@@ -80,3 +80,28 @@ pub fn diff(a: &BTreeMap<String, Item>, b: &BTreeMap<String, Item>) -> Option<St
         .find(|k| !a.contains_key(*k))
         .map(|k| format!("{k} only on the right"))
 }
+
+/// Waits until every tree in `dirs` has the same manifest; returns it.
+#[track_caller]
+pub fn wait_same<P: AsRef<Path>>(
+    dirs: &[P],
+    timeout: std::time::Duration,
+) -> BTreeMap<String, Item> {
+    let mut last = String::new();
+    let ok = super::eventually(timeout, || {
+        let first = of(dirs[0].as_ref());
+        for d in &dirs[1..] {
+            if let Some(d2) = diff(&first, &of(d.as_ref())) {
+                last = format!(
+                    "{} vs {}: {d2}",
+                    dirs[0].as_ref().display(),
+                    d.as_ref().display()
+                );
+                return false;
+            }
+        }
+        true
+    });
+    assert!(ok, "trees still differ after {timeout:?}: {last}");
+    of(dirs[0].as_ref())
+}

@@ -1,10 +1,8 @@
 //! Harness helpers for the mounts tests.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::manifest::{self, Item};
 use super::{wait_until, Cluster};
 
 /// A replica-3 volume "v" over three nodes, mounted on each at `m{i}`.
@@ -32,25 +30,6 @@ pub fn wait_gone(dir: &Path, rel: &str, timeout: Duration) {
     wait_until(timeout, &format!("{} gone", p.display()), || {
         p.symlink_metadata().is_err()
     });
-}
-
-/// Waits until every tree in `dirs` has the manifest of the first one;
-/// panics with the first difference on timeout.
-#[track_caller]
-pub fn wait_same(dirs: &[&Path], timeout: Duration) -> BTreeMap<String, Item> {
-    let mut last = String::new();
-    let ok = super::eventually(timeout, || {
-        let first = manifest::of(dirs[0]);
-        for d in &dirs[1..] {
-            if let Some(diff) = manifest::diff(&first, &manifest::of(d)) {
-                last = format!("{} vs {}: {diff}", dirs[0].display(), d.display());
-                return false;
-            }
-        }
-        true
-    });
-    assert!(ok, "trees still differ after {timeout:?}: {last}");
-    manifest::of(dirs[0])
 }
 
 /// The three mounts and the three bricks of volume `vol`.

@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::manifest::{self, Item};
 use super::{eventually, Cluster, Node};
 
 /// A replica-N volume "v" over all nodes of a fresh `n`-node pool.
@@ -143,25 +142,6 @@ pub fn has_size(path: &Path, size: u64) -> bool {
 /// The brick trees of volume `vol` of every node.
 pub fn bricks(c: &Cluster, vol: &str) -> Vec<PathBuf> {
     c.nodes.iter().map(|n| c.brick(vol, n.n)).collect()
-}
-
-/// Waits until every tree in `dirs` has the manifest of the first one;
-/// panics with the first difference on timeout.
-#[track_caller]
-pub fn wait_same(dirs: &[PathBuf], timeout: Duration) -> BTreeMap<String, Item> {
-    let mut last = String::new();
-    let ok = eventually(timeout, || {
-        let first = manifest::of(&dirs[0]);
-        for d in &dirs[1..] {
-            if let Some(diff) = manifest::diff(&first, &manifest::of(d)) {
-                last = format!("{} vs {}: {diff}", dirs[0].display(), d.display());
-                return false;
-            }
-        }
-        true
-    });
-    assert!(ok, "trees still differ after {timeout:?}: {last}");
-    manifest::of(&dirs[0])
 }
 
 /// Lists every file below `dir` (following nothing), as relative paths.
