@@ -25,7 +25,12 @@ static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 /// A port no other test of this run uses.
 pub fn unique_port() -> u16 {
-    let base = 20000 + (std::process::id() % 200) as u16 * 100;
+    // GSYNC_TEST_PORT_BASE pins the range, so two test runs on one machine
+    // (two checkouts) never share ports.
+    let base = std::env::var("GSYNC_TEST_PORT_BASE")
+        .ok()
+        .and_then(|v| v.parse::<u16>().ok())
+        .unwrap_or(20000 + (std::process::id() % 200) as u16 * 100);
     base + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % 100
 }
 
