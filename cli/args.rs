@@ -43,6 +43,9 @@ pub enum Command {
     },
     /// Start a 3-node demo on 127.0.0.1-3 in a temp dir, with a mount per node.
     Demo(DemoArgs),
+    /// Measure: 3 daemons on 127.0.0.1-3 in a temp dir, real workloads,
+    /// compared with rsync and a local copy; prints a table of figures.
+    Bench(BenchArgs),
     /// Fault injection and robustness drills (for testing).
     #[command(subcommand, hide = true)]
     Debug(DebugCmd),
@@ -200,6 +203,32 @@ pub struct DemoArgs {
     /// Set up and print the instructions, then exit (leave the daemons running).
     #[arg(long)]
     pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Every step at a small size (a smoke run of a minute or two).
+    #[arg(long)]
+    pub quick: bool,
+    /// UDP port of the three daemons (on 127.0.0.1, .2 and .3).
+    #[arg(long, default_value_t = 24217)]
+    pub port: u16,
+    /// Directory for state, bricks, mounts and copies (default: a new temp
+    /// dir, removed afterwards unless --keep).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the temp dir afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Number of small files (default 10000; 500 with --quick).
+    #[arg(long)]
+    pub files: Option<usize>,
+    /// Number of files of the large tree (default 100000; 2000 with --quick).
+    #[arg(long)]
+    pub many_files: Option<usize>,
+    /// Size of the big file in MiB (default 1024; 32 with --quick).
+    #[arg(long)]
+    pub big_mib: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

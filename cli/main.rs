@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod args;
+mod bench;
 mod ctl;
 mod daemon;
 mod demo;
@@ -96,6 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Mount(a) => mount_cmd::mount(a, &state, json).await,
         Command::Umount { dir } => mount_cmd::umount(&dir, &state, json).await,
         Command::Demo(a) => demo::run(a).await,
+        Command::Bench(a) => bench::run(a, json).await,
         Command::Debug(c) => pool_cmd::debug(c, &state, json).await,
     }
 }
