@@ -36,6 +36,9 @@ pub struct BrickHealInfo {
     pub heal_rate: Option<f64>,
     /// Estimated seconds until the pending entries are healed.
     pub eta_secs: Option<f64>,
+    /// Set when the brick is not served, with the reason (e.g. its
+    /// volume-id marker is missing); the counts above are then empty.
+    pub not_served: Option<String>,
 }
 
 /// One path in a heal report.

@@ -39,6 +39,11 @@ use db::NodeDb;
 /// A peer silent for longer than this does not count toward quorum.
 pub const QUORUM_SILENCE: Duration = Duration::from_millis(1500);
 
+/// How often the node re-checks its bricks against the pool document and
+/// their directories (a brick whose marker came back is served again; one
+/// whose marker vanished stops being served).
+pub const BRICK_RECHECK: Duration = Duration::from_secs(2);
+
 /// How long a management RPC to one peer may take before the peer is
 /// reported unreachable (keeps every CLI command under 2 s).
 pub const RPC_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -187,6 +192,15 @@ impl Node {
         let n = node.clone();
         node.tasks.spawn(async move { peers::supervise(n).await });
         node.apply_config_locally();
+        let n = node.clone();
+        node.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = n.token.cancelled() => break,
+                    _ = tokio::time::sleep(BRICK_RECHECK) => n.refresh_bricks(),
+                }
+            }
+        });
         Ok(node)
     }
 
@@ -312,6 +326,13 @@ impl Node {
     fn apply_config_locally(self: &Arc<Self>) {
         let cfg = self.config();
         self.bricks.reconcile(self, &cfg);
+    }
+
+    /// Re-checks the local bricks now: serves a brick whose directory was
+    /// just re-initialised (e.g. by `reset-brick ... commit force`) without
+    /// waiting for the periodic check, and stops one that lost its marker.
+    pub fn refresh_bricks(self: &Arc<Self>) {
+        self.apply_config_locally();
     }
 
     /// Runs `f` with the node database.

@@ -31,7 +31,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 pub use apply::choose;
-pub use set::{prepare_brick_dir, BrickSet};
+pub use set::{check_brick_dir, marker_path, prepare_brick_dir, BrickSet, DirProblem};
 use types::{ChunkRef, Entry};
 
 use crate::codec;

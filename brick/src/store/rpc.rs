@@ -109,11 +109,7 @@ where
                 return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume"))
                     .await;
             };
-            let mut out = Vec::new();
-            for b in node.bricks.of_volume(v.id) {
-                out.push(crate::replicate::heal_info(&b).await);
-            }
-            Response::HealInfo(out)
+            Response::HealInfo(node.bricks.heal_info(node, &v).await)
         }
         Request::Digests { volume, brick, dir } => match brick_of(node, volume, brick) {
             Ok(b) => match b
