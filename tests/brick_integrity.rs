@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::support::heal::{info, wait_same_tree};
+use crate::support::heal::{all_clean, info, isolate, wait_same_tree};
 use crate::support::{read, wait_until, Cluster};
 
 const T: Duration = Duration::from_secs(30);
@@ -153,5 +153,87 @@ fn missing_or_foreign_brick_dir_is_not_served() {
     assert!(!online);
     let reason = reason.unwrap_or_default();
     assert!(reason.contains("another volume"), "brick 3: {reason}");
+    c.assert_no_panics();
+}
+
+/// Empties brick `i` (files and database) while its node is down, keeping
+/// only the volume-id marker, as `reset-brick … commit force` leaves it;
+/// restarts the node and waits until the brick is served again.
+fn empty_brick_keeping_marker(c: &mut Cluster, i: usize) {
+    let b = c.brick("v", i);
+    c.node_mut(i).stop();
+    let marker = std::fs::read(b.join(".gsync/volume-id")).unwrap();
+    for e in std::fs::read_dir(&b).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap();
+        } else {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    std::fs::create_dir_all(b.join(".gsync")).unwrap();
+    std::fs::write(b.join(".gsync/volume-id"), marker).unwrap();
+    c.node_mut(i).start();
+    c.wait_connected();
+    wait_until(T, "emptied brick served", || status_row(c, 1, i).0);
+}
+
+/// `heal full` launched while node 3 (whose brick is empty) cannot be
+/// reached: the crawls toward it fail, and instead of a silent success
+/// with 0 entries, `heal info` and `statistics` say the full heal is being
+/// retried and why, with no entry count. Once the network is back, the
+/// retry compares the trees and refills brick 3 without another command.
+#[test]
+fn full_heal_is_retried_until_every_brick_is_compared() {
+    let mut c = cluster3();
+    let m1 = c.mount("v", 1);
+    for i in 0..200 {
+        let d = m1.join(format!("d{}", i % 10));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}")), format!("file {i}\n")).unwrap();
+    }
+    wait_same_tree(&m1, &c.brick("v", 3), T, "200 files on brick 3");
+    empty_brick_keeping_marker(&mut c, 3);
+    isolate(&c, 3);
+    c.node(1).cli(&["volume", "heal", "v", "full"]).ok();
+    wait_until(
+        Duration::from_secs(90),
+        "full heal reported retrying",
+        || info(c.node(1), "v").0.contains("Full heal: retrying"),
+    );
+    let (out, blocks) = info(c.node(1), "v");
+    for b in blocks.iter().filter(|b| !b.brick.ends_with("/v3")) {
+        assert_eq!(b.number, "-", "no entry count while unfinished:\n{out}");
+    }
+    assert!(!all_clean(c.node(1), "v"), "{out}");
+    println!("heal info while node 3 is cut off:\n{out}");
+    let st = c
+        .node(1)
+        .cli(&["volume", "heal", "v", "statistics"])
+        .ok()
+        .stdout;
+    assert!(
+        st.contains("Full heal: retrying toward") || st.contains("Full heal: running toward"),
+        "{st}"
+    );
+    assert!(st.contains("failed: "), "the reason is shown: {st}");
+
+    c.heal_network();
+    wait_same_tree(
+        &c.brick("v", 1),
+        &c.brick("v", 3),
+        Duration::from_secs(120),
+        "brick 3 refilled by the retried crawl",
+    );
+    wait_until(Duration::from_secs(60), "heal info clean", || {
+        all_clean(c.node(1), "v")
+    });
+    let st = c
+        .node(1)
+        .cli(&["volume", "heal", "v", "statistics"])
+        .ok()
+        .stdout;
+    assert!(st.contains("Full heal: done toward"), "{st}");
+    println!("statistics after the retried full heal:\n{st}");
     c.assert_no_panics();
 }

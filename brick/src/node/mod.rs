@@ -422,6 +422,24 @@ impl Node {
         }
     }
 
+    /// Like [`Self::call`], with a caller-chosen deadline (for requests whose
+    /// answer may take longer than a management call, such as digests of a
+    /// large directory under load).
+    pub async fn call_timeout(
+        &self,
+        peer: Uuid,
+        req: Request,
+        limit: Duration,
+    ) -> Result<Response, CallError> {
+        let conn = self
+            .connection(peer)
+            .ok_or_else(|| CallError::NotConnected(self.peer_name(peer)))?;
+        match tokio::time::timeout(limit, call_on(&conn, &req)).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout(self.peer_name(peer))),
+        }
+    }
+
     /// Hostname of a member, or its id.
     pub fn peer_name(&self, peer: Uuid) -> String {
         self.config()

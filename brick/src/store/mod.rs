@@ -151,6 +151,8 @@ pub struct Brick {
     /// When the current heal (replay after a peer came back) started, and
     /// the heals counter then: gives the rate and ETA in `statistics`.
     pub heal_started: Mutex<Option<(std::time::Instant, u64)>>,
+    /// The latest full heal toward each peer brick (see `crawl`).
+    pub full_heal: Mutex<std::collections::BTreeMap<u64, crate::crawl::FullHealTrack>>,
 }
 
 /// Exclusive right to update one path of a brick; released on drop.
@@ -210,6 +212,7 @@ impl Brick {
             quorum: Mutex::new(None),
             pending_notify: tokio::sync::Notify::new(),
             heal_started: Mutex::new(None),
+            full_heal: Mutex::default(),
             busy: Mutex::default(),
         })
     }
