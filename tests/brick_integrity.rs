@@ -237,3 +237,58 @@ fn full_heal_is_retried_until_every_brick_is_compared() {
     println!("statistics after the retried full heal:\n{st}");
     c.assert_no_panics();
 }
+
+/// A mount attached while `auth.allow` admitted its node stops pushing and
+/// receiving once `auth.allow` excludes that node: its own node's brick
+/// refuses it as well as the others (replication between bricks goes on).
+/// Admitted again, it catches up both ways.
+#[test]
+fn auth_allow_is_enforced_on_every_mount_request() {
+    let c = cluster3();
+    let m1 = c.mount("v", 1);
+    let m2 = c.mount("v", 2);
+    std::fs::write(m1.join("a.txt"), "a\n").unwrap();
+    wait_until(T, "a.txt reaches m2", || read(&m2.join("a.txt")) == "a\n");
+
+    c.node(1)
+        .cli(&["volume", "set", "v", "auth.allow", &c.node(1).ip])
+        .ok();
+    // The document reaches node 2 within a push; give it a moment.
+    wait_until(T, "auth.allow on node 2", || {
+        c.node(2)
+            .cli(&["volume", "get", "v", "auth.allow", "--json"])
+            .json()["auth.allow"]["value"]
+            == c.node(1).ip.as_str()
+    });
+    std::fs::write(m1.join("b.txt"), "b\n").unwrap();
+    std::fs::write(m2.join("c.txt"), "c\n").unwrap();
+    wait_until(T, "b.txt replicated to brick 2", || {
+        read(&c.brick("v", 2).join("b.txt")) == "b\n"
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !m2.join("b.txt").exists(),
+        "an excluded mount received b.txt"
+    );
+    for i in 1..=3 {
+        assert!(
+            !c.brick("v", i).join("c.txt").exists(),
+            "an excluded mount pushed c.txt to brick {i}"
+        );
+    }
+    assert!(
+        c.node(2)
+            .log()
+            .contains("not allowed to mount v (auth.allow)"),
+        "the refusal reaches the agent"
+    );
+
+    c.node(1).cli(&["volume", "reset", "v", "auth.allow"]).ok();
+    wait_until(T, "b.txt reaches m2 once allowed", || {
+        read(&m2.join("b.txt")) == "b\n"
+    });
+    wait_until(T, "c.txt reaches m1 once allowed", || {
+        read(&m1.join("c.txt")) == "c\n"
+    });
+    c.assert_no_panics();
+}

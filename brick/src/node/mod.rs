@@ -12,6 +12,7 @@
 //! change goes through [`Node::commit_config`] (local change, pushed to the
 //! members) or [`Node::adopt_config`] (newer document from a member).
 
+pub mod auth;
 mod ctl;
 pub mod db;
 mod mgmt;

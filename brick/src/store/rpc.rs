@@ -38,7 +38,9 @@ where
     W: AsyncWrite + Unpin + Send,
     R: AsyncRead + Unpin + Send,
 {
-    let _ = peer;
+    if let Some(refusal) = crate::node::auth::check(node, peer, &req) {
+        return frame::write_msg(send, &refusal).await;
+    }
     let resp = match req {
         Request::BrickStatus { volume } => Response::BrickStatus(node.bricks.status(node, &volume)),
         Request::Offer(offer) => match brick_of(node, offer.volume, offer.brick) {
