@@ -5,7 +5,8 @@ use std::path::Path;
 
 use anyhow::Result;
 use gsync_brick::control::{CtlRequest, HealBrickReport};
-use gsync_brick::heal_types::SplitBrainVersions;
+use gsync_brick::crawl::FULL_HEAL_ATTEMPTS;
+use gsync_brick::heal_types::{BrickHealInfo, FullHealPhase, SplitBrainVersions};
 
 use crate::{ctl, print_json, Outcome};
 
@@ -134,8 +135,11 @@ fn print_info(reports: &[HealBrickReport]) {
                         println!("/{} ", e.path);
                     }
                 }
+                for line in full_heal_lines(info, reports, false) {
+                    println!("{line}");
+                }
                 println!("Status: {}", r.status);
-                println!("Number of entries: {}", info.total);
+                println!("Number of entries: {}", count(info, info.total));
             }
             None => {
                 println!("Status: {}", r.status);
@@ -143,6 +147,61 @@ fn print_info(reports: &[HealBrickReport]) {
             }
         }
     }
+}
+
+/// An entry count, or `-` while a full heal from the brick has not
+/// compared every peer brick (the count is then not the whole truth).
+fn count(info: &BrickHealInfo, n: u64) -> String {
+    if info.full_heal_unfinished() {
+        "-".to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+/// One line per full heal from this brick: unfinished ones always, and
+/// finished ones too when `all`.
+fn full_heal_lines(info: &BrickHealInfo, reports: &[HealBrickReport], all: bool) -> Vec<String> {
+    let name = |peer: u64| {
+        reports
+            .iter()
+            .find(|r| r.id == peer)
+            .map_or_else(|| format!("brick {peer:016x}"), |r| r.brick.clone())
+    };
+    info.full_heal
+        .iter()
+        .filter(|f| all || f.phase != FullHealPhase::Done)
+        .map(|f| {
+            let to = name(f.peer);
+            let why = f.last_error.as_deref().unwrap_or("unknown error");
+            match f.phase {
+                FullHealPhase::Running => match &f.last_error {
+                    Some(e) => format!(
+                        "Full heal: running toward {to} (attempt {} of {FULL_HEAL_ATTEMPTS}, {} directories compared; the previous attempt failed: {e})",
+                        f.attempts.max(1),
+                        f.dirs_compared
+                    ),
+                    None => format!(
+                        "Full heal: running toward {to} (attempt {} of {FULL_HEAL_ATTEMPTS}, {} directories compared)",
+                        f.attempts.max(1),
+                        f.dirs_compared
+                    ),
+                },
+                FullHealPhase::Retrying => format!(
+                    "Full heal: retrying toward {to} (attempt {} of {FULL_HEAL_ATTEMPTS} failed: {why})",
+                    f.attempts
+                ),
+                FullHealPhase::Failed => format!(
+                    "Full heal: failed toward {to} after {} attempts: {why}; run 'volume heal VOL full' again",
+                    f.attempts
+                ),
+                FullHealPhase::Done => format!(
+                    "Full heal: done toward {to} in {:.1} s ({} directories compared, {} paths marked for heal)",
+                    f.elapsed_secs, f.dirs_compared, f.paths_marked
+                ),
+            }
+        })
+        .collect()
 }
 
 fn print_summary(reports: &[HealBrickReport]) {
@@ -156,8 +215,14 @@ fn print_summary(reports: &[HealBrickReport]) {
             Some(info) => {
                 let sb = info.split_brain;
                 let pending = info.total.saturating_sub(sb);
-                println!("Total Number of entries: {}", info.total);
-                println!("Number of entries in heal pending: {pending}");
+                for line in full_heal_lines(info, reports, false) {
+                    println!("{line}");
+                }
+                println!("Total Number of entries: {}", count(info, info.total));
+                println!(
+                    "Number of entries in heal pending: {}",
+                    count(info, pending)
+                );
                 println!("Number of entries in split-brain: {sb}");
                 println!("Number of entries possibly healing: {}", info.healing);
             }
@@ -223,6 +288,9 @@ fn print_statistics(reports: &[HealBrickReport]) {
                 }
                 for (peer, n) in &info.pending_by_peer {
                     println!("Pending for brick {peer:016x}: {n}");
+                }
+                for line in full_heal_lines(info, reports, true) {
+                    println!("{line}");
                 }
             }
             None => println!("Number of heals done: -"),

@@ -333,6 +333,11 @@ fn print_status(r: &VolumeStatusReport) {
             ""
         );
     }
+    for b in &r.bricks {
+        if let Some(reason) = &b.reason {
+            println!("Brick {} is offline: {reason}", b.brick);
+        }
+    }
     println!(" ");
     println!("Task Status of Volume {}", r.volume);
     println!("{}", "-".repeat(width + 36));
@@ -352,6 +357,9 @@ fn print_status_detail(r: &VolumeStatusReport) {
             b.port.map_or_else(na, |p| p.to_string())
         );
         println!("{:<21}: {}", "Online", if b.online { "Y" } else { "N" });
+        if let Some(reason) = &b.reason {
+            println!("{:<21}: {reason}", "Offline Reason");
+        }
         println!(
             "{:<21}: {}",
             "Pid",

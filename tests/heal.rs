@@ -492,17 +492,20 @@ fn heal_touches_only_changed_paths() {
     c.assert_no_panics();
 }
 
-/// Node 3's brick is wiped (files and database) while the node is down;
-/// `heal full` rebuilds it byte-identical to brick 1.
+/// Node 3's brick is emptied (files and database) while the node is down,
+/// keeping only its volume-id marker, as `reset-brick ... commit force`
+/// re-initialises a brick (without the marker it is not served at all: see
+/// `brick_integrity`); `heal full` rebuilds it byte-identical to brick 1.
 #[test]
 fn full_heal_rebuilds_a_wiped_brick() {
     let (mut c, n) = populated(2_000);
-    // Wipe brick 3 completely (files and database), then `heal full`.
+    // Empty brick 3 (files and database), then `heal full`.
     c.node(3)
         .cli(&["umount", &c.mount_dir(3).to_string_lossy()])
         .ok();
     c.node_mut(3).stop();
     let b3 = c.brick("v", 3);
+    let marker = std::fs::read(b3.join(".gsync/volume-id")).unwrap();
     for e in std::fs::read_dir(&b3).unwrap().flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -511,6 +514,8 @@ fn full_heal_rebuilds_a_wiped_brick() {
             std::fs::remove_file(&p).unwrap();
         }
     }
+    std::fs::create_dir_all(b3.join(".gsync")).unwrap();
+    std::fs::write(b3.join(".gsync/volume-id"), marker).unwrap();
     c.node_mut(3).start();
     c.wait_connected();
     wait_until(T, "brick 3 online", || {

@@ -23,3 +23,6 @@ mod reliability;
 
 /// Crash points along the write path (needs `--features failpoints`).
 mod crash;
+
+/// Brick integrity: unserved wiped bricks, full-heal completion, auth.allow, limits, overlaps.
+mod brick_integrity;

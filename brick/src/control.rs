@@ -264,6 +264,10 @@ pub struct BrickRow {
     pub pid: Option<u32>,
     /// Counters and sizes, when online.
     pub detail: Option<crate::proto::BrickStatus>,
+    /// Why the brick is not served although its node is up (e.g. its
+    /// volume-id marker is missing).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// One self-heal daemon row in `volume status`.

@@ -8,15 +8,53 @@
 //! offers it, and the peer takes what it lacks (an equal version costs one
 //! small round trip, no content). Each node crawls toward its peers, so
 //! paths only the peer holds come back by the peer's own crawl.
+//!
+//! A full heal is done only when every pair was compared. Each (brick,
+//! peer brick) crawl is a job ([`start_full`]) whose state heal reports
+//! show: a crawl that fails (peer unreachable, an answer too slow under
+//! load, the peer brick not served) is retried with a doubling backoff, up
+//! to [`FULL_HEAL_ATTEMPTS`] attempts, and then reported as failed with the
+//! reason until the next `heal VOL full`.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::heal_types::{FullHealPhase, FullHealState};
 use crate::node::{CallError, Node};
 use crate::proto::{Request, Response};
 use crate::store::digest::{self, ChildDigest};
 use crate::store::{Brick, StoreError};
+
+/// Attempts of one full heal toward one peer brick before it is reported
+/// failed (about three minutes with [`RETRY_BACKOFF`]).
+pub const FULL_HEAL_ATTEMPTS: u32 = 12;
+/// Wait after the first failed attempt; doubles per failure up to the cap.
+const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(15));
+/// Longest wait for one directory's digests from the peer: a large
+/// directory on a loaded node may take longer than a management call.
+const DIGESTS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Tries of one digests request before the attempt fails.
+const DIGESTS_TRIES: u32 = 2;
+
+/// A full heal job's state and when it was launched.
+#[derive(Debug, Clone)]
+pub struct FullHealTrack {
+    /// As reported.
+    pub state: FullHealState,
+    /// Launch time.
+    pub started: Instant,
+}
+
+impl FullHealTrack {
+    /// The state with its elapsed time filled in, for reports.
+    pub fn report(&self) -> FullHealState {
+        let mut s = self.state.clone();
+        s.elapsed_secs = self.started.elapsed().as_secs_f64();
+        s
+    }
+}
 
 /// What a crawl did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -39,6 +77,12 @@ pub enum CrawlError {
     /// The peer answered something else.
     #[error("unexpected answer from the peer")]
     Unexpected,
+    /// The peer brick is not served on its node.
+    #[error("peer brick not served")]
+    NotServed,
+    /// The peer brick is no longer part of the volume.
+    #[error("peer brick no longer in the volume")]
+    Gone,
 }
 
 async fn remote(
@@ -56,15 +100,149 @@ async fn remote(
     if target == node.me.uuid {
         // Both bricks on this node: read the peer brick directly.
         let Some(other) = node.bricks.get(peer) else {
-            return Err(CrawlError::Unexpected);
+            return Err(CrawlError::NotServed);
         };
         let d = dir.to_string();
         return Ok(other.with_db(move |_, c| digest::children(c, &d)).await?);
     }
-    let resp = node.call(target, req).await?;
-    match resp {
-        Response::Digests(d) => Ok(d),
-        _ => Err(CrawlError::Unexpected),
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match node
+            .call_timeout(target, req.clone(), DIGESTS_TIMEOUT)
+            .await
+        {
+            Ok(Response::Digests(d)) => return Ok(d),
+            Ok(_) => return Err(CrawlError::Unexpected),
+            Err(e @ (CallError::Timeout(_) | CallError::Connection(_)))
+                if tries < DIGESTS_TRIES && !node.token.is_cancelled() =>
+            {
+                tracing::debug!(peer, dir, "digests: {e}; asking again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Launches a full heal from `brick` toward brick `peer` (unless one is
+/// already running): crawls, and retries a failed crawl with backoff.
+pub fn start_full(node: &Arc<Node>, brick: &Arc<Brick>, peer: u64) {
+    {
+        let mut jobs = brick.full_heal.lock().unwrap_or_else(|e| e.into_inner());
+        let active = jobs.get(&peer).is_some_and(|j| {
+            matches!(
+                j.state.phase,
+                FullHealPhase::Running | FullHealPhase::Retrying
+            )
+        });
+        if active {
+            return;
+        }
+        jobs.insert(
+            peer,
+            FullHealTrack {
+                state: FullHealState {
+                    peer,
+                    phase: FullHealPhase::Running,
+                    attempts: 0,
+                    last_error: None,
+                    dirs_compared: 0,
+                    paths_marked: 0,
+                    elapsed_secs: 0.0,
+                },
+                started: Instant::now(),
+            },
+        );
+    }
+    let (n, b) = (node.clone(), brick.clone());
+    node.spawn(async move { full_heal_job(n, b, peer).await });
+}
+
+fn update(brick: &Brick, peer: u64, f: impl FnOnce(&mut FullHealState)) {
+    let mut jobs = brick.full_heal.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(j) = jobs.get_mut(&peer) {
+        f(&mut j.state);
+    }
+}
+
+fn peer_node(node: &Node, brick: &Brick, peer: u64) -> Option<Uuid> {
+    let cfg = node.config();
+    let v = cfg.volumes.iter().find(|v| v.id == brick.volume)?;
+    v.brick(peer).map(|b| b.node)
+}
+
+async fn full_heal_job(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
+    let mut backoff = RETRY_BACKOFF.0;
+    for attempt in 1..=FULL_HEAL_ATTEMPTS {
+        update(&brick, peer, |s| {
+            s.phase = FullHealPhase::Running;
+            s.attempts = attempt;
+            s.dirs_compared = 0;
+            s.paths_marked = 0;
+        });
+        let res = match peer_node(&node, &brick, peer) {
+            Some(target) => crawl(&node, &brick, peer, target).await,
+            None => Err(CrawlError::Gone),
+        };
+        let served = node
+            .bricks
+            .get(brick.id)
+            .is_some_and(|b| Arc::ptr_eq(&b, &brick));
+        if node.token.is_cancelled() || !served {
+            // The daemon or this brick stopped: the job ends with it.
+            update(&brick, peer, |s| {
+                s.phase = FullHealPhase::Failed;
+                s.last_error = Some("interrupted: the brick stopped".into());
+            });
+            return;
+        }
+        match res {
+            Ok(st) => {
+                tracing::info!(
+                    brick = %brick.root.display(), peer, attempt,
+                    "full crawl done: {} directories compared, {} paths to heal", st.dirs_walked, st.paths_marked
+                );
+                update(&brick, peer, |s| {
+                    s.phase = FullHealPhase::Done;
+                    s.dirs_compared = st.dirs_walked;
+                    s.paths_marked = st.paths_marked;
+                });
+                return;
+            }
+            Err(CrawlError::Gone) => {
+                update(&brick, peer, |s| {
+                    s.phase = FullHealPhase::Failed;
+                    s.last_error = Some(CrawlError::Gone.to_string());
+                });
+                return;
+            }
+            Err(e) => {
+                let last = attempt == FULL_HEAL_ATTEMPTS;
+                let reason = e.to_string();
+                if last {
+                    tracing::error!(brick = %brick.root.display(), peer, "full crawl failed after {attempt} attempts: {reason}");
+                } else {
+                    tracing::warn!(brick = %brick.root.display(), peer, "full crawl attempt {attempt} failed: {reason}; retrying in {backoff:?}");
+                }
+                update(&brick, peer, |s| {
+                    s.phase = if last {
+                        FullHealPhase::Failed
+                    } else {
+                        FullHealPhase::Retrying
+                    };
+                    s.last_error = Some(reason);
+                });
+                if last {
+                    return;
+                }
+                tokio::select! {
+                    _ = node.token.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(RETRY_BACKOFF.1);
+            }
+        }
     }
 }
 
@@ -83,6 +261,10 @@ pub async fn crawl(
             break;
         }
         stats.dirs_walked += 1;
+        update(brick, peer, |s| {
+            s.dirs_compared = stats.dirs_walked;
+            s.paths_marked = stats.paths_marked;
+        });
         let d2 = dir.clone();
         let mine = brick.with_db(move |_, c| digest::children(c, &d2)).await?;
         let theirs = remote(node, brick, peer, target, &dir).await?;

@@ -36,6 +36,69 @@ pub struct BrickHealInfo {
     pub heal_rate: Option<f64>,
     /// Estimated seconds until the pending entries are healed.
     pub eta_secs: Option<f64>,
+    /// Set when the brick is not served, with the reason (e.g. its
+    /// volume-id marker is missing); the counts above are then empty.
+    pub not_served: Option<String>,
+    /// The latest full heal (`heal VOL full`) from this brick toward each
+    /// peer brick, in peer order; empty if none ran since the daemon
+    /// started.
+    pub full_heal: Vec<FullHealState>,
+}
+
+impl BrickHealInfo {
+    /// True while a full heal from this brick has not compared every peer
+    /// brick (running, retrying or failed): the entry counts are then not
+    /// the whole truth.
+    pub fn full_heal_unfinished(&self) -> bool {
+        self.full_heal
+            .iter()
+            .any(|f| f.phase != FullHealPhase::Done)
+    }
+}
+
+/// Where a full heal from one brick toward one peer brick stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FullHealPhase {
+    /// Comparing now.
+    Running,
+    /// The last attempt failed; another follows after a backoff.
+    Retrying,
+    /// Every attempt failed; run `heal VOL full` again.
+    Failed,
+    /// The trees were compared; what differs is in the pending index.
+    Done,
+}
+
+impl FullHealPhase {
+    /// As heal reports print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Failed => "failed",
+            Self::Done => "done",
+        }
+    }
+}
+
+/// A full heal from one brick toward one peer brick.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FullHealState {
+    /// Replica id of the peer brick compared with.
+    pub peer: u64,
+    /// Running, retrying, failed or done.
+    pub phase: FullHealPhase,
+    /// Attempts so far (1 for the first).
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Directories compared by the latest attempt.
+    pub dirs_compared: u64,
+    /// Paths marked for healing by the latest attempt.
+    pub paths_marked: u64,
+    /// Seconds since this full heal was launched.
+    pub elapsed_secs: f64,
 }
 
 /// One path in a heal report.

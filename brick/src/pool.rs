@@ -96,6 +96,13 @@ impl Volume {
     pub fn option(&self, key: &str) -> &str {
         crate::options::effective(&self.options, key)
     }
+
+    /// Whether `auth.allow` lets the pool member known as `host` mount
+    /// this volume (`*`, or its name in the list, case-insensitive).
+    pub fn mount_allowed(&self, host: &str) -> bool {
+        let allow = self.option("auth.allow");
+        allow == "*" || allow.split(',').any(|h| h.eq_ignore_ascii_case(host))
+    }
 }
 
 /// The replicated pool document.

@@ -45,6 +45,9 @@ pub mod code {
     /// A write based on a stale version conflicts with the current one (on
     /// a volume with quorum, where bricks never keep split-brain siblings).
     pub const CONFLICT: u16 = 8;
+    /// The volume's `auth.allow` does not admit the requesting node's
+    /// mounts (checked on every request of a mount agent).
+    pub const AUTH: u16 = 9;
 }
 
 /// First message on every connection, both ways.
@@ -245,6 +248,8 @@ pub struct BrickStatus {
     pub entries: u64,
     /// Current change sequence.
     pub seq: u64,
+    /// Why the brick is not served (e.g. its volume-id marker is missing).
+    pub offline_reason: Option<String>,
 }
 
 /// Per-brick counters.

@@ -424,6 +424,13 @@ pub async fn heal_info(brick: &Arc<Brick>) -> BrickHealInfo {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     info.quorum_met = *brick.quorum.lock().unwrap_or_else(|e| e.into_inner());
+    info.full_heal = brick
+        .full_heal
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .map(crate::crawl::FullHealTrack::report)
+        .collect();
     info
 }
 
@@ -437,19 +444,7 @@ pub async fn heal_op(node: &Arc<Node>, volume: &str, op: HealOp) -> Result<(), S
             HealOp::Index => b.publish_seq(b.seq()),
             HealOp::Full => {
                 for peer in b.peers.clone() {
-                    let Some(target) = peer_node(node, &b, peer) else {
-                        continue;
-                    };
-                    let (n, br) = (node.clone(), b.clone());
-                    node.spawn(async move {
-                        match crate::crawl::crawl(&n, &br, peer, target).await {
-                            Ok(s) => tracing::info!(
-                                brick = %br.root.display(), peer, dirs = s.dirs_walked, marked = s.paths_marked,
-                                "full crawl done: {} directories compared, {} paths to heal", s.dirs_walked, s.paths_marked
-                            ),
-                            Err(e) => tracing::warn!(brick = %br.root.display(), peer, "full crawl failed: {e}"),
-                        }
-                    });
+                    crate::crawl::start_full(node, &b, peer);
                 }
             }
             HealOp::Choose { path, vv } => {

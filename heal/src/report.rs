@@ -23,14 +23,10 @@ pub async fn heal_info(node: &Arc<Node>, v: &Volume) -> Vec<HealBrickReport> {
     for u in nodes {
         let n = node.clone();
         let name = v.name.clone();
-        let vid = v.id;
+        let vol = v.clone();
         set.spawn(async move {
             if u == n.me.uuid {
-                let mut out = Vec::new();
-                for b in n.bricks.of_volume(vid) {
-                    out.push(gsync_brick::replicate::heal_info(&b).await);
-                }
-                return (u, Ok(out));
+                return (u, Ok(n.bricks.heal_info(&n, &vol).await));
             }
             match n.call(u, Request::HealInfo { volume: name }).await {
                 Ok(Response::HealInfo(x)) => (u, Ok(x)),
@@ -50,7 +46,10 @@ pub async fn heal_info(node: &Arc<Node>, v: &Volume) -> Vec<HealBrickReport> {
         .map(|b| {
             let (status, info) = match answers.get(&b.node) {
                 Some(Ok(list)) => match list.iter().find(|i| i.brick == b.id) {
-                    Some(i) => ("Connected".to_string(), Some(i.clone())),
+                    Some(i) => match &i.not_served {
+                        Some(reason) => (format!("Not served: {reason}"), None),
+                        None => ("Connected".to_string(), Some(i.clone())),
+                    },
                     None => ("Brick is not online".to_string(), None),
                 },
                 Some(Err(e)) if !node.is_connected(b.node) => {

@@ -547,6 +547,7 @@ async fn status_of(node: &Arc<Node>, cfg: &PoolConfig, v: &Volume) -> VolumeStat
                 port: st.as_ref().filter(|_| online).map(|s| s.port),
                 online,
                 pid: st.as_ref().filter(|_| online).map(|s| s.pid),
+                reason: st.as_ref().and_then(|s| s.offline_reason.clone()),
                 detail: st,
             }
         })

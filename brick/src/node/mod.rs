@@ -12,6 +12,7 @@
 //! change goes through [`Node::commit_config`] (local change, pushed to the
 //! members) or [`Node::adopt_config`] (newer document from a member).
 
+pub mod auth;
 mod ctl;
 pub mod db;
 mod mgmt;
@@ -38,6 +39,11 @@ use db::NodeDb;
 
 /// A peer silent for longer than this does not count toward quorum.
 pub const QUORUM_SILENCE: Duration = Duration::from_millis(1500);
+
+/// How often the node re-checks its bricks against the pool document and
+/// their directories (a brick whose marker came back is served again; one
+/// whose marker vanished stops being served).
+pub const BRICK_RECHECK: Duration = Duration::from_secs(2);
 
 /// How long a management RPC to one peer may take before the peer is
 /// reported unreachable (keeps every CLI command under 2 s).
@@ -187,6 +193,15 @@ impl Node {
         let n = node.clone();
         node.tasks.spawn(async move { peers::supervise(n).await });
         node.apply_config_locally();
+        let n = node.clone();
+        node.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = n.token.cancelled() => break,
+                    _ = tokio::time::sleep(BRICK_RECHECK) => n.refresh_bricks(),
+                }
+            }
+        });
         Ok(node)
     }
 
@@ -314,6 +329,13 @@ impl Node {
         self.bricks.reconcile(self, &cfg);
     }
 
+    /// Re-checks the local bricks now: serves a brick whose directory was
+    /// just re-initialised (e.g. by `reset-brick ... commit force`) without
+    /// waiting for the periodic check, and stops one that lost its marker.
+    pub fn refresh_bricks(self: &Arc<Self>) {
+        self.apply_config_locally();
+    }
+
     /// Runs `f` with the node database.
     pub fn with_db<T>(&self, f: impl FnOnce(&NodeDb) -> T) -> T {
         f(&self.db.lock().unwrap_or_else(|e| e.into_inner()))
@@ -398,6 +420,24 @@ impl Node {
         match tokio::time::timeout(RPC_TIMEOUT, call_on(&conn, &req)).await {
             Ok(r) => r,
             Err(_) => Err(CallError::Timeout(name)),
+        }
+    }
+
+    /// Like [`Self::call`], with a caller-chosen deadline (for requests whose
+    /// answer may take longer than a management call, such as digests of a
+    /// large directory under load).
+    pub async fn call_timeout(
+        &self,
+        peer: Uuid,
+        req: Request,
+        limit: Duration,
+    ) -> Result<Response, CallError> {
+        let conn = self
+            .connection(peer)
+            .ok_or_else(|| CallError::NotConnected(self.peer_name(peer)))?;
+        match tokio::time::timeout(limit, call_on(&conn, &req)).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout(self.peer_name(peer))),
         }
     }
 

@@ -31,7 +31,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 pub use apply::choose;
-pub use set::{prepare_brick_dir, BrickSet};
+pub use set::{check_brick_dir, marker_path, prepare_brick_dir, BrickSet, DirProblem};
 use types::{ChunkRef, Entry};
 
 use crate::codec;
@@ -151,6 +151,8 @@ pub struct Brick {
     /// When the current heal (replay after a peer came back) started, and
     /// the heals counter then: gives the rate and ETA in `statistics`.
     pub heal_started: Mutex<Option<(std::time::Instant, u64)>>,
+    /// The latest full heal toward each peer brick (see `crawl`).
+    pub full_heal: Mutex<std::collections::BTreeMap<u64, crate::crawl::FullHealTrack>>,
 }
 
 /// Exclusive right to update one path of a brick; released on drop.
@@ -210,6 +212,7 @@ impl Brick {
             quorum: Mutex::new(None),
             pending_notify: tokio::sync::Notify::new(),
             heal_started: Mutex::new(None),
+            full_heal: Mutex::default(),
             busy: Mutex::default(),
         })
     }

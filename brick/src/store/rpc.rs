@@ -38,7 +38,9 @@ where
     W: AsyncWrite + Unpin + Send,
     R: AsyncRead + Unpin + Send,
 {
-    let _ = peer;
+    if let Some(refusal) = crate::node::auth::check(node, peer, &req) {
+        return frame::write_msg(send, &refusal).await;
+    }
     let resp = match req {
         Request::BrickStatus { volume } => Response::BrickStatus(node.bricks.status(node, &volume)),
         Request::Offer(offer) => match brick_of(node, offer.volume, offer.brick) {
@@ -109,11 +111,7 @@ where
                 return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume"))
                     .await;
             };
-            let mut out = Vec::new();
-            for b in node.bricks.of_volume(v.id) {
-                out.push(crate::replicate::heal_info(&b).await);
-            }
-            Response::HealInfo(out)
+            Response::HealInfo(node.bricks.heal_info(node, &v).await)
         }
         Request::Digests { volume, brick, dir } => match brick_of(node, volume, brick) {
             Ok(b) => match b

@@ -1,5 +1,14 @@
 //! The bricks a node serves: opened when their volume starts, closed when
 //! it stops, each with its replicator tasks.
+//!
+//! A brick is served only while its directory carries the volume-id marker
+//! (`.gsync/volume-id`) written by `volume create`. A wiped disk, or a disk
+//! that failed to mount (leaving the empty mount point), looks exactly like
+//! an empty brick; serving it would announce an empty replica as healthy.
+//! Such a brick is left alone (nothing created, nothing opened), reported
+//! with the reason, and picked up again by the next reconcile once the
+//! marker is back (`reset-brick ... commit force`): the node reconciles
+//! periodically, not only when the pool document changes.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Brick;
+use crate::heal_types::BrickHealInfo;
 use crate::node::Node;
-use crate::pool::{PoolConfig, VolumeState};
+use crate::pool::{BrickDef, PoolConfig, Volume, VolumeState};
 use crate::proto::BrickStatus;
 
 struct Served {
@@ -22,6 +32,9 @@ struct Served {
 #[derive(Default)]
 pub struct BrickSet {
     inner: Mutex<HashMap<u64, Served>>,
+    /// Bricks of started volumes this node should serve but does not, with
+    /// the reason.
+    unserved: Mutex<HashMap<u64, String>>,
 }
 
 impl std::fmt::Debug for BrickSet {
@@ -31,12 +44,70 @@ impl std::fmt::Debug for BrickSet {
     }
 }
 
+/// Why a brick directory cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirProblem {
+    /// The directory does not exist (an unmounted disk's mount point gone).
+    #[error("brick directory missing")]
+    Missing,
+    /// The path exists but is not a directory.
+    #[error("brick path is not a directory")]
+    NotDir,
+    /// The directory exists without `.gsync/volume-id` (wiped or unmounted).
+    #[error("brick-id marker missing")]
+    MarkerMissing,
+    /// The marker could not be read.
+    #[error("brick-id marker unreadable: {0}")]
+    MarkerUnreadable(String),
+    /// The marker names another volume.
+    #[error("brick-id marker names another volume ({0})")]
+    Foreign(String),
+}
+
+/// The volume-id marker of a brick directory.
+pub fn marker_path(root: &Path) -> std::path::PathBuf {
+    root.join(crate::path::RESERVED).join("volume-id")
+}
+
+/// Checks that `root` is a brick directory of volume `volume`: it exists
+/// and its marker names that volume. Touches nothing.
+pub fn check_brick_dir(root: &Path, volume: Uuid) -> Result<(), DirProblem> {
+    match std::fs::metadata(root) {
+        Ok(m) if !m.is_dir() => return Err(DirProblem::NotDir),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DirProblem::Missing),
+        Err(e) => return Err(DirProblem::MarkerUnreadable(e.to_string())),
+    }
+    match std::fs::read_to_string(marker_path(root)) {
+        Ok(id) if id.trim() == volume.to_string() => Ok(()),
+        Ok(id) => Err(DirProblem::Foreign(id.trim().chars().take(64).collect())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(DirProblem::MarkerMissing),
+        Err(e) => Err(DirProblem::MarkerUnreadable(e.to_string())),
+    }
+}
+
+/// The operator-facing reason a brick is not served, with the way out.
+fn unserved_reason(p: &DirProblem, v: &Volume, b: &BrickDef) -> String {
+    format!(
+        "{p}: not served until 'volume reset-brick {} {} {} commit force'",
+        v.name,
+        b.name(),
+        b.name()
+    )
+}
+
 impl BrickSet {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Served>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Opens and closes bricks to match the pool document.
+    fn lock_unserved(&self) -> std::sync::MutexGuard<'_, HashMap<u64, String>> {
+        self.unserved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens and closes bricks to match the pool document, and stops
+    /// serving a brick whose directory lost its marker. Cheap when nothing
+    /// changed (one small read per brick), so it also runs periodically.
     pub fn reconcile(&self, node: &Arc<Node>, cfg: &PoolConfig) {
         let mut wanted = HashMap::new();
         for v in cfg
@@ -49,21 +120,38 @@ impl BrickSet {
             }
         }
         let mut served = self.lock();
+        let mut unserved = self.lock_unserved();
+        unserved.retain(|id, _| wanted.contains_key(id));
         served.retain(|id, s| {
-            let keep = wanted.contains_key(id);
-            if !keep {
+            let Some((v, b)) = wanted.get(id) else {
                 tracing::info!(brick = %s.brick.root.display(), "brick stopped");
                 s.token.cancel();
+                return false;
+            };
+            match check_brick_dir(Path::new(&b.path), v.id) {
+                Ok(()) => true,
+                Err(p) => {
+                    let reason = unserved_reason(&p, v, b);
+                    tracing::error!(brick = %b.path, volume = %v.name, "brick stopped: {reason}");
+                    s.token.cancel();
+                    unserved.insert(*id, reason);
+                    false
+                }
             }
-            keep
         });
         for (id, (v, b)) in wanted {
             if served.contains_key(&id) {
                 continue;
             }
             let root = Path::new(&b.path);
-            if let Err(e) = std::fs::create_dir_all(root) {
-                tracing::error!(brick = %b.path, "cannot create brick directory: {e}");
+            let mut refuse = |reason: String| {
+                if unserved.get(&id) != Some(&reason) {
+                    tracing::error!(brick = %b.path, volume = %v.name, "brick not served: {reason}");
+                }
+                unserved.insert(id, reason);
+            };
+            if let Err(p) = check_brick_dir(root, v.id) {
+                refuse(unserved_reason(&p, v, b));
                 continue;
             }
             let peers = v
@@ -89,9 +177,10 @@ impl BrickSet {
                     }
                     crate::replicate::spawn(node, &brick, &token);
                     tracing::info!(brick = %b.path, volume = %v.name, "brick started");
+                    unserved.remove(&id);
                     served.insert(id, Served { brick, token });
                 }
-                Err(e) => tracing::error!(brick = %b.path, "cannot open brick: {e}"),
+                Err(e) => refuse(format!("cannot open brick: {e}")),
             }
         }
     }
@@ -101,6 +190,12 @@ impl BrickSet {
         self.lock().get(&id).map(|s| s.brick.clone())
     }
 
+    /// Why the brick with replica id `id` is not served here, if this node
+    /// should serve it and does not.
+    pub fn unserved_reason(&self, id: u64) -> Option<String> {
+        self.lock_unserved().get(&id).cloned()
+    }
+
     /// The bricks of a volume served here.
     pub fn of_volume(&self, volume: Uuid) -> Vec<Arc<Brick>> {
         self.lock()
@@ -108,6 +203,24 @@ impl BrickSet {
             .filter(|s| s.brick.volume == volume)
             .map(|s| s.brick.clone())
             .collect()
+    }
+
+    /// Heal reports of this node's bricks of `v`: served ones from their
+    /// index, unserved ones with the reason.
+    pub async fn heal_info(&self, node: &Node, v: &Volume) -> Vec<BrickHealInfo> {
+        let mut out = Vec::new();
+        for b in v.bricks.iter().filter(|b| b.node == node.me.uuid) {
+            if let Some(brick) = self.get(b.id).filter(|x| x.volume == v.id) {
+                out.push(crate::replicate::heal_info(&brick).await);
+            } else if let Some(reason) = self.unserved_reason(b.id) {
+                out.push(BrickHealInfo {
+                    brick: b.id,
+                    not_served: Some(reason),
+                    ..Default::default()
+                });
+            }
+        }
+        out
     }
 
     /// Status rows of the local bricks of `volume`.
@@ -127,6 +240,7 @@ impl BrickSet {
                     counters: brick.counters(),
                     entries: brick.entry_count(),
                     seq: brick.seq(),
+                    offline_reason: None,
                 },
                 None => BrickStatus {
                     brick: b.id,
@@ -136,6 +250,7 @@ impl BrickSet {
                     counters: Default::default(),
                     entries: 0,
                     seq: 0,
+                    offline_reason: self.unserved_reason(b.id),
                 },
             })
             .collect()
@@ -155,7 +270,7 @@ pub fn prepare_brick_dir(path: &Path, force: bool, volume: Uuid) -> Result<(), S
     if !path.is_absolute() {
         return Err("brick path {brick} must be absolute".into());
     }
-    let marker = path.join(crate::path::RESERVED).join("volume-id");
+    let marker = marker_path(path);
     if let Ok(id) = std::fs::read_to_string(&marker) {
         if id.trim() != volume.to_string() {
             return Err("{brick} is already part of a volume".into());
@@ -197,5 +312,34 @@ fn on_root_fs(path: &Path) -> bool {
             Some(parent) => p = parent,
             None => return false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brick_dir_checks() {
+        let t = tempfile::tempdir().unwrap();
+        let vol = Uuid::new_v4();
+        let root = t.path().join("b");
+        assert_eq!(check_brick_dir(&root, vol), Err(DirProblem::Missing));
+        std::fs::write(&root, "x").unwrap();
+        assert_eq!(check_brick_dir(&root, vol), Err(DirProblem::NotDir));
+        std::fs::remove_file(&root).unwrap();
+        std::fs::create_dir_all(root.join(".gsync")).unwrap();
+        assert_eq!(check_brick_dir(&root, vol), Err(DirProblem::MarkerMissing));
+        std::fs::write(marker_path(&root), Uuid::nil().to_string()).unwrap();
+        assert!(matches!(
+            check_brick_dir(&root, vol),
+            Err(DirProblem::Foreign(_))
+        ));
+        std::fs::write(marker_path(&root), format!("{vol}\n")).unwrap();
+        assert_eq!(check_brick_dir(&root, vol), Ok(()));
+        // The check creates nothing.
+        let gone = t.path().join("gone");
+        let _ = check_brick_dir(&gone, vol);
+        assert!(!gone.exists());
     }
 }

@@ -1,0 +1,98 @@
+//! `auth.allow` on every request of a mount agent, not only when a mount
+//! attaches: a mount attached before its node was excluded must stop
+//! pushing and receiving at once.
+//!
+//! The requests that move a mount's data are refused for a node the
+//! volume's `auth.allow` does not name: writes (offers with a writer), the
+//! change feed and chunk reads. Stat is refused too unless the requesting
+//! node holds a brick of the volume (bricks ask each other for stats, and
+//! such a node has the whole volume on its own disk anyway). Replication
+//! between bricks and management requests are not mount traffic and are
+//! never refused here. Local agents go through the same handler (an
+//! in-process stream from this node), so they are checked the same way.
+
+use uuid::Uuid;
+
+use super::Node;
+use crate::pool::Volume;
+use crate::proto::{code, Request, Response};
+
+/// The refusal for `req` from node `peer`, if `auth.allow` excludes it.
+pub fn check(node: &Node, peer: Uuid, req: &Request) -> Option<Response> {
+    let (volume, stat) = match req {
+        Request::Offer(o) if o.write.is_some() => (o.volume, false),
+        Request::Changes { volume, .. } | Request::ReadChunks { volume, .. } => (*volume, false),
+        Request::Stat { volume, .. } => (*volume, true),
+        _ => return None,
+    };
+    let cfg = node.config();
+    let v = cfg.volumes.iter().find(|v| v.id == volume)?;
+    let host = cfg.member(peer)?.hostname.as_str();
+    if !refused(v, host, peer, stat) {
+        return None;
+    }
+    tracing::debug!(peer = %host, volume = %v.name, "mount request refused by auth.allow");
+    Some(Response::error(
+        code::AUTH,
+        format!("{host} is not allowed to mount {} (auth.allow)", v.name),
+    ))
+}
+
+/// The decision: a request of a mount on node `host` (`peer`), a stat or
+/// a data request, against the volume's `auth.allow`.
+fn refused(v: &Volume, host: &str, peer: Uuid, stat: bool) -> bool {
+    if v.mount_allowed(host) {
+        return false;
+    }
+    !(stat && v.bricks.iter().any(|b| b.node == peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::{BrickDef, VolumeState};
+
+    fn vol(allow: Option<&str>) -> Volume {
+        let mut options = std::collections::BTreeMap::new();
+        if let Some(a) = allow {
+            options.insert("auth.allow".to_string(), a.to_string());
+        }
+        Volume {
+            name: "v".into(),
+            id: Uuid::nil(),
+            replica: 2,
+            bricks: vec![BrickDef {
+                id: 1,
+                node: Uuid::from_bytes([1; 16]),
+                host: "h1".into(),
+                path: "/b".into(),
+            }],
+            state: VolumeState::Started,
+            options,
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let brick_node = Uuid::from_bytes([1; 16]);
+        let other = Uuid::from_bytes([2; 16]);
+        // (allow, host, peer, stat) -> refused
+        let cases = [
+            (None, "h2", other, false, false),
+            (Some("*"), "h2", other, false, false),
+            (Some("h1,h2"), "h2", other, false, false),
+            (Some("H2"), "h2", other, false, false),
+            (Some("h1"), "h2", other, false, true),
+            (Some("h1"), "h2", other, true, true),
+            (Some("h3"), "h1", brick_node, true, false),
+            (Some("h3"), "h1", brick_node, false, true),
+        ];
+        for (allow, host, peer, stat, want) in cases {
+            assert_eq!(
+                refused(&vol(allow), host, peer, stat),
+                want,
+                "{allow:?} {host} stat={stat}"
+            );
+        }
+    }
+}
