@@ -23,3 +23,6 @@ mod reliability;
 
 /// Crash points along the write path (needs `--features failpoints`).
 mod crash;
+
+/// Brick lifecycle: replace, reset, add and remove bricks; detach and re-probe.
+mod lifecycle;

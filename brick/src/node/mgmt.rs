@@ -133,6 +133,25 @@ pub(super) async fn handle(node: &Arc<Node>, req: CtlRequest) -> CtlReply {
         }
         CtlRequest::DebugRemoteConfig { addr } => remote_config(node, &addr).await,
         CtlRequest::DebugGarbage { addr } => garbage(node, &addr).await,
+        CtlRequest::VolumeReplaceBrick { name, old, new } => {
+            super::lifecycle::replace_brick(node, &name, &old, &new).await
+        }
+        CtlRequest::VolumeResetBrick {
+            name,
+            brick,
+            commit,
+        } => super::lifecycle::reset_brick(node, &name, &brick, commit).await,
+        CtlRequest::VolumeAddBrick {
+            name,
+            replica,
+            bricks,
+            force,
+        } => super::lifecycle::add_brick(node, &name, replica, &bricks, force).await,
+        CtlRequest::VolumeRemoveBrick {
+            name,
+            replica,
+            bricks,
+        } => super::lifecycle::remove_brick(node, &name, replica, &bricks).await,
         other => fail(format!("this daemon does not handle {other:?}")),
     }
 }
@@ -314,7 +333,7 @@ fn valid_volume_name(name: &str) -> bool {
 }
 
 /// Finds the member a brick host names: by hostname, else by address.
-async fn member_for_host(node: &Node, cfg: &PoolConfig, host: &str) -> Option<Uuid> {
+pub(super) async fn member_for_host(node: &Node, cfg: &PoolConfig, host: &str) -> Option<Uuid> {
     if let Some(m) = cfg.member_by_host(host) {
         return Some(m.uuid);
     }
@@ -395,6 +414,8 @@ async fn volume_create(
             node: uuid,
             host: host.to_string(),
             path,
+            incarnation: 0,
+            out_of_service: false,
         });
     }
     // Each brick's node checks (and creates) its directory.
@@ -425,6 +446,7 @@ async fn volume_create(
         bricks: defs,
         state: VolumeState::Created,
         options: Default::default(),
+        overridden: Vec::new(),
     });
     match node.commit_config(doc).await {
         Ok(()) => ok(()),
@@ -432,7 +454,7 @@ async fn volume_create(
     }
 }
 
-fn normalise_dir(p: &str) -> String {
+pub(super) fn normalise_dir(p: &str) -> String {
     let s: Vec<&str> = p
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
@@ -442,7 +464,7 @@ fn normalise_dir(p: &str) -> String {
 
 /// Replica id of brick `i` of a volume: derived from the volume id so it is
 /// unique across volumes, never zero.
-fn brick_id(vol: Uuid, i: usize) -> u64 {
+pub(super) fn brick_id(vol: Uuid, i: usize) -> u64 {
     let h = blake3::hash(&[vol.as_bytes().as_slice(), &(i as u64).to_le_bytes()].concat());
     let mut b = [0u8; 8];
     b.copy_from_slice(&h.as_bytes()[..8]);

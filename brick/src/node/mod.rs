@@ -14,6 +14,7 @@
 
 mod ctl;
 pub mod db;
+mod lifecycle;
 mod mgmt;
 mod peers;
 mod serve;

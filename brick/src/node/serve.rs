@@ -159,6 +159,12 @@ async fn dispatch(
             Ok(()) => Response::Ok,
             Err(reason) => Response::error(code::REFUSED, reason),
         },
+        Request::ResetBrick { path, volume } => {
+            match super::lifecycle::reset_local_brick(node, &path, volume) {
+                Ok(()) => Response::Ok,
+                Err(reason) => Response::error(code::REFUSED, reason),
+            }
+        }
         other => return crate::store::rpc::handle(node, peer, other, send, recv).await,
     };
     frame::write_msg(send, &resp).await

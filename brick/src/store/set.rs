@@ -44,13 +44,22 @@ impl BrickSet {
             .iter()
             .filter(|v| v.state == VolumeState::Started)
         {
-            for b in v.bricks.iter().filter(|b| b.node == node.me.uuid) {
+            for b in v
+                .bricks
+                .iter()
+                .filter(|b| b.node == node.me.uuid && !b.out_of_service)
+            {
                 wanted.insert(b.id, (v, b));
             }
         }
         let mut served = self.lock();
         served.retain(|id, s| {
-            let keep = wanted.contains_key(id);
+            // A brick moved to another path, or whose volume gained or lost
+            // a brick, is reopened with its new place and peers.
+            let keep = wanted.get(id).is_some_and(|(v, b)| {
+                s.brick.root == Path::new(&b.path)
+                    && crate::lifecycle::same_peers(&s.brick.peers, v, *id)
+            });
             if !keep {
                 tracing::info!(brick = %s.brick.root.display(), "brick stopped");
                 s.token.cancel();
