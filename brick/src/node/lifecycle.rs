@@ -422,3 +422,29 @@ pub(super) async fn remove_brick(
         Err(e) => CtlReply::fail(e),
     }
 }
+
+/// Tells member `m` that it is being detached from the pool (bounded wait;
+/// a node that is down learns it when it next dials, see `detached_by`).
+pub(super) async fn tell_detached(node: &Arc<Node>, m: &crate::pool::Member) {
+    match node.call(m.uuid, Request::Detached).await {
+        Ok(_) => tracing::info!(peer = %m.hostname, "detached node told"),
+        Err(e) => tracing::warn!(peer = %m.hostname, "could not tell the detached node: {e}"),
+    }
+}
+
+/// A member told this node it was detached: it leaves the pool (a pool of
+/// one again, ready to be probed) and stops dialing the others.
+pub(super) fn detached_by(node: &Arc<Node>, by: Uuid) {
+    let n = node.clone();
+    node.spawn(async move {
+        // Let the answer reach the sender before the connections close.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if n.config().member(by).is_none() {
+            return;
+        }
+        tracing::warn!(by = %n.peer_name(by), "this node was detached from the pool");
+        if let Err(e) = n.store_config(PoolConfig::solo(n.me.clone())) {
+            tracing::error!("cannot store the pool document after detach: {e}");
+        }
+    });
+}

@@ -315,6 +315,9 @@ async fn detach(node: &Arc<Node>, host: &str, force: bool) -> CtlReply {
             "Peer {host} hosts one or more bricks. Remove them first, or use 'force' to detach it anyway"
         ));
     }
+    // Tell the node first: once the new document is stored here, its
+    // connection is closed and it could no longer learn it.
+    super::lifecycle::tell_detached(node, &m).await;
     let mut doc = cfg.next(node.me.uuid);
     doc.members.retain(|x| x.uuid != m.uuid);
     match node.commit_config(doc).await {

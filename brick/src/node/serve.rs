@@ -150,7 +150,10 @@ async fn dispatch(
             Err(e) => Response::error(code::INTERNAL, e),
         },
         Request::PullConfig => Response::Config(Box::new(node.config())),
-        Request::Detached => Response::Ok,
+        Request::Detached => {
+            super::lifecycle::detached_by(node, peer);
+            Response::Ok
+        }
         Request::PrepareBrick {
             path,
             force,
