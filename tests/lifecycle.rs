@@ -432,3 +432,80 @@ fn detached_node_is_told_and_can_be_probed_again_from_any_member() {
     assert!(log.contains("detached from the pool"), "{log}");
     c.assert_no_panics();
 }
+
+/// Waits until `volume status v` on node `on` shows brick `name` online or not.
+fn wait_brick_online(c: &Cluster, on: usize, name: &str, online: bool) {
+    wait_until(T, "brick online state", || {
+        let r = c.node(on).cli(&["--json", "volume", "status", "v"]);
+        if r.code != 0 {
+            return false;
+        }
+        let j = r.json();
+        j[0]["bricks"].as_array().is_some_and(|b| {
+            b.iter()
+                .any(|x| x["brick"] == name && x["online"] == online)
+        })
+    });
+}
+
+#[test]
+fn reset_brick_takes_out_of_service_and_rebuilds_in_place() {
+    let (c, m1, _m2) = populated3();
+    let m3 = c.mount("v", 3);
+    manifest::wait_same(&[m1.as_path(), m3.as_path()], T);
+    let name = brick_name(&c, "v", 3);
+    let b3 = c.brick("v", 3);
+    let r = c
+        .node(1)
+        .cli(&["--json", "volume", "reset-brick", "v", &name, "start"])
+        .ok();
+    assert_eq!(r.json()["success"], true);
+    wait_brick_online(&c, 1, &name, false);
+    c.node(2)
+        .cli(&["volume", "reset-brick", "v", &name, "start"])
+        .fails();
+    // Out of service: changes still reach node 3's mount (through another
+    // brick) but not its brick.
+    std::fs::write(m1.join("while-out.txt"), "while out of service\n").expect("write");
+    crate::support::heal::wait_content(
+        &m3.join("while-out.txt"),
+        "while out of service\n",
+        T,
+        "mount 3 while its brick is out",
+    );
+    assert!(!b3.join("while-out.txt").exists());
+    let r = c
+        .node(2)
+        .cli(&[
+            "volume",
+            "reset-brick",
+            "v",
+            &name,
+            &name,
+            "commit",
+            "force",
+        ])
+        .ok();
+    assert_eq!(
+        r.stdout.trim(),
+        "volume reset-brick: success: reset-brick commit force operation successful"
+    );
+    wait_brick_online(&c, 1, &name, true);
+    let b1 = c.brick("v", 1);
+    manifest::wait_same(&[b1.as_path(), b3.as_path()], T);
+    std::fs::write(m1.join("after-reset.txt"), "after reset\n").expect("write");
+    crate::support::heal::wait_content(
+        &m3.join("after-reset.txt"),
+        "after reset\n",
+        T,
+        "mount 3 after reset",
+    );
+    crate::support::heal::wait_content(
+        &b3.join("after-reset.txt"),
+        "after reset\n",
+        T,
+        "brick 3 after reset",
+    );
+    wait_until(T, "heal info clean", || all_clean(c.node(1), "v"));
+    c.assert_no_panics();
+}
