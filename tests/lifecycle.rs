@@ -401,7 +401,7 @@ fn rate_limited_heal_is_paced() {
 
 #[test]
 fn detached_node_is_told_and_can_be_probed_again_from_any_member() {
-    let c = Cluster::start(3);
+    let mut c = Cluster::start(3);
     c.form_pool();
     let r = c.node(1).cli(&["peer", "detach", "127.0.0.3"]).ok();
     assert_eq!(r.stdout.trim(), "peer detach: success");
@@ -430,6 +430,19 @@ fn detached_node_is_told_and_can_be_probed_again_from_any_member() {
     assert!(probed.elapsed() < Duration::from_secs(15));
     let log = c.node(3).log();
     assert!(log.contains("detached from the pool"), "{log}");
+    // Detached while it is down: it finds out when it comes back, stops
+    // dialing, and can be probed again.
+    c.node_mut(3).kill9();
+    let r = c.node(1).cli(&["peer", "detach", "127.0.0.3"]).ok();
+    assert_eq!(r.stdout.trim(), "peer detach: success");
+    c.node_mut(3).start();
+    wait_until(T, "node 3 finds out it left", || {
+        c.node(3)
+            .cli(&["peer", "status"])
+            .stdout
+            .starts_with("Number of Peers: 0")
+    });
+    probe(&c, 1, 3, &[1, 2, 3]);
     c.assert_no_panics();
 }
 

@@ -436,10 +436,16 @@ pub(super) async fn tell_detached(node: &Arc<Node>, m: &crate::pool::Member) {
 /// one again, ready to be probed) and stops dialing the others.
 pub(super) fn detached_by(node: &Arc<Node>, by: Uuid) {
     let n = node.clone();
+    let told = node.config();
     node.spawn(async move {
         // Let the answer reach the sender before the connections close.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        if n.config().member(by).is_none() {
+        // Meanwhile this node may have found out another way, or joined
+        // again: act only on the document it was told about.
+        let now = n.config();
+        if (now.version, now.changed_by) != (told.version, told.changed_by)
+            || now.member(by).is_none()
+        {
             return;
         }
         tracing::warn!(by = %n.peer_name(by), "this node was detached from the pool");
@@ -447,4 +453,67 @@ pub(super) fn detached_by(node: &Arc<Node>, by: Uuid) {
             tracing::error!("cannot store the pool document after detach: {e}");
         }
     });
+}
+
+/// Records the outcome of dialing member `peer`. A node detached while it
+/// was down was never told; it finds out when every other member refuses
+/// its key (their refusal is authenticated: the dial pins each member's
+/// key), and then leaves the pool instead of dialing it forever.
+pub(super) fn note_dial(node: &Arc<Node>, peer: Uuid, err: Option<&CallError>) {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::{Mutex, OnceLock};
+    static REFUSED: OnceLock<Mutex<HashMap<Uuid, HashSet<Uuid>>>> = OnceLock::new();
+    let refused_key = err.is_some_and(|e| match e {
+        CallError::Refused { code, .. } => *code == crate::proto::code::PERMISSION,
+        CallError::Connection(quinn::ConnectionError::ApplicationClosed(c)) => {
+            c.error_code == crate::proto::code::PERMISSION.into()
+        }
+        _ => false,
+    });
+    let all_refuse = {
+        let mut all = REFUSED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mine = all.entry(node.me.uuid).or_default();
+        if refused_key {
+            mine.insert(peer);
+        } else {
+            mine.remove(&peer);
+        }
+        let cfg = node.config();
+        let others: Vec<Uuid> = cfg
+            .members
+            .iter()
+            .map(|m| m.uuid)
+            .filter(|u| *u != node.me.uuid)
+            .collect();
+        let done = !others.is_empty() && others.iter().all(|u| mine.contains(u));
+        if done {
+            mine.clear();
+        }
+        done
+    };
+    if all_refuse {
+        tracing::warn!("every pool member refuses this node's key: it was detached while away; leaving the pool");
+        if let Err(e) = node.store_config(PoolConfig::solo(node.me.clone())) {
+            tracing::error!("cannot store the pool document after detach: {e}");
+        }
+    }
+}
+
+/// The peer's refusal of this node's key, when it closed `conn` for that
+/// (its error frame may not arrive before the close does).
+pub(super) fn refusal(conn: &quinn::Connection) -> Option<CallError> {
+    match conn.close_reason()? {
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == crate::proto::code::PERMISSION.into() =>
+        {
+            Some(CallError::Refused {
+                code: crate::proto::code::PERMISSION,
+                reason: String::from_utf8_lossy(&c.reason).into_owned(),
+            })
+        }
+        _ => None,
+    }
 }

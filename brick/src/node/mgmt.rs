@@ -312,7 +312,7 @@ async fn detach(node: &Arc<Node>, host: &str, force: bool) -> CtlReply {
         .any(|v| v.bricks.iter().any(|b| b.node == m.uuid));
     if hosts_bricks && !force {
         return fail(format!(
-            "Peer {host} hosts one or more bricks. Remove them first, or use 'force' to detach it anyway"
+            "Peer {host} hosts one or more bricks. If the peer is in not recoverable state then use either replace-brick or remove-brick command with force to remove all bricks from the peer and attempt the peer detach again."
         ));
     }
     // Tell the node first: once the new document is stored here, its
