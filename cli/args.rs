@@ -162,6 +162,47 @@ pub enum VolumeCmd {
         /// Option key or `all`.
         key: String,
     },
+    /// Replace a brick, online (its old node may be gone for good):
+    /// VOL OLD-HOST:/PATH NEW-HOST:/PATH commit force.
+    #[command(name = "replace-brick")]
+    ReplaceBrick {
+        /// Volume name.
+        name: String,
+        /// OLD-HOST:/PATH NEW-HOST:/PATH commit force
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        words: Vec<String>,
+    },
+    /// Take a brick out of service, or re-initialise it in place and refill
+    /// it from the others: VOL HOST:/PATH start | VOL HOST:/PATH HOST:/PATH
+    /// commit force.
+    #[command(name = "reset-brick")]
+    ResetBrick {
+        /// Volume name.
+        name: String,
+        /// HOST:/PATH start | HOST:/PATH HOST:/PATH commit force
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        words: Vec<String>,
+    },
+    /// Add bricks, online; they are filled by a heal: VOL replica N
+    /// HOST:/PATH... [force].
+    #[command(name = "add-brick")]
+    AddBrick {
+        /// Volume name.
+        name: String,
+        /// replica N HOST:/PATH... [force]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        words: Vec<String>,
+    },
+    /// Remove bricks, online; their data stays on disk: VOL replica N
+    /// HOST:/PATH... force.
+    #[command(name = "remove-brick")]
+    RemoveBrick {
+        /// Volume name.
+        name: String,
+        /// replica N HOST:/PATH... force
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        words: Vec<String>,
+    },
     /// Self-heal: VOL [full | info [summary|split-brain] | statistics |
     /// split-brain (bigger-file FILE | latest-mtime FILE |
     /// source-brick HOST:/PATH [FILE] | show FILE)].

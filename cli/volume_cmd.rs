@@ -277,7 +277,191 @@ pub async fn run(cmd: VolumeCmd, state: &Path, json: bool) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
         VolumeCmd::Heal { name, words } => crate::heal_cmd::run(&name, &words, state, json).await,
+        VolumeCmd::ReplaceBrick { name, words } => {
+            let (req, line, prefix) = match parse_replace(&name, &words) {
+                Ok(r) => (
+                    r,
+                    "volume replace-brick: success: replace-brick commit force operation successful",
+                    "volume replace-brick",
+                ),
+                Err(e) => return Ok(Outcome::Failed(format!("volume replace-brick: failed: {e}"))),
+            };
+            changed(state, req, json, line, prefix).await
+        }
+        VolumeCmd::ResetBrick { name, words } => {
+            let req = match parse_reset(&name, &words) {
+                Ok(r) => r,
+                Err(e) => return Ok(Outcome::Failed(format!("volume reset-brick: failed: {e}"))),
+            };
+            let line = match &req {
+                CtlRequest::VolumeResetBrick { commit: true, .. } => {
+                    "volume reset-brick: success: reset-brick commit force operation successful"
+                }
+                _ => "volume reset-brick: success: reset-brick start operation successful",
+            };
+            changed(state, req, json, line, "volume reset-brick").await
+        }
+        VolumeCmd::AddBrick { name, words } => {
+            let req = match parse_add(&name, &words) {
+                Ok(r) => r,
+                Err(e) => return Ok(Outcome::Failed(format!("volume add-brick: failed: {e}"))),
+            };
+            changed(
+                state,
+                req,
+                json,
+                "volume add-brick: success",
+                "volume add-brick",
+            )
+            .await
+        }
+        VolumeCmd::RemoveBrick { name, words } => {
+            let prefix = "volume remove-brick commit force";
+            let req = match parse_remove(&name, &words) {
+                Ok(r) => r,
+                Err(e) => return Ok(Outcome::Failed(format!("{prefix}: failed: {e}"))),
+            };
+            changed(state, req, json, &format!("{prefix}: success"), prefix).await
+        }
     }
+}
+
+/// Runs a brick lifecycle request; `--json` prints `success` and what the
+/// volume looks like now (`volume`, `replica`, `bricks`).
+async fn changed(
+    state: &Path,
+    req: CtlRequest,
+    json: bool,
+    ok_line: &str,
+    fail_prefix: &str,
+) -> Result<Outcome> {
+    match ctl::call_raw(state, &req).await? {
+        Ok(data) => {
+            if json {
+                let mut out = serde_json::json!({"success": true});
+                if let (Some(o), serde_json::Value::Object(d)) = (out.as_object_mut(), data) {
+                    o.extend(d);
+                }
+                print_json(&out)?;
+            } else {
+                println!("{ok_line}");
+            }
+            Ok(Outcome::Done)
+        }
+        Err(e) => Ok(Outcome::Failed(format!("{fail_prefix}: failed: {e}"))),
+    }
+}
+
+fn is_brick(w: &str) -> bool {
+    w.contains(":/")
+}
+
+/// `OLD NEW commit force`.
+fn parse_replace(name: &str, w: &[String]) -> Result<CtlRequest, String> {
+    match w {
+        [old, new, c, f] if is_brick(old) && is_brick(new) && c == "commit" && f == "force" => {
+            Ok(CtlRequest::VolumeReplaceBrick {
+                name: name.to_string(),
+                old: old.clone(),
+                new: new.clone(),
+            })
+        }
+        [_, _, c] if c == "commit" => {
+            Err("only 'commit force' is supported: replace-brick VOL OLD NEW commit force".into())
+        }
+        _ => {
+            Err("usage: volume replace-brick VOL OLD-HOST:/PATH NEW-HOST:/PATH commit force".into())
+        }
+    }
+}
+
+/// `BRICK start` or `BRICK BRICK commit force`.
+fn parse_reset(name: &str, w: &[String]) -> Result<CtlRequest, String> {
+    match w {
+        [b, s] if is_brick(b) && s == "start" => Ok(CtlRequest::VolumeResetBrick {
+            name: name.to_string(),
+            brick: b.clone(),
+            commit: false,
+        }),
+        [a, b, c, f] if is_brick(a) && c == "commit" && f == "force" => {
+            if a != b {
+                return Err(format!(
+                    "source brick {a} and destination brick {b} must be the same; use replace-brick to move a brick"
+                ));
+            }
+            Ok(CtlRequest::VolumeResetBrick {
+                name: name.to_string(),
+                brick: a.clone(),
+                commit: true,
+            })
+        }
+        [_, _, c] if c == "commit" => {
+            Err("only 'commit force' is supported: reset-brick VOL BRICK BRICK commit force".into())
+        }
+        _ => Err(
+            "usage: volume reset-brick VOL HOST:/PATH start | volume reset-brick VOL HOST:/PATH HOST:/PATH commit force"
+                .into(),
+        ),
+    }
+}
+
+/// `replica N BRICK... [force]` (`force_required`: the trailing `force`
+/// must be there).
+fn parse_count_bricks(
+    w: &[String],
+    force_required: bool,
+    usage: &str,
+) -> Result<(u32, Vec<String>, bool), String> {
+    let (replica, rest) = match w {
+        [r, n, rest @ ..] if r == "replica" => match n.parse::<u32>() {
+            Ok(n) => (n, rest),
+            Err(_) => return Err(format!("replica needs a number; {usage}")),
+        },
+        _ => return Err(usage.to_string()),
+    };
+    let (bricks, force) = match rest {
+        [b @ .., f] if f == "force" => (b, true),
+        b => (b, false),
+    };
+    if force_required && !force {
+        return Err(format!(
+            "'force' is required: the removed bricks keep their data on disk but leave the volume; {usage}"
+        ));
+    }
+    if bricks.is_empty() {
+        return Err(format!("no bricks given; {usage}"));
+    }
+    if let Some(bad) = bricks.iter().find(|b| !is_brick(b)) {
+        return Err(format!("unexpected word {bad:?}; {usage}"));
+    }
+    Ok((replica, bricks.to_vec(), force))
+}
+
+fn parse_add(name: &str, w: &[String]) -> Result<CtlRequest, String> {
+    let (replica, bricks, force) = parse_count_bricks(
+        w,
+        false,
+        "usage: volume add-brick VOL replica N HOST:/PATH... [force]",
+    )?;
+    Ok(CtlRequest::VolumeAddBrick {
+        name: name.to_string(),
+        replica,
+        bricks,
+        force,
+    })
+}
+
+fn parse_remove(name: &str, w: &[String]) -> Result<CtlRequest, String> {
+    let (replica, bricks, _) = parse_count_bricks(
+        w,
+        true,
+        "usage: volume remove-brick VOL replica N HOST:/PATH... force",
+    )?;
+    Ok(CtlRequest::VolumeRemoveBrick {
+        name: name.to_string(),
+        replica,
+        bricks,
+    })
 }
 
 fn print_info(v: &Volume) {
@@ -295,6 +479,9 @@ fn print_info(v: &Volume) {
     println!("Options Reconfigured:");
     for (k, val) in &v.options {
         println!("{k}: {val}");
+    }
+    for o in &v.overridden {
+        println!("Overridden change: {o}");
     }
 }
 
@@ -398,5 +585,42 @@ mod tests {
         assert!(parse_create("v", &w("replica x h1:/a")).is_err());
         assert!(parse_create("v", &w("replica 2")).is_err());
         assert!(parse_create("v", &w("replica 2 transport quic h:/a h:/b")).is_ok());
+    }
+
+    #[test]
+    fn lifecycle_syntax() {
+        assert!(parse_replace("v", &w("h3:/b h4:/b commit force")).is_ok());
+        assert!(parse_replace("v", &w("h3:/b h4:/b commit")).is_err());
+        assert!(parse_replace("v", &w("h3:/b h4:/b start")).is_err());
+        assert!(matches!(
+            parse_reset("v", &w("h:/b start")),
+            Ok(CtlRequest::VolumeResetBrick { commit: false, .. })
+        ));
+        assert!(matches!(
+            parse_reset("v", &w("h:/b h:/b commit force")),
+            Ok(CtlRequest::VolumeResetBrick { commit: true, .. })
+        ));
+        assert!(parse_reset("v", &w("h:/b h:/c commit force")).is_err());
+        assert!(parse_reset("v", &w("h:/b")).is_err());
+        assert!(matches!(
+            parse_add("v", &w("replica 4 h:/d")),
+            Ok(CtlRequest::VolumeAddBrick {
+                replica: 4,
+                force: false,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_add("v", &w("replica 4 h:/d force")),
+            Ok(CtlRequest::VolumeAddBrick { force: true, .. })
+        ));
+        assert!(parse_add("v", &w("replica x h:/d")).is_err());
+        assert!(parse_add("v", &w("h:/d")).is_err());
+        assert!(parse_add("v", &w("replica 4")).is_err());
+        assert!(parse_remove("v", &w("replica 3 h:/d force")).is_ok());
+        assert!(parse_remove("v", &w("replica 3 h:/d"))
+            .unwrap_err()
+            .contains("force"));
+        assert!(parse_remove("v", &w("replica 3 nonsense force")).is_err());
     }
 }

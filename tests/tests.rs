@@ -26,3 +26,6 @@ mod crash;
 
 /// Brick integrity: unserved wiped bricks, full-heal completion, auth.allow, limits, overlaps.
 mod brick_integrity;
+
+/// Brick lifecycle: replace, reset, add and remove bricks; detach and re-probe.
+mod lifecycle;

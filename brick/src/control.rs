@@ -168,6 +168,44 @@ pub enum CtlRequest {
         /// `HOST:PORT`.
         addr: String,
     },
+    /// `volume replace-brick VOL OLD NEW commit force`.
+    VolumeReplaceBrick {
+        /// Volume.
+        name: String,
+        /// `HOST:/PATH` of the brick to replace.
+        old: String,
+        /// `HOST:/PATH` of its replacement.
+        new: String,
+    },
+    /// `volume reset-brick VOL BRICK start` / `... BRICK BRICK commit force`.
+    VolumeResetBrick {
+        /// Volume.
+        name: String,
+        /// `HOST:/PATH`.
+        brick: String,
+        /// false: `start` (take out of service); true: `commit force`.
+        commit: bool,
+    },
+    /// `volume add-brick VOL replica N BRICK... [force]`.
+    VolumeAddBrick {
+        /// Volume.
+        name: String,
+        /// The new replica count.
+        replica: u32,
+        /// `HOST:/PATH` of each new brick.
+        bricks: Vec<String>,
+        /// Allow non-empty or root-filesystem brick dirs.
+        force: bool,
+    },
+    /// `volume remove-brick VOL replica N BRICK... force`.
+    VolumeRemoveBrick {
+        /// Volume.
+        name: String,
+        /// The new replica count.
+        replica: u32,
+        /// `HOST:/PATH` of each brick to remove.
+        bricks: Vec<String>,
+    },
 }
 
 /// The daemon's answer.

@@ -22,6 +22,7 @@ pub mod failpoint;
 pub mod faults;
 pub mod frame;
 pub mod heal_types;
+pub mod lifecycle;
 pub mod net;
 pub mod node;
 pub mod options;

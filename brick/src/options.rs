@@ -32,7 +32,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "cluster.conflict-retention",
         default: "7d",
-        accepts: "a duration such as 3600, 90s, 30m, 12h or 7d",
+        accepts: "a duration such as 3600 (seconds), 90s, 30m, 12h, 7d or 1h30m",
         doc: "how long losing split-brain versions are kept under .gsync/",
         check: check_duration,
     },
@@ -46,7 +46,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "cluster.heal-rate-limit",
         default: "0",
-        accepts: "bytes per second (suffix K, M or G allowed); 0 = unlimited",
+        accepts: "bytes per second: 1048576, 500K, 10M (powers of 1024), 1MB (10^6) or 10MiB; 0 = unlimited",
         doc: "maximum rate of self-heal transfers per brick",
         check: check_bytes,
     },
@@ -116,29 +116,42 @@ pub fn effective<'a>(set: &'a BTreeMap<String, String>, key: &str) -> &'a str {
     }
 }
 
-/// Parses a byte count with an optional K/M/G suffix (powers of 1024).
+/// Parses a byte count as users write it: plain bytes (`1048576`), a
+/// single-letter suffix in powers of 1024 as GlusterFS and `dd` read it
+/// (`500K`, `10M`, `1G`), or the units `bytesize` reads: decimal `KB`,
+/// `MB`, `GB` and binary `KiB`, `MiB`, `GiB`, fractions included (`1.5MB`).
 pub fn parse_bytes(v: &str) -> Option<u64> {
     let v = v.trim();
-    let (num, mult) = match v.char_indices().last()? {
-        (i, 'K' | 'k') => (&v[..i], 1u64 << 10),
-        (i, 'M' | 'm') => (&v[..i], 1 << 20),
-        (i, 'G' | 'g') => (&v[..i], 1 << 30),
-        _ => (v, 1),
+    if let Ok(n) = v.parse::<u64>() {
+        return Some(n);
+    }
+    let digits_end = v.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = v.split_at(digits_end);
+    let unit = unit.trim();
+    let binary = match unit {
+        "k" | "K" => Some(1u64 << 10),
+        "m" | "M" => Some(1 << 20),
+        "g" | "G" => Some(1 << 30),
+        "t" | "T" => Some(1 << 40),
+        _ => None,
     };
-    num.parse::<u64>().ok()?.checked_mul(mult)
+    if let Some(mult) = binary {
+        let n: f64 = num.parse().ok()?;
+        let bytes = (n * mult as f64).round();
+        return (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64)
+            .then_some(bytes as u64);
+    }
+    v.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64())
 }
 
-/// Parses a duration in seconds with an optional s/m/h/d suffix.
+/// Parses a duration in seconds as users write it: plain seconds (`3600`)
+/// or what `humantime` reads (`90s`, `30m`, `12h`, `7d`, `1h30m`).
 pub fn parse_duration_secs(v: &str) -> Option<u64> {
     let v = v.trim();
-    let (num, mult) = match v.char_indices().last()? {
-        (i, 's') => (&v[..i], 1u64),
-        (i, 'm') => (&v[..i], 60),
-        (i, 'h') => (&v[..i], 3600),
-        (i, 'd') => (&v[..i], 86400),
-        _ => (v, 1),
-    };
-    num.parse::<u64>().ok()?.checked_mul(mult)
+    if let Ok(n) = v.parse::<u64>() {
+        return Some(n);
+    }
+    humantime::parse_duration(v).ok().map(|d| d.as_secs())
 }
 
 fn check_allow(v: &str) -> Option<String> {
@@ -207,6 +220,53 @@ mod tests {
         assert_eq!(parse_duration_secs("7d"), Some(7 * 86400));
         assert!(validate("auth.allow", "a,,b").is_err());
         assert_eq!(validate("auth.allow", "a, b").unwrap(), "a,b");
+    }
+
+    #[test]
+    fn sizes_as_users_write_them() {
+        let table: &[(&str, Option<u64>)] = &[
+            ("0", Some(0)),
+            ("1048576", Some(1 << 20)),
+            ("500K", Some(500 << 10)),
+            ("500k", Some(500 << 10)),
+            ("10M", Some(10 << 20)),
+            ("1G", Some(1 << 30)),
+            ("1MB", Some(1_000_000)),
+            ("1 MB", Some(1_000_000)),
+            ("10MiB", Some(10 << 20)),
+            ("1.5MB", Some(1_500_000)),
+            ("2KiB", Some(2048)),
+            ("fast", None),
+            ("", None),
+            ("-1M", None),
+            ("1MBB", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(parse_bytes(text), *want, "{text}");
+        }
+        assert_eq!(validate("cluster.heal-rate-limit", "1MB").unwrap(), "1MB");
+        assert!(validate("cluster.heal-rate-limit", "1 parsec").is_err());
+    }
+
+    #[test]
+    fn durations_as_users_write_them() {
+        let table: &[(&str, Option<u64>)] = &[
+            ("3600", Some(3600)),
+            ("30s", Some(30)),
+            ("90m", Some(5400)),
+            ("12h", Some(12 * 3600)),
+            ("7d", Some(7 * 86400)),
+            ("1h30m", Some(5400)),
+            ("1h 30m", Some(5400)),
+            ("soon", None),
+            ("", None),
+            ("-5s", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(parse_duration_secs(text), *want, "{text}");
+        }
+        assert!(validate("cluster.conflict-retention", "1h30m").is_ok());
+        assert!(validate("cluster.conflict-retention", "forever").is_err());
     }
 
     #[test]

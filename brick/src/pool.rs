@@ -60,6 +60,15 @@ pub struct BrickDef {
     pub host: String,
     /// Absolute directory on that node.
     pub path: String,
+    /// Bumped each time the brick is replaced or re-initialised: every
+    /// other brick then compares its whole tree with this one (a full
+    /// crawl) so the new or empty brick is filled.
+    #[serde(default)]
+    pub incarnation: u64,
+    /// Taken out of service by `reset-brick ... start`: not served until
+    /// `reset-brick ... commit force`.
+    #[serde(default)]
+    pub out_of_service: bool,
 }
 
 impl BrickDef {
@@ -84,6 +93,11 @@ pub struct Volume {
     pub state: VolumeState,
     /// Reconfigured options (see `options`).
     pub options: BTreeMap<String, String>,
+    /// Configuration changes that were lost to a concurrent change made
+    /// elsewhere (e.g. on both sides of a partition), newest last; shown by
+    /// `volume info` so no change vanishes silently.
+    #[serde(default)]
+    pub overridden: Vec<String>,
 }
 
 impl Volume {

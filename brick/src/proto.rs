@@ -213,6 +213,15 @@ pub enum Request {
         /// Directory path, `""` for the root.
         dir: String,
     },
+    /// 15: re-initialise a brick directory in place (`reset-brick ...
+    /// commit force`): fresh `.gsync/` with the volume-id marker, earlier
+    /// content set aside under `.gsync/`.
+    ResetBrick {
+        /// Absolute path on the receiving node.
+        path: String,
+        /// The volume it belongs to.
+        volume: Uuid,
+    },
 }
 
 /// Heal operations sent to a brick's node.

@@ -49,6 +49,19 @@ pub enum PushError {
 
 /// Starts one replicator per peer brick of `brick`.
 pub fn spawn(node: &Arc<Node>, brick: &Arc<Brick>, token: &CancellationToken) {
+    // Rows for bricks removed from the volume would never be confirmed.
+    let b = brick.clone();
+    node.spawn(async move {
+        let peers = b.peers.clone();
+        match b
+            .with_db(move |_, c| crate::lifecycle::prune_pending(c, &peers))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(brick = %b.root.display(), "dropped {n} pending rows for bricks no longer in the volume"),
+            Err(e) => tracing::warn!(brick = %b.root.display(), "cannot drop pending rows of removed bricks: {e}"),
+        }
+    });
     for peer in brick.peers.clone() {
         let n = node.clone();
         let b = brick.clone();
@@ -89,7 +102,11 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
     // Pass over the pending index in sequence order, `BATCH` rows at a time.
     let mut cursor = 0u64;
     let mut pushed_this_pass = false;
+    let mut fill = FillCheck::default();
     loop {
+        if let Some(upto) = fill.run(&node, &brick, peer).await {
+            heal_upto = heal_upto.max(upto);
+        }
         // Mark the current sequence seen *before* reading the index, so a
         // commit that lands after the read still wakes the wait below.
         seq_rx.borrow_and_update();
@@ -165,7 +182,7 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
                         if is_heal {
                             brick.counters.healing.fetch_add(1, Ordering::Relaxed);
                         }
-                        let res = push_path(node, brick, peer, target, &rel).await;
+                        let res = push_path_paced(node, brick, peer, target, &rel, is_heal).await;
                         if is_heal {
                             brick.counters.healing.fetch_sub(1, Ordering::Relaxed);
                         }
@@ -184,7 +201,6 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
                         if is_heal {
                             crate::failpoint::hit("heal-mid-replay");
                             brick.counters.add_heal(bytes);
-                            throttle(&node, &brick, bytes).await;
                         }
                         confirmed.push((path, seq));
                     }
@@ -272,16 +288,92 @@ async fn push_order(
     groups
 }
 
-async fn throttle(node: &Node, brick: &Brick, bytes: u64) {
-    let rate = node
-        .config()
+/// The heal rate limit of `brick`'s volume in bytes/s (0 = none).
+fn heal_rate(node: &Node, brick: &Brick) -> u64 {
+    node.config()
         .volumes
         .iter()
         .find(|v| v.id == brick.volume)
         .and_then(|v| crate::options::parse_bytes(v.option("cluster.heal-rate-limit")))
-        .unwrap_or(0);
-    if rate > 0 && bytes > 0 {
-        tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / rate as f64)).await;
+        .unwrap_or(0)
+}
+
+/// Whether this brick still has to compare its tree with the current
+/// incarnation of a peer brick (new, replaced or reset), and doing it.
+#[derive(Default)]
+struct FillCheck {
+    /// Pool document version last found with nothing to do.
+    settled: u64,
+    /// Earliest next attempt after a failure.
+    retry_at: Option<tokio::time::Instant>,
+    failures: u32,
+}
+
+impl FillCheck {
+    /// Runs the full crawl toward `peer` if its incarnation is newer than
+    /// the one this brick last compared with. Returns the sequence up to
+    /// which the marked rows count as heals.
+    async fn run(&mut self, node: &Arc<Node>, brick: &Arc<Brick>, peer: u64) -> Option<u64> {
+        let cfg = node.config();
+        if cfg.version == self.settled {
+            return None;
+        }
+        if self
+            .retry_at
+            .is_some_and(|t| t > tokio::time::Instant::now())
+        {
+            return None;
+        }
+        let def = cfg
+            .volumes
+            .iter()
+            .find(|v| v.id == brick.volume)
+            .and_then(|v| v.brick(peer))?
+            .clone();
+        let done = brick
+            .with_db(move |_, c| crate::lifecycle::filled_incarnation(c, peer))
+            .await
+            .unwrap_or(0);
+        if def.incarnation <= done {
+            self.settled = cfg.version;
+            return None;
+        }
+        if def.out_of_service || !node.is_connected(def.node) {
+            self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            return None;
+        }
+        let started = std::time::Instant::now();
+        match crate::crawl::crawl(node, brick, peer, def.node).await {
+            Ok(s) => {
+                let inc = def.incarnation;
+                if let Err(e) = brick
+                    .with_db(move |_, c| crate::lifecycle::set_filled_incarnation(c, peer, inc))
+                    .await
+                {
+                    tracing::warn!(brick = %brick.root.display(), "cannot record the fill of {}: {e}", def.name());
+                }
+                tracing::info!(
+                    brick = %brick.root.display(), peer = %def.name(),
+                    "new brick compared in {:.1} s: {} directories, {} paths to send",
+                    started.elapsed().as_secs_f64(), s.dirs_walked, s.paths_marked
+                );
+                self.settled = cfg.version;
+                self.retry_at = None;
+                self.failures = 0;
+                *brick.heal_started.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((std::time::Instant::now(), brick.counters().heals));
+                Some(brick.seq())
+            }
+            Err(e) => {
+                self.failures += 1;
+                let wait = Duration::from_millis(500 << self.failures.min(5));
+                if self.failures == 1 || self.failures % 10 == 0 {
+                    tracing::warn!(brick = %brick.root.display(), peer = %def.name(), "comparing with the new brick failed; retrying: {e}");
+                }
+                self.retry_at = Some(tokio::time::Instant::now() + wait);
+                None
+            }
+        }
     }
 }
 
@@ -300,6 +392,21 @@ pub async fn push_path(
     target: Uuid,
     path: &RelPath,
 ) -> Result<u64, PushError> {
+    push_path_paced(node, brick, peer, target, path, false).await
+}
+
+/// [`push_path`], paced by `cluster.heal-rate-limit` when `heal` is set.
+async fn push_path_paced(
+    node: &Arc<Node>,
+    brick: &Arc<Brick>,
+    peer: u64,
+    target: Uuid,
+    path: &RelPath,
+    heal: bool,
+) -> Result<u64, PushError> {
+    let pace = heal
+        .then(|| (crate::lifecycle::limiter(brick.id), heal_rate(node, brick)))
+        .filter(|(_, rate)| *rate > 0);
     let p = path.clone();
     let versions = brick
         .with_db(
@@ -327,7 +434,15 @@ pub async fn push_path(
             from_brick: Some(brick.id),
         };
         let (mut w, mut r) = node.open_stream(target).await?;
-        let (resp, n) = send_offer(&mut w, &mut r, &offer, file.as_deref(), &chunks).await?;
+        let (resp, n) = send_offer_paced(
+            &mut w,
+            &mut r,
+            &offer,
+            file.as_deref(),
+            &chunks,
+            pace.as_ref().map(|(l, rate)| (l.as_ref(), *rate)),
+        )
+        .await?;
         brick.counters.add_sent(n);
         sent += n;
         match resp {
@@ -350,6 +465,22 @@ pub async fn send_offer<W, R>(
     offer: &Offer,
     file: Option<&std::path::Path>,
     chunks: &[ChunkRef],
+) -> Result<(Response, u64), PushError>
+where
+    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send,
+{
+    send_offer_paced(w, r, offer, file, chunks, None).await
+}
+
+/// [`send_offer`], waiting on `pace` (limiter, bytes/s) before each chunk.
+async fn send_offer_paced<W, R>(
+    w: &mut W,
+    r: &mut R,
+    offer: &Offer,
+    file: Option<&std::path::Path>,
+    chunks: &[ChunkRef],
+    pace: Option<(&crate::lifecycle::RateLimit, u64)>,
 ) -> Result<(Response, u64), PushError>
 where
     W: AsyncWrite + Unpin + Send,
@@ -383,6 +514,9 @@ where
             let Some(c) = chunks.get(i as usize) else {
                 return Err(PushError::Refused("chunk index out of range".into()));
             };
+            if let Some((limit, rate)) = pace {
+                limit.take(u64::from(c.len), rate).await;
+            }
             let data = chunking::read_verified(&mut f, offsets[i as usize], c.len, &c.hash)
                 .map_err(|e| StoreError::io("read", path.display(), e))?;
             tokio::time::timeout(STEP_TIMEOUT, frame::write_raw(w, &data))

@@ -397,6 +397,52 @@ impl Cluster {
         self.node(b).block(self.node(a));
     }
 
+    /// Starts one more daemon (node N+1 on 127.0.0.N+1, same port) beside
+    /// the running ones; it belongs to no pool until probed.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.nodes.len() + 1;
+        let port = self.nodes.first().map_or_else(unique_port, |n| n.port);
+        let mut node = Node {
+            n: i,
+            ip: format!("127.0.0.{i}"),
+            port,
+            state: self.dir.path().join(format!("n{i}")),
+            root: self.dir.path().to_path_buf(),
+            child: None,
+            extra: Vec::new(),
+            env: Vec::new(),
+        };
+        node.start();
+        self.nodes.push(node);
+        i
+    }
+
+    /// Waits until each running node in `among` sees every other one of
+    /// `among` as connected.
+    pub fn wait_connected_among(&self, among: &[usize]) {
+        for &i in among {
+            let n = self.node(i);
+            wait_until(Duration::from_secs(20), "peers connected", || {
+                let out = n.cli(&["peer", "status"]).stdout;
+                among.iter().filter(|&&j| j != i).all(|&j| {
+                    let host = format!("Hostname: {}\n", self.node(j).ip);
+                    out.split("\n\n")
+                        .any(|b| b.contains(&host) && b.contains("(Connected)"))
+                })
+            });
+        }
+    }
+
+    /// Kills node `i` for good: SIGKILL, then its state directory and the
+    /// given brick directories are deleted.
+    pub fn destroy_node(&mut self, i: usize, bricks: &[PathBuf]) {
+        self.node_mut(i).kill9();
+        let _ = std::fs::remove_dir_all(&self.node(i).state);
+        for b in bricks {
+            let _ = std::fs::remove_dir_all(b);
+        }
+    }
+
     /// Asserts no daemon log mentions a panic.
     pub fn assert_no_panics(&self) {
         for n in &self.nodes {

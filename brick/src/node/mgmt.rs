@@ -133,6 +133,25 @@ pub(super) async fn handle(node: &Arc<Node>, req: CtlRequest) -> CtlReply {
         }
         CtlRequest::DebugRemoteConfig { addr } => remote_config(node, &addr).await,
         CtlRequest::DebugGarbage { addr } => garbage(node, &addr).await,
+        CtlRequest::VolumeReplaceBrick { name, old, new } => {
+            super::lifecycle::replace_brick(node, &name, &old, &new).await
+        }
+        CtlRequest::VolumeResetBrick {
+            name,
+            brick,
+            commit,
+        } => super::lifecycle::reset_brick(node, &name, &brick, commit).await,
+        CtlRequest::VolumeAddBrick {
+            name,
+            replica,
+            bricks,
+            force,
+        } => super::lifecycle::add_brick(node, &name, replica, &bricks, force).await,
+        CtlRequest::VolumeRemoveBrick {
+            name,
+            replica,
+            bricks,
+        } => super::lifecycle::remove_brick(node, &name, replica, &bricks).await,
         other => fail(format!("this daemon does not handle {other:?}")),
     }
 }
@@ -293,9 +312,12 @@ async fn detach(node: &Arc<Node>, host: &str, force: bool) -> CtlReply {
         .any(|v| v.bricks.iter().any(|b| b.node == m.uuid));
     if hosts_bricks && !force {
         return fail(format!(
-            "Peer {host} hosts one or more bricks. Remove them first, or use 'force' to detach it anyway"
+            "Peer {host} hosts one or more bricks. If the peer is in not recoverable state then use either replace-brick or remove-brick command with force to remove all bricks from the peer and attempt the peer detach again."
         ));
     }
+    // Tell the node first: once the new document is stored here, its
+    // connection is closed and it could no longer learn it.
+    super::lifecycle::tell_detached(node, &m).await;
     let mut doc = cfg.next(node.me.uuid);
     doc.members.retain(|x| x.uuid != m.uuid);
     match node.commit_config(doc).await {
@@ -314,7 +336,7 @@ fn valid_volume_name(name: &str) -> bool {
 }
 
 /// Finds the member a brick host names: by hostname, else by address.
-async fn member_for_host(node: &Node, cfg: &PoolConfig, host: &str) -> Option<Uuid> {
+pub(super) async fn member_for_host(node: &Node, cfg: &PoolConfig, host: &str) -> Option<Uuid> {
     if let Some(m) = cfg.member_by_host(host) {
         return Some(m.uuid);
     }
@@ -395,6 +417,8 @@ async fn volume_create(
             node: uuid,
             host: host.to_string(),
             path,
+            incarnation: 0,
+            out_of_service: false,
         });
     }
     // Each brick's node checks (and creates) its directory.
@@ -425,6 +449,7 @@ async fn volume_create(
         bricks: defs,
         state: VolumeState::Created,
         options: Default::default(),
+        overridden: Vec::new(),
     });
     match node.commit_config(doc).await {
         Ok(()) => ok(()),
@@ -432,7 +457,7 @@ async fn volume_create(
     }
 }
 
-fn normalise_dir(p: &str) -> String {
+pub(super) fn normalise_dir(p: &str) -> String {
     let s: Vec<&str> = p
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
@@ -442,7 +467,7 @@ fn normalise_dir(p: &str) -> String {
 
 /// Replica id of brick `i` of a volume: derived from the volume id so it is
 /// unique across volumes, never zero.
-fn brick_id(vol: Uuid, i: usize) -> u64 {
+pub(super) fn brick_id(vol: Uuid, i: usize) -> u64 {
     let h = blake3::hash(&[vol.as_bytes().as_slice(), &(i as u64).to_le_bytes()].concat());
     let mut b = [0u8; 8];
     b.copy_from_slice(&h.as_bytes()[..8]);

@@ -15,6 +15,7 @@
 pub mod auth;
 mod ctl;
 pub mod db;
+mod lifecycle;
 mod mgmt;
 mod peers;
 mod serve;

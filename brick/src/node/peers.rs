@@ -64,9 +64,11 @@ async fn dial_loop(node: Arc<Node>, peer: Uuid, token: CancellationToken) {
             match connect(&node, peer).await {
                 Ok(()) => {
                     failures = 0;
+                    super::lifecycle::note_dial(&node, peer, None);
                     continue;
                 }
                 Err(e) => {
+                    super::lifecycle::note_dial(&node, peer, Some(&e));
                     failures += 1;
                     if failures == 1 || failures % 60 == 0 {
                         tracing::info!(peer = %node.peer_name(peer), "cannot reach peer: {e}");
@@ -91,7 +93,10 @@ async fn connect(node: &Arc<Node>, peer: Uuid) -> Result<(), CallError> {
         .await
         .map_err(CallError::Dial)?;
     let conn = node.dial(addr, Some(member.fingerprint.clone())).await?;
-    let Response::Hello(theirs) = call_on(&conn, &Request::Hello(node.hello())).await? else {
+    let hello = call_on(&conn, &Request::Hello(node.hello()))
+        .await
+        .map_err(|e| super::lifecycle::refusal(&conn).unwrap_or(e))?;
+    let Response::Hello(theirs) = hello else {
         return Err(CallError::Dial("unexpected answer to hello".into()));
     };
     if theirs.version != PROTOCOL_VERSION || theirs.node != peer {

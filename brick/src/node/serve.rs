@@ -150,7 +150,10 @@ async fn dispatch(
             Err(e) => Response::error(code::INTERNAL, e),
         },
         Request::PullConfig => Response::Config(Box::new(node.config())),
-        Request::Detached => Response::Ok,
+        Request::Detached => {
+            super::lifecycle::detached_by(node, peer);
+            Response::Ok
+        }
         Request::PrepareBrick {
             path,
             force,
@@ -159,6 +162,12 @@ async fn dispatch(
             Ok(()) => Response::Ok,
             Err(reason) => Response::error(code::REFUSED, reason),
         },
+        Request::ResetBrick { path, volume } => {
+            match super::lifecycle::reset_local_brick(node, &path, volume) {
+                Ok(()) => Response::Ok,
+                Err(reason) => Response::error(code::REFUSED, reason),
+            }
+        }
         other => return crate::store::rpc::handle(node, peer, other, send, recv).await,
     };
     frame::write_msg(send, &resp).await

@@ -115,7 +115,11 @@ impl BrickSet {
             .iter()
             .filter(|v| v.state == VolumeState::Started)
         {
-            for b in v.bricks.iter().filter(|b| b.node == node.me.uuid) {
+            for b in v
+                .bricks
+                .iter()
+                .filter(|b| b.node == node.me.uuid && !b.out_of_service)
+            {
                 wanted.insert(b.id, (v, b));
             }
         }
@@ -123,7 +127,13 @@ impl BrickSet {
         let mut unserved = self.lock_unserved();
         unserved.retain(|id, _| wanted.contains_key(id));
         served.retain(|id, s| {
-            let Some((v, b)) = wanted.get(id) else {
+            // A brick moved to another path, or whose volume gained or lost
+            // a brick, is reopened with its new place and peers.
+            let current = wanted.get(id).filter(|(v, b)| {
+                s.brick.root == Path::new(&b.path)
+                    && crate::lifecycle::same_peers(&s.brick.peers, v, *id)
+            });
+            let Some((v, b)) = current else {
                 tracing::info!(brick = %s.brick.root.display(), "brick stopped");
                 s.token.cancel();
                 return false;

@@ -1,0 +1,519 @@
+//! The brick lifecycle commands, online and with GlusterFS's verbs:
+//! `replace-brick`, `reset-brick`, `add-brick` and `remove-brick`.
+//!
+//! Each is one change of the pool document. The nodes react to it like to
+//! any other: a node serves exactly the bricks the document gives it (see
+//! `store::BrickSet::reconcile`), and every brick compares its whole tree
+//! with a peer whose `incarnation` it has not compared with yet (see
+//! `replicate`), which is how a new, replaced or reset brick is filled.
+//! A replaced or reset brick keeps its replica id, so version vectors and
+//! the pending rows the other bricks hold for it stay valid.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::mgmt::{brick_id, member_for_host, normalise_dir};
+use super::{CallError, Node};
+use crate::control::CtlReply;
+use crate::pool::{BrickDef, PoolConfig, Volume};
+use crate::proto::Request;
+
+/// Most bricks a volume may have.
+pub const MAX_REPLICA: u32 = 32;
+
+/// What a lifecycle command changed (its `--json` answer).
+#[derive(Debug, Serialize)]
+struct Changed {
+    volume: String,
+    replica: u32,
+    bricks: Vec<String>,
+}
+
+fn changed(v: &Volume) -> CtlReply {
+    CtlReply::ok(Changed {
+        volume: v.name.clone(),
+        replica: v.replica,
+        bricks: v.bricks.iter().map(BrickDef::name).collect(),
+    })
+}
+
+/// A `HOST:/PATH` argument resolved to a pool member.
+struct Target {
+    host: String,
+    path: String,
+    node: Uuid,
+}
+
+async fn parse_brick(node: &Node, cfg: &PoolConfig, b: &str) -> Result<Target, String> {
+    let Some((host, path)) = b.rsplit_once(':') else {
+        return Err(format!("brick {b} is not in HOST:/PATH form"));
+    };
+    if !path.starts_with('/') || path.contains('\0') || path.split('/').any(|c| c == "..") {
+        return Err(format!("brick {b}: the path must be absolute without '..'"));
+    }
+    let Some(uuid) = member_for_host(node, cfg, host).await else {
+        return Err(format!("Host {host} is not in 'Peer in Cluster' state"));
+    };
+    Ok(Target {
+        host: host.to_string(),
+        path: normalise_dir(path),
+        node: uuid,
+    })
+}
+
+/// The brick of `v` that `b` names.
+async fn find_brick(node: &Node, cfg: &PoolConfig, v: &Volume, b: &str) -> Result<u64, String> {
+    let t = parse_brick(node, cfg, b)
+        .await
+        .map_err(|_| format!("brick: {b} does not exist in volume: {}", v.name))?;
+    v.bricks
+        .iter()
+        .find(|d| d.node == t.node && d.path == t.path)
+        .map(|d| d.id)
+        .ok_or_else(|| format!("brick: {b} does not exist in volume: {}", v.name))
+}
+
+/// Refuses a brick directory already used by a volume, then has its node
+/// check and create it (the volume-id marker included).
+async fn prepare_new(
+    node: &Arc<Node>,
+    cfg: &PoolConfig,
+    vol: Uuid,
+    t: &Target,
+    force: bool,
+) -> Result<(), String> {
+    if !node.is_connected(t.node) {
+        return Err(format!(
+            "Host {} is not in 'Peer in Cluster' state (disconnected)",
+            t.host
+        ));
+    }
+    if let Some(v) = cfg.volumes.iter().find(|v| {
+        v.bricks
+            .iter()
+            .any(|d| d.node == t.node && d.path == t.path)
+    }) {
+        return Err(format!(
+            "{}:{} is already part of volume {}",
+            t.host, t.path, v.name
+        ));
+    }
+    let name = format!("{}:{}", t.host, t.path);
+    let res = if t.node == node.me.uuid {
+        crate::store::prepare_brick_dir(std::path::Path::new(&t.path), force, vol)
+    } else {
+        let req = Request::PrepareBrick {
+            path: t.path.clone(),
+            force,
+            volume: vol,
+        };
+        match node.call(t.node, req).await {
+            Ok(_) => Ok(()),
+            Err(CallError::Refused { reason, .. }) => Err(reason),
+            Err(e) => Err(format!("Host {} is not reachable: {e}", t.host)),
+        }
+    };
+    res.map_err(|r| r.replace("{brick}", &name))
+}
+
+/// Applies `f` to volume `name` in a new document and commits it.
+async fn commit_volume(
+    node: &Arc<Node>,
+    name: &str,
+    f: impl FnOnce(&mut Volume) -> Result<(), String>,
+) -> Result<Volume, String> {
+    let mut doc = node.config().next(node.me.uuid);
+    let Some(v) = doc.volume_mut(name) else {
+        return Err(format!("Volume {name} does not exist"));
+    };
+    f(v)?;
+    let out = v.clone();
+    node.commit_config(doc).await?;
+    Ok(out)
+}
+
+/// `volume replace-brick VOL OLD NEW commit force`.
+pub(super) async fn replace_brick(node: &Arc<Node>, name: &str, old: &str, new: &str) -> CtlReply {
+    let cfg = node.config();
+    let Some(v) = cfg.volume(name).cloned() else {
+        return CtlReply::fail(format!("Volume {name} does not exist"));
+    };
+    let id = match find_brick(node, &cfg, &v, old).await {
+        Ok(id) => id,
+        Err(e) => return CtlReply::fail(e),
+    };
+    let t = match parse_brick(node, &cfg, new).await {
+        Ok(t) => t,
+        Err(e) => return CtlReply::fail(e),
+    };
+    if v.brick(id)
+        .is_some_and(|d| d.node == t.node && d.path == t.path)
+    {
+        return CtlReply::fail(format!(
+            "source brick {old} and destination brick {new} are the same; use reset-brick to re-initialise a brick in place"
+        ));
+    }
+    // "commit force" is part of the verb: the new directory may be on the
+    // root filesystem or hold files (they are adopted and compared).
+    if let Err(e) = prepare_new(node, &cfg, v.id, &t, true).await {
+        return CtlReply::fail(e);
+    }
+    let res = commit_volume(node, name, |v| {
+        let d = v
+            .bricks
+            .iter_mut()
+            .find(|d| d.id == id)
+            .ok_or_else(|| format!("brick: {old} does not exist in volume: {name}"))?;
+        d.node = t.node;
+        d.host = t.host.clone();
+        d.path = t.path.clone();
+        d.incarnation += 1;
+        d.out_of_service = false;
+        Ok(())
+    })
+    .await;
+    match res {
+        Ok(v) => {
+            tracing::info!(volume = %name, %old, %new, "brick replaced; the new brick is filled by a full heal");
+            changed(&v)
+        }
+        Err(e) => CtlReply::fail(e),
+    }
+}
+
+/// `volume reset-brick VOL BRICK start` (`commit` false) and
+/// `volume reset-brick VOL BRICK BRICK commit force` (`commit` true).
+pub(super) async fn reset_brick(
+    node: &Arc<Node>,
+    name: &str,
+    brick: &str,
+    commit: bool,
+) -> CtlReply {
+    let cfg = node.config();
+    let Some(v) = cfg.volume(name).cloned() else {
+        return CtlReply::fail(format!("Volume {name} does not exist"));
+    };
+    let id = match find_brick(node, &cfg, &v, brick).await {
+        Ok(id) => id,
+        Err(e) => return CtlReply::fail(e),
+    };
+    let Some(def) = v.brick(id).cloned() else {
+        return CtlReply::fail(format!("brick: {brick} does not exist in volume: {name}"));
+    };
+    if !commit {
+        if def.out_of_service {
+            return CtlReply::fail(format!(
+                "brick {brick} is already out of service (reset-brick start was done)"
+            ));
+        }
+        return match commit_volume(node, name, |v| set_out_of_service(v, id, true)).await {
+            Ok(v) => {
+                tracing::warn!(volume = %name, %brick, "brick taken out of service (reset-brick start)");
+                changed(&v)
+            }
+            Err(e) => CtlReply::fail(e),
+        };
+    }
+    if !node.is_connected(def.node) {
+        return CtlReply::fail(format!(
+            "Host {} is not in 'Peer in Cluster' state (disconnected)",
+            def.host
+        ));
+    }
+    // Stop serving it first, so nothing writes to the directory while it is
+    // re-initialised.
+    if !def.out_of_service {
+        if let Err(e) = commit_volume(node, name, |v| set_out_of_service(v, id, true)).await {
+            return CtlReply::fail(e);
+        }
+    }
+    let res = if def.node == node.me.uuid {
+        reset_local_brick(node, &def.path, v.id)
+    } else {
+        let req = Request::ResetBrick {
+            path: def.path.clone(),
+            volume: v.id,
+        };
+        match node.call(def.node, req).await {
+            Ok(_) => Ok(()),
+            Err(CallError::Refused { reason, .. }) => Err(reason),
+            Err(e) => Err(format!("Host {} is not reachable: {e}", def.host)),
+        }
+    };
+    if let Err(e) = res {
+        return CtlReply::fail(format!(
+            "{e} (the brick stays out of service; run the command again)"
+        ));
+    }
+    let res = commit_volume(node, name, |v| {
+        set_out_of_service(v, id, false)?;
+        if let Some(d) = v.bricks.iter_mut().find(|d| d.id == id) {
+            d.incarnation += 1;
+        }
+        Ok(())
+    })
+    .await;
+    match res {
+        Ok(v) => {
+            tracing::info!(volume = %name, %brick, "brick re-initialised; it is filled by a full heal");
+            changed(&v)
+        }
+        Err(e) => CtlReply::fail(e),
+    }
+}
+
+fn set_out_of_service(v: &mut Volume, id: u64, on: bool) -> Result<(), String> {
+    let d = v
+        .bricks
+        .iter_mut()
+        .find(|d| d.id == id)
+        .ok_or_else(|| "the brick is no longer part of the volume".to_string())?;
+    d.out_of_service = on;
+    Ok(())
+}
+
+/// Re-initialises a brick directory of this node (it must not be served).
+pub(super) fn reset_local_brick(node: &Node, path: &str, volume: Uuid) -> Result<(), String> {
+    let cfg = node.config();
+    let def = cfg
+        .volumes
+        .iter()
+        .find(|v| v.id == volume)
+        .and_then(|v| {
+            v.bricks
+                .iter()
+                .find(|d| d.node == node.me.uuid && d.path == path)
+        })
+        .ok_or_else(|| format!("{path} is not a brick of this node"))?;
+    if node.bricks.get(def.id).is_some() {
+        return Err(format!("{path} is still being served; retry"));
+    }
+    let note = crate::lifecycle::reinit_brick_dir(std::path::Path::new(path), volume)?;
+    tracing::warn!(brick = %path, "brick directory re-initialised {note}");
+    Ok(())
+}
+
+/// `volume add-brick VOL replica N BRICK... [force]`.
+pub(super) async fn add_brick(
+    node: &Arc<Node>,
+    name: &str,
+    replica: u32,
+    bricks: &[String],
+    force: bool,
+) -> CtlReply {
+    let cfg = node.config();
+    let Some(v) = cfg.volume(name).cloned() else {
+        return CtlReply::fail(format!("Volume {name} does not exist"));
+    };
+    if bricks.is_empty() {
+        return CtlReply::fail("no bricks given (HOST:/PATH...)");
+    }
+    let want = v.replica as usize + bricks.len();
+    if replica as usize != want {
+        return CtlReply::fail(format!(
+            "Incorrect replica count ({replica}) supplied: the volume has {} bricks and {} are added, so the new count is {want}",
+            v.replica,
+            bricks.len()
+        ));
+    }
+    if replica > MAX_REPLICA {
+        return CtlReply::fail(format!(
+            "replica count {replica} is above the limit of {MAX_REPLICA}"
+        ));
+    }
+    let mut defs: Vec<BrickDef> = Vec::new();
+    let mut next_index = v.bricks.len();
+    for b in bricks {
+        let t = match parse_brick(node, &cfg, b).await {
+            Ok(t) => t,
+            Err(e) => return CtlReply::fail(e),
+        };
+        if defs.iter().any(|d| d.node == t.node && d.path == t.path) {
+            return CtlReply::fail(format!("Found duplicate exports {}:{}", t.host, t.path));
+        }
+        if let Err(e) = prepare_new(node, &cfg, v.id, &t, force).await {
+            return CtlReply::fail(e);
+        }
+        let mut id = brick_id(v.id, next_index);
+        while v.brick(id).is_some() || defs.iter().any(|d| d.id == id) {
+            next_index += 1;
+            id = brick_id(v.id, next_index);
+        }
+        next_index += 1;
+        defs.push(BrickDef {
+            id,
+            node: t.node,
+            host: t.host,
+            path: t.path,
+            incarnation: 1,
+            out_of_service: false,
+        });
+    }
+    let res = commit_volume(node, name, |v| {
+        if v.replica as usize + defs.len() != replica as usize {
+            return Err("the volume changed meanwhile; run the command again".into());
+        }
+        v.bricks.extend(defs);
+        v.replica = replica;
+        Ok(())
+    })
+    .await;
+    match res {
+        Ok(v) => {
+            tracing::info!(volume = %name, replica, "bricks added; they are filled by a full heal");
+            changed(&v)
+        }
+        Err(e) => CtlReply::fail(e),
+    }
+}
+
+/// `volume remove-brick VOL replica N BRICK... force`.
+pub(super) async fn remove_brick(
+    node: &Arc<Node>,
+    name: &str,
+    replica: u32,
+    bricks: &[String],
+) -> CtlReply {
+    let cfg = node.config();
+    let Some(v) = cfg.volume(name).cloned() else {
+        return CtlReply::fail(format!("Volume {name} does not exist"));
+    };
+    if bricks.is_empty() {
+        return CtlReply::fail("no bricks given (HOST:/PATH...)");
+    }
+    let mut ids = Vec::new();
+    for b in bricks {
+        match find_brick(node, &cfg, &v, b).await {
+            Ok(id) if !ids.contains(&id) => ids.push(id),
+            Ok(_) => return CtlReply::fail(format!("brick {b} is given twice")),
+            Err(e) => return CtlReply::fail(e),
+        }
+    }
+    let want = v.replica as usize - ids.len().min(v.replica as usize);
+    if replica as usize != want {
+        return CtlReply::fail(format!(
+            "Incorrect replica count ({replica}) supplied: the volume has {} bricks and {} are removed, so the new count is {want}",
+            v.replica,
+            ids.len()
+        ));
+    }
+    if replica < 2 {
+        return CtlReply::fail("a replicated volume keeps at least 2 bricks");
+    }
+    let count: u32 = v.option("cluster.quorum-count").parse().unwrap_or(0);
+    if count > replica {
+        return CtlReply::fail(format!(
+            "cluster.quorum-count is {count}, more than the {replica} bricks that would remain; lower it first"
+        ));
+    }
+    let res = commit_volume(node, name, |v| {
+        v.bricks.retain(|d| !ids.contains(&d.id));
+        v.replica = v.bricks.len() as u32;
+        Ok(())
+    })
+    .await;
+    match res {
+        Ok(v) => {
+            tracing::info!(volume = %name, replica, "bricks removed; their data stays on disk");
+            changed(&v)
+        }
+        Err(e) => CtlReply::fail(e),
+    }
+}
+
+/// Tells member `m` that it is being detached from the pool (bounded wait;
+/// a node that is down learns it when it next dials, see `detached_by`).
+pub(super) async fn tell_detached(node: &Arc<Node>, m: &crate::pool::Member) {
+    match node.call(m.uuid, Request::Detached).await {
+        Ok(_) => tracing::info!(peer = %m.hostname, "detached node told"),
+        Err(e) => tracing::warn!(peer = %m.hostname, "could not tell the detached node: {e}"),
+    }
+}
+
+/// A member told this node it was detached: it leaves the pool (a pool of
+/// one again, ready to be probed) and stops dialing the others.
+pub(super) fn detached_by(node: &Arc<Node>, by: Uuid) {
+    let n = node.clone();
+    let told = node.config();
+    node.spawn(async move {
+        // Let the answer reach the sender before the connections close.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Meanwhile this node may have found out another way, or joined
+        // again: act only on the document it was told about.
+        let now = n.config();
+        if (now.version, now.changed_by) != (told.version, told.changed_by)
+            || now.member(by).is_none()
+        {
+            return;
+        }
+        tracing::warn!(by = %n.peer_name(by), "this node was detached from the pool");
+        if let Err(e) = n.store_config(PoolConfig::solo(n.me.clone())) {
+            tracing::error!("cannot store the pool document after detach: {e}");
+        }
+    });
+}
+
+/// Records the outcome of dialing member `peer`. A node detached while it
+/// was down was never told; it finds out when every other member refuses
+/// its key (their refusal is authenticated: the dial pins each member's
+/// key), and then leaves the pool instead of dialing it forever.
+pub(super) fn note_dial(node: &Arc<Node>, peer: Uuid, err: Option<&CallError>) {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::{Mutex, OnceLock};
+    static REFUSED: OnceLock<Mutex<HashMap<Uuid, HashSet<Uuid>>>> = OnceLock::new();
+    let refused_key = err.is_some_and(|e| match e {
+        CallError::Refused { code, .. } => *code == crate::proto::code::PERMISSION,
+        CallError::Connection(quinn::ConnectionError::ApplicationClosed(c)) => {
+            c.error_code == crate::proto::code::PERMISSION.into()
+        }
+        _ => false,
+    });
+    let all_refuse = {
+        let mut all = REFUSED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mine = all.entry(node.me.uuid).or_default();
+        if refused_key {
+            mine.insert(peer);
+        } else {
+            mine.remove(&peer);
+        }
+        let cfg = node.config();
+        let others: Vec<Uuid> = cfg
+            .members
+            .iter()
+            .map(|m| m.uuid)
+            .filter(|u| *u != node.me.uuid)
+            .collect();
+        let done = !others.is_empty() && others.iter().all(|u| mine.contains(u));
+        if done {
+            mine.clear();
+        }
+        done
+    };
+    if all_refuse {
+        tracing::warn!("every pool member refuses this node's key: it was detached while away; leaving the pool");
+        if let Err(e) = node.store_config(PoolConfig::solo(node.me.clone())) {
+            tracing::error!("cannot store the pool document after detach: {e}");
+        }
+    }
+}
+
+/// The peer's refusal of this node's key, when it closed `conn` for that
+/// (its error frame may not arrive before the close does).
+pub(super) fn refusal(conn: &quinn::Connection) -> Option<CallError> {
+    match conn.close_reason()? {
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == crate::proto::code::PERMISSION.into() =>
+        {
+            Some(CallError::Refused {
+                code: crate::proto::code::PERMISSION,
+                reason: String::from_utf8_lossy(&c.reason).into_owned(),
+            })
+        }
+        _ => None,
+    }
+}
