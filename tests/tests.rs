@@ -23,3 +23,6 @@ mod reliability;
 
 /// Crash points along the write path (needs `--features failpoints`).
 mod crash;
+
+/// Integrity through the lifecycle: attach, rebuild, symlinks, overlaps.
+mod integrity;

@@ -30,7 +30,7 @@ pub fn unique_port() -> u16 {
     let base = std::env::var("GSYNC_TEST_PORT_BASE")
         .ok()
         .and_then(|v| v.parse::<u16>().ok())
-        .unwrap_or(20000 + (std::process::id() % 200) as u16 * 100);
+        .unwrap_or_else(|| 20000 + (std::process::id() % 200) as u16 * 100);
     base + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % 100
 }
 
