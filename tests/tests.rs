@@ -29,3 +29,6 @@ mod brick_integrity;
 
 /// Brick lifecycle: replace, reset, add and remove bricks; detach and re-probe.
 mod lifecycle;
+
+/// Integrity through the lifecycle: attach, rebuild, symlinks, overlaps.
+mod integrity;

@@ -222,6 +222,22 @@ pub enum Request {
         /// The volume it belongs to.
         volume: Uuid,
     },
+    /// 16: like [`Request::Changes`], answered with [`Response::Feed`],
+    /// which names the brick's incarnation: a follower whose cursor belongs
+    /// to another incarnation (a rebuilt brick) resynchronises instead of
+    /// trusting the sequence number.
+    Feed {
+        /// Volume id.
+        volume: Uuid,
+        /// Brick replica id.
+        brick: u64,
+        /// Last sequence number the caller has.
+        since: u64,
+        /// How long to wait for a change.
+        wait_ms: u32,
+        /// Most entries to return.
+        limit: u32,
+    },
 }
 
 /// Heal operations sent to a brick's node.
@@ -331,6 +347,17 @@ pub enum Response {
     SplitBrain(Vec<crate::heal_types::SplitBrainVersions>),
     /// 12: answer to [`Request::Digests`].
     Digests(Vec<crate::store::digest::ChildDigest>),
+    /// 13: answer to [`Request::Feed`].
+    Feed {
+        /// Changed entries, in sequence order.
+        entries: Vec<(u64, Entry)>,
+        /// The brick's current sequence.
+        seq: u64,
+        /// The brick store's incarnation: random, created with its
+        /// database; a different value means the sequence numbers of an
+        /// earlier answer mean nothing here.
+        incarnation: u64,
+    },
 }
 
 impl Response {

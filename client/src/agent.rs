@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::journal::{Journal, Record};
 use crate::local::{self, Found, Ignore};
-use crate::remote::{self, Batch, RemoteError, Target};
+use crate::remote::{self, Batch, FeedEvent, RemoteError, Target};
 use crate::spec::{MountSpec, Prefer};
 use crate::sync;
 
@@ -50,6 +50,19 @@ pub struct Status {
     pub applied: u64,
     /// Last error.
     pub error: Option<String>,
+    /// Why the followed brick does not answer (or refuses), while it does
+    /// not.
+    pub feed_error: Option<String>,
+    /// The feed of the followed brick has reached its current sequence
+    /// since the agent started following it.
+    pub caught_up: bool,
+    /// Comparing every path with a brick that is not the incarnation the
+    /// journal followed (why).
+    pub resync: Option<String>,
+    /// Why no brick is followed (or the folder cannot be synced), while so.
+    pub offline: Option<String>,
+    /// The first sync of the folder is done.
+    pub attached: bool,
 }
 
 /// When to walk a new directory a second time.
@@ -87,7 +100,7 @@ pub(crate) struct Agent {
 
 struct Feed {
     target: Target,
-    rx: tokio::sync::mpsc::Receiver<Batch>,
+    rx: tokio::sync::mpsc::Receiver<FeedEvent>,
     token: CancellationToken,
 }
 
@@ -120,19 +133,28 @@ impl Agent {
         self.spec.dir.clone()
     }
 
-    /// The brick to follow: own node's, the mount host's, then any.
-    fn pick_target(&self) -> Option<Target> {
+    /// The brick to follow: own node's, the mount host's, then any; or
+    /// why there is none.
+    fn pick_target(&self) -> Result<Target, String> {
+        if !self.spec.dir.is_dir() {
+            return Err(format!(
+                "{} no longer exists; create it again, or gsync umount it",
+                self.spec.dir.display()
+            ));
+        }
         let cfg = self.node.config();
-        let v = cfg.volume(&self.spec.volume)?;
+        let Some(v) = cfg.volume(&self.spec.volume) else {
+            return Err(format!("volume {} does not exist", self.spec.volume));
+        };
         if v.state != VolumeState::Started {
-            return None;
+            return Err(format!("volume {} is not started", self.spec.volume));
         }
         let host_node = cfg.member_by_host(&self.spec.host).map(|m| m.uuid);
         let mut order: Vec<&gsync_brick::pool::BrickDef> = Vec::new();
         order.extend(v.bricks.iter().filter(|b| b.node == self.node.me.uuid));
         order.extend(v.bricks.iter().filter(|b| Some(b.node) == host_node));
         order.extend(v.bricks.iter());
-        order.into_iter().find_map(|b| {
+        let found = order.into_iter().find_map(|b| {
             let up = if b.node == self.node.me.uuid {
                 self.node.bricks.get(b.id).is_some()
             } else {
@@ -144,15 +166,21 @@ impl Agent {
                 node: b.node,
                 name: b.name(),
             })
-        })
+        });
+        found.ok_or_else(|| format!("no brick of {} is reachable", self.spec.volume))
     }
 
     pub(crate) async fn run(mut self, token: CancellationToken) {
-        if let Err(e) = std::fs::create_dir_all(&self.spec.dir) {
-            self.set_error(format!("cannot create {}: {e}", self.spec.dir.display()));
+        // A folder that vanished after its first sync is reported, never
+        // silently recreated (its files would count as deleted).
+        if !self.attached {
+            if let Err(e) = std::fs::create_dir_all(&self.spec.dir) {
+                self.set_error(format!("cannot create {}: {e}", self.spec.dir.display()));
+            }
         }
+        let mut lost_root = !self.spec.dir.is_dir();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let _watcher = match crate::watch::start(&self.spec.dir, tx) {
+        let mut watcher = match crate::watch::start(&self.spec.dir, tx.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(dir = %self.spec.dir.display(), "file watcher unavailable ({e}); scanning every 2 s");
@@ -182,7 +210,39 @@ impl Agent {
         let mut last_scan = Instant::now();
         loop {
             self.collect_marks();
-            let want = self.pick_target();
+            let (want, offline) = match self.pick_target() {
+                Ok(t) => (Some(t), None),
+                Err(why) => (None, Some(why)),
+            };
+            let root_there = self.spec.dir.is_dir();
+            if !root_there && !lost_root {
+                lost_root = true;
+                tracing::warn!(mount = %self.spec.dir.display(), "the mount folder vanished; nothing is synced until it exists again");
+            } else if root_there && lost_root {
+                // The folder is back (recreated, or its disk remounted): what
+                // it holds is compared with the volume as on a first attach,
+                // so nothing the vanished folder lacked counts as deleted.
+                lost_root = false;
+                tracing::info!(mount = %self.spec.dir.display(), "the mount folder is back; attaching it again");
+                if let Err(e) = self.journal.forget_all() {
+                    self.set_error(e.to_string());
+                }
+                self.dirty.clear();
+                self.attached = false;
+                if let Some(f) = feed.take() {
+                    f.token.cancel();
+                }
+                watcher = crate::watch::start(&self.spec.dir, tx.clone()).ok();
+                self.scan_all();
+            }
+            if lost_root {
+                self.dirty.clear();
+                self.remarks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+            }
+            self.set_feed_state(|s| s.offline = offline);
             if want.as_ref() != feed.as_ref().map(|f| &f.target) {
                 if let Some(f) = feed.take() {
                     f.token.cancel();
@@ -218,13 +278,25 @@ impl Agent {
                     }
                 } => {
                     match b {
-                        Some(batch) => {
+                        Some(FeedEvent::Batch(batch)) => {
+                            self.set_feed_state(|s| s.feed_error = None);
                             if !self.apply_batch(batch).await {
                                 // Refetch from the journal's cursor.
                                 if let Some(f) = feed.take() {
                                     f.token.cancel();
                                 }
                             }
+                        }
+                        Some(FeedEvent::Resync(why)) => {
+                            tracing::warn!(mount = %self.spec.dir.display(), "{why}: comparing every path with it");
+                            self.set_feed_state(|s| {
+                                s.caught_up = false;
+                                s.resync = Some(why);
+                            });
+                        }
+                        Some(FeedEvent::Trouble(e)) => {
+                            tracing::warn!(mount = %self.spec.dir.display(), brick = ?feed.as_ref().map(|f| &f.target.name), "brick does not serve this mount: {e}");
+                            self.set_feed_state(|s| s.feed_error = Some(e));
                         }
                         None => {
                             feed = None;
@@ -235,7 +307,7 @@ impl Agent {
             }
             // Without a watcher, scan often; with one, a periodic scan is the
             // safety net for events the kernel or the watcher lost.
-            let every = if _watcher.is_none() {
+            let every = if watcher.is_none() {
                 Duration::from_secs(2)
             } else {
                 FULL_SCAN_EVERY
@@ -265,18 +337,26 @@ impl Agent {
 
     fn start_feed(&self, t: Target) -> Feed {
         let same = self.journal.kv("brick").ok().flatten() == Some(t.brick);
-        let since = if same {
-            self.journal.kv("seq").ok().flatten().unwrap_or(0)
+        let (since, expect) = if same {
+            (
+                self.journal.kv("seq").ok().flatten().unwrap_or(0),
+                self.journal.kv("incarnation").ok().flatten(),
+            )
         } else {
-            0
+            (0, None)
         };
+        self.set_feed_state(|s| {
+            s.caught_up = false;
+            s.feed_error = None;
+            s.resync = None;
+        });
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let token = CancellationToken::new();
         let tk = token.clone();
         let node = self.node.clone();
         let t2 = t.clone();
         self.node.spawn(async move {
-            tk.run_until_cancelled(remote::feed(node, t2, since, tx))
+            tk.run_until_cancelled(remote::feed(node, t2, since, expect, tx))
                 .await;
         });
         Feed {
@@ -284,6 +364,10 @@ impl Agent {
             rx,
             token,
         }
+    }
+
+    fn set_feed_state(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     pub(crate) fn set_error(&self, e: String) {
@@ -297,7 +381,12 @@ impl Agent {
         s.brick = self.target.as_ref().map(|t| t.name.clone());
         s.pending = self.dirty.len() as u64;
         s.split_brain = self.journal.conflicts().unwrap_or(0);
-        s.in_sync = self.attached && self.dirty.is_empty() && self.target.is_some();
+        s.attached = self.attached;
+        s.in_sync = self.attached
+            && self.dirty.is_empty()
+            && self.target.is_some()
+            && s.caught_up
+            && s.feed_error.is_none();
     }
 
     fn note_event(&mut self, hint: crate::watch::Hint) {
@@ -401,6 +490,10 @@ impl Agent {
     /// Marks every path whose state differs from the journal.
     fn scan_all(&mut self) {
         let root = self.root();
+        if !root.is_dir() {
+            // A vanished folder is not a deletion of everything in it.
+            return;
+        }
         for rel in local::walk(&root, &root, &self.ignore) {
             if self.differs(&rel) {
                 self.mark(rel);
@@ -510,7 +603,6 @@ impl Agent {
         // cursor moves only once the whole batch is in: after a failure
         // the batch is fetched again, and what was applied is skipped as
         // equal.
-        let last_seq = b.entries.last().map(|e| e.0);
         let mut live = Vec::new();
         let mut dead: std::collections::BTreeMap<std::cmp::Reverse<usize>, Vec<Entry>> =
             std::collections::BTreeMap::new();
@@ -553,9 +645,14 @@ impl Agent {
                 .unwrap_or_else(|p| p.into_inner())
                 .applied += n;
         }
-        if let Some(seq) = last_seq {
-            let _ = self.journal.set_kv("brick", b.brick);
-            let _ = self.journal.set_kv("seq", seq);
+        if let Err(e) = self.journal.set_cursor(b.brick, b.incarnation, b.upto) {
+            tracing::warn!(mount = %self.spec.dir.display(), "{e}");
+        }
+        if b.caught_up {
+            self.set_feed_state(|s| {
+                s.caught_up = true;
+                s.resync = None;
+            });
         }
         if b.caught_up && !self.attached {
             self.attached = true;

@@ -1,7 +1,7 @@
 //! The agent's journal (SQLite, one per mount, in the daemon's state
 //! directory): for each path, the version the local file was last synced
 //! with and the local stat it had then; the queue of local paths waiting
-//! to be pushed; and the follow cursor (brick, sequence).
+//! to be pushed; and the follow cursor (brick, its incarnation, sequence).
 //!
 //! A local path is "changed" when its stat (kind, size, mtime, mode, inode)
 //! no longer matches the journal. That is how the agent tells the user's
@@ -243,6 +243,32 @@ impl Journal {
         self.c().execute(
             "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)",
             params![key, v as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records the follow cursor: the brick, its incarnation and the
+    /// sequence reached, together (a cursor is meaningless without the
+    /// incarnation it belongs to).
+    pub fn set_cursor(&self, brick: u64, incarnation: u64, seq: u64) -> Result<(), JournalError> {
+        let mut conn = self.c();
+        let tx = conn.transaction()?;
+        for (k, v) in [("brick", brick), ("incarnation", incarnation), ("seq", seq)] {
+            tx.execute(
+                "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)",
+                params![k, v as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets every record, the queue and the cursor: the next sync is a
+    /// first attach (used when the mount folder itself vanished and came
+    /// back, so its contents are compared, never taken as deletions).
+    pub fn forget_all(&self) -> Result<(), JournalError> {
+        self.c().execute_batch(
+            "DELETE FROM files; DELETE FROM queue; DELETE FROM applying; DELETE FROM kv;",
         )?;
         Ok(())
     }

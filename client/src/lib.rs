@@ -248,30 +248,14 @@ impl AgentHost {
             .values()
             .map(|r| {
                 let s = r.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let state = if !s.online {
-                    if s.pending > 0 {
-                        format!("offline, {} pending", s.pending)
-                    } else {
-                        "offline".to_string()
-                    }
-                } else if let Some(h) = &s.held {
-                    format!("{} pending ({h})", s.pending)
-                } else if s.pending > 0 {
-                    format!("{} pending", s.pending)
-                } else if !s.in_sync {
-                    format!("syncing ({} applied)", s.applied)
-                } else if s.split_brain > 0 {
-                    format!("{} in split-brain", s.split_brain)
-                } else {
-                    "in sync".to_string()
-                };
+                let state = state_line(&s);
                 MountInfo {
                     source: r.spec.source.clone(),
                     dir: r.spec.dir.to_string_lossy().into_owned(),
                     state,
                     pending: s.pending,
                     split_brain: s.split_brain,
-                    online: s.online,
+                    online: s.online && s.offline.is_none() && s.feed_error.is_none(),
                     brick: s.brick,
                     read_only: r.spec.read_only,
                     held: s.held,
@@ -282,5 +266,129 @@ impl AgentHost {
             .collect();
         out.sort_by(|a, b| a.dir.cmp(&b.dir));
         out
+    }
+}
+
+/// The one-line state `gsync mount` shows: what the agent knows, never
+/// more. Offline (with why) before anything else; then what is held,
+/// pending or in split-brain; "in sync" only when the followed brick's feed
+/// was caught up, nothing is pending and no split-brain is known; the brick
+/// followed and the last error at the end.
+fn state_line(s: &Status) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(why) = s.offline.as_ref().or(s.feed_error.as_ref()) {
+        parts.push(format!("offline ({why})"));
+    } else if !s.online {
+        parts.push("offline".to_string());
+    } else if let Some(why) = &s.resync {
+        parts.push(format!("resynchronising ({why})"));
+    } else if !s.caught_up || !s.attached {
+        parts.push(format!("syncing ({} applied)", s.applied));
+    }
+    if s.pending > 0 {
+        match &s.held {
+            Some(h) => parts.push(format!("{} pending ({h})", s.pending)),
+            None => parts.push(format!("{} pending", s.pending)),
+        }
+    }
+    if s.split_brain > 0 {
+        parts.push(format!("{} in split-brain", s.split_brain));
+    }
+    if parts.is_empty() {
+        parts.push("in sync".to_string());
+    }
+    if let (Some(b), true) = (&s.brick, s.offline.is_none() && s.feed_error.is_none()) {
+        parts.push(format!("following {b}"));
+    }
+    if let Some(e) = &s.error {
+        parts.push(format!("last error: {e}"));
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synced() -> Status {
+        Status {
+            online: true,
+            brick: Some("h1:/b1".into()),
+            in_sync: true,
+            caught_up: true,
+            attached: true,
+            ..Status::default()
+        }
+    }
+
+    #[test]
+    fn state_lines() {
+        let table: Vec<(Status, &str)> = vec![
+            (synced(), "in sync, following h1:/b1"),
+            (
+                Status {
+                    pending: 2,
+                    ..synced()
+                },
+                "2 pending, following h1:/b1",
+            ),
+            (
+                Status {
+                    pending: 1,
+                    held: Some("held: no quorum".into()),
+                    ..synced()
+                },
+                "1 pending (held: no quorum), following h1:/b1",
+            ),
+            (
+                Status {
+                    split_brain: 1,
+                    ..synced()
+                },
+                "1 in split-brain, following h1:/b1",
+            ),
+            (
+                Status {
+                    online: false,
+                    brick: None,
+                    offline: Some("no brick of v is reachable".into()),
+                    pending: 3,
+                    ..synced()
+                },
+                "offline (no brick of v is reachable), 3 pending",
+            ),
+            (
+                Status {
+                    feed_error: Some("brick refused: not allowed".into()),
+                    ..synced()
+                },
+                "offline (brick refused: not allowed)",
+            ),
+            (
+                Status {
+                    caught_up: false,
+                    applied: 7,
+                    ..synced()
+                },
+                "syncing (7 applied), following h1:/b1",
+            ),
+            (
+                Status {
+                    resync: Some("h1:/b1 is a new incarnation".into()),
+                    ..synced()
+                },
+                "resynchronising (h1:/b1 is a new incarnation), following h1:/b1",
+            ),
+            (
+                Status {
+                    error: Some("push of a: disk full".into()),
+                    ..synced()
+                },
+                "in sync, following h1:/b1, last error: push of a: disk full",
+            ),
+        ];
+        for (s, want) in table {
+            assert_eq!(state_line(&s), want, "{s:?}");
+        }
     }
 }

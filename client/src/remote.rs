@@ -170,33 +170,79 @@ pub struct Batch {
     pub caught_up: bool,
     /// The brick this came from.
     pub brick: u64,
+    /// The brick's incarnation (see [`feed`]).
+    pub incarnation: u64,
+    /// The sequence this batch brings the follower to.
+    pub upto: u64,
+}
+
+/// What the change feed reports to the agent.
+#[derive(Debug)]
+pub enum FeedEvent {
+    /// Entries to apply.
+    Batch(Batch),
+    /// The brick is not the incarnation the cursor belongs to (it was
+    /// rebuilt), or its history is shorter than the cursor: the feed starts
+    /// again from the beginning, and every path is compared.
+    Resync(String),
+    /// The brick did not answer, or refused (e.g. `auth.allow`).
+    Trouble(String),
 }
 
 /// Most entries per feed request.
 pub const FEED_LIMIT: u32 = 500;
 
-/// Follows the brick's change feed from `since`, sending batches to `tx`
+/// Follows the brick's change feed from `since`, sending events to `tx`
 /// until cancelled or the receiver goes away. Errors are retried.
+///
+/// `expect` is the incarnation the cursor `since` belongs to: sequence
+/// numbers mean nothing across incarnations, so on a mismatch (or when the
+/// brick's sequence is behind the cursor) the feed restarts from 0 and the
+/// agent compares the whole listing with its journal and folder.
 pub async fn feed(
     node: Arc<Node>,
     t: Target,
     mut since: u64,
-    tx: tokio::sync::mpsc::Sender<Batch>,
+    expect: Option<u64>,
+    tx: tokio::sync::mpsc::Sender<FeedEvent>,
 ) {
     let mut announced = false;
+    let mut known = expect;
+    let mut troubled = false;
     loop {
-        let req = Request::Changes {
+        let req = Request::Feed {
             volume: t.volume,
             brick: t.brick,
             since,
             wait_ms: if announced { 5000 } else { 0 },
             limit: FEED_LIMIT,
         };
-        match call(&node, &t, &req).await {
-            Ok(Response::Changes { entries, seq }) => {
+        let trouble = match call(&node, &t, &req).await {
+            Ok(Response::Feed {
+                entries,
+                seq,
+                incarnation,
+            }) => {
+                if since > 0 && (known != Some(incarnation) || seq < since) {
+                    let why = if known != Some(incarnation) {
+                        format!("{} is a new incarnation of the brick (rebuilt)", t.name)
+                    } else {
+                        format!("{} has a shorter history than this mount", t.name)
+                    };
+                    since = 0;
+                    announced = false;
+                    known = Some(incarnation);
+                    if tx.send(FeedEvent::Resync(why)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                known = Some(incarnation);
+                let recovered = std::mem::take(&mut troubled);
                 let last = entries.last().map_or(since, |e| e.0);
                 let caught_up = last >= seq;
-                if entries.is_empty() && announced {
+                // An empty answer is news only when it ends a trouble.
+                if entries.is_empty() && announced && !recovered {
                     continue;
                 }
                 announced = announced || caught_up;
@@ -205,16 +251,24 @@ pub async fn feed(
                     entries,
                     caught_up,
                     brick: t.brick,
+                    incarnation,
+                    upto: last,
                 };
-                if tx.send(b).await.is_err() {
+                if tx.send(FeedEvent::Batch(b)).await.is_err() {
                     return;
                 }
+                continue;
             }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-            Err(e) => {
-                tracing::debug!(brick = %t.name, "change feed: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(_) => "unexpected answer to the change feed".to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::debug!(brick = %t.name, "change feed: {trouble}");
+        if !troubled {
+            troubled = true;
+            if tx.send(FeedEvent::Trouble(trouble)).await.is_err() {
+                return;
             }
         }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

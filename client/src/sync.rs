@@ -442,7 +442,26 @@ async fn place(
     old: Option<&Record>,
 ) -> Result<(), RemoteError> {
     let root = ag.root();
-    let full = files::resolve(&root, &e.path, true).map_err(local_err)?;
+    // Applying a deletion never creates anything: a missing parent (or one
+    // that is not a directory) means there is nothing to delete.
+    let full = if e.kind == Kind::Tombstone {
+        match files::resolve(&root, &e.path, false) {
+            Ok(p) => p,
+            Err(_) => {
+                ag.journal
+                    .put(&Record {
+                        entry: e.clone(),
+                        chunks: Vec::new(),
+                        stat: LocalStat::missing(),
+                        conflict: false,
+                    })
+                    .map_err(local_err)?;
+                return Ok(());
+            }
+        }
+    } else {
+        files::resolve(&root, &e.path, true).map_err(local_err)?
+    };
     match e.kind {
         Kind::File => fetch_file(ag, t, e, chunks, old, &full).await?,
         Kind::Dir => files::place_dir(&full, e.mode, e.mtime_ns).map_err(local_err)?,

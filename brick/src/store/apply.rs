@@ -371,8 +371,18 @@ fn commit(
     let path = incoming.path;
     let old = Brick::load(conn, &path)?;
     let old_sibs = Brick::siblings(conn, &path)?;
-    let real = files::resolve(&brick.root, &path, true)
-        .map_err(|e| StoreError::io("resolve", &path, e))?;
+    // A deletion never creates anything: with a parent missing, there is
+    // nothing on disk to remove (the database still records the tombstone).
+    let real = match files::resolve(&brick.root, &path, plan.current.0.kind != Kind::Tombstone) {
+        Ok(p) => p,
+        Err(e)
+            if plan.current.0.kind == Kind::Tombstone
+                && e.kind() == std::io::ErrorKind::NotFound =>
+        {
+            brick.root.join(path.as_str())
+        }
+        Err(e) => return Err(StoreError::io("resolve", &path, e)),
+    };
     let chunks_of = |src: Src| -> Vec<ChunkRef> {
         match src {
             Src::Current => old.as_ref().map(|o| o.1.clone()).unwrap_or_default(),
@@ -653,4 +663,50 @@ pub fn choose(
     };
     commit(brick, conn, plan, win, Vec::new(), None, None)?;
     Ok(Some(all))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RelPath;
+
+    fn apply(b: &Brick, e: Entry) {
+        b.with_db_sync(|conn| match decide(conn, e, None).unwrap() {
+            Decided::Apply(plan, e) => {
+                commit(b, conn, *plan, e, Vec::new(), None, None).unwrap();
+            }
+            Decided::Done(_) => panic!("offer ignored"),
+        });
+    }
+
+    /// A deletion whose parents are gone is recorded, and creates nothing.
+    #[test]
+    fn tombstone_under_a_missing_parent_creates_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let b = Brick::open(
+            d.path(),
+            uuid::Uuid::new_v4(),
+            "v",
+            1,
+            uuid::Uuid::new_v4(),
+            vec![2],
+        )
+        .unwrap();
+        let mut t = Entry::tombstone(RelPath::new("gone/inner/f").unwrap(), uuid::Uuid::nil());
+        t.vv = VersionVector::from_entries([(7, 3)]);
+        apply(&b, t.clone());
+        assert!(!d.path().join("gone").exists(), "parent recreated");
+        let stored = b
+            .with_db_sync(|c| Brick::load(c, &t.path))
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.0.kind, Kind::Tombstone);
+
+        // A file where the parent directory should be stays a file.
+        std::fs::write(d.path().join("plain"), "x").unwrap();
+        let mut t2 = Entry::tombstone(RelPath::new("plain/child").unwrap(), uuid::Uuid::nil());
+        t2.vv = VersionVector::from_entries([(7, 4)]);
+        apply(&b, t2);
+        assert!(d.path().join("plain").is_file());
+    }
 }

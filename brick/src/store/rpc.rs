@@ -95,6 +95,37 @@ where
             }
             Err(r) => r,
         },
+        Request::Feed {
+            volume,
+            brick,
+            since,
+            wait_ms,
+            limit,
+        } => match brick_of(node, volume, brick) {
+            Ok(b) => {
+                match changes(
+                    &b,
+                    since,
+                    wait_ms.min(MAX_WAIT_MS),
+                    limit.clamp(1, MAX_CHANGES),
+                )
+                .await
+                {
+                    Response::Changes { entries, seq } => {
+                        match b.with_db(|_, c| super::schema::incarnation(c)).await {
+                            Ok(incarnation) => Response::Feed {
+                                entries,
+                                seq,
+                                incarnation,
+                            },
+                            Err(e) => Response::error(code::INTERNAL, e.to_string()),
+                        }
+                    }
+                    other => other,
+                }
+            }
+            Err(r) => r,
+        },
         Request::Stat {
             volume,
             brick,

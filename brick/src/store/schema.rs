@@ -15,7 +15,11 @@
 //!   content stored content-addressed under `.gsync/siblings/`.
 //! - `retained`: losing versions of resolved split-brains, kept for
 //!   `cluster.conflict-retention`.
-//! - `kv`: the sequence counter and the brick's identity.
+//! - `kv`: the sequence counter and the brick's identity, including its
+//!   incarnation: a random number created with the database. Sequence
+//!   numbers only mean something within one incarnation, so a follower
+//!   (a mount) whose cursor names another one (the brick was wiped and
+//!   rebuilt) resynchronises by comparison instead of trusting it.
 
 use rusqlite::Connection;
 
@@ -51,5 +55,22 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
         tx.pragma_update(None, "user_version", i + 1)?;
         tx.commit()?;
     }
+    // A database without an incarnation (new, or from before they
+    // existed) gets one now; it never changes afterwards.
+    conn.execute(
+        "INSERT OR IGNORE INTO kv (key, value) VALUES ('incarnation', ?1)",
+        [(rand::random::<u64>() >> 1 | 1) as i64],
+    )?;
     Ok(conn)
+}
+
+/// The incarnation of the brick whose database is `conn` (see the module
+/// comment).
+pub fn incarnation(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT COALESCE((SELECT value FROM kv WHERE key = 'incarnation'), 0)",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|v| v as u64)
 }
