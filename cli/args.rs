@@ -212,6 +212,17 @@ pub enum VolumeCmd {
         /// What to do (default: heal pending entries now).
         words: Vec<String>,
     },
+    /// Deleted and overwritten versions kept by every brick:
+    /// VOL list [PATH] | VOL restore PATH [VERSION].
+    /// A restore is a new change that reaches every brick and mount;
+    /// PATH may be a directory (every file deleted below it comes back).
+    Trash {
+        /// Volume name.
+        name: String,
+        /// list [PATH] | restore PATH [VERSION]
+        #[arg(required = true)]
+        words: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ mod demo;
 mod heal_cmd;
 mod mount_cmd;
 mod pool_cmd;
+mod trash_cmd;
 mod volume_cmd;
 
 use std::process::ExitCode;

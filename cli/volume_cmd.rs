@@ -277,6 +277,7 @@ pub async fn run(cmd: VolumeCmd, state: &Path, json: bool) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
         VolumeCmd::Heal { name, words } => crate::heal_cmd::run(&name, &words, state, json).await,
+        VolumeCmd::Trash { name, words } => crate::trash_cmd::run(&name, &words, state, json).await,
         VolumeCmd::ReplaceBrick { name, words } => {
             let (req, line, prefix) = match parse_replace(&name, &words) {
                 Ok(r) => (

@@ -32,3 +32,6 @@ mod lifecycle;
 
 /// Integrity through the lifecycle: attach, rebuild, symlinks, overlaps.
 mod integrity;
+
+/// Never losing a file to a mistake: trash and restore, wait, history, guard.
+mod safety;

@@ -206,6 +206,22 @@ pub enum CtlRequest {
         /// `HOST:/PATH` of each brick to remove.
         bricks: Vec<String>,
     },
+    /// `volume trash VOL list [PATH]`.
+    TrashList {
+        /// Volume.
+        name: String,
+        /// A file or directory in the volume (all when absent).
+        path: Option<String>,
+    },
+    /// `volume trash VOL restore PATH [VERSION]`.
+    TrashRestore {
+        /// Volume.
+        name: String,
+        /// A file or directory in the volume.
+        path: String,
+        /// Content hash prefix of the version (newest when absent).
+        version: Option<String>,
+    },
 }
 
 /// The daemon's answer.

@@ -64,6 +64,20 @@ pub const OPTIONS: &[OptionSpec] = &[
         doc: "refuse changes on a brick that cannot reach a quorum of the volume's bricks",
         check: check_quorum,
     },
+    OptionSpec {
+        key: "features.trash",
+        default: "on",
+        accepts: "on or off",
+        doc: "keep deleted and overwritten files under .gsync/ for `volume trash VOL restore`",
+        check: check_onoff,
+    },
+    OptionSpec {
+        key: "features.trash-retention",
+        default: "7d",
+        accepts: "a duration such as 3600 (seconds), 90s, 30m, 12h, 7d or 1h30m",
+        doc: "how long the trash keeps a deleted or overwritten version",
+        check: check_duration,
+    },
 ];
 
 /// Looks up an option by key.
@@ -194,6 +208,14 @@ fn check_policy(v: &str) -> Option<String> {
     one_of(v, &["none", "size", "mtime", "majority"])
 }
 
+fn check_onoff(v: &str) -> Option<String> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "enable" | "1" => Some("on".into()),
+        "off" | "false" | "no" | "disable" | "0" => Some("off".into()),
+        _ => None,
+    }
+}
+
 fn check_quorum(v: &str) -> Option<String> {
     one_of(v, &["none", "auto", "fixed"])
 }
@@ -267,6 +289,16 @@ mod tests {
         }
         assert!(validate("cluster.conflict-retention", "1h30m").is_ok());
         assert!(validate("cluster.conflict-retention", "forever").is_err());
+        assert_eq!(validate("features.trash-retention", "2s").unwrap(), "2s");
+        assert!(validate("features.trash-retention", "a while").is_err());
+    }
+
+    #[test]
+    fn on_off() {
+        for (v, want) in [("on", "on"), ("OFF", "off"), ("enable", "on"), ("0", "off")] {
+            assert_eq!(validate("features.trash", v).unwrap(), want, "{v}");
+        }
+        assert!(validate("features.trash", "maybe").is_err());
     }
 
     #[test]

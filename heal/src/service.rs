@@ -18,6 +18,9 @@ use serde::Serialize;
 use crate::report;
 use crate::splitbrain::{pick, Policy};
 
+/// How often expired trash versions are swept.
+const TRASH_SWEEP: Duration = Duration::from_secs(2);
+
 /// How often the quorum state of local bricks is refreshed.
 const QUORUM_POLL: Duration = Duration::from_millis(100);
 
@@ -99,8 +102,78 @@ impl HealService {
                 self.resolve_cmd(&v, policy, path.as_deref(), brick.as_deref())
                     .await
             }
+            CtlRequest::TrashList { name, path } => match self.volume(name) {
+                Ok(v) => self.trash_list(&v, path.as_deref()).await,
+                Err(r) => r,
+            },
+            CtlRequest::TrashRestore {
+                name,
+                path,
+                version,
+            } => match self.volume(name) {
+                Ok(v) => self.trash_restore(&v, path, version.as_deref()).await,
+                Err(r) => r,
+            },
             _ => return None,
         })
+    }
+
+    /// The local bricks of `v`, or the refusal when this node serves none.
+    fn local_bricks(&self, v: &Volume) -> Result<Vec<Arc<Brick>>, CtlReply> {
+        let local = self.node.bricks.of_volume(v.id);
+        if local.is_empty() {
+            return Err(fail(format!(
+                "this node serves no brick of {}; run the command on a node that does",
+                v.name
+            )));
+        }
+        Ok(local)
+    }
+
+    async fn trash_list(&self, v: &Volume, path: Option<&str>) -> CtlReply {
+        let local = match self.local_bricks(v) {
+            Ok(l) => l,
+            Err(r) => return r,
+        };
+        let prefix = match path.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+            Some(p) => match RelPath::new(p) {
+                Ok(r) => Some(r.as_str().to_string()),
+                Err(e) => return fail(format!("invalid path {p}: {e}")),
+            },
+            None => None,
+        };
+        let mut items = Vec::new();
+        for b in local {
+            let p = prefix.clone();
+            match b
+                .with_db(move |br, c| gsync_brick::store::trash::list(br, c, p.as_deref()))
+                .await
+            {
+                Ok(mut l) => items.append(&mut l),
+                Err(e) => return fail(e.to_string()),
+            }
+        }
+        for i in &mut items {
+            if let Ok(u) = i.by.parse() {
+                i.by = self.node.peer_name(u);
+            }
+        }
+        ok(items)
+    }
+
+    async fn trash_restore(&self, v: &Volume, path: &str, version: Option<&str>) -> CtlReply {
+        let local = match self.local_bricks(v) {
+            Ok(l) => l,
+            Err(r) => return r,
+        };
+        let rel = match RelPath::new(path.trim_matches('/')) {
+            Ok(r) => r,
+            Err(e) => return fail(format!("invalid path {path}: {e}")),
+        };
+        match gsync_brick::store::trash::restore(&local[0], &rel, version).await {
+            Ok(r) => ok(r),
+            Err(e) => fail(e),
+        }
     }
 
     async fn broadcast(&self, v: &Volume, op: HealOp) -> CtlReply {
@@ -277,6 +350,7 @@ impl HealService {
 
     async fn background(self: Arc<Self>) {
         let mut last_expiry = Instant::now() - Duration::from_secs(3600);
+        let mut last_sweep = Instant::now();
         loop {
             tokio::select! {
                 _ = self.node.token.cancelled() => return,
@@ -287,6 +361,10 @@ impl HealService {
             let expire = last_expiry.elapsed() > Duration::from_secs(60);
             if expire {
                 last_expiry = Instant::now();
+            }
+            let sweep = last_sweep.elapsed() > TRASH_SWEEP;
+            if sweep {
+                last_sweep = Instant::now();
             }
             for v in cfg
                 .volumes
@@ -300,6 +378,26 @@ impl HealService {
                 if let Some(p) = Policy::parse(v.option("cluster.favorite-child-policy")) {
                     if self.is_resolver(v) {
                         self.auto_resolve(v, &local[0], p).await;
+                    }
+                }
+                let trash_on = v.option("features.trash") != "off";
+                let trash_age =
+                    gsync_brick::options::parse_duration_secs(v.option("features.trash-retention"))
+                        .unwrap_or(7 * 86400);
+                let loser_age = gsync_brick::options::parse_duration_secs(
+                    v.option("cluster.conflict-retention"),
+                )
+                .unwrap_or(7 * 86400);
+                for b in &local {
+                    gsync_brick::store::trash::configure(b, trash_on, trash_age);
+                }
+                if sweep {
+                    for b in &local {
+                        if let Err(e) =
+                            gsync_brick::store::trash::sweep(b, trash_age, loser_age).await
+                        {
+                            tracing::warn!(brick = %b.root.display(), "trash sweep: {e}");
+                        }
                     }
                 }
                 if expire {

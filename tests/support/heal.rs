@@ -130,7 +130,8 @@ pub fn brick_name(c: &Cluster, vol: &str, i: usize) -> String {
     format!("{}:{}", c.node(i).ip, c.brick(vol, i).display())
 }
 
-/// Files under `<brick>/.gsync/retained/` (recursively) and their contents.
+/// Kept losing versions: files under `<brick>/.gsync/trash/` (where losers
+/// of resolutions go) and the older `.gsync/retained/`, with contents.
 pub fn retained(brick: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     fn walk(d: &Path, out: &mut Vec<(String, Vec<u8>)>) {
@@ -147,6 +148,7 @@ pub fn retained(brick: &Path) -> Vec<(String, Vec<u8>)> {
             }
         }
     }
+    walk(&brick.join(".gsync/trash"), &mut out);
     walk(&brick.join(".gsync/retained"), &mut out);
     out
 }

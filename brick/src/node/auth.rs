@@ -66,9 +66,12 @@ mod tests {
                 node: Uuid::from_bytes([1; 16]),
                 host: "h1".into(),
                 path: "/b".into(),
+                incarnation: 0,
+                out_of_service: false,
             }],
             state: VolumeState::Started,
             options,
+            overridden: Vec::new(),
         }
     }
 

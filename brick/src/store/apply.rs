@@ -421,37 +421,10 @@ fn commit(
             Src::Sibling(_) => {}
         }
     }
-    // 2. Losing versions of a resolved split-brain are retained.
-    let mut retained: Vec<(Entry, String)> = Vec::new();
-    if !old_sibs.is_empty() {
-        let keep: HashSet<[u8; 32]> = std::iter::once(&plan.current.0)
-            .chain(plan.siblings.iter().map(|s| &s.0))
-            .map(|e| e.hash)
-            .collect();
-        let losers = old
-            .iter()
-            .map(|o| (&o.0, true))
-            .chain(old_sibs.iter().map(|s| (&s.0, false)));
-        for (e, is_current) in losers {
-            if e.kind != Kind::File || keep.contains(&e.hash) {
-                continue;
-            }
-            let rdir = files::retained_dir(&brick.root);
-            std::fs::create_dir_all(&rdir)
-                .map_err(|x| StoreError::io("create", rdir.display(), x))?;
-            let name = format!("{}-{}", now_secs(), hex(&e.hash));
-            let dest = rdir.join(&name);
-            let src = if is_current {
-                real.clone()
-            } else {
-                sib_dir.join(hex(&e.hash))
-            };
-            if std::fs::copy(&src, &dest).is_ok() {
-                let rel = format!("{}/retained/{name}", crate::path::RESERVED);
-                retained.push((e.clone(), rel));
-            }
-        }
-    }
+    // 2. Versions this change loses go to the trash (see `trash`): the
+    //    replaced or deleted current file, and the losers of a resolved
+    //    split-brain. Content is linked before the brick path changes.
+    let kept = keep_losers(brick, &plan, old.as_ref(), &old_sibs, &real, &sib_dir);
     // 3. The brick path gets the current version.
     let (cur, cur_src) = &plan.current;
     match (cur.kind, cur_src) {
@@ -493,7 +466,7 @@ fn commit(
         (Kind::Tombstone, _) => remove_for_tombstone(conn, &real, &path)?,
     }
     crate::failpoint::hit("store-after-rename");
-    // 4. One transaction: entry, chunk index, siblings, retained, pending, seq.
+    // 4. One transaction: entry, chunk index, siblings, trash, pending, seq.
     let cur_chunks = if cur.kind == Kind::File {
         chunks_of(*cur_src)
     } else {
@@ -548,13 +521,7 @@ fn commit(
             index_chunks(&tx, &file, &c)?;
         }
     }
-    for (e, file) in &retained {
-        let enc = codec::encode(e).map_err(|_| StoreError::Corrupt(path.to_string()))?;
-        tx.execute(
-            "INSERT INTO retained (path, entry, file, at) VALUES (?1, ?2, ?3, ?4)",
-            params![path.as_str(), enc, file, now_secs() as i64],
-        )?;
-    }
+    super::trash::record(&tx, &kept)?;
     for peer in &brick.peers {
         if Some(*peer) == from && !plan.diverged {
             continue;
@@ -568,6 +535,74 @@ fn commit(
     crate::failpoint::hit("store-after-commit");
     brick.publish_seq(seq);
     Ok((cur.vv.clone(), !plan.siblings.is_empty()))
+}
+
+/// Keeps in the trash what `plan` loses (see `trash`); the rows are
+/// recorded in the commit's transaction. A content that cannot be kept
+/// is logged, never a reason to refuse the change.
+fn keep_losers(
+    brick: &Brick,
+    plan: &Plan,
+    old: Option<&(Entry, Vec<ChunkRef>)>,
+    old_sibs: &[(Entry, Vec<ChunkRef>)],
+    real: &std::path::Path,
+    sib_dir: &std::path::Path,
+) -> Vec<super::trash::Kept> {
+    let keep: HashSet<[u8; 32]> = std::iter::once(&plan.current.0)
+        .chain(plan.siblings.iter().map(|s| &s.0))
+        .filter(|e| e.kind == Kind::File)
+        .map(|e| e.hash)
+        .collect();
+    let resolved = !old_sibs.is_empty();
+    let mut out: Vec<super::trash::Kept> = Vec::new();
+    let mut cands: Vec<(&Entry, &Vec<ChunkRef>, std::path::PathBuf, &'static str)> = Vec::new();
+    if let Some((o, c)) = old {
+        let reason = if resolved && o.kind == Kind::File && !keep.contains(&o.hash) {
+            Some(super::trash::SPLIT_BRAIN)
+        } else if brick.trash.enabled.load(Ordering::Relaxed) {
+            super::trash::reason_for(o, &plan.current.0, keep.contains(&o.hash))
+        } else {
+            None
+        };
+        if let Some(r) = reason {
+            cands.push((o, c, real.to_path_buf(), r));
+        }
+    }
+    for (s, c) in old_sibs {
+        if s.kind == Kind::File && !keep.contains(&s.hash) {
+            cands.push((s, c, sib_dir.join(hex(&s.hash)), super::trash::SPLIT_BRAIN));
+        }
+    }
+    for (e, c, src, reason) in cands {
+        if out.iter().any(|k| k.entry.vv == e.vv) {
+            continue;
+        }
+        match super::trash::keep_content(&brick.root, &e.hash, &src) {
+            Ok(new_file) => out.push(super::trash::Kept {
+                entry: e.clone(),
+                chunks: c.clone(),
+                reason,
+                by: plan.current.0.origin,
+                new_file,
+            }),
+            Err(x) => {
+                tracing::warn!(path = %e.path, "could not keep the replaced version in the trash: {x}")
+            }
+        }
+    }
+    out
+}
+
+/// Commits a version made on this brick (a restore from the trash).
+pub(super) fn commit_local(
+    brick: &Brick,
+    conn: &mut Connection,
+    plan: Plan,
+    entry: Entry,
+    chunks: Vec<ChunkRef>,
+    temp: Option<TempFile>,
+) -> Result<(), StoreError> {
+    commit(brick, conn, plan, entry, chunks, temp, None).map(|_| ())
 }
 
 fn index_chunks(
@@ -614,15 +649,9 @@ fn remove_for_tombstone(
     Ok(())
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Makes the version of `path` with vector `vv` win over every other
 /// version this brick holds (split-brain resolution): it gets a vector that
-/// dominates them all, and the losers are retained. Returns the new vector.
+/// dominates them all, and the losers go to the trash. Returns the new vector.
 pub fn choose(
     brick: &Brick,
     conn: &mut Connection,

@@ -11,6 +11,7 @@
 //! - `apply`: receiving an offered version (content, commit).
 //! - `rpc`: the brick requests a node serves.
 //! - `set`: the bricks a node serves, started and stopped with the volume.
+//! - `trash`: replaced and deleted versions, kept for restore.
 
 mod apply;
 pub mod chunking;
@@ -21,6 +22,7 @@ pub mod reconcile;
 pub mod rpc;
 pub mod schema;
 mod set;
+pub mod trash;
 pub mod types;
 
 use std::path::{Path, PathBuf};
@@ -153,6 +155,8 @@ pub struct Brick {
     pub heal_started: Mutex<Option<(std::time::Instant, u64)>>,
     /// The latest full heal toward each peer brick (see `crawl`).
     pub full_heal: Mutex<std::collections::BTreeMap<u64, crate::crawl::FullHealTrack>>,
+    /// Trash settings (`features.trash`, `features.trash-retention`).
+    pub trash: trash::Settings,
 }
 
 /// Exclusive right to update one path of a brick; released on drop.
@@ -192,6 +196,7 @@ impl Brick {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| StoreError::io("create", tmp.display(), e))?;
         let conn = schema::open(&meta.join("meta.db"))?;
+        trash::ensure_schema(&conn)?;
         let seq: u64 = conn
             .query_row("SELECT value FROM kv WHERE key = 'seq'", [], |r| {
                 r.get::<_, i64>(0)
@@ -214,6 +219,7 @@ impl Brick {
             heal_started: Mutex::new(None),
             full_heal: Mutex::default(),
             busy: Mutex::default(),
+            trash: trash::Settings::default(),
         })
     }
 
@@ -380,6 +386,10 @@ impl Brick {
         if sib.exists() {
             return Ok(Some(sib));
         }
+        let kept = trash::dir(&self.root).join(hex(hash));
+        if kept.exists() {
+            return Ok(Some(kept));
+        }
         let mut st = conn.prepare_cached("SELECT file FROM retained WHERE path = ?1")?;
         let files: Vec<String> = st
             .query_map(params![path.as_str()], |r| r.get(0))?
@@ -460,6 +470,7 @@ impl Brick {
             let e: Entry = codec::decode(&e).map_err(|_| StoreError::Corrupt(path.to_string()))?;
             retained.push((e, f));
         }
+        retained.extend(trash::losers(conn, path)?);
         Ok(crate::heal_types::SplitBrainVersions {
             brick: self.id,
             versions,

@@ -1,0 +1,609 @@
+//! The trash of a brick: every version of a file that a brick replaces or
+//! deletes (an overwrite, a deletion, the loser of a split-brain
+//! resolution) is kept under `<brick>/.gsync/trash/` for
+//! `features.trash-retention`, so a mistake replicated to every brick can
+//! still be undone with `gsync volume trash VOL restore`.
+//!
+//! Content is stored once per blake3 hash (`.gsync/trash/<hex>`): the old
+//! file is hard-linked before the brick path is renamed over or removed,
+//! so keeping it copies no data, and a content kept twice (or still
+//! current elsewhere) takes no more room. Each kept version is a row of the
+//! `trash` table (path, entry, chunk list, when, which node's change
+//! replaced it, why); its chunks are indexed in `chunks`, so a restore
+//! replicates to other bricks without transferring what they also kept.
+//!
+//! A restore is a new change: the kept version gets a vector that
+//! dominates every version the brick holds, is placed like any incoming
+//! version (the one it replaces goes to the trash in turn), and replicates
+//! through the pending rows. The sweep removes expired rows in small
+//! batches, each its own short transaction, so it never holds writes up.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rusqlite::{params, Connection};
+use serde::{Deserialize, Serialize};
+
+use super::files::{self, TempFile};
+use super::reconcile::{Plan, Src};
+use super::types::{ChunkRef, Entry, Kind};
+use super::{chunking, hex, Brick, StoreError};
+use crate::codec;
+use crate::path::RESERVED;
+use crate::vv::VersionVector;
+use crate::RelPath;
+
+/// Why a version is in the trash.
+pub const DELETED: &str = "deleted";
+/// A newer content replaced it.
+pub const OVERWRITTEN: &str = "overwritten";
+/// It lost a split-brain resolution (manual or by policy).
+pub const SPLIT_BRAIN: &str = "split-brain";
+
+/// Rows removed per sweep transaction.
+const SWEEP_BATCH: usize = 256;
+
+/// Live trash settings of a brick (from the volume options).
+#[derive(Debug)]
+pub struct Settings {
+    /// `features.trash`: keep deleted and overwritten versions.
+    pub enabled: AtomicBool,
+    /// `features.trash-retention` in seconds.
+    pub retention_secs: AtomicU64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            enabled: AtomicBool::new(true),
+            retention_secs: AtomicU64::new(7 * 86400),
+        }
+    }
+}
+
+/// One kept version, as `trash list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrashItem {
+    /// Path in the volume.
+    pub path: String,
+    /// Version: the first 12 hex digits of the content's blake3.
+    pub version: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was replaced or deleted (seconds since the epoch).
+    pub at: u64,
+    /// Node whose change replaced or deleted it.
+    pub by: String,
+    /// `deleted`, `overwritten` or `split-brain`.
+    pub reason: String,
+    /// Version vector it had.
+    pub vv: String,
+    /// Replica id of the brick that holds it.
+    pub brick: u64,
+}
+
+/// Creates the trash table if missing (idempotent; runs at every open).
+pub fn ensure_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS trash (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL,
+            entry BLOB NOT NULL,
+            chunks BLOB NOT NULL,
+            hash BLOB NOT NULL,
+            at INTEGER NOT NULL,
+            by TEXT NOT NULL,
+            reason TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS trash_path ON trash(path);
+        CREATE INDEX IF NOT EXISTS trash_hash ON trash(hash);
+        CREATE INDEX IF NOT EXISTS trash_at ON trash(at);",
+    )
+}
+
+/// Directory of kept contents.
+pub fn dir(root: &Path) -> PathBuf {
+    root.join(RESERVED).join("trash")
+}
+
+/// Brick-relative name of the kept content `hash`.
+pub fn file_rel(hash: &[u8; 32]) -> String {
+    format!("{RESERVED}/trash/{}", hex(hash))
+}
+
+/// A version to record in the trash once its content is kept.
+#[derive(Debug)]
+pub struct Kept {
+    /// The version.
+    pub entry: Entry,
+    /// Its chunks.
+    pub chunks: Vec<ChunkRef>,
+    /// Why.
+    pub reason: &'static str,
+    /// The node whose change replaced it.
+    pub by: uuid::Uuid,
+    /// The content file was created now (its chunks need indexing).
+    pub new_file: bool,
+}
+
+/// Keeps the content at `src` (the file about to be replaced or removed)
+/// under its hash. Must run before the brick path changes. Returns whether
+/// a new file was stored (false: the content was kept already).
+pub fn keep_content(root: &Path, hash: &[u8; 32], src: &Path) -> std::io::Result<bool> {
+    let d = dir(root);
+    std::fs::create_dir_all(&d)?;
+    let dest = d.join(hex(hash));
+    if dest.exists() {
+        return Ok(false);
+    }
+    // A hard link keeps the old inode alive when the brick path is renamed
+    // over or removed: no data is copied. Fall back to a copy elsewhere.
+    if std::fs::hard_link(src, &dest).is_err() {
+        let tmp = files::tmp_dir(root);
+        let (t, _) = TempFile::create(&tmp)?;
+        std::fs::copy(src, t.path())?;
+        t.persist(&dest)?;
+    }
+    Ok(true)
+}
+
+/// Records kept versions in the commit's transaction.
+pub fn record(tx: &rusqlite::Transaction<'_>, kept: &[Kept]) -> Result<(), StoreError> {
+    let at = now_secs() as i64;
+    for k in kept {
+        let enc =
+            codec::encode(&k.entry).map_err(|_| StoreError::Corrupt(k.entry.path.to_string()))?;
+        tx.execute(
+            "INSERT INTO trash (path, entry, chunks, hash, at, by, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                k.entry.path.as_str(),
+                enc,
+                chunking::encode_list(&k.chunks),
+                k.entry.hash.as_slice(),
+                at,
+                k.by.to_string(),
+                k.reason
+            ],
+        )?;
+        if k.new_file {
+            let file = file_rel(&k.entry.hash);
+            let mut st = tx.prepare_cached(
+                "INSERT INTO chunks (hash, file, offset, len) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (c, off) in k.chunks.iter().zip(chunking::offsets(&k.chunks)) {
+                st.execute(params![c.hash.as_slice(), file, off as i64, c.len])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a brick keeps when `old` (current) gives way to `new`: `None` when
+/// nothing is lost (not a file, same content, or the trash is off).
+pub fn reason_for(old: &Entry, new: &Entry, kept_as_sibling: bool) -> Option<&'static str> {
+    if old.kind != Kind::File || kept_as_sibling {
+        return None;
+    }
+    match new.kind {
+        Kind::File if new.hash == old.hash => None,
+        Kind::File => Some(OVERWRITTEN),
+        _ => Some(DELETED),
+    }
+}
+
+struct Row {
+    id: i64,
+    entry: Entry,
+    chunks: Vec<ChunkRef>,
+    at: u64,
+    by: String,
+    reason: String,
+}
+
+fn rows(conn: &Connection, prefix: Option<&str>) -> Result<Vec<Row>, StoreError> {
+    let (sql, args): (&str, Vec<String>) = match prefix {
+        Some(p) => (
+            "SELECT id, path, entry, chunks, at, by, reason FROM trash
+             WHERE path = ?1 OR (path > ?2 AND path < ?3) ORDER BY path, id",
+            vec![p.to_string(), format!("{p}/"), format!("{p}0")],
+        ),
+        None => (
+            "SELECT id, path, entry, chunks, at, by, reason FROM trash ORDER BY path, id",
+            vec![],
+        ),
+    };
+    let mut st = conn.prepare_cached(sql)?;
+    let it = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Vec<u8>>(2)?,
+            r.get::<_, Vec<u8>>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, String>(6)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for r in it {
+        let (id, path, e, c, at, by, reason) = r?;
+        let entry: Entry = codec::decode(&e).map_err(|_| StoreError::Corrupt(path.clone()))?;
+        let chunks = chunking::decode_list(&c).ok_or_else(|| StoreError::Corrupt(path.clone()))?;
+        out.push(Row {
+            id,
+            entry,
+            chunks,
+            at: at as u64,
+            by,
+            reason,
+        });
+    }
+    Ok(out)
+}
+
+/// The kept versions under `prefix` (a file or a directory; all when
+/// `None`), oldest first per path.
+pub fn list(
+    brick: &Brick,
+    conn: &Connection,
+    prefix: Option<&str>,
+) -> Result<Vec<TrashItem>, StoreError> {
+    Ok(rows(conn, prefix)?
+        .into_iter()
+        .map(|r| TrashItem {
+            path: r.entry.path.to_string(),
+            version: hex(&r.entry.hash)[..12].to_string(),
+            size: r.entry.size,
+            at: r.at,
+            by: r.by,
+            reason: r.reason,
+            vv: r.entry.vv.to_string(),
+            brick: brick.id,
+        })
+        .collect())
+}
+
+/// The split-brain losers of `path`, for `split-brain show`:
+/// `(version, kept file)`.
+pub fn losers(conn: &Connection, path: &RelPath) -> Result<Vec<(Entry, String)>, StoreError> {
+    Ok(rows(conn, Some(path.as_str()))?
+        .into_iter()
+        .filter(|r| r.reason == SPLIT_BRAIN && r.entry.path == *path)
+        .map(|r| {
+            let f = file_rel(&r.entry.hash);
+            (r.entry, f)
+        })
+        .collect())
+}
+
+/// Removes rows older than their retention (`retention` for deletions
+/// and overwrites, `loser_retention` for split-brain losers), one small
+/// transaction per batch; a content file goes when no row names it.
+/// Returns how many rows were removed.
+pub async fn sweep(
+    brick: &Arc<Brick>,
+    retention: u64,
+    loser_retention: u64,
+) -> Result<u64, StoreError> {
+    let now = now_secs();
+    let cut = now.saturating_sub(retention) as i64;
+    let cut_losers = now.saturating_sub(loser_retention) as i64;
+    let mut total = 0;
+    loop {
+        let n = brick
+            .with_db(move |b, conn| -> Result<usize, StoreError> {
+                let old: Vec<(i64, Vec<u8>)> = {
+                    let mut st = conn.prepare_cached(
+                        "SELECT id, hash FROM trash
+                         WHERE (reason != ?1 AND at < ?2) OR (reason = ?1 AND at < ?3)
+                         LIMIT ?4",
+                    )?;
+                    let rows = st.query_map(
+                        params![SPLIT_BRAIN, cut, cut_losers, SWEEP_BATCH as i64],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                    rows.collect::<Result<_, _>>()?
+                };
+                let tx = conn.transaction()?;
+                let mut gone = Vec::new();
+                for (id, h) in &old {
+                    tx.execute("DELETE FROM trash WHERE id = ?1", params![id])?;
+                    let left: i64 = tx.query_row(
+                        "SELECT COUNT(*) FROM trash WHERE hash = ?1",
+                        params![h],
+                        |r| r.get(0),
+                    )?;
+                    if left == 0 {
+                        if let Ok(h) = <[u8; 32]>::try_from(h.as_slice()) {
+                            let f = file_rel(&h);
+                            tx.execute("DELETE FROM chunks WHERE file = ?1", params![f])?;
+                            gone.push(b.root.join(f));
+                        }
+                    }
+                }
+                tx.commit()?;
+                for f in gone {
+                    let _ = std::fs::remove_file(f);
+                }
+                Ok(old.len())
+            })
+            .await?;
+        total += n as u64;
+        if n < SWEEP_BATCH {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// One restored path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Restored {
+    /// Path in the volume.
+    pub path: String,
+    /// Version restored (content hash prefix).
+    pub version: String,
+    /// The new version vector it got.
+    pub vv: String,
+}
+
+/// Brings `path` back from the trash as a new change: the version named by
+/// `version` (a prefix of its content hash; the newest when `None`). When
+/// `path` names a directory in the trash (paths below it), every file
+/// below it that is deleted now comes back in its newest kept version.
+pub async fn restore(
+    brick: &Arc<Brick>,
+    path: &RelPath,
+    version: Option<&str>,
+) -> Result<Vec<Restored>, String> {
+    let p = path.as_str().to_string();
+    let all = brick
+        .with_db(move |_, c| rows(c, Some(&p)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let exact: Vec<&Row> = all.iter().filter(|r| r.entry.path == *path).collect();
+    let mut picks: Vec<Row> = Vec::new();
+    if !exact.is_empty() {
+        let pick = match version {
+            Some(v) => exact
+                .iter()
+                .rev()
+                .find(|r| hex(&r.entry.hash).starts_with(&v.to_ascii_lowercase()))
+                .ok_or_else(|| format!("no version {v} of {path} in the trash"))?,
+            None => exact.last().ok_or("empty")?,
+        };
+        picks.push(clone_row(pick));
+    } else {
+        if version.is_some() {
+            return Err(format!(
+                "{path} is not a file in the trash; a directory is restored without VERSION"
+            ));
+        }
+        // A directory: the newest kept version of each file below it that
+        // is deleted now.
+        let mut newest: std::collections::BTreeMap<String, &Row> = Default::default();
+        for r in &all {
+            newest.insert(r.entry.path.to_string(), r);
+        }
+        for r in newest.values() {
+            let p = r.entry.path.clone();
+            let live = brick
+                .with_db(move |_, c| Brick::load(c, &p))
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some_and(|(e, _)| e.kind != Kind::Tombstone);
+            if !live {
+                picks.push(clone_row(r));
+            }
+        }
+        if picks.is_empty() {
+            return Err(format!("nothing deleted under {path} is in the trash"));
+        }
+    }
+    let mut out = Vec::new();
+    for r in picks {
+        out.push(restore_one(brick, r).await.map_err(|e| e.to_string())?);
+    }
+    brick.pending_notify.notify_waiters();
+    Ok(out)
+}
+
+fn clone_row(r: &Row) -> Row {
+    Row {
+        id: r.id,
+        entry: r.entry.clone(),
+        chunks: r.chunks.clone(),
+        at: r.at,
+        by: r.by.clone(),
+        reason: r.reason.clone(),
+    }
+}
+
+async fn restore_one(brick: &Arc<Brick>, row: Row) -> Result<Restored, StoreError> {
+    let path = row.entry.path.clone();
+    // Deleted parent directories come back first, as new versions too.
+    let mut ancestors = Vec::new();
+    let mut cur = path.parent();
+    while let Some(a) = cur {
+        cur = a.parent();
+        ancestors.push(a);
+    }
+    for a in ancestors.into_iter().rev() {
+        let Some(_g) = brick
+            .lock_path(&a, std::time::Duration::from_secs(20))
+            .await
+        else {
+            return Err(busy(&a));
+        };
+        let a2 = a.clone();
+        brick
+            .with_db(move |b, conn| -> Result<(), StoreError> {
+                let Some((t, _)) = Brick::load(conn, &a2)? else {
+                    return Ok(());
+                };
+                if t.kind != Kind::Tombstone {
+                    return Ok(());
+                }
+                let mut d = t.clone();
+                d.kind = Kind::Dir;
+                d.mode = 0o755;
+                d.mtime_ns = now_secs() as i64 * 1_000_000_000;
+                d.origin = b.node;
+                set_vv(&mut d, new_vv(conn, b, &a2)?);
+                let plan = Plan {
+                    current: (d.clone(), Src::Incoming),
+                    siblings: Vec::new(),
+                    diverged: true,
+                };
+                super::apply::commit_local(b, conn, plan, d, Vec::new(), None)
+            })
+            .await?;
+    }
+    let Some(_g) = brick
+        .lock_path(&path, std::time::Duration::from_secs(20))
+        .await
+    else {
+        return Err(busy(&path));
+    };
+    let version = hex(&row.entry.hash)[..12].to_string();
+    let restored = brick
+        .with_db(move |b, conn| -> Result<VersionVector, StoreError> {
+            let src = b.root.join(file_rel(&row.entry.hash));
+            let (t, mut f) = TempFile::create(&files::tmp_dir(&b.root))
+                .map_err(|e| StoreError::io("create temp in", b.root.display(), e))?;
+            let mut input =
+                std::fs::File::open(&src).map_err(|e| StoreError::io("open", src.display(), e))?;
+            let mut hasher = blake3::Hasher::new();
+            let mut w = HashingWriter {
+                inner: &mut f,
+                hasher: &mut hasher,
+            };
+            std::io::copy(&mut input, &mut w)
+                .map_err(|e| StoreError::io("copy", src.display(), e))?;
+            f.sync_all()
+                .map_err(|e| StoreError::io("fsync", t.path().display(), e))?;
+            if hasher.finalize().as_bytes() != &row.entry.hash {
+                return Err(StoreError::BadContent(row.entry.path.to_string()));
+            }
+            let mut e = row.entry.clone();
+            e.origin = b.node;
+            let vv = new_vv(conn, b, &e.path)?;
+            set_vv(&mut e, vv.clone());
+            let plan = Plan {
+                current: (e.clone(), Src::Incoming),
+                siblings: Vec::new(),
+                diverged: true,
+            };
+            super::apply::commit_local(b, conn, plan, e, row.chunks, Some(t))?;
+            Ok(vv)
+        })
+        .await?;
+    tracing::info!(%path, version = %version, vv = %restored, "restored from the trash");
+    Ok(Restored {
+        path: path.to_string(),
+        version,
+        vv: restored.to_string(),
+    })
+}
+
+fn busy(p: &RelPath) -> StoreError {
+    StoreError::io(
+        "lock",
+        p,
+        std::io::Error::other("being updated; retry later"),
+    )
+}
+
+/// A vector above every version the brick holds for `path`.
+fn new_vv(conn: &Connection, b: &Brick, path: &RelPath) -> Result<VersionVector, StoreError> {
+    let mut all = VersionVector::new();
+    if let Some((c, _)) = Brick::load(conn, path)? {
+        all = all.merge(&c.vv);
+    }
+    for (s, _) in Brick::siblings(conn, path)? {
+        all = all.merge(&s.vv);
+    }
+    Ok(all.bumped(b.id))
+}
+
+fn set_vv(e: &mut Entry, vv: VersionVector) {
+    e.vv = vv.clone();
+    e.data_vv = vv.clone();
+    e.meta_vv = vv;
+}
+
+struct HashingWriter<'a> {
+    inner: &'a mut std::fs::File,
+    hasher: &'a mut blake3::Hasher,
+}
+
+impl std::io::Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Applies the volume options to a brick's live settings.
+pub fn configure(brick: &Brick, enabled: bool, retention_secs: u64) {
+    brick.trash.enabled.store(enabled, Ordering::Relaxed);
+    brick
+        .trash
+        .retention_secs
+        .store(retention_secs, Ordering::Relaxed);
+}
+
+/// `secs` since the epoch as an RFC 3339 UTC time, for listings.
+pub fn format_when(secs: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(hash: u8) -> Entry {
+        let mut e = Entry::tombstone(RelPath::new("a").unwrap(), uuid::Uuid::nil());
+        e.kind = Kind::File;
+        e.hash = [hash; 32];
+        e
+    }
+
+    #[test]
+    fn what_is_kept() {
+        let tomb = Entry::tombstone(RelPath::new("a").unwrap(), uuid::Uuid::nil());
+        let mut dir = tomb.clone();
+        dir.kind = Kind::Dir;
+        let table: &[(Entry, Entry, bool, Option<&str>)] = &[
+            (file(1), file(2), false, Some(OVERWRITTEN)),
+            (file(1), file(1), false, None),
+            (file(1), tomb.clone(), false, Some(DELETED)),
+            (file(1), dir.clone(), false, Some(DELETED)),
+            (file(1), file(2), true, None),
+            (dir.clone(), tomb.clone(), false, None),
+            (tomb.clone(), file(2), false, None),
+        ];
+        for (old, new, sib, want) in table {
+            assert_eq!(
+                reason_for(old, new, *sib),
+                *want,
+                "{:?} -> {:?}",
+                old.kind,
+                new.kind
+            );
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Never losing a file to a mistake: the trash and its restore,
+//! `gsync wait`, outage history and the mass-delete guard, as users meet
+//! them: three real daemons on loopback, a mount on each node.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::mounts::{three_mounts, wait_content, wait_gone};
+use crate::support::wait_until;
+
+const T: Duration = Duration::from_secs(60);
+
+fn trash_list(c: &crate::support::Cluster, i: usize, path: &str) -> Vec<serde_json::Value> {
+    let r = c
+        .node(i)
+        .cli(&["--json", "volume", "trash", "v", "list", path])
+        .ok();
+    r.json().as_array().cloned().unwrap_or_default()
+}
+
+fn versions_of(list: &[serde_json::Value], path: &str) -> Vec<String> {
+    list.iter()
+        .filter(|i| i["path"] == path)
+        .map(|i| i["version"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn hash12(content: &str) -> String {
+    blake3::hash(content.as_bytes()).to_hex()[..12].to_string()
+}
+
+/// A deleted file and an overwritten version come back from the trash on
+/// every mount, as a new change; the trash lists them on every brick with
+/// who replaced them; a whole deleted directory comes back too.
+#[test]
+fn deleted_and_overwritten_versions_are_restored_on_all_mounts() {
+    let (c, m) = three_mounts();
+    let [m1, m2, m3] = &m;
+
+    // Overwrite: v1 then v2 (a broken config).
+    std::fs::write(m1.join("app.conf"), "good\n").unwrap();
+    for d in [m2, m3] {
+        wait_content(d, "app.conf", "good\n", T);
+    }
+    std::fs::write(m1.join("app.conf"), "broken\n").unwrap();
+    for d in [m2, m3] {
+        wait_content(d, "app.conf", "broken\n", T);
+    }
+    // Every brick kept the overwritten version.
+    for i in 1..=3 {
+        wait_until(T, "overwritten version in the trash", || {
+            versions_of(&trash_list(&c, i, "app.conf"), "app.conf").contains(&hash12("good\n"))
+        });
+    }
+    let list = trash_list(&c, 2, "app.conf");
+    let item = list
+        .iter()
+        .find(|i| i["version"] == hash12("good\n").as_str())
+        .unwrap();
+    assert_eq!(item["reason"], "overwritten");
+    assert_eq!(item["size"], 5);
+    assert_eq!(item["by"], c.node(1).ip, "{item}");
+
+    // Restore the newest (the only) trashed version from node 2.
+    c.node(2)
+        .cli(&["volume", "trash", "v", "restore", "app.conf"])
+        .ok();
+    for d in [m1, m2, m3] {
+        wait_content(d, "app.conf", "good\n", T);
+    }
+    // The broken version is in the trash now, so the restore is undoable;
+    // and a restore by VERSION picks exactly that one.
+    wait_until(T, "broken version trashed", || {
+        versions_of(&trash_list(&c, 3, "app.conf"), "app.conf").contains(&hash12("broken\n"))
+    });
+    c.node(3)
+        .cli(&[
+            "volume",
+            "trash",
+            "v",
+            "restore",
+            "app.conf",
+            &hash12("broken\n"),
+        ])
+        .ok();
+    for d in [m1, m2, m3] {
+        wait_content(d, "app.conf", "broken\n", T);
+    }
+    c.node(1)
+        .cli(&[
+            "volume",
+            "trash",
+            "v",
+            "restore",
+            "app.conf",
+            "0000deadbeef",
+        ])
+        .fails();
+
+    // A deletion, then a restore.
+    std::fs::write(m2.join("keep.txt"), "precious\n").unwrap();
+    for d in [m1, m3] {
+        wait_content(d, "keep.txt", "precious\n", T);
+    }
+    std::fs::remove_file(m2.join("keep.txt")).unwrap();
+    for d in [m1, m3] {
+        wait_gone(d, "keep.txt", T);
+    }
+    wait_until(T, "deleted file in the trash", || {
+        trash_list(&c, 1, "keep.txt")
+            .iter()
+            .any(|i| i["reason"] == "deleted" && i["by"] == c.node(2).ip.as_str())
+    });
+    let text = c.node(1).cli(&["volume", "trash", "v", "list"]).ok().stdout;
+    assert!(
+        text.contains("keep.txt") && text.contains("deleted"),
+        "{text}"
+    );
+    c.node(1)
+        .cli(&["volume", "trash", "v", "restore", "/keep.txt"])
+        .ok();
+    for d in [m1, m2, m3] {
+        wait_content(d, "keep.txt", "precious\n", T);
+    }
+
+    // rm -rf of a directory; the whole directory comes back.
+    std::fs::create_dir_all(m3.join("site/conf.d")).unwrap();
+    for k in 0..5 {
+        std::fs::write(m3.join(format!("site/conf.d/{k}.conf")), format!("{k}\n")).unwrap();
+    }
+    std::fs::write(m3.join("site/index"), "idx\n").unwrap();
+    for d in [m1, m2] {
+        wait_content(d, "site/conf.d/4.conf", "4\n", T);
+        wait_content(d, "site/index", "idx\n", T);
+    }
+    std::fs::remove_dir_all(m3.join("site")).unwrap();
+    for d in [m1, m2] {
+        wait_gone(d, "site", T);
+    }
+    wait_until(T, "directory in the trash", || {
+        trash_list(&c, 2, "site").len() >= 6
+    });
+    c.node(2)
+        .cli(&["volume", "trash", "v", "restore", "site"])
+        .ok();
+    for d in [m1, m2, m3] {
+        for k in 0..5 {
+            wait_content(d, &format!("site/conf.d/{k}.conf"), &format!("{k}\n"), T);
+        }
+        wait_content(d, "site/index", "idx\n", T);
+    }
+
+    // Bad input: one line, non-zero.
+    c.node(1)
+        .cli(&["volume", "trash", "v", "restore", "never-existed"])
+        .fails();
+    c.node(1)
+        .cli(&["volume", "trash", "nosuch", "list"])
+        .fails();
+    c.node(1)
+        .cli(&["volume", "trash", "v", "frobnicate"])
+        .fails();
+    c.assert_no_panics();
+}
+
+/// With a short retention the sweep empties the trash (files included);
+/// with `features.trash off` nothing is kept.
+#[test]
+fn trash_expires_after_its_retention_and_can_be_turned_off() {
+    let (c, m) = three_mounts();
+    let [m1, m2, _] = &m;
+    c.node(1)
+        .cli(&["volume", "set", "v", "features.trash-retention", "3s"])
+        .ok();
+    std::fs::write(m1.join("f"), "one\n").unwrap();
+    wait_content(m2, "f", "one\n", T);
+    std::fs::write(m1.join("f"), "two\n").unwrap();
+    wait_content(m2, "f", "two\n", T);
+    wait_until(T, "kept", || !trash_list(&c, 1, "f").is_empty());
+    wait_until(T, "expired", || {
+        (1..=3).all(|i| trash_list(&c, i, "").is_empty())
+    });
+    for i in 1..=3 {
+        let dir = c.brick("v", i).join(".gsync/trash");
+        let left = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(left, 0, "{} still holds content", dir.display());
+    }
+
+    c.node(1)
+        .cli(&["volume", "set", "v", "features.trash", "off"])
+        .ok();
+    c.node(1)
+        .cli(&["volume", "set", "v", "features.trash-retention", "1d"])
+        .ok();
+    // Give every node time to see the option.
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::write(m1.join("f"), "three\n").unwrap();
+    wait_content(m2, "f", "three\n", T);
+    std::fs::remove_file(m1.join("f")).unwrap();
+    wait_gone(m2, "f", T);
+    std::thread::sleep(Duration::from_secs(2));
+    for i in 1..=3 {
+        assert!(trash_list(&c, i, "").is_empty(), "trash off kept something");
+    }
+    c.node(1)
+        .cli(&["volume", "set", "v", "features.trash", "maybe"])
+        .fails();
+    assert!(!Path::new(&c.brick("v", 1)).join("f").exists());
+}
