@@ -167,3 +167,71 @@ fn mounts_resynchronise_with_a_rebuilt_brick() {
     });
     c.assert_no_panics();
 }
+
+/// Defect 4: a symlink to a directory outside the mount, and a loop, are
+/// synced as links: never followed, nothing stays pending, and the log
+/// stays quiet.
+#[test]
+fn symlinks_to_directories_sync_as_links_and_are_never_followed() {
+    let (c, m) = three_mounts();
+    let [m1, m2, m3] = m.clone();
+    let outside = c.path("outside");
+    std::fs::create_dir_all(outside.join("sub")).unwrap();
+    for i in 0..20 {
+        std::fs::write(outside.join(format!("secret{i}")), "not for the volume\n").unwrap();
+    }
+    std::fs::write(outside.join("sub/deep"), "deep\n").unwrap();
+    std::fs::write(m1.join("a.txt"), "a\n").unwrap();
+    wait_content(&m3, "a.txt", "a\n", T);
+    let log_before = c.node(1).log().len();
+
+    std::os::unix::fs::symlink(&outside, m1.join("link")).unwrap();
+    std::os::unix::fs::symlink(".", m1.join("loop")).unwrap();
+    std::fs::create_dir_all(m1.join("d")).unwrap();
+    std::os::unix::fs::symlink("..", m1.join("d/up")).unwrap();
+    std::fs::write(m1.join("d/after.txt"), "after\n").unwrap();
+
+    let target = outside.to_string_lossy().into_owned();
+    for d in [&m2, &m3] {
+        wait_content(d, "d/after.txt", "after\n", T);
+        wait_until(T, "links arrive as links", || {
+            std::fs::read_link(d.join("link")).is_ok_and(|t| t.to_string_lossy() == target)
+                && std::fs::read_link(d.join("loop")).is_ok_and(|t| t.as_os_str() == ".")
+                && std::fs::read_link(d.join("d/up")).is_ok_and(|t| t.as_os_str() == "..")
+        });
+    }
+    let trees = all_trees(&c, "v", &m);
+    wait_same(&trees, T);
+    // Nothing from behind the links was pushed anywhere.
+    for t in &trees {
+        let mut stack = vec![t.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                assert!(
+                    !name.starts_with("secret"),
+                    "{} followed a link",
+                    e.path().display()
+                );
+                if e.file_type().unwrap().is_dir() && name != ".gsync" {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    wait_until(T, "nothing pending on node 1", || {
+        mount_list(&c, 1).contains("in sync")
+    });
+    // A few seconds later, still nothing pending, and no retry storm.
+    std::thread::sleep(Duration::from_secs(3));
+    let l = mount_list(&c, 1);
+    assert!(l.contains("in sync") && !l.contains("pending"), "{l}");
+    let log = c.node(1).log();
+    let grown = log.len() - log_before;
+    assert!(
+        grown < 20_000,
+        "log grew by {grown} bytes:\n{}",
+        &log[log_before..]
+    );
+    c.assert_no_panics();
+}

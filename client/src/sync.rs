@@ -65,7 +65,7 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
     };
     let full = rel.under(&ag.root());
     let j = ag.journal.get(rel.as_str()).map_err(local_err)?;
-    let found = local::stat(&full).map_err(local_err)?;
+    let found = local::stat_in(&ag.root(), rel).map_err(local_err)?;
     let st = match found {
         Found::Special => {
             if ag
@@ -92,7 +92,7 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
                 kids.sort_by_key(|k| std::cmp::Reverse(k.matches('/').count()));
                 for k in kids {
                     let Ok(kr) = RelPath::new(&k) else { continue };
-                    if matches!(local::stat(&kr.under(&ag.root())), Ok(Found::Missing)) {
+                    if matches!(local::stat_in(&ag.root(), &kr), Ok(Found::Missing)) {
                         Box::pin(push_local(ag, &kr)).await?;
                     }
                 }
@@ -332,8 +332,15 @@ pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>
             Relation::Dominates => {}
         }
     }
-    let full = rel.under(&ag.root());
-    let found = local::stat(&full).map_err(local_err)?;
+    if let Err(x) = files::resolve(&ag.root(), &rel, false) {
+        if x.kind() == std::io::ErrorKind::PermissionDenied {
+            // Below a local symlink: not in the folder (the link itself is
+            // pushed as a link, and the brick decides).
+            tracing::debug!(path = %rel, "not applied: below a local symlink");
+            return Ok(None);
+        }
+    }
+    let found = local::stat_in(&ag.root(), &rel).map_err(local_err)?;
     let modified = match (&j, &found) {
         (Some(j), Found::Some(st)) => {
             j.stat != *st && !(j.stat.kind == Kind::Dir && st.kind == Kind::Dir)
