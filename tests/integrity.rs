@@ -235,3 +235,79 @@ fn symlinks_to_directories_sync_as_links_and_are_never_followed() {
     );
     c.assert_no_panics();
 }
+
+/// Defect 9: `gsync mount` tells the truth: a host that does not exist is
+/// refused, a first attach that creates a split-brain says so, a deleted
+/// folder is reported offline with why, and right after a restart the list
+/// answers with the mounts (never "not handled").
+#[test]
+fn mount_state_tells_the_truth() {
+    let (mut c, m) = three_mounts();
+    let [m1, m2, m3] = m.clone();
+
+    // A host that does not exist (nor is a member of the pool).
+    let nowhere = c.path("nowhere");
+    let r = c
+        .node(1)
+        .cli(&[
+            "mount",
+            "no-such-host.invalid:/v",
+            &nowhere.to_string_lossy(),
+        ])
+        .fails();
+    assert!(r.stderr.contains("no-such-host.invalid"), "{}", r.stderr);
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    assert!(!mount_list(&c, 1).contains("nowhere"));
+
+    // A first attach that creates a split-brain.
+    std::fs::write(m1.join("x.txt"), "volume\n").unwrap();
+    wait_content(&m3, "x.txt", "volume\n", T);
+    let fresh = c.path("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(fresh.join("x.txt"), "different\n").unwrap();
+    let r = c
+        .node(2)
+        .cli(&[
+            "mount",
+            &format!("{}:/v", c.node(2).ip),
+            &fresh.to_string_lossy(),
+        ])
+        .ok();
+    assert!(!r.stdout.contains("in sync"), "{}", r.stdout);
+    assert!(r.stdout.contains("1 in split-brain"), "{}", r.stdout);
+    let line = |c: &Cluster, i: usize, dir: &std::path::Path| -> String {
+        mount_list(c, i)
+            .lines()
+            .find(|l| l.contains(&*dir.to_string_lossy()))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let l = line(&c, 2, &fresh);
+    assert!(
+        l.contains("1 in split-brain") && !l.contains("in sync"),
+        "{l}"
+    );
+
+    // A folder deleted from under its mount.
+    std::fs::remove_dir_all(&m2).unwrap();
+    wait_until(T, "the deleted folder reported", || {
+        line(&c, 2, &m2).contains("offline (")
+    });
+    let l = line(&c, 2, &m2);
+    assert!(
+        l.contains("no longer exists") && !l.contains("in sync"),
+        "{l}"
+    );
+
+    // Right after a restart, the list answers with every mount.
+    c.node_mut(3).restart();
+    let r = c.node(3).cli(&["mount"]);
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert!(r.stdout.contains(&*m3.to_string_lossy()), "{}", r.stdout);
+    // (x.txt is in split-brain since the attach above: that is the truth.)
+    let ok = crate::support::eventually(T, || {
+        line(&c, 3, &m3).contains("1 in split-brain, following 127.0.0.3:")
+    });
+    assert!(ok, "after a restart: {}", mount_list(&c, 3));
+    c.assert_no_panics();
+}
