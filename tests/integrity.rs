@@ -311,3 +311,43 @@ fn mount_state_tells_the_truth() {
     assert!(ok, "after a restart: {}", mount_list(&c, 3));
     c.assert_no_panics();
 }
+
+/// Defect 5 (mount side): a mount overlapping another mount or a brick of
+/// its node is refused with one line naming both paths, judged after
+/// resolving symlinks and `..`; nothing is created or synced.
+#[test]
+fn overlapping_mounts_are_refused() {
+    let (c, m) = three_mounts();
+    let m1 = &m[0];
+    let n = c.node(1);
+    let src = format!("{}:/v", n.ip);
+    let brick = c.brick("v", 1);
+    let alias = c.path("alias");
+    std::os::unix::fs::symlink(m1, &alias).unwrap();
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (m1.join("inner"), "inside the mount"),
+        (alias.join("via-link"), "inside the mount"),
+        (c.path("elsewhere/../m1/deeper"), "inside the mount"),
+        (c.dir.path().to_path_buf(), "contains the mount"),
+        (brick.join("sub"), "inside the brick"),
+        (c.path("bricks"), "contains the brick"),
+    ];
+    for (dir, why) in cases {
+        let r = n.cli(&["mount", &src, &dir.to_string_lossy()]).fails();
+        assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+        assert!(r.stderr.contains(why), "{}: {}", dir.display(), r.stderr);
+        // Both paths are named.
+        let other = if why.ends_with("mount") {
+            m1.to_string_lossy().into_owned()
+        } else {
+            brick.to_string_lossy().into_owned()
+        };
+        assert!(r.stderr.contains(&other), "{}", r.stderr);
+    }
+    assert!(!m1.join("inner").exists() && !brick.join("sub").exists());
+    let l = mount_list(&c, 1);
+    assert_eq!(l.lines().count(), 2, "{l}");
+    // A mount beside them is fine.
+    mount_at(&c, 1, "v", "beside");
+    c.assert_no_panics();
+}

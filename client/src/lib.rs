@@ -453,6 +453,42 @@ mod tests {
     }
 
     #[test]
+    fn overlaps() {
+        let mounts = vec![PathBuf::from("/srv/m1")];
+        let bricks = vec![("h:/data/b1".to_string(), PathBuf::from("/data/b1"))];
+        let table: &[(&str, Option<&str>)] = &[
+            ("/srv/m2", None),
+            ("/srv/m1x", None),
+            (
+                "/srv/m1/sub",
+                Some("/srv/m1/sub is inside the mount /srv/m1"),
+            ),
+            ("/srv", Some("/srv contains the mount /srv/m1")),
+            (
+                "/data/b1/x",
+                Some("/data/b1/x is inside the brick h:/data/b1"),
+            ),
+            ("/data", Some("/data contains the brick h:/data/b1")),
+            ("/data/b10", None),
+        ];
+        for (dir, want) in table {
+            let p = Path::new(dir);
+            assert_eq!(overlap(p, p, &mounts, &bricks).as_deref(), *want, "{dir}");
+        }
+    }
+
+    #[test]
+    fn real_paths_resolve_links_and_dots() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("a")).unwrap();
+        std::os::unix::fs::symlink(root.join("a"), root.join("link")).unwrap();
+        assert_eq!(real_path(&root.join("link/new/x")), root.join("a/new/x"));
+        assert_eq!(real_path(&root.join("a/new/../y")), root.join("a/y"));
+        assert_eq!(real_path(&root.join("link/..")), root.clone());
+    }
+
+    #[test]
     fn state_lines() {
         let table: Vec<(Status, &str)> = vec![
             (synced(), "in sync, following h1:/b1"),
