@@ -351,3 +351,35 @@ fn overlapping_mounts_are_refused() {
     mount_at(&c, 1, "v", "beside");
     c.assert_no_panics();
 }
+
+/// Defect 7 (mount side): a mount attached before `auth.allow` excluded
+/// its node stops pushing and receiving, and says why.
+#[test]
+fn auth_allow_refusal_shows_in_the_mount_state() {
+    let (c, m) = three_mounts();
+    let [m1, _m2, m3] = m.clone();
+    std::fs::write(m1.join("a.txt"), "a\n").unwrap();
+    wait_content(&m3, "a.txt", "a\n", T);
+    let allow = format!("{},{}", c.node(1).ip, c.node(2).ip);
+    c.node(1)
+        .cli(&["volume", "set", "v", "auth.allow", &allow])
+        .ok();
+    let ok = crate::support::eventually(T, || {
+        mount_list(&c, 3).contains("offline (") && mount_list(&c, 3).contains("auth.allow")
+    });
+    assert!(ok, "{}", mount_list(&c, 3));
+    assert!(!mount_list(&c, 3).contains("in sync"));
+    // Neither direction moves any more.
+    std::fs::write(m3.join("from3.txt"), "refused\n").unwrap();
+    std::fs::write(m1.join("b.txt"), "b\n").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!m1.join("from3.txt").exists(), "a refused mount pushed");
+    assert!(!m3.join("b.txt").exists(), "a refused mount received");
+    let l = mount_list(&c, 3);
+    assert!(l.contains("1 pending"), "{l}");
+    // Allowed again: it resumes.
+    c.node(1).cli(&["volume", "reset", "v", "auth.allow"]).ok();
+    wait_content(&m1, "from3.txt", "refused\n", T);
+    wait_content(&m3, "b.txt", "b\n", T);
+    c.assert_no_panics();
+}

@@ -78,6 +78,19 @@ const PUSH_CONCURRENCY: usize = 16;
 /// Debounce for local events.
 const DEBOUNCE: Duration = Duration::from_millis(20);
 
+/// Whether `auth.allow` of `v` lets the node named `me` mount it; if not,
+/// the line that says so.
+pub(crate) fn allowed(v: &gsync_brick::pool::Volume, me: &str) -> Result<(), String> {
+    let allow = v.option("auth.allow");
+    if allow == "*" || allow.split(',').any(|h| h.trim() == me) {
+        return Ok(());
+    }
+    Err(format!(
+        "{me} is not allowed to mount {} (auth.allow)",
+        v.name
+    ))
+}
+
 pub(crate) struct Agent {
     pub(crate) node: Arc<Node>,
     pub(crate) spec: MountSpec,
@@ -154,6 +167,9 @@ impl Agent {
         if v.state != VolumeState::Started {
             return Err(format!("volume {} is not started", self.spec.volume));
         }
+        // auth.allow holds for the whole life of a mount, not only when it
+        // attaches: a node it excludes stops following (and pushing).
+        allowed(v, &self.node.me.hostname)?;
         let host_node = cfg.member_by_host(&self.spec.host).map(|m| m.uuid);
         let mut order: Vec<&gsync_brick::pool::BrickDef> = Vec::new();
         order.extend(v.bricks.iter().filter(|b| b.node == self.node.me.uuid));

@@ -154,12 +154,8 @@ impl AgentHost {
         if v.state != VolumeState::Started {
             return fail(format!("Volume {volume} is not started"));
         }
-        let allow = v.option("auth.allow");
-        if allow != "*" && !allow.split(',').any(|h| h == self.node.me.hostname) {
-            return fail(format!(
-                "{} is not allowed to mount {volume} (auth.allow)",
-                self.node.me.hostname
-            ));
+        if let Err(why) = agent::allowed(v, &self.node.me.hostname) {
+            return fail(why);
         }
         if let Err(why) = self.check_host(&host, &cfg).await {
             return fail(why);
