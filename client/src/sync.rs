@@ -126,6 +126,16 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
         }
     }
     if ag.spec.read_only {
+        // A directory whose mtime moved because its children changed is
+        // not an edit to revert.
+        if let Some(j) = j
+            .as_ref()
+            .filter(|j| j.entry.kind == Kind::Dir && st.kind == Kind::Dir && j.stat.mode == st.mode)
+        {
+            let mut r = j.clone();
+            r.stat = st;
+            return ag.journal.put(&r).map_err(local_err);
+        }
         tracing::warn!(path = %rel, "read-only mount: local change reverted");
         return revert(ag, rel).await;
     }
@@ -278,6 +288,18 @@ async fn revert(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError> {
             place(ag, &t, &e, &chunks, None).await
         }
         None => {
+            let synced = ag
+                .journal
+                .get(rel.as_str())
+                .map_err(local_err)?
+                .is_some_and(|j| j.entry.kind != Kind::Tombstone);
+            if synced {
+                // The brick has never heard of a path this mount synced: it
+                // is behind (rebuilt, not healed yet), not a deletion (that
+                // would be a tombstone). Nothing to revert to: keep it.
+                tracing::debug!(path = %rel, "not reverted: the brick does not know it yet");
+                return Ok(());
+            }
             let _ = files::remove_any(&rel.under(&ag.root()));
             ag.journal.remove(rel.as_str()).map_err(local_err)
         }
