@@ -432,7 +432,9 @@ impl Agent {
         }
         // A path under a symlinked directory is not in the folder, and a
         // symlink to a directory is a link, not a directory: never follow.
-        if files::resolve(&root, &rel, false).is_err() {
+        if files::resolve(&root, &rel, false)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+        {
             return;
         }
         let is_dir = p.symlink_metadata().is_ok_and(|m| m.is_dir());
