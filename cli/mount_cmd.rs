@@ -75,8 +75,11 @@ pub async fn mount(a: MountArgs, state: &Path, json: bool) -> Result<Outcome> {
     if json {
         print_json(&info)?;
     } else if let Some(i) = &info {
-        if i.in_sync {
+        if i.in_sync && i.state.starts_with("in sync") {
             println!("mount: {dir}: in sync with {source}");
+        } else if i.in_sync {
+            // Attached, but not clean: say what is not (split-brain...).
+            println!("mount: {dir}: attached to {source}: {}", i.state);
         } else {
             println!(
                 "mount: {dir}: {} (the agent keeps syncing in the background)",
@@ -90,6 +93,10 @@ pub async fn mount(a: MountArgs, state: &Path, json: bool) -> Result<Outcome> {
     }
     Ok(Outcome::Done)
 }
+
+/// How long `gsync mount` waits on a mount that is offline before
+/// returning with its state.
+const OFFLINE_WAIT: Duration = Duration::from_secs(10);
 
 /// Polls until the mount is in sync (or a timeout), with a progress bar on
 /// a terminal.
@@ -109,6 +116,7 @@ async fn wait_in_sync(state: &Path, dir: &str, json: bool) -> Result<Option<Moun
         b
     });
     let mut last = None;
+    let mut offline_since: Option<Instant> = None;
     loop {
         let m = list(state)
             .await?
@@ -121,8 +129,16 @@ async fn wait_in_sync(state: &Path, dir: &str, json: bool) -> Result<Option<Moun
             ));
         }
         let done = m.as_ref().is_some_and(|m| m.in_sync);
+        // Offline with a reason (no brick reachable, refused): say so soon
+        // rather than wait; the agent keeps trying in the background.
+        if m.as_ref().is_some_and(|m| !m.online) {
+            offline_since.get_or_insert_with(Instant::now);
+        } else {
+            offline_since = None;
+        }
+        let given_up = offline_since.is_some_and(|t| t.elapsed() > OFFLINE_WAIT);
         last = m.or(last);
-        if done || Instant::now() > deadline {
+        if done || given_up || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

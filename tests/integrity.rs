@@ -167,3 +167,219 @@ fn mounts_resynchronise_with_a_rebuilt_brick() {
     });
     c.assert_no_panics();
 }
+
+/// Defect 4: a symlink to a directory outside the mount, and a loop, are
+/// synced as links: never followed, nothing stays pending, and the log
+/// stays quiet.
+#[test]
+fn symlinks_to_directories_sync_as_links_and_are_never_followed() {
+    let (c, m) = three_mounts();
+    let [m1, m2, m3] = m.clone();
+    let outside = c.path("outside");
+    std::fs::create_dir_all(outside.join("sub")).unwrap();
+    for i in 0..20 {
+        std::fs::write(outside.join(format!("secret{i}")), "not for the volume\n").unwrap();
+    }
+    std::fs::write(outside.join("sub/deep"), "deep\n").unwrap();
+    std::fs::write(m1.join("a.txt"), "a\n").unwrap();
+    wait_content(&m3, "a.txt", "a\n", T);
+    let log_before = c.node(1).log().len();
+
+    std::os::unix::fs::symlink(&outside, m1.join("link")).unwrap();
+    std::os::unix::fs::symlink(".", m1.join("loop")).unwrap();
+    std::fs::create_dir_all(m1.join("d")).unwrap();
+    std::os::unix::fs::symlink("..", m1.join("d/up")).unwrap();
+    std::fs::write(m1.join("d/after.txt"), "after\n").unwrap();
+
+    let target = outside.to_string_lossy().into_owned();
+    for d in [&m2, &m3] {
+        wait_content(d, "d/after.txt", "after\n", T);
+        wait_until(T, "links arrive as links", || {
+            std::fs::read_link(d.join("link")).is_ok_and(|t| t.to_string_lossy() == target)
+                && std::fs::read_link(d.join("loop")).is_ok_and(|t| t.as_os_str() == ".")
+                && std::fs::read_link(d.join("d/up")).is_ok_and(|t| t.as_os_str() == "..")
+        });
+    }
+    let trees = all_trees(&c, "v", &m);
+    wait_same(&trees, T);
+    // Nothing from behind the links was pushed anywhere.
+    for t in &trees {
+        let mut stack = vec![t.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                assert!(
+                    !name.starts_with("secret"),
+                    "{} followed a link",
+                    e.path().display()
+                );
+                if e.file_type().unwrap().is_dir() && name != ".gsync" {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    wait_until(T, "nothing pending on node 1", || {
+        mount_list(&c, 1).contains("in sync")
+    });
+    // A few seconds later, still nothing pending, and no retry storm.
+    std::thread::sleep(Duration::from_secs(3));
+    let l = mount_list(&c, 1);
+    assert!(l.contains("in sync") && !l.contains("pending"), "{l}");
+    let log = c.node(1).log();
+    let grown = log.len() - log_before;
+    assert!(
+        grown < 20_000,
+        "log grew by {grown} bytes:\n{}",
+        &log[log_before..]
+    );
+    c.assert_no_panics();
+}
+
+/// Defect 9: `gsync mount` tells the truth: a host that does not exist is
+/// refused, a first attach that creates a split-brain says so, a deleted
+/// folder is reported offline with why, and right after a restart the list
+/// answers with the mounts (never "not handled").
+#[test]
+fn mount_state_tells_the_truth() {
+    let (mut c, m) = three_mounts();
+    let [m1, m2, m3] = m.clone();
+
+    // A host that does not exist (nor is a member of the pool).
+    let nowhere = c.path("nowhere");
+    let r = c
+        .node(1)
+        .cli(&[
+            "mount",
+            "no-such-host.invalid:/v",
+            &nowhere.to_string_lossy(),
+        ])
+        .fails();
+    assert!(r.stderr.contains("no-such-host.invalid"), "{}", r.stderr);
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    assert!(!mount_list(&c, 1).contains("nowhere"));
+
+    // A first attach that creates a split-brain.
+    std::fs::write(m1.join("x.txt"), "volume\n").unwrap();
+    wait_content(&m3, "x.txt", "volume\n", T);
+    let fresh = c.path("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(fresh.join("x.txt"), "different\n").unwrap();
+    let r = c
+        .node(2)
+        .cli(&[
+            "mount",
+            &format!("{}:/v", c.node(2).ip),
+            &fresh.to_string_lossy(),
+        ])
+        .ok();
+    assert!(!r.stdout.contains("in sync"), "{}", r.stdout);
+    assert!(r.stdout.contains("1 in split-brain"), "{}", r.stdout);
+    let line = |c: &Cluster, i: usize, dir: &std::path::Path| -> String {
+        mount_list(c, i)
+            .lines()
+            .find(|l| l.contains(&*dir.to_string_lossy()))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let l = line(&c, 2, &fresh);
+    assert!(
+        l.contains("1 in split-brain") && !l.contains("in sync"),
+        "{l}"
+    );
+
+    // A folder deleted from under its mount.
+    std::fs::remove_dir_all(&m2).unwrap();
+    wait_until(T, "the deleted folder reported", || {
+        line(&c, 2, &m2).contains("offline (")
+    });
+    let l = line(&c, 2, &m2);
+    assert!(
+        l.contains("no longer exists") && !l.contains("in sync"),
+        "{l}"
+    );
+
+    // Right after a restart, the list answers with every mount.
+    c.node_mut(3).restart();
+    let r = c.node(3).cli(&["mount"]);
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert!(r.stdout.contains(&*m3.to_string_lossy()), "{}", r.stdout);
+    // (x.txt is in split-brain since the attach above: that is the truth.)
+    let ok = crate::support::eventually(T, || {
+        line(&c, 3, &m3).contains("1 in split-brain, following 127.0.0.3:")
+    });
+    assert!(ok, "after a restart: {}", mount_list(&c, 3));
+    c.assert_no_panics();
+}
+
+/// Defect 5 (mount side): a mount overlapping another mount or a brick of
+/// its node is refused with one line naming both paths, judged after
+/// resolving symlinks and `..`; nothing is created or synced.
+#[test]
+fn overlapping_mounts_are_refused() {
+    let (c, m) = three_mounts();
+    let m1 = &m[0];
+    let n = c.node(1);
+    let src = format!("{}:/v", n.ip);
+    let brick = c.brick("v", 1);
+    let alias = c.path("alias");
+    std::os::unix::fs::symlink(m1, &alias).unwrap();
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (m1.join("inner"), "inside the mount"),
+        (alias.join("via-link"), "inside the mount"),
+        (c.path("elsewhere/../m1/deeper"), "inside the mount"),
+        (c.dir.path().to_path_buf(), "contains the mount"),
+        (brick.join("sub"), "inside the brick"),
+        (c.path("bricks"), "contains the brick"),
+    ];
+    for (dir, why) in cases {
+        let r = n.cli(&["mount", &src, &dir.to_string_lossy()]).fails();
+        assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+        assert!(r.stderr.contains(why), "{}: {}", dir.display(), r.stderr);
+        // Both paths are named.
+        let other = if why.ends_with("mount") {
+            m1.to_string_lossy().into_owned()
+        } else {
+            brick.to_string_lossy().into_owned()
+        };
+        assert!(r.stderr.contains(&other), "{}", r.stderr);
+    }
+    assert!(!m1.join("inner").exists() && !brick.join("sub").exists());
+    let l = mount_list(&c, 1);
+    assert_eq!(l.lines().count(), 2, "{l}");
+    // A mount beside them is fine.
+    mount_at(&c, 1, "v", "beside");
+    c.assert_no_panics();
+}
+
+/// Defect 7 (mount side): a mount attached before `auth.allow` excluded
+/// its node stops pushing and receiving, and says why.
+#[test]
+fn auth_allow_refusal_shows_in_the_mount_state() {
+    let (c, m) = three_mounts();
+    let [m1, _m2, m3] = m.clone();
+    std::fs::write(m1.join("a.txt"), "a\n").unwrap();
+    wait_content(&m3, "a.txt", "a\n", T);
+    let allow = format!("{},{}", c.node(1).ip, c.node(2).ip);
+    c.node(1)
+        .cli(&["volume", "set", "v", "auth.allow", &allow])
+        .ok();
+    let ok = crate::support::eventually(T, || {
+        mount_list(&c, 3).contains("offline (") && mount_list(&c, 3).contains("auth.allow")
+    });
+    assert!(ok, "{}", mount_list(&c, 3));
+    assert!(!mount_list(&c, 3).contains("in sync"));
+    // Neither direction moves any more.
+    std::fs::write(m3.join("from3.txt"), "refused\n").unwrap();
+    std::fs::write(m1.join("b.txt"), "b\n").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!m1.join("from3.txt").exists(), "a refused mount pushed");
+    assert!(!m3.join("b.txt").exists(), "a refused mount received");
+    let l = mount_list(&c, 3);
+    assert!(l.contains("1 pending"), "{l}");
+    // Allowed again: it resumes.
+    c.node(1).cli(&["volume", "reset", "v", "auth.allow"]).ok();
+    wait_content(&m1, "from3.txt", "refused\n", T);
+    wait_content(&m3, "b.txt", "b\n", T);
+    c.assert_no_panics();
+}

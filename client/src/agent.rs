@@ -20,6 +20,7 @@ use futures_util::StreamExt;
 use gsync_brick::node::Node;
 use gsync_brick::pool::VolumeState;
 use gsync_brick::proto::{code, Offer, WriteInfo};
+use gsync_brick::store::files;
 use gsync_brick::store::types::{Entry, Kind};
 use gsync_brick::vv::VersionVector;
 use gsync_brick::RelPath;
@@ -77,6 +78,19 @@ const PUSH_CONCURRENCY: usize = 16;
 /// Debounce for local events.
 const DEBOUNCE: Duration = Duration::from_millis(20);
 
+/// Whether `auth.allow` of `v` lets the node named `me` mount it; if not,
+/// the line that says so.
+pub(crate) fn allowed(v: &gsync_brick::pool::Volume, me: &str) -> Result<(), String> {
+    let allow = v.option("auth.allow");
+    if allow == "*" || allow.split(',').any(|h| h.trim() == me) {
+        return Ok(());
+    }
+    Err(format!(
+        "{me} is not allowed to mount {} (auth.allow)",
+        v.name
+    ))
+}
+
 pub(crate) struct Agent {
     pub(crate) node: Arc<Node>,
     pub(crate) spec: MountSpec,
@@ -96,6 +110,9 @@ pub(crate) struct Agent {
     remarks: Mutex<Vec<RelPath>>,
     /// New directories to walk again, and when.
     rewalk: Vec<(Instant, PathBuf)>,
+    /// The last push failure of each failing path: a failure repeated on
+    /// every retry is logged once, not twice a second.
+    failures: HashMap<RelPath, String>,
 }
 
 struct Feed {
@@ -126,6 +143,7 @@ impl Agent {
             echoes: Mutex::new(HashMap::new()),
             remarks: Mutex::new(Vec::new()),
             rewalk: Vec::new(),
+            failures: HashMap::new(),
         }
     }
 
@@ -149,6 +167,9 @@ impl Agent {
         if v.state != VolumeState::Started {
             return Err(format!("volume {} is not started", self.spec.volume));
         }
+        // auth.allow holds for the whole life of a mount, not only when it
+        // attaches: a node it excludes stops following (and pushing).
+        allowed(v, &self.node.me.hostname)?;
         let host_node = cfg.member_by_host(&self.spec.host).map(|m| m.uuid);
         let mut order: Vec<&gsync_brick::pool::BrickDef> = Vec::new();
         order.extend(v.bricks.iter().filter(|b| b.node == self.node.me.uuid));
@@ -188,11 +209,13 @@ impl Agent {
             }
         };
         let root = self.root();
-        match self.journal.settle_intents(|r| {
-            matches!(local::stat(&r.entry.path.under(&root)), Ok(Found::Some(st)) if st == r.stat)
-        }) {
+        match self.journal.settle_intents(
+            |r| matches!(local::stat_in(&root, &r.entry.path), Ok(Found::Some(st)) if st == r.stat),
+        ) {
             Ok(0) => {}
-            Ok(n) => tracing::info!(mount = %self.spec.dir.display(), "completed {n} records of an interrupted sync"),
+            Ok(n) => {
+                tracing::info!(mount = %self.spec.dir.display(), "completed {n} records of an interrupted sync")
+            }
             Err(e) => tracing::warn!(mount = %self.spec.dir.display(), "journal: {e}"),
         }
         let stale = local::remove_temp_files(&self.spec.dir);
@@ -407,7 +430,14 @@ impl Agent {
         if rel.as_str() == ".gsyncignore" {
             self.ignore = Ignore::load(&root);
         }
-        let is_dir = p.is_dir();
+        // A path under a symlinked directory is not in the folder, and a
+        // symlink to a directory is a link, not a directory: never follow.
+        if files::resolve(&root, &rel, false)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+        {
+            return;
+        }
+        let is_dir = p.symlink_metadata().is_ok_and(|m| m.is_dir());
         if self.ignore.ignored(&rel, is_dir) {
             return;
         }
@@ -479,7 +509,7 @@ impl Agent {
     /// True if the local state of `rel` is not what the journal recorded.
     fn differs(&self, rel: &RelPath) -> bool {
         match (
-            local::stat(&rel.under(&self.root())),
+            local::stat_in(&self.root(), rel),
             self.journal.get(rel.as_str()),
         ) {
             (Ok(Found::Some(st)), Ok(Some(j))) => j.stat != st,
@@ -503,7 +533,7 @@ impl Agent {
             let Ok(rel) = RelPath::new(&p) else { continue };
             if let Ok(Some(j)) = self.journal.get(&p) {
                 if j.entry.kind != Kind::Tombstone
-                    && matches!(local::stat(&rel.under(&root)), Ok(Found::Missing))
+                    && matches!(local::stat_in(&root, &rel), Ok(Found::Missing))
                 {
                     self.mark(rel);
                 }
@@ -543,6 +573,7 @@ impl Agent {
         }
         let mut rest: Vec<RelPath> = Vec::new();
         let mut held = None;
+        let mut failed = None;
         let mut stop = false;
         for group in groups {
             if stop {
@@ -567,6 +598,9 @@ impl Agent {
                 .cloned()
                 .collect();
             for (p, r) in results {
+                if r.is_ok() {
+                    self.failures.remove(&p);
+                }
                 match r {
                     Ok(()) => {
                         // Unless it changed again meanwhile (re-marked).
@@ -585,13 +619,29 @@ impl Agent {
                         rest.push(p);
                     }
                     Err(e) => {
-                        tracing::warn!(path = %p, "push failed: {e}");
+                        let msg = e.to_string();
+                        if self.failures.get(&p) != Some(&msg) {
+                            tracing::warn!(path = %p, "push failed: {msg}");
+                        } else {
+                            tracing::debug!(path = %p, "push failed again: {msg}");
+                        }
+                        failed = Some(format!("push of {p}: {msg}"));
+                        self.failures.insert(p.clone(), msg);
                         rest.push(p);
                     }
                 }
             }
         }
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).held = held;
+        {
+            let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            s.held = held;
+            if failed.is_some() || self.failures.is_empty() {
+                s.error = failed;
+            }
+        }
+        if self.failures.len() > 10_000 {
+            self.failures.clear();
+        }
         self.dirty.extend(rest);
         self.collect_marks();
     }

@@ -120,20 +120,23 @@ impl AgentHost {
                 prefer,
                 read_only,
                 on_change,
-            } => self.mount(
-                source,
-                dir,
-                prefer.as_deref(),
-                *read_only,
-                on_change.clone(),
-            ),
+            } => {
+                self.mount(
+                    source,
+                    dir,
+                    prefer.as_deref(),
+                    *read_only,
+                    on_change.clone(),
+                )
+                .await
+            }
             CtlRequest::Umount { dir } => self.umount(dir),
             CtlRequest::MountList => ok(self.list()),
             _ => return None,
         })
     }
 
-    fn mount(
+    async fn mount(
         &self,
         source: &str,
         dir: &str,
@@ -151,22 +154,36 @@ impl AgentHost {
         if v.state != VolumeState::Started {
             return fail(format!("Volume {volume} is not started"));
         }
-        let allow = v.option("auth.allow");
-        if allow != "*" && !allow.split(',').any(|h| h == self.node.me.hostname) {
-            return fail(format!(
-                "{} is not allowed to mount {volume} (auth.allow)",
-                self.node.me.hostname
-            ));
+        if let Err(why) = agent::allowed(v, &self.node.me.hostname) {
+            return fail(why);
+        }
+        if let Err(why) = self.check_host(&host, &cfg).await {
+            return fail(why);
         }
         let dir = PathBuf::from(dir);
         if !dir.is_absolute() {
             return fail(format!("{} must be an absolute path", dir.display()));
         }
-        for b in &v.bricks {
-            let bp = Path::new(&b.path);
-            if b.node == self.node.me.uuid && (dir.starts_with(bp) || bp.starts_with(&dir)) {
-                return fail(format!("{} overlaps brick {}", dir.display(), b.name()));
-            }
+        // Overlaps are judged on the real path (symlinks and `..` resolved),
+        // before anything is created.
+        let real = real_path(&dir);
+        let mounts: Vec<PathBuf> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|d| **d != real)
+            .cloned()
+            .collect();
+        let bricks: Vec<(String, PathBuf)> = cfg
+            .volumes
+            .iter()
+            .flat_map(|v| v.bricks.iter())
+            .filter(|b| b.node == self.node.me.uuid)
+            .map(|b| (b.name(), real_path(Path::new(&b.path))))
+            .collect();
+        if let Some(why) = overlap(&dir, &real, &mounts, &bricks) {
+            return fail(why);
         }
         if let Err(e) = std::fs::create_dir_all(&dir) {
             return fail(format!("{}: {e}", dir.display()));
@@ -223,6 +240,46 @@ impl AgentHost {
         }
     }
 
+    /// The mount's HOST must be a member of the pool (by name, or by
+    /// address): a host that does not exist would otherwise be "mounted"
+    /// from this node's own brick without a word.
+    async fn check_host(
+        &self,
+        host: &str,
+        cfg: &gsync_brick::pool::PoolConfig,
+    ) -> Result<(), String> {
+        if host.eq_ignore_ascii_case("localhost")
+            || host.eq_ignore_ascii_case(&self.node.me.hostname)
+            || cfg.member_by_host(host).is_some()
+        {
+            return Ok(());
+        }
+        let ips = |h: &str| {
+            let h = h.to_string();
+            async move {
+                match tokio::net::lookup_host((h.as_str(), 0)).await {
+                    Ok(a) => a.map(|a| a.ip()).collect::<Vec<_>>(),
+                    Err(_) => Vec::new(),
+                }
+            }
+        };
+        let want = ips(host).await;
+        if want.is_empty() {
+            return Err(format!("{host}: unknown host"));
+        }
+        if want.contains(&self.node.listen.ip()) {
+            return Ok(());
+        }
+        for m in &cfg.members {
+            if ips(&m.hostname).await.iter().any(|ip| want.contains(ip)) {
+                return Ok(());
+            }
+        }
+        Err(format!(
+            "{host} is not a server of this pool (see gsync pool list)"
+        ))
+    }
+
     fn umount(&self, dir: &str) -> CtlReply {
         let p = PathBuf::from(dir);
         let p = p.canonicalize().unwrap_or(p);
@@ -267,6 +324,76 @@ impl AgentHost {
         out.sort_by(|a, b| a.dir.cmp(&b.dir));
         out
     }
+}
+
+/// `p` with symlinks and `..` resolved; for a path that does not exist
+/// yet, its deepest existing ancestor is resolved and the rest appended.
+fn real_path(p: &Path) -> PathBuf {
+    let mut rest: Vec<std::ffi::OsString> = Vec::new();
+    let mut cur = p.to_path_buf();
+    loop {
+        if let Ok(mut out) = cur.canonicalize() {
+            for c in rest.iter().rev() {
+                if c == ".." {
+                    out.pop();
+                } else if c != "." {
+                    out.push(c);
+                }
+            }
+            return out;
+        }
+        match cur.components().next_back() {
+            Some(c) => rest.push(c.as_os_str().to_os_string()),
+            None => return p.to_path_buf(),
+        }
+        if !cur.pop() {
+            return p.to_path_buf();
+        }
+    }
+}
+
+/// Why a mount at `real` (the resolved form of `dir`) would overlap one of
+/// this node's other mounts or bricks, if it would: a mount inside another
+/// (the sync would recurse) or containing one, inside a brick (gsync's own
+/// files would sync into the volume) or containing one.
+fn overlap(
+    dir: &Path,
+    real: &Path,
+    mounts: &[PathBuf],
+    bricks: &[(String, PathBuf)],
+) -> Option<String> {
+    let shown = |p: &Path| {
+        if p == real || dir == real {
+            real.display().to_string()
+        } else {
+            format!("{} ({})", dir.display(), real.display())
+        }
+    };
+    for m in mounts {
+        if real.starts_with(m) {
+            return Some(format!(
+                "{} is inside the mount {}",
+                shown(real),
+                m.display()
+            ));
+        }
+        if m.starts_with(real) {
+            return Some(format!(
+                "{} contains the mount {}",
+                shown(real),
+                m.display()
+            ));
+        }
+    }
+    for (name, b) in bricks {
+        if real.starts_with(b) {
+            return Some(format!("{} is inside the brick {name}", shown(real)));
+        }
+        if b.starts_with(real) {
+            return Some(format!("{} contains the brick {name}", shown(real)));
+        }
+    }
+    None
 }
 
 /// The one-line state `gsync mount` shows: what the agent knows, never
@@ -319,6 +446,42 @@ mod tests {
             attached: true,
             ..Status::default()
         }
+    }
+
+    #[test]
+    fn overlaps() {
+        let mounts = vec![PathBuf::from("/srv/m1")];
+        let bricks = vec![("h:/data/b1".to_string(), PathBuf::from("/data/b1"))];
+        let table: &[(&str, Option<&str>)] = &[
+            ("/srv/m2", None),
+            ("/srv/m1x", None),
+            (
+                "/srv/m1/sub",
+                Some("/srv/m1/sub is inside the mount /srv/m1"),
+            ),
+            ("/srv", Some("/srv contains the mount /srv/m1")),
+            (
+                "/data/b1/x",
+                Some("/data/b1/x is inside the brick h:/data/b1"),
+            ),
+            ("/data", Some("/data contains the brick h:/data/b1")),
+            ("/data/b10", None),
+        ];
+        for (dir, want) in table {
+            let p = Path::new(dir);
+            assert_eq!(overlap(p, p, &mounts, &bricks).as_deref(), *want, "{dir}");
+        }
+    }
+
+    #[test]
+    fn real_paths_resolve_links_and_dots() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("a")).unwrap();
+        std::os::unix::fs::symlink(root.join("a"), root.join("link")).unwrap();
+        assert_eq!(real_path(&root.join("link/new/x")), root.join("a/new/x"));
+        assert_eq!(real_path(&root.join("a/new/../y")), root.join("a/y"));
+        assert_eq!(real_path(&root.join("link/..")), root.clone());
     }
 
     #[test]

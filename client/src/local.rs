@@ -89,6 +89,24 @@ pub fn stat(full: &Path) -> io::Result<Found> {
     }))
 }
 
+/// Stats `rel` inside the folder `root` without following any symlink:
+/// a path below a symlink (or below something that is not a directory) is
+/// not in the folder, so it is missing.
+pub fn stat_in(root: &Path, rel: &RelPath) -> io::Result<Found> {
+    match files::resolve(root, rel, false) {
+        Ok(full) => stat(&full),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            Ok(Found::Missing)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The ignore rules of a mount: the defaults, gsync's own temp names and
 /// `.gsyncignore` at the top of the folder.
 #[derive(Debug)]
@@ -148,9 +166,20 @@ pub fn remove_temp_files(root: &Path) -> usize {
 }
 
 /// Every path below `dir` (inside `root`), parents before children, not
-/// descending into ignored directories.
+/// descending into ignored directories nor following symlinks.
 pub fn walk(root: &Path, dir: &Path, ignore: &Ignore) -> Vec<RelPath> {
     let mut out = Vec::new();
+    // Never through a symlink: `dir` itself must be a real directory of the
+    // folder (it may have been replaced by a link since it was seen).
+    if dir != root {
+        let inside = RelPath::from_local(root, dir)
+            .ok()
+            .and_then(|rel| files::resolve(root, &rel, false).ok())
+            .is_some_and(|full| fs::symlink_metadata(full).is_ok_and(|m| m.is_dir()));
+        if !inside {
+            return out;
+        }
+    }
     let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = fs::read_dir(&d) else { continue };
@@ -192,6 +221,37 @@ mod tests {
         assert!(ig.ignored(&p("build/out.o"), false));
         assert!(ig.ignored(&p(&format!("d/{TEMP_PREFIX}0123")), false));
         assert!(!ig.ignored(&p("a.conf"), false));
+    }
+
+    #[test]
+    fn walk_and_stat_never_follow_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), "x").unwrap();
+        fs::create_dir(d.path().join("m")).unwrap();
+        let root = d.path().join("m");
+        std::os::unix::fs::symlink(outside.path(), root.join("link")).unwrap();
+        std::os::unix::fs::symlink(".", root.join("loop")).unwrap();
+        let ig = Ignore::load(&root);
+        let got: Vec<String> = walk(&root, &root, &ig)
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(got, vec!["link", "loop"]);
+        assert!(walk(&root, &root.join("link"), &ig).is_empty());
+        assert!(walk(&root, &root.join("loop"), &ig).is_empty());
+        let p = |s: &str| RelPath::new(s).unwrap();
+        assert!(matches!(
+            stat_in(&root, &p("link/secret")),
+            Ok(Found::Missing)
+        ));
+        assert!(matches!(
+            stat_in(&root, &p("loop/loop")),
+            Ok(Found::Missing)
+        ));
+        assert!(
+            matches!(stat_in(&root, &p("link")), Ok(Found::Some(st)) if st.kind == Kind::Symlink)
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
     };
     let full = rel.under(&ag.root());
     let j = ag.journal.get(rel.as_str()).map_err(local_err)?;
-    let found = local::stat(&full).map_err(local_err)?;
+    let found = local::stat_in(&ag.root(), rel).map_err(local_err)?;
     let st = match found {
         Found::Special => {
             if ag
@@ -92,7 +92,7 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
                 kids.sort_by_key(|k| std::cmp::Reverse(k.matches('/').count()));
                 for k in kids {
                     let Ok(kr) = RelPath::new(&k) else { continue };
-                    if matches!(local::stat(&kr.under(&ag.root())), Ok(Found::Missing)) {
+                    if matches!(local::stat_in(&ag.root(), &kr), Ok(Found::Missing)) {
                         Box::pin(push_local(ag, &kr)).await?;
                     }
                 }
@@ -126,6 +126,16 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
         }
     }
     if ag.spec.read_only {
+        // A directory whose mtime moved because its children changed is
+        // not an edit to revert.
+        if let Some(j) = j
+            .as_ref()
+            .filter(|j| j.entry.kind == Kind::Dir && st.kind == Kind::Dir && j.stat.mode == st.mode)
+        {
+            let mut r = j.clone();
+            r.stat = st;
+            return ag.journal.put(&r).map_err(local_err);
+        }
         tracing::warn!(path = %rel, "read-only mount: local change reverted");
         return revert(ag, rel).await;
     }
@@ -278,6 +288,18 @@ async fn revert(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError> {
             place(ag, &t, &e, &chunks, None).await
         }
         None => {
+            let synced = ag
+                .journal
+                .get(rel.as_str())
+                .map_err(local_err)?
+                .is_some_and(|j| j.entry.kind != Kind::Tombstone);
+            if synced {
+                // The brick has never heard of a path this mount synced: it
+                // is behind (rebuilt, not healed yet), not a deletion (that
+                // would be a tombstone). Nothing to revert to: keep it.
+                tracing::debug!(path = %rel, "not reverted: the brick does not know it yet");
+                return Ok(());
+            }
             let _ = files::remove_any(&rel.under(&ag.root()));
             ag.journal.remove(rel.as_str()).map_err(local_err)
         }
@@ -332,8 +354,15 @@ pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>
             Relation::Dominates => {}
         }
     }
-    let full = rel.under(&ag.root());
-    let found = local::stat(&full).map_err(local_err)?;
+    if let Err(x) = files::resolve(&ag.root(), &rel, false) {
+        if x.kind() == std::io::ErrorKind::PermissionDenied {
+            // Below a local symlink: not in the folder (the link itself is
+            // pushed as a link, and the brick decides).
+            tracing::debug!(path = %rel, "not applied: below a local symlink");
+            return Ok(None);
+        }
+    }
+    let found = local::stat_in(&ag.root(), &rel).map_err(local_err)?;
     let modified = match (&j, &found) {
         (Some(j), Found::Some(st)) => {
             j.stat != *st && !(j.stat.kind == Kind::Dir && st.kind == Kind::Dir)

@@ -4,6 +4,7 @@
 //! it with the journal, so duplicate, reordered or coalesced events are
 //! harmless. Reads (access events) are dropped, or the agent's own scans
 //! would wake it forever. An overflow marks the whole folder dirty.
+//! Symlinks are never followed (a link to a directory is one path).
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +22,7 @@ pub enum Hint {
 
 /// Starts watching `root` recursively.
 pub fn start(root: &Path, tx: UnboundedSender<Hint>) -> notify::Result<RecommendedWatcher> {
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+    let handler = move |res: notify::Result<notify::Event>| match res {
         Ok(ev) => {
             if ev.need_rescan() {
                 let _ = tx.send(Hint::Rescan);
@@ -37,7 +38,11 @@ pub fn start(root: &Path, tx: UnboundedSender<Hint>) -> notify::Result<Recommend
             tracing::warn!("file watcher: {e}; rescanning");
             let _ = tx.send(Hint::Rescan);
         }
-    })?;
+    };
+    // A symlink is synced as a link: the watcher must never descend into
+    // what it points to (a directory outside the mount, or a loop).
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut w = RecommendedWatcher::new(handler, config)?;
     w.watch(root, RecursiveMode::Recursive)?;
     Ok(w)
 }

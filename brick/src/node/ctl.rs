@@ -62,7 +62,15 @@ async fn serve(node: Arc<Node>, mut stream: UnixStream) {
             return;
         }
     };
-    let ext = node.ext.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut ext = node.ext.read().unwrap_or_else(|e| e.into_inner()).clone();
+    // The socket answers before the daemon has registered its extensions
+    // (heal, mounts): right after a start, wait for them (bounded) rather
+    // than answer that their requests are not handled.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ext.is_none() && tokio::time::Instant::now() < deadline && !node.token.is_cancelled() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        ext = node.ext.read().unwrap_or_else(|e| e.into_inner()).clone();
+    }
     let reply = match ext {
         Some(ext) => match ext.handle(&req).await {
             Some(r) => r,

@@ -110,7 +110,8 @@ where
     } = offer;
     validate(&entry, &chunks)?;
     if let Err(e) = files::resolve(&brick.root, &entry.path, false) {
-        if e.kind() == std::io::ErrorKind::PermissionDenied {
+        // A deletion below a symlink deletes nothing there (see `commit`).
+        if e.kind() == std::io::ErrorKind::PermissionDenied && entry.kind != Kind::Tombstone {
             tracing::warn!(path = %entry.path, "refused: {e}");
             return Err(refuse(code::BAD_REQUEST, e.to_string()));
         }
@@ -373,13 +374,20 @@ fn commit(
     let old_sibs = Brick::siblings(conn, &path)?;
     // A deletion never creates anything: with a parent missing, there is
     // nothing on disk to remove (the database still records the tombstone).
-    let real = match files::resolve(&brick.root, &path, plan.current.0.kind != Kind::Tombstone) {
-        Ok(p) => p,
+    // A deletion never creates anything, nor reaches through a symlink: with
+    // a parent missing, not a directory or a link, there is nothing on disk
+    // to remove or keep (the database still records the tombstone).
+    let deleting = plan.current.0.kind == Kind::Tombstone;
+    let (real, on_disk) = match files::resolve(&brick.root, &path, !deleting) {
+        Ok(p) => (p, true),
         Err(e)
-            if plan.current.0.kind == Kind::Tombstone
-                && e.kind() == std::io::ErrorKind::NotFound =>
+            if deleting
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
         {
-            brick.root.join(path.as_str())
+            (brick.root.join(path.as_str()), false)
         }
         Err(e) => return Err(StoreError::io("resolve", &path, e)),
     };
@@ -405,6 +413,7 @@ fn commit(
             continue;
         }
         match src {
+            Src::Current if !on_disk => {}
             Src::Current => {
                 std::fs::copy(&real, &dest)
                     .map_err(|x| StoreError::io("keep sibling", &path, x))?;
@@ -424,7 +433,8 @@ fn commit(
     // 2. Versions this change loses go to the trash (see `trash`): the
     //    replaced or deleted current file, and the losers of a resolved
     //    split-brain. Content is linked before the brick path changes.
-    let kept = keep_losers(brick, &plan, old.as_ref(), &old_sibs, &real, &sib_dir);
+    let cur_old = old.as_ref().filter(|_| on_disk);
+    let kept = keep_losers(brick, &plan, cur_old, &old_sibs, &real, &sib_dir);
     // 3. The brick path gets the current version.
     let (cur, cur_src) = &plan.current;
     match (cur.kind, cur_src) {
@@ -463,7 +473,8 @@ fn commit(
             files::place_symlink(&files::tmp_dir(&brick.root), &target, &real, cur.mtime_ns)
                 .map_err(|e| StoreError::io("symlink", &path, e))?;
         }
-        (Kind::Tombstone, _) => remove_for_tombstone(conn, &real, &path)?,
+        (Kind::Tombstone, _) if on_disk => remove_for_tombstone(conn, &real, &path)?,
+        (Kind::Tombstone, _) => {}
     }
     crate::failpoint::hit("store-after-rename");
     // 4. One transaction: entry, chunk index, siblings, trash, pending, seq.
@@ -737,5 +748,14 @@ mod tests {
         t2.vv = VersionVector::from_entries([(7, 4)]);
         apply(&b, t2);
         assert!(d.path().join("plain").is_file());
+
+        // Below a symlink (to a directory outside): nothing is touched.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("victim"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("link")).unwrap();
+        let mut t3 = Entry::tombstone(RelPath::new("link/victim").unwrap(), uuid::Uuid::nil());
+        t3.vv = VersionVector::from_entries([(7, 5)]);
+        apply(&b, t3);
+        assert!(outside.path().join("victim").is_file());
     }
 }
