@@ -49,6 +49,21 @@ pub enum Command {
     /// Fault injection and robustness drills (for testing).
     #[command(subcommand, hide = true)]
     Debug(DebugCmd),
+    /// Wait until every change made in a mounted folder is stored on the
+    /// volume's bricks; exit 0 then, non-zero with what is missing on timeout.
+    Wait(WaitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// A mounted folder, or a directory inside one.
+    pub dir: PathBuf,
+    /// Bricks that must hold every change (default: all bricks of the volume).
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    /// Give up after this long: 30s, 5m, 1h30m or seconds.
+    #[arg(long, default_value = "60s")]
+    pub timeout: String,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ mod mount_cmd;
 mod pool_cmd;
 mod trash_cmd;
 mod volume_cmd;
+mod wait_cmd;
 
 use std::process::ExitCode;
 
@@ -100,6 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Demo(a) => demo::run(a).await,
         Command::Bench(a) => bench::run(a, json).await,
         Command::Debug(c) => pool_cmd::debug(c, &state, json).await,
+        Command::Wait(a) => wait_cmd::run(a, &state, json).await,
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::mounts::{three_mounts, wait_content, wait_gone};
-use crate::support::wait_until;
+use crate::support::{read, wait_until};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -206,4 +206,95 @@ fn trash_expires_after_its_retention_and_can_be_turned_off() {
         .cli(&["volume", "set", "v", "features.trash", "maybe"])
         .fails();
     assert!(!Path::new(&c.brick("v", 1)).join("f").exists());
+}
+
+/// `gsync wait --replicas 3` returns only once the change is on all three
+/// bricks (checked on the brick directories the moment it returns); with
+/// a brick cut off it times out naming that brick and the path, while
+/// `--replicas 2` still succeeds.
+#[test]
+fn wait_returns_only_once_changes_are_on_the_bricks() {
+    let (c, m) = three_mounts();
+    let m1 = &m[0];
+    let m1s = m1.to_string_lossy().into_owned();
+    for round in 0..5 {
+        let f = format!("r{round}.conf");
+        std::fs::write(m1.join(&f), format!("round {round}\n")).unwrap();
+        std::fs::write(m1.join("shared.conf"), format!("shared {round}\n")).unwrap();
+        if round > 0 {
+            std::fs::remove_file(m1.join(format!("r{}.conf", round - 1))).unwrap();
+        }
+        c.node(1)
+            .cli(&["wait", &m1s, "--replicas", "3", "--timeout", "120s"])
+            .ok();
+        for i in 1..=3 {
+            let b = c.brick("v", i);
+            assert_eq!(
+                std::fs::read_to_string(b.join(&f)).unwrap_or_default(),
+                format!("round {round}\n"),
+                "brick {i} lacks {f} after wait returned"
+            );
+            assert_eq!(
+                std::fs::read_to_string(b.join("shared.conf")).unwrap_or_default(),
+                format!("shared {round}\n"),
+                "brick {i} lacks the overwrite after wait returned"
+            );
+            if round > 0 {
+                assert!(
+                    !b.join(format!("r{}.conf", round - 1)).exists(),
+                    "brick {i} still has the deleted file after wait returned"
+                );
+            }
+        }
+    }
+
+    // Brick 3 cut off from both others.
+    c.partition(1, 3);
+    c.partition(2, 3);
+    std::fs::write(m1.join("late.conf"), "late\n").unwrap();
+    let r = c.node(1).cli(&["wait", &m1s, "--timeout", "4s"]).fails();
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    let b3 = crate::support::heal::brick_name(&c, "v", 3);
+    assert!(r.stderr.contains(&b3), "{}", r.stderr);
+    assert!(r.stderr.contains("timed out"), "{}", r.stderr);
+    c.node(1)
+        .cli(&["wait", &m1s, "--replicas", "3", "--timeout", "3s"])
+        .fails();
+    c.node(1)
+        .cli(&["wait", &m1s, "--replicas", "2", "--timeout", "120s"])
+        .ok();
+    for i in 1..=2 {
+        assert_eq!(
+            std::fs::read_to_string(c.brick("v", i).join("late.conf")).unwrap_or_default(),
+            "late\n"
+        );
+    }
+    // A wait started while brick 3 is cut off is still waiting seconds
+    // later, and returns once the network heals, with the file there.
+    let mut waiting = std::process::Command::new(crate::support::bin())
+        .args(["wait", &m1s, "--replicas", "3", "--timeout", "180s"])
+        .env("GSYNC_STATE_DIR", &c.node(1).state)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "wait returned while brick 3 was cut off"
+    );
+    assert!(!c.brick("v", 3).join("late.conf").exists());
+    c.heal_network();
+    let st = waiting.wait().unwrap();
+    assert!(st.success(), "wait failed after the network healed");
+    assert_eq!(read(&c.brick("v", 3).join("late.conf")), "late\n");
+
+    // Bad input: one line, non-zero.
+    c.node(1).cli(&["wait", "/nonexistent/dir"]).fails();
+    c.node(1).cli(&["wait", &m1s, "--replicas", "4"]).fails();
+    c.node(1)
+        .cli(&["wait", &m1s, "--timeout", "soonish"])
+        .fails();
+    let outside = c.path("not-a-mount");
+    std::fs::create_dir_all(&outside).unwrap();
+    c.node(1).cli(&["wait", &outside.to_string_lossy()]).fails();
+    c.assert_no_panics();
 }

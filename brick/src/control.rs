@@ -222,6 +222,14 @@ pub enum CtlRequest {
         /// Content hash prefix of the version (newest when absent).
         version: Option<String>,
     },
+    /// `gsync wait DIR`: one check of whether every change in DIR is
+    /// stored on `replicas` bricks (the CLI repeats it until its timeout).
+    WaitCheck {
+        /// A mounted folder or a directory inside one.
+        dir: String,
+        /// Bricks that must hold every change (default: all of the volume).
+        replicas: Option<u32>,
+    },
 }
 
 /// The daemon's answer.

@@ -238,7 +238,20 @@ pub enum Request {
         /// Most entries to return.
         limit: u32,
     },
+    /// The version vectors a brick holds for paths (`gsync wait`),
+    /// answered with [`Response::Versions`]; at most [`MAX_VERSION_PATHS`].
+    Versions {
+        /// Volume id.
+        volume: Uuid,
+        /// Brick replica id.
+        brick: u64,
+        /// Paths.
+        paths: Vec<RelPath>,
+    },
 }
+
+/// Most paths in one [`Request::Versions`].
+pub const MAX_VERSION_PATHS: usize = 2000;
 
 /// Heal operations sent to a brick's node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -358,6 +371,9 @@ pub enum Response {
         /// earlier answer mean nothing here.
         incarnation: u64,
     },
+    /// Answer to [`Request::Versions`]: per path, in order, the vector of
+    /// the brick's current version (`None`: the brick has no record).
+    Versions(Vec<Option<VersionVector>>),
 }
 
 impl Response {

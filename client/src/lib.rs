@@ -18,6 +18,7 @@ pub mod local;
 mod remote;
 pub mod spec;
 mod sync;
+pub mod wait;
 mod watch;
 
 use std::collections::HashMap;
@@ -132,6 +133,7 @@ impl AgentHost {
             }
             CtlRequest::Umount { dir } => self.umount(dir),
             CtlRequest::MountList => ok(self.list()),
+            CtlRequest::WaitCheck { dir, replicas } => self.wait_check(dir, *replicas).await,
             _ => return None,
         })
     }

@@ -23,6 +23,7 @@ pub fn check(node: &Node, peer: Uuid, req: &Request) -> Option<Response> {
         Request::Offer(o) if o.write.is_some() => (o.volume, false),
         Request::Changes { volume, .. } | Request::ReadChunks { volume, .. } => (*volume, false),
         Request::Stat { volume, .. } => (*volume, true),
+        Request::Versions { volume, .. } => (*volume, true),
         _ => return None,
     };
     let cfg = node.config();

@@ -175,6 +175,27 @@ where
             }
             Response::SplitBrain(out)
         }
+        Request::Versions {
+            volume,
+            brick,
+            paths,
+        } if paths.len() <= crate::proto::MAX_VERSION_PATHS => {
+            match brick_of(node, volume, brick) {
+                Ok(b) => match b
+                    .with_db(move |_, c| -> Result<Vec<_>, super::StoreError> {
+                        paths
+                            .iter()
+                            .map(|p| Ok(Brick::load(c, p)?.map(|(e, _)| e.vv)))
+                            .collect()
+                    })
+                    .await
+                {
+                    Ok(v) => Response::Versions(v),
+                    Err(e) => Response::error(code::INTERNAL, e.to_string()),
+                },
+                Err(r) => r,
+            }
+        }
         Request::Heal { volume, op } => match crate::replicate::heal_op(node, &volume, op).await {
             Ok(()) => Response::Ok,
             Err(e) => Response::error(code::REFUSED, e),
