@@ -582,6 +582,84 @@ mod tests {
         e
     }
 
+    /// Disk use under `dir` (allocated blocks), recursively.
+    fn du(dir: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let m = e.metadata().unwrap();
+            n += if m.is_dir() {
+                du(&e.path())
+            } else {
+                m.blocks() * 512
+            };
+        }
+        n
+    }
+
+    /// 10,000 overwrites of 4 KiB files (1,000 files, 10 versions each)
+    /// through the brick's commit path, with and without the trash:
+    /// prints the time and the disk used. Run with
+    /// `cargo test --release -p gsync-brick trash_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn trash_cost() {
+        for on in [false, true] {
+            let d = tempfile::tempdir().unwrap();
+            let b = Brick::open(
+                d.path(),
+                uuid::Uuid::new_v4(),
+                "v",
+                1,
+                uuid::Uuid::new_v4(),
+                vec![2],
+            )
+            .unwrap();
+            b.trash.enabled.store(on, Ordering::Relaxed);
+            let start = std::time::Instant::now();
+            for i in 0..10_000u32 {
+                let mut data = vec![0u8; 4096];
+                for (k, c) in data.chunks_mut(32).enumerate() {
+                    c.copy_from_slice(
+                        blake3::hash(&[i.to_le_bytes(), (k as u32).to_le_bytes()].concat())
+                            .as_bytes(),
+                    );
+                }
+                let hash = *blake3::hash(&data).as_bytes();
+                let mut e = file(0);
+                e.path = RelPath::new(&format!("d/f{}", i % 1000)).unwrap();
+                e.hash = hash;
+                e.size = 4096;
+                e.mode = 0o644;
+                let vv = VersionVector::from_entries([(1, u64::from(i) + 1)]);
+                set_vv(&mut e, vv);
+                let chunks = vec![ChunkRef { hash, len: 4096 }];
+                let (t, mut f) = TempFile::create(&files::tmp_dir(d.path())).unwrap();
+                std::io::Write::write_all(&mut f, &data).unwrap();
+                f.sync_all().unwrap();
+                let plan = Plan {
+                    current: (e.clone(), Src::Incoming),
+                    siblings: Vec::new(),
+                    diverged: false,
+                };
+                b.with_db_sync(|c| {
+                    super::super::apply::commit_local(&b, c, plan, e, chunks, Some(t)).unwrap()
+                });
+            }
+            let took = start.elapsed();
+            let trash = du(&dir(d.path()));
+            let total = du(d.path());
+            eprintln!(
+                "trash {}: 10000 overwrites of 4 KiB in {:.2}s ({:.0}/s); brick dir {} KiB, of which trash {} KiB",
+                if on { "on " } else { "off" },
+                took.as_secs_f64(),
+                10_000.0 / took.as_secs_f64(),
+                total / 1024,
+                trash / 1024
+            );
+        }
+    }
+
     #[test]
     fn what_is_kept() {
         let tomb = Entry::tombstone(RelPath::new("a").unwrap(), uuid::Uuid::nil());
