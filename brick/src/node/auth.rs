@@ -21,7 +21,9 @@ use crate::proto::{code, Request, Response};
 pub fn check(node: &Node, peer: Uuid, req: &Request) -> Option<Response> {
     let (volume, stat) = match req {
         Request::Offer(o) if o.write.is_some() => (o.volume, false),
-        Request::Changes { volume, .. } | Request::ReadChunks { volume, .. } => (*volume, false),
+        Request::Changes { volume, .. }
+        | Request::Feed { volume, .. }
+        | Request::ReadChunks { volume, .. } => (*volume, false),
         Request::Stat { volume, .. } => (*volume, true),
         Request::Versions { volume, .. } => (*volume, true),
         _ => return None,
