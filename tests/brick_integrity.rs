@@ -276,11 +276,11 @@ fn auth_allow_is_enforced_on_every_mount_request() {
             "an excluded mount pushed c.txt to brick {i}"
         );
     }
+    // The refusal is what the user sees in `gsync mount`.
+    let state = c.node(2).cli(&["mount"]).stdout;
     assert!(
-        c.node(2)
-            .log()
-            .contains("not allowed to mount v (auth.allow)"),
-        "the refusal reaches the agent"
+        state.contains("not allowed to mount v (auth.allow)"),
+        "the refusal reaches the mount's state: {state}"
     );
 
     c.node(1).cli(&["volume", "reset", "v", "auth.allow"]).ok();
