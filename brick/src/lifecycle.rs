@@ -222,18 +222,25 @@ mod tests {
         assert!(root.join(RESERVED).join(MARKER).exists());
     }
 
-    #[tokio::test]
+    /// Runs on tokio's paused clock: the pacing is exact, not a timing guess.
+    #[tokio::test(start_paused = true)]
     async fn rate_limit_paces_bytes() {
         let l = RateLimit::default();
         let t0 = tokio::time::Instant::now();
         for _ in 0..10 {
             l.take(100_000, 1_000_000).await;
         }
-        // 1 MB at 1 MB/s: about 1 s, less the burst.
-        let secs = t0.elapsed().as_secs_f64();
-        assert!((0.6..=1.5).contains(&secs), "{secs}");
+        // 1 MB at 1 MB/s is 1 s of sending; the bucket may start BURST in
+        // the past and run BURST ahead, so the caller waits 1 s - 2 BURST.
+        assert_eq!(t0.elapsed(), Duration::from_secs(1) - 2 * BURST);
+        // The next 1 MB at the same rate waits its full second less the
+        // burst it may run ahead.
         let t1 = tokio::time::Instant::now();
+        l.take(1_000_000, 1_000_000).await;
+        assert_eq!(t1.elapsed(), Duration::from_secs(1));
+        // No limit never waits.
+        let t2 = tokio::time::Instant::now();
         l.take(1 << 20, 0).await;
-        assert!(t1.elapsed() < Duration::from_millis(50));
+        assert_eq!(t2.elapsed(), Duration::ZERO);
     }
 }
