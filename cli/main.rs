@@ -12,6 +12,7 @@ mod daemon;
 mod demo;
 mod guard_cmd;
 mod heal_cmd;
+mod history_cmd;
 mod mount_cmd;
 mod pool_cmd;
 mod trash_cmd;

@@ -26,6 +26,7 @@ pub mod lifecycle;
 pub mod net;
 pub mod node;
 pub mod options;
+pub mod outage;
 pub mod path;
 pub mod pool;
 pub mod proto;

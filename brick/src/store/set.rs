@@ -186,6 +186,7 @@ impl BrickSet {
                         });
                     }
                     crate::replicate::spawn(node, &brick, &token);
+                    crate::outage::spawn(node, &brick, &token);
                     tracing::info!(brick = %b.path, volume = %v.name, "brick started");
                     unserved.remove(&id);
                     served.insert(id, Served { brick, token });
