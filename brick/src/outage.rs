@@ -59,7 +59,8 @@ pub struct OutageRecord {
     pub end: Option<u64>,
     /// Paths the recording brick changed during it, with their state now.
     pub paths: Vec<PathState>,
-    /// Changed paths beyond [`MAX_PATHS`], not listed.
+    /// Changes beyond [`MAX_PATHS`] paths, not listed (a path changed
+    /// again after it was counted counts again).
     pub more: u64,
 }
 
@@ -110,7 +111,8 @@ pub fn ensure_schema(conn: &Connection) -> rusqlite::Result<()> {
             start INTEGER NOT NULL,
             end_at INTEGER,
             seq0 INTEGER NOT NULL,
-            more INTEGER NOT NULL DEFAULT 0
+            more INTEGER NOT NULL DEFAULT 0,
+            seen INTEGER NOT NULL DEFAULT 0
         );
         CREATE TABLE IF NOT EXISTS outage_paths (
             outage INTEGER NOT NULL,
@@ -173,27 +175,26 @@ fn close(conn: &Connection, peer: u64, end: u64) -> Result<(), StoreError> {
 pub fn collect(conn: &Connection, peer: u64, nodes: &HashMap<u64, Uuid>) -> Result<(), StoreError> {
     let row: Option<(i64, i64)> = conn
         .query_row(
-            "SELECT id, seq0 FROM outages WHERE peer = ?1 AND (end_at IS NULL OR end_at >= ?2)
+            "SELECT id, MAX(seq0, seen) FROM outages WHERE peer = ?1 AND (end_at IS NULL OR end_at >= ?2)
              ORDER BY id DESC LIMIT 1",
             params![peer as i64, now_secs() as i64 - 60],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let Some((id, seq0)) = row else {
+    let Some((id, after)) = row else {
         return Ok(());
     };
-    let mut have: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM outage_paths WHERE outage = ?1",
-        params![id],
-        |r| r.get(0),
-    )?;
-    let fresh: Vec<String> = {
+    // Rows are looked at once: `seen` is the highest sequence examined (a
+    // path changed again gets a new sequence and is looked at again).
+    let fresh: Vec<(String, i64)> = {
         let mut st = conn.prepare_cached(
-            "SELECT path FROM pending WHERE peer = ?2 AND seq > ?3
-             AND path NOT IN (SELECT path FROM outage_paths WHERE outage = ?1) ORDER BY seq",
+            "SELECT path, seq FROM pending WHERE peer = ?1 AND seq > ?2 ORDER BY seq",
         )?;
-        let rows = st.query_map(params![id, peer as i64, seq0], |r| r.get(0))?;
+        let rows = st.query_map(params![peer as i64, after], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect::<Result<_, _>>()?
+    };
+    let Some(seen) = fresh.last().map(|f| f.1) else {
+        return Ok(());
     };
     let other: Vec<Uuid> = {
         let mut st = conn.prepare_cached(
@@ -206,8 +207,13 @@ pub fn collect(conn: &Connection, peer: u64, nodes: &HashMap<u64, Uuid>) -> Resu
             .filter_map(|p| nodes.get(&(p as u64)).copied())
             .collect()
     };
+    let mut have: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM outage_paths WHERE outage = ?1",
+        params![id],
+        |r| r.get(0),
+    )?;
     let mut rest = 0i64;
-    for path in fresh {
+    for (path, _) in fresh {
         let Ok(rel) = crate::RelPath::new(&path) else {
             continue;
         };
@@ -216,18 +222,17 @@ pub fn collect(conn: &Connection, peer: u64, nodes: &HashMap<u64, Uuid>) -> Resu
             continue;
         }
         if have < MAX_PATHS {
-            conn.execute(
+            have += conn.execute(
                 "INSERT OR IGNORE INTO outage_paths (outage, path) VALUES (?1, ?2)",
                 params![id, path],
-            )?;
-            have += 1;
+            )? as i64;
         } else {
             rest += 1;
         }
     }
     conn.execute(
-        "UPDATE outages SET more = MAX(more, ?2) WHERE id = ?1",
-        params![id, rest],
+        "UPDATE outages SET more = more + ?2, seen = ?3 WHERE id = ?1",
+        params![id, rest, seen],
     )?;
     Ok(())
 }
