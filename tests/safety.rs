@@ -342,10 +342,15 @@ fn mass_delete_is_held_until_accepted_or_reverted() {
     c.node(1).cli(&["revert-deletes", &m1s]).fails();
 
     // The mistake.
+    let t0 = std::time::Instant::now();
     std::fs::remove_dir_all(m1.join("site")).unwrap();
     wait_until(T, "deletions held", || {
         mount_row(&c, 1, m1)["held_deletes"].as_u64() == Some(301)
     });
+    println!(
+        "GUARD-FIGURES: rm -rf of 300 files shown held after {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
     let state = crate::support::mounts::mount_list(&c, 1);
     assert!(
         state.contains("held: 301 deletions (mass-delete guard)"),
@@ -387,12 +392,17 @@ fn mass_delete_is_held_until_accepted_or_reverted() {
     assert_eq!(count_files(&m2.join("site")), 300);
 
     // Put back from the volume.
+    let t0 = std::time::Instant::now();
     let r = c
         .node(1)
         .cli(&["--json", "revert-deletes", &m1s])
         .ok()
         .json();
     assert_eq!(r["deletions"], 301, "{r}");
+    println!(
+        "GUARD-FIGURES: revert-deletes put back 301 paths in {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
     for k in [0, 150, 299] {
         assert_eq!(read(&m1.join(format!("site/f{k:03}"))), format!("{k}\n"));
     }
@@ -407,12 +417,17 @@ fn mass_delete_is_held_until_accepted_or_reverted() {
     wait_until(T, "deletions held again", || {
         mount_row(&c, 1, m1)["held_deletes"].as_u64() == Some(301)
     });
+    let t0 = std::time::Instant::now();
     let out = c.node(1).cli(&["accept-deletes", &m1s]).ok().stdout;
     assert!(out.contains("301 held deletions"), "{out}");
     for d in [m2, m3] {
         wait_gone(d, "site", T);
         assert_eq!(read(&d.join("keep.txt")), "edited while held\n");
     }
+    println!(
+        "GUARD-FIGURES: accepted deletions gone from the other mounts after {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
     wait_until(T, "in sync after accepting", || {
         let row = mount_row(&c, 1, m1);
         row["held_deletes"] == 0 && row["in_sync"] == true
