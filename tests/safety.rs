@@ -463,10 +463,11 @@ fn mass_delete_is_held_until_accepted_or_reverted() {
 }
 
 /// With `cluster.mass-delete-guard off` the same `rm -rf` goes out at once;
-/// with a lower share a smaller deletion is held.
+/// with a lower share a smaller deletion is held; deletions made while the
+/// daemon was down are held too, and emptying the folder says so.
 #[test]
 fn mass_delete_guard_follows_its_option() {
-    let (c, m) = three_mounts();
+    let (mut c, m) = three_mounts();
     let [m1, m2, _] = &m;
     c.node(1)
         .cli(&["volume", "set", "v", "cluster.mass-delete-guard", "off"])
@@ -503,6 +504,26 @@ fn mass_delete_guard_follows_its_option() {
         mount_row(&c, 1, m1)["held_deletes"].as_u64() == Some(6)
     });
     assert_eq!(read(&m2.join("f0")), "x\n");
+    c.node(1).cli(&["accept-deletes", &m1s]).ok();
+    wait_gone(m2, "f0", T);
+
+    // Deletions made while the daemon was down are found by the start-up
+    // scan and judged the same way.
+    c.node_mut(1).stop();
+    for k in 6..40 {
+        std::fs::remove_file(m1.join(format!("f{k}"))).unwrap();
+    }
+    c.node_mut(1).start();
+    wait_until(T, "deletions made offline held", || {
+        mount_row(&c, 1, m1)["held_deletes"].as_u64() == Some(34)
+    });
+    assert_eq!(read(&m2.join("f39")), "x\n");
+    // Nothing is left in the folder: that is the reason given.
+    let row = mount_row(&c, 1, m1);
+    assert_eq!(
+        row["held_deletes_why"], "the mount folder is empty",
+        "{row}"
+    );
     c.assert_no_panics();
 }
 

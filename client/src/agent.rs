@@ -827,7 +827,14 @@ impl Agent {
         let mut push = Vec::new();
         let mut real = Vec::new();
         let mut files = 0u64;
-        for p in gone {
+        let root = self.root();
+        // A deleted directory takes along whatever the journal holds below
+        // it (pushing its deletion deletes them), whether or not the
+        // watcher reported each one.
+        let asked: BTreeSet<RelPath> = gone.iter().cloned().collect();
+        let mut todo: Vec<RelPath> = gone;
+        let mut seen: BTreeSet<RelPath> = asked.clone();
+        while let Some(p) = todo.pop() {
             let kind = self
                 .journal
                 .get(p.as_str())
@@ -837,12 +844,25 @@ impl Agent {
                 .filter(|k| *k != Kind::Tombstone);
             match kind {
                 Some(k) if !self.accepted.contains(&p) => {
+                    if k == Kind::Dir {
+                        for c in self.journal.paths_under(p.as_str()).unwrap_or_default() {
+                            let Ok(c) = RelPath::new(&c) else { continue };
+                            if !seen.contains(&c)
+                                && matches!(local::stat_in(&root, &c), Ok(Found::Missing))
+                            {
+                                seen.insert(c.clone());
+                                todo.push(c);
+                            }
+                        }
+                    }
                     files += u64::from(k != Kind::Dir);
                     real.push(p);
                 }
-                _ => push.push(p),
+                _ if asked.contains(&p) => push.push(p),
+                _ => {}
             }
         }
+        real.sort();
         if real.is_empty() {
             self.last_gone = 0;
             if self.held.is_empty() {
