@@ -37,6 +37,10 @@ pub const MAX_PERIODS: i64 = 100;
 pub const MAX_PATHS: i64 = 500;
 /// Resolutions kept per brick.
 pub const MAX_RESOLUTIONS: i64 = 1000;
+/// Path bytes one brick's answer carries at most: older periods beyond it
+/// are left out of the answer (they stay recorded), so the answer always
+/// fits a frame whatever the paths are like.
+pub const ANSWER_BUDGET: usize = 1 << 20;
 /// A peer must stay unreachable this long to open a period (a blip of the
 /// link is not an outage).
 const SETTLE: Duration = Duration::from_secs(1);
@@ -284,7 +288,9 @@ pub fn history(conn: &Connection, brick: u64) -> Result<BrickHistory, StoreError
                 EXISTS (SELECT 1 FROM pending p WHERE p.peer = ?2 AND p.path = o.path)
              FROM outage_paths o WHERE outage = ?1 ORDER BY path",
         )?;
-        for (id, peer, start, end, more) in rows.into_iter().rev() {
+        // Newest first, until the budget is spent.
+        let mut spent = 0;
+        for (id, peer, start, end, more) in rows {
             let ps = paths.query_map(params![id, peer], |r| {
                 Ok(PathState {
                     path: r.get(0)?,
@@ -292,15 +298,21 @@ pub fn history(conn: &Connection, brick: u64) -> Result<BrickHistory, StoreError
                     pending: r.get(2)?,
                 })
             })?;
+            let ps: Vec<PathState> = ps.collect::<Result<_, _>>()?;
+            spent += ps.iter().map(|p| p.path.len() + 8).sum::<usize>();
+            if spent > ANSWER_BUDGET && !outages.is_empty() {
+                break;
+            }
             outages.push(OutageRecord {
                 brick,
                 peer: peer as u64,
                 start: start as u64,
                 end: end.map(|e| e as u64),
-                paths: ps.collect::<Result<_, _>>()?,
+                paths: ps,
                 more: more as u64,
             });
         }
+        outages.reverse();
     }
     let mut st = conn.prepare_cached(
         "SELECT path, at, how, winner, losers FROM resolutions ORDER BY id DESC LIMIT ?1",
@@ -533,7 +545,35 @@ mod tests {
             )
             .unwrap();
         }
+        // Periods with long paths: the answer keeps to its budget, newest
+        // first, and the records stay.
+        let deep = vec!["d".repeat(250); 15].join("/");
+        for period in 0..3u64 {
+            open(&mut c, 2, 2000 + period, 5000 * (period + 1)).unwrap();
+            for k in 0..300 {
+                change(
+                    &c,
+                    2,
+                    &format!("{deep}/{k}"),
+                    5000 * (period + 1) + k + 1,
+                    HERE,
+                );
+            }
+            collect(&c, 2, &nodes()).unwrap();
+            close(&c, 2, 2000 + period).unwrap();
+        }
         let h = history(&c, 1).unwrap();
+        let last = h.outages.last().unwrap();
+        assert_eq!((last.start, last.paths.len()), (2002, 300));
+        assert!(
+            h.outages.iter().all(|o| o.start >= 2002),
+            "{}",
+            h.outages.len()
+        );
+        let kept: i64 = c
+            .query_row("SELECT COUNT(*) FROM outages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, MAX_PERIODS);
         assert_eq!(h.resolutions.len() as i64, MAX_RESOLUTIONS);
         assert_eq!(h.resolutions[0].path, "r3");
         assert_eq!(h.resolutions[0].losers, vec!["bbbbbbbbbbbb".to_string()]);
