@@ -524,6 +524,27 @@ fn mass_delete_guard_follows_its_option() {
         row["held_deletes_why"], "the mount folder is empty",
         "{row}"
     );
+
+    // A read-only mount pushes no deletion: what is deleted there comes
+    // back from the volume, never held.
+    let ro = c.path("ro");
+    let ro_s = ro.to_string_lossy().into_owned();
+    c.node(2)
+        .cli(&[
+            "mount",
+            "--read-only",
+            &format!("{}:/v", c.node(2).ip),
+            &ro_s,
+        ])
+        .ok();
+    wait_content(&ro, "f39", "x\n", T);
+    for k in 6..40 {
+        std::fs::remove_file(ro.join(format!("f{k}"))).unwrap();
+    }
+    for k in 6..40 {
+        wait_content(&ro, &format!("f{k}"), "x\n", T);
+    }
+    assert_eq!(mount_row(&c, 2, &ro)["held_deletes"], 0);
     c.assert_no_panics();
 }
 

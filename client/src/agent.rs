@@ -824,6 +824,10 @@ impl Agent {
     /// held instead when [`guard::decide`] says so, or when deletions are
     /// held already (so a mistake cannot seep out a few files at a time).
     fn guard_deletions(&mut self, gone: Vec<RelPath>) -> (Vec<RelPath>, Vec<RelPath>) {
+        // A read-only mount pushes no deletion: it puts the files back.
+        if self.spec.read_only {
+            return (gone, Vec::new());
+        }
         let mut push = Vec::new();
         let mut real = Vec::new();
         let mut files = 0u64;
