@@ -716,11 +716,16 @@ fn history_lists_each_side_of_a_partition() {
     wait_until(T, "loser in the trash", || {
         versions_of(&trash_list(&c, 1, "pol.conf"), "pol.conf").contains(&hash12("short\n"))
     });
+    let t0 = std::time::Instant::now();
     let text = c
         .node(2)
         .cli(&["volume", "heal", "v", "history"])
         .ok()
         .stdout;
+    println!(
+        "HISTORY-FIGURES: heal history answered in {:.3} s:\n{text}",
+        t0.elapsed().as_secs_f64()
+    );
     for want in [
         "Outage 1:",
         "/one.conf",
