@@ -288,6 +288,14 @@ fn add_brick_fills_and_remove_brick_stops_writes_but_keeps_data() {
     wait_until(T, "heal info clean with 4 bricks", || {
         all_clean(c.node(2), "v")
     });
+    // m2 edits four.txt below: it must have the version it edits (an edit
+    // of a version not yet seen would rightly be a split-brain).
+    crate::support::heal::wait_content(
+        &m2.join("four.txt"),
+        "on four bricks\n",
+        T,
+        "m2 has four.txt",
+    );
     // Quorum follows the size: a fixed count above what would remain refuses
     // the removal until it is lowered.
     c.node(1)

@@ -52,7 +52,7 @@ pub fn spawn(node: &Arc<Node>, brick: &Arc<Brick>, token: &CancellationToken) {
     // Rows for bricks removed from the volume would never be confirmed.
     let b = brick.clone();
     node.spawn(async move {
-        let peers = b.peers.clone();
+        let peers = b.peers();
         match b
             .with_db(move |_, c| crate::lifecycle::prune_pending(c, &peers))
             .await
@@ -62,7 +62,7 @@ pub fn spawn(node: &Arc<Node>, brick: &Arc<Brick>, token: &CancellationToken) {
             Err(e) => tracing::warn!(brick = %b.root.display(), "cannot drop pending rows of removed bricks: {e}"),
         }
     });
-    for peer in brick.peers.clone() {
+    for peer in brick.peers() {
         let n = node.clone();
         let b = brick.clone();
         let t = token.clone();
@@ -577,7 +577,7 @@ pub async fn heal_op(node: &Arc<Node>, volume: &str, op: HealOp) -> Result<(), S
         match &op {
             HealOp::Index => b.publish_seq(b.seq()),
             HealOp::Full => {
-                for peer in b.peers.clone() {
+                for peer in b.peers() {
                     crate::crawl::start_full(node, &b, peer);
                 }
             }

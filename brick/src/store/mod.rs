@@ -136,8 +136,9 @@ pub struct Brick {
     pub id: u64,
     /// Node that serves it.
     pub node: Uuid,
-    /// Replica ids of the other bricks of the volume.
-    pub peers: Vec<u64>,
+    /// Replica ids of the other bricks of the volume; changed in place
+    /// when bricks are added or removed (see [`Brick::set_peers`]).
+    peers: Mutex<Vec<u64>>,
     db: Mutex<Connection>,
     seq: tokio::sync::watch::Sender<u64>,
     /// Counters.
@@ -180,6 +181,18 @@ impl Drop for PathGuard<'_> {
 }
 
 impl Brick {
+    /// Replica ids of the other bricks of the volume, as of now.
+    pub fn peers(&self) -> Vec<u64> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the peer bricks (a brick was added to or removed from the
+    /// volume). The brick stays open: its writers, change-feed waiters and
+    /// per-path locks carry on; only the replicators are restarted.
+    pub fn set_peers(&self, peers: Vec<u64>) {
+        *self.peers.lock().unwrap_or_else(|e| e.into_inner()) = peers;
+    }
+
     /// Opens the brick at `root` (which must exist), creating `.gsync/`.
     pub fn open(
         root: &Path,
@@ -209,7 +222,7 @@ impl Brick {
             volume_name: volume_name.to_string(),
             id,
             node,
-            peers,
+            peers: Mutex::new(peers),
             db: Mutex::new(conn),
             seq: tokio::sync::watch::channel(seq).0,
             counters: LiveCounters::default(),
