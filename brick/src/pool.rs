@@ -132,6 +132,9 @@ pub struct PoolConfig {
     pub members: Vec<Member>,
     /// Every volume.
     pub volumes: Vec<Volume>,
+    /// The last changes this document descends from (see `lineage`).
+    #[serde(default)]
+    pub history: Vec<crate::lineage::Stamp>,
 }
 
 /// Current stored format of [`PoolConfig`].
@@ -146,6 +149,7 @@ impl PoolConfig {
             changed_by: me.uuid,
             members: vec![me],
             volumes: Vec::new(),
+            history: Vec::new(),
         }
     }
 
@@ -191,10 +195,10 @@ impl PoolConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn member(n: u8) -> Member {
+    pub(crate) fn member(n: u8) -> Member {
         Member {
             uuid: Uuid::from_bytes([n; 16]),
             hostname: format!("127.0.0.{n}"),

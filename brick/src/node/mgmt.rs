@@ -288,6 +288,7 @@ pub(super) fn accept_probe(node: &Arc<Node>, fp: &str, probe: Probe) -> Response
     me.port = probe.port;
     let mut doc = probe.config.next(node.me.uuid);
     doc.members.push(me.clone());
+    crate::lineage::stamp(&probe.config, &mut doc);
     if let Err(e) = node.store_config(doc.clone()) {
         return Response::error(code::INTERNAL, e);
     }

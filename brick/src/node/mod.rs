@@ -256,8 +256,9 @@ impl Node {
 
     /// Makes `new` (a local change) the pool document and pushes it to the
     /// members, waiting at most [`RPC_TIMEOUT`] for them.
-    pub async fn commit_config(self: &Arc<Self>, new: PoolConfig) -> Result<(), String> {
+    pub async fn commit_config(self: &Arc<Self>, mut new: PoolConfig) -> Result<(), String> {
         let previous = self.config();
+        crate::lineage::stamp(&previous, &mut new);
         self.store_config(new.clone())?;
         let mut targets: Vec<Uuid> = new.members.iter().map(|m| m.uuid).collect();
         // Members that were removed learn it from the same push.
@@ -279,8 +280,21 @@ impl Node {
 
     /// Adopts a pool document received from a member if it is newer.
     pub fn adopt_config(self: &Arc<Self>, new: PoolConfig) -> Result<bool, String> {
-        if !new.is_newer_than(&self.config()) {
+        let current = self.config();
+        if !new.is_newer_than(&current) {
+            // A concurrent change made elsewhere loses to this document.
+            self.note_lost(&new, &current);
             return Ok(false);
+        }
+        // A change made here loses to the incoming document.
+        self.note_lost(&current, &new);
+        for v in &new.volumes {
+            let before = current
+                .volume(&v.name)
+                .map_or(&[][..], |c| &c.overridden[..]);
+            for line in v.overridden.iter().filter(|l| !before.contains(l)) {
+                tracing::warn!(volume = %v.name, "pool change lost: {line}");
+            }
         }
         if new.member(self.me.uuid).is_none() {
             tracing::warn!(by = %new.changed_by, "this node was detached from the pool");
@@ -291,6 +305,71 @@ impl Node {
         tracing::info!(version = new.version, "pool document updated");
         self.store_config(new)?;
         Ok(true)
+    }
+
+    /// Logs the changes of `loser` that `winner` lacks and records them in
+    /// the volumes they concern (a new pool document, pushed to all), so
+    /// `volume info` shows them on every member.
+    fn note_lost(self: &Arc<Self>, loser: &PoolConfig, winner: &PoolConfig) {
+        let host = |u: Uuid| {
+            winner
+                .member(u)
+                .or_else(|| loser.member(u))
+                .map_or_else(|| u.to_string(), |m| m.hostname.clone())
+        };
+        let lines: Vec<(Option<String>, String)> = crate::lineage::lost(loser, winner)
+            .into_iter()
+            .map(|s| {
+                let line = crate::lineage::note(s, &host(s.by), winner, &host(winner.changed_by));
+                (s.volume.clone(), line)
+            })
+            .collect();
+        let mut record = Vec::new();
+        for (volume, line) in lines {
+            let known = volume
+                .as_deref()
+                .and_then(|v| winner.volume(v))
+                .is_some_and(|v| v.overridden.contains(&line));
+            if known {
+                continue;
+            }
+            tracing::warn!(
+                volume = volume.as_deref().unwrap_or("-"),
+                "pool change lost: {line}"
+            );
+            if let Some(v) = volume {
+                record.push((v, line));
+            }
+        }
+        if record.is_empty() {
+            return;
+        }
+        let node = self.clone();
+        let after = (winner.version, winner.changed_by);
+        self.spawn(async move {
+            // Record on top of the winning document, once it is stored here.
+            let mut waited = 0;
+            while {
+                let c = node.config();
+                (c.version, c.changed_by) < after
+            } {
+                if waited == 40 {
+                    return;
+                }
+                waited += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let mut doc = node.config().next(node.me.uuid);
+            let mut changed = false;
+            for (v, line) in &record {
+                changed |= crate::lineage::record(&mut doc, v, line);
+            }
+            if changed {
+                if let Err(e) = node.commit_config(doc).await {
+                    tracing::warn!("cannot record a lost pool change: {e}");
+                }
+            }
+        });
     }
 
     fn store_config(self: &Arc<Self>, new: PoolConfig) -> Result<(), String> {
