@@ -292,3 +292,189 @@ fn auth_allow_is_enforced_on_every_mount_request() {
     });
     c.assert_no_panics();
 }
+
+/// `volume create NAME replica N` over `bricks` on node `from`.
+fn create_args(name: &str, replica: usize, bricks: &[String]) -> Vec<String> {
+    let mut a: Vec<String> = ["volume", "create", name, "replica"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.push(replica.to_string());
+    a.extend(bricks.iter().cloned());
+    a.push("force".into());
+    a
+}
+
+fn cli_owned(n: &crate::support::Node, args: &[String]) -> crate::support::Run {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    n.cli(&a)
+}
+
+/// Plants, in node `i`'s stored pool document (node stopped), what an
+/// older version could have stored: a started volume far over the limits
+/// with its bricks on node `i`, and a volume this version cannot read.
+fn plant_bad_volumes(c: &Cluster, i: usize) {
+    let db = rusqlite::Connection::open(c.node(i).state.join("node.db")).unwrap();
+    let doc: String = db
+        .query_row("SELECT doc FROM pool WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let v = doc["volumes"][0].clone();
+    let node = v["bricks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["host"] == c.node(i).ip.as_str())
+        .unwrap()["node"]
+        .clone();
+    let mut huge = v.clone();
+    huge["name"] = "huge".into();
+    huge["id"] = "6f1e2d3c-0000-4000-8000-000000000001".into();
+    huge["replica"] = 40.into();
+    huge["bricks"] = (0..40u64)
+        .map(|k| {
+            serde_json::json!({
+                "id": 1000 + 2 * k + 1,
+                "node": node,
+                "host": c.node(i).ip,
+                "path": c.path(&format!("huge/b{k}")).to_string_lossy(),
+            })
+        })
+        .collect();
+    let vols = doc["volumes"].as_array_mut().unwrap();
+    vols.push(huge);
+    vols.push(serde_json::json!({"name": "garbled", "replica": "lots"}));
+    db.execute(
+        "UPDATE pool SET doc = ?1 WHERE id = 1",
+        [serde_json::to_string(&doc).unwrap()],
+    )
+    .unwrap();
+}
+
+/// Defect 6: the replica count and the bricks per node are bounded when a
+/// volume is defined (`volume create`, `add-brick`), with one line each,
+/// before anything is resolved or created; and a stored volume over the
+/// limits, or unreadable, is skipped with a log line when the daemon
+/// starts, which then serves every other volume.
+#[test]
+fn volumes_are_bounded_and_a_bad_stored_volume_never_stops_a_daemon() {
+    let mut c = cluster3();
+    let pid = c.node(1).pid().unwrap();
+    let rss = |pid: u32| crate::support::replication::proc_kib(pid, "VmRSS").unwrap_or(0);
+    let before = rss(pid);
+
+    let bricks: Vec<String> = (0..20_000)
+        .map(|k| {
+            format!(
+                "{}:{}",
+                c.node(1 + k % 3).ip,
+                c.path(&format!("many/b{k}")).display()
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let r = cli_owned(c.node(1), &create_args("many", 20_000, &bricks)).fails();
+    let took = started.elapsed();
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("replica count 20000 is above the limit of 32"),
+        "{}",
+        r.stderr
+    );
+    assert!(!c.path("many").exists(), "nothing may be created");
+    let after = rss(pid);
+    println!(
+        "volume create many replica 20000: refused in {took:?}; daemon RSS {before} KiB before, {after} KiB after"
+    );
+    assert!(
+        after < before + 256 * 1024,
+        "the daemon grew from {before} to {after} KiB"
+    );
+
+    // Nine bricks of one volume on one node.
+    let nine: Vec<String> = (0..9)
+        .map(|k| {
+            format!(
+                "{}:{}",
+                c.node(1).ip,
+                c.path(&format!("nine/b{k}")).display()
+            )
+        })
+        .collect();
+    let r = cli_owned(c.node(1), &create_args("nine", 9, &nine)).fails();
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{} would hold 9 bricks of volume nine: at most 8 bricks of one volume per node",
+            c.node(1).ip
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(!c.path("nine").exists());
+
+    // add-brick: over the replica limit, and over the per-node limit.
+    let more: Vec<String> = (0..30)
+        .map(|k| {
+            format!(
+                "{}:{}",
+                c.node(2).ip,
+                c.path(&format!("more/b{k}")).display()
+            )
+        })
+        .collect();
+    let mut a: Vec<String> = ["volume", "add-brick", "v", "replica", "33"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.extend(more[..30].iter().cloned());
+    let r = cli_owned(c.node(1), &a).fails();
+    assert!(
+        r.stderr
+            .contains("replica count 33 is above the limit of 32"),
+        "{}",
+        r.stderr
+    );
+    let mut a: Vec<String> = ["volume", "add-brick", "v", "replica", "11", "force"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.splice(5..5, more[..8].iter().cloned());
+    let r = cli_owned(c.node(1), &a).fails();
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{} would hold 9 bricks of volume v: at most 8 bricks of one volume per node",
+            c.node(2).ip
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(!c.path("more").exists());
+
+    // A stored document with a volume over the limits and one that cannot
+    // be read: the daemon starts, says so once, and serves volume v.
+    c.node_mut(1).stop();
+    plant_bad_volumes(&c, 1);
+    c.node_mut(1).start();
+    c.wait_connected();
+    let log = c.node(1).log();
+    assert!(log.contains("volume garbled is unreadable ("), "{log}");
+    assert!(
+        log.contains("volume huge has 40 bricks, above the limit of 32; it is not served"),
+        "{log}"
+    );
+    assert!(!c.path("huge").exists(), "no brick of huge may be created");
+    let r = c.node(1).cli(&["volume", "start", "huge", "force"]).fails();
+    assert!(r.stderr.contains("above the limit of 32"), "{}", r.stderr);
+    wait_until(T, "brick 1 of v online", || status_row(&c, 1, 1).0);
+    let m1 = c.mount("v", 1);
+    std::fs::write(m1.join("after.txt"), "after\n").unwrap();
+    wait_until(T, "after.txt on brick 2", || {
+        read(&c.brick("v", 2).join("after.txt")) == "after\n"
+    });
+    let pid = c.node(1).pid().unwrap();
+    println!("daemon with a 40-brick stored volume: RSS {} KiB", rss(pid));
+    c.assert_no_panics();
+}

@@ -6,7 +6,8 @@
 //! - `path`: validated volume-relative paths; `vv`: version vectors.
 //! - `net`: node identity, TLS with pinned keys, the QUIC endpoint;
 //!   `faults`: fault injection at the endpoint's socket.
-//! - `pool`, `options`: the replicated pool document and volume options.
+//! - `pool`, `options`: the replicated pool document and volume options;
+//!   `limits`: bounds on the shape of volumes.
 //! - `control`: the CLI-to-daemon protocol over the Unix socket.
 //! - `node`: the running node (connections, management, serving).
 //! - `store`: one brick's files and metadata; `replicate`: the pending
@@ -23,6 +24,7 @@ pub mod faults;
 pub mod frame;
 pub mod heal_types;
 pub mod lifecycle;
+pub mod limits;
 pub mod net;
 pub mod node;
 pub mod options;

@@ -20,9 +20,6 @@ use crate::control::CtlReply;
 use crate::pool::{BrickDef, PoolConfig, Volume};
 use crate::proto::Request;
 
-/// Most bricks a volume may have.
-pub const MAX_REPLICA: u32 = 32;
-
 /// What a lifecycle command changed (its `--json` answer).
 #[derive(Debug, Serialize)]
 struct Changed {
@@ -318,21 +315,27 @@ pub(super) async fn add_brick(
             bricks.len()
         ));
     }
-    if replica > MAX_REPLICA {
-        return CtlReply::fail(format!(
-            "replica count {replica} is above the limit of {MAX_REPLICA}"
-        ));
+    if let Err(e) = crate::limits::check_replica(want) {
+        return CtlReply::fail(e);
     }
-    let mut defs: Vec<BrickDef> = Vec::new();
-    let mut next_index = v.bricks.len();
+    let mut targets: Vec<Target> = Vec::new();
     for b in bricks {
         let t = match parse_brick(node, &cfg, b).await {
             Ok(t) => t,
             Err(e) => return CtlReply::fail(e),
         };
-        if defs.iter().any(|d| d.node == t.node && d.path == t.path) {
+        if targets.iter().any(|d| d.node == t.node && d.path == t.path) {
             return CtlReply::fail(format!("Found duplicate exports {}:{}", t.host, t.path));
         }
+        targets.push(t);
+    }
+    let placed: Vec<(Uuid, &str)> = targets.iter().map(|t| (t.node, t.host.as_str())).collect();
+    if let Err(e) = crate::limits::check_placement(&cfg, name, &v.bricks, &placed) {
+        return CtlReply::fail(e);
+    }
+    let mut defs: Vec<BrickDef> = Vec::new();
+    let mut next_index = v.bricks.len();
+    for t in targets {
         if let Err(e) = prepare_new(node, &cfg, v.id, &t, force).await {
             return CtlReply::fail(e);
         }
