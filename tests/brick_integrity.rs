@@ -478,3 +478,90 @@ fn volumes_are_bounded_and_a_bad_stored_volume_never_stops_a_daemon() {
     println!("daemon with a 40-brick stored volume: RSS {} KiB", rss(pid));
     c.assert_no_panics();
 }
+
+/// Defect 5 (brick side): a brick inside a brick, a brick inside a mount
+/// or containing one, and two nested bricks of one command are refused
+/// with one line naming both paths, by the node that owns them (the
+/// command runs on another node), judged after resolving symlinks; nothing
+/// is created.
+#[test]
+fn overlapping_bricks_are_refused() {
+    let c = cluster3();
+    let m1 = c.mount("v", 1);
+    let b1 = c.brick("v", 1);
+    let alias = c.path("alias");
+    std::os::unix::fs::symlink(&b1, &alias).unwrap();
+    let outer = c.path("outer");
+    std::fs::create_dir_all(&outer).unwrap();
+    let inner_mount = outer.join("m");
+    c.node(1)
+        .cli(&[
+            "mount",
+            &format!("{}:/v", c.node(1).ip),
+            &inner_mount.to_string_lossy(),
+        ])
+        .ok();
+    let ip1 = c.node(1).ip.clone();
+    let other = format!("{}:{}", c.node(2).ip, c.path("w2").display());
+    let b1_name = format!("{ip1}:{}", b1.display());
+    let cases: Vec<(Vec<String>, String, String)> = vec![
+        (
+            vec![format!("{ip1}:{}", b1.join("sub").display()), other.clone()],
+            "is inside the brick".into(),
+            b1_name.clone(),
+        ),
+        (
+            vec![
+                format!("{ip1}:{}", alias.join("sub").display()),
+                other.clone(),
+            ],
+            "is inside the brick".into(),
+            b1_name.clone(),
+        ),
+        (
+            vec![
+                format!("{ip1}:{}", c.path("bricks").display()),
+                other.clone(),
+            ],
+            "contains the brick".into(),
+            b1_name,
+        ),
+        (
+            vec![format!("{ip1}:{}", m1.join("b").display()), other.clone()],
+            "is inside the mount".into(),
+            m1.to_string_lossy().into_owned(),
+        ),
+        (
+            vec![format!("{ip1}:{}", outer.display()), other.clone()],
+            "contains the mount".into(),
+            inner_mount.to_string_lossy().into_owned(),
+        ),
+        (
+            vec![
+                format!("{ip1}:{}", c.path("pair").display()),
+                format!("{ip1}:{}", c.path("pair/nested").display()),
+            ],
+            "is inside the brick".into(),
+            format!("{ip1}:{}", c.path("pair").display()),
+        ),
+    ];
+    for (bricks, why, named) in cases {
+        // From node 2: node 1 judges its own paths.
+        let r = cli_owned(c.node(2), &create_args("w", 2, &bricks)).fails();
+        assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+        assert!(r.stderr.contains(&why), "{bricks:?}: {}", r.stderr);
+        assert!(r.stderr.contains(&named), "{bricks:?}: {}", r.stderr);
+        let first = bricks[0].split_once(':').unwrap().1;
+        assert!(r.stderr.contains(first), "{bricks:?}: {}", r.stderr);
+    }
+    for p in [b1.join("sub"), m1.join("b"), c.path("pair"), c.path("w2")] {
+        assert!(!p.exists(), "{} was created", p.display());
+    }
+    assert!(!c.brick("v", 2).join("sub").exists() && !c.brick("v", 2).join("b").exists());
+    let r = c.node(1).cli(&["volume", "info", "w"]);
+    assert_ne!(r.code, 0, "volume w was defined");
+    // Beside them is fine.
+    let ok = vec![format!("{ip1}:{}", c.path("beside").display()), other];
+    cli_owned(c.node(2), &create_args("w", 2, &ok)).ok();
+    c.assert_no_panics();
+}

@@ -7,7 +7,8 @@
 //! - `net`: node identity, TLS with pinned keys, the QUIC endpoint;
 //!   `faults`: fault injection at the endpoint's socket.
 //! - `pool`, `options`: the replicated pool document and volume options;
-//!   `limits`: bounds on the shape of volumes.
+//!   `limits`: bounds on the shape of volumes; `overlap`: paths that
+//!   must not nest (mounts, bricks).
 //! - `control`: the CLI-to-daemon protocol over the Unix socket.
 //! - `node`: the running node (connections, management, serving).
 //! - `store`: one brick's files and metadata; `replicate`: the pending
@@ -28,6 +29,7 @@ pub mod limits;
 pub mod net;
 pub mod node;
 pub mod options;
+pub mod overlap;
 pub mod path;
 pub mod pool;
 pub mod proto;

@@ -429,6 +429,13 @@ async fn volume_create(
             out_of_service: false,
         });
     }
+    let nested: Vec<(Uuid, &str, &str)> = defs
+        .iter()
+        .map(|d| (d.node, d.host.as_str(), d.path.as_str()))
+        .collect();
+    if let Err(e) = super::lifecycle::nested_in_command(&nested) {
+        return fail(e);
+    }
     let placed: Vec<(Uuid, &str)> = defs.iter().map(|d| (d.node, d.host.as_str())).collect();
     if let Err(e) = crate::limits::check_placement(&cfg, &name, &[], &placed) {
         return fail(e);
@@ -436,7 +443,7 @@ async fn volume_create(
     // Each brick's node checks (and creates) its directory.
     for d in &defs {
         let res = if d.node == node.me.uuid {
-            crate::store::prepare_brick_dir(std::path::Path::new(&d.path), force, vol_id)
+            super::lifecycle::prepare_local(node, &d.path, force, vol_id)
         } else {
             let req = Request::PrepareBrick {
                 path: d.path.clone(),
