@@ -33,6 +33,17 @@ fn status_row(c: &Cluster, from: usize, i: usize) -> (bool, Option<String>) {
     )
 }
 
+/// Asserts that `heal info v` names brick `i` as unserved, with why.
+#[track_caller]
+fn assert_heal_info_names_unserved(c: &Cluster, i: usize) {
+    let (out, blocks) = info(c.node(1), "v");
+    let b = blocks
+        .iter()
+        .find(|b| b.brick.ends_with(&format!("/v{i}")))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(b.status.contains("marker missing"), "{out}");
+}
+
 fn volume_id(c: &Cluster) -> String {
     let j = c
         .node(1)
@@ -84,12 +95,7 @@ fn wiped_brick_is_not_served_until_reinitialised() {
     }
     let text = c.node(1).cli(&["volume", "status", "v"]).ok().stdout;
     assert!(text.contains("marker missing"), "{text}");
-    let (out, blocks) = info(c.node(1), "v");
-    let b = blocks
-        .iter()
-        .find(|b| b.brick.ends_with("/v3"))
-        .unwrap_or_else(|| panic!("{out}"));
-    assert!(b.status.contains("marker missing"), "{out}");
+    assert_heal_info_names_unserved(&c, 3);
     assert!(
         !b3.join(".gsync").exists(),
         "nothing may be created in an unserved brick"
@@ -494,13 +500,7 @@ fn overlapping_bricks_are_refused() {
     let outer = c.path("outer");
     std::fs::create_dir_all(&outer).unwrap();
     let inner_mount = outer.join("m");
-    c.node(1)
-        .cli(&[
-            "mount",
-            &format!("{}:/v", c.node(1).ip),
-            &inner_mount.to_string_lossy(),
-        ])
-        .ok();
+    c.mount_from(1, 1, "v", &inner_mount);
     let ip1 = c.node(1).ip.clone();
     let other = format!("{}:{}", c.node(2).ip, c.path("w2").display());
     let b1_name = format!("{ip1}:{}", b1.display());
@@ -563,5 +563,121 @@ fn overlapping_bricks_are_refused() {
     // Beside them is fine.
     let ok = vec![format!("{ip1}:{}", c.path("beside").display()), other];
     cli_owned(c.node(2), &create_args("w", 2, &ok)).ok();
+    c.assert_no_panics();
+}
+
+/// Empties a brick directory in place, `.gsync/` (and its marker)
+/// included, as a disk swapped or wiped under a running daemon looks.
+fn wipe_dir(b: &std::path::Path) {
+    for e in std::fs::read_dir(b).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(&p).unwrap();
+        } else {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+}
+
+/// The `gsync mount` line of `dir` on node `i`.
+fn mount_line(c: &Cluster, i: usize, dir: &std::path::Path) -> String {
+    c.node(i)
+        .cli(&["mount"])
+        .ok()
+        .stdout
+        .lines()
+        .find(|l| l.contains(&*dir.to_string_lossy()))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Defect 3: a brick wiped while its daemon runs stops being served
+/// within a recheck; the mounts that followed it fail over and keep
+/// receiving: node 3's own mount, and a mount on node 2 that followed
+/// node 3's brick of a volume node 2 has no brick of (it is told "not
+/// served here" and moves on). `heal info` names the brick and why, and
+/// `volume reset-brick … commit force` rebuilds it in place.
+#[test]
+fn mounts_fail_over_from_a_brick_wiped_while_running() {
+    let c = cluster3();
+    // Volume w: bricks on nodes 1 and 3 only.
+    let w1 = c.path("bricks/w1");
+    let w3 = c.path("bricks/w3");
+    let wb = [
+        format!("{}:{}", c.node(1).ip, w1.display()),
+        format!("{}:{}", c.node(3).ip, w3.display()),
+    ];
+    cli_owned(c.node(1), &create_args("w", 2, &wb)).ok();
+    c.node(1).cli(&["volume", "start", "w"]).ok();
+    let m1 = c.mount("v", 1);
+    let m3 = c.mount("v", 3);
+    let mw1 = c.path("mw1");
+    c.mount_from(1, 1, "w", &mw1);
+    // Node 2 mounts w from node 3: it follows brick w3 over the network.
+    let mw2 = c.path("mw2");
+    c.mount_from(2, 3, "w", &mw2);
+    assert!(
+        mount_line(&c, 2, &mw2).contains(&format!("following {}", wb[1])),
+        "{}",
+        mount_line(&c, 2, &mw2)
+    );
+    std::fs::write(m1.join("before.txt"), "before\n").unwrap();
+    std::fs::write(mw1.join("before.txt"), "before w\n").unwrap();
+    let b3 = c.brick("v", 3);
+    wait_until(T, "before.txt on brick v3 and in m3", || {
+        read(&b3.join("before.txt")) == "before\n" && read(&m3.join("before.txt")) == "before\n"
+    });
+    wait_until(T, "before.txt in mw2", || {
+        read(&mw2.join("before.txt")) == "before w\n"
+    });
+
+    // Both bricks of node 3 are wiped under the running daemon.
+    wipe_dir(&b3);
+    wipe_dir(&w3);
+    wait_until(T, "brick v3 reported unserved", || {
+        status_row(&c, 1, 3)
+            .1
+            .is_some_and(|r| r.contains("marker missing"))
+    });
+    assert_heal_info_names_unserved(&c, 3);
+
+    // Changes made on node 1 keep reaching node 3's mount and node 2's
+    // mount of w, and their edits keep reaching node 1.
+    for (from, to, name, text) in [
+        (&m1, &m3, "during.txt", "during\n"),
+        (&mw1, &mw2, "during.txt", "during w\n"),
+        (&m3, &m1, "from3.txt", "from 3\n"),
+        (&mw2, &mw1, "from2.txt", "from 2\n"),
+    ] {
+        std::fs::write(from.join(name), text).unwrap();
+        crate::support::mounts::wait_content(to, name, text, T);
+    }
+    for (i, d) in [(3, &m3), (2, &mw2)] {
+        wait_until(T, "the mount says in sync, following node 1", || {
+            let l = mount_line(&c, i, d);
+            l.contains("in sync") && l.contains(&format!("following {}:", c.node(1).ip))
+        });
+    }
+    assert!(
+        !b3.join(".gsync").exists() && !w3.join(".gsync").exists(),
+        "nothing may be created in an unserved brick"
+    );
+
+    // reset-brick … commit force re-initialises and rebuilds it in place.
+    let name = format!("{}:{}", c.node(3).ip, b3.display());
+    let r = c.node(1).reset_brick("v", &name).ok();
+    assert!(r.stdout.contains("successful"), "{}", r.stdout);
+    wait_until(T, "brick v3 online again", || status_row(&c, 1, 3).0);
+    wait_same_tree(
+        &c.brick("v", 1),
+        &b3,
+        Duration::from_secs(60),
+        "brick v3 rebuilt",
+    );
+    std::fs::write(m1.join("after.txt"), "after\n").unwrap();
+    wait_until(T, "after.txt reaches brick v3 and m3", || {
+        read(&b3.join("after.txt")) == "after\n" && read(&m3.join("after.txt")) == "after\n"
+    });
+    wait_until(T, "heal info clean", || all_clean(c.node(1), "v"));
     c.assert_no_panics();
 }
