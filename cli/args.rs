@@ -117,7 +117,8 @@ pub enum VolumeCmd {
     Create {
         /// Volume name.
         name: String,
-        /// [replica N] [transport quic] HOST:/PATH... [force]
+        /// [replica N] [transport quic] HOST:/PATH... [force] (at most 32
+        /// bricks, 8 of them on one node, 64 bricks per node in all)
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         rest: Vec<String>,
     },
@@ -204,7 +205,8 @@ pub enum VolumeCmd {
     AddBrick {
         /// Volume name.
         name: String,
-        /// replica N HOST:/PATH... [force]
+        /// replica N HOST:/PATH... [force] (N at most 32; at most 8 bricks
+        /// of the volume on one node)
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         words: Vec<String>,
     },

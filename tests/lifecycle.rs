@@ -495,18 +495,7 @@ fn reset_brick_takes_out_of_service_and_rebuilds_in_place() {
         "mount 3 while its brick is out",
     );
     assert!(!b3.join("while-out.txt").exists());
-    let r = c
-        .node(2)
-        .cli(&[
-            "volume",
-            "reset-brick",
-            "v",
-            &name,
-            &name,
-            "commit",
-            "force",
-        ])
-        .ok();
+    let r = c.node(2).reset_brick("v", &name).ok();
     assert_eq!(
         r.stdout.trim(),
         "volume reset-brick: success: reset-brick commit force operation successful"

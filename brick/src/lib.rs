@@ -7,7 +7,9 @@
 //! - `net`: node identity, TLS with pinned keys, the QUIC endpoint;
 //!   `faults`: fault injection at the endpoint's socket.
 //! - `pool`, `options`: the replicated pool document and volume options;
-//!   `lineage`: the changes a document descends from, so none is lost silently.
+//!   `lineage`: the changes a document descends from, so none is lost silently;
+//!   `limits`: bounds on the shape of volumes; `overlap`: paths that
+//!   must not nest (mounts, bricks).
 //! - `control`: the CLI-to-daemon protocol over the Unix socket.
 //! - `node`: the running node (connections, management, serving).
 //! - `store`: one brick's files and metadata; `replicate`: the pending
@@ -24,10 +26,12 @@ pub mod faults;
 pub mod frame;
 pub mod heal_types;
 pub mod lifecycle;
+pub mod limits;
 pub mod lineage;
 pub mod net;
 pub mod node;
 pub mod options;
+pub mod overlap;
 pub mod path;
 pub mod pool;
 pub mod proto;

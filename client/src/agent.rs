@@ -113,7 +113,14 @@ pub(crate) struct Agent {
     /// The last push failure of each failing path: a failure repeated on
     /// every retry is logged once, not twice a second.
     failures: HashMap<RelPath, String>,
+    /// Bricks whose node answered that it does not serve them (a wiped
+    /// brick without its marker), and when: not followed for a while.
+    unserved: HashMap<u64, Instant>,
 }
+
+/// How long a brick that answered "not served here" is passed over before
+/// it is tried again.
+const UNSERVED_RETRY: Duration = Duration::from_secs(10);
 
 struct Feed {
     target: Target,
@@ -144,6 +151,7 @@ impl Agent {
             remarks: Mutex::new(Vec::new()),
             rewalk: Vec::new(),
             failures: HashMap::new(),
+            unserved: HashMap::new(),
         }
     }
 
@@ -180,6 +188,10 @@ impl Agent {
                 self.node.bricks.get(b.id).is_some()
             } else {
                 self.node.is_connected(b.node)
+                    && self
+                        .unserved
+                        .get(&b.id)
+                        .is_none_or(|at| at.elapsed() >= UNSERVED_RETRY)
             };
             up.then(|| Target {
                 volume: v.id,
@@ -316,6 +328,15 @@ impl Agent {
                                 s.caught_up = false;
                                 s.resync = Some(why);
                             });
+                        }
+                        Some(FeedEvent::NotServed(why)) => {
+                            // Fail over: the next turn picks another brick.
+                            tracing::warn!(mount = %self.spec.dir.display(), "brick not served ({why}); following another brick");
+                            if let Some(f) = feed.take() {
+                                self.unserved.insert(f.target.brick, Instant::now());
+                                f.token.cancel();
+                            }
+                            continue;
                         }
                         Some(FeedEvent::Trouble(e)) => {
                             tracing::warn!(mount = %self.spec.dir.display(), brick = ?feed.as_ref().map(|f| &f.target.name), "brick does not serve this mount: {e}");

@@ -168,7 +168,7 @@ impl AgentHost {
         }
         // Overlaps are judged on the real path (symlinks and `..` resolved),
         // before anything is created.
-        let real = real_path(&dir);
+        let real = gsync_brick::overlap::real_path(&dir);
         let mounts: Vec<PathBuf> = self
             .running
             .lock()
@@ -182,9 +182,14 @@ impl AgentHost {
             .iter()
             .flat_map(|v| v.bricks.iter())
             .filter(|b| b.node == self.node.me.uuid)
-            .map(|b| (b.name(), real_path(Path::new(&b.path))))
+            .map(|b| {
+                (
+                    b.name(),
+                    gsync_brick::overlap::real_path(Path::new(&b.path)),
+                )
+            })
             .collect();
-        if let Some(why) = overlap(&dir, &real, &mounts, &bricks) {
+        if let Some(why) = gsync_brick::overlap::overlap(&dir, &real, &mounts, &bricks) {
             return fail(why);
         }
         if let Err(e) = std::fs::create_dir_all(&dir) {
@@ -328,76 +333,6 @@ impl AgentHost {
     }
 }
 
-/// `p` with symlinks and `..` resolved; for a path that does not exist
-/// yet, its deepest existing ancestor is resolved and the rest appended.
-fn real_path(p: &Path) -> PathBuf {
-    let mut rest: Vec<std::ffi::OsString> = Vec::new();
-    let mut cur = p.to_path_buf();
-    loop {
-        if let Ok(mut out) = cur.canonicalize() {
-            for c in rest.iter().rev() {
-                if c == ".." {
-                    out.pop();
-                } else if c != "." {
-                    out.push(c);
-                }
-            }
-            return out;
-        }
-        match cur.components().next_back() {
-            Some(c) => rest.push(c.as_os_str().to_os_string()),
-            None => return p.to_path_buf(),
-        }
-        if !cur.pop() {
-            return p.to_path_buf();
-        }
-    }
-}
-
-/// Why a mount at `real` (the resolved form of `dir`) would overlap one of
-/// this node's other mounts or bricks, if it would: a mount inside another
-/// (the sync would recurse) or containing one, inside a brick (gsync's own
-/// files would sync into the volume) or containing one.
-fn overlap(
-    dir: &Path,
-    real: &Path,
-    mounts: &[PathBuf],
-    bricks: &[(String, PathBuf)],
-) -> Option<String> {
-    let shown = |p: &Path| {
-        if p == real || dir == real {
-            real.display().to_string()
-        } else {
-            format!("{} ({})", dir.display(), real.display())
-        }
-    };
-    for m in mounts {
-        if real.starts_with(m) {
-            return Some(format!(
-                "{} is inside the mount {}",
-                shown(real),
-                m.display()
-            ));
-        }
-        if m.starts_with(real) {
-            return Some(format!(
-                "{} contains the mount {}",
-                shown(real),
-                m.display()
-            ));
-        }
-    }
-    for (name, b) in bricks {
-        if real.starts_with(b) {
-            return Some(format!("{} is inside the brick {name}", shown(real)));
-        }
-        if b.starts_with(real) {
-            return Some(format!("{} contains the brick {name}", shown(real)));
-        }
-    }
-    None
-}
-
 /// The one-line state `gsync mount` shows: what the agent knows, never
 /// more. Offline (with why) before anything else; then what is held,
 /// pending or in split-brain; "in sync" only when the followed brick's feed
@@ -448,42 +383,6 @@ mod tests {
             attached: true,
             ..Status::default()
         }
-    }
-
-    #[test]
-    fn overlaps() {
-        let mounts = vec![PathBuf::from("/srv/m1")];
-        let bricks = vec![("h:/data/b1".to_string(), PathBuf::from("/data/b1"))];
-        let table: &[(&str, Option<&str>)] = &[
-            ("/srv/m2", None),
-            ("/srv/m1x", None),
-            (
-                "/srv/m1/sub",
-                Some("/srv/m1/sub is inside the mount /srv/m1"),
-            ),
-            ("/srv", Some("/srv contains the mount /srv/m1")),
-            (
-                "/data/b1/x",
-                Some("/data/b1/x is inside the brick h:/data/b1"),
-            ),
-            ("/data", Some("/data contains the brick h:/data/b1")),
-            ("/data/b10", None),
-        ];
-        for (dir, want) in table {
-            let p = Path::new(dir);
-            assert_eq!(overlap(p, p, &mounts, &bricks).as_deref(), *want, "{dir}");
-        }
-    }
-
-    #[test]
-    fn real_paths_resolve_links_and_dots() {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path().canonicalize().unwrap();
-        std::fs::create_dir(root.join("a")).unwrap();
-        std::os::unix::fs::symlink(root.join("a"), root.join("link")).unwrap();
-        assert_eq!(real_path(&root.join("link/new/x")), root.join("a/new/x"));
-        assert_eq!(real_path(&root.join("a/new/../y")), root.join("a/y"));
-        assert_eq!(real_path(&root.join("link/..")), root.clone());
     }
 
     #[test]

@@ -248,6 +248,20 @@ impl Node {
         std::fs::read_to_string(self.state.join("log/gsyncd.log")).unwrap_or_default()
     }
 
+    /// `volume reset-brick VOL BRICK BRICK commit force` (BRICK is
+    /// `HOST:/PATH`).
+    pub fn reset_brick(&self, vol: &str, brick: &str) -> Run {
+        self.cli(&[
+            "volume",
+            "reset-brick",
+            vol,
+            brick,
+            brick,
+            "commit",
+            "force",
+        ])
+    }
+
     /// Drops traffic with `other` (both directions).
     pub fn block(&self, other: &Node) {
         self.cli(&["debug", "net", &other.ip, "block"]).ok();
@@ -382,6 +396,15 @@ impl Cluster {
         n.cli(&["mount", &format!("{}:/{vol}", n.ip), &d.to_string_lossy()])
             .ok();
         d
+    }
+
+    /// Mounts `vol` on node `on` from the brick host of node `from`, at
+    /// `dir`.
+    pub fn mount_from(&self, on: usize, from: usize, vol: &str, dir: &Path) {
+        let src = format!("{}:/{vol}", self.node(from).ip);
+        self.node(on)
+            .cli(&["mount", &src, &dir.to_string_lossy()])
+            .ok();
     }
 
     /// Lifts every fault rule on every running node.

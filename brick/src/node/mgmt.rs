@@ -59,6 +59,9 @@ pub(super) async fn handle(node: &Arc<Node>, req: CtlRequest) -> CtlReply {
             volume_change(node, &name, |v| match v.state {
                 VolumeState::Started if !force => Err(format!("Volume {} already started", v.name)),
                 _ => {
+                    if let Some(p) = crate::limits::volume_problem(v) {
+                        return Err(p);
+                    }
                     v.state = VolumeState::Started;
                     Ok(())
                 }
@@ -372,6 +375,11 @@ async fn volume_create(
     } else {
         replica
     };
+    // Bounded before anything is resolved or created: a command naming
+    // 20,000 bricks is refused at once.
+    if let Err(e) = crate::limits::check_replica(bricks.len().max(replica as usize)) {
+        return fail(e);
+    }
     if replica < 2 {
         return fail("replica count must be at least 2");
     }
@@ -422,10 +430,21 @@ async fn volume_create(
             out_of_service: false,
         });
     }
+    let nested: Vec<(Uuid, &str, &str)> = defs
+        .iter()
+        .map(|d| (d.node, d.host.as_str(), d.path.as_str()))
+        .collect();
+    if let Err(e) = super::lifecycle::nested_in_command(&nested) {
+        return fail(e);
+    }
+    let placed: Vec<(Uuid, &str)> = defs.iter().map(|d| (d.node, d.host.as_str())).collect();
+    if let Err(e) = crate::limits::check_placement(&cfg, &name, &[], &placed) {
+        return fail(e);
+    }
     // Each brick's node checks (and creates) its directory.
     for d in &defs {
         let res = if d.node == node.me.uuid {
-            crate::store::prepare_brick_dir(std::path::Path::new(&d.path), force, vol_id)
+            super::lifecycle::prepare_local(node, &d.path, force, vol_id)
         } else {
             let req = Request::PrepareBrick {
                 path: d.path.clone(),

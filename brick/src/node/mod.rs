@@ -157,10 +157,20 @@ impl Node {
             port: opts.listen.port(),
             fingerprint: identity.fingerprint(),
         };
-        let mut config = db
+        let (mut config, skipped) = db
             .pool()
             .map_err(|e| anyhow_like::err(e.to_string()))?
-            .unwrap_or_else(|| PoolConfig::solo(me.clone()));
+            .unwrap_or_else(|| (PoolConfig::solo(me.clone()), Vec::new()));
+        for line in skipped {
+            tracing::error!("stored pool document: {line}");
+        }
+        for p in config
+            .volumes
+            .iter()
+            .filter_map(crate::limits::volume_problem)
+        {
+            tracing::error!("stored pool document: {p}");
+        }
         // Keep our own entry's port in step with the current listen port.
         if let Some(m) = config.members.iter_mut().find(|m| m.uuid == uuid) {
             m.port = me.port;

@@ -158,7 +158,7 @@ async fn dispatch(
             path,
             force,
             volume,
-        } => match crate::store::prepare_brick_dir(std::path::Path::new(&path), force, volume) {
+        } => match super::lifecycle::prepare_local(node, &path, force, volume) {
             Ok(()) => Response::Ok,
             Err(reason) => Response::error(code::REFUSED, reason),
         },

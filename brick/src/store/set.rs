@@ -39,6 +39,8 @@ pub struct BrickSet {
     /// Bricks of started volumes this node should serve but does not, with
     /// the reason.
     unserved: Mutex<HashMap<u64, String>>,
+    /// Refusals already logged (a recheck repeats them every 2 s).
+    logged: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for BrickSet {
@@ -118,27 +120,57 @@ impl BrickSet {
         self.unserved.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// True the first time `line` is seen.
+    fn first_time(&self, line: &str) -> bool {
+        self.logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(line.to_string())
+    }
+
     /// Opens and closes bricks to match the pool document, and stops
     /// serving a brick whose directory lost its marker. Cheap when nothing
     /// changed (one small read per brick), so it also runs periodically.
     pub fn reconcile(&self, node: &Arc<Node>, cfg: &PoolConfig) {
         let mut wanted = HashMap::new();
+        // Volumes over the limits (stored by an older version) are not
+        // served: a node never opens more than it can hold.
+        let mut refused: Vec<(u64, String)> = Vec::new();
         for v in cfg
             .volumes
             .iter()
             .filter(|v| v.state == VolumeState::Started)
         {
-            for b in v
+            let mine = v
                 .bricks
                 .iter()
-                .filter(|b| b.node == node.me.uuid && !b.out_of_service)
-            {
-                wanted.insert(b.id, (v, b));
+                .filter(|b| b.node == node.me.uuid && !b.out_of_service);
+            if let Some(p) = crate::limits::volume_problem(v) {
+                refused.extend(mine.map(|b| (b.id, p.clone())));
+                continue;
+            }
+            for b in mine {
+                if wanted.len() >= crate::limits::MAX_BRICKS_PER_NODE {
+                    let p = format!(
+                        "this node already serves {} bricks, the limit",
+                        crate::limits::MAX_BRICKS_PER_NODE
+                    );
+                    refused.push((b.id, p));
+                } else {
+                    wanted.insert(b.id, (v, b));
+                }
             }
         }
         let mut served = self.lock();
         let mut unserved = self.lock_unserved();
         unserved.retain(|id, _| wanted.contains_key(id));
+        for (id, reason) in refused {
+            // One line per volume and reason, not one per brick or recheck.
+            if self.first_time(&reason) {
+                tracing::error!("{reason}");
+            }
+            unserved.insert(id, reason);
+        }
         served.retain(|id, s| {
             // A brick moved to another path is reopened at its new place.
             let current = wanted
