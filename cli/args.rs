@@ -52,6 +52,20 @@ pub enum Command {
     /// Wait until every change made in a mounted folder is stored on the
     /// volume's bricks; exit 0 then, non-zero with what is missing on timeout.
     Wait(WaitArgs),
+    /// Push the deletions the mass-delete guard holds in a mounted folder
+    /// (cluster.mass-delete-guard; `gsync mount` shows them as held).
+    #[command(name = "accept-deletes")]
+    AcceptDeletes {
+        /// The mounted folder.
+        dir: PathBuf,
+    },
+    /// Put the files whose deletion the mass-delete guard holds back into
+    /// the mounted folder, from the volume.
+    #[command(name = "revert-deletes")]
+    RevertDeletes {
+        /// The mounted folder.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ mod bench;
 mod ctl;
 mod daemon;
 mod demo;
+mod guard_cmd;
 mod heal_cmd;
 mod mount_cmd;
 mod pool_cmd;
@@ -102,6 +103,12 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench(a) => bench::run(a, json).await,
         Command::Debug(c) => pool_cmd::debug(c, &state, json).await,
         Command::Wait(a) => wait_cmd::run(a, &state, json).await,
+        Command::AcceptDeletes { dir } => {
+            guard_cmd::run(guard_cmd::Way::Accept, &dir, &state, json).await
+        }
+        Command::RevertDeletes { dir } => {
+            guard_cmd::run(guard_cmd::Way::Revert, &dir, &state, json).await
+        }
     }
 }
 

@@ -298,3 +298,195 @@ fn wait_returns_only_once_changes_are_on_the_bricks() {
     c.node(1).cli(&["wait", &outside.to_string_lossy()]).fails();
     c.assert_no_panics();
 }
+
+/// The JSON row of mount `dir` in `gsync mount --json` on node `i`.
+fn mount_row(c: &crate::support::Cluster, i: usize, dir: &Path) -> serde_json::Value {
+    let j = c.node(i).cli(&["--json", "mount"]).ok().json();
+    let d = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    j.as_array()
+        .and_then(|a| a.iter().find(|m| m["dir"] == d.to_string_lossy().as_ref()))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// `rm -rf` of 300 of a mount's 301 files is held by the mass-delete guard:
+/// the other mounts keep all 300, `gsync mount` says so, an edit made
+/// meanwhile still propagates, the hold survives a daemon restart,
+/// `revert-deletes` puts the files back; a second `rm -rf` and
+/// `accept-deletes` send the deletions everywhere.
+#[test]
+fn mass_delete_is_held_until_accepted_or_reverted() {
+    let (mut c, m) = three_mounts();
+    let [m1, m2, m3] = &m;
+    std::fs::create_dir(m1.join("site")).unwrap();
+    for k in 0..300 {
+        std::fs::write(m1.join(format!("site/f{k:03}")), format!("{k}\n")).unwrap();
+    }
+    std::fs::write(m1.join("keep.txt"), "keep\n").unwrap();
+    for d in [m2, m3] {
+        wait_content(d, "site/f299", "299\n", T);
+        wait_content(d, "keep.txt", "keep\n", T);
+        wait_until(T, "300 files everywhere", || {
+            count_files(&d.join("site")) == 300
+        });
+    }
+    let m1s = m1.to_string_lossy().into_owned();
+    c.node(1).cli(&["wait", &m1s, "--timeout", "120s"]).ok();
+
+    // Nothing held: the commands say so, one line, non-zero.
+    c.node(1).cli(&["accept-deletes", &m1s]).fails();
+    c.node(1).cli(&["revert-deletes", &m1s]).fails();
+
+    // The mistake.
+    std::fs::remove_dir_all(m1.join("site")).unwrap();
+    wait_until(T, "deletions held", || {
+        mount_row(&c, 1, m1)["held_deletes"].as_u64() == Some(301)
+    });
+    let state = crate::support::mounts::mount_list(&c, 1);
+    assert!(
+        state.contains("held: 301 deletions (mass-delete guard)"),
+        "{state}"
+    );
+    let row = mount_row(&c, 1, m1);
+    assert_eq!(row["in_sync"], false, "{row}");
+    let why = row["held_deletes_why"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(why.contains("300 of 301 files"), "{row}");
+    assert!(c.node(1).log().contains("mass-delete guard: holding"));
+    // A script waiting on the mount learns why it does not settle.
+    let r = c.node(1).cli(&["wait", &m1s, "--timeout", "2s"]).fails();
+    assert!(
+        r.stderr.contains("held by the mass-delete guard"),
+        "{}",
+        r.stderr
+    );
+
+    // Other edits keep flowing; once this one arrived, the deletions made
+    // before it would have too: the other mounts still hold all 300.
+    std::fs::write(m1.join("keep.txt"), "edited while held\n").unwrap();
+    for d in [m2, m3] {
+        wait_content(d, "keep.txt", "edited while held\n", T);
+        assert_eq!(count_files(&d.join("site")), 300, "{}", d.display());
+    }
+    for i in 1..=3 {
+        assert_eq!(count_files(&c.brick("v", i).join("site")), 300, "brick {i}");
+    }
+
+    // The hold survives a restart of the daemon (and so of the agent).
+    c.node_mut(1).restart();
+    wait_until(T, "deletions still held after a restart", || {
+        mount_row(&c, 1, m1)["held_deletes"].as_u64() == Some(301)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(count_files(&m2.join("site")), 300);
+
+    // Put back from the volume.
+    let r = c
+        .node(1)
+        .cli(&["--json", "revert-deletes", &m1s])
+        .ok()
+        .json();
+    assert_eq!(r["deletions"], 301, "{r}");
+    for k in [0, 150, 299] {
+        assert_eq!(read(&m1.join(format!("site/f{k:03}"))), format!("{k}\n"));
+    }
+    assert_eq!(count_files(&m1.join("site")), 300);
+    wait_until(T, "nothing held", || {
+        let row = mount_row(&c, 1, m1);
+        row["held_deletes"] == 0 && row["in_sync"] == true
+    });
+
+    // Again, and this time it was meant.
+    std::fs::remove_dir_all(m1.join("site")).unwrap();
+    wait_until(T, "deletions held again", || {
+        mount_row(&c, 1, m1)["held_deletes"].as_u64() == Some(301)
+    });
+    let out = c.node(1).cli(&["accept-deletes", &m1s]).ok().stdout;
+    assert!(out.contains("301 held deletions"), "{out}");
+    for d in [m2, m3] {
+        wait_gone(d, "site", T);
+        assert_eq!(read(&d.join("keep.txt")), "edited while held\n");
+    }
+    wait_until(T, "in sync after accepting", || {
+        let row = mount_row(&c, 1, m1);
+        row["held_deletes"] == 0 && row["in_sync"] == true
+    });
+
+    // Below the guard: a few deletions go out at once.
+    for k in 0..5 {
+        std::fs::write(m2.join(format!("small{k}")), "s\n").unwrap();
+    }
+    for k in 0..5 {
+        wait_content(m3, &format!("small{k}"), "s\n", T);
+    }
+    for k in 0..5 {
+        std::fs::remove_file(m2.join(format!("small{k}"))).unwrap();
+    }
+    for k in 0..5 {
+        wait_gone(m3, &format!("small{k}"), T);
+    }
+
+    // Bad input: one line, non-zero.
+    c.node(1)
+        .cli(&["accept-deletes", "/nonexistent/dir"])
+        .fails();
+    let outside = c.path("not-a-mount");
+    std::fs::create_dir_all(&outside).unwrap();
+    c.node(1)
+        .cli(&["revert-deletes", &outside.to_string_lossy()])
+        .fails();
+    c.node(1)
+        .cli(&["volume", "set", "v", "cluster.mass-delete-guard", "120%"])
+        .fails();
+    c.assert_no_panics();
+}
+
+/// With `cluster.mass-delete-guard off` the same `rm -rf` goes out at once;
+/// with a lower share a smaller deletion is held.
+#[test]
+fn mass_delete_guard_follows_its_option() {
+    let (c, m) = three_mounts();
+    let [m1, m2, _] = &m;
+    c.node(1)
+        .cli(&["volume", "set", "v", "cluster.mass-delete-guard", "off"])
+        .ok();
+    let got = c
+        .node(2)
+        .cli(&["volume", "get", "v", "cluster.mass-delete-guard"])
+        .ok()
+        .stdout;
+    assert!(got.contains("off"), "{got}");
+    std::fs::create_dir(m1.join("d")).unwrap();
+    for k in 0..40 {
+        std::fs::write(m1.join(format!("d/{k}")), "x\n").unwrap();
+    }
+    wait_until(T, "40 files on m2", || count_files(&m2.join("d")) == 40);
+    std::fs::remove_dir_all(m1.join("d")).unwrap();
+    wait_gone(m2, "d", T);
+    assert_eq!(mount_row(&c, 1, m1)["held_deletes"], 0);
+
+    c.node(1)
+        .cli(&["volume", "set", "v", "cluster.mass-delete-guard", "10%"])
+        .ok();
+    std::thread::sleep(Duration::from_secs(2));
+    for k in 0..40 {
+        std::fs::write(m1.join(format!("f{k}")), "x\n").unwrap();
+    }
+    wait_content(m2, "f39", "x\n", T);
+    let m1s = m1.to_string_lossy().into_owned();
+    c.node(1).cli(&["wait", &m1s, "--timeout", "120s"]).ok();
+    for k in 0..6 {
+        std::fs::remove_file(m1.join(format!("f{k}"))).unwrap();
+    }
+    wait_until(T, "6 of 40 held at 10%", || {
+        mount_row(&c, 1, m1)["held_deletes"].as_u64() == Some(6)
+    });
+    assert_eq!(read(&m2.join("f0")), "x\n");
+    c.assert_no_panics();
+}

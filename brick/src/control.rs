@@ -230,6 +230,18 @@ pub enum CtlRequest {
         /// Bricks that must hold every change (default: all of the volume).
         replicas: Option<u32>,
     },
+    /// `gsync accept-deletes DIR`: push the deletions the mass-delete guard
+    /// holds.
+    AcceptDeletes {
+        /// A mounted folder.
+        dir: String,
+    },
+    /// `gsync revert-deletes DIR`: put the files whose deletion is held
+    /// back from the volume.
+    RevertDeletes {
+        /// A mounted folder.
+        dir: String,
+    },
 }
 
 /// The daemon's answer.
@@ -394,4 +406,10 @@ pub struct MountInfo {
     pub applied: u64,
     /// First sync done, nothing pending, a brick reachable.
     pub in_sync: bool,
+    /// Deletions held by the mass-delete guard.
+    #[serde(default)]
+    pub held_deletes: u64,
+    /// Why they are held.
+    #[serde(default)]
+    pub held_deletes_why: Option<String>,
 }

@@ -51,6 +51,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         check: check_bytes,
     },
     OptionSpec {
+        key: "cluster.mass-delete-guard",
+        default: "50%",
+        accepts: "a share such as 50% (1% to 100%) or off",
+        doc: "hold a mount's deletions of more than this share of its files (never under 20 files)",
+        check: check_guard,
+    },
+    OptionSpec {
         key: "cluster.quorum-count",
         default: "0",
         accepts: "a number of bricks from 1 up to the replica count (0 = unset)",
@@ -166,6 +173,28 @@ pub fn parse_duration_secs(v: &str) -> Option<u64> {
         return Some(n);
     }
     humantime::parse_duration(v).ok().map(|d| d.as_secs())
+}
+
+/// Parses `cluster.mass-delete-guard`: `Some(None)` for `off`,
+/// `Some(Some(p))` for a share of `p` percent (1 to 100), `None` when the
+/// text is neither.
+pub fn parse_guard(v: &str) -> Option<Option<u8>> {
+    let v = v.trim();
+    if matches!(
+        v.to_ascii_lowercase().as_str(),
+        "off" | "false" | "no" | "disable"
+    ) {
+        return Some(None);
+    }
+    let n: u8 = v.strip_suffix('%').unwrap_or(v).trim().parse().ok()?;
+    (1..=100).contains(&n).then_some(Some(n))
+}
+
+fn check_guard(v: &str) -> Option<String> {
+    match parse_guard(v)? {
+        None => Some("off".into()),
+        Some(p) => Some(format!("{p}%")),
+    }
 }
 
 fn check_allow(v: &str) -> Option<String> {
@@ -299,6 +328,37 @@ mod tests {
             assert_eq!(validate("features.trash", v).unwrap(), want, "{v}");
         }
         assert!(validate("features.trash", "maybe").is_err());
+    }
+
+    #[test]
+    fn mass_delete_guard_shares() {
+        let table: &[(&str, Option<&str>)] = &[
+            ("50%", Some("50%")),
+            ("50", Some("50%")),
+            (" 75 % ", Some("75%")),
+            ("100%", Some("100%")),
+            ("1%", Some("1%")),
+            ("off", Some("off")),
+            ("OFF", Some("off")),
+            ("0%", None),
+            ("101%", None),
+            ("-5%", None),
+            ("half", None),
+            ("", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(
+                validate("cluster.mass-delete-guard", text).ok().as_deref(),
+                *want,
+                "{text}"
+            );
+        }
+        assert_eq!(parse_guard("off"), Some(None));
+        assert_eq!(parse_guard("50%"), Some(Some(50)));
+        assert_eq!(
+            parse_guard(spec("cluster.mass-delete-guard").unwrap().default),
+            Some(Some(50))
+        );
     }
 
     #[test]

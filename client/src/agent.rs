@@ -26,6 +26,7 @@ use gsync_brick::vv::VersionVector;
 use gsync_brick::RelPath;
 use tokio_util::sync::CancellationToken;
 
+use crate::guard::{self, Root, Verdict};
 use crate::journal::{Journal, Record};
 use crate::local::{self, Found, Ignore};
 use crate::remote::{self, Batch, FeedEvent, RemoteError, Target};
@@ -64,6 +65,29 @@ pub struct Status {
     pub offline: Option<String>,
     /// The first sync of the folder is done.
     pub attached: bool,
+    /// Deletions held by the mass-delete guard.
+    pub held_deletes: u64,
+    /// Why they are held.
+    pub held_deletes_why: Option<String>,
+}
+
+/// What `gsync accept-deletes` / `revert-deletes` did.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct DeletesOutcome {
+    /// The mount folder.
+    pub dir: String,
+    /// Deletions accepted (to be pushed now) or files put back.
+    pub deletions: u64,
+    /// Held paths that could not be put back (still held), with why.
+    pub failed: Vec<String>,
+}
+
+/// A request from the CLI to a running agent.
+pub(crate) enum Cmd {
+    /// Push the held deletions.
+    Accept(tokio::sync::oneshot::Sender<Result<DeletesOutcome, String>>),
+    /// Put the held files back from the volume.
+    Revert(tokio::sync::oneshot::Sender<Result<DeletesOutcome, String>>),
 }
 
 /// When to walk a new directory a second time.
@@ -116,6 +140,15 @@ pub(crate) struct Agent {
     /// Bricks whose node answered that it does not serve them (a wiped
     /// brick without its marker), and when: not followed for a while.
     unserved: HashMap<u64, Instant>,
+    /// Deletions held by the mass-delete guard (mirrors the journal).
+    held: BTreeSet<RelPath>,
+    /// Deletions the user accepted: pushed without asking the guard.
+    accepted: BTreeSet<RelPath>,
+    /// Deletions pushed within the guard's window.
+    recent: guard::Recent,
+    /// Deletions seen by the last push round that deferred them: a burst
+    /// is judged once it stops growing.
+    last_gone: usize,
 }
 
 /// How long a brick that answered "not served here" is passed over before
@@ -137,6 +170,12 @@ impl Agent {
     ) -> Self {
         let ignore = Ignore::load(&spec.dir);
         let attached = journal.kv("attached").ok().flatten() == Some(1);
+        let held: BTreeSet<RelPath> = journal
+            .held()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| RelPath::new(p).ok())
+            .collect();
         Self {
             node,
             spec,
@@ -152,6 +191,10 @@ impl Agent {
             rewalk: Vec::new(),
             failures: HashMap::new(),
             unserved: HashMap::new(),
+            held,
+            accepted: BTreeSet::new(),
+            recent: guard::Recent::default(),
+            last_gone: 0,
         }
     }
 
@@ -203,7 +246,11 @@ impl Agent {
         found.ok_or_else(|| format!("no brick of {} is reachable", self.spec.volume))
     }
 
-    pub(crate) async fn run(mut self, token: CancellationToken) {
+    pub(crate) async fn run(
+        mut self,
+        token: CancellationToken,
+        mut cmds: tokio::sync::mpsc::UnboundedReceiver<Cmd>,
+    ) {
         // A folder that vanished after its first sync is reported, never
         // silently recreated (its files would count as deleted).
         if !self.attached {
@@ -240,6 +287,15 @@ impl Agent {
             }
         }
         self.scan_all();
+        if !self.held.is_empty() {
+            tracing::warn!(
+                mount = %self.spec.dir.display(),
+                "mass-delete guard: {} deletions still held ({}); gsync accept-deletes {dir} sends them, gsync revert-deletes {dir} puts the files back",
+                self.held.len(),
+                self.journal.held_why().ok().flatten().unwrap_or_default(),
+                dir = self.spec.dir.display()
+            );
+        }
         let mut feed: Option<Feed> = None;
         let mut push_at = Instant::now();
         let mut last_scan = Instant::now();
@@ -298,6 +354,11 @@ impl Agent {
             };
             tokio::select! {
                 _ = token.cancelled() => break,
+                Some(c) = cmds.recv() => {
+                    self.command(c).await;
+                    push_at = Instant::now();
+                    continue;
+                }
                 Some(p) = rx.recv() => {
                     self.note_event(p);
                     while let Ok(p) = rx.try_recv() {
@@ -426,8 +487,15 @@ impl Agent {
         s.pending = self.dirty.len() as u64;
         s.split_brain = self.journal.conflicts().unwrap_or(0);
         s.attached = self.attached;
+        s.held_deletes = self.held.len() as u64;
+        s.held_deletes_why = if self.held.is_empty() {
+            None
+        } else {
+            self.journal.held_why().ok().flatten()
+        };
         s.in_sync = self.attached
             && self.dirty.is_empty()
+            && self.held.is_empty()
             && self.target.is_some()
             && s.caught_up
             && s.feed_error.is_none();
@@ -570,13 +638,22 @@ impl Agent {
         let root = self.root();
         let mut present = Vec::new();
         let mut gone = Vec::new();
+        let mut back = Vec::new();
         for p in std::mem::take(&mut self.dirty) {
             if p.under(&root).symlink_metadata().is_ok() {
+                // A held deletion whose file is there again is no deletion.
+                if self.held.remove(&p) {
+                    back.push(p.clone());
+                }
                 present.push(p);
             } else {
                 gone.push(p);
             }
         }
+        if !back.is_empty() {
+            let _ = self.journal.release(back.iter().map(RelPath::as_str));
+        }
+        let (mut gone, deferred) = self.guard_deletions(gone);
         present.sort_by(|a, b| a.depth().cmp(&b.depth()).then_with(|| a.cmp(b)));
         gone.sort_by(|a, b| b.depth().cmp(&a.depth()).then_with(|| a.cmp(b)));
         let mut groups: Vec<Vec<RelPath>> = Vec::new();
@@ -592,7 +669,7 @@ impl Agent {
                 }
             }
         }
-        let mut rest: Vec<RelPath> = Vec::new();
+        let mut rest: Vec<RelPath> = deferred;
         let mut held = None;
         let mut failed = None;
         let mut stop = false;
@@ -624,6 +701,7 @@ impl Agent {
                 }
                 match r {
                     Ok(()) => {
+                        self.accepted.remove(&p);
                         // Unless it changed again meanwhile (re-marked).
                         if !remarked.contains(&p) {
                             let _ = self.journal.dequeue(p.as_str());
@@ -727,6 +805,7 @@ impl Agent {
         }
         if b.caught_up && !self.attached {
             self.attached = true;
+            self.note_root_device();
             let _ = self.journal.set_kv("attached", 1);
             tracing::info!(mount = %self.spec.dir.display(), "first sync complete");
         }
@@ -758,6 +837,250 @@ impl Agent {
                 Err(e) => tracing::warn!(%cmd, "on-change command failed to start: {e}"),
             }
         });
+    }
+
+    /// The mass-delete guard in front of a push round: of the `gone` dirty
+    /// paths, returns those to push now and those to retry shortly (a
+    /// burst still growing). Real deletions (paths the mount held) are
+    /// held instead when [`guard::decide`] says so, or when deletions are
+    /// held already (so a mistake cannot seep out a few files at a time).
+    fn guard_deletions(&mut self, gone: Vec<RelPath>) -> (Vec<RelPath>, Vec<RelPath>) {
+        let mut push = Vec::new();
+        let mut real = Vec::new();
+        let mut files = 0u64;
+        for p in gone {
+            let kind = self
+                .journal
+                .get(p.as_str())
+                .ok()
+                .flatten()
+                .map(|r| r.entry.kind)
+                .filter(|k| *k != Kind::Tombstone);
+            match kind {
+                Some(k) if !self.accepted.contains(&p) => {
+                    files += u64::from(k != Kind::Dir);
+                    real.push(p);
+                }
+                _ => push.push(p),
+            }
+        }
+        if real.is_empty() {
+            self.last_gone = 0;
+            if self.held.is_empty() {
+                self.note_root_device();
+            }
+            return (push, Vec::new());
+        }
+        let cfg = self.node.config();
+        let share = cfg
+            .volume(&self.spec.volume)
+            .and_then(|v| gsync_brick::options::parse_guard(v.option("cluster.mass-delete-guard")))
+            .unwrap_or(Some(50));
+        if share.is_none() {
+            self.last_gone = 0;
+            push.extend(real);
+            return (push, Vec::new());
+        }
+        if !self.held.is_empty() {
+            let why = self
+                .journal
+                .held_why()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "deletions are held".into());
+            self.hold(real, &why);
+            return (push, Vec::new());
+        }
+        // Judge a burst (rm -rf) as a whole: wait while it grows.
+        if real.len() > 1 && real.len() != self.last_gone {
+            self.last_gone = real.len();
+            return (push, real);
+        }
+        self.last_gone = 0;
+        let now = Instant::now();
+        let recent = self.recent.count(now);
+        let input = guard::Input {
+            share,
+            held_before: self.journal.live_count().unwrap_or(0) + recent,
+            recent,
+            pending: files,
+            root: self.root_state(),
+        };
+        match guard::decide(&input) {
+            Verdict::Push => {
+                self.recent.add(now, files);
+                push.extend(real);
+            }
+            Verdict::Hold(why) => self.hold(real, &why),
+        }
+        (push, Vec::new())
+    }
+
+    /// Holds deletions (journal first, so a restart keeps them).
+    fn hold(&mut self, paths: Vec<RelPath>, why: &str) {
+        let fresh = paths.iter().filter(|p| !self.held.contains(*p)).count();
+        if let Err(e) = self.journal.hold(paths.iter().map(RelPath::as_str), why) {
+            self.set_error(format!("cannot hold deletions: {e}"));
+        }
+        if fresh > 0 {
+            let dir = self.spec.dir.display();
+            tracing::warn!(
+                mount = %dir,
+                "mass-delete guard: holding {fresh} deletions ({} in all): {why}; gsync accept-deletes {dir} sends them, gsync revert-deletes {dir} puts the files back",
+                self.held.len() + fresh
+            );
+        }
+        self.held.extend(paths);
+    }
+
+    /// The mount root compared with what the agent last synced.
+    fn root_state(&self) -> Root {
+        use std::os::unix::fs::MetadataExt;
+        let root = self.root();
+        let Ok(m) = std::fs::symlink_metadata(&root) else {
+            return Root::Vanished;
+        };
+        if !m.is_dir() {
+            return Root::Vanished;
+        }
+        if self
+            .journal
+            .kv("root-dev")
+            .ok()
+            .flatten()
+            .is_some_and(|d| d != m.dev())
+        {
+            return Root::OtherDevice;
+        }
+        if std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_none()) {
+            Root::Empty
+        } else {
+            Root::Normal
+        }
+    }
+
+    /// Remembers the device of the mount root as the one it belongs on
+    /// (after a push round without deletions, or accepted deletions).
+    fn note_root_device(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let root = self.root();
+        let Ok(m) = std::fs::symlink_metadata(&root) else {
+            return;
+        };
+        let empty = std::fs::read_dir(&root).map_or(true, |mut d| d.next().is_none());
+        if m.is_dir() && !empty && self.journal.kv("root-dev").ok().flatten() != Some(m.dev()) {
+            let _ = self.journal.set_kv("root-dev", m.dev());
+        }
+    }
+
+    async fn command(&mut self, c: Cmd) {
+        match c {
+            Cmd::Accept(reply) => {
+                let r = self.accept_deletes();
+                let _ = reply.send(r);
+            }
+            Cmd::Revert(reply) => {
+                let r = self.revert_deletes().await;
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn no_held(&self) -> String {
+        format!(
+            "{}: no deletions are held by the mass-delete guard",
+            self.spec.dir.display()
+        )
+    }
+
+    /// `gsync accept-deletes`: the held deletions go out now, past the
+    /// guard; the root's device becomes the expected one.
+    fn accept_deletes(&mut self) -> Result<DeletesOutcome, String> {
+        if self.held.is_empty() {
+            return Err(self.no_held());
+        }
+        let held = std::mem::take(&mut self.held);
+        let list: Vec<&str> = held.iter().map(RelPath::as_str).collect();
+        self.journal
+            .enqueue(list.iter().copied())
+            .and_then(|()| self.journal.release(list.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        self.recent.clear();
+        self.last_gone = 0;
+        let n = held.len() as u64;
+        tracing::info!(mount = %self.spec.dir.display(), "mass-delete guard: {n} held deletions accepted; pushing them");
+        self.accepted.extend(held.iter().cloned());
+        self.dirty.extend(held);
+        if let Ok(m) = std::fs::symlink_metadata(self.root()) {
+            use std::os::unix::fs::MetadataExt;
+            let _ = self.journal.set_kv("root-dev", m.dev());
+        }
+        Ok(DeletesOutcome {
+            dir: self.spec.dir.to_string_lossy().into_owned(),
+            deletions: n,
+            failed: Vec::new(),
+        })
+    }
+
+    /// `gsync revert-deletes`: every held path comes back from the followed
+    /// brick (directories first); what cannot stays held.
+    async fn revert_deletes(&mut self) -> Result<DeletesOutcome, String> {
+        if self.held.is_empty() {
+            return Err(self.no_held());
+        }
+        if self.target.is_none() {
+            return Err(format!(
+                "no brick of {} is reachable; the deletions stay held",
+                self.spec.volume
+            ));
+        }
+        let mut by_depth: std::collections::BTreeMap<usize, Vec<RelPath>> =
+            std::collections::BTreeMap::new();
+        for p in &self.held {
+            by_depth.entry(p.depth()).or_default().push(p.clone());
+        }
+        let mut restored = Vec::new();
+        let mut failed = Vec::new();
+        for group in by_depth.into_values() {
+            let this: &Agent = self;
+            let results: Vec<(RelPath, Result<(), RemoteError>)> =
+                futures_util::stream::iter(group)
+                    .map(|p| async move {
+                        let r = match local::stat_in(&this.root(), &p) {
+                            Ok(Found::Missing) => sync::revert(this, &p).await,
+                            _ => Ok(()),
+                        };
+                        (p, r)
+                    })
+                    .buffer_unordered(PUSH_CONCURRENCY)
+                    .collect()
+                    .await;
+            for (p, r) in results {
+                match r {
+                    Ok(()) => restored.push(p),
+                    Err(e) => failed.push(format!("{p}: {e}")),
+                }
+            }
+        }
+        self.journal
+            .release(restored.iter().map(RelPath::as_str))
+            .map_err(|e| e.to_string())?;
+        for p in &restored {
+            self.held.remove(p);
+            let _ = self.journal.dequeue(p.as_str());
+        }
+        self.last_gone = 0;
+        tracing::info!(
+            mount = %self.spec.dir.display(),
+            "mass-delete guard: {} held files put back from the volume{}",
+            restored.len(),
+            if failed.is_empty() { String::new() } else { format!(", {} still held", failed.len()) }
+        );
+        Ok(DeletesOutcome {
+            dir: self.spec.dir.to_string_lossy().into_owned(),
+            deletions: restored.len() as u64,
+            failed,
+        })
     }
 
     /// The first-attach rule for a path both sides have.

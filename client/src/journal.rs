@@ -1,7 +1,8 @@
 //! The agent's journal (SQLite, one per mount, in the daemon's state
 //! directory): for each path, the version the local file was last synced
 //! with and the local stat it had then; the queue of local paths waiting
-//! to be pushed; and the follow cursor (brick, its incarnation, sequence).
+//! to be pushed; the follow cursor (brick, its incarnation, sequence); and
+//! the deletions the mass-delete guard holds, with why.
 //!
 //! A local path is "changed" when its stat (kind, size, mtime, mode, inode)
 //! no longer matches the journal. That is how the agent tells the user's
@@ -12,7 +13,7 @@ use std::path::Path;
 
 use gsync_brick::codec;
 use gsync_brick::store::chunking;
-use gsync_brick::store::types::{ChunkRef, Entry};
+use gsync_brick::store::types::{ChunkRef, Entry, Kind};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::local::LocalStat;
@@ -50,6 +51,9 @@ const MIGRATIONS: &[&str] = &["
     CREATE TABLE kv (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ", "
     CREATE TABLE applying (path TEXT PRIMARY KEY, entry BLOB NOT NULL, chunks BLOB NOT NULL, stat BLOB NOT NULL, conflict INTEGER NOT NULL);
+", "
+    CREATE TABLE held (path TEXT PRIMARY KEY);
+    CREATE TABLE notes (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 "];
 
 /// An open journal.
@@ -263,13 +267,98 @@ impl Journal {
         Ok(())
     }
 
-    /// Forgets every record, the queue and the cursor: the next sync is a
-    /// first attach (used when the mount folder itself vanished and came
-    /// back, so its contents are compared, never taken as deletions).
+    /// Forgets every record, the queue, the held deletions and the cursor:
+    /// the next sync is a first attach (used when the mount folder itself
+    /// vanished and came back, so its contents are compared, never taken as
+    /// deletions).
     pub fn forget_all(&self) -> Result<(), JournalError> {
         self.c().execute_batch(
-            "DELETE FROM files; DELETE FROM queue; DELETE FROM applying; DELETE FROM kv;",
+            "DELETE FROM files; DELETE FROM queue; DELETE FROM applying; DELETE FROM kv; DELETE FROM held; DELETE FROM notes;",
         )?;
+        Ok(())
+    }
+
+    /// Number of files and links the mount holds as synced (every record
+    /// but deletions and directories).
+    pub fn live_count(&self) -> Result<u64, JournalError> {
+        let conn = self.c();
+        let mut st = conn.prepare_cached("SELECT path, entry FROM files")?;
+        let mut rows = st.query([])?;
+        let mut n = 0;
+        while let Some(r) = rows.next()? {
+            let e: Vec<u8> = r.get(1)?;
+            let entry: Entry = codec::decode(&e)
+                .map_err(|_| JournalError::Corrupt(r.get(0).unwrap_or_default()))?;
+            if !matches!(entry.kind, Kind::Tombstone | Kind::Dir) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Holds deletions (mass-delete guard) for `why`, taking them out of
+    /// the push queue.
+    pub fn hold<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a str>,
+        why: &str,
+    ) -> Result<(), JournalError> {
+        let mut conn = self.c();
+        let tx = conn.transaction()?;
+        {
+            let mut add = tx.prepare_cached("INSERT OR IGNORE INTO held (path) VALUES (?1)")?;
+            let mut unqueue = tx.prepare_cached("DELETE FROM queue WHERE path = ?1")?;
+            for p in paths {
+                add.execute(params![p])?;
+                unqueue.execute(params![p])?;
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO notes (key, value) VALUES ('held-why', ?1)",
+            params![why],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The held deletions, shallowest first.
+    pub fn held(&self) -> Result<Vec<String>, JournalError> {
+        let conn = self.c();
+        let mut st = conn.prepare_cached("SELECT path FROM held ORDER BY path")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        let mut v: Vec<String> = rows.collect::<Result<_, _>>()?;
+        v.sort_by_key(|p| p.matches('/').count());
+        Ok(v)
+    }
+
+    /// Why deletions are held (the reason of the last hold).
+    pub fn held_why(&self) -> Result<Option<String>, JournalError> {
+        Ok(self
+            .c()
+            .query_row("SELECT value FROM notes WHERE key = 'held-why'", [], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Releases held deletions (pushed, reverted, or no longer deletions).
+    pub fn release<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), JournalError> {
+        let mut conn = self.c();
+        let tx = conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached("DELETE FROM held WHERE path = ?1")?;
+            for p in paths {
+                st.execute(params![p])?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM notes WHERE key = 'held-why' AND NOT EXISTS (SELECT 1 FROM held)",
+            [],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 }

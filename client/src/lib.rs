@@ -8,11 +8,13 @@
 //! - `watch`: notify events as dirty-path hints.
 //! - `remote`: requests to the followed brick (push, feed, stat, reads).
 //! - `sync`: push one local change / apply one remote version.
+//! - `guard`: the mass-delete guard's decision (pure) and its window.
 //! - `agent`: the per-mount loop; `AgentHost` (here) runs the agents of a
 //!   daemon and serves the mount control requests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod agent;
+pub mod guard;
 pub mod journal;
 pub mod local;
 mod remote;
@@ -31,13 +33,15 @@ use gsync_brick::pool::VolumeState;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use agent::{Agent, Status};
+pub use agent::DeletesOutcome;
+use agent::{Agent, Cmd, Status};
 use spec::{MountSpec, Prefer, SPEC_FORMAT};
 
 struct Running {
     spec: MountSpec,
     status: Arc<Mutex<Status>>,
     token: CancellationToken,
+    cmds: tokio::sync::mpsc::UnboundedSender<Cmd>,
 }
 
 /// Runs the mount agents of a daemon.
@@ -96,7 +100,8 @@ impl AgentHost {
         let token = self.node.token.child_token();
         let agent = Agent::new(self.node.clone(), spec.clone(), journal, status.clone());
         let t = token.clone();
-        self.node.spawn(async move { agent.run(t).await });
+        let (cmds, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.node.spawn(async move { agent.run(t, rx).await });
         tracing::info!(dir = %spec.dir.display(), source = %spec.source, "mount agent started");
         self.running
             .lock()
@@ -107,6 +112,7 @@ impl AgentHost {
                     spec,
                     status,
                     token,
+                    cmds,
                 },
             );
         Ok(())
@@ -134,6 +140,8 @@ impl AgentHost {
             CtlRequest::Umount { dir } => self.umount(dir),
             CtlRequest::MountList => ok(self.list()),
             CtlRequest::WaitCheck { dir, replicas } => self.wait_check(dir, *replicas).await,
+            CtlRequest::AcceptDeletes { dir } => self.held_deletes(dir, Cmd::Accept).await,
+            CtlRequest::RevertDeletes { dir } => self.held_deletes(dir, Cmd::Revert).await,
             _ => return None,
         })
     }
@@ -306,6 +314,33 @@ impl AgentHost {
         ok(p.to_string_lossy())
     }
 
+    /// Sends an accept/revert request to the agent of the mount `dir` and
+    /// waits for its answer.
+    async fn held_deletes(
+        &self,
+        dir: &str,
+        make: fn(tokio::sync::oneshot::Sender<Result<DeletesOutcome, String>>) -> Cmd,
+    ) -> CtlReply {
+        let Ok(d) = Path::new(dir).canonicalize() else {
+            return fail(format!("{dir}: no such directory"));
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(r) = running.get(&d) else {
+                return fail(format!("{} is not a mounted folder", d.display()));
+            };
+            if r.cmds.send(make(tx)).is_err() {
+                return fail(format!("the agent of {} has stopped", d.display()));
+            }
+        }
+        match rx.await {
+            Ok(Ok(out)) => ok(out),
+            Ok(Err(e)) => fail(e),
+            Err(_) => fail(format!("the agent of {} has stopped", d.display())),
+        }
+    }
+
     fn list(&self) -> Vec<MountInfo> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<MountInfo> = running
@@ -325,6 +360,8 @@ impl AgentHost {
                     held: s.held,
                     applied: s.applied,
                     in_sync: s.in_sync,
+                    held_deletes: s.held_deletes,
+                    held_deletes_why: s.held_deletes_why,
                 }
             })
             .collect();
@@ -354,6 +391,12 @@ fn state_line(s: &Status) -> String {
             Some(h) => parts.push(format!("{} pending ({h})", s.pending)),
             None => parts.push(format!("{} pending", s.pending)),
         }
+    }
+    if s.held_deletes > 0 {
+        parts.push(format!(
+            "held: {} deletions (mass-delete guard)",
+            s.held_deletes
+        ));
     }
     if s.split_brain > 0 {
         parts.push(format!("{} in split-brain", s.split_brain));
@@ -410,6 +453,24 @@ mod tests {
                     ..synced()
                 },
                 "1 in split-brain, following h1:/b1",
+            ),
+            (
+                Status {
+                    held_deletes: 300,
+                    held_deletes_why: Some("300 of 301 files deleted".into()),
+                    in_sync: false,
+                    ..synced()
+                },
+                "held: 300 deletions (mass-delete guard), following h1:/b1",
+            ),
+            (
+                Status {
+                    pending: 1,
+                    held_deletes: 25,
+                    split_brain: 2,
+                    ..synced()
+                },
+                "1 pending, held: 25 deletions (mass-delete guard), 2 in split-brain, following h1:/b1",
             ),
             (
                 Status {

@@ -277,8 +277,8 @@ fn stamp(t: std::time::SystemTime) -> String {
 }
 
 /// Restores the volume's version of `rel` over a local edit (read-only
-/// mounts).
-async fn revert(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError> {
+/// mounts) or a held deletion (`gsync revert-deletes`).
+pub(crate) async fn revert(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError> {
     let Some(t) = ag.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
     };

@@ -69,11 +69,18 @@ pub async fn check(
     let root = spec.dir.clone();
     let jp = jpath.to_path_buf();
     let pre = prefix.to_string();
-    let (unpushed, targets) = tokio::task::spawn_blocking(move || local_state(&root, &jp, &pre))
-        .await
-        .map_err(|e| e.to_string())??;
+    let (unpushed, targets, held) =
+        tokio::task::spawn_blocking(move || local_state(&root, &jp, &pre))
+            .await
+            .map_err(|e| e.to_string())??;
     let mut bricks_ok = 0;
     let mut lines: Vec<String> = Vec::new();
+    if held > 0 {
+        lines.push(format!(
+            "{held} deletion(s) are held by the mass-delete guard (gsync accept-deletes or revert-deletes {})",
+            spec.dir.display()
+        ));
+    }
     if !unpushed.is_empty() {
         lines.push(format!(
             "the mount has not pushed {} change(s) yet ({})",
@@ -121,9 +128,13 @@ fn sample(paths: &[String]) -> String {
 
 type Targets = Vec<(RelPath, VersionVector)>;
 
-/// The local paths not pushed yet, and the journal versions to find on
-/// the bricks.
-fn local_state(root: &Path, jpath: &Path, prefix: &str) -> Result<(Vec<String>, Targets), String> {
+/// The local paths not pushed yet, the journal versions to find on the
+/// bricks, and the number of deletions the mass-delete guard holds.
+fn local_state(
+    root: &Path,
+    jpath: &Path,
+    prefix: &str,
+) -> Result<(Vec<String>, Targets, usize), String> {
     let journal = Journal::open(jpath).map_err(|e| e.to_string())?;
     let ignore = Ignore::load(root);
     let dir: PathBuf = if prefix.is_empty() {
@@ -170,7 +181,8 @@ fn local_state(root: &Path, jpath: &Path, prefix: &str) -> Result<(Vec<String>, 
         }
     }
     unpushed.sort();
-    Ok((unpushed, targets))
+    let held = journal.held().map_err(|e| e.to_string())?.len();
+    Ok((unpushed, targets, held))
 }
 
 /// The paths whose journal version brick `brick` does not hold (its
