@@ -49,9 +49,29 @@ pub enum Command {
     /// Fault injection and robustness drills (for testing).
     #[command(subcommand, hide = true)]
     Debug(DebugCmd),
+    /// Print a completion script for a shell, from the same definitions as
+    /// the parser: `gsync completions bash > /etc/bash_completion.d/gsync`.
+    Completions {
+        /// bash, zsh or fish.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff): `gsync man > /usr/share/man/man1/gsync.1`.
+    Man,
     /// Wait until every change made in a mounted folder is stored on the
     /// volume's bricks; exit 0 then, non-zero with what is missing on timeout.
     Wait(WaitArgs),
+}
+
+/// Shells `gsync completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shell {
+    /// GNU bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 impl Command {

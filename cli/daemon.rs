@@ -90,7 +90,10 @@ pub async fn run(a: DaemonArgs, state: PathBuf) -> Result<Outcome> {
     let agents = gsync_client::AgentHost::start(node.clone());
     node.set_extension(Arc::new(Extensions { heal, agents }));
     tracing::info!(pid = std::process::id(), state = %state.display(), "gsync daemon ready");
+    crate::service::ready(&format!("serving on {listen}"));
+    crate::service::start_watchdog(&state);
     shutdown_signal().await;
+    crate::service::stopping();
     tracing::info!("stopping");
     node.shutdown().await;
     tracing::info!("stopped");

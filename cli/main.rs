@@ -10,11 +10,13 @@ mod bench;
 mod ctl;
 mod daemon;
 mod demo;
+mod docs_cmd;
 mod heal_cmd;
 mod json_ids;
 mod logging;
 mod mount_cmd;
 mod pool_cmd;
+mod service;
 mod trash_cmd;
 mod volume_cmd;
 mod wait_cmd;
@@ -98,6 +100,8 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench(a) => bench::run(a, json).await,
         Command::Debug(c) => pool_cmd::debug(c, &state, json).await,
         Command::Wait(a) => wait_cmd::run(a, &state, json).await,
+        Command::Completions { shell } => docs_cmd::completions(shell),
+        Command::Man => docs_cmd::man(),
     }
 }
 

@@ -8,6 +8,16 @@ use std::time::Duration;
 
 use crate::support::{bin, wait_until, Cluster};
 
+/// A process killed when the test ends, even by a panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs the CLI without a daemon (no state dir needed).
 fn gsync(args: &[&str]) -> std::process::Output {
     Command::new(bin())
@@ -305,4 +315,132 @@ fn a_refused_second_daemon_writes_nothing_in_the_live_log() {
         n.cli(&["peer", "status"]).code == 0,
         "the live daemon answers"
     );
+}
+
+#[test]
+fn completions_for_three_shells_and_a_man_page() {
+    for (shell, marker) in [
+        ("bash", "complete -F _gsync"),
+        ("zsh", "#compdef gsync"),
+        ("fish", "complete -c gsync"),
+    ] {
+        let out = gsync(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(marker), "{shell}: no {marker:?}");
+        for word in ["volume", "replace-brick", "heal", "mount", "completions"] {
+            assert!(text.contains(word), "{shell}: no {word}");
+        }
+    }
+    // bash reads its script and registers the completion.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source <('{}' completions bash) && complete -p gsync",
+            bin().display()
+        ))
+        .output()
+        .expect("bash");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("gsync"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = gsync(&["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let man = gsync(&["man"]);
+    assert!(man.status.success());
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(page.contains(".TH gsync 1"), "{page}");
+    assert!(page.contains("completions"), "{page}");
+}
+
+/// The units of dist/, with ExecStart pointing at the binary under test.
+fn units_for_verify(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dist");
+    ["gsyncd.service", "gsync-mount@.service"]
+        .iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(src.join(name)).expect("unit");
+            assert!(text.contains("ExecStart=/usr/bin/gsync "), "{name}");
+            let p = dir.join(name);
+            std::fs::write(
+                &p,
+                text.replace("/usr/bin/gsync", &bin().display().to_string()),
+            )
+            .expect("write unit");
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let units = units_for_verify(dir.path());
+    let unit = std::fs::read_to_string(&units[0]).expect("unit");
+    for want in ["Type=notify", "WatchdogSec=", "ExecReload=/bin/kill -HUP"] {
+        assert!(unit.contains(want), "gsyncd.service lacks {want}");
+    }
+    let Ok(out) = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .current_dir(dir.path())
+        .output()
+    else {
+        println!("SKIPPED: systemd-analyze is not installed; the units were not verified");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let port = crate::support::unique_port();
+    // systemd names the pid the watchdog is for: the shell's pid, kept by exec.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"WATCHDOG_PID=$$ exec "$0" daemon --listen "$1""#)
+        .arg(bin())
+        .arg(format!("127.0.0.1:{port}"))
+        .env("GSYNC_STATE_DIR", dir.path().join("state"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("daemon.out")).expect("out"))
+        .spawn()
+        .expect("daemon");
+    let mut child = KillOnDrop(child);
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    let out = || std::fs::read_to_string(dir.path().join("daemon.out")).unwrap_or_default();
+    while !(got.contains("READY=1") && got.contains("WATCHDOG=1")) {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification within 20 s ({e}): {got}\n{}", out()));
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        got.push('\n');
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.0.id() as i32, libc::SIGTERM);
+    }
+    while !got.contains("STOPPING=1") {
+        let n = sock.recv(&mut buf).expect("STOPPING within 20 s");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let status = child.0.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    assert!(got.contains("STATUS=serving on 127.0.0.1:"), "{got}");
 }
