@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// gsync keeps a directory identical across servers.
 #[derive(Debug, Parser)]
-#[command(name = "gsync", version, about, long_about = None)]
+#[command(name = "gsync", version = env!("GSYNC_LONG_VERSION"), about, long_about = None)]
 pub struct Cli {
     /// State directory of the local daemon to talk to (or run).
     /// Default: /var/lib/gsync for root, else $XDG_STATE_HOME/gsync.
@@ -49,6 +49,15 @@ pub enum Command {
     /// Fault injection and robustness drills (for testing).
     #[command(subcommand, hide = true)]
     Debug(DebugCmd),
+    /// Print a completion script for a shell, from the same definitions as
+    /// the parser: `gsync completions bash > /etc/bash_completion.d/gsync`.
+    Completions {
+        /// bash, zsh or fish.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff): `gsync man > /usr/share/man/man1/gsync.1`.
+    Man,
     /// Wait until every change made in a mounted folder is stored on the
     /// volume's bricks; exit 0 then, non-zero with what is missing on timeout.
     Wait(WaitArgs),
@@ -66,6 +75,29 @@ pub enum Command {
         /// The mounted folder.
         dir: PathBuf,
     },
+}
+
+/// Shells `gsync completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shell {
+    /// GNU bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
+}
+
+impl Command {
+    /// Commands that run for long and talk over sockets keep SIGPIPE
+    /// ignored (a dead peer is an error to handle, not a reason to die).
+    pub fn keeps_sigpipe_ignored(&self) -> bool {
+        match self {
+            Self::Daemon(_) | Self::Demo(_) | Self::Bench(_) => true,
+            Self::Mount(m) => m.foreground,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +126,14 @@ pub struct DaemonArgs {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Rotate <state>/log/gsyncd.log: `daily` (midnight UTC), a size such
+    /// as `64M`, or `never` (an external logrotate then sends SIGHUP, which
+    /// always reopens the file).
+    #[arg(long, default_value = "64M")]
+    pub log_rotate: String,
+    /// Rotated log files kept (gsyncd.log.1 is the newest).
+    #[arg(long, default_value_t = 5)]
+    pub log_keep: usize,
 }
 
 #[derive(Debug, Subcommand)]

@@ -88,7 +88,9 @@ pub async fn mount(a: MountArgs, state: &Path, json: bool) -> Result<Outcome> {
         }
     }
     if a.foreground {
+        crate::service::ready(&format!("{dir}: attached to {source}"));
         wait_signal().await;
+        crate::service::stopping();
         let _ = ctl::call_raw(state, &CtlRequest::Umount { dir: dir.clone() }).await?;
     }
     Ok(Outcome::Done)

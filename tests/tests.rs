@@ -35,3 +35,6 @@ mod integrity;
 
 /// Never losing a file to a mistake: trash and restore, wait, history, guard.
 mod safety;
+
+/// Operations: pipes, usage errors, JSON ids, logs, service files, metrics, events, demo.
+mod ops;

@@ -635,6 +635,15 @@ async fn bind_with_retry(
     loop {
         match net::bind(id, addr, faults.clone()) {
             Ok(e) => return Ok(e),
+            // Another process holds the port: waiting would only hide the
+            // mistake (a second daemon or demo on the same ports).
+            Err(net::NetError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                return Err(anyhow_like::err(format!(
+                    "cannot listen on {addr}: the port is in use by another process"
+                )));
+            }
             Err(e) => {
                 if attempt % 30 == 0 {
                     tracing::warn!(

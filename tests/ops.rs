@@ -1,0 +1,446 @@
+//! Operations as an operator meets them: the CLI in pipes and scripts, JSON
+//! read by strict parsers, the daemon's logs, service files, metrics and
+//! events, the demo.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{bin, wait_until, Cluster};
+
+/// A process killed when the test ends, even by a panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the CLI without a daemon (no state dir needed).
+fn gsync(args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .env("GSYNC_STATE_DIR", "/nonexistent-gsync-state")
+        .output()
+        .expect("run gsync")
+}
+
+/// A write end of a pipe whose read end is already closed.
+fn closed_pipe() -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe(2) fills two descriptors we then own.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both are fresh descriptors owned by nobody else.
+    let (r, w) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    drop(r);
+    w
+}
+
+#[test]
+fn a_closed_pipe_ends_the_cli_quietly() {
+    let c = Cluster::start(2);
+    c.form_pool();
+    c.create_volume("v");
+    let n = c.node(1);
+    for args in [&["volume", "heal", "v", "info"][..], &["volume", "info"]] {
+        let out = Command::new(bin())
+            .args(args)
+            .env("GSYNC_STATE_DIR", &n.state)
+            .stdout(closed_pipe())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run gsync");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+        assert!(stderr.is_empty(), "{args:?} wrote to stderr: {stderr}");
+    }
+    // The same through a shell pipeline into head, as a user types it.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' volume heal v info | head -1",
+            bin().display()
+        ))
+        .env("GSYNC_STATE_DIR", &n.state)
+        .output()
+        .expect("sh");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn usage_errors_show_the_whole_message_and_the_subcommands_usage() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["volume", "create"], "Usage: gsync volume create"),
+        (&["volume", "statu"], "Usage: gsync volume"),
+        (&["peer", "probe"], "Usage: gsync peer probe"),
+        (
+            &["volume", "start", "v", "now"],
+            "Usage: gsync volume start",
+        ),
+        (&["daemon", "--bogus"], "Usage: gsync daemon"),
+    ];
+    for (args, usage) in cases {
+        let out = gsync(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with("error: "), "{args:?}: {stderr}");
+        assert!(stderr.contains(usage), "{args:?}: no {usage:?} in {stderr}");
+        assert!(!stderr.contains("see gsync --help"), "{stderr}");
+    }
+    // Our own checks of a value are one line too.
+    let out = gsync(&["daemon", "--log-rotate", "weekly"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--log-rotate weekly"), "{stderr}");
+}
+
+#[test]
+fn version_names_the_commit() {
+    let out = gsync(&["--version"]);
+    assert!(out.status.success());
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let want = format!("gsync {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(v.starts_with(&want), "{v}");
+    let commit = v[want.len()..].trim_end_matches(')');
+    let head = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(h) if std::env::var_os("GSYNC_BUILD_COMMIT").is_none() => {
+            assert_eq!(commit.len(), 12, "{v}");
+            assert!(h.starts_with(commit), "built from {commit}, HEAD is {h}");
+        }
+        _ => println!("no git here: version says {v}"),
+    }
+}
+
+/// Every number in `v` is exact in a double; every `id` is a string.
+fn assert_json_safe(v: &serde_json::Value, at: &str) {
+    match v {
+        serde_json::Value::Number(n) => {
+            let exact = n.as_u64().is_none_or(|x| x < 1 << 53)
+                && n.as_i64().is_none_or(|x| x.unsigned_abs() < 1 << 53);
+            assert!(exact, "{at}: {n} is not exact in a double");
+        }
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                assert_json_safe(x, &format!("{at}[{i}]"));
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for (k, x) in o {
+                if k == "id" {
+                    assert!(x.is_string(), "{at}.id is {x}");
+                }
+                assert_json_safe(x, &format!("{at}.{k}"));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn json_ids_round_trip_through_a_strict_parser() {
+    let c = Cluster::start(2);
+    c.form_pool();
+    c.create_volume("v");
+    let n = c.node(1);
+    let mut seen = Vec::new();
+    for args in [
+        &["volume", "info", "--json"][..],
+        &["volume", "status", "v", "--json"],
+        &["volume", "heal", "v", "info", "--json"],
+        &["pool", "list", "--json"],
+        &["peer", "status", "--json"],
+    ] {
+        let r = n.cli(args).ok();
+        let v = r.json();
+        assert_json_safe(&v, &args.join(" "));
+        // Reading the text again gives the same value (nothing rounded).
+        let again: serde_json::Value = serde_json::from_str(&v.to_string()).expect("json");
+        assert_eq!(again, v);
+        seen.push(v);
+    }
+    // The brick ids agree across commands, and each is a 64-bit number.
+    let ids = |rows: &serde_json::Value| -> Vec<String> {
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .map(|b| b["id"].as_str().expect("id string").to_string())
+            .collect()
+    };
+    let info_ids = ids(&seen[0][0]["bricks"]);
+    let status_ids = ids(&seen[1][0]["bricks"]);
+    let heal_ids = ids(&seen[2]);
+    assert_eq!(info_ids.len(), 2);
+    assert_eq!(info_ids, status_ids);
+    assert_eq!(info_ids, heal_ids);
+    for id in &info_ids {
+        id.parse::<u64>().expect("decimal id");
+    }
+}
+
+/// Starts one daemon and returns its cluster.
+fn one_node(extra: Vec<String>) -> Cluster {
+    Cluster::start_with(1, move |_| extra.clone())
+}
+
+#[test]
+fn log_files_carry_no_escape_codes_and_one_event_per_line() {
+    let c = Cluster::start(2);
+    c.form_pool();
+    c.create_volume("v");
+    let n = c.node(1);
+    let d = c.path("ro");
+    n.cli(&[
+        "mount",
+        &format!("{}:/v", n.ip),
+        &d.to_string_lossy(),
+        "--read-only",
+    ])
+    .ok();
+    let name = "bad\nname\x1b[31m.txt";
+    std::fs::write(d.join(name), "x").expect("write");
+    wait_until(Duration::from_secs(20), "the revert is logged", || {
+        n.log().contains("local change reverted")
+    });
+    let log = n.log();
+    assert!(!log.contains('\x1b'), "escape code in the log:\n{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("local change reverted"))
+        .expect("line");
+    assert!(line.contains(r"bad\nname\x1b[31m.txt"), "{line}");
+    // stderr of a daemon that is not on a terminal has no colour either.
+    let out = std::fs::read_to_string(c.path("daemon1.out")).expect("daemon out");
+    assert!(!out.contains('\x1b'), "escape code on stderr:\n{out}");
+    assert!(out.contains("gsync daemon ready"), "{out}");
+}
+
+fn sighup(pid: u32) {
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGHUP);
+    }
+}
+
+#[test]
+fn sighup_reopens_the_log_and_size_rotation_keeps_n_files() {
+    let c = one_node(vec![
+        "--log-rotate".into(),
+        "1k".into(),
+        "--log-keep".into(),
+        "2".into(),
+    ]);
+    let n = c.node(1);
+    let pid = n.pid().expect("pid");
+    let log = n.state.join("log/gsyncd.log");
+    let moved = n.state.join("log/moved-away.log");
+    std::fs::rename(&log, &moved).expect("rename");
+    sighup(pid);
+    wait_until(Duration::from_secs(10), "a new log file", || {
+        std::fs::read_to_string(&log).is_ok_and(|s| s.contains("log file reopened"))
+    });
+    assert!(!std::fs::read_to_string(&moved)
+        .expect("moved")
+        .contains("reopened"));
+    // Each SIGHUP logs a line: enough of them fill 1 KiB files.
+    for _ in 0..40 {
+        sighup(pid);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dir = n.state.join("log");
+    wait_until(Duration::from_secs(10), "two rotated files", || {
+        dir.join("gsyncd.log.2").exists()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!dir.join("gsyncd.log.3").exists(), "more than 2 kept");
+    for f in ["gsyncd.log", "gsyncd.log.1", "gsyncd.log.2"] {
+        let len = std::fs::metadata(dir.join(f)).map_or(0, |m| m.len());
+        assert!(len <= 1024, "{f} is {len} bytes");
+    }
+    assert!(n.cli(&["peer", "status"]).code == 0, "daemon still answers");
+}
+
+#[test]
+fn a_refused_second_daemon_writes_nothing_in_the_live_log() {
+    let c = one_node(Vec::new());
+    let n = c.node(1);
+    let before = n.log();
+    let out = Command::new(bin())
+        .args(["daemon", "--listen", "127.0.0.1:1"])
+        .env("GSYNC_STATE_DIR", &n.state)
+        .output()
+        .expect("second daemon");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("another daemon is already running"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&n.pid().expect("pid").to_string()),
+        "{stderr}"
+    );
+    let after = n.log();
+    assert!(after.starts_with(&before));
+    assert!(!after.contains("already running"), "{after}");
+    assert_eq!(after.matches("gsync daemon ready").count(), 1, "{after}");
+    assert!(
+        n.cli(&["peer", "status"]).code == 0,
+        "the live daemon answers"
+    );
+}
+
+#[test]
+fn completions_for_three_shells_and_a_man_page() {
+    for (shell, marker) in [
+        ("bash", "complete -F _gsync"),
+        ("zsh", "#compdef gsync"),
+        ("fish", "complete -c gsync"),
+    ] {
+        let out = gsync(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(marker), "{shell}: no {marker:?}");
+        for word in ["volume", "replace-brick", "heal", "mount", "completions"] {
+            assert!(text.contains(word), "{shell}: no {word}");
+        }
+    }
+    // bash reads its script and registers the completion.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source <('{}' completions bash) && complete -p gsync",
+            bin().display()
+        ))
+        .output()
+        .expect("bash");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("gsync"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = gsync(&["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let man = gsync(&["man"]);
+    assert!(man.status.success());
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(page.contains(".TH gsync 1"), "{page}");
+    assert!(page.contains("completions"), "{page}");
+}
+
+/// The units of dist/, with ExecStart pointing at the binary under test.
+fn units_for_verify(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dist");
+    ["gsyncd.service", "gsync-mount@.service"]
+        .iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(src.join(name)).expect("unit");
+            assert!(text.contains("ExecStart=/usr/bin/gsync "), "{name}");
+            let p = dir.join(name);
+            std::fs::write(
+                &p,
+                text.replace("/usr/bin/gsync", &bin().display().to_string()),
+            )
+            .expect("write unit");
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let units = units_for_verify(dir.path());
+    let unit = std::fs::read_to_string(&units[0]).expect("unit");
+    for want in ["Type=notify", "WatchdogSec=", "ExecReload=/bin/kill -HUP"] {
+        assert!(unit.contains(want), "gsyncd.service lacks {want}");
+    }
+    let Ok(out) = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .current_dir(dir.path())
+        .output()
+    else {
+        println!("SKIPPED: systemd-analyze is not installed; the units were not verified");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let port = crate::support::unique_port();
+    // systemd names the pid the watchdog is for: the shell's pid, kept by exec.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"WATCHDOG_PID=$$ exec "$0" daemon --listen "$1""#)
+        .arg(bin())
+        .arg(format!("127.0.0.1:{port}"))
+        .env("GSYNC_STATE_DIR", dir.path().join("state"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("daemon.out")).expect("out"))
+        .spawn()
+        .expect("daemon");
+    let mut child = KillOnDrop(child);
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    let out = || std::fs::read_to_string(dir.path().join("daemon.out")).unwrap_or_default();
+    while !(got.contains("READY=1") && got.contains("WATCHDOG=1")) {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification within 20 s ({e}): {got}\n{}", out()));
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        got.push('\n');
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.0.id() as i32, libc::SIGTERM);
+    }
+    while !got.contains("STOPPING=1") {
+        let n = sock.recv(&mut buf).expect("STOPPING within 20 s");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let status = child.0.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    assert!(got.contains("STATUS=serving on 127.0.0.1:"), "{got}");
+}
