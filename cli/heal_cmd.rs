@@ -138,6 +138,9 @@ fn print_info(reports: &[HealBrickReport]) {
                 for line in full_heal_lines(info, reports, false) {
                     println!("{line}");
                 }
+                if let Some(line) = progress_line(info) {
+                    println!("{line}");
+                }
                 println!("Status: {}", r.status);
                 println!("Number of entries: {}", count(info, info.total));
             }
@@ -147,6 +150,35 @@ fn print_info(reports: &[HealBrickReport]) {
             }
         }
     }
+}
+
+/// How far the current heal (a new brick's fill, or a replay after an
+/// outage) has come: entries and bytes left, the rates, the ETA.
+fn progress_line(info: &BrickHealInfo) -> Option<String> {
+    if info.pending == 0 {
+        return None;
+    }
+    let left = format!(
+        "{} entries and {} left",
+        info.pending,
+        bytesize::ByteSize(info.pending_bytes).display().si()
+    );
+    let Some(eta) = info.eta_secs else {
+        return Some(format!("Heal progress: {left}, waiting for the peer brick"));
+    };
+    let mut rates = Vec::new();
+    if let Some(r) = info.heal_rate {
+        rates.push(format!("{r:.1} entries/s"));
+    }
+    if let Some(b) = info.heal_byte_rate {
+        rates.push(format!("{}/s", bytesize::ByteSize(b as u64).display().si()));
+    }
+    Some(format!(
+        "Heal progress: {} healed, {left} at {}, ETA {}",
+        info.heals_done,
+        rates.join(", "),
+        humantime::format_duration(std::time::Duration::from_secs(eta.ceil() as u64))
+    ))
 }
 
 /// An entry count, or `-` while a full heal from the brick has not
@@ -275,16 +307,8 @@ fn print_statistics(reports: &[HealBrickReport]) {
                 if let Some(rate) = info.heal_rate {
                     println!("Heal rate: {rate:.1} entries/s");
                 }
-                match info.eta_secs {
-                    Some(eta) => println!(
-                        "Heal progress: {} done, {} pending, ETA {eta:.0} s",
-                        info.heals_done, info.pending
-                    ),
-                    None if info.pending > 0 => println!(
-                        "Heal progress: {} pending, waiting for the peer brick",
-                        info.pending
-                    ),
-                    None => {}
+                if let Some(line) = progress_line(info) {
+                    println!("{line}");
                 }
                 for (peer, n) in &info.pending_by_peer {
                     println!("Pending for brick {peer:016x}: {n}");

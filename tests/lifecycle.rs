@@ -398,6 +398,32 @@ fn rate_limited_heal_is_paced() {
     let b2 = c.brick("v", 2);
     let started = Instant::now();
     c.node_mut(2).start();
+    // While the paced heal runs, statistics and info say how far it is:
+    // entries and bytes left, the rate, the ETA.
+    let mut progress = String::new();
+    wait_until(Duration::from_secs(30), "heal progress with an ETA", || {
+        for cmd in [
+            &["volume", "heal", "v", "statistics"][..],
+            &["volume", "heal", "v", "info"],
+        ] {
+            let out = c.node(1).cli(cmd).stdout;
+            match out
+                .lines()
+                .find(|l| l.starts_with("Heal progress:") && l.contains("ETA"))
+            {
+                Some(l) => progress = l.to_string(),
+                None => return false,
+            }
+        }
+        true
+    });
+    println!("{progress}");
+    assert!(
+        progress.contains("1 entries and ")
+            && progress.contains("MB left")
+            && progress.contains("/s"),
+        "{progress}"
+    );
     wait_until(Duration::from_secs(60), "heal of the big file", || {
         hash_file(&b2.join("big.bin")) == Some(want)
     });

@@ -23,8 +23,9 @@ use crate::RelPath;
 /// ALPN of the gsync protocol, major version 1.
 pub const ALPN: &[u8] = b"gsync/1";
 
-/// Minor protocol version, checked in [`Hello`].
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Minor protocol version, checked in [`Hello`]: bumped whenever a message
+/// changes shape (2: pool document lineage, heal fill progress).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Wire error codes carried by [`Response::Error`].
 pub mod code {
