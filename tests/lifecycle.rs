@@ -545,3 +545,79 @@ fn reset_brick_takes_out_of_service_and_rebuilds_in_place() {
     wait_until(T, "heal info clean", || all_clean(c.node(1), "v"));
     c.assert_no_panics();
 }
+
+/// Figures, not a check: how long `replace-brick` takes to refill a new
+/// brick of many small files and of one big file (median of 3 runs each).
+/// Run on a release build:
+/// `GSYNC_REFILL_FILES=10000 GSYNC_REFILL_MIB=1024 cargo test --release --features failpoints --test integration refill_figures -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement; prints figures"]
+fn refill_figures() {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let files = env("GSYNC_REFILL_FILES", 10_000);
+    let mib = env("GSYNC_REFILL_MIB", 1024);
+    let runs = env("GSYNC_REFILL_RUNS", 3);
+    let small = |m: &Path| {
+        for i in 0..files {
+            let p = m.join(format!("d{:02}/f{i:05}.conf", i % 50));
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, format!("key{i} = {}\n", "v".repeat(1000 + i % 3000)))
+                .expect("write");
+        }
+    };
+    let big = |m: &Path| {
+        write_random(&m.join("big.bin"), (mib as u64) << 20, 7);
+    };
+    let workloads: [(String, &dyn Fn(&Path)); 2] = [
+        (format!("{files} files of 1-4 KiB"), &small),
+        (format!("one {mib} MiB file"), &big),
+    ];
+    for (label, fill) in workloads {
+        let mut secs = Vec::new();
+        for _ in 0..runs {
+            let mut c = Cluster::start(3);
+            c.form_pool();
+            c.create_volume("v");
+            let m1 = c.mount("v", 1);
+            fill(&m1);
+            let bricks: Vec<PathBuf> = (1..=3).map(|i| c.brick("v", i)).collect();
+            let all: Vec<&Path> = bricks.iter().map(PathBuf::as_path).collect();
+            manifest::wait_same(&all, Duration::from_secs(1800));
+            let old = brick_name(&c, "v", 3);
+            let b3 = c.brick("v", 3);
+            c.destroy_node(3, &[b3]);
+            let n4 = c.add_node();
+            probe(&c, 1, n4, &[1, 2, n4]);
+            let b4 = c.brick("v", n4);
+            let new = format!("{}:{}", c.node(n4).ip, b4.display());
+            let started = Instant::now();
+            c.node(1)
+                .cli(&[
+                    "volume",
+                    "replace-brick",
+                    "v",
+                    &old,
+                    &new,
+                    "commit",
+                    "force",
+                ])
+                .ok();
+            manifest::wait_same(
+                &[bricks[0].as_path(), b4.as_path()],
+                Duration::from_secs(1800),
+            );
+            secs.push(started.elapsed().as_secs_f64());
+            println!("refill of {label}: {:.2} s", secs[secs.len() - 1]);
+        }
+        secs.sort_by(f64::total_cmp);
+        println!(
+            "refill of {label}: median {:.2} s of {runs} runs {secs:.2?}",
+            secs[secs.len() / 2]
+        );
+    }
+}
