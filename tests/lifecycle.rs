@@ -573,7 +573,8 @@ fn refill_figures() {
     let big = |m: &Path| {
         write_random(&m.join("big.bin"), (mib as u64) << 20, 7);
     };
-    let workloads: [(String, &dyn Fn(&Path)); 2] = [
+    type Fill<'a> = &'a dyn Fn(&Path);
+    let workloads: [(String, Fill); 2] = [
         (format!("{files} files of 1-4 KiB"), &small),
         (format!("one {mib} MiB file"), &big),
     ];
