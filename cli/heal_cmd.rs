@@ -138,11 +138,13 @@ fn print_info(reports: &[HealBrickReport]) {
                 for line in full_heal_lines(info, reports, false) {
                     println!("{line}");
                 }
-                if let Some(line) = progress_line(info) {
-                    println!("{line}");
-                }
                 println!("Status: {}", r.status);
                 println!("Number of entries: {}", count(info, info.total));
+                // After GlusterFS's lines, and only while a heal moves, so
+                // scripts reading the block keep working.
+                if let Some(line) = progress_line(info).filter(|_| info.eta_secs.is_some()) {
+                    println!("{line}");
+                }
             }
             None => {
                 println!("Status: {}", r.status);

@@ -566,7 +566,7 @@ pub(super) fn note_dial(node: &Arc<Node>, peer: Uuid, err: Option<&CallError>) {
         done
     };
     if all_refuse {
-        tracing::warn!("every pool member refuses this node's key: it was detached while away; leaving the pool");
+        tracing::warn!("this node was detached from the pool (every member refuses its key: it was detached while away or before it was told); leaving the pool");
         if let Err(e) = node.store_config(PoolConfig::solo(node.me.clone())) {
             tracing::error!("cannot store the pool document after detach: {e}");
         }
