@@ -49,6 +49,9 @@ pub enum Command {
     /// Fault injection and robustness drills (for testing).
     #[command(subcommand, hide = true)]
     Debug(DebugCmd),
+    /// The node's events: peers up and down, volume changes, heals,
+    /// split-brains found and resolved, policy decisions.
+    Events(EventsArgs),
     /// Print a completion script for a shell, from the same definitions as
     /// the parser: `gsync completions bash > /etc/bash_completion.d/gsync`.
     Completions {
@@ -87,6 +90,16 @@ impl Command {
 }
 
 #[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events after this sequence number (the first column).
+    #[arg(long)]
+    pub since: Option<u64>,
+    /// Keep printing new events as they happen (JSON Lines with --json).
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct WaitArgs {
     /// A mounted folder, or a directory inside one.
     pub dir: PathBuf,
@@ -117,6 +130,10 @@ pub struct DaemonArgs {
     /// always reopens the file).
     #[arg(long, default_value = "64M")]
     pub log_rotate: String,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off unless
+    /// given; a bare PORT listens on 127.0.0.1).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<String>,
     /// Rotated log files kept (gsyncd.log.1 is the newest).
     #[arg(long, default_value_t = 5)]
     pub log_keep: usize,

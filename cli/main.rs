@@ -11,12 +11,16 @@ mod ctl;
 mod daemon;
 mod demo;
 mod docs_cmd;
+mod events_cmd;
 mod heal_cmd;
 mod json_ids;
 mod logging;
+mod metrics;
+mod monitor;
 mod mount_cmd;
 mod pool_cmd;
 mod service;
+mod timefmt;
 mod trash_cmd;
 mod volume_cmd;
 mod wait_cmd;
@@ -100,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench(a) => bench::run(a, json).await,
         Command::Debug(c) => pool_cmd::debug(c, &state, json).await,
         Command::Wait(a) => wait_cmd::run(a, &state, json).await,
+        Command::Events(a) => events_cmd::run(a, &state, json).await,
         Command::Completions { shell } => docs_cmd::completions(shell),
         Command::Man => docs_cmd::man(),
     }

@@ -444,3 +444,312 @@ fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
     assert!(status.success(), "{status:?}");
     assert!(got.contains("STATUS=serving on 127.0.0.1:"), "{got}");
 }
+
+/// `GET /metrics` on `port`: the Prometheus text.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of the first sample of `name` whose labels contain `label`.
+fn metric(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            let base = series.split('{').next().unwrap_or_default();
+            base == name && series.contains(label)
+        })
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// `gsync events --json` of node `n`: (kind, data) in order.
+fn events(n: &crate::support::Node) -> Vec<(String, serde_json::Value)> {
+    n.cli(&["events", "--json"])
+        .ok()
+        .json()
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or_default().to_string(),
+                e["data"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn has_event(n: &crate::support::Node, kind: &str) -> bool {
+    events(n).iter().any(|(k, _)| k == kind)
+}
+
+#[test]
+fn metrics_and_events_follow_a_partition_and_its_heal() {
+    let mport = crate::support::unique_port();
+    let c = Cluster::start_with(2, move |i| {
+        if i == 1 {
+            vec!["--metrics-listen".into(), mport.to_string()]
+        } else {
+            Vec::new()
+        }
+    });
+    c.form_pool();
+    c.create_volume("v");
+    let m1 = c.mount("v", 1);
+    let m2 = c.mount("v", 2);
+    let (n1, n2) = (c.node(1), c.node(2));
+    let b1 = format!("brick=\"{}:{}\"", n1.ip, c.brick("v", 1).display());
+    // A bare port listens on 127.0.0.1 only.
+    assert!(std::net::TcpStream::connect(("127.0.0.2", mport)).is_err());
+    wait_until(Duration::from_secs(20), "first samples", || {
+        let t = scrape(mport);
+        t.contains("# TYPE gsync_brick_pending_entries gauge")
+            && metric(&t, "gsync_peer_connected", "peer=\"127.0.0.2\"") == Some(1.0)
+            && metric(&t, "gsync_brick_online", &b1) == Some(1.0)
+            && metric(&t, "gsync_mount_in_sync", "dir=") == Some(1.0)
+    });
+    let before = metric(&scrape(mport), "gsync_brick_changes_applied_total", &b1).unwrap_or(0.0);
+    std::fs::write(m1.join("first.txt"), "hello\n").expect("write");
+    crate::support::heal::wait_content(
+        &m2.join("first.txt"),
+        "hello\n",
+        Duration::from_secs(20),
+        "m2",
+    );
+    wait_until(Duration::from_secs(20), "the counter moves", || {
+        metric(&scrape(mport), "gsync_brick_changes_applied_total", &b1).unwrap_or(0.0) > before
+    });
+    assert!(metric(
+        &scrape(mport),
+        "gsync_peer_rtt_seconds",
+        "peer=\"127.0.0.2\""
+    )
+    .is_some());
+    // Follow the events as a script would.
+    let follow = Command::new(bin())
+        .args(["events", "--follow", "--json"])
+        .env("GSYNC_STATE_DIR", &n1.state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("follow");
+    let mut follow = KillOnDrop(follow);
+    let stdout = follow.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let last_seq = n1
+        .cli(&["events", "--json"])
+        .json()
+        .as_array()
+        .map_or(0, |a| a.last().and_then(|e| e["seq"].as_u64()).unwrap_or(0));
+
+    c.partition(1, 2);
+    crate::support::heal::wait_disconnected(&c, 1, 1);
+    for i in 0..5 {
+        std::fs::write(m1.join(format!("during-{i}.txt")), format!("{i}\n")).expect("write");
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "pending entries in the metrics",
+        || metric(&scrape(mport), "gsync_brick_pending_entries", &b1).unwrap_or(0.0) >= 5.0,
+    );
+    wait_until(Duration::from_secs(30), "heal-started", || {
+        has_event(n1, "heal-started")
+    });
+    assert!(
+        metric(&scrape(mport), "gsync_peer_connected", "peer=\"127.0.0.2\"") == Some(0.0)
+            || has_event(n1, "peer-down")
+    );
+    let heal_bytes = metric(&scrape(mport), "gsync_brick_heals_total", &b1).unwrap_or(0.0);
+    c.heal_network();
+    c.wait_connected();
+    crate::support::heal::wait_content(
+        &m2.join("during-4.txt"),
+        "4\n",
+        Duration::from_secs(30),
+        "healed",
+    );
+    wait_until(Duration::from_secs(30), "heal-done", || {
+        has_event(n1, "heal-done")
+    });
+    wait_until(Duration::from_secs(20), "heals counted", || {
+        let t = scrape(mport);
+        metric(&t, "gsync_brick_pending_entries", &b1) == Some(0.0)
+            && metric(&t, "gsync_brick_heals_total", &b1).unwrap_or(0.0) > heal_bytes
+    });
+    let kinds: Vec<String> = events(n1).into_iter().map(|(k, _)| k).collect();
+    let pos = |k: &str| kinds.iter().position(|x| x == k);
+    for k in [
+        "volume-created",
+        "volume-started",
+        "peer-up",
+        "peer-down",
+        "heal-started",
+        "heal-done",
+    ] {
+        assert!(pos(k).is_some(), "no {k} in {kinds:?}");
+    }
+    assert!(pos("heal-started") < pos("heal-done"), "{kinds:?}");
+    assert!(
+        kinds.iter().rposition(|k| k == "peer-up") > pos("peer-down"),
+        "{kinds:?}"
+    );
+    // --since gives only what came after.
+    let later = n1
+        .cli(&["events", "--json", "--since", &last_seq.to_string()])
+        .json();
+    assert!(later
+        .as_array()
+        .expect("events")
+        .iter()
+        .all(|e| e["seq"].as_u64().unwrap_or(0) > last_seq));
+    // The follower saw the partition as it happened, one JSON object a line.
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+        seen.push(v["kind"].as_str().unwrap_or_default().to_string());
+        if seen.iter().any(|k| k == "heal-done") {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|k| k == "peer-down"), "{seen:?}");
+    assert!(seen.iter().any(|k| k == "heal-done"), "{seen:?}");
+    // Text form: one line an event with a local time.
+    let text = n1.cli(&["events"]).ok().stdout;
+    assert!(
+        text.lines()
+            .any(|l| l.contains("peer-down") && l.contains("127.0.0.2")),
+        "{text}"
+    );
+    // Node 2 has its own log.
+    assert!(has_event(n2, "peer-down"));
+    drop(follow);
+    c.assert_no_panics();
+}
+
+#[test]
+fn status_detail_shows_the_disk_and_split_brain_show_a_diff() {
+    let c = Cluster::start(2);
+    c.form_pool();
+    c.create_volume("v");
+    let (n1, n2) = (c.node(1), c.node(2));
+    let detail = n1.cli(&["volume", "status", "v", "detail"]).ok().stdout;
+    for want in [
+        "File System",
+        "Device",
+        "Mount Options",
+        "Disk Space Free",
+        "Total Disk Space",
+        "Inode Count",
+        "Free Inodes",
+        "Changes Applied",
+    ] {
+        assert!(detail.contains(want), "no {want}:\n{detail}");
+    }
+    let j = n1.cli(&["volume", "status", "v", "--json"]).ok().json();
+    let disk = &j[0]["bricks"][0]["disk"];
+    assert!(disk["total_bytes"].as_u64().unwrap_or(0) > 0, "{j}");
+    assert!(disk["free_bytes"].as_u64() <= disk["total_bytes"].as_u64());
+
+    let m1 = c.mount("v", 1);
+    let m2 = c.mount("v", 2);
+    std::fs::write(m1.join("conf.txt"), "a\nb\nc\n").expect("write");
+    crate::support::heal::wait_content(
+        &m2.join("conf.txt"),
+        "a\nb\nc\n",
+        Duration::from_secs(20),
+        "m2",
+    );
+    c.partition(1, 2);
+    crate::support::heal::wait_disconnected(&c, 1, 1);
+    crate::support::heal::wait_disconnected(&c, 2, 1);
+    std::fs::write(m1.join("conf.txt"), "a\nb from node 1\nc\n").expect("write");
+    std::fs::write(m2.join("conf.txt"), "a\nb from node 2\nc\n").expect("write");
+    crate::support::heal::wait_content(
+        &c.brick("v", 1).join("conf.txt"),
+        "a\nb from node 1\nc\n",
+        Duration::from_secs(20),
+        "brick 1",
+    );
+    crate::support::heal::wait_content(
+        &c.brick("v", 2).join("conf.txt"),
+        "a\nb from node 2\nc\n",
+        Duration::from_secs(20),
+        "brick 2",
+    );
+    c.heal_network();
+    c.wait_connected();
+    wait_until(Duration::from_secs(45), "split-brain found", || {
+        has_event(n1, "split-brain-found")
+    });
+    let show = n1
+        .cli(&["volume", "heal", "v", "split-brain", "show", "conf.txt"])
+        .ok()
+        .stdout;
+    // Writers by name, times readable, and the diff of the two texts.
+    assert!(
+        show.contains("writer=127.0.0.1") && show.contains("writer=127.0.0.2"),
+        "{show}"
+    );
+    assert!(
+        !show.contains(&n2_uuid(n2)),
+        "a uuid instead of a name:\n{show}"
+    );
+    assert!(show.contains("mtime=20"), "{show}");
+    assert!(show.contains("-b from node"), "{show}");
+    assert!(show.contains("+b from node"), "{show}");
+    assert!(show.contains("@@ -1,3 +1,3 @@"), "{show}");
+    n1.cli(&[
+        "volume",
+        "heal",
+        "v",
+        "split-brain",
+        "bigger-file",
+        "conf.txt",
+    ])
+    .ok();
+    wait_until(Duration::from_secs(30), "split-brain resolved", || {
+        has_event(n1, "split-brain-resolved")
+    });
+    let ev = events(n1);
+    let decision = ev
+        .iter()
+        .find(|(k, _)| k == "policy-decision")
+        .expect("policy-decision");
+    assert_eq!(decision.1["policy"], "bigger-file");
+    assert_eq!(decision.1["by"], "operator");
+    let found = ev
+        .iter()
+        .find(|(k, _)| k == "split-brain-found")
+        .expect("found");
+    assert_eq!(found.1["path"], "conf.txt");
+}
+
+fn n2_uuid(n: &crate::support::Node) -> String {
+    let j = n.cli(&["pool", "list", "--json"]).ok().json();
+    j.as_array()
+        .and_then(|a| a.iter().find(|p| p["local"] == true))
+        .and_then(|p| p["uuid"].as_str())
+        .unwrap_or("none")
+        .to_string()
+}
