@@ -61,6 +61,8 @@ pub async fn mount(a: MountArgs, state: &Path, json: bool) -> Result<Outcome> {
         prefer: a.prefer,
         read_only: a.read_only,
         on_change: a.on_change,
+        on_change_delay_ms: Some(a.on_change_delay.as_millis() as u64),
+        on_change_initial: a.on_change_initial,
     };
     let dir = match ctl::call::<String>(state, &req).await? {
         Ok(d) => d,

@@ -753,3 +753,174 @@ fn n2_uuid(n: &crate::support::Node) -> String {
         .unwrap_or("none")
         .to_string()
 }
+
+/// Runs logged by an --on-change command writing `$GSYNC_CHANGED` then `---`.
+fn hook_runs(log: &std::path::Path) -> Vec<Vec<String>> {
+    crate::support::read(log)
+        .split("---\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|b| b.lines().map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn on_change_runs_once_per_settled_batch_and_not_for_the_first_download() {
+    let c = Cluster::start(2);
+    c.form_pool();
+    c.create_volume("v");
+    let m1 = c.mount("v", 1);
+    for i in 0..10 {
+        std::fs::write(m1.join(format!("old-{i}.txt")), "old\n").expect("write");
+    }
+    let n2 = c.node(2);
+    let mount = |dir: &std::path::Path, log: &std::path::Path, extra: &[&str]| {
+        let cmd = format!(
+            "printf '%s\\n---\\n' \"$GSYNC_CHANGED\" >> '{}'",
+            log.display()
+        );
+        let mut args = vec![
+            "mount".to_string(),
+            "127.0.0.2:/v".to_string(),
+            dir.to_string_lossy().into_owned(),
+            "--on-change".to_string(),
+            cmd,
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        n2.cli(&a).ok();
+    };
+    wait_until(Duration::from_secs(20), "old files on brick 2", || {
+        (0..10).all(|i| c.brick("v", 2).join(format!("old-{i}.txt")).exists())
+    });
+    let (quiet, quiet_log) = (c.path("quiet"), c.path("quiet.log"));
+    let (init, init_log) = (c.path("init"), c.path("init.log"));
+    mount(&quiet, &quiet_log, &["--on-change-delay", "2s"]);
+    mount(
+        &init,
+        &init_log,
+        &["--on-change-initial", "--on-change-delay", "200ms"],
+    );
+    assert!(quiet.join("old-9.txt").exists() && init.join("old-9.txt").exists());
+    // --on-change-initial: the first download ran the command, naming it.
+    wait_until(Duration::from_secs(20), "the initial run", || {
+        hook_runs(&init_log)
+            .iter()
+            .flatten()
+            .any(|p| p == "old-9.txt")
+    });
+    // Without it, nothing ran for the first download.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        hook_runs(&quiet_log).is_empty(),
+        "{:?}",
+        hook_runs(&quiet_log)
+    );
+    // A burst of 30 files: every path named, in a handful of runs.
+    for i in 0..30 {
+        std::fs::write(m1.join(format!("new-{i}.txt")), format!("{i}\n")).expect("write");
+    }
+    wait_until(Duration::from_secs(30), "every new path named", || {
+        let all: Vec<String> = hook_runs(&quiet_log).into_iter().flatten().collect();
+        (0..30).all(|i| all.contains(&format!("new-{i}.txt")))
+    });
+    let runs = hook_runs(&quiet_log);
+    println!("30 files written in a burst: {} on-change runs", runs.len());
+    assert!(runs.len() <= 5, "one run per settled batch, got {runs:?}");
+    assert!(
+        runs.iter().flatten().all(|p| p.starts_with("new-")),
+        "{runs:?}"
+    );
+}
+
+/// Pids of live processes whose command line mentions `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        let hay = String::from_utf8_lossy(&[cmd, env].concat()).into_owned();
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')));
+        if hay.contains(needle) && !zombie {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn demo_works_as_printed_refuses_busy_ports_and_stops_by_dir() {
+    let port = crate::support::unique_port().to_string();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (d1, d2) = (tmp.path().join("one"), tmp.path().join("two"));
+    let out = gsync(&[
+        "demo",
+        "--detach",
+        "--port",
+        &port,
+        "--dir",
+        &d1.to_string_lossy(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let guard = DemoGuard(d1.clone());
+    // The first suggested command, exactly as printed.
+    let first = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Try:"))
+        .nth(1)
+        .expect("a suggestion")
+        .trim()
+        .to_string();
+    assert!(first.starts_with("echo hi > "), "{text}");
+    let run = Command::new("sh")
+        .arg("-c")
+        .arg(&first)
+        .output()
+        .expect("sh");
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "hi\n",
+        "{first}: {run:?}"
+    );
+    // A second demo on the same ports: one line, at once, nothing left.
+    let started = std::time::Instant::now();
+    let out = gsync(&["demo", "--port", &port, "--dir", &d2.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    println!("second demo refused in {:?}", started.elapsed());
+    assert!(processes_with(&d2.to_string_lossy()).is_empty());
+    // The stop line is printed, and stops exactly that demo.
+    let stop_line = format!("demo --stop {}", d1.canonicalize().expect("dir").display());
+    assert!(text.contains(&stop_line), "{text}");
+    assert!(!text.contains("pkill"), "{text}");
+    assert_eq!(processes_with(&d1.to_string_lossy()).len(), 3);
+    let out = gsync(&["demo", "--stop", &d1.to_string_lossy()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(processes_with(&d1.to_string_lossy()).is_empty());
+    std::mem::forget(guard);
+    let again = gsync(&["demo", "--stop", &d1.to_string_lossy()]);
+    assert!(!again.status.success());
+}
+
+/// Stops a detached demo if the test fails half-way.
+struct DemoGuard(std::path::PathBuf);
+
+impl Drop for DemoGuard {
+    fn drop(&mut self) {
+        let _ = gsync(&["demo", "--stop", &self.0.to_string_lossy()]);
+    }
+}

@@ -139,8 +139,14 @@ pub enum CtlRequest {
         prefer: Option<String>,
         /// Only receive.
         read_only: bool,
-        /// Command run after applied batches.
+        /// Command run once per settled batch of applied changes.
         on_change: Option<String>,
+        /// Settle time of the batches, in milliseconds (default 300).
+        #[serde(default)]
+        on_change_delay_ms: Option<u64>,
+        /// Run the command for the first download too.
+        #[serde(default)]
+        on_change_initial: bool,
     },
     /// `gsync umount DIR`.
     Umount {
