@@ -924,3 +924,49 @@ impl Drop for DemoGuard {
         let _ = gsync(&["demo", "--stop", &self.0.to_string_lossy()]);
     }
 }
+
+#[test]
+fn first_sync_on_a_terminal_shows_bytes_totals_and_eta() {
+    let c = Cluster::start(2);
+    c.form_pool();
+    c.create_volume("v");
+    let m1 = c.mount("v", 1);
+    // 48 MiB that does not compress or deduplicate.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for f in 0..3 {
+        let data: Vec<u8> = (0..16 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(m1.join(format!("big-{f}.bin")), data).expect("write");
+    }
+    wait_until(Duration::from_secs(60), "data on brick 2", || {
+        (0..3).all(|f| {
+            std::fs::metadata(c.brick("v", 2).join(format!("big-{f}.bin")))
+                .is_ok_and(|m| m.len() == 16 << 20)
+        })
+    });
+    let dir = c.path("tty-mount");
+    // `script` gives the CLI a terminal, as a person typing it has.
+    let cmd = format!(
+        "'{}' mount 127.0.0.2:/v '{}'",
+        bin().display(),
+        dir.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("GSYNC_STATE_DIR", &c.node(2).state)
+        .env("COLUMNS", "120")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("in sync with 127.0.0.2:/v"), "{text}");
+    assert!(text.contains("ETA"), "no ETA:\n{text}");
+    assert!(text.contains("MiB"), "no byte counts:\n{text}");
+    assert!(text.contains("48.00 MiB"), "no total:\n{text}");
+}
