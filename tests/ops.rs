@@ -95,14 +95,16 @@ fn usage_errors_show_the_whole_message_and_the_subcommands_usage() {
             "Usage: gsync volume start",
         ),
         (&["daemon", "--bogus"], "Usage: gsync daemon"),
+        (&["events", "--since", "x"], "Usage: gsync events"),
+        (&["completions", "tcsh"], "Usage: gsync completions"),
     ];
     for (args, usage) in cases {
         let out = gsync(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
-        let first = stderr.lines().next().unwrap_or_default();
-        assert!(first.starts_with("error: "), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("gsync: "), "{args:?}: {stderr}");
         assert!(stderr.contains(usage), "{args:?}: no {usage:?} in {stderr}");
         assert!(!stderr.contains("see gsync --help"), "{stderr}");
     }
