@@ -4,24 +4,30 @@
 //! or resolved) and sets the Prometheus metrics (a no-op unless
 //! `--metrics-listen` installed the recorder).
 //!
-//! It asks through the daemon's own control socket, so it sees exactly what
-//! the CLI sees and needs no hook inside the bricks or the agents.
+//! It reads this node's own bricks in-process (no call to another node,
+//! so a pool of N nodes costs each one the same) and the mounts through
+//! the daemon's control socket; a sample that took long spaces the next
+//! ones out, so the monitor never competes with replication under load.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gsync_brick::control::{CtlRequest, HealBrickReport, MountInfo, VolumeStatusReport};
+use gsync_brick::control::{CtlRequest, MountInfo};
+use gsync_brick::heal_types::BrickHealInfo;
 use gsync_brick::node::Node;
-use gsync_brick::pool::VolumeState;
+use gsync_brick::pool::{Volume, VolumeState};
 use metrics::{counter, gauge};
 use serde_json::json;
 
 use crate::ctl;
 
-/// How often the monitor samples.
+/// How often the monitor samples (at least).
 pub const INTERVAL: Duration = Duration::from_secs(2);
+
+/// A sample may take at most this share of the time (1/N).
+const DUTY: u32 = 20;
 
 /// Samples with entries pending before a heal counts as started (short
 /// replication lag is not a heal).
@@ -53,12 +59,15 @@ pub fn start(node: Arc<Node>, state: PathBuf) {
     let n = node.clone();
     node.spawn(async move {
         let mut m = Monitor::default();
+        let mut pause = INTERVAL;
         loop {
             tokio::select! {
                 _ = n.token.cancelled() => return,
-                _ = tokio::time::sleep(INTERVAL) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
+            let t = Instant::now();
             m.sample(&n, &state).await;
+            pause = INTERVAL.max(t.elapsed() * DUTY);
         }
     });
 }
@@ -79,28 +88,9 @@ impl Monitor {
             .collect();
         gauge!("gsync_volumes").set(cfg.volumes.len() as f64);
         for v in &started {
-            if let Ok(Ok(reports)) = ctl::call::<Vec<HealBrickReport>>(
-                state,
-                &CtlRequest::HealInfo {
-                    name: v.name.clone(),
-                },
-            )
-            .await
-            {
-                let local: Vec<u64> = v
-                    .bricks
-                    .iter()
-                    .filter(|b| b.node == node.me.uuid)
-                    .map(|b| b.id)
-                    .collect();
-                self.heal(node, &v.name, &reports, &local);
-            }
-        }
-        if let Ok(Ok(status)) =
-            ctl::call::<Vec<VolumeStatusReport>>(state, &CtlRequest::VolumeStatus { name: None })
-                .await
-        {
-            brick_counters(&status);
+            let infos = node.bricks.heal_info(node, v).await;
+            self.heal(node, v, &infos);
+            brick_counters(node, v);
         }
         if let Ok(Ok(mounts)) = ctl::call::<Vec<MountInfo>>(state, &CtlRequest::MountList).await {
             self.mounts(&mounts);
@@ -115,13 +105,17 @@ impl Monitor {
         }
     }
 
-    fn heal(&mut self, node: &Node, vol: &str, reports: &[HealBrickReport], local: &[u64]) {
+    fn heal(&mut self, node: &Node, v: &Volume, infos: &[BrickHealInfo]) {
+        let vol = v.name.as_str();
         let mut split: BTreeSet<String> = BTreeSet::new();
         let mut answered = false;
-        for r in reports {
-            let Some(info) = &r.info else { continue };
+        for info in infos.iter().filter(|i| i.not_served.is_none()) {
+            let Some(def) = v.bricks.iter().find(|b| b.id == info.brick) else {
+                continue;
+            };
+            let name = def.name();
             answered = true;
-            let labels = [("volume", vol.to_string()), ("brick", r.brick.clone())];
+            let labels = [("volume", vol.to_string()), ("brick", name.clone())];
             gauge!("gsync_brick_pending_entries", &labels).set(info.pending as f64);
             gauge!("gsync_brick_split_brain_entries", &labels).set(info.split_brain as f64);
             gauge!("gsync_brick_healing_entries", &labels).set(info.healing as f64);
@@ -135,7 +129,10 @@ impl Monitor {
                     .filter(|e| e.split_brain)
                     .map(|e| e.path.to_string()),
             );
-            let t = self.bricks.entry((vol.to_string(), r.id)).or_default();
+            let t = self
+                .bricks
+                .entry((vol.to_string(), info.brick))
+                .or_default();
             let now = Instant::now();
             if info.pending == 0 {
                 t.pending_samples = 0;
@@ -151,9 +148,6 @@ impl Monitor {
             } else {
                 lag
             });
-            if !local.contains(&r.id) {
-                continue;
-            }
             if !t.healing && t.pending_samples >= STARTED_AFTER {
                 t.healing = true;
                 t.heals_at_start = info.heals_done;
@@ -162,10 +156,10 @@ impl Monitor {
                 node.events.emit(
                     "heal-started",
                     format!(
-                        "volume {vol}: brick {} has {} entries to heal",
-                        r.brick, info.pending
+                        "volume {vol}: brick {name} has {} entries to heal",
+                        info.pending
                     ),
-                    json!({"volume": vol, "brick": r.brick, "pending": info.pending}),
+                    json!({"volume": vol, "brick": name, "pending": info.pending}),
                 );
             } else if t.healing && info.pending == 0 {
                 t.healing = false;
@@ -175,10 +169,9 @@ impl Monitor {
                 node.events.emit(
                     "heal-done",
                     format!(
-                        "volume {vol}: brick {} healed ({healed} entries, {bytes} bytes, {secs:.1} s)",
-                        r.brick
+                        "volume {vol}: brick {name} healed ({healed} entries, {bytes} bytes, {secs:.1} s)"
                     ),
-                    json!({"volume": vol, "brick": r.brick, "healed": healed, "bytes": bytes, "seconds": secs}),
+                    json!({"volume": vol, "brick": name, "healed": healed, "bytes": bytes, "seconds": secs}),
                 );
             }
         }
@@ -224,19 +217,23 @@ impl Monitor {
     }
 }
 
-fn brick_counters(status: &[VolumeStatusReport]) {
-    for v in status {
-        for b in &v.bricks {
-            let labels = [("volume", v.volume.clone()), ("brick", b.brick.clone())];
-            gauge!("gsync_brick_online", &labels).set(if b.online { 1.0 } else { 0.0 });
-            let Some(d) = &b.detail else { continue };
-            let c = &d.counters;
-            counter!("gsync_brick_changes_applied_total", &labels).absolute(c.changes_applied);
-            counter!("gsync_brick_received_bytes_total", &labels).absolute(c.bytes_received);
-            counter!("gsync_brick_sent_bytes_total", &labels).absolute(c.bytes_sent);
-            counter!("gsync_brick_chunks_reused_total", &labels).absolute(c.chunks_reused);
-            counter!("gsync_brick_chunks_fetched_total", &labels).absolute(c.chunks_fetched);
-            gauge!("gsync_brick_entries", &labels).set(d.entries as f64);
+/// Counters of this node's bricks of `v`.
+fn brick_counters(node: &Node, v: &Volume) {
+    for st in node.bricks.status(node, &v.name) {
+        let Some(def) = v.bricks.iter().find(|b| b.id == st.brick) else {
+            continue;
+        };
+        let labels = [("volume", v.name.clone()), ("brick", def.name())];
+        gauge!("gsync_brick_online", &labels).set(if st.online { 1.0 } else { 0.0 });
+        if !st.online {
+            continue;
         }
+        let c = &st.counters;
+        counter!("gsync_brick_changes_applied_total", &labels).absolute(c.changes_applied);
+        counter!("gsync_brick_received_bytes_total", &labels).absolute(c.bytes_received);
+        counter!("gsync_brick_sent_bytes_total", &labels).absolute(c.bytes_sent);
+        counter!("gsync_brick_chunks_reused_total", &labels).absolute(c.chunks_reused);
+        counter!("gsync_brick_chunks_fetched_total", &labels).absolute(c.chunks_fetched);
+        gauge!("gsync_brick_entries", &labels).set(st.entries as f64);
     }
 }
