@@ -49,6 +49,9 @@ pub enum Command {
     /// Fault injection and robustness drills (for testing).
     #[command(subcommand, hide = true)]
     Debug(DebugCmd),
+    /// The node's events: peers up and down, volume changes, heals,
+    /// split-brains found and resolved, policy decisions.
+    Events(EventsArgs),
     /// Print a completion script for a shell, from the same definitions as
     /// the parser: `gsync completions bash > /etc/bash_completion.d/gsync`.
     Completions {
@@ -77,6 +80,11 @@ pub enum Command {
     },
 }
 
+/// Parses a duration such as 300ms, 2s or 1m.
+fn parse_delay(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 300ms or 2s)"))
+}
+
 /// Shells `gsync completions` writes for.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Shell {
@@ -98,6 +106,16 @@ impl Command {
             _ => false,
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events after this sequence number (the first column).
+    #[arg(long)]
+    pub since: Option<u64>,
+    /// Keep printing new events as they happen (JSON Lines with --json).
+    #[arg(long, short)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +149,10 @@ pub struct DaemonArgs {
     /// always reopens the file).
     #[arg(long, default_value = "64M")]
     pub log_rotate: String,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off unless
+    /// given; a bare PORT listens on 127.0.0.1).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<String>,
     /// Rotated log files kept (gsyncd.log.1 is the newest).
     #[arg(long, default_value_t = 5)]
     pub log_keep: usize,
@@ -308,10 +330,19 @@ pub struct MountArgs {
     /// Only receive changes; local edits are reported and reverted.
     #[arg(long)]
     pub read_only: bool,
-    /// Run this command (sh -c) after each applied batch of remote changes,
-    /// with the changed paths in GSYNC_CHANGED.
+    /// Run this command (sh -c, in DIR) once per settled batch of applied
+    /// remote changes, with the changed paths in GSYNC_CHANGED (one a line)
+    /// and their number in GSYNC_CHANGED_COUNT; not for the first download
+    /// unless --on-change-initial.
     #[arg(long)]
     pub on_change: Option<String>,
+    /// How long applied changes must settle before --on-change runs
+    /// (like lsyncd's delay): 300ms, 2s...
+    #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = parse_delay)]
+    pub on_change_delay: std::time::Duration,
+    /// Run --on-change for the first download too.
+    #[arg(long)]
+    pub on_change_initial: bool,
     /// Stay attached after the first sync and unmount on SIGTERM or Ctrl-C
     /// (for systemd units); the agent itself runs in the local daemon.
     #[arg(long)]
@@ -323,9 +354,16 @@ pub struct DemoArgs {
     /// Directory for the demo's state, bricks and mounts (default: a new temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Set up and print the instructions, then exit (leave the daemons running).
+    /// Set up and print the instructions, then exit (leave the daemons
+    /// running; stop them with --stop DIR).
     #[arg(long)]
     pub detach: bool,
+    /// UDP port of the three daemons (on 127.0.0.1, .2 and .3).
+    #[arg(long, default_value_t = 24017)]
+    pub port: u16,
+    /// Stop the detached demo whose directory is DIR.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["detach", "dir"])]
+    pub stop: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -57,8 +57,16 @@ pub async fn run(a: DaemonArgs, state: PathBuf) -> Result<Outcome> {
         .or_else(|_| format!("{}:{}", a.listen, crate::pool_cmd::DEFAULT_PORT).parse())
         .map_err(|_| anyhow!("--listen {}: expected ADDR:PORT", a.listen))?;
     let rotation = crate::logging::Rotation::parse(&a.log_rotate)?;
+    let metrics_addr = a
+        .metrics_listen
+        .as_deref()
+        .map(crate::metrics::parse_listen)
+        .transpose()?;
     std::fs::create_dir_all(&state).with_context(|| format!("state dir {}", state.display()))?;
     let _lock = lock_state(&state)?;
+    let metrics = metrics_addr
+        .map(|_| crate::metrics::install())
+        .transpose()?;
     let logs = crate::logging::init(
         &state,
         &crate::logging::LogSettings {
@@ -89,6 +97,13 @@ pub async fn run(a: DaemonArgs, state: PathBuf) -> Result<Outcome> {
     let heal = gsync_heal::HealService::start(node.clone());
     let agents = gsync_client::AgentHost::start(node.clone());
     node.set_extension(Arc::new(Extensions { heal, agents }));
+    if let (Some(addr), Some(handle)) = (metrics_addr, metrics) {
+        if let Err(e) = crate::metrics::serve(addr, handle, token.clone()).await {
+            node.shutdown().await;
+            return Err(e);
+        }
+    }
+    crate::monitor::start(node.clone(), state.clone());
     tracing::info!(pid = std::process::id(), state = %state.display(), "gsync daemon ready");
     crate::service::ready(&format!("serving on {listen}"));
     crate::service::start_watchdog(&state);

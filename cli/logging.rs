@@ -326,6 +326,7 @@ pub fn init(state: &Path, s: &LogSettings<'_>) -> Result<LogHandle> {
             .boxed()
     };
     tracing_subscriber::registry()
+        .with(crate::metrics::CountLayer)
         .with(stderr_layer)
         .with(
             tracing_subscriber::fmt::layer()

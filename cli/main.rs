@@ -12,12 +12,16 @@ mod daemon;
 mod demo;
 mod docs_cmd;
 mod guard_cmd;
+mod events_cmd;
 mod heal_cmd;
 mod json_ids;
 mod logging;
+mod metrics;
+mod monitor;
 mod mount_cmd;
 mod pool_cmd;
 mod service;
+mod timefmt;
 mod trash_cmd;
 mod volume_cmd;
 mod wait_cmd;
@@ -107,32 +111,60 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::RevertDeletes { dir } => {
             guard_cmd::run(guard_cmd::Way::Revert, &dir, &state, json).await
         }
+        Command::Events(a) => events_cmd::run(a, &state, json).await,
         Command::Completions { shell } => docs_cmd::completions(shell),
         Command::Man => docs_cmd::man(),
     }
 }
 
-/// Prints clap's message; when clap left the usage out (a bad value), the
-/// usage of the subcommand the user was typing goes in before the hint.
+/// Prints a usage error as one line (scripts and logs read errors line by
+/// line): clap's whole message, its details joined in, and the usage of
+/// the subcommand the user was typing, e.g.
+/// `gsync: unrecognized subcommand 'statu' (tip: some similar subcommands
+/// exist: 'start', 'status'). Usage: gsync volume [OPTIONS] <COMMAND>`.
 fn print_usage_error(e: &clap::Error) {
     let msg = e.render().to_string();
-    if msg.contains("Usage:") {
-        let _ = e.print();
-        return;
-    }
-    let mut cmd = <Cli as clap::CommandFactory>::command();
-    cmd.build();
-    for word in std::env::args().skip(1) {
-        match cmd.find_subcommand(&word) {
-            Some(sub) => cmd = sub.clone(),
-            None if word.starts_with('-') => continue,
-            None => break,
+    let mut details = Vec::new();
+    let mut usage = None;
+    for line in msg.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.starts_with("For more information") {
+            continue;
+        }
+        if let Some(u) = line.strip_prefix("Usage:") {
+            usage = Some(u.trim().to_string());
+        } else if usage.is_some() {
+            // A second usage line.
+            usage = usage.map(|u| format!("{u} | {line}"));
+        } else {
+            details.push(line.trim_start_matches("error: ").to_string());
         }
     }
-    let usage = cmd.render_usage().to_string();
-    let hint = "For more information, try '--help'.";
-    let body = msg.trim_end().trim_end_matches(hint).trim_end();
-    eprintln!("{body}\n\n{usage}\n\n{hint}");
+    let usage = usage.unwrap_or_else(|| {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        cmd.build();
+        for word in std::env::args().skip(1) {
+            match cmd.find_subcommand(&word) {
+                Some(sub) => cmd = sub.clone(),
+                None if word.starts_with('-') => continue,
+                None => break,
+            }
+        }
+        let u = cmd.render_usage().to_string();
+        u.trim_start_matches("Usage:").trim().to_string()
+    });
+    let mut text = details.first().cloned().unwrap_or_default();
+    if details.len() > 1 {
+        let rest = &details[1..];
+        text = if text.ends_with(':') {
+            format!("{text} {}", rest.join(", "))
+        } else {
+            format!("{text} ({})", rest.join("; "))
+        };
+    }
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let usage = usage.split_whitespace().collect::<Vec<_>>().join(" ");
+    let stop = if text.ends_with('.') { "" } else { "." };
+    eprintln!("gsync: {text}{stop} Usage: {usage}");
 }
 
 /// Lets a command that only prints end quietly when its reader goes away

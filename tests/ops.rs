@@ -95,14 +95,16 @@ fn usage_errors_show_the_whole_message_and_the_subcommands_usage() {
             "Usage: gsync volume start",
         ),
         (&["daemon", "--bogus"], "Usage: gsync daemon"),
+        (&["events", "--since", "x"], "Usage: gsync events"),
+        (&["completions", "tcsh"], "Usage: gsync completions"),
     ];
     for (args, usage) in cases {
         let out = gsync(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
-        let first = stderr.lines().next().unwrap_or_default();
-        assert!(first.starts_with("error: "), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("gsync: "), "{args:?}: {stderr}");
         assert!(stderr.contains(usage), "{args:?}: no {usage:?} in {stderr}");
         assert!(!stderr.contains("see gsync --help"), "{stderr}");
     }
@@ -443,4 +445,530 @@ fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
     let status = child.0.wait().expect("wait");
     assert!(status.success(), "{status:?}");
     assert!(got.contains("STATUS=serving on 127.0.0.1:"), "{got}");
+}
+
+/// `GET /metrics` on `port`: the Prometheus text.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of the first sample of `name` whose labels contain `label`.
+fn metric(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            let base = series.split('{').next().unwrap_or_default();
+            base == name && series.contains(label)
+        })
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// `gsync events --json` of node `n`: (kind, data) in order.
+fn events(n: &crate::support::Node) -> Vec<(String, serde_json::Value)> {
+    n.cli(&["events", "--json"])
+        .ok()
+        .json()
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or_default().to_string(),
+                e["data"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn has_event(n: &crate::support::Node, kind: &str) -> bool {
+    events(n).iter().any(|(k, _)| k == kind)
+}
+
+#[test]
+fn metrics_and_events_follow_a_partition_and_its_heal() {
+    let mport = crate::support::unique_port();
+    let c = Cluster::start_with(2, move |i| {
+        if i == 1 {
+            vec!["--metrics-listen".into(), mport.to_string()]
+        } else {
+            Vec::new()
+        }
+    });
+    c.form_pool();
+    c.create_volume("v");
+    let m1 = c.mount("v", 1);
+    let m2 = c.mount("v", 2);
+    let (n1, n2) = (c.node(1), c.node(2));
+    let b1 = format!("brick=\"{}:{}\"", n1.ip, c.brick("v", 1).display());
+    // A bare port listens on 127.0.0.1 only.
+    assert!(std::net::TcpStream::connect(("127.0.0.2", mport)).is_err());
+    wait_until(Duration::from_secs(20), "first samples", || {
+        let t = scrape(mport);
+        t.contains("# TYPE gsync_brick_pending_entries gauge")
+            && metric(&t, "gsync_peer_connected", "peer=\"127.0.0.2\"") == Some(1.0)
+            && metric(&t, "gsync_brick_online", &b1) == Some(1.0)
+            && metric(&t, "gsync_mount_in_sync", "dir=") == Some(1.0)
+    });
+    let before = metric(&scrape(mport), "gsync_brick_changes_applied_total", &b1).unwrap_or(0.0);
+    std::fs::write(m1.join("first.txt"), "hello\n").expect("write");
+    crate::support::heal::wait_content(
+        &m2.join("first.txt"),
+        "hello\n",
+        Duration::from_secs(20),
+        "m2",
+    );
+    wait_until(Duration::from_secs(20), "the counter moves", || {
+        metric(&scrape(mport), "gsync_brick_changes_applied_total", &b1).unwrap_or(0.0) > before
+    });
+    assert!(metric(
+        &scrape(mport),
+        "gsync_peer_rtt_seconds",
+        "peer=\"127.0.0.2\""
+    )
+    .is_some());
+    // Follow the events as a script would.
+    let follow = Command::new(bin())
+        .args(["events", "--follow", "--json"])
+        .env("GSYNC_STATE_DIR", &n1.state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("follow");
+    let mut follow = KillOnDrop(follow);
+    let stdout = follow.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let last_seq = n1
+        .cli(&["events", "--json"])
+        .json()
+        .as_array()
+        .map_or(0, |a| a.last().and_then(|e| e["seq"].as_u64()).unwrap_or(0));
+
+    c.partition(1, 2);
+    crate::support::heal::wait_disconnected(&c, 1, 1);
+    for i in 0..5 {
+        std::fs::write(m1.join(format!("during-{i}.txt")), format!("{i}\n")).expect("write");
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "pending entries in the metrics",
+        || metric(&scrape(mport), "gsync_brick_pending_entries", &b1).unwrap_or(0.0) >= 5.0,
+    );
+    wait_until(Duration::from_secs(30), "heal-started", || {
+        has_event(n1, "heal-started")
+    });
+    assert!(
+        metric(&scrape(mport), "gsync_peer_connected", "peer=\"127.0.0.2\"") == Some(0.0)
+            || has_event(n1, "peer-down")
+    );
+    let heal_bytes = metric(&scrape(mport), "gsync_brick_heals_total", &b1).unwrap_or(0.0);
+    c.heal_network();
+    c.wait_connected();
+    crate::support::heal::wait_content(
+        &m2.join("during-4.txt"),
+        "4\n",
+        Duration::from_secs(30),
+        "healed",
+    );
+    wait_until(Duration::from_secs(30), "heal-done", || {
+        has_event(n1, "heal-done")
+    });
+    wait_until(Duration::from_secs(20), "heals counted", || {
+        let t = scrape(mport);
+        metric(&t, "gsync_brick_pending_entries", &b1) == Some(0.0)
+            && metric(&t, "gsync_brick_heals_total", &b1).unwrap_or(0.0) > heal_bytes
+    });
+    let kinds: Vec<String> = events(n1).into_iter().map(|(k, _)| k).collect();
+    let pos = |k: &str| kinds.iter().position(|x| x == k);
+    for k in [
+        "volume-created",
+        "volume-started",
+        "peer-up",
+        "peer-down",
+        "heal-started",
+        "heal-done",
+    ] {
+        assert!(pos(k).is_some(), "no {k} in {kinds:?}");
+    }
+    assert!(pos("heal-started") < pos("heal-done"), "{kinds:?}");
+    assert!(
+        kinds.iter().rposition(|k| k == "peer-up") > pos("peer-down"),
+        "{kinds:?}"
+    );
+    // --since gives only what came after.
+    let later = n1
+        .cli(&["events", "--json", "--since", &last_seq.to_string()])
+        .json();
+    assert!(later
+        .as_array()
+        .expect("events")
+        .iter()
+        .all(|e| e["seq"].as_u64().unwrap_or(0) > last_seq));
+    // The follower saw the partition as it happened, one JSON object a line.
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+        seen.push(v["kind"].as_str().unwrap_or_default().to_string());
+        if seen.iter().any(|k| k == "heal-done") {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|k| k == "peer-down"), "{seen:?}");
+    assert!(seen.iter().any(|k| k == "heal-done"), "{seen:?}");
+    // Text form: one line an event with a local time.
+    let text = n1.cli(&["events"]).ok().stdout;
+    assert!(
+        text.lines()
+            .any(|l| l.contains("peer-down") && l.contains("127.0.0.2")),
+        "{text}"
+    );
+    // Node 2 has its own log.
+    assert!(has_event(n2, "peer-down"));
+    drop(follow);
+    c.assert_no_panics();
+}
+
+#[test]
+fn status_detail_shows_the_disk_and_split_brain_show_a_diff() {
+    let c = Cluster::start(2);
+    c.form_pool();
+    c.create_volume("v");
+    let (n1, n2) = (c.node(1), c.node(2));
+    let detail = n1.cli(&["volume", "status", "v", "detail"]).ok().stdout;
+    for want in [
+        "File System",
+        "Device",
+        "Mount Options",
+        "Disk Space Free",
+        "Total Disk Space",
+        "Inode Count",
+        "Free Inodes",
+        "Changes Applied",
+    ] {
+        assert!(detail.contains(want), "no {want}:\n{detail}");
+    }
+    let j = n1.cli(&["volume", "status", "v", "--json"]).ok().json();
+    let disk = &j[0]["bricks"][0]["disk"];
+    assert!(disk["total_bytes"].as_u64().unwrap_or(0) > 0, "{j}");
+    assert!(disk["free_bytes"].as_u64() <= disk["total_bytes"].as_u64());
+
+    let m1 = c.mount("v", 1);
+    let m2 = c.mount("v", 2);
+    std::fs::write(m1.join("conf.txt"), "a\nb\nc\n").expect("write");
+    crate::support::heal::wait_content(
+        &m2.join("conf.txt"),
+        "a\nb\nc\n",
+        Duration::from_secs(20),
+        "m2",
+    );
+    c.partition(1, 2);
+    crate::support::heal::wait_disconnected(&c, 1, 1);
+    crate::support::heal::wait_disconnected(&c, 2, 1);
+    std::fs::write(m1.join("conf.txt"), "a\nb from node 1\nc\n").expect("write");
+    std::fs::write(m2.join("conf.txt"), "a\nb from node 2\nc\n").expect("write");
+    crate::support::heal::wait_content(
+        &c.brick("v", 1).join("conf.txt"),
+        "a\nb from node 1\nc\n",
+        Duration::from_secs(20),
+        "brick 1",
+    );
+    crate::support::heal::wait_content(
+        &c.brick("v", 2).join("conf.txt"),
+        "a\nb from node 2\nc\n",
+        Duration::from_secs(20),
+        "brick 2",
+    );
+    c.heal_network();
+    c.wait_connected();
+    wait_until(Duration::from_secs(45), "split-brain found", || {
+        has_event(n1, "split-brain-found")
+    });
+    let show = n1
+        .cli(&["volume", "heal", "v", "split-brain", "show", "conf.txt"])
+        .ok()
+        .stdout;
+    // Writers by name, times readable, and the diff of the two texts.
+    assert!(
+        show.contains("writer=127.0.0.1") && show.contains("writer=127.0.0.2"),
+        "{show}"
+    );
+    assert!(
+        !show.contains(&n2_uuid(n2)),
+        "a uuid instead of a name:\n{show}"
+    );
+    assert!(show.contains("mtime=20"), "{show}");
+    assert!(show.contains("-b from node"), "{show}");
+    assert!(show.contains("+b from node"), "{show}");
+    assert!(show.contains("@@ -1,3 +1,3 @@"), "{show}");
+    n1.cli(&[
+        "volume",
+        "heal",
+        "v",
+        "split-brain",
+        "bigger-file",
+        "conf.txt",
+    ])
+    .ok();
+    wait_until(Duration::from_secs(30), "split-brain resolved", || {
+        has_event(n1, "split-brain-resolved")
+    });
+    let ev = events(n1);
+    let decision = ev
+        .iter()
+        .find(|(k, _)| k == "policy-decision")
+        .expect("policy-decision");
+    assert_eq!(decision.1["policy"], "bigger-file");
+    assert_eq!(decision.1["by"], "operator");
+    let found = ev
+        .iter()
+        .find(|(k, _)| k == "split-brain-found")
+        .expect("found");
+    assert_eq!(found.1["path"], "conf.txt");
+}
+
+fn n2_uuid(n: &crate::support::Node) -> String {
+    let j = n.cli(&["pool", "list", "--json"]).ok().json();
+    j.as_array()
+        .and_then(|a| a.iter().find(|p| p["local"] == true))
+        .and_then(|p| p["uuid"].as_str())
+        .unwrap_or("none")
+        .to_string()
+}
+
+/// Runs logged by an --on-change command writing `$GSYNC_CHANGED` then `---`.
+fn hook_runs(log: &std::path::Path) -> Vec<Vec<String>> {
+    crate::support::read(log)
+        .split("---\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|b| b.lines().map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn on_change_runs_once_per_settled_batch_and_not_for_the_first_download() {
+    let c = Cluster::start(2);
+    c.form_pool();
+    c.create_volume("v");
+    let m1 = c.mount("v", 1);
+    for i in 0..10 {
+        std::fs::write(m1.join(format!("old-{i}.txt")), "old\n").expect("write");
+    }
+    let n2 = c.node(2);
+    let mount = |dir: &std::path::Path, log: &std::path::Path, extra: &[&str]| {
+        let cmd = format!(
+            "printf '%s\\n---\\n' \"$GSYNC_CHANGED\" >> '{}'",
+            log.display()
+        );
+        let mut args = vec![
+            "mount".to_string(),
+            "127.0.0.2:/v".to_string(),
+            dir.to_string_lossy().into_owned(),
+            "--on-change".to_string(),
+            cmd,
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        n2.cli(&a).ok();
+    };
+    wait_until(Duration::from_secs(20), "old files on brick 2", || {
+        (0..10).all(|i| c.brick("v", 2).join(format!("old-{i}.txt")).exists())
+    });
+    let (quiet, quiet_log) = (c.path("quiet"), c.path("quiet.log"));
+    let (init, init_log) = (c.path("init"), c.path("init.log"));
+    mount(&quiet, &quiet_log, &["--on-change-delay", "2s"]);
+    mount(
+        &init,
+        &init_log,
+        &["--on-change-initial", "--on-change-delay", "200ms"],
+    );
+    assert!(quiet.join("old-9.txt").exists() && init.join("old-9.txt").exists());
+    // --on-change-initial: the first download ran the command, naming it.
+    wait_until(Duration::from_secs(20), "the initial run", || {
+        hook_runs(&init_log)
+            .iter()
+            .flatten()
+            .any(|p| p == "old-9.txt")
+    });
+    // Without it, nothing ran for the first download.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        hook_runs(&quiet_log).is_empty(),
+        "{:?}",
+        hook_runs(&quiet_log)
+    );
+    // A burst of 30 files: every path named, in a handful of runs.
+    for i in 0..30 {
+        std::fs::write(m1.join(format!("new-{i}.txt")), format!("{i}\n")).expect("write");
+    }
+    wait_until(Duration::from_secs(30), "every new path named", || {
+        let all: Vec<String> = hook_runs(&quiet_log).into_iter().flatten().collect();
+        (0..30).all(|i| all.contains(&format!("new-{i}.txt")))
+    });
+    let runs = hook_runs(&quiet_log);
+    println!("30 files written in a burst: {} on-change runs", runs.len());
+    assert!(runs.len() <= 5, "one run per settled batch, got {runs:?}");
+    assert!(
+        runs.iter().flatten().all(|p| p.starts_with("new-")),
+        "{runs:?}"
+    );
+}
+
+/// Pids of live processes whose command line mentions `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        let hay = String::from_utf8_lossy(&[cmd, env].concat()).into_owned();
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')));
+        if hay.contains(needle) && !zombie {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn demo_works_as_printed_refuses_busy_ports_and_stops_by_dir() {
+    let port = crate::support::unique_port().to_string();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (d1, d2) = (tmp.path().join("one"), tmp.path().join("two"));
+    let out = gsync(&[
+        "demo",
+        "--detach",
+        "--port",
+        &port,
+        "--dir",
+        &d1.to_string_lossy(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let guard = DemoGuard(d1.clone());
+    // The first suggested command, exactly as printed.
+    let first = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Try:"))
+        .nth(1)
+        .expect("a suggestion")
+        .trim()
+        .to_string();
+    assert!(first.starts_with("echo hi > "), "{text}");
+    let run = Command::new("sh")
+        .arg("-c")
+        .arg(&first)
+        .output()
+        .expect("sh");
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "hi\n",
+        "{first}: {run:?}"
+    );
+    // A second demo on the same ports: one line, at once, nothing left.
+    let started = std::time::Instant::now();
+    let out = gsync(&["demo", "--port", &port, "--dir", &d2.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    println!("second demo refused in {:?}", started.elapsed());
+    assert!(processes_with(&d2.to_string_lossy()).is_empty());
+    // The stop line is printed, and stops exactly that demo.
+    let stop_line = format!("demo --stop {}", d1.canonicalize().expect("dir").display());
+    assert!(text.contains(&stop_line), "{text}");
+    assert!(!text.contains("pkill"), "{text}");
+    assert_eq!(processes_with(&d1.to_string_lossy()).len(), 3);
+    let out = gsync(&["demo", "--stop", &d1.to_string_lossy()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(processes_with(&d1.to_string_lossy()).is_empty());
+    std::mem::forget(guard);
+    let again = gsync(&["demo", "--stop", &d1.to_string_lossy()]);
+    assert!(!again.status.success());
+}
+
+/// Stops a detached demo if the test fails half-way.
+struct DemoGuard(std::path::PathBuf);
+
+impl Drop for DemoGuard {
+    fn drop(&mut self) {
+        let _ = gsync(&["demo", "--stop", &self.0.to_string_lossy()]);
+    }
+}
+
+#[test]
+fn first_sync_on_a_terminal_shows_bytes_totals_and_eta() {
+    let c = Cluster::start(2);
+    c.form_pool();
+    c.create_volume("v");
+    let m1 = c.mount("v", 1);
+    // 48 MiB that does not compress or deduplicate.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for f in 0..3 {
+        let data: Vec<u8> = (0..16 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(m1.join(format!("big-{f}.bin")), data).expect("write");
+    }
+    wait_until(Duration::from_secs(60), "data on brick 2", || {
+        (0..3).all(|f| {
+            std::fs::metadata(c.brick("v", 2).join(format!("big-{f}.bin")))
+                .is_ok_and(|m| m.len() == 16 << 20)
+        })
+    });
+    let dir = c.path("tty-mount");
+    // `script` gives the CLI a terminal, as a person typing it has.
+    let cmd = format!(
+        "'{}' mount 127.0.0.2:/v '{}'",
+        bin().display(),
+        dir.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("GSYNC_STATE_DIR", &c.node(2).state)
+        .env("COLUMNS", "120")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("in sync with 127.0.0.2:/v"), "{text}");
+    assert!(text.contains("ETA"), "no ETA:\n{text}");
+    assert!(text.contains("MiB"), "no byte counts:\n{text}");
+    assert!(text.contains("48.00 MiB"), "no total:\n{text}");
 }

@@ -21,6 +21,7 @@
 pub mod codec;
 pub mod control;
 pub mod crawl;
+pub mod events;
 pub mod failpoint;
 pub mod faults;
 pub mod frame;

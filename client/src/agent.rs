@@ -752,6 +752,7 @@ impl Agent {
         // cursor moves only once the whole batch is in: after a failure
         // the batch is fetched again, and what was applied is skipped as
         // equal.
+        let initial = !self.attached;
         let mut live = Vec::new();
         let mut dead: std::collections::BTreeMap<std::cmp::Reverse<usize>, Vec<Entry>> =
             std::collections::BTreeMap::new();
@@ -782,9 +783,7 @@ impl Agent {
                     Ok(None) => {}
                     Err(e) => {
                         tracing::debug!("apply deferred: {e}");
-                        if !changed.is_empty() {
-                            self.on_change(&changed);
-                        }
+                        self.on_change(&changed, initial);
                         return false;
                     }
                 }
@@ -809,34 +808,13 @@ impl Agent {
             let _ = self.journal.set_kv("attached", 1);
             tracing::info!(mount = %self.spec.dir.display(), "first sync complete");
         }
-        if !changed.is_empty() {
-            self.on_change(&changed);
-        }
+        self.on_change(&changed, initial);
         true
     }
 
-    fn on_change(&self, changed: &[RelPath]) {
-        let Some(cmd) = self.spec.on_change.clone() else {
-            return;
-        };
-        let list: Vec<&str> = changed.iter().map(RelPath::as_str).collect();
-        let env = list.join("\n");
-        let dir = self.root();
-        self.node.spawn(async move {
-            let r = tokio::process::Command::new("sh")
-                .arg("-c")
-                .arg(&cmd)
-                .current_dir(&dir)
-                .env("GSYNC_CHANGED", env)
-                .env("GSYNC_MOUNT", &dir)
-                .status()
-                .await;
-            match r {
-                Ok(s) if s.success() => {}
-                Ok(s) => tracing::warn!(%cmd, "on-change command exited with {s}"),
-                Err(e) => tracing::warn!(%cmd, "on-change command failed to start: {e}"),
-            }
-        });
+    /// Hands applied paths to the mount's --on-change batcher.
+    fn on_change(&self, changed: &[RelPath], initial: bool) {
+        crate::hooks::changed(&self.node, &self.spec, self.root(), changed, initial);
     }
 
     /// The mass-delete guard in front of a push round: of the `gone` dirty

@@ -15,6 +15,7 @@
 
 mod agent;
 pub mod guard;
+pub mod hooks;
 pub mod journal;
 pub mod local;
 mod remote;
@@ -127,15 +128,16 @@ impl AgentHost {
                 prefer,
                 read_only,
                 on_change,
+                on_change_delay_ms,
+                on_change_initial,
             } => {
-                self.mount(
-                    source,
-                    dir,
-                    prefer.as_deref(),
-                    *read_only,
-                    on_change.clone(),
-                )
-                .await
+                let hook = OnChange {
+                    command: on_change.clone(),
+                    delay_ms: *on_change_delay_ms,
+                    initial: *on_change_initial,
+                };
+                self.mount(source, dir, prefer.as_deref(), *read_only, hook)
+                    .await
             }
             CtlRequest::Umount { dir } => self.umount(dir),
             CtlRequest::MountList => ok(self.list()),
@@ -152,7 +154,7 @@ impl AgentHost {
         dir: &str,
         prefer: Option<&str>,
         read_only: bool,
-        on_change: Option<String>,
+        hook: OnChange,
     ) -> CtlReply {
         let Some((host, volume)) = spec::parse_source(source) else {
             return fail(format!("{source} is not HOST:/VOLUME"));
@@ -235,7 +237,9 @@ impl AgentHost {
             dir: dir.clone(),
             prefer,
             read_only,
-            on_change,
+            on_change: hook.command,
+            on_change_delay_ms: hook.delay_ms,
+            on_change_initial: hook.initial,
             writer: rand::random::<u64>() | 1,
         };
         let text = match serde_json::to_string(&spec) {
@@ -411,6 +415,13 @@ fn state_line(s: &Status) -> String {
         parts.push(format!("last error: {e}"));
     }
     parts.join(", ")
+}
+
+/// The --on-change settings of a mount request.
+struct OnChange {
+    command: Option<String>,
+    delay_ms: Option<u64>,
+    initial: bool,
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ pub(super) async fn handle(node: &Arc<Node>, req: CtlRequest) -> CtlReply {
         CtlRequest::PeerProbe { host, port, secret } => probe(node, host, port, secret).await,
         CtlRequest::PeerDetach { host, force } => detach(node, &host, force).await,
         CtlRequest::PeerStatus => ok(peers(node)),
+        CtlRequest::Events { since } => ok(node.events.since(since, crate::events::KEEP)),
         CtlRequest::VolumeCreate {
             name,
             replica,
@@ -594,6 +595,9 @@ async fn status_of(node: &Arc<Node>, cfg: &PoolConfig, v: &Volume) -> VolumeStat
                 pid: st.as_ref().filter(|_| online).map(|s| s.pid),
                 reason: st.as_ref().and_then(|s| s.offline_reason.clone()),
                 detail: st,
+                disk: (b.node == node.me.uuid)
+                    .then(|| super::disk::disk_info(std::path::Path::new(&b.path)))
+                    .flatten(),
             }
         })
         .collect();

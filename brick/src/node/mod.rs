@@ -15,6 +15,7 @@
 pub mod auth;
 mod ctl;
 pub mod db;
+pub mod disk;
 mod lifecycle;
 mod mgmt;
 mod peers;
@@ -116,6 +117,8 @@ pub struct Node {
     tasks: TaskTracker,
     /// Hook for the control requests handled outside this crate (mounts).
     ext: RwLock<Option<Arc<dyn CtlExtension>>>,
+    /// What happened, for `gsync events` (anything may [`EventLog::emit`]).
+    pub events: crate::events::EventLog,
 }
 
 impl std::fmt::Debug for Node {
@@ -197,6 +200,7 @@ impl Node {
             token,
             tasks: TaskTracker::new(),
             ext: RwLock::new(None),
+            events: crate::events::EventLog::open(&opts.state_dir),
         });
         ctl::start(node.clone()).await?;
         let n = node.clone();
@@ -390,6 +394,7 @@ impl Node {
             .map_err(|e| e.to_string())?;
         let removed: Vec<Uuid> = {
             let mut c = self.config.write().unwrap_or_else(|e| e.into_inner());
+            volume_events(&self.events, &c, &new);
             let gone = c
                 .members
                 .iter()
@@ -668,6 +673,88 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
         set.spawn(f);
     }
     while set.join_next().await.is_some() {}
+}
+
+/// Records what changed in the volume definitions between two pool
+/// documents: created, deleted, started, stopped, options set or reset,
+/// bricks added, removed or replaced.
+fn volume_events(log: &crate::events::EventLog, old: &PoolConfig, new: &PoolConfig) {
+    use serde_json::json;
+    let bricks = |v: &crate::pool::Volume| -> Vec<String> {
+        v.bricks
+            .iter()
+            .map(|b| {
+                format!(
+                    "{}:{}",
+                    new.member(b.node)
+                        .or_else(|| old.member(b.node))
+                        .map_or_else(|| b.node.to_string(), |m| m.hostname.clone()),
+                    b.path
+                )
+            })
+            .collect()
+    };
+    for v in &new.volumes {
+        match old.volumes.iter().find(|o| o.id == v.id) {
+            None => {
+                log.emit(
+                    "volume-created",
+                    format!("volume {} created (replica {})", v.name, v.replica),
+                    json!({"volume": v.name, "replica": v.replica, "bricks": bricks(v)}),
+                );
+            }
+            Some(o) => {
+                if o.state != v.state {
+                    let kind = match v.state {
+                        crate::pool::VolumeState::Started => "volume-started",
+                        crate::pool::VolumeState::Stopped => "volume-stopped",
+                        crate::pool::VolumeState::Created => "volume-created",
+                    };
+                    log.emit(
+                        kind,
+                        format!("volume {} {}", v.name, kind.trim_start_matches("volume-")),
+                        json!({"volume": v.name}),
+                    );
+                }
+                if o.options != v.options {
+                    let keys: Vec<&String> = o
+                        .options
+                        .keys()
+                        .chain(v.options.keys())
+                        .filter(|k| o.options.get(*k) != v.options.get(*k))
+                        .collect();
+                    let mut keys = keys;
+                    keys.sort();
+                    keys.dedup();
+                    for k in keys {
+                        let value = v.options.get(k);
+                        let what =
+                            value.map_or_else(|| format!("{k} reset"), |x| format!("{k} = {x}"));
+                        log.emit(
+                            "volume-set",
+                            format!("volume {}: {what}", v.name),
+                            json!({"volume": v.name, "key": k, "value": value}),
+                        );
+                    }
+                }
+                let (was, now) = (bricks(o), bricks(v));
+                if was != now {
+                    let added: Vec<&String> = now.iter().filter(|b| !was.contains(b)).collect();
+                    let removed: Vec<&String> = was.iter().filter(|b| !now.contains(b)).collect();
+                    log.emit("volume-bricks-changed", format!("volume {}: bricks added {added:?}, removed {removed:?} (replica {})", v.name, v.replica), json!({"volume": v.name, "replica": v.replica, "added": added, "removed": removed}));
+                }
+            }
+        }
+    }
+    for o in &old.volumes {
+        if !new.volumes.iter().any(|v| v.id == o.id) {
+            log.emit(
+                "volume-deleted",
+                format!("volume {} deleted", o.name),
+                json!({"volume": o.name}),
+            );
+        }
+    }
 }
 
 /// A minimal error type for node start-up (the binary wraps it in anyhow).
