@@ -492,6 +492,15 @@ fn concurrent_config_changes_in_a_partition_are_never_lost_silently() {
         // No false alarm (forming the pool loses nothing).
         assert!(lost.iter().all(|l| l.contains(&line)), "node {i}: {lost:?}");
     }
+    // And in the event stream of the side that lost it.
+    let lost_n = if kept == "1d" { 2 } else { 1 };
+    let events = c.node(lost_n).cli(&["events"]).ok().stdout;
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("pool-change-lost") && l.contains(&line)),
+        "{events}"
+    );
     let j = c
         .node(3)
         .cli(&["--json", "volume", "info", "v"])

@@ -907,6 +907,11 @@ impl Agent {
                 "mass-delete guard: holding {fresh} deletions ({} in all): {why}; gsync accept-deletes {dir} sends them, gsync revert-deletes {dir} puts the files back",
                 self.held.len() + fresh
             );
+            self.node.events.emit(
+                "mass-delete-held",
+                format!("mass-delete guard: {dir}: holding {fresh} deletions: {why}"),
+                serde_json::json!({"dir": dir.to_string(), "held": self.held.len() + fresh, "why": why.to_string()}),
+            );
         }
         self.held.extend(paths);
     }

@@ -351,6 +351,11 @@ impl Node {
                 volume = volume.as_deref().unwrap_or("-"),
                 "pool change lost: {line}"
             );
+            self.events.emit(
+                "pool-change-lost",
+                format!("pool change lost: {line}"),
+                serde_json::json!({"volume": volume, "change": line}),
+            );
             if let Some(v) = volume {
                 record.push((v, line));
             }
