@@ -297,8 +297,11 @@ pub enum VolumeCmd {
         words: Vec<String>,
     },
     /// Self-heal: VOL [full | info [summary|split-brain] | statistics |
-    /// split-brain (bigger-file FILE | latest-mtime FILE |
+    /// history | split-brain (bigger-file FILE | latest-mtime FILE |
     /// source-brick HOST:/PATH [FILE] | show FILE)].
+    /// `history` lists each period when bricks could not reach each other:
+    /// what each side changed, what healed, what a policy resolved and what
+    /// is still in split-brain.
     Heal {
         /// Volume name.
         name: String,

@@ -11,7 +11,7 @@ use gsync_brick::heal_types::{BrickHealInfo, FullHealPhase, SplitBrainVersions};
 
 use crate::{ctl, print_json, timefmt, Outcome};
 
-const USAGE: &str = "usage: volume heal VOL [full | info [summary|split-brain] | statistics | split-brain (bigger-file FILE | latest-mtime FILE | source-brick HOST:/PATH [FILE] | show FILE)]";
+const USAGE: &str = "usage: volume heal VOL [full | info [summary|split-brain] | statistics | history | split-brain (bigger-file FILE | latest-mtime FILE | source-brick HOST:/PATH [FILE] | show FILE)]";
 
 pub async fn run(name: &str, words: &[String], state: &Path, json: bool) -> Result<Outcome> {
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
@@ -55,6 +55,7 @@ pub async fn run(name: &str, words: &[String], state: &Path, json: bool) -> Resu
             }
             Ok(Outcome::Done)
         }
+        ["history"] => crate::history_cmd::run(name, state, json).await,
         ["split-brain", "show", file] => {
             let req = CtlRequest::SplitBrainShow {
                 name: name.into(),

@@ -14,6 +14,7 @@ mod docs_cmd;
 mod events_cmd;
 mod guard_cmd;
 mod heal_cmd;
+mod history_cmd;
 mod json_ids;
 mod logging;
 mod metrics;

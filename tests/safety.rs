@@ -342,10 +342,15 @@ fn mass_delete_is_held_until_accepted_or_reverted() {
     c.node(1).cli(&["revert-deletes", &m1s]).fails();
 
     // The mistake.
+    let t0 = std::time::Instant::now();
     std::fs::remove_dir_all(m1.join("site")).unwrap();
     wait_until(T, "deletions held", || {
         mount_row(&c, 1, m1)["held_deletes"].as_u64() == Some(301)
     });
+    println!(
+        "GUARD-FIGURES: rm -rf of 300 files shown held after {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
     let state = crate::support::mounts::mount_list(&c, 1);
     assert!(
         state.contains("held: 301 deletions (mass-delete guard)"),
@@ -387,12 +392,17 @@ fn mass_delete_is_held_until_accepted_or_reverted() {
     assert_eq!(count_files(&m2.join("site")), 300);
 
     // Put back from the volume.
+    let t0 = std::time::Instant::now();
     let r = c
         .node(1)
         .cli(&["--json", "revert-deletes", &m1s])
         .ok()
         .json();
     assert_eq!(r["deletions"], 301, "{r}");
+    println!(
+        "GUARD-FIGURES: revert-deletes put back 301 paths in {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
     for k in [0, 150, 299] {
         assert_eq!(read(&m1.join(format!("site/f{k:03}"))), format!("{k}\n"));
     }
@@ -407,12 +417,17 @@ fn mass_delete_is_held_until_accepted_or_reverted() {
     wait_until(T, "deletions held again", || {
         mount_row(&c, 1, m1)["held_deletes"].as_u64() == Some(301)
     });
+    let t0 = std::time::Instant::now();
     let out = c.node(1).cli(&["accept-deletes", &m1s]).ok().stdout;
     assert!(out.contains("301 held deletions"), "{out}");
     for d in [m2, m3] {
         wait_gone(d, "site", T);
         assert_eq!(read(&d.join("keep.txt")), "edited while held\n");
     }
+    println!(
+        "GUARD-FIGURES: accepted deletions gone from the other mounts after {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
     wait_until(T, "in sync after accepting", || {
         let row = mount_row(&c, 1, m1);
         row["held_deletes"] == 0 && row["in_sync"] == true
@@ -488,5 +503,201 @@ fn mass_delete_guard_follows_its_option() {
         mount_row(&c, 1, m1)["held_deletes"].as_u64() == Some(6)
     });
     assert_eq!(read(&m2.join("f0")), "x\n");
+    c.assert_no_panics();
+}
+
+fn periods(c: &crate::support::Cluster, i: usize) -> Vec<serde_json::Value> {
+    let j = c
+        .node(i)
+        .cli(&["--json", "volume", "heal", "v", "history"])
+        .ok()
+        .json();
+    j["periods"].as_array().cloned().unwrap_or_default()
+}
+
+fn strs(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The period with a side that changed `path`.
+fn period_with(list: &[serde_json::Value], path: &str) -> Option<serde_json::Value> {
+    list.iter()
+        .find(|p| {
+            p["sides"].as_array().is_some_and(|s| {
+                s.iter()
+                    .any(|s| strs(&s["changed"]).iter().any(|c| c == path))
+            })
+        })
+        .cloned()
+}
+
+/// Node 3 is cut off from 1 and 2 while both sides change files; after the
+/// network heals, `heal history` lists the period with what each side
+/// changed, what healed, the split-brain path, and a resolution with its
+/// winner and the trash version of the loser; the record survives a
+/// restart.
+#[test]
+fn history_lists_each_side_of_a_partition() {
+    let (mut c, m) = three_mounts();
+    let [m1, m2, m3] = &m;
+    for f in ["both.conf", "pol.conf"] {
+        std::fs::write(m1.join(f), "base\n").unwrap();
+    }
+    for d in [m2, m3] {
+        wait_content(d, "both.conf", "base\n", T);
+        wait_content(d, "pol.conf", "base\n", T);
+    }
+    let none = c
+        .node(1)
+        .cli(&["volume", "heal", "v", "history"])
+        .ok()
+        .stdout;
+    assert!(none.contains("No outage recorded"), "{none}");
+
+    c.partition(1, 3);
+    c.partition(2, 3);
+    crate::support::heal::wait_disconnected(&c, 3, 2);
+    std::fs::write(m1.join("one.conf"), "from the majority\n").unwrap();
+    std::fs::write(m1.join("both.conf"), "node 1's\n").unwrap();
+    std::fs::write(m1.join("pol.conf"), "short\n").unwrap();
+    std::fs::write(m3.join("three.conf"), "from node 3\n").unwrap();
+    std::fs::write(m3.join("both.conf"), "node 3's\n").unwrap();
+    let long = "a much longer line written on node 3\n";
+    std::fs::write(m3.join("pol.conf"), long).unwrap();
+    let b1 = c.brick("v", 1);
+    let b3 = c.brick("v", 3);
+    wait_content(&c.brick("v", 2), "one.conf", "from the majority\n", T);
+    wait_content(&b1, "pol.conf", "short\n", T);
+    wait_content(&b3, "pol.conf", long, T);
+    wait_content(&b3, "both.conf", "node 3's\n", T);
+    // While it lasts, each side lists the period as ongoing, and knows
+    // who is on the other side.
+    let b1n = crate::support::heal::brick_name(&c, "v", 1);
+    let b2n = crate::support::heal::brick_name(&c, "v", 2);
+    let b3n = crate::support::heal::brick_name(&c, "v", 3);
+    let majority = serde_json::json!([b1n, b2n]);
+    for (i, path) in [(1, "one.conf"), (3, "three.conf")] {
+        let seen = crate::support::eventually(T, || {
+            period_with(&periods(&c, i), path).is_some_and(|p| {
+                p["end"].is_null()
+                    && p["sides"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().any(|s| s["bricks"] == majority))
+            })
+        });
+        assert!(
+            seen,
+            "no ongoing period with {path} on node {i}: {:#?}",
+            periods(&c, i)
+        );
+    }
+
+    c.heal_network();
+    c.wait_connected();
+    wait_until(T, "split-brain after the partition", || {
+        let out = c
+            .node(1)
+            .cli(&["volume", "heal", "v", "info", "split-brain"])
+            .stdout;
+        out.contains("/pol.conf") && out.contains("/both.conf")
+    });
+    c.node(1)
+        .cli(&[
+            "volume",
+            "heal",
+            "v",
+            "split-brain",
+            "bigger-file",
+            "pol.conf",
+        ])
+        .ok();
+    for d in [m1, m2, m3] {
+        wait_content(d, "pol.conf", long, T);
+        wait_content(d, "one.conf", "from the majority\n", T);
+        wait_content(d, "three.conf", "from node 3\n", T);
+    }
+
+    let mut last = serde_json::Value::Null;
+    let settled = crate::support::eventually(T, || {
+        let Some(p) = period_with(&periods(&c, 2), "three.conf") else {
+            return false;
+        };
+        last = p.clone();
+        !p["end"].is_null()
+            && strs(&p["healed"]).contains(&"one.conf".to_string())
+            && strs(&p["healed"]).contains(&"three.conf".to_string())
+            && p["resolved"].as_array().is_some_and(|r| !r.is_empty())
+    });
+    assert!(
+        settled,
+        "{last:#}\n{}",
+        c.node(2)
+            .cli(&["--json", "volume", "heal", "v", "history"])
+            .stdout
+    );
+    let p = last;
+    let sides = p["sides"].as_array().cloned().unwrap_or_default();
+    assert_eq!(sides.len(), 2, "{p:#}");
+    let side_of = |b: &str| {
+        sides
+            .iter()
+            .find(|s| strs(&s["bricks"]).iter().any(|x| x == b))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        strs(&side_of(&b1n)["bricks"]),
+        vec![b1n.clone(), b2n.clone()],
+        "{p:#}"
+    );
+    assert_eq!(
+        strs(&side_of(&b1n)["changed"]),
+        ["both.conf", "one.conf", "pol.conf"]
+    );
+    assert_eq!(
+        strs(&side_of(&b3n)["changed"]),
+        ["both.conf", "pol.conf", "three.conf"]
+    );
+    assert_eq!(strs(&p["split_brain"]), ["both.conf"], "{p:#}");
+    let r = &p["resolved"][0];
+    assert_eq!(r["path"], "pol.conf");
+    assert_eq!(r["how"], "size");
+    assert_eq!(r["winner"], hash12(long).as_str());
+    assert_eq!(strs(&r["losers"]), [hash12("short\n")]);
+    // The trash holds that loser under the same version.
+    wait_until(T, "loser in the trash", || {
+        versions_of(&trash_list(&c, 1, "pol.conf"), "pol.conf").contains(&hash12("short\n"))
+    });
+    let text = c
+        .node(2)
+        .cli(&["volume", "heal", "v", "history"])
+        .ok()
+        .stdout;
+    for want in [
+        "Outage 1:",
+        "/one.conf",
+        "/three.conf",
+        "Still in split-brain: /both.conf",
+        &format!("kept {}", hash12(long)),
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+
+    // Kept across a restart (node 3's own record included).
+    c.node_mut(3).restart();
+    c.wait_connected();
+    wait_until(T, "history after a restart", || {
+        period_with(&periods(&c, 3), "three.conf")
+            .is_some_and(|p| strs(&p["split_brain"]) == ["both.conf"] && !p["end"].is_null())
+    });
+    c.node(1)
+        .cli(&["volume", "heal", "nosuch", "history"])
+        .fails();
     c.assert_no_panics();
 }

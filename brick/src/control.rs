@@ -104,6 +104,11 @@ pub enum CtlRequest {
         /// Volume.
         name: String,
     },
+    /// `volume heal VOL history`.
+    HealHistory {
+        /// Volume.
+        name: String,
+    },
     /// `volume heal VOL [full]`.
     Heal {
         /// Volume.

@@ -32,6 +32,7 @@ pub mod lineage;
 pub mod net;
 pub mod node;
 pub mod options;
+pub mod outage;
 pub mod overlap;
 pub mod path;
 pub mod pool;

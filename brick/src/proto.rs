@@ -249,6 +249,12 @@ pub enum Request {
         /// Paths.
         paths: Vec<RelPath>,
     },
+    /// 18: the outage history of this node's bricks of a volume, answered
+    /// with [`Response::History`].
+    History {
+        /// Volume name.
+        volume: String,
+    },
 }
 
 /// Most paths in one [`Request::Versions`].
@@ -267,6 +273,16 @@ pub enum HealOp {
         path: RelPath,
         /// Version vector of the chosen version.
         vv: VersionVector,
+    },
+    /// 3: like `Choose`, and record the resolution in the outage history
+    /// with how it was chosen.
+    ChooseBy {
+        /// Path in split-brain.
+        path: RelPath,
+        /// Version vector of the chosen version.
+        vv: VersionVector,
+        /// A policy (`size`, `mtime`, `majority`) or `source-brick`.
+        how: String,
     },
 }
 
@@ -375,6 +391,8 @@ pub enum Response {
     /// Answer to [`Request::Versions`]: per path, in order, the vector of
     /// the brick's current version (`None`: the brick has no record).
     Versions(Vec<Option<VersionVector>>),
+    /// 15: answer to [`Request::History`], one per brick served here.
+    History(Vec<crate::outage::BrickHistory>),
 }
 
 impl Response {

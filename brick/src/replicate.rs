@@ -145,6 +145,21 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
         }
         if failing {
             failing = false;
+            // The outage history keeps what this side changed meanwhile;
+            // the replay below deletes the rows that say so.
+            let nodes = node
+                .config()
+                .volumes
+                .iter()
+                .find(|v| v.id == brick.volume)
+                .map(crate::outage::brick_nodes)
+                .unwrap_or_default();
+            if let Err(e) = brick
+                .with_db(move |_, c| crate::outage::collect(c, peer, &nodes))
+                .await
+            {
+                tracing::warn!(brick = %brick.root.display(), "outage history: {e}");
+            }
             heal_upto = brick.seq();
             *brick.heal_started.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(heal_start(&brick));
@@ -626,13 +641,44 @@ pub async fn heal_op(node: &Arc<Node>, volume: &str, op: HealOp) -> Result<(), S
                     crate::crawl::start_full(node, &b, peer);
                 }
             }
-            HealOp::Choose { path, vv } => {
+            HealOp::Choose { .. } | HealOp::ChooseBy { .. } => {
+                let (path, vv, how) = match &op {
+                    HealOp::ChooseBy { path, vv, how } => (path, vv, Some(how.clone())),
+                    HealOp::Choose { path, vv } => (path, vv, None),
+                    _ => continue,
+                };
                 let Some(_guard) = b.lock_path(path, Duration::from_secs(20)).await else {
                     return Err(format!("{path} is being updated; retry"));
                 };
                 let (p, v) = (path.clone(), vv.clone());
                 let done = b
-                    .with_db(move |br, c| crate::store::choose(br, c, &p, &v))
+                    .with_db(move |br, c| {
+                        // The versions before the choice: all but the
+                        // winner go to the trash.
+                        let before: Vec<Entry> = Brick::load(c, &p)?
+                            .into_iter()
+                            .chain(Brick::siblings(c, &p)?)
+                            .map(|(e, _)| e)
+                            .collect();
+                        let done = crate::store::choose(br, c, &p, &v)?;
+                        if let (Some(how), Some(_)) = (how, &done) {
+                            let name = crate::outage::version_name;
+                            let winner = before.iter().find(|e| e.vv == v);
+                            let r = crate::outage::Resolution {
+                                path: p.as_str().to_string(),
+                                at: std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .map_or(0, |d| d.as_secs()),
+                                how,
+                                winner: winner.map_or_else(String::new, name),
+                                losers: before.iter().filter(|e| e.vv != v).map(name).collect(),
+                            };
+                            if let Err(e) = crate::outage::record_resolution(c, &r) {
+                                tracing::warn!(path = %p, "outage history: {e}");
+                            }
+                        }
+                        Ok::<_, StoreError>(done)
+                    })
                     .await
                     .map_err(|e| e.to_string())?;
                 if done.is_some() {

@@ -362,3 +362,37 @@ impl Journal {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_deletions_survive_a_reopen_until_released() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("j.db");
+        {
+            let j = Journal::open(&p).unwrap();
+            j.enqueue(["a", "a/b", "c"]).unwrap();
+            j.hold(["a/b", "a"], "300 of 301 files deleted").unwrap();
+            assert_eq!(j.queued().unwrap(), vec!["c".to_string()]);
+        }
+        let j = Journal::open(&p).unwrap();
+        assert_eq!(j.held().unwrap(), vec!["a".to_string(), "a/b".to_string()]);
+        assert_eq!(
+            j.held_why().unwrap().as_deref(),
+            Some("300 of 301 files deleted")
+        );
+        j.release(["a"]).unwrap();
+        assert_eq!(
+            j.held_why().unwrap().as_deref(),
+            Some("300 of 301 files deleted")
+        );
+        j.release(["a/b"]).unwrap();
+        assert!(j.held().unwrap().is_empty());
+        assert_eq!(j.held_why().unwrap(), None);
+        j.hold(["x"], "again").unwrap();
+        j.forget_all().unwrap();
+        assert!(j.held().unwrap().is_empty());
+    }
+}

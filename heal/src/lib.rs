@@ -6,6 +6,8 @@
 //!   reporting unreachable bricks instead of waiting for them.
 //! - `splitbrain`: choosing a winner among competing versions (pure), and
 //!   the manual resolution commands.
+//! - `history`: the outage history of a volume, gathered from every brick
+//!   and merged into periods with sides (the merge is pure).
 //! - `service`: the control requests, and the background loop that keeps
 //!   each brick's quorum state current and applies the
 //!   `cluster.favorite-child-policy` and `cluster.conflict-retention`.
@@ -15,6 +17,7 @@
 //! changes.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod history;
 mod report;
 mod service;
 pub mod splitbrain;

@@ -102,6 +102,10 @@ impl HealService {
                 self.resolve_cmd(&v, policy, path.as_deref(), brick.as_deref())
                     .await
             }
+            CtlRequest::HealHistory { name } => match self.volume(name) {
+                Ok(v) => ok(crate::history::gather(&self.node, &v).await),
+                Err(r) => r,
+            },
             CtlRequest::TrashList { name, path } => match self.volume(name) {
                 Ok(v) => self.trash_list(&v, path.as_deref()).await,
                 Err(r) => r,
@@ -292,9 +296,13 @@ impl HealService {
             .find(|(_, s)| s.versions.iter().any(|e| e.vv == winner.vv))
             .and_then(|(_, s)| v.brick(s.brick))
             .ok_or("no reachable brick holds the chosen version")?;
-        let op = HealOp::Choose {
+        let op = HealOp::ChooseBy {
             path: path.clone(),
             vv: winner.vv.clone(),
+            how: match how {
+                Choice::Brick(_) => "source-brick".to_string(),
+                Choice::Policy(p) => p.name().to_string(),
+            },
         };
         if holder.node == self.node.me.uuid {
             gsync_brick::replicate::heal_op(&self.node, &v.name, op).await?;

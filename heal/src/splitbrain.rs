@@ -25,6 +25,15 @@ impl Policy {
             _ => None,
         }
     }
+
+    /// The option value naming the policy (`cluster.favorite-child-policy`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Size => "size",
+            Self::Mtime => "mtime",
+            Self::Majority => "majority",
+        }
+    }
 }
 
 /// Picks the winner among `versions` (each with the number of bricks that

@@ -227,6 +227,7 @@ impl Brick {
         std::fs::create_dir_all(&tmp).map_err(|e| StoreError::io("create", tmp.display(), e))?;
         let conn = schema::open(&meta.join("meta.db"))?;
         trash::ensure_schema(&conn)?;
+        crate::outage::ensure_schema(&conn)?;
         let seq: u64 = conn
             .query_row("SELECT value FROM kv WHERE key = 'seq'", [], |r| {
                 r.get::<_, i64>(0)

@@ -196,6 +196,27 @@ where
                 Err(r) => r,
             }
         }
+        Request::History { volume } => {
+            let Some(v) = node.config().volume(&volume).cloned() else {
+                return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume"))
+                    .await;
+            };
+            let mut out = Vec::new();
+            for b in node.bricks.of_volume(v.id) {
+                let id = b.id;
+                match b.with_db(move |_, c| crate::outage::history(c, id)).await {
+                    Ok(h) => out.push(h),
+                    Err(e) => {
+                        return frame::write_msg(
+                            send,
+                            &Response::error(code::INTERNAL, e.to_string()),
+                        )
+                        .await
+                    }
+                }
+            }
+            Response::History(out)
+        }
         Request::Heal { volume, op } => match crate::replicate::heal_op(node, &volume, op).await {
             Ok(()) => Response::Ok,
             Err(e) => Response::error(code::REFUSED, e),

@@ -232,6 +232,7 @@ impl BrickSet {
                     }
                     let replicators = token.child_token();
                     crate::replicate::spawn(node, &brick, &replicators);
+                    crate::outage::spawn(node, &brick, &token);
                     tracing::info!(brick = %b.path, volume = %v.name, "brick started");
                     unserved.remove(&id);
                     served.insert(
