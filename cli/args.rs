@@ -36,7 +36,8 @@ pub enum Command {
     Volume(VolumeCmd),
     /// Keep a local folder in sync with a volume; with no arguments, list mounts.
     Mount(MountArgs),
-    /// Stop syncing a folder (its files stay in place).
+    /// Stop syncing a folder (its files stay in place; mounting it again
+    /// resumes from what it had synced).
     Umount {
         /// The mounted folder.
         dir: PathBuf,

@@ -73,14 +73,7 @@ fn wiped_brick_is_not_served_until_reinitialised() {
     let vid = volume_id(&c);
 
     c.node_mut(3).stop();
-    for e in std::fs::read_dir(&b3).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            std::fs::remove_dir_all(&p).unwrap();
-        } else {
-            std::fs::remove_file(&p).unwrap();
-        }
-    }
+    crate::support::empty_dir(&b3);
     c.node_mut(3).start();
     c.wait_connected();
 
@@ -169,14 +162,7 @@ fn empty_brick_keeping_marker(c: &mut Cluster, i: usize) {
     let b = c.brick("v", i);
     c.node_mut(i).stop();
     let marker = std::fs::read(b.join(".gsync/volume-id")).unwrap();
-    for e in std::fs::read_dir(&b).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            std::fs::remove_dir_all(&p).unwrap();
-        } else {
-            std::fs::remove_file(&p).unwrap();
-        }
-    }
+    crate::support::empty_dir(&b);
     std::fs::create_dir_all(b.join(".gsync")).unwrap();
     std::fs::write(b.join(".gsync/volume-id"), marker).unwrap();
     c.node_mut(i).start();
@@ -566,19 +552,6 @@ fn overlapping_bricks_are_refused() {
     c.assert_no_panics();
 }
 
-/// Empties a brick directory in place, `.gsync/` (and its marker)
-/// included, as a disk swapped or wiped under a running daemon looks.
-fn wipe_dir(b: &std::path::Path) {
-    for e in std::fs::read_dir(b).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() && !p.is_symlink() {
-            std::fs::remove_dir_all(&p).unwrap();
-        } else {
-            std::fs::remove_file(&p).unwrap();
-        }
-    }
-}
-
 /// The `gsync mount` line of `dir` on node `i`.
 fn mount_line(c: &Cluster, i: usize, dir: &std::path::Path) -> String {
     c.node(i)
@@ -632,8 +605,8 @@ fn mounts_fail_over_from_a_brick_wiped_while_running() {
     });
 
     // Both bricks of node 3 are wiped under the running daemon.
-    wipe_dir(&b3);
-    wipe_dir(&w3);
+    crate::support::empty_dir(&b3);
+    crate::support::empty_dir(&w3);
     wait_until(T, "brick v3 reported unserved", || {
         status_row(&c, 1, 3)
             .1

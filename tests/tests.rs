@@ -38,3 +38,8 @@ mod safety;
 
 /// Operations: pipes, usage errors, JSON ids, logs, service files, metrics, events, demo.
 mod ops;
+
+/// Model-based lifecycle campaign: file operations against a reference
+/// model while mounts attach and remount, bricks are wiped and reset,
+/// nodes are killed and partitioned.
+mod lifecycle_campaign;

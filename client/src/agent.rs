@@ -149,6 +149,12 @@ pub(crate) struct Agent {
     /// Deletions seen by the last push round that deferred them: a burst
     /// is judged once it stops growing.
     last_gone: usize,
+    /// While the feed lists a brick from the beginning (a first attach, a
+    /// new incarnation, another brick after failover): every path listed
+    /// so far. Once caught up, what the journal holds and the brick did not
+    /// list was lost by the brick (acknowledged, then wiped before it
+    /// replicated) and is pushed again.
+    listing: Option<BTreeSet<String>>,
 }
 
 /// How long a brick that answered "not served here" is passed over before
@@ -195,6 +201,7 @@ impl Agent {
             accepted: BTreeSet::new(),
             recent: guard::Recent::default(),
             last_gone: 0,
+            listing: None,
         }
     }
 
@@ -385,6 +392,7 @@ impl Agent {
                         }
                         Some(FeedEvent::Resync(why)) => {
                             tracing::warn!(mount = %self.spec.dir.display(), "{why}: comparing every path with it");
+                            self.listing = Some(BTreeSet::new());
                             self.set_feed_state(|s| {
                                 s.caught_up = false;
                                 s.resync = Some(why);
@@ -440,7 +448,7 @@ impl Agent {
         }
     }
 
-    fn start_feed(&self, t: Target) -> Feed {
+    fn start_feed(&mut self, t: Target) -> Feed {
         let same = self.journal.kv("brick").ok().flatten() == Some(t.brick);
         let (since, expect) = if same {
             (
@@ -450,6 +458,9 @@ impl Agent {
         } else {
             (0, None)
         };
+        if since == 0 {
+            self.listing = Some(BTreeSet::new());
+        }
         self.set_feed_state(|s| {
             s.caught_up = false;
             s.feed_error = None;
@@ -756,6 +767,9 @@ impl Agent {
         let mut live = Vec::new();
         let mut dead: std::collections::BTreeMap<std::cmp::Reverse<usize>, Vec<Entry>> =
             std::collections::BTreeMap::new();
+        if let Some(l) = self.listing.as_mut() {
+            l.extend(b.entries.iter().map(|(_, e)| e.path.as_str().to_string()));
+        }
         for (_, e) in b.entries {
             if e.kind == Kind::Tombstone {
                 dead.entry(std::cmp::Reverse(e.path.depth()))
@@ -797,6 +811,9 @@ impl Agent {
             tracing::warn!(mount = %self.spec.dir.display(), "{e}");
         }
         if b.caught_up {
+            if let Some(listed) = self.listing.take() {
+                self.offer_what_the_brick_lost(&listed).await;
+            }
             self.set_feed_state(|s| {
                 s.caught_up = true;
                 s.resync = None;
@@ -810,6 +827,57 @@ impl Agent {
         }
         self.on_change(&changed, initial);
         true
+    }
+
+    /// After a full listing of the brick followed: paths the journal holds
+    /// as synced and the brick never listed were lost by a brick (wiped
+    /// after acknowledging them, before replicating). Each is offered again
+    /// as the very version the journal holds (its vectors unchanged, like a
+    /// brick replicating it), from the folder: a brick that lacks it takes
+    /// it, one that holds a newer version (a later edit or deletion) keeps
+    /// that, so nothing stays in this folder alone while the mount says
+    /// "in sync", and nothing newer is overwritten.
+    async fn offer_what_the_brick_lost(&mut self, listed: &BTreeSet<String>) {
+        let Some(t) = self.target.clone() else {
+            return;
+        };
+        let root = self.root();
+        let (mut offered, mut failed) = (0u64, 0u64);
+        for p in self.journal.paths_under("").unwrap_or_default() {
+            if listed.contains(&p) {
+                continue;
+            }
+            let (Ok(rel), Ok(Some(r))) = (RelPath::new(&p), self.journal.get(&p)) else {
+                continue;
+            };
+            // Deletions lost are nothing to bring back; a path changed
+            // locally since is pushed as an edit anyway.
+            if r.entry.kind == Kind::Tombstone
+                || !matches!(local::stat_in(&root, &rel), Ok(Found::Some(st)) if st == r.stat)
+            {
+                continue;
+            }
+            let offer = Offer {
+                volume: t.volume,
+                brick: t.brick,
+                entry: r.entry.clone(),
+                chunks: r.chunks.clone(),
+                write: None,
+                from_brick: None,
+            };
+            let full = rel.under(&root);
+            let file = (r.entry.kind == Kind::File).then_some(full.as_path());
+            match remote::push(&self.node, &t, &offer, file).await {
+                Ok(_) => offered += 1,
+                Err(e) => {
+                    tracing::debug!(path = %rel, "offer of a lost version: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        if offered + failed > 0 {
+            tracing::warn!(mount = %self.spec.dir.display(), brick = %t.name, "{offered} synced versions missing from the brick offered again ({failed} failed)");
+        }
     }
 
     /// Hands applied paths to the mount's --on-change batcher.

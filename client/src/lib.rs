@@ -70,6 +70,22 @@ fn journal_path(state: &Path, dir: &Path) -> PathBuf {
     state.join("mounts").join(format!("{}.db", &h[..16]))
 }
 
+/// True if the journal at `path` belongs to an attached mount of `v` (its
+/// cursor names a brick of `v`).
+fn journal_follows(path: &Path, v: &gsync_brick::pool::Volume) -> bool {
+    if !path.exists() {
+        return false;
+    }
+    let Ok(j) = journal::Journal::open(path) else {
+        return false;
+    };
+    j.kv("attached").ok().flatten() == Some(1)
+        && j.kv("brick")
+            .ok()
+            .flatten()
+            .is_some_and(|b| v.brick(b).is_some())
+}
+
 impl AgentHost {
     /// Starts the agents of every stored mount.
     pub fn start(node: Arc<Node>) -> Arc<Self> {
@@ -202,6 +218,7 @@ impl AgentHost {
         if let Some(why) = gsync_brick::overlap::overlap(&dir, &real, &mounts, &bricks) {
             return fail(why);
         }
+        let existed = dir.is_dir();
         if let Err(e) = std::fs::create_dir_all(&dir) {
             return fail(format!("{}: {e}", dir.display()));
         }
@@ -246,7 +263,16 @@ impl AgentHost {
             Ok(t) => t,
             Err(e) => return fail(e.to_string()),
         };
-        let _ = std::fs::remove_file(journal_path(&self.node.state_dir, &dir));
+        // A folder mounted again (after `gsync umount`) keeps its journal:
+        // what it holds is compared with what it had synced, so a file
+        // deleted or changed on the volume meanwhile is not pushed back as
+        // a new local creation (a resurrection or a split-brain), and edits
+        // made while unmounted go out with their base. A journal of another
+        // volume, or of a folder that is gone, is discarded.
+        let jpath = journal_path(&self.node.state_dir, &dir);
+        if !(existed && journal_follows(&jpath, v)) {
+            let _ = std::fs::remove_file(&jpath);
+        }
         if let Err(e) = self
             .node
             .with_db(|db| db.save_mount(&dir.to_string_lossy(), &text))
@@ -314,7 +340,7 @@ impl AgentHost {
         let _ = self
             .node
             .with_db(|db| db.remove_mount(&p.to_string_lossy()));
-        let _ = std::fs::remove_file(journal_path(&self.node.state_dir, &p));
+        // The journal stays: mounting the folder again resumes from it.
         ok(p.to_string_lossy())
     }
 

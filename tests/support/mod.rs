@@ -475,6 +475,59 @@ impl Cluster {
     }
 }
 
+/// A small deterministic PRNG (xorshift64*), so a seed replays a run of
+/// the randomized campaigns.
+#[derive(Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// One element of a non-empty slice.
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+/// The seed of a randomized run: `var` if set, else a random one.
+pub fn seed_from(var: &str) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::random::<u64>() | 1)
+}
+
+/// The length of a randomized run in seconds: `var` if set, else `default`.
+pub fn secs_from(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Empties a directory in place (what a wiped or swapped disk under a
+/// brick looks like: its `.gsync/` and volume-id marker go too). Links are
+/// removed, never followed.
+pub fn empty_dir(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let _ = if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+    }
+}
+
 /// Reads a file, or "" if missing.
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
