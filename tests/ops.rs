@@ -237,6 +237,37 @@ fn log_files_carry_no_escape_codes_and_one_event_per_line() {
         .find(|l| l.contains("local change reverted"))
         .expect("line");
     assert!(line.contains(r"bad\nname\x1b[31m.txt"), "{line}");
+    // The reverted file is kept aside in the mount's reserved directory,
+    // never deleted outright, and the folder itself matches the volume.
+    let kept = |name: &str| -> Vec<String> {
+        std::fs::read_dir(d.join(".gsync/reverted"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join(name)).ok())
+            .collect()
+    };
+    wait_until(Duration::from_secs(20), "the new file kept aside", || {
+        kept(name) == ["x"] && !d.join(name).exists()
+    });
+    std::fs::write(c.mount("v", 1).join("shared.txt"), "volume\n").expect("write");
+    crate::support::heal::wait_content(
+        &d.join("shared.txt"),
+        "volume\n",
+        Duration::from_secs(20),
+        "ro mount",
+    );
+    std::fs::write(d.join("shared.txt"), "my edit\n").expect("write");
+    crate::support::heal::wait_content(
+        &d.join("shared.txt"),
+        "volume\n",
+        Duration::from_secs(20),
+        "reverted",
+    );
+    wait_until(Duration::from_secs(20), "the edit kept aside", || {
+        kept("shared.txt").contains(&"my edit\n".to_string())
+    });
+    assert!(!c.brick("v", 1).join(".gsync/reverted").exists());
     // stderr of a daemon that is not on a terminal has no colour either.
     let out = std::fs::read_to_string(c.path("daemon1.out")).expect("daemon out");
     assert!(!out.contains('\x1b'), "escape code on stderr:\n{out}");
