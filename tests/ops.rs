@@ -699,10 +699,18 @@ fn status_detail_shows_the_disk_and_split_brain_show_a_diff() {
     ] {
         assert!(detail.contains(want), "no {want}:\n{detail}");
     }
+    // Both bricks, the other node's one from that node.
+    assert_eq!(detail.matches("Disk Space Free").count(), 2, "{detail}");
     let j = n1.cli(&["volume", "status", "v", "--json"]).ok().json();
-    let disk = &j[0]["bricks"][0]["disk"];
-    assert!(disk["total_bytes"].as_u64().unwrap_or(0) > 0, "{j}");
-    assert!(disk["free_bytes"].as_u64() <= disk["total_bytes"].as_u64());
+    for b in 0..2 {
+        let disk = &j[0]["bricks"][b]["disk"];
+        assert!(disk["total_bytes"].as_u64().unwrap_or(0) > 0, "{j}");
+        assert!(disk["free_bytes"].as_u64() <= disk["total_bytes"].as_u64());
+        assert!(
+            !disk["filesystem"].as_str().unwrap_or_default().is_empty(),
+            "{j}"
+        );
+    }
 
     let m1 = c.mount("v", 1);
     let m2 = c.mount("v", 2);

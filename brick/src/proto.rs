@@ -248,6 +248,12 @@ pub enum Request {
         /// Paths.
         paths: Vec<RelPath>,
     },
+    /// The disks under this node's bricks of a volume (`volume status VOL
+    /// detail`), answered with [`Response::BrickDisks`].
+    BrickDisks {
+        /// Volume name.
+        volume: String,
+    },
 }
 
 /// Most paths in one [`Request::Versions`].
@@ -374,6 +380,8 @@ pub enum Response {
     /// Answer to [`Request::Versions`]: per path, in order, the vector of
     /// the brick's current version (`None`: the brick has no record).
     Versions(Vec<Option<VersionVector>>),
+    /// Answer to [`Request::BrickDisks`]: (brick replica id, its disk).
+    BrickDisks(Vec<(u64, crate::control::DiskInfo)>),
 }
 
 impl Response {
