@@ -633,6 +633,7 @@ fn metrics_and_events_follow_a_partition_and_its_heal() {
     let kinds: Vec<String> = events(n1).into_iter().map(|(k, _)| k).collect();
     let pos = |k: &str| kinds.iter().position(|x| x == k);
     for k in [
+        "peer-joined",
         "volume-created",
         "volume-started",
         "peer-up",
