@@ -450,6 +450,8 @@ fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
         .env("GSYNC_STATE_DIR", dir.path().join("state"))
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "400000")
+        // As under systemd with stderr connected to the journal.
+        .env("JOURNAL_STREAM", "8:12345")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("daemon.out")).expect("out"))
         .spawn()
@@ -476,6 +478,16 @@ fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
     let status = child.0.wait().expect("wait");
     assert!(status.success(), "{status:?}");
     assert!(got.contains("STATUS=serving on 127.0.0.1:"), "{got}");
+    // Journal lines carry their priority and no timestamp of their own.
+    let journal = out();
+    let ready = journal
+        .lines()
+        .find(|l| l.contains("gsync daemon ready"))
+        .unwrap_or_else(|| panic!("{journal}"));
+    assert!(
+        ready.starts_with("<6>") && !ready.starts_with("<6>20"),
+        "{ready}"
+    );
 }
 
 /// `GET /metrics` on `port`: the Prometheus text.
