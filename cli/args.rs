@@ -331,7 +331,8 @@ pub struct MountArgs {
     /// On first attach, which side wins for files that differ.
     #[arg(long, value_parser = ["local", "remote"])]
     pub prefer: Option<String>,
-    /// Only receive changes; local edits are reported and reverted.
+    /// Only receive changes; local edits are reported and reverted, the
+    /// local version kept under DIR/.gsync/reverted/ (never synced).
     #[arg(long)]
     pub read_only: bool,
     /// Run this command (sh -c, in DIR) once per settled batch of applied

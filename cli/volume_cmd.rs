@@ -564,10 +564,7 @@ fn print_status_detail(r: &VolumeStatusReport) {
                 println!("{:<21}: {}", "Inode Count", d.inodes_total);
                 println!("{:<21}: {}", "Free Inodes", d.inodes_free);
             }
-            None => println!(
-                "{:<21}: N/A (shown by 'volume status {} detail' on the brick's node)",
-                "Disk", r.volume
-            ),
+            None => println!("{:<21}: N/A (the brick's node did not answer)", "Disk"),
         }
         if let Some(d) = b.detail.as_ref().filter(|_| b.online) {
             println!("{:<21}: {}", "Entries", d.entries);

@@ -237,6 +237,37 @@ fn log_files_carry_no_escape_codes_and_one_event_per_line() {
         .find(|l| l.contains("local change reverted"))
         .expect("line");
     assert!(line.contains(r"bad\nname\x1b[31m.txt"), "{line}");
+    // The reverted file is kept aside in the mount's reserved directory,
+    // never deleted outright, and the folder itself matches the volume.
+    let kept = |name: &str| -> Vec<String> {
+        std::fs::read_dir(d.join(".gsync/reverted"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join(name)).ok())
+            .collect()
+    };
+    wait_until(Duration::from_secs(20), "the new file kept aside", || {
+        kept(name) == ["x"] && !d.join(name).exists()
+    });
+    std::fs::write(c.mount("v", 1).join("shared.txt"), "volume\n").expect("write");
+    crate::support::heal::wait_content(
+        &d.join("shared.txt"),
+        "volume\n",
+        Duration::from_secs(20),
+        "ro mount",
+    );
+    std::fs::write(d.join("shared.txt"), "my edit\n").expect("write");
+    crate::support::heal::wait_content(
+        &d.join("shared.txt"),
+        "volume\n",
+        Duration::from_secs(20),
+        "reverted",
+    );
+    wait_until(Duration::from_secs(20), "the edit kept aside", || {
+        kept("shared.txt").contains(&"my edit\n".to_string())
+    });
+    assert!(!c.brick("v", 1).join(".gsync/reverted").exists());
     // stderr of a daemon that is not on a terminal has no colour either.
     let out = std::fs::read_to_string(c.path("daemon1.out")).expect("daemon out");
     assert!(!out.contains('\x1b'), "escape code on stderr:\n{out}");
@@ -419,6 +450,8 @@ fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
         .env("GSYNC_STATE_DIR", dir.path().join("state"))
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "400000")
+        // As under systemd with stderr connected to the journal.
+        .env("JOURNAL_STREAM", "8:12345")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("daemon.out")).expect("out"))
         .spawn()
@@ -445,6 +478,16 @@ fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
     let status = child.0.wait().expect("wait");
     assert!(status.success(), "{status:?}");
     assert!(got.contains("STATUS=serving on 127.0.0.1:"), "{got}");
+    // Journal lines carry their priority and no timestamp of their own.
+    let journal = out();
+    let ready = journal
+        .lines()
+        .find(|l| l.contains("gsync daemon ready"))
+        .unwrap_or_else(|| panic!("{journal}"));
+    assert!(
+        ready.starts_with("<6>") && !ready.starts_with("<6>20"),
+        "{ready}"
+    );
 }
 
 /// `GET /metrics` on `port`: the Prometheus text.
@@ -602,6 +645,7 @@ fn metrics_and_events_follow_a_partition_and_its_heal() {
     let kinds: Vec<String> = events(n1).into_iter().map(|(k, _)| k).collect();
     let pos = |k: &str| kinds.iter().position(|x| x == k);
     for k in [
+        "peer-joined",
         "volume-created",
         "volume-started",
         "peer-up",
@@ -668,10 +712,18 @@ fn status_detail_shows_the_disk_and_split_brain_show_a_diff() {
     ] {
         assert!(detail.contains(want), "no {want}:\n{detail}");
     }
+    // Both bricks, the other node's one from that node.
+    assert_eq!(detail.matches("Disk Space Free").count(), 2, "{detail}");
     let j = n1.cli(&["volume", "status", "v", "--json"]).ok().json();
-    let disk = &j[0]["bricks"][0]["disk"];
-    assert!(disk["total_bytes"].as_u64().unwrap_or(0) > 0, "{j}");
-    assert!(disk["free_bytes"].as_u64() <= disk["total_bytes"].as_u64());
+    for b in 0..2 {
+        let disk = &j[0]["bricks"][b]["disk"];
+        assert!(disk["total_bytes"].as_u64().unwrap_or(0) > 0, "{j}");
+        assert!(disk["free_bytes"].as_u64() <= disk["total_bytes"].as_u64());
+        assert!(
+            !disk["filesystem"].as_str().unwrap_or_default().is_empty(),
+            "{j}"
+        );
+    }
 
     let m1 = c.mount("v", 1);
     let m2 = c.mount("v", 2);

@@ -359,7 +359,8 @@ pub struct BrickRow {
     /// volume-id marker is missing).
     #[serde(default)]
     pub reason: Option<String>,
-    /// The disk under the brick (bricks of the asking node only).
+    /// The disk under the brick (from its node; none if that node did
+    /// not answer).
     #[serde(default)]
     pub disk: Option<DiskInfo>,
 }

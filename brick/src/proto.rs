@@ -255,6 +255,12 @@ pub enum Request {
         /// Volume name.
         volume: String,
     },
+    /// 19: the disks under this node's bricks of a volume (`volume status
+    /// VOL detail`), answered with [`Response::BrickDisks`].
+    BrickDisks {
+        /// Volume name.
+        volume: String,
+    },
 }
 
 /// Most paths in one [`Request::Versions`].
@@ -393,6 +399,8 @@ pub enum Response {
     Versions(Vec<Option<VersionVector>>),
     /// 15: answer to [`Request::History`], one per brick served here.
     History(Vec<crate::outage::BrickHistory>),
+    /// 16: answer to [`Request::BrickDisks`]: (brick replica id, its disk).
+    BrickDisks(Vec<(u64, crate::control::DiskInfo)>),
 }
 
 impl Response {

@@ -32,6 +32,19 @@ pub fn disk_info(path: &Path) -> Option<DiskInfo> {
     })
 }
 
+/// The disks under this node's bricks of `volume`.
+pub fn local_bricks(node: &super::Node, volume: &str) -> Vec<(u64, DiskInfo)> {
+    let cfg = node.config();
+    let Some(v) = cfg.volume(volume) else {
+        return Vec::new();
+    };
+    v.bricks
+        .iter()
+        .filter(|b| b.node == node.me.uuid)
+        .filter_map(|b| Some((b.id, disk_info(Path::new(&b.path))?)))
+        .collect()
+}
+
 /// One line of mountinfo, the parts shown.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mount {

@@ -563,18 +563,39 @@ async fn status_of(node: &Arc<Node>, cfg: &PoolConfig, v: &Volume) -> VolumeStat
         let name = v.name.clone();
         set.spawn(async move {
             if u == n.me.uuid {
-                return (u, Some(n.bricks.status(&n, &name)));
+                let disks = super::disk::local_bricks(&n, &name);
+                return (u, Some(n.bricks.status(&n, &name)), disks);
             }
-            match n.call(u, Request::BrickStatus { volume: name }).await {
-                Ok(Response::BrickStatus(s)) => (u, Some(s)),
-                _ => (u, None),
-            }
+            let st = match n
+                .call(
+                    u,
+                    Request::BrickStatus {
+                        volume: name.clone(),
+                    },
+                )
+                .await
+            {
+                Ok(Response::BrickStatus(s)) => Some(s),
+                _ => None,
+            };
+            // Disks are extra: a node that does not answer (an older
+            // version) leaves them out.
+            let disks = match st {
+                Some(_) => match n.call(u, Request::BrickDisks { volume: name }).await {
+                    Ok(Response::BrickDisks(d)) => d,
+                    _ => Vec::new(),
+                },
+                None => Vec::new(),
+            };
+            (u, st, disks)
         });
     }
     let mut answers = std::collections::HashMap::new();
+    let mut disks = std::collections::HashMap::new();
     while let Some(r) = set.join_next().await {
-        if let Ok((u, s)) = r {
+        if let Ok((u, s, d)) = r {
             answers.insert(u, s);
+            disks.extend(d);
         }
     }
     let bricks = v
@@ -595,9 +616,7 @@ async fn status_of(node: &Arc<Node>, cfg: &PoolConfig, v: &Volume) -> VolumeStat
                 pid: st.as_ref().filter(|_| online).map(|s| s.pid),
                 reason: st.as_ref().and_then(|s| s.offline_reason.clone()),
                 detail: st,
-                disk: (b.node == node.me.uuid)
-                    .then(|| super::disk::disk_info(std::path::Path::new(&b.path)))
-                    .flatten(),
+                disk: disks.remove(&b.id),
             }
         })
         .collect();

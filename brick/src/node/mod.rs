@@ -680,11 +680,25 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
     while set.join_next().await.is_some() {}
 }
 
-/// Records what changed in the volume definitions between two pool
-/// documents: created, deleted, started, stopped, options set or reset,
+/// Records what changed between two pool documents: members joined or
+/// left; volumes created, deleted, started, stopped, options set or reset,
 /// bricks added, removed or replaced.
 fn volume_events(log: &crate::events::EventLog, old: &PoolConfig, new: &PoolConfig) {
     use serde_json::json;
+    for m in new.members.iter().filter(|m| old.member(m.uuid).is_none()) {
+        log.emit(
+            "peer-joined",
+            format!("{} joined the pool", m.hostname),
+            json!({"peer": m.hostname, "uuid": m.uuid.to_string()}),
+        );
+    }
+    for m in old.members.iter().filter(|m| new.member(m.uuid).is_none()) {
+        log.emit(
+            "peer-left",
+            format!("{} left the pool", m.hostname),
+            json!({"peer": m.hostname, "uuid": m.uuid.to_string()}),
+        );
+    }
     let bricks = |v: &crate::pool::Volume| -> Vec<String> {
         v.bricks
             .iter()

@@ -168,6 +168,9 @@ async fn dispatch(
                 Err(reason) => Response::error(code::REFUSED, reason),
             }
         }
+        Request::BrickDisks { volume } => {
+            Response::BrickDisks(super::disk::local_bricks(node, &volume))
+        }
         other => return crate::store::rpc::handle(node, peer, other, send, recv).await,
     };
     frame::write_msg(send, &resp).await
