@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// gsync keeps a directory identical across servers.
 #[derive(Debug, Parser)]
-#[command(name = "gsync", version, about, long_about = None)]
+#[command(name = "gsync", version = env!("GSYNC_LONG_VERSION"), about, long_about = None)]
 pub struct Cli {
     /// State directory of the local daemon to talk to (or run).
     /// Default: /var/lib/gsync for root, else $XDG_STATE_HOME/gsync.
@@ -36,7 +36,8 @@ pub enum Command {
     Volume(VolumeCmd),
     /// Keep a local folder in sync with a volume; with no arguments, list mounts.
     Mount(MountArgs),
-    /// Stop syncing a folder (its files stay in place).
+    /// Stop syncing a folder (its files stay in place; mounting it again
+    /// resumes from what it had synced).
     Umount {
         /// The mounted folder.
         dir: PathBuf,
@@ -49,6 +50,18 @@ pub enum Command {
     /// Fault injection and robustness drills (for testing).
     #[command(subcommand, hide = true)]
     Debug(DebugCmd),
+    /// The node's events: peers up and down, volume changes, heals,
+    /// split-brains found and resolved, policy decisions.
+    Events(EventsArgs),
+    /// Print a completion script for a shell, from the same definitions as
+    /// the parser: `gsync completions bash > /etc/bash_completion.d/gsync`.
+    Completions {
+        /// bash, zsh or fish.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff): `gsync man > /usr/share/man/man1/gsync.1`.
+    Man,
     /// Wait until every change made in a mounted folder is stored on the
     /// volume's bricks; exit 0 then, non-zero with what is missing on timeout.
     Wait(WaitArgs),
@@ -66,6 +79,44 @@ pub enum Command {
         /// The mounted folder.
         dir: PathBuf,
     },
+}
+
+/// Parses a duration such as 300ms, 2s or 1m.
+fn parse_delay(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 300ms or 2s)"))
+}
+
+/// Shells `gsync completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shell {
+    /// GNU bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
+}
+
+impl Command {
+    /// Commands that run for long and talk over sockets keep SIGPIPE
+    /// ignored (a dead peer is an error to handle, not a reason to die).
+    pub fn keeps_sigpipe_ignored(&self) -> bool {
+        match self {
+            Self::Daemon(_) | Self::Demo(_) | Self::Bench(_) => true,
+            Self::Mount(m) => m.foreground,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events after this sequence number (the first column).
+    #[arg(long)]
+    pub since: Option<u64>,
+    /// Keep printing new events as they happen (JSON Lines with --json).
+    #[arg(long, short)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +145,18 @@ pub struct DaemonArgs {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Rotate <state>/log/gsyncd.log: `daily` (midnight UTC), a size such
+    /// as `64M`, or `never` (an external logrotate then sends SIGHUP, which
+    /// always reopens the file).
+    #[arg(long, default_value = "64M")]
+    pub log_rotate: String,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off unless
+    /// given; a bare PORT listens on 127.0.0.1).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<String>,
+    /// Rotated log files kept (gsyncd.log.1 is the newest).
+    #[arg(long, default_value_t = 5)]
+    pub log_keep: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,7 +194,8 @@ pub enum VolumeCmd {
     Create {
         /// Volume name.
         name: String,
-        /// [replica N] [transport quic] HOST:/PATH... [force]
+        /// [replica N] [transport quic] HOST:/PATH... [force] (at most 32
+        /// bricks, 8 of them on one node, 64 bricks per node in all)
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         rest: Vec<String>,
     },
@@ -218,7 +282,8 @@ pub enum VolumeCmd {
     AddBrick {
         /// Volume name.
         name: String,
-        /// replica N HOST:/PATH... [force]
+        /// replica N HOST:/PATH... [force] (N at most 32; at most 8 bricks
+        /// of the volume on one node)
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         words: Vec<String>,
     },
@@ -266,13 +331,23 @@ pub struct MountArgs {
     /// On first attach, which side wins for files that differ.
     #[arg(long, value_parser = ["local", "remote"])]
     pub prefer: Option<String>,
-    /// Only receive changes; local edits are reported and reverted.
+    /// Only receive changes; local edits are reported and reverted, the
+    /// local version kept under DIR/.gsync/reverted/ (never synced).
     #[arg(long)]
     pub read_only: bool,
-    /// Run this command (sh -c) after each applied batch of remote changes,
-    /// with the changed paths in GSYNC_CHANGED.
+    /// Run this command (sh -c, in DIR) once per settled batch of applied
+    /// remote changes, with the changed paths in GSYNC_CHANGED (one a line)
+    /// and their number in GSYNC_CHANGED_COUNT; not for the first download
+    /// unless --on-change-initial.
     #[arg(long)]
     pub on_change: Option<String>,
+    /// How long applied changes must settle before --on-change runs
+    /// (like lsyncd's delay): 300ms, 2s...
+    #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = parse_delay)]
+    pub on_change_delay: std::time::Duration,
+    /// Run --on-change for the first download too.
+    #[arg(long)]
+    pub on_change_initial: bool,
     /// Stay attached after the first sync and unmount on SIGTERM or Ctrl-C
     /// (for systemd units); the agent itself runs in the local daemon.
     #[arg(long)]
@@ -284,9 +359,16 @@ pub struct DemoArgs {
     /// Directory for the demo's state, bricks and mounts (default: a new temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Set up and print the instructions, then exit (leave the daemons running).
+    /// Set up and print the instructions, then exit (leave the daemons
+    /// running; stop them with --stop DIR).
     #[arg(long)]
     pub detach: bool,
+    /// UDP port of the three daemons (on 127.0.0.1, .2 and .3).
+    #[arg(long, default_value_t = 24017)]
+    pub port: u16,
+    /// Stop the detached demo whose directory is DIR.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["detach", "dir"])]
+    pub stop: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

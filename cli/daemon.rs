@@ -6,49 +6,49 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use gsync_brick::node::{Node, NodeOptions};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 use crate::args::DaemonArgs;
 use crate::Outcome;
 
-fn init_logging(
-    state: &std::path::Path,
-    level: &str,
-) -> Result<tracing_appender::non_blocking::WorkerGuard> {
-    let log_dir = state.join("log");
-    std::fs::create_dir_all(&log_dir).with_context(|| format!("log dir {}", log_dir.display()))?;
-    let file = tracing_appender::rolling::never(&log_dir, "gsyncd.log");
-    let (file, guard) = tracing_appender::non_blocking(file);
-    let filter = || {
-        EnvFilter::try_from_default_env()
-            .or_else(|_| {
-                EnvFilter::try_new(format!("{level},quinn=warn,quinn_proto=warn,rustls=warn"))
-            })
-            .unwrap_or_else(|_| EnvFilter::new("info"))
-    };
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(filter()),
-        )
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(false)
-                .with_writer(file)
-                .with_filter(filter()),
-        )
-        .try_init()
-        .map_err(|e| anyhow!("logging: {e}"))?;
-    Ok(guard)
+/// Holds `<state>/gsyncd.lock` (flock) for the life of the daemon, with
+/// its pid inside: a second daemon on the same state directory is refused
+/// before it opens the log, the database or a socket, so it writes nothing
+/// where the live daemon writes.
+fn lock_state(state: &std::path::Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = state.join("gsyncd.lock");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("lock file {}", path.display()))?;
+    // SAFETY: flock(2) on a descriptor we own.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let mut pid = String::new();
+        let _ = f.read_to_string(&mut pid);
+        let pid = pid.trim();
+        let who = if pid.is_empty() {
+            String::new()
+        } else {
+            format!(" (pid {pid})")
+        };
+        bail!(
+            "another daemon is already running with state dir {}{who}",
+            state.display()
+        );
+    }
+    f.set_len(0)?;
+    f.rewind()?;
+    writeln!(f, "{}", std::process::id())?;
+    Ok(f)
 }
-
-use tracing_subscriber::Layer;
 
 pub async fn run(a: DaemonArgs, state: PathBuf) -> Result<Outcome> {
     let listen: SocketAddr = a
@@ -56,8 +56,26 @@ pub async fn run(a: DaemonArgs, state: PathBuf) -> Result<Outcome> {
         .parse()
         .or_else(|_| format!("{}:{}", a.listen, crate::pool_cmd::DEFAULT_PORT).parse())
         .map_err(|_| anyhow!("--listen {}: expected ADDR:PORT", a.listen))?;
+    let rotation = crate::logging::Rotation::parse(&a.log_rotate)?;
+    let metrics_addr = a
+        .metrics_listen
+        .as_deref()
+        .map(crate::metrics::parse_listen)
+        .transpose()?;
     std::fs::create_dir_all(&state).with_context(|| format!("state dir {}", state.display()))?;
-    let _guard = init_logging(&state, &a.log_level)?;
+    let _lock = lock_state(&state)?;
+    let metrics = metrics_addr
+        .map(|_| crate::metrics::install())
+        .transpose()?;
+    let logs = crate::logging::init(
+        &state,
+        &crate::logging::LogSettings {
+            level: &a.log_level,
+            rotation,
+            keep: a.log_keep,
+        },
+    )?;
+    logs.reopen_on_sighup();
     // A panic anywhere is logged (tests look for it) before the default hook.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -79,8 +97,18 @@ pub async fn run(a: DaemonArgs, state: PathBuf) -> Result<Outcome> {
     let heal = gsync_heal::HealService::start(node.clone());
     let agents = gsync_client::AgentHost::start(node.clone());
     node.set_extension(Arc::new(Extensions { heal, agents }));
+    if let (Some(addr), Some(handle)) = (metrics_addr, metrics) {
+        if let Err(e) = crate::metrics::serve(addr, handle, token.clone()).await {
+            node.shutdown().await;
+            return Err(e);
+        }
+    }
+    crate::monitor::start(node.clone(), state.clone());
     tracing::info!(pid = std::process::id(), state = %state.display(), "gsync daemon ready");
+    crate::service::ready(&format!("serving on {listen}"));
+    crate::service::start_watchdog(&state);
     shutdown_signal().await;
+    crate::service::stopping();
     tracing::info!("stopping");
     node.shutdown().await;
     tracing::info!("stopped");

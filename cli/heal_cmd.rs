@@ -1,14 +1,15 @@
 //! `gsync volume heal VOL …`: trigger heals, the GlusterFS-shaped heal
 //! reports, and split-brain resolution.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use gsync_brick::control::{CtlRequest, HealBrickReport};
+use gsync_brick::control::{CtlRequest, HealBrickReport, MountInfo, PeerInfo};
 use gsync_brick::crawl::FULL_HEAL_ATTEMPTS;
 use gsync_brick::heal_types::{BrickHealInfo, FullHealPhase, SplitBrainVersions};
 
-use crate::{ctl, print_json, Outcome};
+use crate::{ctl, print_json, timefmt, Outcome};
 
 const USAGE: &str = "usage: volume heal VOL [full | info [summary|split-brain] | statistics | history | split-brain (bigger-file FILE | latest-mtime FILE | source-brick HOST:/PATH [FILE] | show FILE)]";
 
@@ -62,7 +63,11 @@ pub async fn run(name: &str, words: &[String], state: &Path, json: bool) -> Resu
             };
             match ctl::call::<Vec<(String, SplitBrainVersions)>>(state, &req).await? {
                 Ok(v) if json => print_json(&v)?,
-                Ok(v) => print_show(file, &v),
+                Ok(v) => {
+                    let names = node_names(state).await;
+                    let mounts = local_mounts(state, name).await;
+                    print_show(file, &v, &names, &mounts);
+                }
                 Err(e) => {
                     return Ok(Outcome::Failed(format!(
                         "Healing {file} failed: {e}.\nVolume heal failed."
@@ -141,6 +146,11 @@ fn print_info(reports: &[HealBrickReport]) {
                 }
                 println!("Status: {}", r.status);
                 println!("Number of entries: {}", count(info, info.total));
+                // After GlusterFS's lines, and only while a heal moves, so
+                // scripts reading the block keep working.
+                if let Some(line) = progress_line(info).filter(|_| info.eta_secs.is_some()) {
+                    println!("{line}");
+                }
             }
             None => {
                 println!("Status: {}", r.status);
@@ -148,6 +158,35 @@ fn print_info(reports: &[HealBrickReport]) {
             }
         }
     }
+}
+
+/// How far the current heal (a new brick's fill, or a replay after an
+/// outage) has come: entries and bytes left, the rates, the ETA.
+fn progress_line(info: &BrickHealInfo) -> Option<String> {
+    if info.pending == 0 {
+        return None;
+    }
+    let left = format!(
+        "{} entries and {} left",
+        info.pending,
+        bytesize::ByteSize(info.pending_bytes).display().si()
+    );
+    let Some(eta) = info.eta_secs else {
+        return Some(format!("Heal progress: {left}, waiting for the peer brick"));
+    };
+    let mut rates = Vec::new();
+    if let Some(r) = info.heal_rate {
+        rates.push(format!("{r:.1} entries/s"));
+    }
+    if let Some(b) = info.heal_byte_rate {
+        rates.push(format!("{}/s", bytesize::ByteSize(b as u64).display().si()));
+    }
+    Some(format!(
+        "Heal progress: {} healed, {left} at {}, ETA {}",
+        info.heals_done,
+        rates.join(", "),
+        humantime::format_duration(std::time::Duration::from_secs(eta.ceil() as u64))
+    ))
 }
 
 /// An entry count, or `-` while a full heal from the brick has not
@@ -276,16 +315,8 @@ fn print_statistics(reports: &[HealBrickReport]) {
                 if let Some(rate) = info.heal_rate {
                     println!("Heal rate: {rate:.1} entries/s");
                 }
-                match info.eta_secs {
-                    Some(eta) => println!(
-                        "Heal progress: {} done, {} pending, ETA {eta:.0} s",
-                        info.heals_done, info.pending
-                    ),
-                    None if info.pending > 0 => println!(
-                        "Heal progress: {} pending, waiting for the peer brick",
-                        info.pending
-                    ),
-                    None => {}
+                if let Some(line) = progress_line(info) {
+                    println!("{line}");
                 }
                 for (peer, n) in &info.pending_by_peer {
                     println!("Pending for brick {peer:016x}: {n}");
@@ -299,8 +330,82 @@ fn print_statistics(reports: &[HealBrickReport]) {
     }
 }
 
-fn print_show(file: &str, v: &[(String, SplitBrainVersions)]) {
-    println!("Split-brain versions of /{}", strip(file));
+/// Node names by uuid, to print writers as names.
+async fn node_names(state: &Path) -> HashMap<String, String> {
+    match ctl::call::<Vec<PeerInfo>>(state, &CtlRequest::PeerStatus).await {
+        Ok(Ok(peers)) => peers.into_iter().map(|p| (p.uuid, p.hostname)).collect(),
+        _ => HashMap::new(),
+    }
+}
+
+/// Local folders mounted from volume `vol` (where a version may be read).
+async fn local_mounts(state: &Path, vol: &str) -> Vec<PathBuf> {
+    match ctl::call::<Vec<MountInfo>>(state, &CtlRequest::MountList).await {
+        Ok(Ok(m)) => m
+            .into_iter()
+            .filter(|m| m.source.rsplit_once(":/").is_some_and(|(_, v)| v == vol))
+            .map(|m| PathBuf::from(m.dir))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Largest file read to show a diff.
+const DIFF_MAX: u64 = 1 << 20;
+
+/// The content of each version that this node can read, by blake3: the
+/// brick directories and mounts on this machine, and retained files, each
+/// checked against the version's hash (so a file changed since is never
+/// shown as the version).
+fn readable_versions(
+    rel: &str,
+    v: &[(String, SplitBrainVersions)],
+    mounts: &[PathBuf],
+) -> HashMap<String, String> {
+    let mut candidates: Vec<PathBuf> = mounts.iter().map(|m| m.join(rel)).collect();
+    for (brick, s) in v {
+        let Some((_, root)) = brick.split_once(':') else {
+            continue;
+        };
+        let root = Path::new(root);
+        candidates.push(root.join(rel));
+        for (_, f) in &s.retained {
+            candidates.push(gsync_brick::store::files::retained_dir(root).join(f));
+        }
+    }
+    let mut out = HashMap::new();
+    for p in candidates {
+        let small = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() && m.len() <= DIFF_MAX);
+        if !small {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&p) else {
+            continue;
+        };
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        if let Ok(text) = String::from_utf8(bytes) {
+            if !text.contains('\0') {
+                out.entry(hash).or_insert(text);
+            }
+        }
+    }
+    out
+}
+
+fn print_show(
+    file: &str,
+    v: &[(String, SplitBrainVersions)],
+    names: &HashMap<String, String>,
+    mounts: &[PathBuf],
+) {
+    let rel = strip(file);
+    let writer = |u: &uuid::Uuid| {
+        let u = u.to_string();
+        names.get(&u).cloned().unwrap_or(u)
+    };
+    println!("Split-brain versions of /{rel}");
+    // Distinct versions in order of appearance, for the diff.
+    let mut order: Vec<(String, String)> = Vec::new();
     for (brick, s) in v {
         println!();
         println!("Brick {brick}");
@@ -311,26 +416,48 @@ fn print_show(file: &str, v: &[(String, SplitBrainVersions)]) {
                 e.kind.as_str(),
                 e.size,
                 e.mode,
-                fmt_time(e.mtime_ns),
+                timefmt::local_ns(e.mtime_ns),
                 e.hash_hex(),
-                e.origin,
+                writer(&e.origin),
                 e.vv
             );
+            if e.kind.as_str() == "file" && !order.iter().any(|(h, _)| *h == e.hash_hex()) {
+                order.push((
+                    e.hash_hex(),
+                    format!("{brick} ({role}, by {})", writer(&e.origin)),
+                ));
+            }
         }
         for (e, f) in &s.retained {
             println!(
                 "  retained: size={} mtime={} blake3={} writer={} file={f}",
                 e.size,
-                fmt_time(e.mtime_ns),
+                timefmt::local_ns(e.mtime_ns),
                 e.hash_hex(),
-                e.origin
+                writer(&e.origin)
             );
         }
     }
-}
-
-fn fmt_time(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let nanos = ns.rem_euclid(1_000_000_000);
-    format!("{secs}.{nanos:09}")
+    if order.len() < 2 {
+        return;
+    }
+    let texts = readable_versions(&rel, v, mounts);
+    let (base_hash, base_label) = &order[0];
+    for (hash, label) in &order[1..] {
+        println!();
+        match (texts.get(base_hash), texts.get(hash)) {
+            (Some(a), Some(b)) => {
+                let diff = similar::TextDiff::from_lines(a.as_str(), b.as_str());
+                print!(
+                    "{}",
+                    diff.unified_diff()
+                        .context_radius(3)
+                        .header(&format!("/{rel} {base_label}"), &format!("/{rel} {label}"))
+                );
+            }
+            _ => println!(
+                "No diff of {base_label} and {label}: a version is binary, larger than 1 MiB or not on this machine."
+            ),
+        }
+    }
 }

@@ -10,11 +10,19 @@ mod bench;
 mod ctl;
 mod daemon;
 mod demo;
+mod docs_cmd;
+mod events_cmd;
 mod guard_cmd;
 mod heal_cmd;
 mod history_cmd;
+mod json_ids;
+mod logging;
+mod metrics;
+mod monitor;
 mod mount_cmd;
 mod pool_cmd;
+mod service;
+mod timefmt;
 mod trash_cmd;
 mod volume_cmd;
 mod wait_cmd;
@@ -38,30 +46,24 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
-                let _ = e.print();
-                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                    ExitCode::from(2)
-                } else {
+            // Help and version go to stdout; a usage error is clap's whole
+            // message (what is wrong, the subcommand's usage, where to find
+            // more) on stderr.
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
                     ExitCode::SUCCESS
-                };
-            }
-            // One line: clap's first line, without the usage block.
-            let msg = e.render().to_string();
-            let first = msg
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            eprintln!("gsync: {first} (see gsync --help)");
-            return ExitCode::from(2);
+                }
+                _ => {
+                    print_usage_error(&e);
+                    ExitCode::from(2)
+                }
+            };
         }
     };
+    if !cli.command.keeps_sigpipe_ignored() {
+        restore_sigpipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -110,11 +112,79 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::RevertDeletes { dir } => {
             guard_cmd::run(guard_cmd::Way::Revert, &dir, &state, json).await
         }
+        Command::Events(a) => events_cmd::run(a, &state, json).await,
+        Command::Completions { shell } => docs_cmd::completions(shell),
+        Command::Man => docs_cmd::man(),
+    }
+}
+
+/// Prints a usage error as one line (scripts and logs read errors line by
+/// line): clap's whole message, its details joined in, and the usage of
+/// the subcommand the user was typing, e.g.
+/// `gsync: unrecognized subcommand 'statu' (tip: some similar subcommands
+/// exist: 'start', 'status'). Usage: gsync volume [OPTIONS] <COMMAND>`.
+fn print_usage_error(e: &clap::Error) {
+    let msg = e.render().to_string();
+    let mut details = Vec::new();
+    let mut usage = None;
+    for line in msg.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.starts_with("For more information") {
+            continue;
+        }
+        if let Some(u) = line.strip_prefix("Usage:") {
+            usage = Some(u.trim().to_string());
+        } else if usage.is_some() {
+            // A second usage line.
+            usage = usage.map(|u| format!("{u} | {line}"));
+        } else {
+            details.push(line.trim_start_matches("error: ").to_string());
+        }
+    }
+    let usage = usage.unwrap_or_else(|| {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        cmd.build();
+        for word in std::env::args().skip(1) {
+            match cmd.find_subcommand(&word) {
+                Some(sub) => cmd = sub.clone(),
+                None if word.starts_with('-') => continue,
+                None => break,
+            }
+        }
+        let u = cmd.render_usage().to_string();
+        u.trim_start_matches("Usage:").trim().to_string()
+    });
+    let mut text = details.first().cloned().unwrap_or_default();
+    if details.len() > 1 {
+        let rest = &details[1..];
+        text = if text.ends_with(':') {
+            format!("{text} {}", rest.join(", "))
+        } else {
+            format!("{text} ({})", rest.join("; "))
+        };
+    }
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let usage = usage.split_whitespace().collect::<Vec<_>>().join(" ");
+    let stop = if text.ends_with('.') { "" } else { "." };
+    eprintln!("gsync: {text}{stop} Usage: {usage}");
+}
+
+/// Lets a command that only prints end quietly when its reader goes away
+/// (`gsync volume heal v info | head -1`), as `cat` or `ls` do: the Rust
+/// runtime ignores SIGPIPE, which turns a closed pipe into a panic in
+/// `println!`. Long-running commands keep it ignored and see EPIPE as an
+/// error instead.
+fn restore_sigpipe() {
+    // SAFETY: signal(2) with a valid signal number and SIG_DFL, before any
+    // thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
 /// Prints `value` as pretty JSON.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    let mut v = serde_json::to_value(value)?;
+    json_ids::stringify_ids(&mut v);
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }

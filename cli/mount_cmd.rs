@@ -61,6 +61,8 @@ pub async fn mount(a: MountArgs, state: &Path, json: bool) -> Result<Outcome> {
         prefer: a.prefer,
         read_only: a.read_only,
         on_change: a.on_change,
+        on_change_delay_ms: Some(a.on_change_delay.as_millis() as u64),
+        on_change_initial: a.on_change_initial,
     };
     let dir = match ctl::call::<String>(state, &req).await? {
         Ok(d) => d,
@@ -88,7 +90,9 @@ pub async fn mount(a: MountArgs, state: &Path, json: bool) -> Result<Outcome> {
         }
     }
     if a.foreground {
+        crate::service::ready(&format!("{dir}: attached to {source}"));
         wait_signal().await;
+        crate::service::stopping();
         let _ = ctl::call_raw(state, &CtlRequest::Umount { dir: dir.clone() }).await?;
     }
     Ok(Outcome::Done)
@@ -106,15 +110,7 @@ async fn wait_in_sync(state: &Path, dir: &str, json: bool) -> Result<Option<Moun
         .and_then(|s| s.parse().ok())
         .unwrap_or(600u64);
     let deadline = Instant::now() + Duration::from_secs(limit);
-    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        b.enable_steady_tick(Duration::from_millis(120));
-        b
-    });
+    let mut bar = (!json && std::io::stderr().is_terminal()).then(|| FirstSyncBar::new(dir));
     let mut last = None;
     let mut offline_since: Option<Instant> = None;
     loop {
@@ -122,11 +118,8 @@ async fn wait_in_sync(state: &Path, dir: &str, json: bool) -> Result<Option<Moun
             .await?
             .ok()
             .and_then(|l| l.into_iter().find(|m| m.dir == dir));
-        if let (Some(b), Some(m)) = (&bar, &m) {
-            b.set_message(format!(
-                "{}: {} entries applied, {}",
-                dir, m.applied, m.state
-            ));
+        if let (Some(b), Some(m)) = (&mut bar, &m) {
+            b.update(state, m).await;
         }
         let done = m.as_ref().is_some_and(|m| m.in_sync);
         // Offline with a reason (no brick reachable, refused): say so soon
@@ -144,9 +137,141 @@ async fn wait_in_sync(state: &Path, dir: &str, json: bool) -> Result<Option<Moun
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if let Some(b) = bar {
-        b.finish_and_clear();
+        b.finish();
     }
     Ok(last)
+}
+
+/// The progress of a first sync: bytes in the folder against the bytes of
+/// the brick it follows (when that brick's directory is on this machine,
+/// which it is for a mount of the local node), entries applied against the
+/// brick's entries, and indicatif's rate and ETA.
+struct FirstSyncBar {
+    bar: indicatif::ProgressBar,
+    dir: PathBuf,
+    /// When sizes were last measured, and how long that took (a large tree
+    /// is measured less often).
+    measured: Option<(Instant, Duration)>,
+    by_bytes: bool,
+}
+
+impl FirstSyncBar {
+    fn new(dir: &str) -> Self {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(Self::style(
+            "{spinner} {msg}\n[{bar:40}] {pos}/{len} entries, ETA {eta}",
+        ));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Self {
+            bar,
+            dir: PathBuf::from(dir),
+            measured: None,
+            by_bytes: false,
+        }
+    }
+
+    fn style(t: &str) -> indicatif::ProgressStyle {
+        indicatif::ProgressStyle::with_template(t)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ")
+    }
+
+    async fn update(&mut self, state: &Path, m: &MountInfo) {
+        let due = self
+            .measured
+            .is_none_or(|(at, took)| at.elapsed() >= (took * 5).max(Duration::from_secs(1)));
+        if !due {
+            self.bar.set_message(format!("{}: {}", m.dir, m.state));
+            if !self.by_bytes {
+                self.bar.set_position(m.applied);
+            }
+            return;
+        }
+        let started = Instant::now();
+        let brick = m
+            .brick
+            .as_deref()
+            .and_then(|b| b.split_once(':'))
+            .map(|(_, p)| PathBuf::from(p))
+            .filter(|p| p.is_dir());
+        let dir = self.dir.clone();
+        let sizes = tokio::task::spawn_blocking(move || {
+            let total = brick.as_deref().map(tree_bytes);
+            (tree_bytes(&dir), total)
+        })
+        .await
+        .unwrap_or((0, None));
+        let entries = brick_entries(state, m).await;
+        match sizes {
+            (done, Some(total)) if total > 0 => {
+                if !self.by_bytes {
+                    self.by_bytes = true;
+                    self.bar.set_style(Self::style(
+                        "{spinner} {msg}\n[{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec}, ETA {eta}",
+                    ));
+                }
+                self.bar.set_length(total.max(done));
+                self.bar.set_position(done);
+                let of = entries.map_or_else(String::new, |e| format!(" of {e}"));
+                self.bar.set_message(format!(
+                    "{}: {} ({} entries applied{of})",
+                    m.dir, m.state, m.applied
+                ));
+            }
+            _ => {
+                self.bar.set_length(entries.unwrap_or(0).max(m.applied));
+                self.bar.set_position(m.applied);
+                self.bar.set_message(format!("{}: {}", m.dir, m.state));
+            }
+        }
+        self.measured = Some((Instant::now(), started.elapsed()));
+    }
+
+    fn finish(self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Entries of the brick a mount follows, from `volume status`.
+async fn brick_entries(state: &Path, m: &MountInfo) -> Option<u64> {
+    let vol = m.source.rsplit_once(":/")?.1.to_string();
+    let reports = ctl::call::<Vec<gsync_brick::control::VolumeStatusReport>>(
+        state,
+        &CtlRequest::VolumeStatus { name: Some(vol) },
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let brick = m.brick.as_deref()?;
+    reports
+        .iter()
+        .flat_map(|r| r.bricks.iter())
+        .find(|b| b.brick == brick)
+        .and_then(|b| b.detail.as_ref())
+        .map(|d| d.entries)
+}
+
+/// Bytes of the regular files below `root`, the brick's own `.gsync`
+/// directory left out.
+fn tree_bytes(root: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_name() == ".gsync" {
+                continue;
+            }
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
 }
 
 async fn wait_signal() {

@@ -1,10 +1,12 @@
 //! `gsync volume trash VOL list|restore`: the versions bricks kept when a
 //! file was deleted or overwritten, and bringing one back.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Result;
 use gsync_brick::control::CtlRequest;
+use gsync_brick::pool::Volume;
 use gsync_brick::store::trash::{self, Restored, TrashItem};
 
 use crate::{ctl, print_json, Outcome};
@@ -30,7 +32,19 @@ pub async fn run(name: &str, words: &[String], state: &Path, json: bool) -> Resu
             if json {
                 print_json(&items)?;
             } else {
-                print_list(&items);
+                // Bricks by name (HOST:/PATH), as everywhere else.
+                let req = CtlRequest::VolumeInfo {
+                    name: Some(name.into()),
+                };
+                let names: HashMap<u64, String> =
+                    match ctl::call::<Vec<Volume>>(state, &req).await? {
+                        Ok(v) => v
+                            .iter()
+                            .flat_map(|v| v.bricks.iter().map(|b| (b.id, b.name())))
+                            .collect(),
+                        Err(_) => HashMap::new(),
+                    };
+                print_list(&items, &names);
             }
             Ok(Outcome::Done)
         }
@@ -62,7 +76,7 @@ pub async fn run(name: &str, words: &[String], state: &Path, json: bool) -> Resu
     }
 }
 
-fn print_list(items: &[TrashItem]) {
+fn print_list(items: &[TrashItem], names: &HashMap<u64, String>) {
     if items.is_empty() {
         println!("Trash is empty");
         return;
@@ -80,7 +94,10 @@ fn print_list(items: &[TrashItem]) {
             trash::format_when(i.at),
             i.reason,
             i.by,
-            i.brick
+            names
+                .get(&i.brick)
+                .cloned()
+                .unwrap_or_else(|| format!("{:016x}", i.brick))
         );
     }
 }

@@ -553,6 +553,19 @@ fn print_status_detail(r: &VolumeStatusReport) {
             "Pid",
             b.pid.map_or_else(na, |p| p.to_string())
         );
+        match &b.disk {
+            Some(d) => {
+                println!("{:<21}: {}", "File System", d.filesystem);
+                println!("{:<21}: {}", "Device", d.device);
+                println!("{:<21}: {}", "Mount Options", d.mount_options);
+                println!("{:<21}: {}", "Block Size", d.block_size);
+                println!("{:<21}: {}", "Disk Space Free", human_bytes(d.free_bytes));
+                println!("{:<21}: {}", "Total Disk Space", human_bytes(d.total_bytes));
+                println!("{:<21}: {}", "Inode Count", d.inodes_total);
+                println!("{:<21}: {}", "Free Inodes", d.inodes_free);
+            }
+            None => println!("{:<21}: N/A (the brick's node did not answer)", "Disk"),
+        }
         if let Some(d) = b.detail.as_ref().filter(|_| b.online) {
             println!("{:<21}: {}", "Entries", d.entries);
             println!("{:<21}: {}", "Change Sequence", d.seq);
@@ -566,6 +579,22 @@ fn print_status_detail(r: &VolumeStatusReport) {
         }
     }
     println!(" ");
+}
+
+/// Bytes as GlusterFS prints disk space: 236.6GB.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["Bytes", "KB", "MB", "GB", "TB", "PB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}Bytes")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
 }
 
 #[cfg(test)]

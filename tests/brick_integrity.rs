@@ -33,6 +33,17 @@ fn status_row(c: &Cluster, from: usize, i: usize) -> (bool, Option<String>) {
     )
 }
 
+/// Asserts that `heal info v` names brick `i` as unserved, with why.
+#[track_caller]
+fn assert_heal_info_names_unserved(c: &Cluster, i: usize) {
+    let (out, blocks) = info(c.node(1), "v");
+    let b = blocks
+        .iter()
+        .find(|b| b.brick.ends_with(&format!("/v{i}")))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(b.status.contains("marker missing"), "{out}");
+}
+
 fn volume_id(c: &Cluster) -> String {
     let j = c
         .node(1)
@@ -62,14 +73,7 @@ fn wiped_brick_is_not_served_until_reinitialised() {
     let vid = volume_id(&c);
 
     c.node_mut(3).stop();
-    for e in std::fs::read_dir(&b3).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            std::fs::remove_dir_all(&p).unwrap();
-        } else {
-            std::fs::remove_file(&p).unwrap();
-        }
-    }
+    crate::support::empty_dir(&b3);
     c.node_mut(3).start();
     c.wait_connected();
 
@@ -84,12 +88,7 @@ fn wiped_brick_is_not_served_until_reinitialised() {
     }
     let text = c.node(1).cli(&["volume", "status", "v"]).ok().stdout;
     assert!(text.contains("marker missing"), "{text}");
-    let (out, blocks) = info(c.node(1), "v");
-    let b = blocks
-        .iter()
-        .find(|b| b.brick.ends_with("/v3"))
-        .unwrap_or_else(|| panic!("{out}"));
-    assert!(b.status.contains("marker missing"), "{out}");
+    assert_heal_info_names_unserved(&c, 3);
     assert!(
         !b3.join(".gsync").exists(),
         "nothing may be created in an unserved brick"
@@ -163,14 +162,7 @@ fn empty_brick_keeping_marker(c: &mut Cluster, i: usize) {
     let b = c.brick("v", i);
     c.node_mut(i).stop();
     let marker = std::fs::read(b.join(".gsync/volume-id")).unwrap();
-    for e in std::fs::read_dir(&b).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            std::fs::remove_dir_all(&p).unwrap();
-        } else {
-            std::fs::remove_file(&p).unwrap();
-        }
-    }
+    crate::support::empty_dir(&b);
     std::fs::create_dir_all(b.join(".gsync")).unwrap();
     std::fs::write(b.join(".gsync/volume-id"), marker).unwrap();
     c.node_mut(i).start();
@@ -290,5 +282,375 @@ fn auth_allow_is_enforced_on_every_mount_request() {
     wait_until(T, "c.txt reaches m1 once allowed", || {
         read(&m1.join("c.txt")) == "c\n"
     });
+    c.assert_no_panics();
+}
+
+/// `volume create NAME replica N` over `bricks` on node `from`.
+fn create_args(name: &str, replica: usize, bricks: &[String]) -> Vec<String> {
+    let mut a: Vec<String> = ["volume", "create", name, "replica"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.push(replica.to_string());
+    a.extend(bricks.iter().cloned());
+    a.push("force".into());
+    a
+}
+
+fn cli_owned(n: &crate::support::Node, args: &[String]) -> crate::support::Run {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    n.cli(&a)
+}
+
+/// Plants, in node `i`'s stored pool document (node stopped), what an
+/// older version could have stored: a started volume far over the limits
+/// with its bricks on node `i`, and a volume this version cannot read.
+fn plant_bad_volumes(c: &Cluster, i: usize) {
+    let db = rusqlite::Connection::open(c.node(i).state.join("node.db")).unwrap();
+    let doc: String = db
+        .query_row("SELECT doc FROM pool WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let v = doc["volumes"][0].clone();
+    let node = v["bricks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["host"] == c.node(i).ip.as_str())
+        .unwrap()["node"]
+        .clone();
+    let mut huge = v.clone();
+    huge["name"] = "huge".into();
+    huge["id"] = "6f1e2d3c-0000-4000-8000-000000000001".into();
+    huge["replica"] = 40.into();
+    huge["bricks"] = (0..40u64)
+        .map(|k| {
+            serde_json::json!({
+                "id": 1000 + 2 * k + 1,
+                "node": node,
+                "host": c.node(i).ip,
+                "path": c.path(&format!("huge/b{k}")).to_string_lossy(),
+            })
+        })
+        .collect();
+    let vols = doc["volumes"].as_array_mut().unwrap();
+    vols.push(huge);
+    vols.push(serde_json::json!({"name": "garbled", "replica": "lots"}));
+    db.execute(
+        "UPDATE pool SET doc = ?1 WHERE id = 1",
+        [serde_json::to_string(&doc).unwrap()],
+    )
+    .unwrap();
+}
+
+/// Defect 6: the replica count and the bricks per node are bounded when a
+/// volume is defined (`volume create`, `add-brick`), with one line each,
+/// before anything is resolved or created; and a stored volume over the
+/// limits, or unreadable, is skipped with a log line when the daemon
+/// starts, which then serves every other volume.
+#[test]
+fn volumes_are_bounded_and_a_bad_stored_volume_never_stops_a_daemon() {
+    let mut c = cluster3();
+    let pid = c.node(1).pid().unwrap();
+    let rss = |pid: u32| crate::support::replication::proc_kib(pid, "VmRSS").unwrap_or(0);
+    let before = rss(pid);
+
+    let bricks: Vec<String> = (0..20_000)
+        .map(|k| {
+            format!(
+                "{}:{}",
+                c.node(1 + k % 3).ip,
+                c.path(&format!("many/b{k}")).display()
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let r = cli_owned(c.node(1), &create_args("many", 20_000, &bricks)).fails();
+    let took = started.elapsed();
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("replica count 20000 is above the limit of 32"),
+        "{}",
+        r.stderr
+    );
+    assert!(!c.path("many").exists(), "nothing may be created");
+    let after = rss(pid);
+    println!(
+        "volume create many replica 20000: refused in {took:?}; daemon RSS {before} KiB before, {after} KiB after"
+    );
+    assert!(
+        after < before + 256 * 1024,
+        "the daemon grew from {before} to {after} KiB"
+    );
+
+    // Nine bricks of one volume on one node.
+    let nine: Vec<String> = (0..9)
+        .map(|k| {
+            format!(
+                "{}:{}",
+                c.node(1).ip,
+                c.path(&format!("nine/b{k}")).display()
+            )
+        })
+        .collect();
+    let r = cli_owned(c.node(1), &create_args("nine", 9, &nine)).fails();
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{} would hold 9 bricks of volume nine: at most 8 bricks of one volume per node",
+            c.node(1).ip
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(!c.path("nine").exists());
+
+    // add-brick: over the replica limit, and over the per-node limit.
+    let more: Vec<String> = (0..30)
+        .map(|k| {
+            format!(
+                "{}:{}",
+                c.node(2).ip,
+                c.path(&format!("more/b{k}")).display()
+            )
+        })
+        .collect();
+    let mut a: Vec<String> = ["volume", "add-brick", "v", "replica", "33"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.extend(more[..30].iter().cloned());
+    let r = cli_owned(c.node(1), &a).fails();
+    assert!(
+        r.stderr
+            .contains("replica count 33 is above the limit of 32"),
+        "{}",
+        r.stderr
+    );
+    let mut a: Vec<String> = ["volume", "add-brick", "v", "replica", "11", "force"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.splice(5..5, more[..8].iter().cloned());
+    let r = cli_owned(c.node(1), &a).fails();
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{} would hold 9 bricks of volume v: at most 8 bricks of one volume per node",
+            c.node(2).ip
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(!c.path("more").exists());
+
+    // A stored document with a volume over the limits and one that cannot
+    // be read: the daemon starts, says so once, and serves volume v.
+    c.node_mut(1).stop();
+    plant_bad_volumes(&c, 1);
+    c.node_mut(1).start();
+    c.wait_connected();
+    let log = c.node(1).log();
+    assert!(log.contains("volume garbled is unreadable ("), "{log}");
+    assert!(
+        log.contains("volume huge has 40 bricks, above the limit of 32; it is not served"),
+        "{log}"
+    );
+    assert!(!c.path("huge").exists(), "no brick of huge may be created");
+    let r = c.node(1).cli(&["volume", "start", "huge", "force"]).fails();
+    assert!(r.stderr.contains("above the limit of 32"), "{}", r.stderr);
+    wait_until(T, "brick 1 of v online", || status_row(&c, 1, 1).0);
+    let m1 = c.mount("v", 1);
+    std::fs::write(m1.join("after.txt"), "after\n").unwrap();
+    wait_until(T, "after.txt on brick 2", || {
+        read(&c.brick("v", 2).join("after.txt")) == "after\n"
+    });
+    let pid = c.node(1).pid().unwrap();
+    println!("daemon with a 40-brick stored volume: RSS {} KiB", rss(pid));
+    c.assert_no_panics();
+}
+
+/// Defect 5 (brick side): a brick inside a brick, a brick inside a mount
+/// or containing one, and two nested bricks of one command are refused
+/// with one line naming both paths, by the node that owns them (the
+/// command runs on another node), judged after resolving symlinks; nothing
+/// is created.
+#[test]
+fn overlapping_bricks_are_refused() {
+    let c = cluster3();
+    let m1 = c.mount("v", 1);
+    let b1 = c.brick("v", 1);
+    let alias = c.path("alias");
+    std::os::unix::fs::symlink(&b1, &alias).unwrap();
+    let outer = c.path("outer");
+    std::fs::create_dir_all(&outer).unwrap();
+    let inner_mount = outer.join("m");
+    c.mount_from(1, 1, "v", &inner_mount);
+    let ip1 = c.node(1).ip.clone();
+    let other = format!("{}:{}", c.node(2).ip, c.path("w2").display());
+    let b1_name = format!("{ip1}:{}", b1.display());
+    let cases: Vec<(Vec<String>, String, String)> = vec![
+        (
+            vec![format!("{ip1}:{}", b1.join("sub").display()), other.clone()],
+            "is inside the brick".into(),
+            b1_name.clone(),
+        ),
+        (
+            vec![
+                format!("{ip1}:{}", alias.join("sub").display()),
+                other.clone(),
+            ],
+            "is inside the brick".into(),
+            b1_name.clone(),
+        ),
+        (
+            vec![
+                format!("{ip1}:{}", c.path("bricks").display()),
+                other.clone(),
+            ],
+            "contains the brick".into(),
+            b1_name,
+        ),
+        (
+            vec![format!("{ip1}:{}", m1.join("b").display()), other.clone()],
+            "is inside the mount".into(),
+            m1.to_string_lossy().into_owned(),
+        ),
+        (
+            vec![format!("{ip1}:{}", outer.display()), other.clone()],
+            "contains the mount".into(),
+            inner_mount.to_string_lossy().into_owned(),
+        ),
+        (
+            vec![
+                format!("{ip1}:{}", c.path("pair").display()),
+                format!("{ip1}:{}", c.path("pair/nested").display()),
+            ],
+            "is inside the brick".into(),
+            format!("{ip1}:{}", c.path("pair").display()),
+        ),
+    ];
+    for (bricks, why, named) in cases {
+        // From node 2: node 1 judges its own paths.
+        let r = cli_owned(c.node(2), &create_args("w", 2, &bricks)).fails();
+        assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+        assert!(r.stderr.contains(&why), "{bricks:?}: {}", r.stderr);
+        assert!(r.stderr.contains(&named), "{bricks:?}: {}", r.stderr);
+        let first = bricks[0].split_once(':').unwrap().1;
+        assert!(r.stderr.contains(first), "{bricks:?}: {}", r.stderr);
+    }
+    for p in [b1.join("sub"), m1.join("b"), c.path("pair"), c.path("w2")] {
+        assert!(!p.exists(), "{} was created", p.display());
+    }
+    assert!(!c.brick("v", 2).join("sub").exists() && !c.brick("v", 2).join("b").exists());
+    let r = c.node(1).cli(&["volume", "info", "w"]);
+    assert_ne!(r.code, 0, "volume w was defined");
+    // Beside them is fine.
+    let ok = vec![format!("{ip1}:{}", c.path("beside").display()), other];
+    cli_owned(c.node(2), &create_args("w", 2, &ok)).ok();
+    c.assert_no_panics();
+}
+
+/// The `gsync mount` line of `dir` on node `i`.
+fn mount_line(c: &Cluster, i: usize, dir: &std::path::Path) -> String {
+    c.node(i)
+        .cli(&["mount"])
+        .ok()
+        .stdout
+        .lines()
+        .find(|l| l.contains(&*dir.to_string_lossy()))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Defect 3: a brick wiped while its daemon runs stops being served
+/// within a recheck; the mounts that followed it fail over and keep
+/// receiving: node 3's own mount, and a mount on node 2 that followed
+/// node 3's brick of a volume node 2 has no brick of (it is told "not
+/// served here" and moves on). `heal info` names the brick and why, and
+/// `volume reset-brick … commit force` rebuilds it in place.
+#[test]
+fn mounts_fail_over_from_a_brick_wiped_while_running() {
+    let c = cluster3();
+    // Volume w: bricks on nodes 1 and 3 only.
+    let w1 = c.path("bricks/w1");
+    let w3 = c.path("bricks/w3");
+    let wb = [
+        format!("{}:{}", c.node(1).ip, w1.display()),
+        format!("{}:{}", c.node(3).ip, w3.display()),
+    ];
+    cli_owned(c.node(1), &create_args("w", 2, &wb)).ok();
+    c.node(1).cli(&["volume", "start", "w"]).ok();
+    let m1 = c.mount("v", 1);
+    let m3 = c.mount("v", 3);
+    let mw1 = c.path("mw1");
+    c.mount_from(1, 1, "w", &mw1);
+    // Node 2 mounts w from node 3: it follows brick w3 over the network.
+    let mw2 = c.path("mw2");
+    c.mount_from(2, 3, "w", &mw2);
+    assert!(
+        mount_line(&c, 2, &mw2).contains(&format!("following {}", wb[1])),
+        "{}",
+        mount_line(&c, 2, &mw2)
+    );
+    std::fs::write(m1.join("before.txt"), "before\n").unwrap();
+    std::fs::write(mw1.join("before.txt"), "before w\n").unwrap();
+    let b3 = c.brick("v", 3);
+    wait_until(T, "before.txt on brick v3 and in m3", || {
+        read(&b3.join("before.txt")) == "before\n" && read(&m3.join("before.txt")) == "before\n"
+    });
+    wait_until(T, "before.txt in mw2", || {
+        read(&mw2.join("before.txt")) == "before w\n"
+    });
+
+    // Both bricks of node 3 are wiped under the running daemon.
+    crate::support::empty_dir(&b3);
+    crate::support::empty_dir(&w3);
+    wait_until(T, "brick v3 reported unserved", || {
+        status_row(&c, 1, 3)
+            .1
+            .is_some_and(|r| r.contains("marker missing"))
+    });
+    assert_heal_info_names_unserved(&c, 3);
+
+    // Changes made on node 1 keep reaching node 3's mount and node 2's
+    // mount of w, and their edits keep reaching node 1.
+    for (from, to, name, text) in [
+        (&m1, &m3, "during.txt", "during\n"),
+        (&mw1, &mw2, "during.txt", "during w\n"),
+        (&m3, &m1, "from3.txt", "from 3\n"),
+        (&mw2, &mw1, "from2.txt", "from 2\n"),
+    ] {
+        std::fs::write(from.join(name), text).unwrap();
+        crate::support::mounts::wait_content(to, name, text, T);
+    }
+    for (i, d) in [(3, &m3), (2, &mw2)] {
+        wait_until(T, "the mount says in sync, following node 1", || {
+            let l = mount_line(&c, i, d);
+            l.contains("in sync") && l.contains(&format!("following {}:", c.node(1).ip))
+        });
+    }
+    assert!(
+        !b3.join(".gsync").exists() && !w3.join(".gsync").exists(),
+        "nothing may be created in an unserved brick"
+    );
+
+    // reset-brick … commit force re-initialises and rebuilds it in place.
+    let name = format!("{}:{}", c.node(3).ip, b3.display());
+    let r = c.node(1).reset_brick("v", &name).ok();
+    assert!(r.stdout.contains("successful"), "{}", r.stdout);
+    wait_until(T, "brick v3 online again", || status_row(&c, 1, 3).0);
+    wait_same_tree(
+        &c.brick("v", 1),
+        &b3,
+        Duration::from_secs(60),
+        "brick v3 rebuilt",
+    );
+    std::fs::write(m1.join("after.txt"), "after\n").unwrap();
+    wait_until(T, "after.txt reaches brick v3 and m3", || {
+        read(&b3.join("after.txt")) == "after\n" && read(&m3.join("after.txt")) == "after\n"
+    });
+    wait_until(T, "heal info clean", || all_clean(c.node(1), "v"));
     c.assert_no_panics();
 }

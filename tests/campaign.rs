@@ -20,23 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{manifest, Cluster};
-
-/// A small deterministic PRNG (xorshift64*), so a seed replays a run.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use crate::support::{manifest, Cluster, Rng};
 
 /// Body lines plus a final `#sum <blake3 of the body>` line.
 fn seal(body: &str) -> String {
@@ -174,14 +158,8 @@ enum Fault {
 
 #[test]
 fn campaign() {
-    let seed: u64 = std::env::var("GSYNC_CAMPAIGN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::random::<u64>() | 1);
-    let secs: u64 = std::env::var("GSYNC_CAMPAIGN_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+    let seed = crate::support::seed_from("GSYNC_CAMPAIGN_SEED");
+    let secs = crate::support::secs_from("GSYNC_CAMPAIGN_SECS", 60);
     eprintln!("CAMPAIGN seed={seed} secs={secs} (replay with GSYNC_CAMPAIGN_SEED={seed})");
     let mut c = Cluster::start(3);
     c.form_pool();

@@ -506,14 +506,7 @@ fn full_heal_rebuilds_a_wiped_brick() {
     c.node_mut(3).stop();
     let b3 = c.brick("v", 3);
     let marker = std::fs::read(b3.join(".gsync/volume-id")).unwrap();
-    for e in std::fs::read_dir(&b3).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            std::fs::remove_dir_all(&p).unwrap();
-        } else {
-            std::fs::remove_file(&p).unwrap();
-        }
-    }
+    crate::support::empty_dir(&b3);
     std::fs::create_dir_all(b3.join(".gsync")).unwrap();
     std::fs::write(b3.join(".gsync/volume-id"), marker).unwrap();
     c.node_mut(3).start();

@@ -383,3 +383,71 @@ fn auth_allow_refusal_shows_in_the_mount_state() {
     wait_content(&m3, "b.txt", "b\n", T);
     c.assert_no_panics();
 }
+
+/// A folder unmounted and mounted again resumes from what it had synced:
+/// a file deleted and a file changed on the volume meanwhile are deleted
+/// and updated in it, never pushed back (no resurrection, no split-brain),
+/// and an edit made while it was unmounted goes out as an edit.
+#[test]
+fn a_remounted_folder_resumes_without_resurrecting() {
+    let (c, m) = three_mounts();
+    let [m1, _m2, m3] = m.clone();
+    std::fs::write(m1.join("gone.txt"), "to be deleted\n").unwrap();
+    std::fs::write(m1.join("changed.txt"), "old\n").unwrap();
+    std::fs::write(m1.join("mine.txt"), "before\n").unwrap();
+    std::fs::create_dir_all(m1.join("dir/sub")).unwrap();
+    std::fs::write(m1.join("dir/sub/f"), "f\n").unwrap();
+    wait_content(&m3, "dir/sub/f", "f\n", T);
+    wait_content(&m3, "mine.txt", "before\n", T);
+    wait_content(&m3, "gone.txt", "to be deleted\n", T);
+    c.node(3).cli(&["umount", &m3.to_string_lossy()]).ok();
+    std::fs::remove_file(m1.join("gone.txt")).unwrap();
+    std::fs::remove_dir_all(m1.join("dir")).unwrap();
+    std::fs::write(m1.join("changed.txt"), "new\n").unwrap();
+    std::fs::write(m3.join("mine.txt"), "edited while unmounted\n").unwrap();
+    wait_gone(&c.brick("v", 3), "gone.txt", T);
+    wait_content(&c.brick("v", 3), "changed.txt", "new\n", T);
+
+    c.mount("v", 3);
+    wait_content(&m1, "mine.txt", "edited while unmounted\n", T);
+    let trees = all_trees(&c, "v", &m);
+    for t in &trees {
+        wait_gone(t, "gone.txt", T);
+        wait_gone(t, "dir", T);
+        wait_content(t, "changed.txt", "new\n", T);
+    }
+    wait_same(&trees, T);
+    assert!(
+        crate::support::replication::split_brain(c.node(1), "v")
+            .values()
+            .all(Vec::is_empty),
+        "the remount created a split-brain"
+    );
+    c.assert_no_panics();
+}
+
+/// A write acknowledged by a brick that is wiped before it replicated is
+/// not left in the writer's folder alone while the mount says "in sync":
+/// the mount lists the brick it fails over to, finds the path missing
+/// there and pushes it again.
+#[test]
+fn a_write_lost_with_a_wiped_brick_is_pushed_again() {
+    let (c, m) = three_mounts();
+    let [m1, _m2, m3] = m.clone();
+    std::fs::write(m1.join("base.txt"), "base\n").unwrap();
+    wait_content(&m3, "base.txt", "base\n", T);
+    // Node 3 cut off: its brick acknowledges, and cannot replicate.
+    crate::support::heal::isolate(&c, 3);
+    std::fs::write(m3.join("lost.txt"), "only on brick 3\n").unwrap();
+    let b3 = c.brick("v", 3);
+    wait_content(&b3, "lost.txt", "only on brick 3\n", T);
+    wait_until(T, "m3 in sync with its brick", || {
+        mount_list(&c, 3).contains("in sync")
+    });
+    // The brick is wiped under the running daemon, then the network heals.
+    crate::support::empty_dir(&b3);
+    c.heal_network();
+    wait_content(&m1, "lost.txt", "only on brick 3\n", T);
+    wait_content(&c.brick("v", 2), "lost.txt", "only on brick 3\n", T);
+    c.assert_no_panics();
+}

@@ -288,6 +288,14 @@ fn add_brick_fills_and_remove_brick_stops_writes_but_keeps_data() {
     wait_until(T, "heal info clean with 4 bricks", || {
         all_clean(c.node(2), "v")
     });
+    // m2 edits four.txt below: it must have the version it edits (an edit
+    // of a version not yet seen would rightly be a split-brain).
+    crate::support::heal::wait_content(
+        &m2.join("four.txt"),
+        "on four bricks\n",
+        T,
+        "m2 has four.txt",
+    );
     // Quorum follows the size: a fixed count above what would remain refuses
     // the removal until it is lowered.
     c.node(1)
@@ -390,6 +398,32 @@ fn rate_limited_heal_is_paced() {
     let b2 = c.brick("v", 2);
     let started = Instant::now();
     c.node_mut(2).start();
+    // While the paced heal runs, statistics and info say how far it is:
+    // entries and bytes left, the rate, the ETA.
+    let mut progress = String::new();
+    wait_until(Duration::from_secs(30), "heal progress with an ETA", || {
+        for cmd in [
+            &["volume", "heal", "v", "statistics"][..],
+            &["volume", "heal", "v", "info"],
+        ] {
+            let out = c.node(1).cli(cmd).stdout;
+            match out
+                .lines()
+                .find(|l| l.starts_with("Heal progress:") && l.contains("ETA"))
+            {
+                Some(l) => progress = l.to_string(),
+                None => return false,
+            }
+        }
+        true
+    });
+    println!("{progress}");
+    assert!(
+        progress.contains("1 entries and ")
+            && progress.contains("MB left")
+            && progress.contains("/s"),
+        "{progress}"
+    );
     wait_until(Duration::from_secs(60), "heal of the big file", || {
         hash_file(&b2.join("big.bin")) == Some(want)
     });
@@ -487,18 +521,7 @@ fn reset_brick_takes_out_of_service_and_rebuilds_in_place() {
         "mount 3 while its brick is out",
     );
     assert!(!b3.join("while-out.txt").exists());
-    let r = c
-        .node(2)
-        .cli(&[
-            "volume",
-            "reset-brick",
-            "v",
-            &name,
-            &name,
-            "commit",
-            "force",
-        ])
-        .ok();
+    let r = c.node(2).reset_brick("v", &name).ok();
     assert_eq!(
         r.stdout.trim(),
         "volume reset-brick: success: reset-brick commit force operation successful"
@@ -521,4 +544,81 @@ fn reset_brick_takes_out_of_service_and_rebuilds_in_place() {
     );
     wait_until(T, "heal info clean", || all_clean(c.node(1), "v"));
     c.assert_no_panics();
+}
+
+/// Figures, not a check: how long `replace-brick` takes to refill a new
+/// brick of many small files and of one big file (median of 3 runs each).
+/// Run on a release build:
+/// `GSYNC_REFILL_FILES=10000 GSYNC_REFILL_MIB=1024 cargo test --release --features failpoints --test integration refill_figures -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement; prints figures"]
+fn refill_figures() {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let files = env("GSYNC_REFILL_FILES", 10_000);
+    let mib = env("GSYNC_REFILL_MIB", 1024);
+    let runs = env("GSYNC_REFILL_RUNS", 3);
+    let small = |m: &Path| {
+        for i in 0..files {
+            let p = m.join(format!("d{:02}/f{i:05}.conf", i % 50));
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, format!("key{i} = {}\n", "v".repeat(1000 + i % 3000)))
+                .expect("write");
+        }
+    };
+    let big = |m: &Path| {
+        write_random(&m.join("big.bin"), (mib as u64) << 20, 7);
+    };
+    type Fill<'a> = &'a dyn Fn(&Path);
+    let workloads: [(String, Fill); 2] = [
+        (format!("{files} files of 1-4 KiB"), &small),
+        (format!("one {mib} MiB file"), &big),
+    ];
+    for (label, fill) in workloads {
+        let mut secs = Vec::new();
+        for _ in 0..runs {
+            let mut c = Cluster::start(3);
+            c.form_pool();
+            c.create_volume("v");
+            let m1 = c.mount("v", 1);
+            fill(&m1);
+            let bricks: Vec<PathBuf> = (1..=3).map(|i| c.brick("v", i)).collect();
+            let all: Vec<&Path> = bricks.iter().map(PathBuf::as_path).collect();
+            manifest::wait_same(&all, Duration::from_secs(1800));
+            let old = brick_name(&c, "v", 3);
+            let b3 = c.brick("v", 3);
+            c.destroy_node(3, &[b3]);
+            let n4 = c.add_node();
+            probe(&c, 1, n4, &[1, 2, n4]);
+            let b4 = c.brick("v", n4);
+            let new = format!("{}:{}", c.node(n4).ip, b4.display());
+            let started = Instant::now();
+            c.node(1)
+                .cli(&[
+                    "volume",
+                    "replace-brick",
+                    "v",
+                    &old,
+                    &new,
+                    "commit",
+                    "force",
+                ])
+                .ok();
+            manifest::wait_same(
+                &[bricks[0].as_path(), b4.as_path()],
+                Duration::from_secs(1800),
+            );
+            secs.push(started.elapsed().as_secs_f64());
+            println!("refill of {label}: {:.2} s", secs[secs.len() - 1]);
+        }
+        secs.sort_by(f64::total_cmp);
+        println!(
+            "refill of {label}: median {:.2} s of {runs} runs {secs:.2?}",
+            secs[secs.len() / 2]
+        );
+    }
 }

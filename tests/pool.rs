@@ -432,3 +432,81 @@ fn garbage_does_not_crash() {
     });
     c.assert_no_panics();
 }
+
+/// Two `volume set`s made on both sides of a partition: one wins (the pool
+/// document has one order), and the other is not dropped in silence: both
+/// sides log it and `volume info` on every member shows it.
+#[test]
+fn concurrent_config_changes_in_a_partition_are_never_lost_silently() {
+    let c = Cluster::start(3);
+    c.form_pool();
+    c.create_volume("v");
+    c.partition(1, 2);
+    c.partition(1, 3);
+    let key = "features.trash-retention";
+    c.node(1).cli(&["volume", "set", "v", key, "1d"]).ok();
+    c.node(2).cli(&["volume", "set", "v", key, "2d"]).ok();
+    c.heal_network();
+    let value = |i: usize| {
+        c.node(i)
+            .cli(&["volume", "get", "v", key])
+            .ok()
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(key))
+            .map(|l| l.split_whitespace().last().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(30), "one value everywhere", || {
+        let v1 = value(1);
+        (v1 == "1d" || v1 == "2d") && value(2) == v1 && value(3) == v1
+    });
+    let kept = value(1);
+    let lost = if kept == "1d" { "2d" } else { "1d" };
+    let lost_on = if kept == "1d" { c.node(2) } else { c.node(1) };
+    let line = format!("'volume set v {key} {lost}' made on {}", lost_on.ip);
+    for i in 1..=3 {
+        wait_until(
+            Duration::from_secs(30),
+            "the lost change in volume info",
+            || {
+                c.node(i)
+                    .cli(&["volume", "info", "v"])
+                    .ok()
+                    .stdout
+                    .lines()
+                    .any(|l| l.starts_with("Overridden change: ") && l.contains(&line))
+            },
+        );
+    }
+    for i in 1..=3 {
+        let log = c.node(i).log();
+        let lost: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("pool change lost"))
+            .collect();
+        assert!(
+            lost.iter().any(|l| l.contains(&line)),
+            "node {i} does not log the lost change:\n{log}"
+        );
+        // No false alarm (forming the pool loses nothing).
+        assert!(lost.iter().all(|l| l.contains(&line)), "node {i}: {lost:?}");
+    }
+    // And in the event stream of the side that lost it.
+    let lost_n = if kept == "1d" { 2 } else { 1 };
+    let events = c.node(lost_n).cli(&["events"]).ok().stdout;
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("pool-change-lost") && l.contains(&line)),
+        "{events}"
+    );
+    let j = c
+        .node(3)
+        .cli(&["--json", "volume", "info", "v"])
+        .ok()
+        .json();
+    let text = j.to_string();
+    assert!(text.contains(&line), "{text}");
+    c.assert_no_panics();
+}

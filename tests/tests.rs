@@ -35,3 +35,11 @@ mod integrity;
 
 /// Never losing a file to a mistake: trash and restore, wait, history, guard.
 mod safety;
+
+/// Operations: pipes, usage errors, JSON ids, logs, service files, metrics, events, demo.
+mod ops;
+
+/// Model-based lifecycle campaign: file operations against a reference
+/// model while mounts attach and remount, bricks are wiped and reset,
+/// nodes are killed and partitioned.
+mod lifecycle_campaign;

@@ -144,8 +144,14 @@ pub enum CtlRequest {
         prefer: Option<String>,
         /// Only receive.
         read_only: bool,
-        /// Command run after applied batches.
+        /// Command run once per settled batch of applied changes.
         on_change: Option<String>,
+        /// Settle time of the batches, in milliseconds (default 300).
+        #[serde(default)]
+        on_change_delay_ms: Option<u64>,
+        /// Run the command for the first download too.
+        #[serde(default)]
+        on_change_initial: bool,
     },
     /// `gsync umount DIR`.
     Umount {
@@ -226,6 +232,12 @@ pub enum CtlRequest {
         path: String,
         /// Content hash prefix of the version (newest when absent).
         version: Option<String>,
+    },
+    /// `gsync events`: the node's events after `since` (all kept when
+    /// absent), oldest first.
+    Events {
+        /// Last sequence number already seen.
+        since: Option<u64>,
     },
     /// `gsync wait DIR`: one check of whether every change in DIR is
     /// stored on `replicas` bricks (the CLI repeats it until its timeout).
@@ -347,6 +359,33 @@ pub struct BrickRow {
     /// volume-id marker is missing).
     #[serde(default)]
     pub reason: Option<String>,
+    /// The disk under the brick (from its node; none if that node did
+    /// not answer).
+    #[serde(default)]
+    pub disk: Option<DiskInfo>,
+}
+
+/// The disk under a brick, for `volume status VOL detail`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DiskInfo {
+    /// File system type (ext4, xfs...).
+    pub filesystem: String,
+    /// Source device.
+    pub device: String,
+    /// Mount options.
+    pub mount_options: String,
+    /// Where that file system is mounted.
+    pub mount_point: String,
+    /// Bytes available to the daemon.
+    pub free_bytes: u64,
+    /// Size of the file system.
+    pub total_bytes: u64,
+    /// Inodes in all.
+    pub inodes_total: u64,
+    /// Inodes free.
+    pub inodes_free: u64,
+    /// File system block size.
+    pub block_size: u64,
 }
 
 /// One self-heal daemon row in `volume status`.

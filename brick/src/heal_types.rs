@@ -28,6 +28,11 @@ pub struct BrickHealInfo {
     pub heal_bytes: u64,
     /// Pending entries per peer brick.
     pub pending_by_peer: Vec<(u64, u64)>,
+    /// File bytes of the pending entries (what is left to send), summed
+    /// over the first [`PENDING_BYTES_SCAN`] paths and scaled up beyond.
+    pub pending_bytes: u64,
+    /// Bytes per second moved by heals since the current heal started.
+    pub heal_byte_rate: Option<f64>,
     /// Writes refused for lack of space or other local errors (last one).
     pub last_error: Option<String>,
     /// Quorum state: `None` if no quorum is configured, else whether met.
@@ -44,6 +49,10 @@ pub struct BrickHealInfo {
     /// started.
     pub full_heal: Vec<FullHealState>,
 }
+
+/// Pending paths whose sizes are summed exactly for `pending_bytes`; a
+/// larger backlog is estimated from them, so `heal info` stays fast.
+pub const PENDING_BYTES_SCAN: usize = 50_000;
 
 impl BrickHealInfo {
     /// True while a full heal from this brick has not compared every peer

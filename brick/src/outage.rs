@@ -368,7 +368,7 @@ async fn recorder(node: Arc<Node>, brick: Arc<Brick>) {
         let Some(v) = cfg.volumes.iter().find(|v| v.id == brick.volume) else {
             continue;
         };
-        for &peer in &brick.peers {
+        for &peer in &brick.peers() {
             let Some(def) = v.brick(peer) else { continue };
             let reachable = node.is_connected(def.node);
             if reachable {

@@ -132,6 +132,9 @@ pub struct PoolConfig {
     pub members: Vec<Member>,
     /// Every volume.
     pub volumes: Vec<Volume>,
+    /// The last changes this document descends from (see `lineage`).
+    #[serde(default)]
+    pub history: Vec<crate::lineage::Stamp>,
 }
 
 /// Current stored format of [`PoolConfig`].
@@ -146,6 +149,7 @@ impl PoolConfig {
             changed_by: me.uuid,
             members: vec![me],
             volumes: Vec::new(),
+            history: Vec::new(),
         }
     }
 
@@ -188,19 +192,85 @@ impl PoolConfig {
         n.changed_by = by;
         n
     }
+
+    /// Reads a stored document (JSON). A volume this version cannot read
+    /// is left out with a line saying so, so one bad volume never stops a
+    /// node from starting; the members and the other volumes must read.
+    pub fn from_stored(doc: &str) -> Result<(Self, Vec<String>), serde_json::Error> {
+        let mut raw: serde_json::Value = serde_json::from_str(doc)?;
+        let volumes = match raw.as_object_mut() {
+            Some(o) => o.insert("volumes".into(), serde_json::Value::Array(Vec::new())),
+            None => None,
+        };
+        let mut cfg: Self = serde_json::from_value(raw)?;
+        let mut skipped = Vec::new();
+        let volumes = match volumes {
+            Some(serde_json::Value::Array(a)) => a,
+            Some(other) => {
+                skipped.push(format!(
+                    "the volume list is unreadable ({other:.40}); skipped"
+                ));
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        for (i, v) in volumes.into_iter().enumerate() {
+            let name = v
+                .get("name")
+                .and_then(|n| n.as_str())
+                .map_or_else(|| format!("#{}", i + 1), |n| n.chars().take(64).collect());
+            match serde_json::from_value::<Volume>(v) {
+                Ok(v) => cfg.volumes.push(v),
+                Err(e) => skipped.push(format!("volume {name} is unreadable ({e}); skipped")),
+            }
+        }
+        Ok((cfg, skipped))
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn member(n: u8) -> Member {
+    pub(crate) fn member(n: u8) -> Member {
         Member {
             uuid: Uuid::from_bytes([n; 16]),
             hostname: format!("127.0.0.{n}"),
             port: 24017,
             fingerprint: format!("fp{n}"),
         }
+    }
+
+    #[test]
+    fn unreadable_stored_volumes_are_skipped() {
+        let mut cfg = PoolConfig::solo(member(1));
+        cfg.volumes.push(Volume {
+            name: "good".into(),
+            id: Uuid::from_bytes([9; 16]),
+            replica: 2,
+            bricks: Vec::new(),
+            state: VolumeState::Started,
+            options: BTreeMap::new(),
+            overridden: Vec::new(),
+        });
+        let mut doc = serde_json::to_value(&cfg).unwrap();
+        let vols = doc["volumes"].as_array_mut().unwrap();
+        vols.insert(0, serde_json::json!({"name": "broken", "replica": "lots"}));
+        vols.push(serde_json::json!(17));
+        let (read, skipped) = PoolConfig::from_stored(&doc.to_string()).unwrap();
+        assert_eq!(read, cfg);
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(
+            skipped[0].starts_with("volume broken is unreadable ("),
+            "{skipped:?}"
+        );
+        assert!(
+            skipped[1].starts_with("volume #3 is unreadable ("),
+            "{skipped:?}"
+        );
+        // The members must read.
+        assert!(PoolConfig::from_stored("{\"format\": 1}").is_err());
+        assert!(PoolConfig::from_stored("not json").is_err());
     }
 
     #[test]

@@ -23,8 +23,9 @@ use crate::RelPath;
 /// ALPN of the gsync protocol, major version 1.
 pub const ALPN: &[u8] = b"gsync/1";
 
-/// Minor protocol version, checked in [`Hello`].
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Minor protocol version, checked in [`Hello`]: bumped whenever a message
+/// changes shape (2: pool document lineage, heal fill progress).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Wire error codes carried by [`Response::Error`].
 pub mod code {
@@ -254,6 +255,12 @@ pub enum Request {
         /// Volume name.
         volume: String,
     },
+    /// 19: the disks under this node's bricks of a volume (`volume status
+    /// VOL detail`), answered with [`Response::BrickDisks`].
+    BrickDisks {
+        /// Volume name.
+        volume: String,
+    },
 }
 
 /// Most paths in one [`Request::Versions`].
@@ -392,6 +399,8 @@ pub enum Response {
     Versions(Vec<Option<VersionVector>>),
     /// 15: answer to [`Request::History`], one per brick served here.
     History(Vec<crate::outage::BrickHistory>),
+    /// 16: answer to [`Request::BrickDisks`]: (brick replica id, its disk).
+    BrickDisks(Vec<(u64, crate::control::DiskInfo)>),
 }
 
 impl Response {

@@ -52,7 +52,7 @@ pub fn spawn(node: &Arc<Node>, brick: &Arc<Brick>, token: &CancellationToken) {
     // Rows for bricks removed from the volume would never be confirmed.
     let b = brick.clone();
     node.spawn(async move {
-        let peers = b.peers.clone();
+        let peers = b.peers();
         match b
             .with_db(move |_, c| crate::lifecycle::prune_pending(c, &peers))
             .await
@@ -62,7 +62,7 @@ pub fn spawn(node: &Arc<Node>, brick: &Arc<Brick>, token: &CancellationToken) {
             Err(e) => tracing::warn!(brick = %b.root.display(), "cannot drop pending rows of removed bricks: {e}"),
         }
     });
-    for peer in brick.peers.clone() {
+    for peer in brick.peers() {
         let n = node.clone();
         let b = brick.clone();
         let t = token.clone();
@@ -162,7 +162,7 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
             }
             heal_upto = brick.seq();
             *brick.heal_started.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((std::time::Instant::now(), brick.counters().heals));
+                Some(heal_start(&brick));
             deferred.clear();
             tracing::info!(brick = %brick.root.display(), peer, "peer brick reachable; replaying pending entries");
         }
@@ -376,7 +376,7 @@ impl FillCheck {
                 self.retry_at = None;
                 self.failures = 0;
                 *brick.heal_started.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((std::time::Instant::now(), brick.counters().heals));
+                    Some(heal_start(brick));
                 Some(brick.seq())
             }
             Err(e) => {
@@ -419,7 +419,7 @@ async fn push_path_paced(
     path: &RelPath,
     heal: bool,
 ) -> Result<u64, PushError> {
-    let pace = heal
+    let limit = heal
         .then(|| (crate::lifecycle::limiter(brick.id), heal_rate(node, brick)))
         .filter(|(_, rate)| *rate > 0);
     let p = path.clone();
@@ -455,7 +455,10 @@ async fn push_path_paced(
             &offer,
             file.as_deref(),
             &chunks,
-            pace.as_ref().map(|(l, rate)| (l.as_ref(), *rate)),
+            heal.then(|| Pace {
+                limit: limit.as_ref().map(|(l, rate)| (l.as_ref(), *rate)),
+                streamed: &brick.counters.heal_streamed,
+            }),
         )
         .await?;
         brick.counters.add_sent(n);
@@ -488,14 +491,23 @@ where
     send_offer_paced(w, r, offer, file, chunks, None).await
 }
 
-/// [`send_offer`], waiting on `pace` (limiter, bytes/s) before each chunk.
+/// How a heal's chunks are sent: at most at the heal rate limit, and
+/// counted as they go.
+struct Pace<'a> {
+    /// The limiter and its rate in bytes/s, if one is set.
+    limit: Option<(&'a crate::lifecycle::RateLimit, u64)>,
+    /// Bytes sent so far.
+    streamed: &'a std::sync::atomic::AtomicU64,
+}
+
+/// [`send_offer`], paced and counted by `pace` chunk by chunk.
 async fn send_offer_paced<W, R>(
     w: &mut W,
     r: &mut R,
     offer: &Offer,
     file: Option<&std::path::Path>,
     chunks: &[ChunkRef],
-    pace: Option<(&crate::lifecycle::RateLimit, u64)>,
+    pace: Option<Pace<'_>>,
 ) -> Result<(Response, u64), PushError>
 where
     W: AsyncWrite + Unpin + Send,
@@ -529,7 +541,7 @@ where
             let Some(c) = chunks.get(i as usize) else {
                 return Err(PushError::Refused("chunk index out of range".into()));
             };
-            if let Some((limit, rate)) = pace {
+            if let Some((limit, rate)) = pace.as_ref().and_then(|p| p.limit) {
                 limit.take(u64::from(c.len), rate).await;
             }
             let data = chunking::read_verified(&mut f, offsets[i as usize], c.len, &c.hash)
@@ -538,6 +550,9 @@ where
                 .await
                 .map_err(|_| PushError::Timeout)??;
             sent += data.len() as u64;
+            if let Some(p) = &pace {
+                p.streamed.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
         }
     }
     let _ = w.shutdown().await;
@@ -545,6 +560,18 @@ where
         .await
         .map_err(|_| PushError::Timeout)??;
     Ok((last, sent))
+}
+
+/// The mark a heal's rate and ETA are measured from: now, and the heal
+/// counters (entries, bytes) so far.
+fn heal_start(brick: &Brick) -> crate::store::HealMark {
+    let c = brick.counters();
+    crate::store::HealMark {
+        at: std::time::Instant::now(),
+        heals: c.heals,
+        heal_bytes: c.heal_bytes,
+        streamed: brick.counters.heal_streamed.load(Ordering::Relaxed),
+    }
 }
 
 /// The heal report of one local brick.
@@ -558,13 +585,31 @@ pub async fn heal_info(brick: &Arc<Brick>) -> BrickHealInfo {
     info.heals_done = c.heals;
     info.heal_bytes = c.heal_bytes;
     info.healing = brick.counters.healing.load(Ordering::Relaxed);
-    if let Some((at, base)) = *brick.heal_started.lock().unwrap_or_else(|e| e.into_inner()) {
-        let secs = at.elapsed().as_secs_f64();
-        let done = c.heals.saturating_sub(base);
-        if secs > 0.5 && done > 0 {
+    let mark = *brick.heal_started.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(m) = mark {
+        let secs = m.at.elapsed().as_secs_f64();
+        let done = c.heals.saturating_sub(m.heals);
+        let streamed = brick
+            .counters
+            .heal_streamed
+            .load(Ordering::Relaxed)
+            .saturating_sub(m.streamed);
+        // Bytes already sent of entries not yet confirmed are not left.
+        let in_flight = streamed.saturating_sub(c.heal_bytes.saturating_sub(m.heal_bytes));
+        info.pending_bytes = info.pending_bytes.saturating_sub(in_flight);
+        if secs > 0.5 {
             let rate = done as f64 / secs;
-            info.heal_rate = Some(rate);
-            info.eta_secs = (info.pending > 0).then(|| info.pending as f64 / rate);
+            let byte_rate = streamed as f64 / secs;
+            info.heal_rate = (done > 0).then_some(rate);
+            info.heal_byte_rate = (streamed > 0).then_some(byte_rate);
+            // Whichever bounds the heal: entries or bytes.
+            let by_entries = (done > 0).then(|| info.pending as f64 / rate);
+            let by_bytes = (streamed > 0).then(|| info.pending_bytes as f64 / byte_rate);
+            info.eta_secs = match (by_entries, by_bytes) {
+                _ if info.pending == 0 => None,
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
         }
     }
     info.last_error = brick
@@ -592,7 +637,7 @@ pub async fn heal_op(node: &Arc<Node>, volume: &str, op: HealOp) -> Result<(), S
         match &op {
             HealOp::Index => b.publish_seq(b.seq()),
             HealOp::Full => {
-                for peer in b.peers.clone() {
+                for peer in b.peers() {
                     crate::crawl::start_full(node, &b, peer);
                 }
             }

@@ -137,6 +137,9 @@ pub(crate) struct Agent {
     /// The last push failure of each failing path: a failure repeated on
     /// every retry is logged once, not twice a second.
     failures: HashMap<RelPath, String>,
+    /// Bricks whose node answered that it does not serve them (a wiped
+    /// brick without its marker), and when: not followed for a while.
+    unserved: HashMap<u64, Instant>,
     /// Deletions held by the mass-delete guard (mirrors the journal).
     held: BTreeSet<RelPath>,
     /// Deletions the user accepted: pushed without asking the guard.
@@ -146,7 +149,17 @@ pub(crate) struct Agent {
     /// Deletions seen by the last push round that deferred them: a burst
     /// is judged once it stops growing.
     last_gone: usize,
+    /// While the feed lists a brick from the beginning (a first attach, a
+    /// new incarnation, another brick after failover): every path listed
+    /// so far. Once caught up, what the journal holds and the brick did not
+    /// list was lost by the brick (acknowledged, then wiped before it
+    /// replicated) and is pushed again.
+    listing: Option<BTreeSet<String>>,
 }
+
+/// How long a brick that answered "not served here" is passed over before
+/// it is tried again.
+const UNSERVED_RETRY: Duration = Duration::from_secs(10);
 
 struct Feed {
     target: Target,
@@ -183,10 +196,12 @@ impl Agent {
             remarks: Mutex::new(Vec::new()),
             rewalk: Vec::new(),
             failures: HashMap::new(),
+            unserved: HashMap::new(),
             held,
             accepted: BTreeSet::new(),
             recent: guard::Recent::default(),
             last_gone: 0,
+            listing: None,
         }
     }
 
@@ -223,6 +238,10 @@ impl Agent {
                 self.node.bricks.get(b.id).is_some()
             } else {
                 self.node.is_connected(b.node)
+                    && self
+                        .unserved
+                        .get(&b.id)
+                        .is_none_or(|at| at.elapsed() >= UNSERVED_RETRY)
             };
             up.then(|| Target {
                 volume: v.id,
@@ -373,10 +392,20 @@ impl Agent {
                         }
                         Some(FeedEvent::Resync(why)) => {
                             tracing::warn!(mount = %self.spec.dir.display(), "{why}: comparing every path with it");
+                            self.listing = Some(BTreeSet::new());
                             self.set_feed_state(|s| {
                                 s.caught_up = false;
                                 s.resync = Some(why);
                             });
+                        }
+                        Some(FeedEvent::NotServed(why)) => {
+                            // Fail over: the next turn picks another brick.
+                            tracing::warn!(mount = %self.spec.dir.display(), "brick not served ({why}); following another brick");
+                            if let Some(f) = feed.take() {
+                                self.unserved.insert(f.target.brick, Instant::now());
+                                f.token.cancel();
+                            }
+                            continue;
                         }
                         Some(FeedEvent::Trouble(e)) => {
                             tracing::warn!(mount = %self.spec.dir.display(), brick = ?feed.as_ref().map(|f| &f.target.name), "brick does not serve this mount: {e}");
@@ -419,7 +448,7 @@ impl Agent {
         }
     }
 
-    fn start_feed(&self, t: Target) -> Feed {
+    fn start_feed(&mut self, t: Target) -> Feed {
         let same = self.journal.kv("brick").ok().flatten() == Some(t.brick);
         let (since, expect) = if same {
             (
@@ -429,6 +458,9 @@ impl Agent {
         } else {
             (0, None)
         };
+        if since == 0 {
+            self.listing = Some(BTreeSet::new());
+        }
         self.set_feed_state(|s| {
             s.caught_up = false;
             s.feed_error = None;
@@ -731,9 +763,13 @@ impl Agent {
         // cursor moves only once the whole batch is in: after a failure
         // the batch is fetched again, and what was applied is skipped as
         // equal.
+        let initial = !self.attached;
         let mut live = Vec::new();
         let mut dead: std::collections::BTreeMap<std::cmp::Reverse<usize>, Vec<Entry>> =
             std::collections::BTreeMap::new();
+        if let Some(l) = self.listing.as_mut() {
+            l.extend(b.entries.iter().map(|(_, e)| e.path.as_str().to_string()));
+        }
         for (_, e) in b.entries {
             if e.kind == Kind::Tombstone {
                 dead.entry(std::cmp::Reverse(e.path.depth()))
@@ -761,9 +797,7 @@ impl Agent {
                     Ok(None) => {}
                     Err(e) => {
                         tracing::debug!("apply deferred: {e}");
-                        if !changed.is_empty() {
-                            self.on_change(&changed);
-                        }
+                        self.on_change(&changed, initial);
                         return false;
                     }
                 }
@@ -777,6 +811,9 @@ impl Agent {
             tracing::warn!(mount = %self.spec.dir.display(), "{e}");
         }
         if b.caught_up {
+            if let Some(listed) = self.listing.take() {
+                self.offer_what_the_brick_lost(&listed).await;
+            }
             self.set_feed_state(|s| {
                 s.caught_up = true;
                 s.resync = None;
@@ -788,34 +825,64 @@ impl Agent {
             let _ = self.journal.set_kv("attached", 1);
             tracing::info!(mount = %self.spec.dir.display(), "first sync complete");
         }
-        if !changed.is_empty() {
-            self.on_change(&changed);
-        }
+        self.on_change(&changed, initial);
         true
     }
 
-    fn on_change(&self, changed: &[RelPath]) {
-        let Some(cmd) = self.spec.on_change.clone() else {
+    /// After a full listing of the brick followed: paths the journal holds
+    /// as synced and the brick never listed were lost by a brick (wiped
+    /// after acknowledging them, before replicating). Each is offered again
+    /// as the very version the journal holds (its vectors unchanged, like a
+    /// brick replicating it), from the folder: a brick that lacks it takes
+    /// it, one that holds a newer version (a later edit or deletion) keeps
+    /// that, so nothing stays in this folder alone while the mount says
+    /// "in sync", and nothing newer is overwritten.
+    async fn offer_what_the_brick_lost(&mut self, listed: &BTreeSet<String>) {
+        let Some(t) = self.target.clone() else {
             return;
         };
-        let list: Vec<&str> = changed.iter().map(RelPath::as_str).collect();
-        let env = list.join("\n");
-        let dir = self.root();
-        self.node.spawn(async move {
-            let r = tokio::process::Command::new("sh")
-                .arg("-c")
-                .arg(&cmd)
-                .current_dir(&dir)
-                .env("GSYNC_CHANGED", env)
-                .env("GSYNC_MOUNT", &dir)
-                .status()
-                .await;
-            match r {
-                Ok(s) if s.success() => {}
-                Ok(s) => tracing::warn!(%cmd, "on-change command exited with {s}"),
-                Err(e) => tracing::warn!(%cmd, "on-change command failed to start: {e}"),
+        let root = self.root();
+        let (mut offered, mut failed) = (0u64, 0u64);
+        for p in self.journal.paths_under("").unwrap_or_default() {
+            if listed.contains(&p) {
+                continue;
             }
-        });
+            let (Ok(rel), Ok(Some(r))) = (RelPath::new(&p), self.journal.get(&p)) else {
+                continue;
+            };
+            // Deletions lost are nothing to bring back; a path changed
+            // locally since is pushed as an edit anyway.
+            if r.entry.kind == Kind::Tombstone
+                || !matches!(local::stat_in(&root, &rel), Ok(Found::Some(st)) if st == r.stat)
+            {
+                continue;
+            }
+            let offer = Offer {
+                volume: t.volume,
+                brick: t.brick,
+                entry: r.entry.clone(),
+                chunks: r.chunks.clone(),
+                write: None,
+                from_brick: None,
+            };
+            let full = rel.under(&root);
+            let file = (r.entry.kind == Kind::File).then_some(full.as_path());
+            match remote::push(&self.node, &t, &offer, file).await {
+                Ok(_) => offered += 1,
+                Err(e) => {
+                    tracing::debug!(path = %rel, "offer of a lost version: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        if offered + failed > 0 {
+            tracing::warn!(mount = %self.spec.dir.display(), brick = %t.name, "{offered} synced versions missing from the brick offered again ({failed} failed)");
+        }
+    }
+
+    /// Hands applied paths to the mount's --on-change batcher.
+    fn on_change(&self, changed: &[RelPath], initial: bool) {
+        crate::hooks::changed(&self.node, &self.spec, self.root(), changed, initial);
     }
 
     /// The mass-delete guard in front of a push round: of the `gone` dirty
@@ -931,6 +998,11 @@ impl Agent {
                 mount = %dir,
                 "mass-delete guard: holding {fresh} deletions ({} in all): {why}; gsync accept-deletes {dir} sends them, gsync revert-deletes {dir} puts the files back",
                 self.held.len() + fresh
+            );
+            self.node.events.emit(
+                "mass-delete-held",
+                format!("mass-delete guard: {dir}: holding {fresh} deletions: {why}"),
+                serde_json::json!({"dir": dir.to_string(), "held": self.held.len() + fresh, "why": why.to_string()}),
             );
         }
         self.held.extend(paths);

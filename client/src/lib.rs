@@ -15,6 +15,7 @@
 
 mod agent;
 pub mod guard;
+pub mod hooks;
 pub mod journal;
 pub mod local;
 mod remote;
@@ -67,6 +68,22 @@ fn fail(reason: impl Into<String>) -> CtlReply {
 fn journal_path(state: &Path, dir: &Path) -> PathBuf {
     let h = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
     state.join("mounts").join(format!("{}.db", &h[..16]))
+}
+
+/// True if the journal at `path` belongs to an attached mount of `v` (its
+/// cursor names a brick of `v`).
+fn journal_follows(path: &Path, v: &gsync_brick::pool::Volume) -> bool {
+    if !path.exists() {
+        return false;
+    }
+    let Ok(j) = journal::Journal::open(path) else {
+        return false;
+    };
+    j.kv("attached").ok().flatten() == Some(1)
+        && j.kv("brick")
+            .ok()
+            .flatten()
+            .is_some_and(|b| v.brick(b).is_some())
 }
 
 impl AgentHost {
@@ -127,15 +144,16 @@ impl AgentHost {
                 prefer,
                 read_only,
                 on_change,
+                on_change_delay_ms,
+                on_change_initial,
             } => {
-                self.mount(
-                    source,
-                    dir,
-                    prefer.as_deref(),
-                    *read_only,
-                    on_change.clone(),
-                )
-                .await
+                let hook = OnChange {
+                    command: on_change.clone(),
+                    delay_ms: *on_change_delay_ms,
+                    initial: *on_change_initial,
+                };
+                self.mount(source, dir, prefer.as_deref(), *read_only, hook)
+                    .await
             }
             CtlRequest::Umount { dir } => self.umount(dir),
             CtlRequest::MountList => ok(self.list()),
@@ -152,7 +170,7 @@ impl AgentHost {
         dir: &str,
         prefer: Option<&str>,
         read_only: bool,
-        on_change: Option<String>,
+        hook: OnChange,
     ) -> CtlReply {
         let Some((host, volume)) = spec::parse_source(source) else {
             return fail(format!("{source} is not HOST:/VOLUME"));
@@ -176,7 +194,7 @@ impl AgentHost {
         }
         // Overlaps are judged on the real path (symlinks and `..` resolved),
         // before anything is created.
-        let real = real_path(&dir);
+        let real = gsync_brick::overlap::real_path(&dir);
         let mounts: Vec<PathBuf> = self
             .running
             .lock()
@@ -190,11 +208,17 @@ impl AgentHost {
             .iter()
             .flat_map(|v| v.bricks.iter())
             .filter(|b| b.node == self.node.me.uuid)
-            .map(|b| (b.name(), real_path(Path::new(&b.path))))
+            .map(|b| {
+                (
+                    b.name(),
+                    gsync_brick::overlap::real_path(Path::new(&b.path)),
+                )
+            })
             .collect();
-        if let Some(why) = overlap(&dir, &real, &mounts, &bricks) {
+        if let Some(why) = gsync_brick::overlap::overlap(&dir, &real, &mounts, &bricks) {
             return fail(why);
         }
+        let existed = dir.is_dir();
         if let Err(e) = std::fs::create_dir_all(&dir) {
             return fail(format!("{}: {e}", dir.display()));
         }
@@ -230,14 +254,25 @@ impl AgentHost {
             dir: dir.clone(),
             prefer,
             read_only,
-            on_change,
+            on_change: hook.command,
+            on_change_delay_ms: hook.delay_ms,
+            on_change_initial: hook.initial,
             writer: rand::random::<u64>() | 1,
         };
         let text = match serde_json::to_string(&spec) {
             Ok(t) => t,
             Err(e) => return fail(e.to_string()),
         };
-        let _ = std::fs::remove_file(journal_path(&self.node.state_dir, &dir));
+        // A folder mounted again (after `gsync umount`) keeps its journal:
+        // what it holds is compared with what it had synced, so a file
+        // deleted or changed on the volume meanwhile is not pushed back as
+        // a new local creation (a resurrection or a split-brain), and edits
+        // made while unmounted go out with their base. A journal of another
+        // volume, or of a folder that is gone, is discarded.
+        let jpath = journal_path(&self.node.state_dir, &dir);
+        if !(existed && journal_follows(&jpath, v)) {
+            let _ = std::fs::remove_file(&jpath);
+        }
         if let Err(e) = self
             .node
             .with_db(|db| db.save_mount(&dir.to_string_lossy(), &text))
@@ -305,7 +340,7 @@ impl AgentHost {
         let _ = self
             .node
             .with_db(|db| db.remove_mount(&p.to_string_lossy()));
-        let _ = std::fs::remove_file(journal_path(&self.node.state_dir, &p));
+        // The journal stays: mounting the folder again resumes from it.
         ok(p.to_string_lossy())
     }
 
@@ -365,76 +400,6 @@ impl AgentHost {
     }
 }
 
-/// `p` with symlinks and `..` resolved; for a path that does not exist
-/// yet, its deepest existing ancestor is resolved and the rest appended.
-fn real_path(p: &Path) -> PathBuf {
-    let mut rest: Vec<std::ffi::OsString> = Vec::new();
-    let mut cur = p.to_path_buf();
-    loop {
-        if let Ok(mut out) = cur.canonicalize() {
-            for c in rest.iter().rev() {
-                if c == ".." {
-                    out.pop();
-                } else if c != "." {
-                    out.push(c);
-                }
-            }
-            return out;
-        }
-        match cur.components().next_back() {
-            Some(c) => rest.push(c.as_os_str().to_os_string()),
-            None => return p.to_path_buf(),
-        }
-        if !cur.pop() {
-            return p.to_path_buf();
-        }
-    }
-}
-
-/// Why a mount at `real` (the resolved form of `dir`) would overlap one of
-/// this node's other mounts or bricks, if it would: a mount inside another
-/// (the sync would recurse) or containing one, inside a brick (gsync's own
-/// files would sync into the volume) or containing one.
-fn overlap(
-    dir: &Path,
-    real: &Path,
-    mounts: &[PathBuf],
-    bricks: &[(String, PathBuf)],
-) -> Option<String> {
-    let shown = |p: &Path| {
-        if p == real || dir == real {
-            real.display().to_string()
-        } else {
-            format!("{} ({})", dir.display(), real.display())
-        }
-    };
-    for m in mounts {
-        if real.starts_with(m) {
-            return Some(format!(
-                "{} is inside the mount {}",
-                shown(real),
-                m.display()
-            ));
-        }
-        if m.starts_with(real) {
-            return Some(format!(
-                "{} contains the mount {}",
-                shown(real),
-                m.display()
-            ));
-        }
-    }
-    for (name, b) in bricks {
-        if real.starts_with(b) {
-            return Some(format!("{} is inside the brick {name}", shown(real)));
-        }
-        if b.starts_with(real) {
-            return Some(format!("{} contains the brick {name}", shown(real)));
-        }
-    }
-    None
-}
-
 /// The one-line state `gsync mount` shows: what the agent knows, never
 /// more. Offline (with why) before anything else; then what is held,
 /// pending or in split-brain; "in sync" only when the followed brick's feed
@@ -478,6 +443,13 @@ fn state_line(s: &Status) -> String {
     parts.join(", ")
 }
 
+/// The --on-change settings of a mount request.
+struct OnChange {
+    command: Option<String>,
+    delay_ms: Option<u64>,
+    initial: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,42 +463,6 @@ mod tests {
             attached: true,
             ..Status::default()
         }
-    }
-
-    #[test]
-    fn overlaps() {
-        let mounts = vec![PathBuf::from("/srv/m1")];
-        let bricks = vec![("h:/data/b1".to_string(), PathBuf::from("/data/b1"))];
-        let table: &[(&str, Option<&str>)] = &[
-            ("/srv/m2", None),
-            ("/srv/m1x", None),
-            (
-                "/srv/m1/sub",
-                Some("/srv/m1/sub is inside the mount /srv/m1"),
-            ),
-            ("/srv", Some("/srv contains the mount /srv/m1")),
-            (
-                "/data/b1/x",
-                Some("/data/b1/x is inside the brick h:/data/b1"),
-            ),
-            ("/data", Some("/data contains the brick h:/data/b1")),
-            ("/data/b10", None),
-        ];
-        for (dir, want) in table {
-            let p = Path::new(dir);
-            assert_eq!(overlap(p, p, &mounts, &bricks).as_deref(), *want, "{dir}");
-        }
-    }
-
-    #[test]
-    fn real_paths_resolve_links_and_dots() {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path().canonicalize().unwrap();
-        std::fs::create_dir(root.join("a")).unwrap();
-        std::os::unix::fs::symlink(root.join("a"), root.join("link")).unwrap();
-        assert_eq!(real_path(&root.join("link/new/x")), root.join("a/new/x"));
-        assert_eq!(real_path(&root.join("a/new/../y")), root.join("a/y"));
-        assert_eq!(real_path(&root.join("link/..")), root.clone());
     }
 
     #[test]

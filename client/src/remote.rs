@@ -187,6 +187,10 @@ pub enum FeedEvent {
     Resync(String),
     /// The brick did not answer, or refused (e.g. `auth.allow`).
     Trouble(String),
+    /// The brick's node does not serve it (its directory lost the
+    /// volume-id marker, or it is out of service): follow another one.
+    /// The feed ends after this event.
+    NotServed(String),
 }
 
 /// Most entries per feed request.
@@ -260,6 +264,12 @@ pub async fn feed(
                 continue;
             }
             Ok(_) => "unexpected answer to the change feed".to_string(),
+            Err(RemoteError::Refused(c, reason)) if c == gsync_brick::proto::code::NOT_FOUND => {
+                let _ = tx
+                    .send(FeedEvent::NotServed(format!("{}: {reason}", t.name)))
+                    .await;
+                return;
+            }
             Err(e) => e.to_string(),
         };
         tracing::debug!(brick = %t.name, "change feed: {trouble}");

@@ -32,8 +32,15 @@ pub struct MountSpec {
     pub prefer: Option<Prefer>,
     /// Only receive.
     pub read_only: bool,
-    /// Command run after applied batches.
+    /// Command run once per settled batch of applied changes.
     pub on_change: Option<String>,
+    /// How long changes must settle before the command runs (default
+    /// `hooks::DEFAULT_DELAY`).
+    #[serde(default)]
+    pub on_change_delay_ms: Option<u64>,
+    /// Run the command for the first download too.
+    #[serde(default)]
+    pub on_change_initial: bool,
     /// This agent's replica id in version vectors.
     pub writer: u64,
 }

@@ -284,6 +284,7 @@ pub(crate) async fn revert(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError>
     };
     match remote::stat(&ag.node, &t, rel).await? {
         Some((e, chunks)) => {
+            keep_aside(ag, rel, false);
             ag.journal.remove(rel.as_str()).map_err(local_err)?;
             place(ag, &t, &e, &chunks, None).await
         }
@@ -300,8 +301,55 @@ pub(crate) async fn revert(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError>
                 tracing::debug!(path = %rel, "not reverted: the brick does not know it yet");
                 return Ok(());
             }
+            keep_aside(ag, rel, true);
             let _ = files::remove_any(&rel.under(&ag.root()));
             ag.journal.remove(rel.as_str()).map_err(local_err)
+        }
+    }
+}
+
+/// Where a read-only mount keeps the local changes it reverts: below the
+/// mount's reserved `.gsync` directory, which is never synced.
+pub const REVERTED_DIR: &str = ".gsync/reverted";
+
+/// Keeps the local version of `rel` under `.gsync/reverted/SECONDS/` before
+/// a revert replaces (`moved` false: copied, the revert overwrites it) or
+/// removes it (`moved` true: renamed away), so an edit made in a read-only
+/// mount by mistake is never lost outright.
+fn keep_aside(ag: &Agent, rel: &RelPath, moved: bool) {
+    let full = rel.under(&ag.root());
+    let Ok(meta) = std::fs::symlink_metadata(&full) else {
+        return;
+    };
+    if meta.is_dir() && !moved {
+        return;
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let dest = ag
+        .root()
+        .join(REVERTED_DIR)
+        .join(secs.to_string())
+        .join(rel.as_str());
+    let kept = dest
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            if moved {
+                std::fs::rename(&full, &dest)
+            } else if meta.file_type().is_symlink() {
+                std::fs::read_link(&full).and_then(|t| std::os::unix::fs::symlink(t, &dest))
+            } else {
+                std::fs::copy(&full, &dest).map(|_| ())
+            }
+        });
+    match kept {
+        Ok(()) => {
+            tracing::warn!(path = %rel, kept = %dest.display(), "read-only mount: the local version is kept aside")
+        }
+        Err(e) => {
+            tracing::warn!(path = %rel, "read-only mount: cannot keep the local version aside: {e}")
         }
     }
 }

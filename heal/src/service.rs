@@ -440,10 +440,17 @@ impl HealService {
                 continue;
             };
             match self.resolve(v, &rel, Choice::Policy(p)).await {
-                Ok(w) => tracing::warn!(
-                    volume = %v.name, path = %path, policy = ?p, size = w.size, mtime_ns = w.mtime_ns,
-                    writer = %w.origin, "favorite-child-policy resolved split-brain: version {} selected as authentic", w.vv
-                ),
+                Ok(w) => {
+                    tracing::warn!(
+                        volume = %v.name, path = %path, policy = ?p, size = w.size, mtime_ns = w.mtime_ns,
+                        writer = %w.origin, "favorite-child-policy resolved split-brain: version {} selected as authentic", w.vv
+                    );
+                    self.node.events.emit(
+                        "policy-decision",
+                        format!("volume {}: favorite-child-policy {p:?} resolved the split-brain of /{path}", v.name),
+                        serde_json::json!({"volume": v.name, "path": path, "policy": format!("{p:?}"), "by": "favorite-child-policy", "writer": w.origin.to_string(), "size": w.size}),
+                    );
+                }
                 Err(e) => {
                     tracing::debug!(path = %path, "favorite-child-policy did not resolve: {e}")
                 }

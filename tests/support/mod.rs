@@ -248,6 +248,20 @@ impl Node {
         std::fs::read_to_string(self.state.join("log/gsyncd.log")).unwrap_or_default()
     }
 
+    /// `volume reset-brick VOL BRICK BRICK commit force` (BRICK is
+    /// `HOST:/PATH`).
+    pub fn reset_brick(&self, vol: &str, brick: &str) -> Run {
+        self.cli(&[
+            "volume",
+            "reset-brick",
+            vol,
+            brick,
+            brick,
+            "commit",
+            "force",
+        ])
+    }
+
     /// Drops traffic with `other` (both directions).
     pub fn block(&self, other: &Node) {
         self.cli(&["debug", "net", &other.ip, "block"]).ok();
@@ -384,6 +398,15 @@ impl Cluster {
         d
     }
 
+    /// Mounts `vol` on node `on` from the brick host of node `from`, at
+    /// `dir`.
+    pub fn mount_from(&self, on: usize, from: usize, vol: &str, dir: &Path) {
+        let src = format!("{}:/{vol}", self.node(from).ip);
+        self.node(on)
+            .cli(&["mount", &src, &dir.to_string_lossy()])
+            .ok();
+    }
+
     /// Lifts every fault rule on every running node.
     pub fn heal_network(&self) {
         for n in self.nodes.iter().filter(|n| n.running()) {
@@ -449,6 +472,59 @@ impl Cluster {
             let log = n.log();
             assert!(!log.contains("panic"), "node {} panicked:\n{log}", n.n);
         }
+    }
+}
+
+/// A small deterministic PRNG (xorshift64*), so a seed replays a run of
+/// the randomized campaigns.
+#[derive(Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// One element of a non-empty slice.
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+/// The seed of a randomized run: `var` if set, else a random one.
+pub fn seed_from(var: &str) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::random::<u64>() | 1)
+}
+
+/// The length of a randomized run in seconds: `var` if set, else `default`.
+pub fn secs_from(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Empties a directory in place (what a wiped or swapped disk under a
+/// brick looks like: its `.gsync/` and volume-id marker go too). Links are
+/// removed, never followed.
+pub fn empty_dir(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let _ = if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
     }
 }
 

@@ -62,6 +62,16 @@ async fn serve(node: Arc<Node>, mut stream: UnixStream) {
             return;
         }
     };
+    // A resolution by the operator is a policy decision worth an event.
+    let resolving = match &req {
+        CtlRequest::SplitBrainResolve {
+            name,
+            policy,
+            brick,
+            ..
+        } => Some((name.clone(), policy.clone(), brick.clone())),
+        _ => None,
+    };
     let mut ext = node.ext.read().unwrap_or_else(|e| e.into_inner()).clone();
     // The socket answers before the daemon has registered its extensions
     // (heal, mounts): right after a start, wait for them (bounded) rather
@@ -78,5 +88,13 @@ async fn serve(node: Arc<Node>, mut stream: UnixStream) {
         },
         None => super::mgmt::handle(&node, req).await,
     };
+    if let (Some((name, policy, brick)), CtlReply::Ok { data }) = (resolving, &reply) {
+        let paths = data.as_array().map_or(0, Vec::len);
+        node.events.emit(
+            "policy-decision",
+            format!("volume {name}: split-brain resolved by the operator with {policy} ({paths} paths)"),
+            serde_json::json!({"volume": name, "policy": policy, "brick": brick, "by": "operator", "paths": data}),
+        );
+    }
     let _ = frame::write_json(&mut stream, &reply).await;
 }

@@ -90,14 +90,15 @@ impl NodeDb {
         Ok((uuid, id))
     }
 
-    /// The stored pool document, if any.
-    pub fn pool(&self) -> Result<Option<PoolConfig>, NodeDbError> {
+    /// The stored pool document, if any, with a line for each volume that
+    /// could not be read and was left out.
+    pub fn pool(&self) -> Result<Option<(PoolConfig, Vec<String>)>, NodeDbError> {
         let doc: Option<String> = self
             .conn
             .query_row("SELECT doc FROM pool WHERE id = 1", [], |r| r.get(0))
             .optional()?;
         doc.map(|d| {
-            serde_json::from_str(&d).map_err(|e| NodeDbError::Corrupt {
+            PoolConfig::from_stored(&d).map_err(|e| NodeDbError::Corrupt {
                 what: "pool document",
                 why: e.to_string(),
             })

@@ -20,9 +20,6 @@ use crate::control::CtlReply;
 use crate::pool::{BrickDef, PoolConfig, Volume};
 use crate::proto::Request;
 
-/// Most bricks a volume may have.
-pub const MAX_REPLICA: u32 = 32;
-
 /// What a lifecycle command changed (its `--json` answer).
 #[derive(Debug, Serialize)]
 struct Changed {
@@ -102,7 +99,7 @@ async fn prepare_new(
     }
     let name = format!("{}:{}", t.host, t.path);
     let res = if t.node == node.me.uuid {
-        crate::store::prepare_brick_dir(std::path::Path::new(&t.path), force, vol)
+        prepare_local(node, &t.path, force, vol)
     } else {
         let req = Request::PrepareBrick {
             path: t.path.clone(),
@@ -116,6 +113,61 @@ async fn prepare_new(
         }
     };
     res.map_err(|r| r.replace("{brick}", &name))
+}
+
+/// Checks and prepares a brick directory of this node for volume `vol`
+/// (`volume create`, `add-brick`, `replace-brick`). Refused, with one line
+/// naming both paths, when it overlaps after resolving symlinks and `..`:
+/// another brick of this node, a directory already marked as a brick
+/// (an earlier brick of the same command), or one of this node's mounts.
+pub(super) fn prepare_local(node: &Node, path: &str, force: bool, vol: Uuid) -> Result<(), String> {
+    use crate::overlap::{overlap, real_path};
+    use std::path::Path;
+    let dir = Path::new(path);
+    let real = real_path(dir);
+    let cfg = node.config();
+    let mut bricks: Vec<(String, std::path::PathBuf)> = cfg
+        .volumes
+        .iter()
+        .flat_map(|v| v.bricks.iter())
+        .filter(|b| b.node == node.me.uuid)
+        .map(|b| (b.name(), real_path(Path::new(&b.path))))
+        .collect();
+    if let Some(a) = real
+        .ancestors()
+        .skip(1)
+        .find(|a| crate::store::marker_path(a).exists())
+    {
+        bricks.push((a.display().to_string(), a.to_path_buf()));
+    }
+    let mounts: Vec<std::path::PathBuf> = node
+        .with_db(super::db::NodeDb::mounts)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(d, _)| real_path(Path::new(&d)))
+        .collect();
+    if let Some(why) = overlap(dir, &real, &mounts, &bricks) {
+        return Err(why);
+    }
+    crate::store::prepare_brick_dir(dir, force, vol)
+}
+
+/// Refuses two bricks of one command that nest on the same node (judged
+/// on the paths as written; each node then judges the real paths).
+pub(super) fn nested_in_command(bricks: &[(Uuid, &str, &str)]) -> Result<(), String> {
+    use std::path::Path;
+    for (i, (node, host, path)) in bricks.iter().enumerate() {
+        let earlier: Vec<(String, std::path::PathBuf)> = bricks[..i]
+            .iter()
+            .filter(|(n, _, _)| n == node)
+            .map(|(_, h, p)| (format!("{h}:{p}"), Path::new(p).to_path_buf()))
+            .collect();
+        let p = Path::new(path);
+        if let Some(why) = crate::overlap::overlap(p, p, &[], &earlier) {
+            return Err(format!("{host}:{why}"));
+        }
+    }
+    Ok(())
 }
 
 /// Applies `f` to volume `name` in a new document and commits it.
@@ -318,21 +370,40 @@ pub(super) async fn add_brick(
             bricks.len()
         ));
     }
-    if replica > MAX_REPLICA {
-        return CtlReply::fail(format!(
-            "replica count {replica} is above the limit of {MAX_REPLICA}"
-        ));
+    if let Err(e) = crate::limits::check_replica(want) {
+        return CtlReply::fail(e);
     }
-    let mut defs: Vec<BrickDef> = Vec::new();
-    let mut next_index = v.bricks.len();
+    let mut targets: Vec<Target> = Vec::new();
     for b in bricks {
         let t = match parse_brick(node, &cfg, b).await {
             Ok(t) => t,
             Err(e) => return CtlReply::fail(e),
         };
-        if defs.iter().any(|d| d.node == t.node && d.path == t.path) {
+        if targets.iter().any(|d| d.node == t.node && d.path == t.path) {
             return CtlReply::fail(format!("Found duplicate exports {}:{}", t.host, t.path));
         }
+        targets.push(t);
+    }
+    let nested: Vec<(Uuid, &str, &str)> = v
+        .bricks
+        .iter()
+        .map(|d| (d.node, d.host.as_str(), d.path.as_str()))
+        .chain(
+            targets
+                .iter()
+                .map(|t| (t.node, t.host.as_str(), t.path.as_str())),
+        )
+        .collect();
+    if let Err(e) = nested_in_command(&nested) {
+        return CtlReply::fail(e);
+    }
+    let placed: Vec<(Uuid, &str)> = targets.iter().map(|t| (t.node, t.host.as_str())).collect();
+    if let Err(e) = crate::limits::check_placement(&cfg, name, &v.bricks, &placed) {
+        return CtlReply::fail(e);
+    }
+    let mut defs: Vec<BrickDef> = Vec::new();
+    let mut next_index = v.bricks.len();
+    for t in targets {
         if let Err(e) = prepare_new(node, &cfg, v.id, &t, force).await {
             return CtlReply::fail(e);
         }
@@ -495,7 +566,7 @@ pub(super) fn note_dial(node: &Arc<Node>, peer: Uuid, err: Option<&CallError>) {
         done
     };
     if all_refuse {
-        tracing::warn!("every pool member refuses this node's key: it was detached while away; leaving the pool");
+        tracing::warn!("this node was detached from the pool (every member refuses its key: it was detached while away or before it was told); leaving the pool");
         if let Err(e) = node.store_config(PoolConfig::solo(node.me.clone())) {
             tracing::error!("cannot store the pool document after detach: {e}");
         }

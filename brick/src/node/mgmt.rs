@@ -49,6 +49,7 @@ pub(super) async fn handle(node: &Arc<Node>, req: CtlRequest) -> CtlReply {
         CtlRequest::PeerProbe { host, port, secret } => probe(node, host, port, secret).await,
         CtlRequest::PeerDetach { host, force } => detach(node, &host, force).await,
         CtlRequest::PeerStatus => ok(peers(node)),
+        CtlRequest::Events { since } => ok(node.events.since(since, crate::events::KEEP)),
         CtlRequest::VolumeCreate {
             name,
             replica,
@@ -59,6 +60,9 @@ pub(super) async fn handle(node: &Arc<Node>, req: CtlRequest) -> CtlReply {
             volume_change(node, &name, |v| match v.state {
                 VolumeState::Started if !force => Err(format!("Volume {} already started", v.name)),
                 _ => {
+                    if let Some(p) = crate::limits::volume_problem(v) {
+                        return Err(p);
+                    }
                     v.state = VolumeState::Started;
                     Ok(())
                 }
@@ -288,6 +292,7 @@ pub(super) fn accept_probe(node: &Arc<Node>, fp: &str, probe: Probe) -> Response
     me.port = probe.port;
     let mut doc = probe.config.next(node.me.uuid);
     doc.members.push(me.clone());
+    crate::lineage::stamp(&probe.config, &mut doc);
     if let Err(e) = node.store_config(doc.clone()) {
         return Response::error(code::INTERNAL, e);
     }
@@ -371,6 +376,11 @@ async fn volume_create(
     } else {
         replica
     };
+    // Bounded before anything is resolved or created: a command naming
+    // 20,000 bricks is refused at once.
+    if let Err(e) = crate::limits::check_replica(bricks.len().max(replica as usize)) {
+        return fail(e);
+    }
     if replica < 2 {
         return fail("replica count must be at least 2");
     }
@@ -421,10 +431,21 @@ async fn volume_create(
             out_of_service: false,
         });
     }
+    let nested: Vec<(Uuid, &str, &str)> = defs
+        .iter()
+        .map(|d| (d.node, d.host.as_str(), d.path.as_str()))
+        .collect();
+    if let Err(e) = super::lifecycle::nested_in_command(&nested) {
+        return fail(e);
+    }
+    let placed: Vec<(Uuid, &str)> = defs.iter().map(|d| (d.node, d.host.as_str())).collect();
+    if let Err(e) = crate::limits::check_placement(&cfg, &name, &[], &placed) {
+        return fail(e);
+    }
     // Each brick's node checks (and creates) its directory.
     for d in &defs {
         let res = if d.node == node.me.uuid {
-            crate::store::prepare_brick_dir(std::path::Path::new(&d.path), force, vol_id)
+            super::lifecycle::prepare_local(node, &d.path, force, vol_id)
         } else {
             let req = Request::PrepareBrick {
                 path: d.path.clone(),
@@ -542,18 +563,39 @@ async fn status_of(node: &Arc<Node>, cfg: &PoolConfig, v: &Volume) -> VolumeStat
         let name = v.name.clone();
         set.spawn(async move {
             if u == n.me.uuid {
-                return (u, Some(n.bricks.status(&n, &name)));
+                let disks = super::disk::local_bricks(&n, &name);
+                return (u, Some(n.bricks.status(&n, &name)), disks);
             }
-            match n.call(u, Request::BrickStatus { volume: name }).await {
-                Ok(Response::BrickStatus(s)) => (u, Some(s)),
-                _ => (u, None),
-            }
+            let st = match n
+                .call(
+                    u,
+                    Request::BrickStatus {
+                        volume: name.clone(),
+                    },
+                )
+                .await
+            {
+                Ok(Response::BrickStatus(s)) => Some(s),
+                _ => None,
+            };
+            // Disks are extra: a node that does not answer (an older
+            // version) leaves them out.
+            let disks = match st {
+                Some(_) => match n.call(u, Request::BrickDisks { volume: name }).await {
+                    Ok(Response::BrickDisks(d)) => d,
+                    _ => Vec::new(),
+                },
+                None => Vec::new(),
+            };
+            (u, st, disks)
         });
     }
     let mut answers = std::collections::HashMap::new();
+    let mut disks = std::collections::HashMap::new();
     while let Some(r) = set.join_next().await {
-        if let Ok((u, s)) = r {
+        if let Ok((u, s, d)) = r {
             answers.insert(u, s);
+            disks.extend(d);
         }
     }
     let bricks = v
@@ -574,6 +616,7 @@ async fn status_of(node: &Arc<Node>, cfg: &PoolConfig, v: &Volume) -> VolumeStat
                 pid: st.as_ref().filter(|_| online).map(|s| s.pid),
                 reason: st.as_ref().and_then(|s| s.offline_reason.clone()),
                 detail: st,
+                disk: disks.remove(&b.id),
             }
         })
         .collect();

@@ -15,6 +15,7 @@
 pub mod auth;
 mod ctl;
 pub mod db;
+pub mod disk;
 mod lifecycle;
 mod mgmt;
 mod peers;
@@ -116,6 +117,8 @@ pub struct Node {
     tasks: TaskTracker,
     /// Hook for the control requests handled outside this crate (mounts).
     ext: RwLock<Option<Arc<dyn CtlExtension>>>,
+    /// What happened, for `gsync events` (anything may [`EventLog::emit`]).
+    pub events: crate::events::EventLog,
 }
 
 impl std::fmt::Debug for Node {
@@ -157,10 +160,20 @@ impl Node {
             port: opts.listen.port(),
             fingerprint: identity.fingerprint(),
         };
-        let mut config = db
+        let (mut config, skipped) = db
             .pool()
             .map_err(|e| anyhow_like::err(e.to_string()))?
-            .unwrap_or_else(|| PoolConfig::solo(me.clone()));
+            .unwrap_or_else(|| (PoolConfig::solo(me.clone()), Vec::new()));
+        for line in skipped {
+            tracing::error!("stored pool document: {line}");
+        }
+        for p in config
+            .volumes
+            .iter()
+            .filter_map(crate::limits::volume_problem)
+        {
+            tracing::error!("stored pool document: {p}");
+        }
         // Keep our own entry's port in step with the current listen port.
         if let Some(m) = config.members.iter_mut().find(|m| m.uuid == uuid) {
             m.port = me.port;
@@ -187,6 +200,7 @@ impl Node {
             token,
             tasks: TaskTracker::new(),
             ext: RwLock::new(None),
+            events: crate::events::EventLog::open(&opts.state_dir),
         });
         ctl::start(node.clone()).await?;
         let n = node.clone();
@@ -256,8 +270,9 @@ impl Node {
 
     /// Makes `new` (a local change) the pool document and pushes it to the
     /// members, waiting at most [`RPC_TIMEOUT`] for them.
-    pub async fn commit_config(self: &Arc<Self>, new: PoolConfig) -> Result<(), String> {
+    pub async fn commit_config(self: &Arc<Self>, mut new: PoolConfig) -> Result<(), String> {
         let previous = self.config();
+        crate::lineage::stamp(&previous, &mut new);
         self.store_config(new.clone())?;
         let mut targets: Vec<Uuid> = new.members.iter().map(|m| m.uuid).collect();
         // Members that were removed learn it from the same push.
@@ -279,8 +294,21 @@ impl Node {
 
     /// Adopts a pool document received from a member if it is newer.
     pub fn adopt_config(self: &Arc<Self>, new: PoolConfig) -> Result<bool, String> {
-        if !new.is_newer_than(&self.config()) {
+        let current = self.config();
+        if !new.is_newer_than(&current) {
+            // A concurrent change made elsewhere loses to this document.
+            self.note_lost(&new, &current);
             return Ok(false);
+        }
+        // A change made here loses to the incoming document.
+        self.note_lost(&current, &new);
+        for v in &new.volumes {
+            let before = current
+                .volume(&v.name)
+                .map_or(&[][..], |c| &c.overridden[..]);
+            for line in v.overridden.iter().filter(|l| !before.contains(l)) {
+                tracing::warn!(volume = %v.name, "pool change lost: {line}");
+            }
         }
         if new.member(self.me.uuid).is_none() {
             tracing::warn!(by = %new.changed_by, "this node was detached from the pool");
@@ -293,6 +321,76 @@ impl Node {
         Ok(true)
     }
 
+    /// Logs the changes of `loser` that `winner` lacks and records them in
+    /// the volumes they concern (a new pool document, pushed to all), so
+    /// `volume info` shows them on every member.
+    fn note_lost(self: &Arc<Self>, loser: &PoolConfig, winner: &PoolConfig) {
+        let host = |u: Uuid| {
+            winner
+                .member(u)
+                .or_else(|| loser.member(u))
+                .map_or_else(|| u.to_string(), |m| m.hostname.clone())
+        };
+        let lines: Vec<(Option<String>, String)> = crate::lineage::lost(loser, winner)
+            .into_iter()
+            .map(|s| {
+                let line = crate::lineage::note(s, &host(s.by), winner, &host(winner.changed_by));
+                (s.volume.clone(), line)
+            })
+            .collect();
+        let mut record = Vec::new();
+        for (volume, line) in lines {
+            let known = volume
+                .as_deref()
+                .and_then(|v| winner.volume(v))
+                .is_some_and(|v| v.overridden.contains(&line));
+            if known {
+                continue;
+            }
+            tracing::warn!(
+                volume = volume.as_deref().unwrap_or("-"),
+                "pool change lost: {line}"
+            );
+            self.events.emit(
+                "pool-change-lost",
+                format!("pool change lost: {line}"),
+                serde_json::json!({"volume": volume, "change": line}),
+            );
+            if let Some(v) = volume {
+                record.push((v, line));
+            }
+        }
+        if record.is_empty() {
+            return;
+        }
+        let node = self.clone();
+        let after = (winner.version, winner.changed_by);
+        self.spawn(async move {
+            // Record on top of the winning document, once it is stored here.
+            let mut waited = 0;
+            while {
+                let c = node.config();
+                (c.version, c.changed_by) < after
+            } {
+                if waited == 40 {
+                    return;
+                }
+                waited += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let mut doc = node.config().next(node.me.uuid);
+            let mut changed = false;
+            for (v, line) in &record {
+                changed |= crate::lineage::record(&mut doc, v, line);
+            }
+            if changed {
+                if let Err(e) = node.commit_config(doc).await {
+                    tracing::warn!("cannot record a lost pool change: {e}");
+                }
+            }
+        });
+    }
+
     fn store_config(self: &Arc<Self>, new: PoolConfig) -> Result<(), String> {
         self.db
             .lock()
@@ -301,6 +399,7 @@ impl Node {
             .map_err(|e| e.to_string())?;
         let removed: Vec<Uuid> = {
             let mut c = self.config.write().unwrap_or_else(|e| e.into_inner());
+            volume_events(&self.events, &c, &new);
             let gone = c
                 .members
                 .iter()
@@ -546,6 +645,15 @@ async fn bind_with_retry(
     loop {
         match net::bind(id, addr, faults.clone()) {
             Ok(e) => return Ok(e),
+            // Another process holds the port: waiting would only hide the
+            // mistake (a second daemon or demo on the same ports).
+            Err(net::NetError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                return Err(anyhow_like::err(format!(
+                    "cannot listen on {addr}: the port is in use by another process"
+                )));
+            }
             Err(e) => {
                 if attempt % 30 == 0 {
                     tracing::warn!(
@@ -570,6 +678,102 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
         set.spawn(f);
     }
     while set.join_next().await.is_some() {}
+}
+
+/// Records what changed between two pool documents: members joined or
+/// left; volumes created, deleted, started, stopped, options set or reset,
+/// bricks added, removed or replaced.
+fn volume_events(log: &crate::events::EventLog, old: &PoolConfig, new: &PoolConfig) {
+    use serde_json::json;
+    for m in new.members.iter().filter(|m| old.member(m.uuid).is_none()) {
+        log.emit(
+            "peer-joined",
+            format!("{} joined the pool", m.hostname),
+            json!({"peer": m.hostname, "uuid": m.uuid.to_string()}),
+        );
+    }
+    for m in old.members.iter().filter(|m| new.member(m.uuid).is_none()) {
+        log.emit(
+            "peer-left",
+            format!("{} left the pool", m.hostname),
+            json!({"peer": m.hostname, "uuid": m.uuid.to_string()}),
+        );
+    }
+    let bricks = |v: &crate::pool::Volume| -> Vec<String> {
+        v.bricks
+            .iter()
+            .map(|b| {
+                format!(
+                    "{}:{}",
+                    new.member(b.node)
+                        .or_else(|| old.member(b.node))
+                        .map_or_else(|| b.node.to_string(), |m| m.hostname.clone()),
+                    b.path
+                )
+            })
+            .collect()
+    };
+    for v in &new.volumes {
+        match old.volumes.iter().find(|o| o.id == v.id) {
+            None => {
+                log.emit(
+                    "volume-created",
+                    format!("volume {} created (replica {})", v.name, v.replica),
+                    json!({"volume": v.name, "replica": v.replica, "bricks": bricks(v)}),
+                );
+            }
+            Some(o) => {
+                if o.state != v.state {
+                    let kind = match v.state {
+                        crate::pool::VolumeState::Started => "volume-started",
+                        crate::pool::VolumeState::Stopped => "volume-stopped",
+                        crate::pool::VolumeState::Created => "volume-created",
+                    };
+                    log.emit(
+                        kind,
+                        format!("volume {} {}", v.name, kind.trim_start_matches("volume-")),
+                        json!({"volume": v.name}),
+                    );
+                }
+                if o.options != v.options {
+                    let keys: Vec<&String> = o
+                        .options
+                        .keys()
+                        .chain(v.options.keys())
+                        .filter(|k| o.options.get(*k) != v.options.get(*k))
+                        .collect();
+                    let mut keys = keys;
+                    keys.sort();
+                    keys.dedup();
+                    for k in keys {
+                        let value = v.options.get(k);
+                        let what =
+                            value.map_or_else(|| format!("{k} reset"), |x| format!("{k} = {x}"));
+                        log.emit(
+                            "volume-set",
+                            format!("volume {}: {what}", v.name),
+                            json!({"volume": v.name, "key": k, "value": value}),
+                        );
+                    }
+                }
+                let (was, now) = (bricks(o), bricks(v));
+                if was != now {
+                    let added: Vec<&String> = now.iter().filter(|b| !was.contains(b)).collect();
+                    let removed: Vec<&String> = was.iter().filter(|b| !now.contains(b)).collect();
+                    log.emit("volume-bricks-changed", format!("volume {}: bricks added {added:?}, removed {removed:?} (replica {})", v.name, v.replica), json!({"volume": v.name, "replica": v.replica, "added": added, "removed": removed}));
+                }
+            }
+        }
+    }
+    for o in &old.volumes {
+        if !new.volumes.iter().any(|v| v.id == o.id) {
+            log.emit(
+                "volume-deleted",
+                format!("volume {} deleted", o.name),
+                json!({"volume": o.name}),
+            );
+        }
+    }
 }
 
 /// A minimal error type for node start-up (the binary wraps it in anyhow).

@@ -49,12 +49,22 @@ pub(super) async fn supervise(node: Arc<Node>) {
 async fn dial_loop(node: Arc<Node>, peer: Uuid, token: CancellationToken) {
     let mut last_up = Instant::now();
     let mut failures = 0u32;
+    let mut was_up = false;
     loop {
         if let Some(conn) = node.connection(peer) {
+            if !was_up {
+                was_up = true;
+                peer_event(&node, peer, true, "");
+            }
             tokio::select! {
                 _ = token.cancelled() => return,
                 reason = conn.closed() => {
                     tracing::warn!(peer = %node.peer_name(peer), "peer disconnected: {reason}");
+                    // A replaced connection is not a peer going down.
+                    if node.connection(peer).is_none() {
+                        was_up = false;
+                        peer_event(&node, peer, false, &reason.to_string());
+                    }
                 }
             }
             last_up = Instant::now();
@@ -80,6 +90,22 @@ async fn dial_loop(node: Arc<Node>, peer: Uuid, token: CancellationToken) {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(RETRY) => {}
         }
+    }
+}
+
+/// Records a peer coming up or going down in the node's event log.
+fn peer_event(node: &Node, peer: Uuid, up: bool, reason: &str) {
+    let name = node.peer_name(peer);
+    let data = serde_json::json!({"peer": name, "uuid": peer.to_string(), "reason": reason});
+    if up {
+        node.events
+            .emit("peer-up", format!("peer {name} connected"), data);
+    } else {
+        node.events.emit(
+            "peer-down",
+            format!("peer {name} disconnected: {reason}"),
+            data,
+        );
     }
 }
 

@@ -158,7 +158,7 @@ async fn dispatch(
             path,
             force,
             volume,
-        } => match crate::store::prepare_brick_dir(std::path::Path::new(&path), force, volume) {
+        } => match super::lifecycle::prepare_local(node, &path, force, volume) {
             Ok(()) => Response::Ok,
             Err(reason) => Response::error(code::REFUSED, reason),
         },
@@ -167,6 +167,9 @@ async fn dispatch(
                 Ok(()) => Response::Ok,
                 Err(reason) => Response::error(code::REFUSED, reason),
             }
+        }
+        Request::BrickDisks { volume } => {
+            Response::BrickDisks(super::disk::local_bricks(node, &volume))
         }
         other => return crate::store::rpc::handle(node, peer, other, send, recv).await,
     };

@@ -533,7 +533,7 @@ fn commit(
         }
     }
     super::trash::record(&tx, &kept)?;
-    for peer in &brick.peers {
+    for peer in &brick.peers() {
         if Some(*peer) == from && !plan.diverged {
             continue;
         }

@@ -87,6 +87,7 @@ pub fn import_existing(brick: &Brick) -> Result<u64, StoreError> {
             }
             rows.push((e, chunks));
         }
+        let peers = brick.peers();
         n += brick.with_db_sync(|conn| -> Result<u64, StoreError> {
             let tx = conn.transaction()?;
             let mut seq: u64 = tx.query_row(
@@ -117,7 +118,7 @@ pub fn import_existing(brick: &Brick) -> Result<u64, StoreError> {
                         params![c.hash.as_slice(), path, off as i64, c.len],
                     )?;
                 }
-                for peer in &brick.peers {
+                for peer in &peers {
                     tx.execute(
                         "INSERT OR REPLACE INTO pending (peer, path, seq) VALUES (?1, ?2, ?3)",
                         params![*peer as i64, path, seq as i64],

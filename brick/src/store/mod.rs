@@ -96,6 +96,22 @@ pub struct LiveCounters {
     heal_bytes: AtomicU64,
     /// Paths being transferred right now.
     pub healing: AtomicU64,
+    /// Content bytes written by heals so far, counted chunk by chunk (so
+    /// the fill of one big file shows progress before it completes).
+    pub heal_streamed: AtomicU64,
+}
+
+/// Where the current heal started: when, and the heal counters then.
+#[derive(Debug, Clone, Copy)]
+pub struct HealMark {
+    /// When it started.
+    pub at: std::time::Instant,
+    /// Heals completed before it.
+    pub heals: u64,
+    /// Bytes of completed heals before it.
+    pub heal_bytes: u64,
+    /// Bytes streamed by heals before it.
+    pub streamed: u64,
 }
 
 impl LiveCounters {
@@ -136,8 +152,9 @@ pub struct Brick {
     pub id: u64,
     /// Node that serves it.
     pub node: Uuid,
-    /// Replica ids of the other bricks of the volume.
-    pub peers: Vec<u64>,
+    /// Replica ids of the other bricks of the volume; changed in place
+    /// when bricks are added or removed (see [`Brick::set_peers`]).
+    peers: Mutex<Vec<u64>>,
     db: Mutex<Connection>,
     seq: tokio::sync::watch::Sender<u64>,
     /// Counters.
@@ -151,8 +168,9 @@ pub struct Brick {
     /// Paths being updated right now (see [`Brick::lock_path`]).
     busy: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// When the current heal (replay after a peer came back) started, and
-    /// the heals counter then: gives the rate and ETA in `statistics`.
-    pub heal_started: Mutex<Option<(std::time::Instant, u64)>>,
+    /// the heal counters (entries, bytes) then: gives the rates and ETA in
+    /// `statistics`.
+    pub heal_started: Mutex<Option<HealMark>>,
     /// The latest full heal toward each peer brick (see `crawl`).
     pub full_heal: Mutex<std::collections::BTreeMap<u64, crate::crawl::FullHealTrack>>,
     /// Trash settings (`features.trash`, `features.trash-retention`).
@@ -180,6 +198,18 @@ impl Drop for PathGuard<'_> {
 }
 
 impl Brick {
+    /// Replica ids of the other bricks of the volume, as of now.
+    pub fn peers(&self) -> Vec<u64> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the peer bricks (a brick was added to or removed from the
+    /// volume). The brick stays open: its writers, change-feed waiters and
+    /// per-path locks carry on; only the replicators are restarted.
+    pub fn set_peers(&self, peers: Vec<u64>) {
+        *self.peers.lock().unwrap_or_else(|e| e.into_inner()) = peers;
+    }
+
     /// Opens the brick at `root` (which must exist), creating `.gsync/`.
     pub fn open(
         root: &Path,
@@ -210,7 +240,7 @@ impl Brick {
             volume_name: volume_name.to_string(),
             id,
             node,
-            peers,
+            peers: Mutex::new(peers),
             db: Mutex::new(conn),
             seq: tokio::sync::watch::channel(seq).0,
             counters: LiveCounters::default(),
@@ -448,7 +478,33 @@ impl Brick {
             pending: pending as u64,
             split_brain: split as u64,
             pending_by_peer: by_peer,
+            pending_bytes: Self::pending_bytes(conn, pending as u64)?,
             ..Default::default()
+        })
+    }
+
+    /// File bytes of the pending paths' current versions: exact for the
+    /// first `PENDING_BYTES_SCAN` paths, scaled up for the rest.
+    fn pending_bytes(conn: &Connection, pending: u64) -> Result<u64, StoreError> {
+        let scan = crate::heal_types::PENDING_BYTES_SCAN;
+        let mut st = conn.prepare_cached(
+            "SELECT e.path, e.entry FROM entries e
+             WHERE e.path IN (SELECT DISTINCT path FROM pending LIMIT ?1)",
+        )?;
+        let rows = st.query_map(params![scan as i64], |r| r.get::<_, Vec<u8>>(1))?;
+        let (mut seen, mut bytes) = (0u64, 0u64);
+        for r in rows {
+            seen += 1;
+            if let Ok(e) = codec::decode::<Entry>(&r?) {
+                if e.kind == types::Kind::File {
+                    bytes += e.size;
+                }
+            }
+        }
+        Ok(if pending > seen && seen > 0 {
+            (bytes as f64 * pending as f64 / seen as f64) as u64
+        } else {
+            bytes
         })
     }
 

@@ -25,7 +25,11 @@ use crate::proto::BrickStatus;
 
 struct Served {
     brick: Arc<Brick>,
+    /// Stops everything of this brick.
     token: CancellationToken,
+    /// Stops its replicators only (a child of `token`): renewed when the
+    /// volume gains or loses a brick.
+    replicators: CancellationToken,
 }
 
 /// The bricks served by a node, by replica id.
@@ -35,6 +39,8 @@ pub struct BrickSet {
     /// Bricks of started volumes this node should serve but does not, with
     /// the reason.
     unserved: Mutex<HashMap<u64, String>>,
+    /// Refusals already logged (a recheck repeats them every 2 s).
+    logged: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for BrickSet {
@@ -96,6 +102,15 @@ fn unserved_reason(p: &DirProblem, v: &Volume, b: &BrickDef) -> String {
     )
 }
 
+/// The replica ids of the other bricks of `v`, seen from brick `id`.
+fn peers_of(v: &Volume, id: u64) -> Vec<u64> {
+    v.bricks
+        .iter()
+        .filter(|x| x.id != id)
+        .map(|x| x.id)
+        .collect()
+}
+
 impl BrickSet {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Served>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -105,49 +120,85 @@ impl BrickSet {
         self.unserved.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// True the first time `line` is seen.
+    fn first_time(&self, line: &str) -> bool {
+        self.logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(line.to_string())
+    }
+
     /// Opens and closes bricks to match the pool document, and stops
     /// serving a brick whose directory lost its marker. Cheap when nothing
     /// changed (one small read per brick), so it also runs periodically.
     pub fn reconcile(&self, node: &Arc<Node>, cfg: &PoolConfig) {
         let mut wanted = HashMap::new();
+        // Volumes over the limits (stored by an older version) are not
+        // served: a node never opens more than it can hold.
+        let mut refused: Vec<(u64, String)> = Vec::new();
         for v in cfg
             .volumes
             .iter()
             .filter(|v| v.state == VolumeState::Started)
         {
-            for b in v
+            let mine = v
                 .bricks
                 .iter()
-                .filter(|b| b.node == node.me.uuid && !b.out_of_service)
-            {
-                wanted.insert(b.id, (v, b));
+                .filter(|b| b.node == node.me.uuid && !b.out_of_service);
+            if let Some(p) = crate::limits::volume_problem(v) {
+                refused.extend(mine.map(|b| (b.id, p.clone())));
+                continue;
+            }
+            for b in mine {
+                if wanted.len() >= crate::limits::MAX_BRICKS_PER_NODE {
+                    let p = format!(
+                        "this node already serves {} bricks, the limit",
+                        crate::limits::MAX_BRICKS_PER_NODE
+                    );
+                    refused.push((b.id, p));
+                } else {
+                    wanted.insert(b.id, (v, b));
+                }
             }
         }
         let mut served = self.lock();
         let mut unserved = self.lock_unserved();
         unserved.retain(|id, _| wanted.contains_key(id));
+        for (id, reason) in refused {
+            // One line per volume and reason, not one per brick or recheck.
+            if self.first_time(&reason) {
+                tracing::error!("{reason}");
+            }
+            unserved.insert(id, reason);
+        }
         served.retain(|id, s| {
-            // A brick moved to another path, or whose volume gained or lost
-            // a brick, is reopened with its new place and peers.
-            let current = wanted.get(id).filter(|(v, b)| {
-                s.brick.root == Path::new(&b.path)
-                    && crate::lifecycle::same_peers(&s.brick.peers, v, *id)
-            });
+            // A brick moved to another path is reopened at its new place.
+            let current = wanted
+                .get(id)
+                .filter(|(_, b)| s.brick.root == Path::new(&b.path));
             let Some((v, b)) = current else {
                 tracing::info!(brick = %s.brick.root.display(), "brick stopped");
                 s.token.cancel();
                 return false;
             };
-            match check_brick_dir(Path::new(&b.path), v.id) {
-                Ok(()) => true,
-                Err(p) => {
-                    let reason = unserved_reason(&p, v, b);
-                    tracing::error!(brick = %b.path, volume = %v.name, "brick stopped: {reason}");
-                    s.token.cancel();
-                    unserved.insert(*id, reason);
-                    false
-                }
+            if let Err(p) = check_brick_dir(Path::new(&b.path), v.id) {
+                let reason = unserved_reason(&p, v, b);
+                tracing::error!(brick = %b.path, volume = %v.name, "brick stopped: {reason}");
+                s.token.cancel();
+                unserved.insert(*id, reason);
+                return false;
             }
+            // A volume that gained or lost a brick: the brick stays open
+            // (writes, change feeds and path locks carry on) and only its
+            // replicators restart toward the new peers.
+            if !crate::lifecycle::same_peers(&s.brick.peers(), v, *id) {
+                s.brick.set_peers(peers_of(v, *id));
+                s.replicators.cancel();
+                s.replicators = s.token.child_token();
+                crate::replicate::spawn(node, &s.brick, &s.replicators);
+                tracing::info!(brick = %b.path, volume = %v.name, peers = v.bricks.len() - 1, "peer bricks changed");
+            }
+            true
         });
         for (id, (v, b)) in wanted {
             if served.contains_key(&id) {
@@ -164,13 +215,7 @@ impl BrickSet {
                 refuse(unserved_reason(&p, v, b));
                 continue;
             }
-            let peers = v
-                .bricks
-                .iter()
-                .filter(|x| x.id != id)
-                .map(|x| x.id)
-                .collect();
-            match Brick::open(root, v.id, &v.name, id, node.me.uuid, peers) {
+            match Brick::open(root, v.id, &v.name, id, node.me.uuid, peers_of(v, id)) {
                 Ok(brick) => {
                     let brick = Arc::new(brick);
                     let token = node.token.child_token();
@@ -185,11 +230,19 @@ impl BrickSet {
                             }
                         });
                     }
-                    crate::replicate::spawn(node, &brick, &token);
+                    let replicators = token.child_token();
+                    crate::replicate::spawn(node, &brick, &replicators);
                     crate::outage::spawn(node, &brick, &token);
                     tracing::info!(brick = %b.path, volume = %v.name, "brick started");
                     unserved.remove(&id);
-                    served.insert(id, Served { brick, token });
+                    served.insert(
+                        id,
+                        Served {
+                            brick,
+                            token,
+                            replicators,
+                        },
+                    );
                 }
                 Err(e) => refuse(format!("cannot open brick: {e}")),
             }
