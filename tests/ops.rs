@@ -415,6 +415,30 @@ fn systemd_units_pass_systemd_analyze_verify() {
     for want in ["Type=notify", "WatchdogSec=", "ExecReload=/bin/kill -HUP"] {
         assert!(unit.contains(want), "gsyncd.service lacks {want}");
     }
+    // The Debian package ships files that exist.
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"),
+    )
+    .expect("Cargo.toml");
+    let deb = manifest
+        .split("[package.metadata.deb]")
+        .nth(1)
+        .expect("cargo deb metadata");
+    let assets: Vec<&str> = deb
+        .lines()
+        .take_while(|l| !l.starts_with("[["))
+        .filter_map(|l| l.trim().strip_prefix("[\""))
+        .filter_map(|l| l.split('"').next())
+        .collect();
+    assert!(assets.contains(&"dist/gsyncd.service"), "{assets:?}");
+    for a in assets.iter().filter(|a| !a.starts_with("target/")) {
+        assert!(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(a)
+                .exists(),
+            "deb asset {a} is missing"
+        );
+    }
     let Ok(out) = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .args(&units)
