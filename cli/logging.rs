@@ -1,9 +1,10 @@
 //! The daemon's logs, made for years of unattended running.
 //!
 //! - stderr carries colour only when it is a terminal; under systemd
-//!   (`JOURNAL_STREAM` set) each line starts with a `<N>` syslog priority,
-//!   which journald turns into the PRIORITY field, and carries no timestamp
-//!   (journald adds its own);
+//!   (`JOURNAL_STREAM` set) events go to journald natively with their
+//!   fields (`GSYNC_PATH=...`), or, without its socket, as stderr lines
+//!   starting with a `<N>` syslog priority (journald's PRIORITY) and no
+//!   timestamp of their own;
 //! - `<state>/log/gsyncd.log` never holds escape codes, rotates daily or by
 //!   size keeping the newest N files (`gsyncd.log.1` the most recent), and
 //!   is reopened on SIGHUP so an external logrotate can move it away;
@@ -309,7 +310,19 @@ pub fn init(state: &Path, s: &LogSettings<'_>) -> Result<LogHandle> {
     let (file, guard) = tracing_appender::non_blocking(file);
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let ansi = !journald && std::io::stderr().is_terminal();
-    let stderr_layer = if journald {
+    // Under systemd, events go to journald natively when its socket is
+    // there: each field of an event (path, peer, volume...) becomes a
+    // journal field (GSYNC_PATH=...), searchable with journalctl.
+    let native = journald
+        .then(|| {
+            tracing_journald::layer()
+                .ok()
+                .map(|l| l.with_field_prefix(Some("GSYNC".into())))
+        })
+        .flatten();
+    let stderr_layer = if let Some(native) = native {
+        native.with_filter(filter(s.level)).boxed()
+    } else if journald {
         tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .with_writer(|| Stderr { ansi: false })

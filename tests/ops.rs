@@ -415,6 +415,30 @@ fn systemd_units_pass_systemd_analyze_verify() {
     for want in ["Type=notify", "WatchdogSec=", "ExecReload=/bin/kill -HUP"] {
         assert!(unit.contains(want), "gsyncd.service lacks {want}");
     }
+    // The Debian package ships files that exist.
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"),
+    )
+    .expect("Cargo.toml");
+    let deb = manifest
+        .split("[package.metadata.deb]")
+        .nth(1)
+        .expect("cargo deb metadata");
+    let assets: Vec<&str> = deb
+        .lines()
+        .take_while(|l| !l.starts_with("[["))
+        .filter_map(|l| l.trim().strip_prefix("[\""))
+        .filter_map(|l| l.split('"').next())
+        .collect();
+    assert!(assets.contains(&"dist/gsyncd.service"), "{assets:?}");
+    for a in assets.iter().filter(|a| !a.starts_with("target/")) {
+        assert!(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(a)
+                .exists(),
+            "deb asset {a} is missing"
+        );
+    }
     let Ok(out) = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .args(&units)
@@ -1023,4 +1047,58 @@ fn first_sync_on_a_terminal_shows_bytes_totals_and_eta() {
     assert!(text.contains("ETA"), "no ETA:\n{text}");
     assert!(text.contains("MiB"), "no byte counts:\n{text}");
     assert!(text.contains("48.00 MiB"), "no total:\n{text}");
+}
+
+#[test]
+fn metrics_are_off_by_default_and_a_taken_metrics_port_stops_the_daemon_in_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin())
+        .args([
+            "daemon",
+            "--listen",
+            &format!("127.0.0.1:{}", crate::support::unique_port()),
+            "--metrics-listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("GSYNC_STATE_DIR", dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("daemon");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("gsync: --metrics-listen 127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Without the option nothing listens but QUIC and the control socket.
+    let c = one_node(Vec::new());
+    let pid = c.node(1).pid().expect("pid");
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default()
+        + &std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter_map(|l| {
+            l.strip_prefix("socket:[")
+                .map(|s| s.trim_end_matches(']').to_string())
+        })
+        .collect();
+    let listening = tcp
+        .lines()
+        .filter(|l| l.split_whitespace().nth(3) == Some("0A"))
+        .any(|l| {
+            inodes
+                .iter()
+                .any(|i| l.split_whitespace().nth(9) == Some(i.as_str()))
+        });
+    assert!(
+        !listening,
+        "the daemon listens on TCP without --metrics-listen"
+    );
 }

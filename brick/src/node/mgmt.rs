@@ -566,26 +566,25 @@ async fn status_of(node: &Arc<Node>, cfg: &PoolConfig, v: &Volume) -> VolumeStat
                 let disks = super::disk::local_bricks(&n, &name);
                 return (u, Some(n.bricks.status(&n, &name)), disks);
             }
-            let st = match n
-                .call(
+            // Both at once, so the answer stays within one RPC_TIMEOUT.
+            let (st, disks) = tokio::join!(
+                n.call(
                     u,
                     Request::BrickStatus {
-                        volume: name.clone(),
-                    },
-                )
-                .await
-            {
+                        volume: name.clone()
+                    }
+                ),
+                n.call(u, Request::BrickDisks { volume: name }),
+            );
+            let st = match st {
                 Ok(Response::BrickStatus(s)) => Some(s),
                 _ => None,
             };
             // Disks are extra: a node that does not answer (an older
             // version) leaves them out.
-            let disks = match st {
-                Some(_) => match n.call(u, Request::BrickDisks { volume: name }).await {
-                    Ok(Response::BrickDisks(d)) => d,
-                    _ => Vec::new(),
-                },
-                None => Vec::new(),
+            let disks = match disks {
+                Ok(Response::BrickDisks(d)) => d,
+                _ => Vec::new(),
             };
             (u, st, disks)
         });
