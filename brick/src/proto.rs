@@ -403,6 +403,49 @@ pub enum Response {
     BrickDisks(Vec<(u64, crate::control::DiskInfo)>),
 }
 
+/// How `auth.allow` applies to a request (enforced in `node::auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScope {
+    /// Not mount traffic (management, replication between bricks).
+    Exempt,
+    /// Moves a mount's data: refused for a node `auth.allow` excludes.
+    Data(Uuid),
+    /// Reads a version: refused likewise, unless the node holds a brick of
+    /// the volume (bricks ask each other).
+    Stat(Uuid),
+}
+
+impl Request {
+    /// The `auth.allow` scope of this request. The match is exhaustive on
+    /// purpose: a new request kind must say whether mounts use it.
+    pub fn auth_scope(&self) -> AuthScope {
+        match self {
+            Request::Offer(o) if o.write.is_some() => AuthScope::Data(o.volume),
+            Request::Offer(_) => AuthScope::Exempt,
+            Request::Changes { volume, .. }
+            | Request::Feed { volume, .. }
+            | Request::ReadChunks { volume, .. } => AuthScope::Data(*volume),
+            Request::Stat { volume, .. } | Request::Versions { volume, .. } => {
+                AuthScope::Stat(*volume)
+            }
+            Request::Hello(_)
+            | Request::Probe(_)
+            | Request::PushConfig(_)
+            | Request::PullConfig
+            | Request::Detached
+            | Request::BrickStatus { .. }
+            | Request::HealInfo { .. }
+            | Request::Heal { .. }
+            | Request::PrepareBrick { .. }
+            | Request::SplitBrain { .. }
+            | Request::Digests { .. }
+            | Request::ResetBrick { .. }
+            | Request::History { .. }
+            | Request::BrickDisks { .. } => AuthScope::Exempt,
+        }
+    }
+}
+
 impl Response {
     /// Builds an error response.
     pub fn error(code: u16, reason: impl Into<String>) -> Self {

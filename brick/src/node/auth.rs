@@ -10,23 +10,21 @@
 //! between bricks and management requests are not mount traffic and are
 //! never refused here. Local agents go through the same handler (an
 //! in-process stream from this node), so they are checked the same way.
+//! Which request is which is `Request::auth_scope`, an exhaustive match, so
+//! a new request kind cannot slip past this check unnoticed.
 
 use uuid::Uuid;
 
 use super::Node;
 use crate::pool::Volume;
-use crate::proto::{code, Request, Response};
+use crate::proto::{code, AuthScope, Request, Response};
 
 /// The refusal for `req` from node `peer`, if `auth.allow` excludes it.
 pub fn check(node: &Node, peer: Uuid, req: &Request) -> Option<Response> {
-    let (volume, stat) = match req {
-        Request::Offer(o) if o.write.is_some() => (o.volume, false),
-        Request::Changes { volume, .. }
-        | Request::Feed { volume, .. }
-        | Request::ReadChunks { volume, .. } => (*volume, false),
-        Request::Stat { volume, .. } => (*volume, true),
-        Request::Versions { volume, .. } => (*volume, true),
-        _ => return None,
+    let (volume, stat) = match req.auth_scope() {
+        AuthScope::Data(v) => (v, false),
+        AuthScope::Stat(v) => (v, true),
+        AuthScope::Exempt => return None,
     };
     let cfg = node.config();
     let v = cfg.volumes.iter().find(|v| v.id == volume)?;
