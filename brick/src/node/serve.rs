@@ -123,6 +123,23 @@ async fn dispatch(
                     code::PERMISSION,
                     "hello from a different node id than its key",
                 )
+            } else if h.version != crate::proto::PROTOCOL_VERSION {
+                // Checked on both sides: a node of another version must not
+                // exchange pool documents or data it may misread.
+                tracing::warn!(
+                    peer = %node.peer_name(peer),
+                    "peer speaks protocol {} (this node speaks {}): not served; run the same gsync version on every node",
+                    h.version,
+                    crate::proto::PROTOCOL_VERSION
+                );
+                Response::error(
+                    code::VERSION,
+                    format!(
+                        "this node speaks protocol {} and the peer {}: run the same gsync version on every node",
+                        crate::proto::PROTOCOL_VERSION,
+                        h.version
+                    ),
+                )
             } else {
                 let n = node.clone();
                 let c = conn.clone();
