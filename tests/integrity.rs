@@ -451,3 +451,34 @@ fn a_write_lost_with_a_wiped_brick_is_pushed_again() {
     wait_content(&c.brick("v", 2), "lost.txt", "only on brick 3\n", T);
     c.assert_no_panics();
 }
+
+/// A directory deleted on the volume that a mount had to keep (it still
+/// held an ignored editor file) is never pushed back as a new directory
+/// once that file is gone: it is removed, and stays deleted everywhere.
+#[test]
+fn a_kept_deleted_directory_never_comes_back() {
+    let (mut c, m) = three_mounts();
+    let [m1, _m2, m3] = m.clone();
+    std::fs::create_dir_all(m1.join("d/sub")).unwrap();
+    std::fs::write(m1.join("d/sub/f"), "f\n").unwrap();
+    wait_content(&m3, "d/sub/f", "f\n", T);
+    std::fs::write(m3.join("d/sub/notes.swp"), "editor state\n").unwrap();
+    std::fs::remove_dir_all(m1.join("d")).unwrap();
+    for i in 1..=3 {
+        wait_gone(&c.brick("v", i), "d", T);
+    }
+    wait_gone(&m3, "d/sub/f", T);
+    assert!(
+        m3.join("d/sub/notes.swp").exists(),
+        "an ignored file is never deleted"
+    );
+    // The editor file goes; the next look at the folder (here, the scan at
+    // a restart) finds the kept directories without it.
+    std::fs::remove_file(m3.join("d/sub/notes.swp")).unwrap();
+    c.node_mut(3).restart();
+    wait_gone(&m3, "d", T);
+    let trees = all_trees(&c, "v", &m);
+    stays_absent(&trees, &["d", "d/sub"], Duration::from_secs(4));
+    wait_same(&trees, T);
+    c.assert_no_panics();
+}

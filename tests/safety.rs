@@ -748,3 +748,52 @@ fn history_lists_each_side_of_a_partition() {
         .fails();
     c.assert_no_panics();
 }
+
+/// Figures (ignored; run with `--ignored --nocapture`): `rm -rf` of 5,000
+/// files in a mount, the time until the guard shows them held, the time
+/// `revert-deletes` takes to put them back and the time until accepted
+/// deletions are gone from another mount.
+#[test]
+#[ignore]
+fn guard_figures() {
+    let (c, m) = three_mounts();
+    let [m1, m2, _] = &m;
+    let n = 5000;
+    std::fs::create_dir(m1.join("big")).unwrap();
+    for k in 0..n {
+        std::fs::write(m1.join(format!("big/f{k:05}")), format!("{k}\n")).unwrap();
+    }
+    std::fs::write(m1.join("keep.txt"), "keep\n").unwrap();
+    let m1s = m1.to_string_lossy().into_owned();
+    c.node(1).cli(&["wait", &m1s, "--timeout", "600s"]).ok();
+    wait_until(Duration::from_secs(600), "5,000 files on m2", || {
+        count_files(&m2.join("big")) == n
+    });
+    let held = (n + 1) as u64;
+    let t0 = std::time::Instant::now();
+    std::fs::remove_dir_all(m1.join("big")).unwrap();
+    let rm = t0.elapsed();
+    wait_until(T, "held", || {
+        mount_row(&c, 1, m1)["held_deletes"].as_u64() == Some(held)
+    });
+    let shown = t0.elapsed();
+    let t1 = std::time::Instant::now();
+    c.node(1).cli(&["revert-deletes", &m1s]).ok();
+    let revert = t1.elapsed();
+    assert_eq!(count_files(&m1.join("big")), n);
+    std::fs::remove_dir_all(m1.join("big")).unwrap();
+    wait_until(T, "held again", || {
+        mount_row(&c, 1, m1)["held_deletes"].as_u64() == Some(held)
+    });
+    let t2 = std::time::Instant::now();
+    c.node(1).cli(&["accept-deletes", &m1s]).ok();
+    wait_gone(m2, "big", Duration::from_secs(600));
+    let accept = t2.elapsed();
+    println!(
+        "GUARD-FIGURES: {n} files: rm -rf {:.2} s, shown held after {:.2} s, revert-deletes {:.2} s, accepted deletions gone from another mount after {:.2} s",
+        rm.as_secs_f64(),
+        shown.as_secs_f64(),
+        revert.as_secs_f64(),
+        accept.as_secs_f64()
+    );
+}

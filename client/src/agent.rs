@@ -830,19 +830,21 @@ impl Agent {
     }
 
     /// After a full listing of the brick followed: paths the journal holds
-    /// as synced and the brick never listed were lost by a brick (wiped
-    /// after acknowledging them, before replicating). Each is offered again
-    /// as the very version the journal holds (its vectors unchanged, like a
-    /// brick replicating it), from the folder: a brick that lacks it takes
-    /// it, one that holds a newer version (a later edit or deletion) keeps
-    /// that, so nothing stays in this folder alone while the mount says
-    /// "in sync", and nothing newer is overwritten.
+    /// as synced that the brick never listed, and that no other brick of
+    /// the volume knows either (not even as a deletion), were lost with a
+    /// brick (acknowledged, then wiped before it replicated). Each is
+    /// offered again as the very version the journal holds (its vectors
+    /// unchanged, like a brick replicating it), from the folder, so nothing
+    /// stays in this folder alone while the mount says "in sync". A path
+    /// some brick knows is left to the heal: the brick followed may still
+    /// be filling, and an old version must never be offered against a
+    /// newer edit or deletion.
     async fn offer_what_the_brick_lost(&mut self, listed: &BTreeSet<String>) {
         let Some(t) = self.target.clone() else {
             return;
         };
         let root = self.root();
-        let (mut offered, mut failed) = (0u64, 0u64);
+        let mut lost: Vec<(RelPath, Record)> = Vec::new();
         for p in self.journal.paths_under("").unwrap_or_default() {
             if listed.contains(&p) {
                 continue;
@@ -852,11 +854,58 @@ impl Agent {
             };
             // Deletions lost are nothing to bring back; a path changed
             // locally since is pushed as an edit anyway.
-            if r.entry.kind == Kind::Tombstone
-                || !matches!(local::stat_in(&root, &rel), Ok(Found::Some(st)) if st == r.stat)
+            if r.entry.kind != Kind::Tombstone
+                && matches!(local::stat_in(&root, &rel), Ok(Found::Some(st)) if st == r.stat)
             {
-                continue;
+                lost.push((rel, r));
             }
+        }
+        if lost.is_empty() {
+            return;
+        }
+        let cfg = self.node.config();
+        let Some(v) = cfg.volume(&self.spec.volume) else {
+            return;
+        };
+        for b in v.bricks.iter().filter(|b| b.id != t.brick) {
+            let other = Target {
+                volume: v.id,
+                brick: b.id,
+                node: b.node,
+                name: b.name(),
+            };
+            let mut kept = Vec::new();
+            for part in lost.chunks(gsync_brick::proto::MAX_VERSION_PATHS) {
+                let req = gsync_brick::proto::Request::Versions {
+                    volume: v.id,
+                    brick: b.id,
+                    paths: part.iter().map(|(p, _)| p.clone()).collect(),
+                };
+                match remote::call(&self.node, &other, &req).await {
+                    Ok(gsync_brick::proto::Response::Versions(have))
+                        if have.len() == part.len() =>
+                    {
+                        kept.extend(
+                            part.iter()
+                                .zip(have)
+                                .filter(|(_, h)| h.is_none())
+                                .map(|(x, _)| x.clone()),
+                        );
+                    }
+                    // A brick not served (wiped) knows nothing.
+                    Err(RemoteError::Refused(c, _)) if c == code::NOT_FOUND => {
+                        kept.extend(part.iter().cloned())
+                    }
+                    other => {
+                        tracing::info!(mount = %self.spec.dir.display(), brick = %b.name(), "{} synced paths are missing from the brick followed; not offered again while {} cannot tell whether it has them ({other:?})", lost.len(), b.name());
+                        return;
+                    }
+                }
+            }
+            lost = kept;
+        }
+        let (mut offered, mut failed) = (0u64, 0u64);
+        for (rel, r) in lost {
             let offer = Offer {
                 volume: t.volume,
                 brick: t.brick,
@@ -876,7 +925,7 @@ impl Agent {
             }
         }
         if offered + failed > 0 {
-            tracing::warn!(mount = %self.spec.dir.display(), brick = %t.name, "{offered} synced versions missing from the brick offered again ({failed} failed)");
+            tracing::warn!(mount = %self.spec.dir.display(), brick = %t.name, "{offered} synced versions that no brick holds offered again ({failed} failed)");
         }
     }
 

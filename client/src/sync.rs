@@ -124,6 +124,15 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
         if j.stat == st {
             return Ok(());
         }
+        if kept_after_deletion(j, &st) && settle_kept_dir(ag, rel)? {
+            if let Ok(Found::Some(now)) = local::stat_in(&ag.root(), rel) {
+                // Still here for ignored files only: remember its stat.
+                let mut r = j.clone();
+                r.stat = now;
+                ag.journal.put(&r).map_err(local_err)?;
+            }
+            return Ok(());
+        }
     }
     if ag.spec.read_only {
         // A directory whose mtime moved because its children changed is
@@ -562,6 +571,9 @@ async fn place(
             Err(_) => {}
         },
     }
+    if e.kind == Kind::Tombstone {
+        remove_kept_parents(ag, &e.path)?;
+    }
     let stat = match local::stat(&full).map_err(local_err)? {
         Found::Some(st) => st,
         _ => LocalStat::missing(),
@@ -575,6 +587,74 @@ async fn place(
         })
         .map_err(local_err)?;
     Ok(())
+}
+
+/// True if the journal holds `rec` for a directory deleted on the volume
+/// that was kept because it still held files (its tombstone was recorded
+/// with the directory's stat), and `st` is still that same directory.
+fn kept_after_deletion(rec: &Record, st: &LocalStat) -> bool {
+    rec.entry.kind == Kind::Tombstone
+        && rec.stat.kind == Kind::Dir
+        && st.kind == Kind::Dir
+        && rec.stat.ino == st.ino
+}
+
+/// Removes `dir` if it is a kept deleted directory that is now empty,
+/// recording it as gone; true if removed.
+fn remove_if_kept_and_empty(ag: &Agent, dir: &RelPath) -> Result<bool, RemoteError> {
+    let Some(rec) = ag.journal.get(dir.as_str()).map_err(local_err)? else {
+        return Ok(false);
+    };
+    let Ok(Found::Some(st)) = local::stat_in(&ag.root(), dir) else {
+        return Ok(false);
+    };
+    if !kept_after_deletion(&rec, &st) || std::fs::remove_dir(dir.under(&ag.root())).is_err() {
+        return Ok(false);
+    }
+    let mut r = rec;
+    r.stat = LocalStat::missing();
+    ag.journal.put(&r).map_err(local_err)?;
+    tracing::info!(path = %dir, "directory deleted on the volume removed now that its files are gone");
+    Ok(true)
+}
+
+/// After a deletion, the parents deleted on the volume that were kept only
+/// because they held this path go too: a directory that exists only
+/// because of stale state is never left behind (it would later look like
+/// a new local directory).
+fn remove_kept_parents(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError> {
+    let mut cur = rel.parent();
+    while let Some(p) = cur {
+        if !remove_if_kept_and_empty(ag, &p)? {
+            break;
+        }
+        cur = p.parent();
+    }
+    Ok(())
+}
+
+/// A kept deleted directory met by a push: the kept deleted directories
+/// below it are removed deepest first, then it, if nothing else is left
+/// (ignored files keep it, locally). True if it holds nothing to push: it
+/// exists only because of stale state and is never pushed as a new
+/// directory; false if the folder put real content in it.
+fn settle_kept_dir(ag: &Agent, rel: &RelPath) -> Result<bool, RemoteError> {
+    let root = ag.root();
+    let mut below: Vec<RelPath> = local::walk(&root, &rel.under(&root), &ag.ignore)
+        .into_iter()
+        .filter(|c| c != rel)
+        .collect();
+    below.sort_by_key(|c| std::cmp::Reverse(c.depth()));
+    for c in &below {
+        if !remove_if_kept_and_empty(ag, c)? {
+            // Real content below (a file, or a directory made here).
+            return Ok(false);
+        }
+    }
+    if remove_if_kept_and_empty(ag, rel)? {
+        remove_kept_parents(ag, rel)?;
+    }
+    Ok(true)
 }
 
 async fn fetch_file(
