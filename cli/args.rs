@@ -150,13 +150,13 @@ pub struct DaemonArgs {
     /// always reopens the file).
     #[arg(long, default_value = "64M")]
     pub log_rotate: String,
+    /// Rotated log files kept (gsyncd.log.1 is the newest).
+    #[arg(long, default_value_t = 5)]
+    pub log_keep: usize,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off unless
     /// given; a bare PORT listens on 127.0.0.1).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<String>,
-    /// Rotated log files kept (gsyncd.log.1 is the newest).
-    #[arg(long, default_value_t = 5)]
-    pub log_keep: usize,
 }
 
 #[derive(Debug, Subcommand)]

@@ -31,76 +31,44 @@ pub fn install() -> Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// Every metric: name, whether it only grows, and its help text.
+const METRICS: &[(&str, bool, &str)] = &[
+    ("gsync_volumes", false, "Volumes defined in the pool."),
+    ("gsync_brick_pending_entries", false, "Entries a brick has not yet confirmed on every peer brick."),
+    ("gsync_brick_split_brain_entries", false, "Entries of a brick in split-brain."),
+    ("gsync_brick_healing_entries", false, "Entries being healed now."),
+    ("gsync_brick_heals_total", true, "Entries healed."),
+    ("gsync_brick_heal_bytes_total", true, "Bytes moved by heals."),
+    ("gsync_brick_heal_rate_entries_per_second", false, "Recent heal rate."),
+    ("gsync_brick_replication_lag_seconds", false, "How long the brick has had entries pending (0 when none): the age of its oldest pending entry, to the monitor's 2 s."),
+    ("gsync_brick_online", false, "1 when the brick is served."),
+    ("gsync_brick_changes_applied_total", true, "Changes applied to the brick (ops in)."),
+    ("gsync_brick_received_bytes_total", true, "Content bytes received by the brick."),
+    ("gsync_brick_sent_bytes_total", true, "Content bytes sent by the brick."),
+    ("gsync_brick_chunks_reused_total", true, "Chunks found locally instead of transferred."),
+    ("gsync_brick_chunks_fetched_total", true, "Chunks transferred."),
+    ("gsync_brick_entries", false, "Paths tracked by the brick."),
+    ("gsync_mounts", false, "Mounts of this node."),
+    ("gsync_mount_online", false, "1 when the mount reaches a brick."),
+    ("gsync_mount_in_sync", false, "1 when the mount is in sync."),
+    ("gsync_mount_pending", false, "Local changes not yet accepted by a brick."),
+    ("gsync_mount_held", false, "1 when pushes are held back (no quorum, a guard)."),
+    ("gsync_mount_split_brain", false, "Paths of the mount in split-brain."),
+    ("gsync_mount_applied_total", true, "Remote entries applied since the agent started."),
+    ("gsync_mount_last_sync_timestamp_seconds", false, "When the mount was last seen in sync with nothing pending (Unix time)."),
+    ("gsync_peer_connected", false, "1 when the peer is connected."),
+    ("gsync_peer_rtt_seconds", false, "QUIC round-trip time to the peer."),
+    ("gsync_log_messages_total", true, "Warnings and errors logged, by level and module (errors by kind)."),
+];
+
 fn describe() {
-    use metrics::{describe_counter, describe_gauge};
-    describe_gauge!("gsync_volumes", "Volumes defined in the pool.");
-    describe_gauge!(
-        "gsync_brick_pending_entries",
-        "Entries a brick has not yet confirmed on every peer brick."
-    );
-    describe_gauge!(
-        "gsync_brick_split_brain_entries",
-        "Entries of a brick in split-brain."
-    );
-    describe_gauge!("gsync_brick_healing_entries", "Entries being healed now.");
-    describe_counter!("gsync_brick_heals_total", "Entries healed.");
-    describe_counter!("gsync_brick_heal_bytes_total", "Bytes moved by heals.");
-    describe_gauge!(
-        "gsync_brick_heal_rate_entries_per_second",
-        "Recent heal rate."
-    );
-    describe_gauge!("gsync_brick_replication_lag_seconds", "How long the brick has had entries pending (0 when none): the age of its oldest pending entry, to the monitor's 2 s.");
-    describe_gauge!("gsync_brick_online", "1 when the brick is served.");
-    describe_counter!(
-        "gsync_brick_changes_applied_total",
-        "Changes applied to the brick (ops in)."
-    );
-    describe_counter!(
-        "gsync_brick_received_bytes_total",
-        "Content bytes received by the brick."
-    );
-    describe_counter!(
-        "gsync_brick_sent_bytes_total",
-        "Content bytes sent by the brick."
-    );
-    describe_counter!(
-        "gsync_brick_chunks_reused_total",
-        "Chunks found locally instead of transferred."
-    );
-    describe_counter!("gsync_brick_chunks_fetched_total", "Chunks transferred.");
-    describe_gauge!("gsync_brick_entries", "Paths tracked by the brick.");
-    describe_gauge!("gsync_mounts", "Mounts of this node.");
-    describe_gauge!("gsync_mount_online", "1 when the mount reaches a brick.");
-    describe_gauge!("gsync_mount_in_sync", "1 when the mount is in sync.");
-    describe_gauge!(
-        "gsync_mount_pending",
-        "Local changes not yet accepted by a brick."
-    );
-    describe_gauge!(
-        "gsync_mount_held",
-        "1 when pushes are held back (no quorum, a guard)."
-    );
-    describe_gauge!(
-        "gsync_mount_split_brain",
-        "Paths of the mount in split-brain."
-    );
-    describe_counter!(
-        "gsync_mount_applied_total",
-        "Remote entries applied since the agent started."
-    );
-    describe_gauge!(
-        "gsync_mount_last_sync_timestamp_seconds",
-        "When the mount was last seen in sync with nothing pending (Unix time)."
-    );
-    describe_gauge!("gsync_peer_connected", "1 when the peer is connected.");
-    describe_gauge!(
-        "gsync_peer_rtt_seconds",
-        "QUIC round-trip time to the peer."
-    );
-    describe_counter!(
-        "gsync_log_messages_total",
-        "Warnings and errors logged, by level and module (errors by kind)."
-    );
+    for (name, counter, help) in METRICS {
+        if *counter {
+            metrics::describe_counter!(*name, *help);
+        } else {
+            metrics::describe_gauge!(*name, *help);
+        }
+    }
 }
 
 /// Serves `GET /metrics` on `addr` until `token` is cancelled. Binding
@@ -193,5 +161,39 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountLayer {
             .join("::");
         metrics::counter!("gsync_log_messages_total", "level" => level, "target" => target)
             .increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_documented() {
+        let doc = include_str!("../docs/OPERATIONS.md");
+        for (name, _, _) in METRICS {
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "{name} is not in docs/OPERATIONS.md"
+            );
+        }
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let cases = [
+            ("9817", Some("127.0.0.1:9817")),
+            ("0.0.0.0:9817", Some("0.0.0.0:9817")),
+            ("[::1]:9817", Some("[::1]:9817")),
+            ("localhost:x", None),
+            ("", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(
+                parse_listen(s).ok().map(|a| a.to_string()).as_deref(),
+                want,
+                "{s}"
+            );
+        }
     }
 }
