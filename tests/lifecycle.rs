@@ -587,7 +587,10 @@ fn refill_figures() {
             let m1 = c.mount("v", 1);
             fill(&m1);
             let bricks: Vec<PathBuf> = (1..=3).map(|i| c.brick("v", i)).collect();
-            let all: Vec<&Path> = bricks.iter().map(PathBuf::as_path).collect();
+            // The mount holds the whole tree now: wait until every brick
+            // has it too (empty bricks would look "the same" at first).
+            let mut all: Vec<&Path> = vec![m1.as_path()];
+            all.extend(bricks.iter().map(PathBuf::as_path));
             manifest::wait_same(&all, Duration::from_secs(1800));
             let old = brick_name(&c, "v", 3);
             let b3 = c.brick("v", 3);
