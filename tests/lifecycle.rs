@@ -116,6 +116,19 @@ fn probe(c: &Cluster, from: usize, i: usize, among: &[usize]) {
     c.wait_connected_among(among);
 }
 
+/// `volume replace-brick v OLD NEW commit force` from node 1, which must
+/// succeed with GlusterFS's words.
+fn replace_commit(c: &Cluster, old: &str, new: &str) {
+    let r = c
+        .node(1)
+        .cli(&["volume", "replace-brick", "v", old, new, "commit", "force"])
+        .ok();
+    assert_eq!(
+        r.stdout.trim(),
+        "volume replace-brick: success: replace-brick commit force operation successful"
+    );
+}
+
 fn brick_count(c: &Cluster, i: usize) -> String {
     c.node(i)
         .cli(&["volume", "info", "v"])
@@ -162,22 +175,7 @@ fn replace_brick_of_a_dead_node_keeps_mounts_and_history() {
         .cli(&["volume", "replace-brick", "v", &old, &new, "start"])
         .fails();
     let started = Instant::now();
-    let r = c
-        .node(1)
-        .cli(&[
-            "volume",
-            "replace-brick",
-            "v",
-            &old,
-            &new,
-            "commit",
-            "force",
-        ])
-        .ok();
-    assert_eq!(
-        r.stdout.trim(),
-        "volume replace-brick: success: replace-brick commit force operation successful"
-    );
+    replace_commit(&c, &old, &new);
     let b1 = c.brick("v", 1);
     manifest::wait_same(&[b1.as_path(), b4.as_path()], T);
     let fill = started.elapsed();
@@ -600,17 +598,7 @@ fn refill_figures() {
             let b4 = c.brick("v", n4);
             let new = format!("{}:{}", c.node(n4).ip, b4.display());
             let started = Instant::now();
-            c.node(1)
-                .cli(&[
-                    "volume",
-                    "replace-brick",
-                    "v",
-                    &old,
-                    &new,
-                    "commit",
-                    "force",
-                ])
-                .ok();
+            replace_commit(&c, &old, &new);
             manifest::wait_same(
                 &[bricks[0].as_path(), b4.as_path()],
                 Duration::from_secs(1800),
