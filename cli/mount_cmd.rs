@@ -224,7 +224,11 @@ impl FirstSyncBar {
                 self.bar.set_message(format!("{}: {}", m.dir, m.state));
             }
         }
-        self.measured = Some((Instant::now(), started.elapsed()));
+        // Until the agent has picked its brick, measure again at the next
+        // poll rather than show entries for a whole second.
+        if m.brick.is_some() {
+            self.measured = Some((Instant::now(), started.elapsed()));
+        }
     }
 
     fn finish(self) {

@@ -226,7 +226,13 @@ fn log_files_carry_no_escape_codes_and_one_event_per_line() {
     ])
     .ok();
     let name = "bad\nname\x1b[31m.txt";
-    std::fs::write(d.join(name), "x").expect("write");
+    // Written whole, then moved in: the agent never sees a half-written file.
+    let put = |to: &std::path::Path, text: &str| {
+        let tmp = c.path("edit.tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, to).expect("rename");
+    };
+    put(&d.join(name), "x");
     wait_until(Duration::from_secs(20), "the revert is logged", || {
         n.log().contains("local change reverted")
     });
@@ -257,7 +263,7 @@ fn log_files_carry_no_escape_codes_and_one_event_per_line() {
         Duration::from_secs(20),
         "ro mount",
     );
-    std::fs::write(d.join("shared.txt"), "my edit\n").expect("write");
+    put(&d.join("shared.txt"), "my edit\n");
     crate::support::heal::wait_content(
         &d.join("shared.txt"),
         "volume\n",
