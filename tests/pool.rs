@@ -510,3 +510,25 @@ fn concurrent_config_changes_in_a_partition_are_never_lost_silently() {
     assert!(text.contains(&line), "{text}");
     c.assert_no_panics();
 }
+
+/// A node of another protocol version is refused on both sides of the
+/// connection, with one line naming both versions, and never served.
+#[test]
+fn a_node_of_another_protocol_version_is_refused_both_ways() {
+    let mut c = Cluster::start(2);
+    c.form_pool();
+    c.node_mut(2).stop();
+    c.node_mut(2).env = vec![("GSYNC_TEST_PROTOCOL".into(), "99".into())];
+    c.node_mut(2).start();
+    // Node 1 dials node 2 and node 2 dials node 1: both are refused.
+    wait_until(Duration::from_secs(30), "both sides refuse", || {
+        c.node(1).log().contains("peer speaks protocol 99")
+            && c.node(2)
+                .log()
+                .contains("this node speaks protocol 2 and the peer 99")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let status = c.node(1).cli(&["peer", "status"]).ok().stdout;
+    assert!(status.contains("(Disconnected)"), "{status}");
+    c.assert_no_panics();
+}

@@ -22,3 +22,20 @@ pub fn hit(_name: &str) {}
 
 /// True if this build has failpoints.
 pub const ENABLED: bool = cfg!(feature = "failpoints");
+
+/// The protocol version this node announces in `Hello`: the real one, or in
+/// test builds `GSYNC_TEST_PROTOCOL` (to play a node of another version).
+#[cfg(feature = "failpoints")]
+pub fn announced_protocol() -> u32 {
+    std::env::var("GSYNC_TEST_PROTOCOL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::proto::PROTOCOL_VERSION)
+}
+
+/// The protocol version this node announces in `Hello`.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn announced_protocol() -> u32 {
+    crate::proto::PROTOCOL_VERSION
+}

@@ -35,7 +35,7 @@ use crate::faults::FaultRules;
 use crate::frame::{self, FrameError};
 use crate::net::{self, Identity};
 use crate::pool::{Member, PoolConfig};
-use crate::proto::{Hello, Request, Response, PROTOCOL_VERSION};
+use crate::proto::{Hello, Request, Response};
 use crate::store::BrickSet;
 use db::NodeDb;
 
@@ -261,7 +261,7 @@ impl Node {
     fn hello(&self) -> Hello {
         let c = self.config.read().unwrap_or_else(|e| e.into_inner());
         Hello {
-            version: PROTOCOL_VERSION,
+            version: crate::failpoint::announced_protocol(),
             node: self.me.uuid,
             config_version: c.version,
             config_by: c.changed_by,
