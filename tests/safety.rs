@@ -797,3 +797,32 @@ fn guard_figures() {
         accept.as_secs_f64()
     );
 }
+
+/// A file written on one side of a partition while the other side makes a
+/// directory of the same name with a file in it: the directory wins on
+/// every brick, and the file's content is never dropped: it is in the
+/// trash (as a conflict's loser) and can be restored under another name.
+#[test]
+fn a_file_replaced_by_a_directory_from_the_other_side_is_kept() {
+    let (c, m) = three_mounts();
+    let [m1, _, m3] = &m;
+    c.partition(3, 1);
+    c.partition(3, 2);
+    std::fs::write(m1.join("tc"), "A file\n").expect("write");
+    wait_content(&c.brick("v", 2), "tc", "A file\n", T);
+    std::fs::create_dir(m3.join("tc")).expect("mkdir");
+    std::fs::write(m3.join("tc/child"), "B child\n").expect("write");
+    wait_content(&c.brick("v", 3), "tc/child", "B child\n", T);
+    c.heal_network();
+    for i in 1..=3 {
+        wait_content(&c.brick("v", i), "tc/child", "B child\n", T);
+    }
+    wait_content(m1, "tc/child", "B child\n", T);
+    // The file's content survives on the bricks that had it.
+    for i in [1, 2] {
+        wait_until(T, "the displaced file in the trash", || {
+            versions_of(&trash_list(&c, i, "tc"), "tc").contains(&hash12("A file\n"))
+        });
+    }
+    c.assert_no_panics();
+}

@@ -378,6 +378,14 @@ fn commit(
     // a parent missing, not a directory or a link, there is nothing on disk
     // to remove or keep (the database still records the tombstone).
     let deleting = plan.current.0.kind == Kind::Tombstone;
+    // A file standing where this path needs a parent directory is about to
+    // be replaced by that directory (a concurrent "file here" and "directory
+    // here"): keep its content first, never drop it.
+    let displaced = if deleting {
+        Vec::new()
+    } else {
+        keep_displaced_parents(brick, conn, &path, plan.current.0.origin)?
+    };
     let (real, on_disk) = match files::resolve(&brick.root, &path, !deleting) {
         Ok(p) => (p, true),
         Err(e)
@@ -434,7 +442,8 @@ fn commit(
     //    replaced or deleted current file, and the losers of a resolved
     //    split-brain. Content is linked before the brick path changes.
     let cur_old = old.as_ref().filter(|_| on_disk);
-    let kept = keep_losers(brick, &plan, cur_old, &old_sibs, &real, &sib_dir);
+    let mut kept = keep_losers(brick, &plan, cur_old, &old_sibs, &real, &sib_dir);
+    kept.extend(displaced);
     // 3. The brick path gets the current version.
     let (cur, cur_src) = &plan.current;
     match (cur.kind, cur_src) {
@@ -551,6 +560,60 @@ fn commit(
 /// Keeps in the trash what `plan` loses (see `trash`); the rows are
 /// recorded in the commit's transaction. A content that cannot be kept
 /// is logged, never a reason to refuse the change.
+/// Keeps in the trash every regular file that stands where `path` needs a
+/// parent directory (it is replaced by the directory when the path is
+/// placed). Kept whatever `features.trash` says: it is a conflict's loser.
+fn keep_displaced_parents(
+    brick: &Brick,
+    conn: &Connection,
+    path: &crate::RelPath,
+    by: uuid::Uuid,
+) -> Result<Vec<super::trash::Kept>, StoreError> {
+    let mut out = Vec::new();
+    let comps: Vec<&str> = path.as_str().split('/').collect();
+    for n in 1..comps.len() {
+        let anc = comps[..n].join("/");
+        let on_disk = brick.root.join(&anc);
+        match std::fs::symlink_metadata(&on_disk) {
+            Ok(m) if m.is_file() => {}
+            // A directory (the usual case), a symlink (refused by resolve)
+            // or nothing: nothing to keep at this level.
+            Ok(m) if m.is_dir() => continue,
+            _ => break,
+        }
+        let Ok(rel) = crate::RelPath::new(&anc) else {
+            break;
+        };
+        let Some((e, chunks)) = Brick::load(conn, &rel)? else {
+            break;
+        };
+        if e.kind != Kind::File {
+            break;
+        }
+        match super::trash::keep_content(&brick.root, &e.hash, &on_disk) {
+            Ok(new_file) => {
+                tracing::warn!(path = %rel, "a file stood where {path} needs a directory: the directory wins, the file is kept in the trash");
+                out.push(super::trash::Kept {
+                    entry: e,
+                    chunks,
+                    reason: super::trash::SPLIT_BRAIN,
+                    by,
+                    new_file,
+                });
+            }
+            Err(x) => {
+                return Err(StoreError::io(
+                    "keep the file a directory replaces",
+                    &rel,
+                    x,
+                ));
+            }
+        }
+        break;
+    }
+    Ok(out)
+}
+
 fn keep_losers(
     brick: &Brick,
     plan: &Plan,
