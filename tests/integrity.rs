@@ -482,3 +482,37 @@ fn a_kept_deleted_directory_never_comes_back() {
     wait_same(&trees, T);
     c.assert_no_panics();
 }
+
+/// A node cut off from the others: its mount is in sync with the brick it
+/// follows, and says that this is all (its changes are on one brick of
+/// three); once the network is back it is plainly in sync again.
+#[test]
+fn a_mount_whose_brick_is_cut_off_is_not_plainly_in_sync() {
+    let (c, m) = three_mounts();
+    let [_, _, m3] = m.clone();
+    c.partition(3, 1);
+    c.partition(3, 2);
+    wait_until(T, "node 3 sees its peers gone", || {
+        c.node(3)
+            .cli(&["peer", "status"])
+            .stdout
+            .matches("(Disconnected)")
+            .count()
+            == 2
+    });
+    std::fs::write(m3.join("alone.txt"), "only here\n").unwrap();
+    wait_content(&c.brick("v", 3), "alone.txt", "only here\n", T);
+    let want = "in sync with the brick followed only (1 changes not yet on 2 unreachable bricks)";
+    wait_until(T, "the state says the changes are on one brick", || {
+        mount_list(&c, 3).contains(want)
+    });
+    c.heal_network();
+    for i in 1..=3 {
+        wait_content(&c.brick("v", i), "alone.txt", "only here\n", T);
+    }
+    wait_until(T, "plainly in sync again", || {
+        let l = mount_list(&c, 3);
+        l.contains("in sync, following") && !l.contains("only")
+    });
+    c.assert_no_panics();
+}

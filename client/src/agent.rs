@@ -69,6 +69,11 @@ pub struct Status {
     pub held_deletes: u64,
     /// Why they are held.
     pub held_deletes_why: Option<String>,
+    /// The volume and replica id of the brick followed.
+    pub brick_id: Option<(uuid::Uuid, u64)>,
+    /// Set by the host when the brick followed is on this node and holds
+    /// changes that peer bricks it cannot reach lack: (changes, bricks).
+    pub unreplicated: Option<(u64, usize)>,
 }
 
 /// What `gsync accept-deletes` / `revert-deletes` did.
@@ -495,6 +500,7 @@ impl Agent {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.online = self.target.is_some();
         s.brick = self.target.as_ref().map(|t| t.name.clone());
+        s.brick_id = self.target.as_ref().map(|t| (t.volume, t.brick));
         s.pending = self.dirty.len() as u64;
         s.split_brain = self.journal.conflicts().unwrap_or(0);
         s.attached = self.attached;

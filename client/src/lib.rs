@@ -376,7 +376,8 @@ impl AgentHost {
         let mut out: Vec<MountInfo> = running
             .values()
             .map(|r| {
-                let s = r.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let mut s = r.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                s.unreplicated = s.brick_id.and_then(|(v, b)| unreplicated(&self.node, v, b));
                 let state = state_line(&s);
                 MountInfo {
                     source: r.spec.source.clone(),
@@ -389,7 +390,8 @@ impl AgentHost {
                     read_only: r.spec.read_only,
                     held: s.held,
                     applied: s.applied,
-                    in_sync: s.in_sync,
+                    // In sync with the brick followed only is not in sync.
+                    in_sync: s.in_sync && s.unreplicated.is_none(),
                     held_deletes: s.held_deletes,
                     held_deletes_why: s.held_deletes_why,
                 }
@@ -398,6 +400,29 @@ impl AgentHost {
         out.sort_by(|a, b| a.dir.cmp(&b.dir));
         out
     }
+}
+
+/// When brick `id` of volume `vol` is served by this node and some of its
+/// peer bricks sit on nodes it cannot reach while it holds changes for
+/// them: how many paths those bricks lack, and how many such bricks. A
+/// mount "in sync" with such a brick is in sync with it only.
+fn unreplicated(node: &Node, vol: uuid::Uuid, id: u64) -> Option<(u64, usize)> {
+    let brick = node.bricks.get(id).filter(|b| b.volume == vol)?;
+    let cfg = node.config();
+    let v = cfg.volumes.iter().find(|v| v.id == vol)?;
+    let cut: Vec<u64> = v
+        .bricks
+        .iter()
+        .filter(|b| b.id != id && b.node != node.me.uuid && !node.is_connected(b.node))
+        .map(|b| b.id)
+        .collect();
+    if cut.is_empty() {
+        return None;
+    }
+    let n = brick
+        .with_db_sync(|c| gsync_brick::store::Brick::pending_count(c, &cut))
+        .ok()?;
+    (n > 0).then_some((n, cut.len()))
 }
 
 /// The one-line state `gsync mount` shows: what the agent knows, never
@@ -432,7 +457,13 @@ fn state_line(s: &Status) -> String {
         parts.push(format!("{} in split-brain", s.split_brain));
     }
     if parts.is_empty() {
-        parts.push("in sync".to_string());
+        match s.unreplicated {
+            Some((n, k)) => parts.push(format!(
+                "in sync with the brick followed only ({n} changes not yet on {k} unreachable brick{})",
+                if k == 1 { "" } else { "s" }
+            )),
+            None => parts.push("in sync".to_string()),
+        }
     }
     if let (Some(b), true) = (&s.brick, s.offline.is_none() && s.feed_error.is_none()) {
         parts.push(format!("following {b}"));
@@ -490,6 +521,21 @@ mod tests {
                     ..synced()
                 },
                 "1 in split-brain, following h1:/b1",
+            ),
+            (
+                Status {
+                    unreplicated: Some((3, 2)),
+                    ..synced()
+                },
+                "in sync with the brick followed only (3 changes not yet on 2 unreachable bricks), following h1:/b1",
+            ),
+            (
+                Status {
+                    pending: 1,
+                    unreplicated: Some((3, 1)),
+                    ..synced()
+                },
+                "1 pending, following h1:/b1",
             ),
             (
                 Status {

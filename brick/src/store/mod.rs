@@ -433,6 +433,17 @@ impl Brick {
         Ok(None)
     }
 
+    /// The most paths pending for one of the `peers` bricks.
+    pub fn pending_count(conn: &Connection, peers: &[u64]) -> Result<u64, StoreError> {
+        let mut st = conn.prepare_cached("SELECT COUNT(*) FROM pending WHERE peer = ?1")?;
+        let mut max = 0u64;
+        for p in peers {
+            let n: i64 = st.query_row(params![*p as i64], |r| r.get(0))?;
+            max = max.max(n as u64);
+        }
+        Ok(max)
+    }
+
     /// Heal state for reports.
     pub fn heal_info(conn: &Connection, limit: usize) -> Result<BrickHealInfo, StoreError> {
         let pending: i64 =
