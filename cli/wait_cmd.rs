@@ -47,6 +47,14 @@ pub async fn run(a: WaitArgs, state: &Path, json: bool) -> Result<Outcome> {
             }
             return Ok(Outcome::Done);
         }
+        // Held deletions go out only when an operator says so: fail now
+        // and say why, instead of waiting out the timeout.
+        if r.held > 0 {
+            if json {
+                print_json(&r)?;
+            }
+            return Ok(Outcome::Failed(format!("gsync wait: {}", r.missing)));
+        }
         if Instant::now() >= deadline {
             if json {
                 print_json(&r)?;

@@ -42,6 +42,10 @@ pub struct WaitReport {
     pub replicas: u32,
     /// What is missing, one line (empty when done).
     pub missing: String,
+    /// Deletions held by the mass-delete guard: they wait for an operator,
+    /// so waiting for them is pointless.
+    #[serde(default)]
+    pub held: u64,
 }
 
 /// One check for the mount `spec` (journal at `jpath`), limited to the
@@ -105,6 +109,7 @@ pub async fn check(
         done,
         bricks_ok,
         replicas: want,
+        held: held as u64,
         missing: if done {
             String::new()
         } else {
