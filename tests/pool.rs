@@ -532,3 +532,23 @@ fn a_node_of_another_protocol_version_is_refused_both_ways() {
     assert!(status.contains("(Disconnected)"), "{status}");
     c.assert_no_panics();
 }
+
+/// Probing an address where no daemon answers fails with GlusterFS's words
+/// and a hint at the port, in one line.
+#[test]
+fn probing_where_no_daemon_answers_says_where_it_looked() {
+    let c = Cluster::start(1);
+    let port = crate::support::unique_port();
+    let r = c
+        .node(1)
+        .cli(&["peer", "probe", &format!("127.0.0.9:{port}")])
+        .fails();
+    let err = r.stderr.trim_end();
+    assert!(
+        err.contains("Transport endpoint is not connected")
+            && err.contains(&format!("127.0.0.9:{port}/udp"))
+            && err.contains("HOST:PORT"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -200,7 +200,9 @@ async fn probe(node: &Arc<Node>, host: String, port: u16, secret: Option<String>
         Ok(c) => c,
         Err(e) => {
             tracing::info!(%addr, "probe failed: {e}");
-            return fail("Probe returned with Transport endpoint is not connected");
+            return fail(format!(
+                "Probe returned with Transport endpoint is not connected (no gsync daemon answered at {addr}/udp: is it running and listening on port {port}? give HOST:PORT if not)"
+            ));
         }
     };
     let Some(fp) = net::peer_fingerprint(&conn) else {
