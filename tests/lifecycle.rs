@@ -116,6 +116,20 @@ fn probe(c: &Cluster, from: usize, i: usize, among: &[usize]) {
     c.wait_connected_among(among);
 }
 
+/// Node 3 dies for good (its state and brick deleted) and a node 4 joins
+/// the pool: returns node 3's brick name, the name of node 4's brick to
+/// be, node 4's index and its brick directory.
+fn node3_dies_node4_joins(c: &mut Cluster) -> (String, String, usize, PathBuf) {
+    let old = brick_name(c, "v", 3);
+    let b3 = c.brick("v", 3);
+    c.destroy_node(3, &[b3]);
+    let n4 = c.add_node();
+    probe(c, 1, n4, &[1, 2, n4]);
+    let b4 = c.brick("v", n4);
+    let new = format!("{}:{}", c.node(n4).ip, b4.display());
+    (old, new, n4, b4)
+}
+
 /// `volume replace-brick v OLD NEW commit force` from node 1, which must
 /// succeed with GlusterFS's words.
 fn replace_commit(c: &Cluster, old: &str, new: &str) {
@@ -144,13 +158,7 @@ fn brick_count(c: &Cluster, i: usize) -> String {
 fn replace_brick_of_a_dead_node_keeps_mounts_and_history() {
     let (mut c, m1, m2) = populated3();
     let reader = Reader::start(m2.clone());
-    let old = brick_name(&c, "v", 3);
-    let b3 = c.brick("v", 3);
-    c.destroy_node(3, &[b3]);
-    let n4 = c.add_node();
-    probe(&c, 1, n4, &[1, 2, n4]);
-    let b4 = c.brick("v", n4);
-    let new = format!("{}:{}", c.node(n4).ip, b4.display());
+    let (old, new, n4, b4) = node3_dies_node4_joins(&mut c);
     // Refusals first: a brick that is not in the volume, a wrong keyword.
     let r = c
         .node(1)
@@ -590,13 +598,7 @@ fn refill_figures() {
             let mut all: Vec<&Path> = vec![m1.as_path()];
             all.extend(bricks.iter().map(PathBuf::as_path));
             manifest::wait_same(&all, Duration::from_secs(1800));
-            let old = brick_name(&c, "v", 3);
-            let b3 = c.brick("v", 3);
-            c.destroy_node(3, &[b3]);
-            let n4 = c.add_node();
-            probe(&c, 1, n4, &[1, 2, n4]);
-            let b4 = c.brick("v", n4);
-            let new = format!("{}:{}", c.node(n4).ip, b4.display());
+            let (old, new, _, b4) = node3_dies_node4_joins(&mut c);
             let started = Instant::now();
             replace_commit(&c, &old, &new);
             manifest::wait_same(

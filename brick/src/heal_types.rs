@@ -51,8 +51,9 @@ pub struct BrickHealInfo {
 }
 
 /// Pending paths whose sizes are summed exactly for `pending_bytes`; a
-/// larger backlog is estimated from them, so `heal info` stays fast.
-pub const PENDING_BYTES_SCAN: usize = 50_000;
+/// larger backlog is estimated from them. Kept small: heal info runs under
+/// the brick's database lock, and the node's monitor asks for it every 2 s.
+pub const PENDING_BYTES_SCAN: usize = 2_000;
 
 impl BrickHealInfo {
     /// True while a full heal from this brick has not compared every peer
