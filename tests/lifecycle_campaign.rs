@@ -445,6 +445,12 @@ impl Campaign {
             .map(|(k, v)| format!("{k} {v:?}"))
             .collect();
         let _ = std::fs::write(keep.join("model.txt"), model.join("\n"));
+        // The whole cluster (brick databases, mount journals) for sqlite3.
+        let _ = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(self.c.path(""))
+            .arg(keep.join("cluster"))
+            .status();
         eprintln!("LIFECYCLE evidence kept in {}", keep.display());
     }
 
