@@ -160,7 +160,17 @@ pub(crate) struct Agent {
     /// list was lost by the brick (acknowledged, then wiped before it
     /// replicated) and is pushed again.
     listing: Option<BTreeSet<String>>,
+    /// Synced paths the brick followed did not list, that no brick was
+    /// known to hold when last asked: offered again until a brick has
+    /// them (or the folder changed them), never forgotten on a failure.
+    lost: BTreeSet<String>,
+    /// When `lost` is looked at again.
+    lost_retry: Instant,
 }
+
+/// How often paths lost with a brick are looked at again while some brick
+/// could not tell whether it holds them, or an offer failed.
+const LOST_RETRY: Duration = Duration::from_secs(3);
 
 /// How long a brick that answered "not served here" is passed over before
 /// it is tried again.
@@ -207,6 +217,8 @@ impl Agent {
             recent: guard::Recent::default(),
             last_gone: 0,
             listing: None,
+            lost: BTreeSet::new(),
+            lost_retry: Instant::now(),
         }
     }
 
@@ -437,6 +449,9 @@ impl Agent {
             if !self.rewalk.is_empty() {
                 self.rewalk_due();
             }
+            if !self.lost.is_empty() && Instant::now() >= self.lost_retry && self.target.is_some() {
+                self.offer_lost().await;
+            }
             if self.attached
                 && !self.dirty.is_empty()
                 && Instant::now() >= push_at
@@ -501,7 +516,7 @@ impl Agent {
         s.online = self.target.is_some();
         s.brick = self.target.as_ref().map(|t| t.name.clone());
         s.brick_id = self.target.as_ref().map(|t| (t.volume, t.brick));
-        s.pending = self.dirty.len() as u64;
+        s.pending = (self.dirty.len() + self.lost.len()) as u64;
         s.split_brain = self.journal.conflicts().unwrap_or(0);
         s.attached = self.attached;
         s.held_deletes = self.held.len() as u64;
@@ -512,6 +527,7 @@ impl Agent {
         };
         s.in_sync = self.attached
             && self.dirty.is_empty()
+            && self.lost.is_empty()
             && self.held.is_empty()
             && self.target.is_some()
             && s.caught_up
@@ -836,30 +852,40 @@ impl Agent {
     }
 
     /// After a full listing of the brick followed: paths the journal holds
-    /// as synced that the brick never listed, and that no other brick of
-    /// the volume knows either (not even as a deletion), were lost with a
-    /// brick (acknowledged, then wiped before it replicated). Each is
-    /// offered again as the very version the journal holds (its vectors
-    /// unchanged, like a brick replicating it), from the folder, so nothing
-    /// stays in this folder alone while the mount says "in sync". A path
-    /// some brick knows is left to the heal: the brick followed may still
-    /// be filling, and an old version must never be offered against a
-    /// newer edit or deletion.
+    /// as synced that the brick never listed may have been lost with a
+    /// brick (acknowledged, then wiped before it replicated). They are
+    /// kept in `lost` and looked at until settled (see [`Self::offer_lost`]).
     async fn offer_what_the_brick_lost(&mut self, listed: &BTreeSet<String>) {
+        for p in self.journal.paths_under("").unwrap_or_default() {
+            if !listed.contains(&p) {
+                self.lost.insert(p);
+            }
+        }
+        self.offer_lost().await;
+    }
+
+    /// Each path of `lost` that no brick of the volume knows (not even as
+    /// a deletion) is offered again to the brick followed as the very
+    /// version the journal holds (its vectors unchanged, like a brick
+    /// replicating it), from the folder, so nothing stays in this folder
+    /// alone while the mount says "in sync". A path some brick knows is
+    /// left to the heal: the brick followed may still be filling, and an
+    /// old version must never be offered against a newer edit or deletion.
+    /// A path whose deletion was lost, or that the folder changed since, is
+    /// dropped (an edit is pushed anyway). While a brick cannot tell, or an
+    /// offer fails, the rest stays in `lost` and is tried again in
+    /// [`LOST_RETRY`]: the mount is not "in sync" meanwhile.
+    async fn offer_lost(&mut self) {
+        self.lost_retry = Instant::now() + LOST_RETRY;
         let Some(t) = self.target.clone() else {
             return;
         };
         let root = self.root();
         let mut lost: Vec<(RelPath, Record)> = Vec::new();
-        for p in self.journal.paths_under("").unwrap_or_default() {
-            if listed.contains(&p) {
-                continue;
-            }
+        for p in std::mem::take(&mut self.lost) {
             let (Ok(rel), Ok(Some(r))) = (RelPath::new(&p), self.journal.get(&p)) else {
                 continue;
             };
-            // Deletions lost are nothing to bring back; a path changed
-            // locally since is pushed as an edit anyway.
             if r.entry.kind != Kind::Tombstone
                 && matches!(local::stat_in(&root, &rel), Ok(Found::Some(st)) if st == r.stat)
             {
@@ -871,9 +897,13 @@ impl Agent {
         }
         let cfg = self.node.config();
         let Some(v) = cfg.volume(&self.spec.volume) else {
+            self.lost = lost
+                .into_iter()
+                .map(|(p, _)| p.as_str().to_string())
+                .collect();
             return;
         };
-        for b in v.bricks.iter().filter(|b| b.id != t.brick) {
+        for b in &v.bricks {
             let other = Target {
                 volume: v.id,
                 brick: b.id,
@@ -903,7 +933,11 @@ impl Agent {
                         kept.extend(part.iter().cloned())
                     }
                     other => {
-                        tracing::info!(mount = %self.spec.dir.display(), brick = %b.name(), "{} synced paths are missing from the brick followed; not offered again while {} cannot tell whether it has them ({other:?})", lost.len(), b.name());
+                        tracing::info!(mount = %self.spec.dir.display(), brick = %b.name(), "{} synced paths are missing from the brick followed; offered again once {} can tell whether it has them ({other:?})", lost.len(), b.name());
+                        self.lost = lost
+                            .into_iter()
+                            .map(|(p, _)| p.as_str().to_string())
+                            .collect();
                         return;
                     }
                 }
@@ -926,12 +960,13 @@ impl Agent {
                 Ok(_) => offered += 1,
                 Err(e) => {
                     tracing::debug!(path = %rel, "offer of a lost version: {e}");
+                    self.lost.insert(rel.as_str().to_string());
                     failed += 1;
                 }
             }
         }
         if offered + failed > 0 {
-            tracing::warn!(mount = %self.spec.dir.display(), brick = %t.name, "{offered} synced versions that no brick holds offered again ({failed} failed)");
+            tracing::warn!(mount = %self.spec.dir.display(), brick = %t.name, "{offered} synced versions that no brick holds offered again ({failed} failed, tried again in {LOST_RETRY:?})");
         }
     }
 
