@@ -686,7 +686,7 @@ impl Agent {
         if !back.is_empty() {
             let _ = self.journal.release(back.iter().map(RelPath::as_str));
         }
-        let (mut gone, deferred) = self.guard_deletions(gone);
+        let (mut gone, deferred) = self.guard_deletions(gone, &present);
         present.sort_by(|a, b| a.depth().cmp(&b.depth()).then_with(|| a.cmp(b)));
         gone.sort_by(|a, b| b.depth().cmp(&a.depth()).then_with(|| a.cmp(b)));
         let mut groups: Vec<Vec<RelPath>> = Vec::new();
@@ -980,7 +980,17 @@ impl Agent {
     /// burst still growing). Real deletions (paths the mount held) are
     /// held instead when [`guard::decide`] says so, or when deletions are
     /// held already (so a mistake cannot seep out a few files at a time).
-    fn guard_deletions(&mut self, gone: Vec<RelPath>) -> (Vec<RelPath>, Vec<RelPath>) {
+    ///
+    /// A path renamed within the folder (`mv conf conf.old`) is no loss:
+    /// its old path's deletion, and those of everything below a renamed
+    /// directory, are pushed without counting, found by the inode the
+    /// journal recorded standing again at one of the `present` paths.
+    fn guard_deletions(
+        &mut self,
+        gone: Vec<RelPath>,
+        present: &[RelPath],
+    ) -> (Vec<RelPath>, Vec<RelPath>) {
+        use std::os::unix::fs::MetadataExt;
         // A read-only mount pushes no deletion: it puts the files back.
         if self.spec.read_only {
             return (gone, Vec::new());
@@ -989,21 +999,46 @@ impl Agent {
         let mut real = Vec::new();
         let mut files = 0u64;
         let root = self.root();
+        let inodes: std::collections::HashSet<u64> = present
+            .iter()
+            .filter_map(|p| p.under(&root).symlink_metadata().ok())
+            .map(|m| m.ino())
+            .collect();
+        let mut moved: Vec<RelPath> = Vec::new();
         // A deleted directory takes along whatever the journal holds below
         // it (pushing its deletion deletes them), whether or not the
         // watcher reported each one.
         let asked: BTreeSet<RelPath> = gone.iter().cloned().collect();
         let mut todo: Vec<RelPath> = gone;
+        // Shallowest first (popped from the end): a renamed directory is
+        // met before what was below it.
+        todo.sort_by_key(|p| std::cmp::Reverse(p.depth()));
         let mut seen: BTreeSet<RelPath> = asked.clone();
         while let Some(p) = todo.pop() {
-            let kind = self
-                .journal
-                .get(p.as_str())
-                .ok()
-                .flatten()
+            let rec = self.journal.get(p.as_str()).ok().flatten();
+            let kind = rec
+                .as_ref()
                 .map(|r| r.entry.kind)
                 .filter(|k| *k != Kind::Tombstone);
+            let renamed = rec
+                .as_ref()
+                .is_some_and(|r| r.stat.ino != 0 && inodes.contains(&r.stat.ino));
             match kind {
+                Some(k) if renamed || moved.iter().any(|m| p.starts_with(m)) => {
+                    if k == Kind::Dir {
+                        for c in self.journal.paths_under(p.as_str()).unwrap_or_default() {
+                            let Ok(c) = RelPath::new(&c) else { continue };
+                            if !seen.contains(&c)
+                                && matches!(local::stat_in(&root, &c), Ok(Found::Missing))
+                            {
+                                seen.insert(c.clone());
+                                todo.push(c);
+                            }
+                        }
+                        moved.push(p.clone());
+                    }
+                    push.push(p);
+                }
                 Some(k) if !self.accepted.contains(&p) => {
                     if k == Kind::Dir {
                         for c in self.journal.paths_under(p.as_str()).unwrap_or_default() {
