@@ -107,6 +107,10 @@ const PUSH_CONCURRENCY: usize = 16;
 /// Debounce for local events.
 const DEBOUNCE: Duration = Duration::from_millis(20);
 
+/// Longest a file open for writing waits for its close before what it
+/// holds is pushed anyway (and again, while it stays open and written to).
+const OPEN_WRITE_WAIT: Duration = Duration::from_secs(10);
+
 /// Whether `auth.allow` of `v` lets the node named `me` mount it; if not,
 /// the line that says so.
 pub(crate) fn allowed(v: &gsync_brick::pool::Volume, me: &str) -> Result<(), String> {
@@ -139,6 +143,12 @@ pub(crate) struct Agent {
     remarks: Mutex<Vec<RelPath>>,
     /// New directories to walk again, and when.
     rewalk: Vec<(Instant, PathBuf)>,
+    /// Files written to and not closed since (by the watcher's events),
+    /// with when the first such write was seen: a file still being written
+    /// is not pushed (other mounts would show it half-written) until it is
+    /// closed, or for at most [`OPEN_WRITE_WAIT`] at a time (a log kept
+    /// open forever is still synced).
+    writing: HashMap<RelPath, Instant>,
     /// The last push failure of each failing path: a failure repeated on
     /// every retry is logged once, not twice a second.
     failures: HashMap<RelPath, String>,
@@ -210,6 +220,7 @@ impl Agent {
             echoes: Mutex::new(HashMap::new()),
             remarks: Mutex::new(Vec::new()),
             rewalk: Vec::new(),
+            writing: HashMap::new(),
             failures: HashMap::new(),
             unserved: HashMap::new(),
             held,
@@ -536,12 +547,15 @@ impl Agent {
 
     fn note_event(&mut self, hint: crate::watch::Hint) {
         let root = self.root();
-        let p = match hint {
-            crate::watch::Hint::Rescan => {
+        use crate::watch::Hint;
+        let (p, writing) = match hint {
+            Hint::Rescan => {
                 self.scan_all();
                 return;
             }
-            crate::watch::Hint::Path(p) => p,
+            Hint::Path(p) => (p, None),
+            Hint::Written(p) => (p, Some(true)),
+            Hint::Closed(p) => (p, Some(false)),
         };
         if p == root {
             return;
@@ -572,6 +586,15 @@ impl Agent {
             // Files created in it before the watcher covered it raise no
             // event: look again once the watch is surely in place.
             self.rewalk.push((Instant::now() + REWALK_AFTER, p));
+        }
+        match writing {
+            Some(true) => {
+                self.writing.entry(rel.clone()).or_insert_with(Instant::now);
+            }
+            Some(false) => {
+                self.writing.remove(&rel);
+            }
+            None => {}
         }
         self.mark(rel);
     }
@@ -672,14 +695,29 @@ impl Agent {
         let mut present = Vec::new();
         let mut gone = Vec::new();
         let mut back = Vec::new();
+        let now = Instant::now();
         for p in std::mem::take(&mut self.dirty) {
             if p.under(&root).symlink_metadata().is_ok() {
+                // Still being written: wait for its close (bounded).
+                // Past the bound, it is pushed as it is; its next write
+                // starts another wait.
+                match self.writing.get(&p) {
+                    Some(since) if now.duration_since(*since) < OPEN_WRITE_WAIT => {
+                        self.dirty.insert(p);
+                        continue;
+                    }
+                    Some(_) => {
+                        self.writing.remove(&p);
+                    }
+                    None => {}
+                }
                 // A held deletion whose file is there again is no deletion.
                 if self.held.remove(&p) {
                     back.push(p.clone());
                 }
                 present.push(p);
             } else {
+                self.writing.remove(&p);
                 gone.push(p);
             }
         }
