@@ -827,8 +827,19 @@ impl Agent {
         let mut live = Vec::new();
         let mut dead: std::collections::BTreeMap<std::cmp::Reverse<usize>, Vec<Entry>> =
             std::collections::BTreeMap::new();
-        if let Some(l) = self.listing.as_mut() {
-            l.extend(b.entries.iter().map(|(_, e)| e.path.as_str().to_string()));
+        if self.listing.is_some() {
+            // A path the brick holds only in a version older than the one
+            // this mount synced counts as not listed: that version may have
+            // been lost with a brick too (see `offer_lost`).
+            let listed: Vec<String> = b
+                .entries
+                .iter()
+                .filter(|(_, e)| !self.synced_newer_than(e))
+                .map(|(_, e)| e.path.as_str().to_string())
+                .collect();
+            if let Some(l) = self.listing.as_mut() {
+                l.extend(listed);
+            }
         }
         for (_, e) in b.entries {
             if e.kind == Kind::Tombstone {
@@ -889,10 +900,24 @@ impl Agent {
         true
     }
 
+    /// True if the journal holds for `e`'s path a synced version newer than
+    /// `e` (never a tombstone: lost deletions are nothing to bring back).
+    fn synced_newer_than(&self, e: &Entry) -> bool {
+        self.journal
+            .get(e.path.as_str())
+            .ok()
+            .flatten()
+            .is_some_and(|r| {
+                r.entry.kind != Kind::Tombstone
+                    && r.entry.vv.compare(&e.vv) == gsync_brick::vv::Relation::Dominates
+            })
+    }
+
     /// After a full listing of the brick followed: paths the journal holds
-    /// as synced that the brick never listed may have been lost with a
-    /// brick (acknowledged, then wiped before it replicated). They are
-    /// kept in `lost` and looked at until settled (see [`Self::offer_lost`]).
+    /// as synced that the brick never listed (or listed in an older
+    /// version only) may have been lost with a brick (acknowledged, then
+    /// wiped before it replicated). They are kept in `lost` and looked at
+    /// until settled (see [`Self::offer_lost`]).
     async fn offer_what_the_brick_lost(&mut self, listed: &BTreeSet<String>) {
         for p in self.journal.paths_under("").unwrap_or_default() {
             if !listed.contains(&p) {
@@ -902,8 +927,10 @@ impl Agent {
         self.offer_lost().await;
     }
 
-    /// Each path of `lost` that no brick of the volume knows (not even as
-    /// a deletion) is offered again to the brick followed as the very
+    /// Each path of `lost` that no brick of the volume holds in the
+    /// journal's version or one not older (not even as a deletion: a brick
+    /// holds nothing, or an older version only) is offered again to the
+    /// brick followed as the very
     /// version the journal holds (its vectors unchanged, like a brick
     /// replicating it), from the folder, so nothing stays in this folder
     /// alone while the mount says "in sync". A path some brick knows is
@@ -962,7 +989,12 @@ impl Agent {
                         kept.extend(
                             part.iter()
                                 .zip(have)
-                                .filter(|(_, h)| h.is_none())
+                                .filter(|((_, r), h)| {
+                                    h.as_ref().is_none_or(|h| {
+                                        r.entry.vv.compare(h)
+                                            == gsync_brick::vv::Relation::Dominates
+                                    })
+                                })
                                 .map(|(x, _)| x.clone()),
                         );
                     }
@@ -971,7 +1003,7 @@ impl Agent {
                         kept.extend(part.iter().cloned())
                     }
                     other => {
-                        tracing::info!(mount = %self.spec.dir.display(), brick = %b.name(), "{} synced paths are missing from the brick followed; offered again once {} can tell whether it has them ({other:?})", lost.len(), b.name());
+                        tracing::info!(mount = %self.spec.dir.display(), brick = %b.name(), "{} synced versions are missing from the brick followed; offered again once {} can tell whether it has them ({other:?})", lost.len(), b.name());
                         self.lost = lost
                             .into_iter()
                             .map(|(p, _)| p.as_str().to_string())
