@@ -176,6 +176,11 @@ pub(crate) struct Agent {
     lost: BTreeSet<String>,
     /// When `lost` is looked at again.
     lost_retry: Instant,
+    /// Paths queued for a push when the agent last stopped that are gone
+    /// from the folder and from the journal: a push of them may have been
+    /// acknowledged by the brick just before the stop, unrecorded. See
+    /// [`Self::adopt_unrecorded_pushes`].
+    unrecorded: Vec<RelPath>,
 }
 
 /// How often paths lost with a brick are looked at again while some brick
@@ -230,6 +235,7 @@ impl Agent {
             listing: None,
             lost: BTreeSet::new(),
             lost_retry: Instant::now(),
+            unrecorded: Vec::new(),
         }
     }
 
@@ -318,6 +324,11 @@ impl Agent {
         }
         for p in self.journal.queued().unwrap_or_default() {
             if let Ok(r) = RelPath::new(&p) {
+                if matches!(local::stat_in(&root, &r), Ok(Found::Missing))
+                    && matches!(self.journal.get(r.as_str()), Ok(None))
+                {
+                    self.unrecorded.push(r.clone());
+                }
                 self.dirty.insert(r);
             }
         }
@@ -818,6 +829,15 @@ impl Agent {
 
     /// Applies a feed batch; false if it must be refetched.
     async fn apply_batch(&mut self, b: Batch) -> bool {
+        // Our own unrecorded pushes are settled before anything from the
+        // brick is applied (it would bring them back as remote creations).
+        if !self.unrecorded.is_empty() {
+            self.adopt_unrecorded_pushes().await;
+            if !self.unrecorded.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return false;
+            }
+        }
         // Live entries go in parallel (parents are created on demand);
         // deletions after them, deepest first, one depth at a time. The
         // cursor moves only once the whole batch is in: after a failure
@@ -898,6 +918,66 @@ impl Agent {
         }
         self.on_change(&changed, initial);
         true
+    }
+
+    /// A path pushed and acknowledged just before the agent stopped (kill
+    /// -9, a crash) is in the brick but not in the journal; deleted from the
+    /// folder while the agent was down, it would come back from the brick
+    /// as a remote creation. Each such path the brick followed holds in a
+    /// version this mount's writer wrote is recorded as that version, gone
+    /// from the folder, so its deletion is pushed instead. Paths the brick
+    /// does not know (never pushed) are left alone. Kept for a later turn
+    /// while the brick cannot tell.
+    async fn adopt_unrecorded_pushes(&mut self) {
+        let Some(t) = self.target.clone() else {
+            return;
+        };
+        let paths = std::mem::take(&mut self.unrecorded);
+        for part in paths.chunks(gsync_brick::proto::MAX_VERSION_PATHS) {
+            let req = gsync_brick::proto::Request::Versions {
+                volume: t.volume,
+                brick: t.brick,
+                paths: part.to_vec(),
+            };
+            let have = match remote::call(&self.node, &t, &req).await {
+                Ok(gsync_brick::proto::Response::Versions(have)) if have.len() == part.len() => {
+                    have
+                }
+                other => {
+                    tracing::debug!(mount = %self.spec.dir.display(), "versions of unrecorded pushes: {other:?}");
+                    self.unrecorded = paths;
+                    return;
+                }
+            };
+            for (p, vv) in part.iter().zip(have) {
+                let Some(vv) = vv.filter(|v| v.get(self.spec.writer) > 0) else {
+                    continue;
+                };
+                if !matches!(self.journal.get(p.as_str()), Ok(None))
+                    || !matches!(local::stat_in(&self.root(), p), Ok(Found::Missing))
+                {
+                    continue;
+                }
+                let mut entry = Entry::tombstone(p.clone(), self.node.me.uuid);
+                // Any live kind: what matters is the version it deletes.
+                entry.kind = Kind::File;
+                entry.data_vv = vv.clone();
+                entry.meta_vv = vv.clone();
+                entry.vv = vv;
+                let rec = Record {
+                    entry,
+                    chunks: Vec::new(),
+                    stat: local::LocalStat::missing(),
+                    conflict: false,
+                };
+                if let Err(e) = self.journal.put(&rec) {
+                    self.set_error(e.to_string());
+                    continue;
+                }
+                tracing::info!(mount = %self.spec.dir.display(), path = %p, "a push acknowledged before the agent stopped, deleted since: its deletion is pushed");
+                self.dirty.insert(p.clone());
+            }
+        }
     }
 
     /// True if the journal holds for `e`'s path a synced version newer than
