@@ -485,6 +485,44 @@ fn an_overwrite_lost_with_a_wiped_brick_is_pushed_again() {
     c.assert_no_panics();
 }
 
+/// A deletion acknowledged by a brick wiped before it replicated: the
+/// other bricks still hold the file. The deleting mount pushes its
+/// deletion again; the file does not stay (or come back) anywhere.
+#[test]
+fn a_deletion_lost_with_a_wiped_brick_is_pushed_again() {
+    let (c, m) = three_mounts();
+    let [m1, m2, m3] = m.clone();
+    std::fs::write(m3.join("old.conf"), "to be deleted\n").unwrap();
+    wait_content(&m1, "old.conf", "to be deleted\n", T);
+    wait_content(&m2, "old.conf", "to be deleted\n", T);
+    crate::support::heal::isolate(&c, 3);
+    std::fs::remove_file(m3.join("old.conf")).unwrap();
+    let b3 = c.brick("v", 3);
+    wait_gone(&b3, "old.conf", T);
+    wait_until(T, "m3 in sync with its brick", || {
+        mount_list(&c, 3).contains("in sync")
+    });
+    crate::support::empty_dir(&b3);
+    // Node 3 stops serving the wiped brick (its pending deletion goes with
+    // it) before the network returns.
+    wait_until(T, "brick 3 unserved", || {
+        c.node(3)
+            .cli(&["volume", "status", "v"])
+            .stdout
+            .contains("marker missing")
+    });
+    c.heal_network();
+    for d in [&m1, &m2, &c.brick("v", 1), &c.brick("v", 2)] {
+        wait_gone(d, "old.conf", T);
+    }
+    stays_absent(
+        &all_trees(&c, "v", &m),
+        &["old.conf"],
+        Duration::from_secs(3),
+    );
+    c.assert_no_panics();
+}
+
 /// The same loss while another brick cannot be asked whether it holds the
 /// path: the mount does not give up on it (nor say "in sync"); once that
 /// brick answers, the path is pushed again.

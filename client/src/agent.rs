@@ -174,6 +174,9 @@ pub(crate) struct Agent {
     /// known to hold when last asked: offered again until a brick has
     /// them (or the folder changed them), never forgotten on a failure.
     lost: BTreeSet<String>,
+    /// Paths the current listing showed in a version older than the one
+    /// the journal synced (an edit or a deletion the brick lacks).
+    listed_older: BTreeSet<String>,
     /// When `lost` is looked at again.
     lost_retry: Instant,
     /// Paths queued for a push when the agent last stopped that are gone
@@ -234,6 +237,7 @@ impl Agent {
             last_gone: 0,
             listing: None,
             lost: BTreeSet::new(),
+            listed_older: BTreeSet::new(),
             lost_retry: Instant::now(),
             unrecorded: Vec::new(),
         }
@@ -432,6 +436,7 @@ impl Agent {
                         Some(FeedEvent::Resync(why)) => {
                             tracing::warn!(mount = %self.spec.dir.display(), "{why}: comparing every path with it");
                             self.listing = Some(BTreeSet::new());
+            self.listed_older.clear();
                             self.set_feed_state(|s| {
                                 s.caught_up = false;
                                 s.resync = Some(why);
@@ -502,6 +507,7 @@ impl Agent {
         };
         if since == 0 {
             self.listing = Some(BTreeSet::new());
+            self.listed_older.clear();
         }
         self.set_feed_state(|s| {
             s.caught_up = false;
@@ -851,12 +857,15 @@ impl Agent {
             // A path the brick holds only in a version older than the one
             // this mount synced counts as not listed: that version may have
             // been lost with a brick too (see `offer_lost`).
-            let listed: Vec<String> = b
-                .entries
-                .iter()
-                .filter(|(_, e)| !self.synced_newer_than(e))
-                .map(|(_, e)| e.path.as_str().to_string())
-                .collect();
+            let mut listed = Vec::new();
+            for (_, e) in &b.entries {
+                let p = e.path.as_str().to_string();
+                if self.synced_newer_than(e) {
+                    self.listed_older.insert(p);
+                } else {
+                    listed.push(p);
+                }
+            }
             if let Some(l) = self.listing.as_mut() {
                 l.extend(listed);
             }
@@ -981,14 +990,14 @@ impl Agent {
     }
 
     /// True if the journal holds for `e`'s path a synced version newer than
-    /// `e` (never a tombstone: lost deletions are nothing to bring back).
+    /// `e` (an edit, or a deletion of the live version listed).
     fn synced_newer_than(&self, e: &Entry) -> bool {
         self.journal
             .get(e.path.as_str())
             .ok()
             .flatten()
             .is_some_and(|r| {
-                r.entry.kind != Kind::Tombstone
+                (r.entry.kind != Kind::Tombstone || e.kind != Kind::Tombstone)
                     && r.entry.vv.compare(&e.vv) == gsync_brick::vv::Relation::Dominates
             })
     }
@@ -1001,9 +1010,20 @@ impl Agent {
     async fn offer_what_the_brick_lost(&mut self, listed: &BTreeSet<String>) {
         for p in self.journal.paths_under("").unwrap_or_default() {
             if !listed.contains(&p) {
-                self.lost.insert(p);
+                // A deletion the brick never heard of deletes nothing there.
+                let unlisted_deletion = self
+                    .journal
+                    .get(&p)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.entry.kind == Kind::Tombstone)
+                    && !self.listed_older.contains(&p);
+                if !unlisted_deletion {
+                    self.lost.insert(p);
+                }
             }
         }
+        self.listed_older.clear();
         self.offer_lost().await;
     }
 
@@ -1016,8 +1036,9 @@ impl Agent {
     /// alone while the mount says "in sync". A path some brick knows is
     /// left to the heal: the brick followed may still be filling, and an
     /// old version must never be offered against a newer edit or deletion.
-    /// A path whose deletion was lost, or that the folder changed since, is
-    /// dropped (an edit is pushed anyway). While a brick cannot tell, or an
+    /// A lost deletion is offered the same way while the path is still
+    /// gone; a path the folder changed since is dropped (that edit is
+    /// pushed anyway). While a brick cannot tell, or an
     /// offer fails, the rest stays in `lost` and is tried again in
     /// [`LOST_RETRY`]: the mount is not "in sync" meanwhile.
     async fn offer_lost(&mut self) {
@@ -1031,9 +1052,13 @@ impl Agent {
             let (Ok(rel), Ok(Some(r))) = (RelPath::new(&p), self.journal.get(&p)) else {
                 continue;
             };
-            if r.entry.kind != Kind::Tombstone
-                && matches!(local::stat_in(&root, &rel), Ok(Found::Some(st)) if st == r.stat)
-            {
+            // Still as synced: the file unchanged, or the path still gone.
+            let unchanged = match local::stat_in(&root, &rel) {
+                Ok(Found::Some(st)) => r.entry.kind != Kind::Tombstone && st == r.stat,
+                Ok(Found::Missing) => r.entry.kind == Kind::Tombstone,
+                _ => false,
+            };
+            if unchanged {
                 lost.push((rel, r));
             }
         }
