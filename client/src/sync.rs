@@ -645,16 +645,41 @@ fn settle_kept_dir(ag: &Agent, rel: &RelPath) -> Result<bool, RemoteError> {
         .filter(|c| c != rel)
         .collect();
     below.sort_by_key(|c| std::cmp::Reverse(c.depth()));
+    let mut synced_left = false;
     for c in &below {
-        if !remove_if_kept_and_empty(ag, c)? {
-            // Real content below (a file, or a directory made here).
-            return Ok(false);
+        if remove_if_kept_and_empty(ag, c)? {
+            continue;
         }
+        if synced_unchanged(ag, c) {
+            // A path the volume gave this folder and still holds live: its
+            // own deletion may simply not have arrived yet (a replay sends
+            // the directory's first). Nothing here to push.
+            synced_left = true;
+            continue;
+        }
+        // Real content below (a file, or a directory made here).
+        return Ok(false);
     }
-    if remove_if_kept_and_empty(ag, rel)? {
+    if !synced_left && remove_if_kept_and_empty(ag, rel)? {
         remove_kept_parents(ag, rel)?;
     }
     Ok(true)
+}
+
+/// True if `c` is in the folder as the journal synced it: a live record
+/// with the same stat (a directory: still a directory; its mtime moves
+/// with its children).
+fn synced_unchanged(ag: &Agent, c: &RelPath) -> bool {
+    let (Ok(Some(r)), Ok(Found::Some(st))) =
+        (ag.journal.get(c.as_str()), local::stat_in(&ag.root(), c))
+    else {
+        return false;
+    };
+    match r.entry.kind {
+        Kind::Tombstone => false,
+        Kind::Dir => st.kind == Kind::Dir,
+        _ => st == r.stat,
+    }
 }
 
 async fn fetch_file(
