@@ -24,7 +24,15 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr> {
 
 /// Installs the recorder (the `metrics` macros record from now on).
 pub fn install() -> Result<PrometheusHandle> {
-    let recorder = PrometheusBuilder::new().build_recorder();
+    // Gauges are set by the monitor every 2 s: one not set for a minute
+    // belongs to something gone (an unmounted folder, a removed brick or
+    // volume) and is dropped instead of reported forever. Counters stay.
+    let recorder = PrometheusBuilder::new()
+        .idle_timeout(
+            metrics_util::MetricKindMask::GAUGE,
+            Some(std::time::Duration::from_secs(60)),
+        )
+        .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| anyhow!("metrics recorder: {e}"))?;
     describe();
