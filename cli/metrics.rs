@@ -24,13 +24,14 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr> {
 
 /// Installs the recorder (the `metrics` macros record from now on).
 pub fn install() -> Result<PrometheusHandle> {
-    // Gauges are set by the monitor every 2 s: one not set for a minute
+    // Gauges are set by the monitor every 2 s (spaced out to keep it under
+    // 5% of the time): one not set for 10 minutes
     // belongs to something gone (an unmounted folder, a removed brick or
     // volume) and is dropped instead of reported forever. Counters stay.
     let recorder = PrometheusBuilder::new()
         .idle_timeout(
             metrics_util::MetricKindMask::GAUGE,
-            Some(std::time::Duration::from_secs(60)),
+            Some(std::time::Duration::from_secs(600)),
         )
         .build_recorder();
     let handle = recorder.handle();
