@@ -188,11 +188,8 @@ where
     } else {
         None
     };
-    let from = from_brick;
     let vv = entry.vv.clone();
-    let (_, conflict) = brick
-        .with_db(move |b, conn| commit(b, conn, *plan, entry, chunks, temp, from))
-        .await?;
+    let (_, conflict) = commit(brick, *plan, entry, chunks, temp, from_brick).await?;
     brick
         .counters
         .changes_applied
@@ -316,26 +313,29 @@ async fn receive_content<R: AsyncRead + Unpin + Send>(
         } else {
             let h = c.hash;
             let len = c.len;
-            let got = brick
-                .with_db(move |b, conn| -> Result<Option<Vec<u8>>, StoreError> {
-                    let Some((file, off)) = Brick::find_chunk(conn, &h)? else {
-                        return Ok(None);
-                    };
-                    let data = File::open(b.root.join(&file))
-                        .and_then(|mut f| chunking::read_verified(&mut f, off, len, &h));
-                    if data.is_err() {
-                        // The index row is stale (the file changed on disk,
-                        // or a crash fell between a rename and its commit):
-                        // forget it so the retry asks the sender instead of
-                        // failing the same way forever.
+            let found = brick
+                .with_db(move |_, conn| Brick::find_chunk(conn, &h))
+                .await?;
+            let data = found.as_ref().map(|(file, off)| {
+                File::open(brick.root.join(file))
+                    .and_then(|mut f| chunking::read_verified(&mut f, *off, len, &h))
+            });
+            if let Some(((file, off), Err(_))) = found.zip(data.as_ref()) {
+                // The index row is stale (the file changed on disk, or a
+                // crash fell between a rename and its commit): forget it so
+                // the retry asks the sender instead of failing the same way
+                // forever.
+                brick
+                    .with_db(move |_, conn| {
                         conn.execute(
                             "DELETE FROM chunks WHERE hash = ?1 AND file = ?2 AND offset = ?3",
                             params![h.as_slice(), file, off as i64],
-                        )?;
-                    }
-                    Ok(data.ok())
-                })
-                .await?;
+                        )
+                    })
+                    .await
+                    .map_err(StoreError::from)?;
+            }
+            let got = data.and_then(Result::ok);
             let Some(data) = got else {
                 // The local copy changed under us: fail; the sender retries.
                 return Err(StoreError::BadContent(entry.path.to_string()).into());
@@ -359,21 +359,127 @@ async fn receive_content<R: AsyncRead + Unpin + Send>(
     Ok(temp)
 }
 
-/// Places the plan's content on disk and commits it.
-fn commit(
-    brick: &Brick,
-    conn: &mut Connection,
+/// Places the plan's content on disk and commits it; returns once the
+/// commit is durable.
+///
+/// The caller holds the path's lock (see [`Brick::lock_path`]). Placement
+/// (siblings and trash kept, content renamed into place) runs on the
+/// blocking pool, outside the database owner, so many paths place at once;
+/// the metadata then joins the next group commit, which fsyncs the
+/// directories renamed into before the transaction that records them.
+/// Order on disk: content fsynced (temp) -> renamed -> directory fsynced ->
+/// transaction durable -> acknowledged. A crash at any point leaves the
+/// old or the new file whole at the path, and an acknowledged version
+/// always recorded.
+///
+/// Placements that remove or replace something other paths may be using
+/// (a directory, a file standing where a directory is needed, split-brain
+/// sibling contents) run alone: they wait for the placements in progress
+/// to commit and hold the others off until they commit themselves (the
+/// brick's placement lock). The others share it; a shared placement that
+/// finds such a change needed after all fails, and the sender retries.
+async fn commit(
+    brick: &Arc<Brick>,
     plan: Plan,
     incoming: Entry,
     in_chunks: Vec<ChunkRef>,
     temp: Option<TempFile>,
     from: Option<u64>,
 ) -> Result<(VersionVector, bool), StoreError> {
+    let p = incoming.path.clone();
+    let (old, old_sibs) = brick
+        .with_db(move |_, c| -> Result<_, StoreError> {
+            Ok((Brick::load(c, &p)?, Brick::siblings(c, &p)?))
+        })
+        .await?;
+    let alone = runs_alone(&brick.root, &plan, &incoming.path, &old_sibs);
+    let _placing = if alone {
+        Placing::Alone(brick.placing.write().await)
+    } else {
+        Placing::Shared(brick.placing.read().await)
+    };
+    let b = brick.clone();
+    let staged = tokio::task::spawn_blocking(move || {
+        place(
+            &b, plan, incoming, in_chunks, temp, from, old, old_sibs, alone,
+        )
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    let dirs = staged.dirs.clone();
+    brick.commit(dirs, move |c| write_staged(c, &staged)).await
+}
+
+/// Holds the brick's placement lock until the commit is durable.
+enum Placing<'a> {
+    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'a, ()>),
+    Alone(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'a, ()>),
+}
+
+/// Whether placing `plan` may remove or replace what other paths use (see
+/// [`commit`]): a directory at the path (or a tombstone for one), a
+/// non-directory where a parent directory is needed, siblings.
+fn runs_alone(
+    root: &std::path::Path,
+    plan: &Plan,
+    path: &crate::RelPath,
+    old_sibs: &[(Entry, Vec<ChunkRef>)],
+) -> bool {
+    if !old_sibs.is_empty() || !plan.siblings.is_empty() {
+        return true;
+    }
+    let mut cur = root.to_path_buf();
+    let comps: Vec<&str> = path.as_str().split('/').collect();
+    for c in &comps[..comps.len() - 1] {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return true,
+            Err(_) => break,
+        }
+    }
+    let here = std::fs::symlink_metadata(path.under(root));
+    match plan.current.0.kind {
+        Kind::Dir => here.is_ok_and(|m| !m.is_dir()),
+        _ => here.is_ok_and(|m| m.is_dir()),
+    }
+}
+
+/// What a placed change writes in the group commit.
+struct Staged {
+    path: crate::RelPath,
+    cur: Entry,
+    cur_chunks: Vec<ChunkRef>,
+    siblings: Vec<(Entry, Vec<ChunkRef>)>,
+    kept: Vec<super::trash::Kept>,
+    pending: Vec<u64>,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+fn changed_meanwhile(path: &crate::RelPath) -> StoreError {
+    StoreError::io(
+        "place",
+        path,
+        std::io::Error::other("changed by another update meanwhile; retry later"),
+    )
+}
+
+/// Places the plan's content on disk (see [`commit`]); runs on the
+/// blocking pool, reads the database through its owner.
+#[allow(clippy::too_many_arguments)]
+fn place(
+    brick: &Brick,
+    plan: Plan,
+    incoming: Entry,
+    in_chunks: Vec<ChunkRef>,
+    temp: Option<TempFile>,
+    from: Option<u64>,
+    old: Option<(Entry, Vec<ChunkRef>)>,
+    old_sibs: Vec<(Entry, Vec<ChunkRef>)>,
+    alone: bool,
+) -> Result<Staged, StoreError> {
     let path = incoming.path;
-    let old = Brick::load(conn, &path)?;
-    let old_sibs = Brick::siblings(conn, &path)?;
-    // A deletion never creates anything: with a parent missing, there is
-    // nothing on disk to remove (the database still records the tombstone).
+    let mut dirs = Vec::new();
     // A deletion never creates anything, nor reaches through a symlink: with
     // a parent missing, not a directory or a link, there is nothing on disk
     // to remove or keep (the database still records the tombstone).
@@ -381,12 +487,17 @@ fn commit(
     // A file standing where this path needs a parent directory is about to
     // be replaced by that directory (a concurrent "file here" and "directory
     // here"): keep its content first, never drop it.
-    let displaced = if deleting {
+    let displaced = if deleting || !alone {
         Vec::new()
     } else {
-        keep_displaced_parents(brick, conn, &path, plan.current.0.origin)?
+        keep_displaced_parents(brick, &path, plan.current.0.origin)?
     };
-    let (real, on_disk) = match files::resolve(&brick.root, &path, !deleting) {
+    let resolved = if alone {
+        files::resolve(&brick.root, &path, !deleting)
+    } else {
+        files::resolve_shared(&brick.root, &path, !deleting)
+    };
+    let (real, on_disk) = match resolved {
         Ok(p) => (p, true),
         Err(e)
             if deleting
@@ -396,6 +507,9 @@ fn commit(
                 ) =>
         {
             (brick.root.join(path.as_str()), false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(changed_meanwhile(&path))
         }
         Err(e) => return Err(StoreError::io("resolve", &path, e)),
     };
@@ -407,11 +521,13 @@ fn commit(
         }
     };
     let sib_dir = files::siblings_dir(&brick.root);
-    std::fs::create_dir_all(&sib_dir)
-        .map_err(|e| StoreError::io("create", sib_dir.display(), e))?;
+    let mut temp = temp;
+    if !plan.siblings.is_empty() {
+        std::fs::create_dir_all(&sib_dir)
+            .map_err(|e| StoreError::io("create", sib_dir.display(), e))?;
+    }
     // 1. Keep every content that becomes a sibling, before the brick path
     //    changes: content-addressed under .gsync/siblings/.
-    let mut temp = temp;
     for (e, src) in &plan.siblings {
         if e.kind != Kind::File {
             continue;
@@ -446,6 +562,7 @@ fn commit(
     kept.extend(displaced);
     // 3. The brick path gets the current version.
     let (cur, cur_src) = &plan.current;
+    let is_dir = || std::fs::symlink_metadata(&real).is_ok_and(|m| m.is_dir());
     match (cur.kind, cur_src) {
         (Kind::File, Src::Current) => {
             files::set_meta(&real, cur.mode, cur.mtime_ns, cur.owner)
@@ -457,11 +574,19 @@ fn commit(
                 .ok_or_else(|| StoreError::BadContent(path.to_string()))?;
             files::set_meta(t.path(), cur.mode, cur.mtime_ns, cur.owner)
                 .map_err(|e| StoreError::io("chmod", &path, e))?;
-            if std::fs::symlink_metadata(&real).is_ok_and(|m| m.is_dir()) {
+            if is_dir() {
+                if !alone {
+                    return Err(changed_meanwhile(&path));
+                }
                 files::remove_any(&real).map_err(|e| StoreError::io("replace dir", &path, e))?;
             }
-            t.persist(&real)
+            // The directory is fsynced by the group commit, before the
+            // transaction that records this version.
+            t.persist_unsynced(&real)
                 .map_err(|e| StoreError::io("rename into", &path, e))?;
+            if let Some(d) = real.parent() {
+                dirs.push(d.to_path_buf());
+            }
         }
         (Kind::File, Src::Sibling(_)) => {
             let (t, _) = TempFile::create(&files::tmp_dir(&brick.root))
@@ -474,25 +599,70 @@ fn commit(
                 .map_err(|e| StoreError::io("rename into", &path, e))?;
         }
         (Kind::Dir, _) => {
+            if !alone && std::fs::symlink_metadata(&real).is_ok_and(|m| !m.is_dir()) {
+                return Err(changed_meanwhile(&path));
+            }
             files::place_dir(&real, cur.mode, cur.mtime_ns)
                 .map_err(|e| StoreError::io("mkdir", &path, e))?;
         }
         (Kind::Symlink, _) => {
+            if !alone && is_dir() {
+                return Err(changed_meanwhile(&path));
+            }
             let target = cur.target.clone().unwrap_or_default();
             files::place_symlink(&files::tmp_dir(&brick.root), &target, &real, cur.mtime_ns)
                 .map_err(|e| StoreError::io("symlink", &path, e))?;
         }
-        (Kind::Tombstone, _) if on_disk => remove_for_tombstone(conn, &real, &path)?,
+        (Kind::Tombstone, _) if on_disk => {
+            if !alone && is_dir() {
+                return Err(changed_meanwhile(&path));
+            }
+            if remove_for_tombstone(brick, &real, &path)? {
+                if let Some(d) = real.parent() {
+                    dirs.push(d.to_path_buf());
+                }
+            }
+        }
         (Kind::Tombstone, _) => {}
     }
     crate::failpoint::hit("store-after-rename");
-    // 4. One transaction: entry, chunk index, siblings, trash, pending, seq.
     let cur_chunks = if cur.kind == Kind::File {
         chunks_of(*cur_src)
     } else {
         Vec::new()
     };
-    let tx = conn.transaction()?;
+    let siblings = plan
+        .siblings
+        .iter()
+        .map(|(e, src)| {
+            let c = if e.kind == Kind::File {
+                chunks_of(*src)
+            } else {
+                Vec::new()
+            };
+            (e.clone(), c)
+        })
+        .collect();
+    let pending = brick
+        .peers()
+        .into_iter()
+        .filter(|p| Some(*p) != from || plan.diverged)
+        .collect();
+    Ok(Staged {
+        path,
+        cur: cur.clone(),
+        cur_chunks,
+        siblings,
+        kept,
+        pending,
+        dirs,
+    })
+}
+
+/// The rows of a placed change: entry, chunk index, siblings, trash,
+/// pending, seq; written inside the group transaction.
+fn write_staged(tx: &Connection, s: &Staged) -> Result<(VersionVector, bool), StoreError> {
+    let path = &s.path;
     let seq: u64 = tx.query_row(
         "SELECT COALESCE((SELECT value FROM kv WHERE key = 'seq'), 0)",
         [],
@@ -503,28 +673,23 @@ fn commit(
         "INSERT OR REPLACE INTO kv (key, value) VALUES ('seq', ?1)",
         params![seq as i64],
     )?;
-    let enc = codec::encode(cur).map_err(|_| StoreError::Corrupt(path.to_string()))?;
+    let enc = codec::encode(&s.cur).map_err(|_| StoreError::Corrupt(path.to_string()))?;
     tx.execute(
         "INSERT OR REPLACE INTO entries (path, entry, chunks, seq) VALUES (?1, ?2, ?3, ?4)",
         params![
             path.as_str(),
             enc,
-            chunking::encode_list(&cur_chunks),
+            chunking::encode_list(&s.cur_chunks),
             seq as i64
         ],
     )?;
     tx.execute("DELETE FROM chunks WHERE file = ?1", params![path.as_str()])?;
-    index_chunks(&tx, path.as_str(), &cur_chunks)?;
+    index_chunks(tx, path.as_str(), &s.cur_chunks)?;
     tx.execute(
         "DELETE FROM siblings WHERE path = ?1",
         params![path.as_str()],
     )?;
-    for (e, src) in &plan.siblings {
-        let c = if e.kind == Kind::File {
-            chunks_of(*src)
-        } else {
-            Vec::new()
-        };
+    for (e, c) in &s.siblings {
         let enc = codec::encode(e).map_err(|_| StoreError::Corrupt(path.to_string()))?;
         tx.execute(
             "INSERT OR REPLACE INTO siblings (path, vv, entry, chunks) VALUES (?1, ?2, ?3, ?4)",
@@ -532,29 +697,23 @@ fn commit(
                 path.as_str(),
                 e.vv.to_bytes(),
                 enc,
-                chunking::encode_list(&c)
+                chunking::encode_list(c)
             ],
         )?;
         if e.kind == Kind::File {
             let file = format!("{}/siblings/{}", crate::path::RESERVED, hex(&e.hash));
             tx.execute("DELETE FROM chunks WHERE file = ?1", params![file])?;
-            index_chunks(&tx, &file, &c)?;
+            index_chunks(tx, &file, c)?;
         }
     }
-    super::trash::record(&tx, &kept)?;
-    for peer in &brick.peers() {
-        if Some(*peer) == from && !plan.diverged {
-            continue;
-        }
+    super::trash::record(tx, &s.kept)?;
+    for peer in &s.pending {
         tx.execute(
             "INSERT OR REPLACE INTO pending (peer, path, seq) VALUES (?1, ?2, ?3)",
             params![*peer as i64, path.as_str(), seq as i64],
         )?;
     }
-    tx.commit()?;
-    crate::failpoint::hit("store-after-commit");
-    brick.publish_seq(seq);
-    Ok((cur.vv.clone(), !plan.siblings.is_empty()))
+    Ok((s.cur.vv.clone(), !s.siblings.is_empty()))
 }
 
 /// Keeps in the trash what `plan` loses (see `trash`); the rows are
@@ -565,7 +724,6 @@ fn commit(
 /// placed). Kept whatever `features.trash` says: it is a conflict's loser.
 fn keep_displaced_parents(
     brick: &Brick,
-    conn: &Connection,
     path: &crate::RelPath,
     by: uuid::Uuid,
 ) -> Result<Vec<super::trash::Kept>, StoreError> {
@@ -584,7 +742,8 @@ fn keep_displaced_parents(
         let Ok(rel) = crate::RelPath::new(&anc) else {
             break;
         };
-        let Some((e, chunks)) = Brick::load(conn, &rel)? else {
+        let r2 = rel.clone();
+        let Some((e, chunks)) = brick.with_db_sync(move |c| Brick::load(c, &r2))? else {
             break;
         };
         if e.kind != Kind::File {
@@ -667,23 +826,21 @@ fn keep_losers(
     out
 }
 
-/// Commits a version made on this brick (a restore from the trash).
-pub(super) fn commit_local(
-    brick: &Brick,
-    conn: &mut Connection,
+/// Commits a version made on this brick (a restore from the trash); the
+/// caller holds the path's lock.
+pub(super) async fn commit_local(
+    brick: &Arc<Brick>,
     plan: Plan,
     entry: Entry,
     chunks: Vec<ChunkRef>,
     temp: Option<TempFile>,
 ) -> Result<(), StoreError> {
-    commit(brick, conn, plan, entry, chunks, temp, None).map(|_| ())
+    commit(brick, plan, entry, chunks, temp, None)
+        .await
+        .map(|_| ())
 }
 
-fn index_chunks(
-    tx: &rusqlite::Transaction<'_>,
-    file: &str,
-    chunks: &[ChunkRef],
-) -> Result<(), StoreError> {
+fn index_chunks(tx: &Connection, file: &str, chunks: &[ChunkRef]) -> Result<(), StoreError> {
     let mut st =
         tx.prepare_cached("INSERT INTO chunks (hash, file, offset, len) VALUES (?1, ?2, ?3, ?4)")?;
     for (c, off) in chunks.iter().zip(chunking::offsets(chunks)) {
@@ -692,79 +849,93 @@ fn index_chunks(
     Ok(())
 }
 
+/// Removes what a tombstone deletes; true when something was removed
+/// (its directory needs an fsync before the commit).
 fn remove_for_tombstone(
-    conn: &Connection,
+    brick: &Brick,
     real: &std::path::Path,
     path: &crate::RelPath,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let Ok(meta) = std::fs::symlink_metadata(real) else {
-        return Ok(());
+        return Ok(false);
     };
     if meta.is_dir() {
         // Remove the directory only if nothing live remains below it.
         let prefix = format!("{}/", path.as_str());
-        let mut st =
-            conn.prepare_cached("SELECT entry FROM entries WHERE path > ?1 AND path < ?2")?;
         let end = format!("{}0", path.as_str());
-        let live = st
-            .query_map(params![prefix, end], |r| r.get::<_, Vec<u8>>(0))?
-            .filter_map(Result::ok)
-            .filter_map(|b| codec::decode::<Entry>(&b).ok())
-            .any(|e| e.kind != Kind::Tombstone);
+        let live = brick.with_db_sync(move |conn| -> Result<bool, StoreError> {
+            let mut st =
+                conn.prepare_cached("SELECT entry FROM entries WHERE path > ?1 AND path < ?2")?;
+            let live = st
+                .query_map(params![prefix, end], |r| r.get::<_, Vec<u8>>(0))?
+                .filter_map(Result::ok)
+                .filter_map(|b| codec::decode::<Entry>(&b).ok())
+                .any(|e| e.kind != Kind::Tombstone);
+            Ok(live)
+        })?;
         if live {
             tracing::warn!(%path, "directory deleted on one side while files were added below it on another; keeping the directory");
-            return Ok(());
+            return Ok(false);
         }
         std::fs::remove_dir_all(real).map_err(|e| StoreError::io("remove", path, e))?;
     } else {
         std::fs::remove_file(real).map_err(|e| StoreError::io("remove", path, e))?;
     }
-    files::sync_parent(real);
-    Ok(())
+    Ok(true)
 }
 
 /// Makes the version of `path` with vector `vv` win over every other
 /// version this brick holds (split-brain resolution): it gets a vector that
-/// dominates them all, and the losers go to the trash. Returns the new vector.
-pub fn choose(
-    brick: &Brick,
-    conn: &mut Connection,
+/// dominates them all, and the losers go to the trash. Returns the new
+/// vector. The caller holds the path's lock.
+pub async fn choose(
+    brick: &Arc<Brick>,
     path: &crate::RelPath,
     vv: &VersionVector,
 ) -> Result<Option<VersionVector>, StoreError> {
-    let current = Brick::load(conn, path)?.map(|x| x.0);
-    let sibs: Vec<Entry> = Brick::siblings(conn, path)?
-        .into_iter()
-        .map(|x| x.0)
-        .collect();
-    if sibs.is_empty() {
+    let (p, v) = (path.clone(), vv.clone());
+    let chosen = brick
+        .with_db(move |b, conn| -> Result<_, StoreError> {
+            let current = Brick::load(conn, &p)?.map(|x| x.0);
+            let sibs: Vec<Entry> = Brick::siblings(conn, &p)?
+                .into_iter()
+                .map(|x| x.0)
+                .collect();
+            if sibs.is_empty() {
+                return Ok(None);
+            }
+            let (chosen, src) = if current.as_ref().is_some_and(|c| c.vv == v) {
+                (current.clone(), Src::Current)
+            } else {
+                match sibs.iter().position(|s| s.vv == v) {
+                    Some(i) => (Some(sibs[i].clone()), Src::Sibling(i)),
+                    None => (None, Src::Current),
+                }
+            };
+            let Some(mut win) = chosen else {
+                return Ok(None);
+            };
+            let all = current
+                .iter()
+                .chain(sibs.iter())
+                .fold(VersionVector::new(), |acc, e| acc.merge(&e.vv))
+                .bumped(b.id);
+            win.vv = all.clone();
+            win.data_vv = all.clone();
+            win.meta_vv = all;
+            Ok(Some((win, src)))
+        })
+        .await?;
+    let Some((win, src)) = chosen else {
         return Ok(None);
-    }
-    let (chosen, src) = if current.as_ref().is_some_and(|c| c.vv == *vv) {
-        (current.clone(), Src::Current)
-    } else {
-        match sibs.iter().position(|s| s.vv == *vv) {
-            Some(i) => (Some(sibs[i].clone()), Src::Sibling(i)),
-            None => (None, Src::Current),
-        }
     };
-    let Some(mut win) = chosen else {
-        return Ok(None);
-    };
-    let mut all = current
-        .iter()
-        .chain(sibs.iter())
-        .fold(VersionVector::new(), |acc, e| acc.merge(&e.vv));
-    all = all.bumped(brick.id);
-    win.vv = all.clone();
-    win.data_vv = all.clone();
-    win.meta_vv = all.clone();
+    let all = win.vv.clone();
     let plan = Plan {
         current: (win.clone(), src),
         siblings: Vec::new(),
         diverged: true,
     };
-    commit(brick, conn, plan, win, Vec::new(), None, None)?;
+    commit(brick, plan, win, Vec::new(), None, None).await?;
     Ok(Some(all))
 }
 
@@ -773,18 +944,25 @@ mod tests {
     use super::*;
     use crate::RelPath;
 
-    fn apply(b: &Brick, e: Entry) {
-        b.with_db_sync(|conn| match decide(conn, e, None).unwrap() {
+    async fn apply(b: &Arc<Brick>, e: Entry) {
+        let _g = b
+            .lock_path(&e.path.clone(), std::time::Duration::from_secs(5))
+            .await;
+        match b
+            .with_db(move |_, conn| decide(conn, e, None))
+            .await
+            .unwrap()
+        {
             Decided::Apply(plan, e) => {
-                commit(b, conn, *plan, e, Vec::new(), None, None).unwrap();
+                commit(b, *plan, e, Vec::new(), None, None).await.unwrap();
             }
             Decided::Done(_) => panic!("offer ignored"),
-        });
+        }
     }
 
     /// A deletion whose parents are gone is recorded, and creates nothing.
-    #[test]
-    fn tombstone_under_a_missing_parent_creates_nothing() {
+    #[tokio::test]
+    async fn tombstone_under_a_missing_parent_creates_nothing() {
         let d = tempfile::tempdir().unwrap();
         let b = Brick::open(
             d.path(),
@@ -795,12 +973,16 @@ mod tests {
             vec![2],
         )
         .unwrap();
+        let b = Arc::new(b);
         let mut t = Entry::tombstone(RelPath::new("gone/inner/f").unwrap(), uuid::Uuid::nil());
         t.vv = VersionVector::from_entries([(7, 3)]);
-        apply(&b, t.clone());
+        apply(&b, t.clone()).await;
         assert!(!d.path().join("gone").exists(), "parent recreated");
         let stored = b
-            .with_db_sync(|c| Brick::load(c, &t.path))
+            .with_db_sync({
+                let p = t.path.clone();
+                move |c| Brick::load(c, &p)
+            })
             .unwrap()
             .unwrap();
         assert_eq!(stored.0.kind, Kind::Tombstone);
@@ -809,7 +991,7 @@ mod tests {
         std::fs::write(d.path().join("plain"), "x").unwrap();
         let mut t2 = Entry::tombstone(RelPath::new("plain/child").unwrap(), uuid::Uuid::nil());
         t2.vv = VersionVector::from_entries([(7, 4)]);
-        apply(&b, t2);
+        apply(&b, t2).await;
         assert!(d.path().join("plain").is_file());
 
         // Below a symlink (to a directory outside): nothing is touched.
@@ -818,7 +1000,99 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), d.path().join("link")).unwrap();
         let mut t3 = Entry::tombstone(RelPath::new("link/victim").unwrap(), uuid::Uuid::nil());
         t3.vv = VersionVector::from_entries([(7, 5)]);
-        apply(&b, t3);
+        apply(&b, t3).await;
         assert!(outside.path().join("victim").is_file());
+    }
+
+    /// Many paths committed at once (group commit): every one is
+    /// acknowledged with its own sequence number, its file in place and
+    /// its rows written; the brick's sequence is the last one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_commits_are_all_durable_with_distinct_seqs() {
+        let d = tempfile::tempdir().unwrap();
+        let b = Arc::new(
+            Brick::open(
+                d.path(),
+                uuid::Uuid::new_v4(),
+                "v",
+                1,
+                uuid::Uuid::new_v4(),
+                vec![2, 3],
+            )
+            .unwrap(),
+        );
+        const N: usize = 200;
+        let mut tasks = Vec::new();
+        for i in 0..N {
+            let b = b.clone();
+            tasks.push(tokio::spawn(async move {
+                let data = format!("file {i}\n").repeat(i % 7 + 1).into_bytes();
+                let hash = *blake3::hash(&data).as_bytes();
+                let path = RelPath::new(&format!("d{}/f{i}", i % 3)).unwrap();
+                let mut e = Entry::tombstone(path.clone(), uuid::Uuid::nil());
+                e.kind = Kind::File;
+                e.size = data.len() as u64;
+                e.hash = hash;
+                e.mode = 0o644;
+                e.vv = VersionVector::from_entries([(9, i as u64 + 1)]);
+                let chunks = vec![ChunkRef {
+                    hash,
+                    len: data.len() as u32,
+                }];
+                let (t, mut f) = TempFile::create(&files::tmp_dir(&b.root)).unwrap();
+                f.write_all(&data).unwrap();
+                f.sync_all().unwrap();
+                let _g = b
+                    .lock_path(&path, std::time::Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                let plan = Plan {
+                    current: (e.clone(), Src::Incoming),
+                    siblings: Vec::new(),
+                    diverged: false,
+                };
+                let (vv, conflict) = commit(&b, plan, e.clone(), chunks, Some(t), Some(2))
+                    .await
+                    .unwrap();
+                assert_eq!(vv, e.vv);
+                assert!(!conflict);
+                (path, data)
+            }));
+        }
+        let mut written = Vec::new();
+        for t in tasks {
+            written.push(t.await.unwrap());
+        }
+        let (batches, commits) = b.commit_stats();
+        eprintln!("{commits} commits in {batches} transactions");
+        assert_eq!(commits, N as u64);
+        assert_eq!(b.seq(), N as u64);
+        let (seqs, pending) = b.with_db_sync(|c| {
+            let mut st = c.prepare("SELECT seq FROM entries ORDER BY seq").unwrap();
+            let seqs: Vec<u64> = st
+                .query_map([], |r| r.get::<_, i64>(0))
+                .unwrap()
+                .map(|r| r.unwrap() as u64)
+                .collect();
+            let pending: Vec<(i64, i64)> = c
+                .prepare("SELECT peer, COUNT(*) FROM pending GROUP BY peer ORDER BY peer")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            (seqs, pending)
+        });
+        assert_eq!(seqs, (1..=N as u64).collect::<Vec<_>>());
+        // Pending for brick 3 only: brick 2 sent them.
+        assert_eq!(pending, vec![(3, N as i64)]);
+        for (path, data) in written {
+            assert_eq!(std::fs::read(path.under(&b.root)).unwrap(), data);
+            let (e, _) = b
+                .with_db_sync(move |c| Brick::load(c, &path))
+                .unwrap()
+                .unwrap();
+            assert_eq!(e.hash, *blake3::hash(&data).as_bytes());
+        }
     }
 }
