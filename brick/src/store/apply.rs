@@ -492,6 +492,21 @@ fn place(
     } else {
         keep_displaced_parents(brick, &path, plan.current.0.origin)?
     };
+    // A parent directory this placement creates must be durable in its own
+    // parent too: whoever creates one saw it missing here first.
+    if !deleting {
+        let mut a = path.parent();
+        while let Some(p) = a {
+            let full = p.under(&brick.root);
+            if std::fs::symlink_metadata(&full).is_ok() {
+                break;
+            }
+            if let Some(up) = full.parent() {
+                dirs.push(up.to_path_buf());
+            }
+            a = p.parent();
+        }
+    }
     let resolved = if alone {
         files::resolve(&brick.root, &path, !deleting)
     } else {
