@@ -247,12 +247,13 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
                 }
             }
             if !confirmed.is_empty() {
+                // With the brick's other commits (one fsync for all).
                 let _ = brick
-                    .with_db(move |_, c| {
+                    .commit(Vec::new(), move |c| {
                         for (p, s) in &confirmed {
                             Brick::confirm(c, peer, p, *s)?;
                         }
-                        Ok::<(), StoreError>(())
+                        Ok(())
                     })
                     .await;
             }

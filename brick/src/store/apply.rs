@@ -353,7 +353,11 @@ async fn receive_content<R: AsyncRead + Unpin + Send>(
     let file = out
         .into_inner()
         .map_err(|e| StoreError::io("write", temp.path().display(), e.into_error()))?;
-    file.sync_all()
+    // On the blocking pool: an fsync on the executor would stall every
+    // other transfer of the node while the disk works.
+    tokio::task::spawn_blocking(move || file.sync_all())
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
         .map_err(|e| StoreError::io("fsync", temp.path().display(), e))?;
     crate::failpoint::hit("store-after-temp");
     Ok(temp)
