@@ -1,7 +1,8 @@
 //! Receiving an offered version of a path: decide, fetch only the missing
-//! chunks, build the content in a temp file, then place it and commit the
-//! metadata, the new sequence number and the pending rows for the other
-//! bricks in one transaction, before the offer is acknowledged.
+//! chunks, build the content in a temp file, then place it (outside the
+//! database thread, beside other paths) and commit the metadata, the new
+//! sequence number and the pending rows for the other bricks in the
+//! brick's next group commit, before the offer is acknowledged.
 
 use std::collections::HashSet;
 use std::fs::File;
