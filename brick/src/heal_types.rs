@@ -51,8 +51,9 @@ pub struct BrickHealInfo {
 }
 
 /// Pending paths whose sizes are summed exactly for `pending_bytes`; a
-/// larger backlog is estimated from them. Kept small: heal info runs under
-/// the brick's database lock, and the node's monitor asks for it every 2 s.
+/// larger backlog is estimated from them. Kept small: heal info runs on
+/// the brick's database thread, ahead of commits queued behind it, and the
+/// node's monitor asks for it every 2 s.
 pub const PENDING_BYTES_SCAN: usize = 2_000;
 
 impl BrickHealInfo {

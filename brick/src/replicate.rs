@@ -247,12 +247,13 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
                 }
             }
             if !confirmed.is_empty() {
+                // With the brick's other commits (one fsync for all).
                 let _ = brick
-                    .with_db(move |_, c| {
+                    .commit(Vec::new(), move |c| {
                         for (p, s) in &confirmed {
                             Brick::confirm(c, peer, p, *s)?;
                         }
-                        Ok::<(), StoreError>(())
+                        Ok(())
                     })
                     .await;
             }
@@ -650,37 +651,42 @@ pub async fn heal_op(node: &Arc<Node>, volume: &str, op: HealOp) -> Result<(), S
                 let Some(_guard) = b.lock_path(path, Duration::from_secs(20)).await else {
                     return Err(format!("{path} is being updated; retry"));
                 };
-                let (p, v) = (path.clone(), vv.clone());
-                let done = b
-                    .with_db(move |br, c| {
-                        // The versions before the choice: all but the
-                        // winner go to the trash.
-                        let before: Vec<Entry> = Brick::load(c, &p)?
+                let p = path.clone();
+                // The versions before the choice: all but the winner go to
+                // the trash.
+                let before: Vec<Entry> = b
+                    .with_db(move |_, c| -> Result<Vec<Entry>, StoreError> {
+                        Ok(Brick::load(c, &p)?
                             .into_iter()
                             .chain(Brick::siblings(c, &p)?)
                             .map(|(e, _)| e)
-                            .collect();
-                        let done = crate::store::choose(br, c, &p, &v)?;
-                        if let (Some(how), Some(_)) = (how, &done) {
-                            let name = crate::outage::version_name;
-                            let winner = before.iter().find(|e| e.vv == v);
-                            let r = crate::outage::Resolution {
-                                path: p.as_str().to_string(),
-                                at: std::time::SystemTime::now()
-                                    .duration_since(std::time::UNIX_EPOCH)
-                                    .map_or(0, |d| d.as_secs()),
-                                how,
-                                winner: winner.map_or_else(String::new, name),
-                                losers: before.iter().filter(|e| e.vv != v).map(name).collect(),
-                            };
-                            if let Err(e) = crate::outage::record_resolution(c, &r) {
-                                tracing::warn!(path = %p, "outage history: {e}");
-                            }
-                        }
-                        Ok::<_, StoreError>(done)
+                            .collect())
                     })
                     .await
                     .map_err(|e| e.to_string())?;
+                let done = crate::store::choose(&b, path, vv)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let (Some(how), Some(_)) = (how, &done) {
+                    let name = crate::outage::version_name;
+                    let winner = before.iter().find(|e| e.vv == *vv);
+                    let r = crate::outage::Resolution {
+                        path: path.as_str().to_string(),
+                        at: std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs()),
+                        how,
+                        winner: winner.map_or_else(String::new, name),
+                        losers: before.iter().filter(|e| e.vv != *vv).map(name).collect(),
+                    };
+                    let p = path.clone();
+                    if let Err(e) = b
+                        .with_db(move |_, c| crate::outage::record_resolution(c, &r))
+                        .await
+                    {
+                        tracing::warn!(path = %p, "outage history: {e}");
+                    }
+                }
                 if done.is_some() {
                     tracing::info!(%path, brick = %b.root.display(), "split-brain resolved; losing versions retained");
                     b.publish_seq(b.seq());

@@ -419,8 +419,9 @@ fn unreplicated(node: &Node, vol: uuid::Uuid, id: u64) -> Option<(u64, usize)> {
     if cut.is_empty() {
         return None;
     }
+    let peers = cut.clone();
     let n = brick
-        .with_db_sync(|c| gsync_brick::store::Brick::pending_count(c, &cut))
+        .with_db_sync(move |c| gsync_brick::store::Brick::pending_count(c, &peers))
         .ok()?;
     (n > 0).then_some((n, cut.len()))
 }

@@ -1,7 +1,8 @@
 //! Receiving an offered version of a path: decide, fetch only the missing
-//! chunks, build the content in a temp file, then place it and commit the
-//! metadata, the new sequence number and the pending rows for the other
-//! bricks in one transaction, before the offer is acknowledged.
+//! chunks, build the content in a temp file, then place it (outside the
+//! database thread, beside other paths) and commit the metadata, the new
+//! sequence number and the pending rows for the other bricks in the
+//! brick's next group commit, before the offer is acknowledged.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -188,11 +189,8 @@ where
     } else {
         None
     };
-    let from = from_brick;
     let vv = entry.vv.clone();
-    let (_, conflict) = brick
-        .with_db(move |b, conn| commit(b, conn, *plan, entry, chunks, temp, from))
-        .await?;
+    let (_, conflict) = commit(brick, *plan, entry, chunks, temp, from_brick).await?;
     brick
         .counters
         .changes_applied
@@ -316,26 +314,29 @@ async fn receive_content<R: AsyncRead + Unpin + Send>(
         } else {
             let h = c.hash;
             let len = c.len;
-            let got = brick
-                .with_db(move |b, conn| -> Result<Option<Vec<u8>>, StoreError> {
-                    let Some((file, off)) = Brick::find_chunk(conn, &h)? else {
-                        return Ok(None);
-                    };
-                    let data = File::open(b.root.join(&file))
-                        .and_then(|mut f| chunking::read_verified(&mut f, off, len, &h));
-                    if data.is_err() {
-                        // The index row is stale (the file changed on disk,
-                        // or a crash fell between a rename and its commit):
-                        // forget it so the retry asks the sender instead of
-                        // failing the same way forever.
+            let found = brick
+                .with_db(move |_, conn| Brick::find_chunk(conn, &h))
+                .await?;
+            let data = found.as_ref().map(|(file, off)| {
+                File::open(brick.root.join(file))
+                    .and_then(|mut f| chunking::read_verified(&mut f, *off, len, &h))
+            });
+            if let Some(((file, off), Err(_))) = found.zip(data.as_ref()) {
+                // The index row is stale (the file changed on disk, or a
+                // crash fell between a rename and its commit): forget it so
+                // the retry asks the sender instead of failing the same way
+                // forever.
+                brick
+                    .with_db(move |_, conn| {
                         conn.execute(
                             "DELETE FROM chunks WHERE hash = ?1 AND file = ?2 AND offset = ?3",
                             params![h.as_slice(), file, off as i64],
-                        )?;
-                    }
-                    Ok(data.ok())
-                })
-                .await?;
+                        )
+                    })
+                    .await
+                    .map_err(StoreError::from)?;
+            }
+            let got = data.and_then(Result::ok);
             let Some(data) = got else {
                 // The local copy changed under us: fail; the sender retries.
                 return Err(StoreError::BadContent(entry.path.to_string()).into());
@@ -353,27 +354,146 @@ async fn receive_content<R: AsyncRead + Unpin + Send>(
     let file = out
         .into_inner()
         .map_err(|e| StoreError::io("write", temp.path().display(), e.into_error()))?;
-    file.sync_all()
+    // On the blocking pool: an fsync on the executor would stall every
+    // other transfer of the node while the disk works.
+    tokio::task::spawn_blocking(move || file.sync_all())
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
         .map_err(|e| StoreError::io("fsync", temp.path().display(), e))?;
     crate::failpoint::hit("store-after-temp");
     Ok(temp)
 }
 
-/// Places the plan's content on disk and commits it.
-fn commit(
-    brick: &Brick,
-    conn: &mut Connection,
+/// Places the plan's content on disk and commits it; returns once the
+/// commit is durable.
+///
+/// The caller holds the path's lock (see [`Brick::lock_path`]). Placement
+/// (siblings and trash kept, content renamed into place) runs on the
+/// blocking pool, outside the database owner, so many paths place at once;
+/// the metadata then joins the next group commit, which fsyncs the
+/// directories renamed into before the transaction that records them.
+/// Order on disk: content fsynced (temp) -> renamed -> directory fsynced ->
+/// transaction durable -> acknowledged. A crash at any point leaves the
+/// old or the new file whole at the path, and an acknowledged version
+/// always recorded.
+///
+/// Placements that remove or replace something other paths may be using
+/// (a directory, a file standing where a directory is needed, split-brain
+/// sibling contents) run alone: they wait for the placements in progress
+/// to commit and hold the others off until they commit themselves (the
+/// brick's placement lock). The others share it; a shared placement that
+/// finds such a change needed after all fails, and the sender retries.
+async fn commit(
+    brick: &Arc<Brick>,
     plan: Plan,
     incoming: Entry,
     in_chunks: Vec<ChunkRef>,
     temp: Option<TempFile>,
     from: Option<u64>,
 ) -> Result<(VersionVector, bool), StoreError> {
+    let p = incoming.path.clone();
+    let deleting = plan.current.0.kind == Kind::Tombstone;
+    let (old, old_sibs, parent_deleted) = brick
+        .with_db(move |_, c| -> Result<_, StoreError> {
+            // A deletion under a directory deleted too (kept for this
+            // path) may remove that directory: it runs alone.
+            let parent_deleted = match p.parent() {
+                Some(pp) if deleting => {
+                    Brick::load(c, &pp)?.is_some_and(|(e, _)| e.kind == Kind::Tombstone)
+                }
+                _ => false,
+            };
+            Ok((Brick::load(c, &p)?, Brick::siblings(c, &p)?, parent_deleted))
+        })
+        .await?;
+    let alone = parent_deleted || runs_alone(&brick.root, &plan, &incoming.path, &old_sibs);
+    let _placing = if alone {
+        Placing::Alone(brick.placing.write().await)
+    } else {
+        Placing::Shared(brick.placing.read().await)
+    };
+    let b = brick.clone();
+    let staged = tokio::task::spawn_blocking(move || {
+        place(
+            &b, plan, incoming, in_chunks, temp, from, old, old_sibs, alone,
+        )
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    let dirs = staged.dirs.clone();
+    brick.commit(dirs, move |c| write_staged(c, &staged)).await
+}
+
+/// Holds the brick's placement lock until the commit is durable.
+enum Placing<'a> {
+    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'a, ()>),
+    Alone(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'a, ()>),
+}
+
+/// Whether placing `plan` may remove or replace what other paths use (see
+/// [`commit`]): a directory at the path (or a tombstone for one), a
+/// non-directory where a parent directory is needed, siblings.
+fn runs_alone(
+    root: &std::path::Path,
+    plan: &Plan,
+    path: &crate::RelPath,
+    old_sibs: &[(Entry, Vec<ChunkRef>)],
+) -> bool {
+    if !old_sibs.is_empty() || !plan.siblings.is_empty() {
+        return true;
+    }
+    let mut cur = root.to_path_buf();
+    let comps: Vec<&str> = path.as_str().split('/').collect();
+    for c in &comps[..comps.len() - 1] {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return true,
+            Err(_) => break,
+        }
+    }
+    let here = std::fs::symlink_metadata(path.under(root));
+    match plan.current.0.kind {
+        Kind::Dir => here.is_ok_and(|m| !m.is_dir()),
+        _ => here.is_ok_and(|m| m.is_dir()),
+    }
+}
+
+/// What a placed change writes in the group commit.
+struct Staged {
+    path: crate::RelPath,
+    cur: Entry,
+    cur_chunks: Vec<ChunkRef>,
+    siblings: Vec<(Entry, Vec<ChunkRef>)>,
+    kept: Vec<super::trash::Kept>,
+    pending: Vec<u64>,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+fn changed_meanwhile(path: &crate::RelPath) -> StoreError {
+    StoreError::io(
+        "place",
+        path,
+        std::io::Error::other("changed by another update meanwhile; retry later"),
+    )
+}
+
+/// Places the plan's content on disk (see [`commit`]); runs on the
+/// blocking pool, reads the database through its owner.
+#[allow(clippy::too_many_arguments)]
+fn place(
+    brick: &Brick,
+    plan: Plan,
+    incoming: Entry,
+    in_chunks: Vec<ChunkRef>,
+    temp: Option<TempFile>,
+    from: Option<u64>,
+    old: Option<(Entry, Vec<ChunkRef>)>,
+    old_sibs: Vec<(Entry, Vec<ChunkRef>)>,
+    alone: bool,
+) -> Result<Staged, StoreError> {
     let path = incoming.path;
-    let old = Brick::load(conn, &path)?;
-    let old_sibs = Brick::siblings(conn, &path)?;
-    // A deletion never creates anything: with a parent missing, there is
-    // nothing on disk to remove (the database still records the tombstone).
+    let mut dirs = Vec::new();
     // A deletion never creates anything, nor reaches through a symlink: with
     // a parent missing, not a directory or a link, there is nothing on disk
     // to remove or keep (the database still records the tombstone).
@@ -381,12 +501,32 @@ fn commit(
     // A file standing where this path needs a parent directory is about to
     // be replaced by that directory (a concurrent "file here" and "directory
     // here"): keep its content first, never drop it.
-    let displaced = if deleting {
+    let displaced = if deleting || !alone {
         Vec::new()
     } else {
-        keep_displaced_parents(brick, conn, &path, plan.current.0.origin)?
+        keep_displaced_parents(brick, &path, plan.current.0.origin)?
     };
-    let (real, on_disk) = match files::resolve(&brick.root, &path, !deleting) {
+    // A parent directory this placement creates must be durable in its own
+    // parent too: whoever creates one saw it missing here first.
+    if !deleting {
+        let mut a = path.parent();
+        while let Some(p) = a {
+            let full = p.under(&brick.root);
+            if std::fs::symlink_metadata(&full).is_ok() {
+                break;
+            }
+            if let Some(up) = full.parent() {
+                dirs.push(up.to_path_buf());
+            }
+            a = p.parent();
+        }
+    }
+    let resolved = if alone {
+        files::resolve(&brick.root, &path, !deleting)
+    } else {
+        files::resolve_shared(&brick.root, &path, !deleting)
+    };
+    let (real, on_disk) = match resolved {
         Ok(p) => (p, true),
         Err(e)
             if deleting
@@ -396,6 +536,9 @@ fn commit(
                 ) =>
         {
             (brick.root.join(path.as_str()), false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(changed_meanwhile(&path))
         }
         Err(e) => return Err(StoreError::io("resolve", &path, e)),
     };
@@ -407,11 +550,13 @@ fn commit(
         }
     };
     let sib_dir = files::siblings_dir(&brick.root);
-    std::fs::create_dir_all(&sib_dir)
-        .map_err(|e| StoreError::io("create", sib_dir.display(), e))?;
+    let mut temp = temp;
+    if !plan.siblings.is_empty() {
+        std::fs::create_dir_all(&sib_dir)
+            .map_err(|e| StoreError::io("create", sib_dir.display(), e))?;
+    }
     // 1. Keep every content that becomes a sibling, before the brick path
     //    changes: content-addressed under .gsync/siblings/.
-    let mut temp = temp;
     for (e, src) in &plan.siblings {
         if e.kind != Kind::File {
             continue;
@@ -446,6 +591,7 @@ fn commit(
     kept.extend(displaced);
     // 3. The brick path gets the current version.
     let (cur, cur_src) = &plan.current;
+    let is_dir = || std::fs::symlink_metadata(&real).is_ok_and(|m| m.is_dir());
     match (cur.kind, cur_src) {
         (Kind::File, Src::Current) => {
             files::set_meta(&real, cur.mode, cur.mtime_ns, cur.owner)
@@ -457,11 +603,19 @@ fn commit(
                 .ok_or_else(|| StoreError::BadContent(path.to_string()))?;
             files::set_meta(t.path(), cur.mode, cur.mtime_ns, cur.owner)
                 .map_err(|e| StoreError::io("chmod", &path, e))?;
-            if std::fs::symlink_metadata(&real).is_ok_and(|m| m.is_dir()) {
+            if is_dir() {
+                if !alone {
+                    return Err(changed_meanwhile(&path));
+                }
                 files::remove_any(&real).map_err(|e| StoreError::io("replace dir", &path, e))?;
             }
-            t.persist(&real)
+            // The directory is fsynced by the group commit, before the
+            // transaction that records this version.
+            t.persist_unsynced(&real)
                 .map_err(|e| StoreError::io("rename into", &path, e))?;
+            if let Some(d) = real.parent() {
+                dirs.push(d.to_path_buf());
+            }
         }
         (Kind::File, Src::Sibling(_)) => {
             let (t, _) = TempFile::create(&files::tmp_dir(&brick.root))
@@ -474,29 +628,74 @@ fn commit(
                 .map_err(|e| StoreError::io("rename into", &path, e))?;
         }
         (Kind::Dir, _) => {
+            if !alone && std::fs::symlink_metadata(&real).is_ok_and(|m| !m.is_dir()) {
+                return Err(changed_meanwhile(&path));
+            }
             files::place_dir(&real, cur.mode, cur.mtime_ns)
                 .map_err(|e| StoreError::io("mkdir", &path, e))?;
         }
         (Kind::Symlink, _) => {
+            if !alone && is_dir() {
+                return Err(changed_meanwhile(&path));
+            }
             let target = cur.target.clone().unwrap_or_default();
             files::place_symlink(&files::tmp_dir(&brick.root), &target, &real, cur.mtime_ns)
                 .map_err(|e| StoreError::io("symlink", &path, e))?;
         }
         (Kind::Tombstone, _) => {
-            let gone = !on_disk || remove_for_tombstone(conn, &real, &path)?;
-            if gone {
-                remove_deleted_parents(conn, &brick.root, &path)?;
+            if on_disk && !alone && is_dir() {
+                return Err(changed_meanwhile(&path));
+            }
+            if on_disk && remove_for_tombstone(brick, &real, &path)? {
+                if let Some(d) = real.parent() {
+                    dirs.push(d.to_path_buf());
+                }
+            }
+            // Parents deleted too but kept for this path go with it (the
+            // placement runs alone then: see `commit`).
+            if alone && std::fs::symlink_metadata(&real).is_err() {
+                remove_deleted_parents(brick, &path, &mut dirs)?;
             }
         }
     }
     crate::failpoint::hit("store-after-rename");
-    // 4. One transaction: entry, chunk index, siblings, trash, pending, seq.
     let cur_chunks = if cur.kind == Kind::File {
         chunks_of(*cur_src)
     } else {
         Vec::new()
     };
-    let tx = conn.transaction()?;
+    let siblings = plan
+        .siblings
+        .iter()
+        .map(|(e, src)| {
+            let c = if e.kind == Kind::File {
+                chunks_of(*src)
+            } else {
+                Vec::new()
+            };
+            (e.clone(), c)
+        })
+        .collect();
+    let pending = brick
+        .peers()
+        .into_iter()
+        .filter(|p| Some(*p) != from || plan.diverged)
+        .collect();
+    Ok(Staged {
+        path,
+        cur: cur.clone(),
+        cur_chunks,
+        siblings,
+        kept,
+        pending,
+        dirs,
+    })
+}
+
+/// The rows of a placed change: entry, chunk index, siblings, trash,
+/// pending, seq; written inside the group transaction.
+fn write_staged(tx: &Connection, s: &Staged) -> Result<(VersionVector, bool), StoreError> {
+    let path = &s.path;
     let seq: u64 = tx.query_row(
         "SELECT COALESCE((SELECT value FROM kv WHERE key = 'seq'), 0)",
         [],
@@ -507,28 +706,23 @@ fn commit(
         "INSERT OR REPLACE INTO kv (key, value) VALUES ('seq', ?1)",
         params![seq as i64],
     )?;
-    let enc = codec::encode(cur).map_err(|_| StoreError::Corrupt(path.to_string()))?;
+    let enc = codec::encode(&s.cur).map_err(|_| StoreError::Corrupt(path.to_string()))?;
     tx.execute(
         "INSERT OR REPLACE INTO entries (path, entry, chunks, seq) VALUES (?1, ?2, ?3, ?4)",
         params![
             path.as_str(),
             enc,
-            chunking::encode_list(&cur_chunks),
+            chunking::encode_list(&s.cur_chunks),
             seq as i64
         ],
     )?;
     tx.execute("DELETE FROM chunks WHERE file = ?1", params![path.as_str()])?;
-    index_chunks(&tx, path.as_str(), &cur_chunks)?;
+    index_chunks(tx, path.as_str(), &s.cur_chunks)?;
     tx.execute(
         "DELETE FROM siblings WHERE path = ?1",
         params![path.as_str()],
     )?;
-    for (e, src) in &plan.siblings {
-        let c = if e.kind == Kind::File {
-            chunks_of(*src)
-        } else {
-            Vec::new()
-        };
+    for (e, c) in &s.siblings {
         let enc = codec::encode(e).map_err(|_| StoreError::Corrupt(path.to_string()))?;
         tx.execute(
             "INSERT OR REPLACE INTO siblings (path, vv, entry, chunks) VALUES (?1, ?2, ?3, ?4)",
@@ -536,29 +730,23 @@ fn commit(
                 path.as_str(),
                 e.vv.to_bytes(),
                 enc,
-                chunking::encode_list(&c)
+                chunking::encode_list(c)
             ],
         )?;
         if e.kind == Kind::File {
             let file = format!("{}/siblings/{}", crate::path::RESERVED, hex(&e.hash));
             tx.execute("DELETE FROM chunks WHERE file = ?1", params![file])?;
-            index_chunks(&tx, &file, &c)?;
+            index_chunks(tx, &file, c)?;
         }
     }
-    super::trash::record(&tx, &kept)?;
-    for peer in &brick.peers() {
-        if Some(*peer) == from && !plan.diverged {
-            continue;
-        }
+    super::trash::record(tx, &s.kept)?;
+    for peer in &s.pending {
         tx.execute(
             "INSERT OR REPLACE INTO pending (peer, path, seq) VALUES (?1, ?2, ?3)",
             params![*peer as i64, path.as_str(), seq as i64],
         )?;
     }
-    tx.commit()?;
-    crate::failpoint::hit("store-after-commit");
-    brick.publish_seq(seq);
-    Ok((cur.vv.clone(), !plan.siblings.is_empty()))
+    Ok((s.cur.vv.clone(), !s.siblings.is_empty()))
 }
 
 /// Keeps in the trash what `plan` loses (see `trash`); the rows are
@@ -569,7 +757,6 @@ fn commit(
 /// placed). Kept whatever `features.trash` says: it is a conflict's loser.
 fn keep_displaced_parents(
     brick: &Brick,
-    conn: &Connection,
     path: &crate::RelPath,
     by: uuid::Uuid,
 ) -> Result<Vec<super::trash::Kept>, StoreError> {
@@ -588,7 +775,8 @@ fn keep_displaced_parents(
         let Ok(rel) = crate::RelPath::new(&anc) else {
             break;
         };
-        let Some((e, chunks)) = Brick::load(conn, &rel)? else {
+        let r2 = rel.clone();
+        let Some((e, chunks)) = brick.with_db_sync(move |c| Brick::load(c, &r2))? else {
             break;
         };
         if e.kind != Kind::File {
@@ -671,23 +859,21 @@ fn keep_losers(
     out
 }
 
-/// Commits a version made on this brick (a restore from the trash).
-pub(super) fn commit_local(
-    brick: &Brick,
-    conn: &mut Connection,
+/// Commits a version made on this brick (a restore from the trash); the
+/// caller holds the path's lock.
+pub(super) async fn commit_local(
+    brick: &Arc<Brick>,
     plan: Plan,
     entry: Entry,
     chunks: Vec<ChunkRef>,
     temp: Option<TempFile>,
 ) -> Result<(), StoreError> {
-    commit(brick, conn, plan, entry, chunks, temp, None).map(|_| ())
+    commit(brick, plan, entry, chunks, temp, None)
+        .await
+        .map(|_| ())
 }
 
-fn index_chunks(
-    tx: &rusqlite::Transaction<'_>,
-    file: &str,
-    chunks: &[ChunkRef],
-) -> Result<(), StoreError> {
+fn index_chunks(tx: &Connection, file: &str, chunks: &[ChunkRef]) -> Result<(), StoreError> {
     let mut st =
         tx.prepare_cached("INSERT INTO chunks (hash, file, offset, len) VALUES (?1, ?2, ?3, ?4)")?;
     for (c, off) in chunks.iter().zip(chunking::offsets(chunks)) {
@@ -696,19 +882,22 @@ fn index_chunks(
     Ok(())
 }
 
-/// Removes what a tombstone deletes. False if a directory was kept
-/// because something live remains below it.
+/// Removes what a tombstone deletes; true when something was removed
+/// (its directory needs an fsync before the commit). A directory with
+/// something live below it is kept.
 fn remove_for_tombstone(
-    conn: &Connection,
+    brick: &Brick,
     real: &std::path::Path,
     path: &crate::RelPath,
 ) -> Result<bool, StoreError> {
     let Ok(meta) = std::fs::symlink_metadata(real) else {
-        return Ok(true);
+        return Ok(false);
     };
     if meta.is_dir() {
         // Remove the directory only if nothing live remains below it.
-        if live_below(conn, path, None)? {
+        let p = path.clone();
+        let live = brick.with_db_sync(move |conn| live_below(conn, &p, None))?;
+        if live {
             tracing::warn!(%path, "directory deleted on one side while files were added below it on another; keeping the directory");
             return Ok(false);
         }
@@ -716,7 +905,6 @@ fn remove_for_tombstone(
     } else {
         std::fs::remove_file(real).map_err(|e| StoreError::io("remove", path, e))?;
     }
-    files::sync_parent(real);
     Ok(true)
 }
 
@@ -746,27 +934,32 @@ fn live_below(
 /// first, while nothing else live remains below them: a directory whose
 /// deletion arrived before its children's (replays and heals send in path
 /// order) is never left behind to be served and mounted as if it existed.
+/// Runs alone (no placement in flight under those directories).
 fn remove_deleted_parents(
-    conn: &Connection,
-    root: &std::path::Path,
+    brick: &Brick,
     path: &crate::RelPath,
+    dirs: &mut Vec<std::path::PathBuf>,
 ) -> Result<(), StoreError> {
     let mut cur = path.parent();
     while let Some(p) = cur {
-        let deleted = Brick::load(conn, &p)?.is_some_and(|(e, _)| e.kind == Kind::Tombstone);
-        if !deleted {
+        let (p2, path2) = (p.clone(), path.clone());
+        let removable = brick.with_db_sync(move |c| -> Result<bool, StoreError> {
+            let deleted = Brick::load(c, &p2)?.is_some_and(|(e, _)| e.kind == Kind::Tombstone);
+            Ok(deleted && !live_below(c, &p2, Some(&path2))?)
+        })?;
+        if !removable {
             break;
         }
-        let Ok(real) = files::resolve(root, &p, false) else {
+        let Ok(real) = files::resolve(&brick.root, &p, false) else {
             break;
         };
-        if !std::fs::symlink_metadata(&real).is_ok_and(|m| m.is_dir())
-            || live_below(conn, &p, Some(path))?
-        {
+        if !std::fs::symlink_metadata(&real).is_ok_and(|m| m.is_dir()) {
             break;
         }
         std::fs::remove_dir_all(&real).map_err(|e| StoreError::io("remove", &p, e))?;
-        files::sync_parent(&real);
+        if let Some(d) = real.parent() {
+            dirs.push(d.to_path_buf());
+        }
         tracing::info!(path = %p, "deleted directory removed now that nothing live remains below it");
         cur = p.parent();
     }
@@ -775,46 +968,56 @@ fn remove_deleted_parents(
 
 /// Makes the version of `path` with vector `vv` win over every other
 /// version this brick holds (split-brain resolution): it gets a vector that
-/// dominates them all, and the losers go to the trash. Returns the new vector.
-pub fn choose(
-    brick: &Brick,
-    conn: &mut Connection,
+/// dominates them all, and the losers go to the trash. Returns the new
+/// vector. The caller holds the path's lock.
+pub async fn choose(
+    brick: &Arc<Brick>,
     path: &crate::RelPath,
     vv: &VersionVector,
 ) -> Result<Option<VersionVector>, StoreError> {
-    let current = Brick::load(conn, path)?.map(|x| x.0);
-    let sibs: Vec<Entry> = Brick::siblings(conn, path)?
-        .into_iter()
-        .map(|x| x.0)
-        .collect();
-    if sibs.is_empty() {
+    let (p, v) = (path.clone(), vv.clone());
+    let chosen = brick
+        .with_db(move |b, conn| -> Result<_, StoreError> {
+            let current = Brick::load(conn, &p)?.map(|x| x.0);
+            let sibs: Vec<Entry> = Brick::siblings(conn, &p)?
+                .into_iter()
+                .map(|x| x.0)
+                .collect();
+            if sibs.is_empty() {
+                return Ok(None);
+            }
+            let (chosen, src) = if current.as_ref().is_some_and(|c| c.vv == v) {
+                (current.clone(), Src::Current)
+            } else {
+                match sibs.iter().position(|s| s.vv == v) {
+                    Some(i) => (Some(sibs[i].clone()), Src::Sibling(i)),
+                    None => (None, Src::Current),
+                }
+            };
+            let Some(mut win) = chosen else {
+                return Ok(None);
+            };
+            let all = current
+                .iter()
+                .chain(sibs.iter())
+                .fold(VersionVector::new(), |acc, e| acc.merge(&e.vv))
+                .bumped(b.id);
+            win.vv = all.clone();
+            win.data_vv = all.clone();
+            win.meta_vv = all;
+            Ok(Some((win, src)))
+        })
+        .await?;
+    let Some((win, src)) = chosen else {
         return Ok(None);
-    }
-    let (chosen, src) = if current.as_ref().is_some_and(|c| c.vv == *vv) {
-        (current.clone(), Src::Current)
-    } else {
-        match sibs.iter().position(|s| s.vv == *vv) {
-            Some(i) => (Some(sibs[i].clone()), Src::Sibling(i)),
-            None => (None, Src::Current),
-        }
     };
-    let Some(mut win) = chosen else {
-        return Ok(None);
-    };
-    let mut all = current
-        .iter()
-        .chain(sibs.iter())
-        .fold(VersionVector::new(), |acc, e| acc.merge(&e.vv));
-    all = all.bumped(brick.id);
-    win.vv = all.clone();
-    win.data_vv = all.clone();
-    win.meta_vv = all.clone();
+    let all = win.vv.clone();
     let plan = Plan {
         current: (win.clone(), src),
         siblings: Vec::new(),
         diverged: true,
     };
-    commit(brick, conn, plan, win, Vec::new(), None, None)?;
+    commit(brick, plan, win, Vec::new(), None, None).await?;
     Ok(Some(all))
 }
 
@@ -823,18 +1026,25 @@ mod tests {
     use super::*;
     use crate::RelPath;
 
-    fn apply(b: &Brick, e: Entry) {
-        b.with_db_sync(|conn| match decide(conn, e, None).unwrap() {
+    async fn apply(b: &Arc<Brick>, e: Entry) {
+        let _g = b
+            .lock_path(&e.path.clone(), std::time::Duration::from_secs(5))
+            .await;
+        match b
+            .with_db(move |_, conn| decide(conn, e, None))
+            .await
+            .unwrap()
+        {
             Decided::Apply(plan, e) => {
-                commit(b, conn, *plan, e, Vec::new(), None, None).unwrap();
+                commit(b, *plan, e, Vec::new(), None, None).await.unwrap();
             }
             Decided::Done(_) => panic!("offer ignored"),
-        });
+        }
     }
 
     /// A deletion whose parents are gone is recorded, and creates nothing.
-    #[test]
-    fn tombstone_under_a_missing_parent_creates_nothing() {
+    #[tokio::test]
+    async fn tombstone_under_a_missing_parent_creates_nothing() {
         let d = tempfile::tempdir().unwrap();
         let b = Brick::open(
             d.path(),
@@ -845,12 +1055,16 @@ mod tests {
             vec![2],
         )
         .unwrap();
+        let b = Arc::new(b);
         let mut t = Entry::tombstone(RelPath::new("gone/inner/f").unwrap(), uuid::Uuid::nil());
         t.vv = VersionVector::from_entries([(7, 3)]);
-        apply(&b, t.clone());
+        apply(&b, t.clone()).await;
         assert!(!d.path().join("gone").exists(), "parent recreated");
         let stored = b
-            .with_db_sync(|c| Brick::load(c, &t.path))
+            .with_db_sync({
+                let p = t.path.clone();
+                move |c| Brick::load(c, &p)
+            })
             .unwrap()
             .unwrap();
         assert_eq!(stored.0.kind, Kind::Tombstone);
@@ -859,7 +1073,7 @@ mod tests {
         std::fs::write(d.path().join("plain"), "x").unwrap();
         let mut t2 = Entry::tombstone(RelPath::new("plain/child").unwrap(), uuid::Uuid::nil());
         t2.vv = VersionVector::from_entries([(7, 4)]);
-        apply(&b, t2);
+        apply(&b, t2).await;
         assert!(d.path().join("plain").is_file());
 
         // Below a symlink (to a directory outside): nothing is touched.
@@ -868,25 +1082,27 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), d.path().join("link")).unwrap();
         let mut t3 = Entry::tombstone(RelPath::new("link/victim").unwrap(), uuid::Uuid::nil());
         t3.vv = VersionVector::from_entries([(7, 5)]);
-        apply(&b, t3);
+        apply(&b, t3).await;
         assert!(outside.path().join("victim").is_file());
     }
 
     /// A directory whose deletion arrives before its children's (a replay
     /// in path order) is kept while they live, then removed with the last
     /// of them: nothing deleted stays on the brick.
-    #[test]
-    fn deleted_parent_goes_with_its_last_child() {
+    #[tokio::test]
+    async fn deleted_parent_goes_with_its_last_child() {
         let d = tempfile::tempdir().unwrap();
-        let b = Brick::open(
-            d.path(),
-            uuid::Uuid::new_v4(),
-            "v",
-            1,
-            uuid::Uuid::new_v4(),
-            vec![2],
-        )
-        .unwrap();
+        let b = Arc::new(
+            Brick::open(
+                d.path(),
+                uuid::Uuid::new_v4(),
+                "v",
+                1,
+                uuid::Uuid::new_v4(),
+                vec![2],
+            )
+            .unwrap(),
+        );
         let dir = |p: &str, c: u64| {
             let mut e = Entry::tombstone(RelPath::new(p).unwrap(), uuid::Uuid::nil());
             e.kind = Kind::Dir;
@@ -900,21 +1116,113 @@ mod tests {
             e
         };
         for (i, p) in ["a", "a/b", "a/b/c", "a/d", "keep"].iter().enumerate() {
-            apply(&b, dir(p, 1 + i as u64));
+            apply(&b, dir(p, 1 + i as u64)).await;
         }
         assert!(d.path().join("a/b/c").is_dir());
         // Parents first, as a path-ordered replay sends them.
-        apply(&b, gone("a", 10));
-        apply(&b, gone("a/b", 11));
+        apply(&b, gone("a", 10)).await;
+        apply(&b, gone("a/b", 11)).await;
         assert!(d.path().join("a/b/c").is_dir(), "live child removed");
-        apply(&b, gone("a/b/c", 12));
+        apply(&b, gone("a/b/c", 12)).await;
         assert!(
             !d.path().join("a/b").exists(),
             "a/b kept after its last child"
         );
         assert!(d.path().join("a/d").is_dir(), "a live sibling keeps a");
-        apply(&b, gone("a/d", 13));
+        apply(&b, gone("a/d", 13)).await;
         assert!(!d.path().join("a").exists(), "a kept after its last child");
         assert!(d.path().join("keep").is_dir());
+    }
+
+    /// Many paths committed at once (group commit): every one is
+    /// acknowledged with its own sequence number, its file in place and
+    /// its rows written; the brick's sequence is the last one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_commits_are_all_durable_with_distinct_seqs() {
+        let d = tempfile::tempdir().unwrap();
+        let b = Arc::new(
+            Brick::open(
+                d.path(),
+                uuid::Uuid::new_v4(),
+                "v",
+                1,
+                uuid::Uuid::new_v4(),
+                vec![2, 3],
+            )
+            .unwrap(),
+        );
+        const N: usize = 200;
+        let mut tasks = Vec::new();
+        for i in 0..N {
+            let b = b.clone();
+            tasks.push(tokio::spawn(async move {
+                let data = format!("file {i}\n").repeat(i % 7 + 1).into_bytes();
+                let hash = *blake3::hash(&data).as_bytes();
+                let path = RelPath::new(&format!("d{}/f{i}", i % 3)).unwrap();
+                let mut e = Entry::tombstone(path.clone(), uuid::Uuid::nil());
+                e.kind = Kind::File;
+                e.size = data.len() as u64;
+                e.hash = hash;
+                e.mode = 0o644;
+                e.vv = VersionVector::from_entries([(9, i as u64 + 1)]);
+                let chunks = vec![ChunkRef {
+                    hash,
+                    len: data.len() as u32,
+                }];
+                let (t, mut f) = TempFile::create(&files::tmp_dir(&b.root)).unwrap();
+                f.write_all(&data).unwrap();
+                f.sync_all().unwrap();
+                let _g = b
+                    .lock_path(&path, std::time::Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                let plan = Plan {
+                    current: (e.clone(), Src::Incoming),
+                    siblings: Vec::new(),
+                    diverged: false,
+                };
+                let (vv, conflict) = commit(&b, plan, e.clone(), chunks, Some(t), Some(2))
+                    .await
+                    .unwrap();
+                assert_eq!(vv, e.vv);
+                assert!(!conflict);
+                (path, data)
+            }));
+        }
+        let mut written = Vec::new();
+        for t in tasks {
+            written.push(t.await.unwrap());
+        }
+        let (batches, commits) = b.commit_stats();
+        eprintln!("{commits} commits in {batches} transactions");
+        assert_eq!(commits, N as u64);
+        assert_eq!(b.seq(), N as u64);
+        let (seqs, pending) = b.with_db_sync(|c| {
+            let mut st = c.prepare("SELECT seq FROM entries ORDER BY seq").unwrap();
+            let seqs: Vec<u64> = st
+                .query_map([], |r| r.get::<_, i64>(0))
+                .unwrap()
+                .map(|r| r.unwrap() as u64)
+                .collect();
+            let pending: Vec<(i64, i64)> = c
+                .prepare("SELECT peer, COUNT(*) FROM pending GROUP BY peer ORDER BY peer")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            (seqs, pending)
+        });
+        assert_eq!(seqs, (1..=N as u64).collect::<Vec<_>>());
+        // Pending for brick 3 only: brick 2 sent them.
+        assert_eq!(pending, vec![(3, N as i64)]);
+        for (path, data) in written {
+            assert_eq!(std::fs::read(path.under(&b.root)).unwrap(), data);
+            let (e, _) = b
+                .with_db_sync(move |c| Brick::load(c, &path))
+                .unwrap()
+                .unwrap();
+            assert_eq!(e.hash, *blake3::hash(&data).as_bytes());
+        }
     }
 }

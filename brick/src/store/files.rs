@@ -37,6 +37,22 @@ pub fn retained_dir(root: &Path) -> PathBuf {
 /// Checks that every parent of `rel` inside `root` is a real directory (not
 /// a symlink), optionally creating missing ones. Returns the full path.
 pub fn resolve(root: &Path, rel: &RelPath, create_parents: bool) -> io::Result<PathBuf> {
+    resolve_in(root, rel, create_parents, true)
+}
+
+/// [`resolve`] for an update that runs beside others (see
+/// `apply::commit`): a file where a parent directory must be is never
+/// replaced, the answer is an error of kind `AlreadyExists` instead.
+pub fn resolve_shared(root: &Path, rel: &RelPath, create_parents: bool) -> io::Result<PathBuf> {
+    resolve_in(root, rel, create_parents, false)
+}
+
+fn resolve_in(
+    root: &Path,
+    rel: &RelPath,
+    create_parents: bool,
+    replace_files: bool,
+) -> io::Result<PathBuf> {
     let mut cur = root.to_path_buf();
     let comps: Vec<&str> = rel.as_str().split('/').collect();
     for c in &comps[..comps.len() - 1] {
@@ -49,6 +65,12 @@ pub fn resolve(root: &Path, rel: &RelPath, create_parents: bool) -> io::Result<P
                 ))
             }
             Ok(m) if m.is_dir() => {}
+            Ok(_) if create_parents && !replace_files => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a file stands where a parent directory is needed",
+                ))
+            }
             Ok(_) if create_parents => {
                 // A file where a directory must be: the directory wins (a
                 // newer version of the child exists); the file's own record
@@ -104,11 +126,19 @@ impl TempFile {
         &self.path
     }
 
-    /// Renames it to `dest` (same filesystem), consuming the guard.
-    pub fn persist(mut self, dest: &Path) -> io::Result<()> {
+    /// Renames it to `dest` (same filesystem), consuming the guard, and
+    /// fsyncs the directory of `dest`.
+    pub fn persist(self, dest: &Path) -> io::Result<()> {
+        self.persist_unsynced(dest)?;
+        sync_parent(dest);
+        Ok(())
+    }
+
+    /// Renames it to `dest` without fsyncing the directory: the caller
+    /// does, before anything relies on the rename having happened.
+    pub fn persist_unsynced(mut self, dest: &Path) -> io::Result<()> {
         fs::rename(&self.path, dest)?;
         self.armed = false;
-        sync_parent(dest);
         Ok(())
     }
 }

@@ -88,7 +88,8 @@ pub fn import_existing(brick: &Brick) -> Result<u64, StoreError> {
             rows.push((e, chunks));
         }
         let peers = brick.peers();
-        n += brick.with_db_sync(|conn| -> Result<u64, StoreError> {
+        let b = brick.seq.clone();
+        n += brick.with_db_sync(move |conn| -> Result<u64, StoreError> {
             let tx = conn.transaction()?;
             let mut seq: u64 = tx.query_row(
                 "SELECT COALESCE((SELECT value FROM kv WHERE key = 'seq'), 0)",
@@ -131,7 +132,7 @@ pub fn import_existing(brick: &Brick) -> Result<u64, StoreError> {
                 params![seq as i64],
             )?;
             tx.commit()?;
-            brick.publish_seq(seq);
+            b.send_replace(seq);
             Ok(added)
         })?;
     }

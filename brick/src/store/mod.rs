@@ -6,6 +6,7 @@
 //! - `types`: the data model of a path (plain data, shared with the wire).
 //! - `schema`: the database and its migrations.
 //! - `chunking`: FastCDC chunking and verified chunk reads.
+//! - `db`: the thread that owns the database; group commit.
 //! - `files`: path resolution inside the brick and atomic placement.
 //! - `reconcile`: the pure decision for an incoming version.
 //! - `apply`: receiving an offered version (content, commit).
@@ -15,6 +16,7 @@
 
 mod apply;
 pub mod chunking;
+pub mod db;
 pub mod digest;
 pub mod files;
 mod import;
@@ -63,6 +65,9 @@ pub enum StoreError {
     /// The offered content does not match its hash.
     #[error("content of {0} does not match its hash")]
     BadContent(String),
+    /// The group transaction holding this commit failed.
+    #[error("brick database: commit failed: {0}")]
+    Commit(String),
 }
 
 impl StoreError {
@@ -155,8 +160,12 @@ pub struct Brick {
     /// Replica ids of the other bricks of the volume; changed in place
     /// when bricks are added or removed (see [`Brick::set_peers`]).
     peers: Mutex<Vec<u64>>,
-    db: Mutex<Connection>,
-    seq: tokio::sync::watch::Sender<u64>,
+    db: db::Db,
+    seq: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Shared by placements that touch only their own path, taken alone by
+    /// those that remove or replace what others may use; held until the
+    /// commit is durable (see `apply::commit`).
+    placing: tokio::sync::RwLock<()>,
     /// Counters.
     pub counters: LiveCounters,
     /// Last local error (e.g. disk full), for heal info.
@@ -234,6 +243,9 @@ impl Brick {
             })
             .optional()?
             .unwrap_or(0) as u64;
+        let seq = Arc::new(tokio::sync::watch::channel(seq).0);
+        let db = db::Db::start(conn, &format!("gsync-db-{id}"), seq.clone())
+            .map_err(|e| StoreError::io("start the database thread of", root.display(), e))?;
         Ok(Self {
             root: root.to_path_buf(),
             volume,
@@ -241,8 +253,9 @@ impl Brick {
             id,
             node,
             peers: Mutex::new(peers),
-            db: Mutex::new(conn),
-            seq: tokio::sync::watch::channel(seq).0,
+            db,
+            seq,
+            placing: tokio::sync::RwLock::new(()),
             counters: LiveCounters::default(),
             last_error: Mutex::new(None),
             quorum: Mutex::new(None),
@@ -290,27 +303,44 @@ impl Brick {
         })
     }
 
-    /// Runs `f` with the database on the blocking pool.
+    /// Runs `f` with the database on its owner thread (see `db`) and
+    /// waits for the answer.
     pub async fn with_db<T, F>(self: &Arc<Self>, f: F) -> T
     where
         T: Send + 'static,
         F: FnOnce(&Self, &mut Connection) -> T + Send + 'static,
     {
         let me = self.clone();
-        let run = move || {
-            let mut conn = me.db.lock().unwrap_or_else(|e| e.into_inner());
-            f(&me, &mut conn)
-        };
-        match tokio::task::spawn_blocking(run).await {
-            Ok(t) => t,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        self.db.call(move |conn| f(&me, conn)).await
     }
 
-    /// Runs `f` with the database on the current thread.
-    pub fn with_db_sync<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
-        let mut conn = self.db.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut conn)
+    /// Runs `f` with the database on its owner thread, blocking the current
+    /// thread until it is done (never from inside a database job).
+    pub fn with_db_sync<T, F>(&self, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> T + Send + 'static,
+    {
+        self.db.call_sync(f)
+    }
+
+    /// Queues `f` for the next group commit (see `db`), after an fsync of
+    /// each directory of `dirs`; answers once that commit is durable.
+    pub(crate) async fn commit<T, F>(&self, dirs: Vec<PathBuf>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.db.commit(dirs, f).await
+    }
+
+    /// Group-commit statistics: transactions and commits written so far.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.db.stats.batches.load(Relaxed),
+            self.db.stats.commits.load(Relaxed),
+        )
     }
 
     /// The current change sequence.

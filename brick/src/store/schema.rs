@@ -43,11 +43,22 @@ const MIGRATIONS: &[&str] = &["
 "];
 
 /// Opens and migrates a brick database.
+///
+/// The connection is the only one (its owner thread holds it, see
+/// `store::db`), so it takes the database in exclusive locking mode: the
+/// file lock is taken once and kept, the WAL index lives in the process's
+/// memory instead of a shared `-shm` file, and no transaction takes file
+/// locks. A second connection to the same file, from this process or
+/// another, waits (busy timeout) and fails while this one is open.
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open(path)?;
+    // A brick closed a moment ago (its last handle still being dropped)
+    // releases the file soon: wait for it rather than fail.
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Before the first access in WAL mode, so no shared memory is used.
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
     let have: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(have) {
         let tx = conn.transaction()?;

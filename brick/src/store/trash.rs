@@ -149,7 +149,7 @@ pub fn keep_content(root: &Path, hash: &[u8; 32], src: &Path) -> std::io::Result
 }
 
 /// Records kept versions in the commit's transaction.
-pub fn record(tx: &rusqlite::Transaction<'_>, kept: &[Kept]) -> Result<(), StoreError> {
+pub fn record(tx: &Connection, kept: &[Kept]) -> Result<(), StoreError> {
     let at = now_secs() as i64;
     for k in kept {
         let enc =
@@ -292,6 +292,9 @@ pub async fn sweep(
     let cut_losers = now.saturating_sub(loser_retention) as i64;
     let mut total = 0;
     loop {
+        // Alone among placements: one could be linking a content this
+        // removes (see `apply::commit`).
+        let _placing = brick.placing.write().await;
         let n = brick
             .with_db(move |b, conn| -> Result<usize, StoreError> {
                 let old: Vec<(i64, Vec<u8>)> = {
@@ -438,13 +441,13 @@ async fn restore_one(brick: &Arc<Brick>, row: Row) -> Result<Restored, StoreErro
             return Err(busy(&a));
         };
         let a2 = a.clone();
-        brick
-            .with_db(move |b, conn| -> Result<(), StoreError> {
+        let dir = brick
+            .with_db(move |b, conn| -> Result<Option<Entry>, StoreError> {
                 let Some((t, _)) = Brick::load(conn, &a2)? else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 if t.kind != Kind::Tombstone {
-                    return Ok(());
+                    return Ok(None);
                 }
                 let mut d = t.clone();
                 d.kind = Kind::Dir;
@@ -452,14 +455,17 @@ async fn restore_one(brick: &Arc<Brick>, row: Row) -> Result<Restored, StoreErro
                 d.mtime_ns = now_secs() as i64 * 1_000_000_000;
                 d.origin = b.node;
                 set_vv(&mut d, new_vv(conn, b, &a2)?);
-                let plan = Plan {
-                    current: (d.clone(), Src::Incoming),
-                    siblings: Vec::new(),
-                    diverged: true,
-                };
-                super::apply::commit_local(b, conn, plan, d, Vec::new(), None)
+                Ok(Some(d))
             })
             .await?;
+        if let Some(d) = dir {
+            let plan = Plan {
+                current: (d.clone(), Src::Incoming),
+                siblings: Vec::new(),
+                diverged: true,
+            };
+            super::apply::commit_local(brick, plan, d, Vec::new(), None).await?;
+        }
     }
     let Some(_g) = brick
         .lock_path(&path, std::time::Duration::from_secs(20))
@@ -468,38 +474,42 @@ async fn restore_one(brick: &Arc<Brick>, row: Row) -> Result<Restored, StoreErro
         return Err(busy(&path));
     };
     let version = hex(&row.entry.hash)[..12].to_string();
-    let restored = brick
-        .with_db(move |b, conn| -> Result<VersionVector, StoreError> {
-            let src = b.root.join(file_rel(&row.entry.hash));
-            let (t, mut f) = TempFile::create(&files::tmp_dir(&b.root))
-                .map_err(|e| StoreError::io("create temp in", b.root.display(), e))?;
-            let mut input =
-                std::fs::File::open(&src).map_err(|e| StoreError::io("open", src.display(), e))?;
-            let mut hasher = blake3::Hasher::new();
-            let mut w = HashingWriter {
-                inner: &mut f,
-                hasher: &mut hasher,
-            };
-            std::io::copy(&mut input, &mut w)
-                .map_err(|e| StoreError::io("copy", src.display(), e))?;
-            f.sync_all()
-                .map_err(|e| StoreError::io("fsync", t.path().display(), e))?;
-            if hasher.finalize().as_bytes() != &row.entry.hash {
-                return Err(StoreError::BadContent(row.entry.path.to_string()));
-            }
-            let mut e = row.entry.clone();
-            e.origin = b.node;
-            let vv = new_vv(conn, b, &e.path)?;
-            set_vv(&mut e, vv.clone());
-            let plan = Plan {
-                current: (e.clone(), Src::Incoming),
-                siblings: Vec::new(),
-                diverged: true,
-            };
-            super::apply::commit_local(b, conn, plan, e, row.chunks, Some(t))?;
-            Ok(vv)
-        })
-        .await?;
+    let b = brick.clone();
+    let hash = row.entry.hash;
+    let name = row.entry.path.to_string();
+    let t = tokio::task::spawn_blocking(move || -> Result<TempFile, StoreError> {
+        let src = b.root.join(file_rel(&hash));
+        let (t, mut f) = TempFile::create(&files::tmp_dir(&b.root))
+            .map_err(|e| StoreError::io("create temp in", b.root.display(), e))?;
+        let mut input =
+            std::fs::File::open(&src).map_err(|e| StoreError::io("open", src.display(), e))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut w = HashingWriter {
+            inner: &mut f,
+            hasher: &mut hasher,
+        };
+        std::io::copy(&mut input, &mut w).map_err(|e| StoreError::io("copy", src.display(), e))?;
+        f.sync_all()
+            .map_err(|e| StoreError::io("fsync", t.path().display(), e))?;
+        if hasher.finalize().as_bytes() != &hash {
+            return Err(StoreError::BadContent(name));
+        }
+        Ok(t)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    let mut e = row.entry.clone();
+    let p = e.path.clone();
+    let vv = brick.with_db(move |b, conn| new_vv(conn, b, &p)).await?;
+    e.origin = brick.node;
+    set_vv(&mut e, vv.clone());
+    let plan = Plan {
+        current: (e.clone(), Src::Incoming),
+        siblings: Vec::new(),
+        diverged: true,
+    };
+    super::apply::commit_local(brick, plan, e, row.chunks, Some(t)).await?;
+    let restored = vv;
     tracing::info!(%path, version = %version, vv = %restored, "restored from the trash");
     Ok(Restored {
         path: path.to_string(),
@@ -601,9 +611,9 @@ mod tests {
     /// through the brick's commit path, with and without the trash:
     /// prints the time and the disk used. Run with
     /// `cargo test --release -p gsync-brick trash_cost -- --ignored --nocapture`.
-    #[test]
+    #[tokio::test]
     #[ignore]
-    fn trash_cost() {
+    async fn trash_cost() {
         for on in [false, true] {
             let d = tempfile::tempdir().unwrap();
             let b = Brick::open(
@@ -615,6 +625,7 @@ mod tests {
                 vec![2],
             )
             .unwrap();
+            let b = Arc::new(b);
             b.trash.enabled.store(on, Ordering::Relaxed);
             let start = std::time::Instant::now();
             for i in 0..10_000u32 {
@@ -642,9 +653,9 @@ mod tests {
                     siblings: Vec::new(),
                     diverged: false,
                 };
-                b.with_db_sync(|c| {
-                    super::super::apply::commit_local(&b, c, plan, e, chunks, Some(t)).unwrap()
-                });
+                super::super::apply::commit_local(&b, plan, e, chunks, Some(t))
+                    .await
+                    .unwrap();
             }
             let took = start.elapsed();
             let trash = du(&dir(d.path()));
