@@ -162,6 +162,17 @@ pub(crate) struct Agent {
     listing: Option<BTreeSet<String>>,
 }
 
+/// What went wrong in a push round.
+#[derive(Default)]
+struct Outcome {
+    /// Pushes are held (no quorum), with why.
+    held: Option<String>,
+    /// The last failure.
+    failed: Option<String>,
+    /// The round stopped (brick unreachable, no quorum).
+    stop: bool,
+}
+
 /// How long a brick that answered "not served here" is passed over before
 /// it is tried again.
 const UNSERVED_RETRY: Duration = Duration::from_secs(10);
@@ -687,67 +698,120 @@ impl Agent {
             }
         }
         let mut rest: Vec<RelPath> = deferred;
-        let mut held = None;
-        let mut failed = None;
-        let mut stop = false;
+        let mut out = Outcome::default();
+        // First every path is looked at and described, so the round knows
+        // how many versions its changeset holds before sending any.
+        let mut planned: Vec<sync::Ready> = Vec::new();
+        let mut seen: BTreeSet<RelPath> = BTreeSet::new();
+        let mut looked: Vec<RelPath> = Vec::new();
         for group in groups {
-            if stop {
+            if out.stop {
                 rest.extend(group);
                 continue;
             }
             let this: &Agent = self;
-            let results: Vec<(RelPath, Result<(), RemoteError>)> =
+            let results: Vec<(RelPath, Result<Vec<sync::Ready>, RemoteError>)> =
                 futures_util::stream::iter(group)
                     .map(|p| async move {
-                        let r = sync::push_local(this, &p).await;
+                        let r = sync::plan_local(this, &p).await;
                         (p, r)
                     })
                     .buffer_unordered(PUSH_CONCURRENCY)
                     .collect()
                     .await;
-            let remarked: BTreeSet<RelPath> = self
-                .remarks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned()
-                .collect();
             for (p, r) in results {
-                if r.is_ok() {
-                    self.failures.remove(&p);
+                match r {
+                    Ok(v) => {
+                        for x in v {
+                            if seen.insert(x.path().clone()) {
+                                planned.push(x);
+                            }
+                        }
+                        looked.push(p);
+                    }
+                    Err(e) => self.push_failed(p, e, &mut rest, &mut out),
                 }
+            }
+        }
+        // Then they go out, tagged as one changeset when there are several:
+        // parents first, deletions deepest first.
+        let changeset = (planned.len() > 1).then(|| gsync_brick::proto::Changeset {
+            id: rand::random::<u64>() | 1,
+            members: u32::try_from(planned.len()).unwrap_or(u32::MAX),
+        });
+        if let Some(cs) = changeset {
+            tracing::debug!(mount = %self.spec.dir.display(), "changeset {:016x}: {} changes", cs.id, cs.members);
+        }
+        planned.sort_by(|a, b| {
+            let key = |r: &sync::Ready| {
+                let dead = r.is_deletion();
+                let d = r.path().depth() as i64;
+                (dead, if dead { -d } else { d })
+            };
+            key(a).cmp(&key(b)).then_with(|| a.path().cmp(b.path()))
+        });
+        let mut sends: Vec<Vec<sync::Ready>> = Vec::new();
+        let mut last = None;
+        for r in planned {
+            let k = (r.is_deletion(), r.path().depth());
+            if last != Some(k) {
+                last = Some(k);
+                sends.push(Vec::new());
+            }
+            if let Some(g) = sends.last_mut() {
+                g.push(r);
+            }
+        }
+        let mut sent_failed: BTreeSet<RelPath> = BTreeSet::new();
+        for group in sends {
+            if out.stop {
+                for r in group {
+                    sent_failed.insert(r.path().clone());
+                    rest.push(r.path().clone());
+                }
+                continue;
+            }
+            let this: &Agent = self;
+            let results: Vec<(RelPath, Result<(), RemoteError>)> =
+                futures_util::stream::iter(group)
+                    .map(|r| async move {
+                        let p = r.path().clone();
+                        (p, sync::send(this, r, changeset).await)
+                    })
+                    .buffer_unordered(PUSH_CONCURRENCY)
+                    .collect()
+                    .await;
+            for (p, r) in results {
                 match r {
                     Ok(()) => {
-                        self.accepted.remove(&p);
-                        // Unless it changed again meanwhile (re-marked).
-                        if !remarked.contains(&p) {
-                            let _ = self.journal.dequeue(p.as_str());
-                        }
-                    }
-                    Err(RemoteError::Refused(c, reason)) if c == code::NO_QUORUM => {
-                        held = Some(format!("held: {reason}"));
-                        stop = true;
-                        rest.push(p);
-                    }
-                    Err(RemoteError::Unreachable(e)) => {
-                        tracing::debug!(path = %p, "push deferred: {e}");
-                        stop = true;
-                        rest.push(p);
+                        self.failures.remove(&p);
                     }
                     Err(e) => {
-                        let msg = e.to_string();
-                        if self.failures.get(&p) != Some(&msg) {
-                            tracing::warn!(path = %p, "push failed: {msg}");
-                        } else {
-                            tracing::debug!(path = %p, "push failed again: {msg}");
-                        }
-                        failed = Some(format!("push of {p}: {msg}"));
-                        self.failures.insert(p.clone(), msg);
-                        rest.push(p);
+                        sent_failed.insert(p.clone());
+                        self.push_failed(p, e, &mut rest, &mut out);
                     }
                 }
             }
         }
+        let remarked: BTreeSet<RelPath> = self
+            .remarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        for p in looked {
+            if sent_failed.contains(&p) {
+                continue;
+            }
+            self.failures.remove(&p);
+            self.accepted.remove(&p);
+            // Unless it changed again meanwhile (re-marked).
+            if !remarked.contains(&p) {
+                let _ = self.journal.dequeue(p.as_str());
+            }
+        }
+        let (held, failed) = (out.held, out.failed);
         {
             let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
             s.held = held;
@@ -760,6 +824,38 @@ impl Agent {
         }
         self.dirty.extend(rest);
         self.collect_marks();
+    }
+
+    /// Records why the push of `p` failed: it stays dirty; an unreachable
+    /// brick or a missing quorum stops the round.
+    fn push_failed(
+        &mut self,
+        p: RelPath,
+        e: RemoteError,
+        rest: &mut Vec<RelPath>,
+        out: &mut Outcome,
+    ) {
+        match e {
+            RemoteError::Refused(c, reason) if c == code::NO_QUORUM => {
+                out.held = Some(format!("held: {reason}"));
+                out.stop = true;
+            }
+            RemoteError::Unreachable(e) => {
+                tracing::debug!(path = %p, "push deferred: {e}");
+                out.stop = true;
+            }
+            e => {
+                let msg = e.to_string();
+                if self.failures.get(&p) != Some(&msg) {
+                    tracing::warn!(path = %p, "push failed: {msg}");
+                } else {
+                    tracing::debug!(path = %p, "push failed again: {msg}");
+                }
+                out.failed = Some(format!("push of {p}: {msg}"));
+                self.failures.insert(p.clone(), msg);
+            }
+        }
+        rest.push(p);
     }
 
     /// Applies a feed batch; false if it must be refetched.
@@ -922,7 +1018,7 @@ impl Agent {
             };
             let full = rel.under(&root);
             let file = (r.entry.kind == Kind::File).then_some(full.as_path());
-            match remote::push(&self.node, &t, &offer, file).await {
+            match remote::push(&self.node, &t, &offer, None, file).await {
                 Ok(_) => offered += 1,
                 Err(e) => {
                     tracing::debug!(path = %rel, "offer of a lost version: {e}");

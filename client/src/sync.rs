@@ -57,8 +57,69 @@ async fn describe(
     Ok((e, chunks))
 }
 
-/// Pushes the local state of `rel` if it changed since the journal.
-pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError> {
+/// A local change described and ready to be offered: the first half of a
+/// push, so that a push round knows how many versions its changeset holds
+/// before it sends the first one.
+pub(crate) struct Ready {
+    t: remote::Target,
+    entry: Entry,
+    chunks: Vec<ChunkRef>,
+    w: gsync_brick::proto::WriteInfo,
+    st: LocalStat,
+    full: std::path::PathBuf,
+}
+
+impl Ready {
+    /// The path it changes.
+    pub(crate) fn path(&self) -> &RelPath {
+        &self.entry.path
+    }
+
+    /// True for a deletion.
+    pub(crate) fn is_deletion(&self) -> bool {
+        self.entry.kind == Kind::Tombstone
+    }
+}
+
+/// Sends a described change as a member of `changeset`, and records it.
+pub(crate) async fn send(
+    ag: &Agent,
+    r: Ready,
+    changeset: Option<gsync_brick::proto::Changeset>,
+) -> Result<(), RemoteError> {
+    let Ready {
+        t,
+        entry,
+        chunks,
+        w,
+        st,
+        full,
+    } = r;
+    if entry.kind != Kind::Tombstone {
+        return push_entry(ag, &t, entry, chunks, w, st, &full, changeset).await;
+    }
+    let rel = entry.path.clone();
+    let offer = ag.offer(&t, entry.clone(), Vec::new(), w.clone());
+    let (vv, conflict) = remote::push(&ag.node, &t, &offer, changeset, None).await?;
+    let mut rec_entry = entry;
+    set_vectors(&mut rec_entry, vv, &w);
+    ag.expect_echo(rel, rec_entry.vv.clone());
+    ag.journal
+        .put(&Record {
+            entry: rec_entry,
+            chunks: Vec::new(),
+            stat: LocalStat::missing(),
+            conflict,
+        })
+        .map_err(local_err)?;
+    Ok(())
+}
+
+/// Looks at the local state of `rel` against the journal: what changed is
+/// described (read and hashed) and returned to be sent, children's
+/// deletions before their directory's; what needs no offer (unchanged,
+/// only an mtime, a revert on a read-only mount) is settled here.
+pub(crate) async fn plan_local(ag: &Agent, rel: &RelPath) -> Result<Vec<Ready>, RemoteError> {
     tracing::debug!(path = %rel, "push");
     let Some(t) = ag.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
@@ -76,15 +137,16 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
             {
                 tracing::warn!(path = %rel, "special file (fifo, socket or device) skipped");
             }
-            return Ok(());
+            return Ok(Vec::new());
         }
         Found::Missing => {
             let Some(j) = j.filter(|j| j.entry.kind != Kind::Tombstone) else {
-                return Ok(());
+                return Ok(Vec::new());
             };
             if ag.spec.read_only {
-                return revert(ag, rel).await;
+                return revert(ag, rel).await.map(|()| Vec::new());
             }
+            let mut out = Vec::new();
             // Children recorded in the journal go first.
             if j.entry.kind == Kind::Dir {
                 let mut kids = ag.journal.paths_under(rel.as_str()).map_err(local_err)?;
@@ -93,36 +155,30 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
                 for k in kids {
                     let Ok(kr) = RelPath::new(&k) else { continue };
                     if matches!(local::stat_in(&ag.root(), &kr), Ok(Found::Missing)) {
-                        Box::pin(push_local(ag, &kr)).await?;
+                        out.extend(Box::pin(plan_local(ag, &kr)).await?);
                     }
                 }
             }
             let tomb = Entry::tombstone(rel.clone(), ag.node.me.uuid);
             let w = ag.write_info(&tomb, Some(&j));
-            let offer = ag.offer(&t, tomb.clone(), Vec::new(), w.clone());
-            let (vv, conflict) = remote::push(&ag.node, &t, &offer, None).await?;
-            let mut rec_entry = tomb;
-            set_vectors(&mut rec_entry, vv, &w);
-            ag.expect_echo(rel.clone(), rec_entry.vv.clone());
-            let missing = LocalStat::missing();
-            ag.journal
-                .put(&Record {
-                    entry: rec_entry,
-                    chunks: Vec::new(),
-                    stat: missing,
-                    conflict,
-                })
-                .map_err(local_err)?;
-            return Ok(());
+            out.push(Ready {
+                t,
+                entry: tomb,
+                chunks: Vec::new(),
+                w,
+                st: LocalStat::missing(),
+                full,
+            });
+            return Ok(out);
         }
         Found::Some(st) => st,
     };
     if ag.ignore.ignored(rel, st.kind == Kind::Dir) {
-        return Ok(());
+        return Ok(Vec::new());
     }
     if let Some(j) = &j {
         if j.stat == st {
-            return Ok(());
+            return Ok(Vec::new());
         }
         if kept_after_deletion(j, &st) && settle_kept_dir(ag, rel)? {
             if let Ok(Found::Some(now)) = local::stat_in(&ag.root(), rel) {
@@ -131,7 +187,7 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
                 r.stat = now;
                 ag.journal.put(&r).map_err(local_err)?;
             }
-            return Ok(());
+            return Ok(Vec::new());
         }
     }
     if ag.spec.read_only {
@@ -143,10 +199,10 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
         {
             let mut r = j.clone();
             r.stat = st;
-            return ag.journal.put(&r).map_err(local_err);
+            return ag.journal.put(&r).map_err(local_err).map(|()| Vec::new());
         }
         tracing::warn!(path = %rel, "read-only mount: local change reverted");
-        return revert(ag, rel).await;
+        return revert(ag, rel).await.map(|()| Vec::new());
     }
     let (entry, chunks) = describe(ag, rel, &st).await?;
     // Still being written (the content read may mix two states): never
@@ -156,7 +212,7 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
         _ => {
             tracing::debug!(path = %rel, "changed while being read; retried");
             ag.mark(rel.clone());
-            return Ok(());
+            return Ok(Vec::new());
         }
     }
     if let Some(j) = &j {
@@ -165,11 +221,18 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
             let mut r = j.clone();
             r.stat = st;
             ag.journal.put(&r).map_err(local_err)?;
-            return Ok(());
+            return Ok(Vec::new());
         }
     }
     let w = ag.write_info(&entry, j.as_ref());
-    push_entry(ag, &t, entry, chunks, w, st, &full).await
+    Ok(vec![Ready {
+        t,
+        entry,
+        chunks,
+        w,
+        st,
+        full,
+    }])
 }
 
 fn set_vectors(e: &mut Entry, vv: VersionVector, w: &gsync_brick::proto::WriteInfo) {
@@ -186,6 +249,7 @@ fn set_vectors(e: &mut Entry, vv: VersionVector, w: &gsync_brick::proto::WriteIn
     e.vv = vv;
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn push_entry(
     ag: &Agent,
     t: &remote::Target,
@@ -194,10 +258,11 @@ async fn push_entry(
     w: gsync_brick::proto::WriteInfo,
     st: LocalStat,
     full: &Path,
+    changeset: Option<gsync_brick::proto::Changeset>,
 ) -> Result<(), RemoteError> {
     let file = (entry.kind == Kind::File).then_some(full);
     let offer = ag.offer(t, entry.clone(), chunks.clone(), w.clone());
-    let (vv, conflict) = match remote::push(&ag.node, t, &offer, file).await {
+    let (vv, conflict) = match remote::push(&ag.node, t, &offer, changeset, file).await {
         Err(RemoteError::Refused(c, reason)) if c == gsync_brick::proto::code::CONFLICT => {
             return conflict_copy(ag, t, &entry.path, full, &reason).await;
         }
@@ -499,7 +564,7 @@ async fn first_contact(
             };
             let mut w = ag.write_info(&mine, Some(&base));
             w.content_changed = true;
-            push_entry(ag, t, mine, chunks, w, st, &full).await?;
+            push_entry(ag, t, mine, chunks, w, st, &full, None).await?;
             Ok(None)
         }
         None => {
@@ -513,7 +578,7 @@ async fn first_contact(
             if own > 0 {
                 w.base = VersionVector::from_entries([(ag.spec.writer, own)]);
             }
-            push_entry(ag, t, mine, chunks, w, st, &full).await?;
+            push_entry(ag, t, mine, chunks, w, st, &full, None).await?;
             Ok(None)
         }
     }

@@ -18,7 +18,7 @@ use super::types::{ChunkRef, Entry, Kind};
 use super::{chunking, hex, Brick, StoreError};
 use crate::codec;
 use crate::frame::{self, FrameError};
-use crate::proto::{code, Offer, Response};
+use crate::proto::{code, Changeset, Offer, Response};
 use crate::vv::VersionVector;
 
 /// Longest wait for the next chunk frame of an offer: a sender that stalls
@@ -36,10 +36,12 @@ enum Decided {
     Apply(Box<Plan>, Entry),
 }
 
-/// Handles an offer on a stream: the request was already read.
+/// Handles an offer on a stream: the request was already read. The
+/// version is recorded as a member of `changeset`, if given.
 pub async fn handle_offer<W, R>(
     brick: &Arc<Brick>,
     offer: Offer,
+    changeset: Option<Changeset>,
     send: &mut W,
     recv: &mut R,
 ) -> Result<(), FrameError>
@@ -47,7 +49,7 @@ where
     W: AsyncWrite + Unpin + Send,
     R: AsyncRead + Unpin + Send,
 {
-    let resp = match offer_impl(brick, offer, send, recv).await {
+    let resp = match offer_impl(brick, offer, changeset, send, recv).await {
         Ok(r) => r,
         Err(OfferError::Frame(e)) => {
             // A sender that vanished mid-transfer is routine; a frame that
@@ -94,6 +96,7 @@ fn refuse(c: u16, reason: impl Into<String>) -> OfferError {
 async fn offer_impl<W, R>(
     brick: &Arc<Brick>,
     offer: Offer,
+    changeset: Option<Changeset>,
     send: &mut W,
     recv: &mut R,
 ) -> Result<Response, OfferError>
@@ -188,7 +191,7 @@ where
     } else {
         None
     };
-    let from = from_brick;
+    let from = (from_brick, changeset);
     let vv = entry.vv.clone();
     let (_, conflict) = brick
         .with_db(move |b, conn| commit(b, conn, *plan, entry, chunks, temp, from))
@@ -359,7 +362,8 @@ async fn receive_content<R: AsyncRead + Unpin + Send>(
     Ok(temp)
 }
 
-/// Places the plan's content on disk and commits it.
+/// Places the plan's content on disk and commits it. `from` is the
+/// sending brick (replication) and the incoming version's changeset.
 fn commit(
     brick: &Brick,
     conn: &mut Connection,
@@ -367,7 +371,7 @@ fn commit(
     incoming: Entry,
     in_chunks: Vec<ChunkRef>,
     temp: Option<TempFile>,
-    from: Option<u64>,
+    (from, changeset): (Option<u64>, Option<Changeset>),
 ) -> Result<(VersionVector, bool), StoreError> {
     let path = incoming.path;
     let old = Brick::load(conn, &path)?;
@@ -542,6 +546,8 @@ fn commit(
         }
     }
     super::trash::record(&tx, &kept)?;
+    let tag = changeset.filter(|_| *cur_src == Src::Incoming);
+    super::changeset::record(&tx, path.as_str(), &cur.vv, tag)?;
     for peer in &brick.peers() {
         if Some(*peer) == from && !plan.diverged {
             continue;
@@ -676,7 +682,7 @@ pub(super) fn commit_local(
     chunks: Vec<ChunkRef>,
     temp: Option<TempFile>,
 ) -> Result<(), StoreError> {
-    commit(brick, conn, plan, entry, chunks, temp, None).map(|_| ())
+    commit(brick, conn, plan, entry, chunks, temp, (None, None)).map(|_| ())
 }
 
 fn index_chunks(
@@ -764,7 +770,7 @@ pub fn choose(
         siblings: Vec::new(),
         diverged: true,
     };
-    commit(brick, conn, plan, win, Vec::new(), None, None)?;
+    commit(brick, conn, plan, win, Vec::new(), None, (None, None))?;
     Ok(Some(all))
 }
 
