@@ -74,6 +74,13 @@ pub struct Status {
     /// Set by the host when the brick followed is on this node and holds
     /// changes that peer bricks it cannot reach lack: (changes, bricks).
     pub unreplicated: Option<(u64, usize)>,
+    /// Incoming changesets held back while members are missing.
+    pub waiting: u64,
+    /// The last changeset the validator rejected and why (`changeset N
+    /// (validator exit 1: ...)`), while its changes are not live.
+    pub rejected: Option<String>,
+    /// The paths of rejected changes not live yet.
+    pub rejected_paths: Vec<String>,
 }
 
 /// What `gsync accept-deletes` / `revert-deletes` did.
@@ -104,8 +111,12 @@ const FULL_SCAN_EVERY: Duration = Duration::from_secs(60);
 /// Pushes in flight at once.
 const PUSH_CONCURRENCY: usize = 16;
 
-/// Debounce for local events.
+/// Debounce for local events: the default changeset window.
 const DEBOUNCE: Duration = Duration::from_millis(20);
+
+/// Under a continuous stream of local events, a push round (a changeset)
+/// is cut after this many settle windows.
+const SETTLE_CUT: u32 = 10;
 
 /// Whether `auth.allow` of `v` lets the node named `me` mount it; if not,
 /// the line that says so.
@@ -160,6 +171,19 @@ pub(crate) struct Agent {
     /// list was lost by the brick (acknowledged, then wiped before it
     /// replicated) and is pushed again.
     listing: Option<BTreeSet<String>>,
+    /// Incoming changes held until their changeset is complete.
+    gate: crate::changeset::Gate,
+    /// Changes the validator rejected, not live: validated again with the
+    /// next changeset.
+    rejected: Option<Rejected>,
+}
+
+/// A changeset the validator rejected.
+struct Rejected {
+    /// Its name in reports.
+    name: String,
+    /// Its versions (and those of earlier rejected ones).
+    entries: std::collections::BTreeMap<RelPath, (u64, Entry)>,
 }
 
 /// What went wrong in a push round.
@@ -218,7 +242,17 @@ impl Agent {
             recent: guard::Recent::default(),
             last_gone: 0,
             listing: None,
+            gate: crate::changeset::Gate::default(),
+            rejected: None,
         }
+    }
+
+    /// The window in which local changes form one changeset.
+    fn settle(&self) -> Duration {
+        self.spec
+            .settle_ms
+            .map_or(DEBOUNCE, Duration::from_millis)
+            .max(DEBOUNCE)
     }
 
     pub(crate) fn root(&self) -> PathBuf {
@@ -321,6 +355,8 @@ impl Agent {
         }
         let mut feed: Option<Feed> = None;
         let mut push_at = Instant::now();
+        // When the current burst of local events began (see SETTLE_CUT).
+        let mut burst: Option<Instant> = None;
         let mut last_scan = Instant::now();
         loop {
             self.collect_marks();
@@ -368,13 +404,19 @@ impl Agent {
             }
             self.target = want;
             self.update_status();
-            let wait = if self.dirty.is_empty() {
+            let mut wait = if self.dirty.is_empty() {
                 Duration::from_secs(1)
             } else {
                 push_at
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(5))
             };
+            if let Some(d) = self.gate.deadline() {
+                wait = wait.min(
+                    d.saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(5)),
+                );
+            }
             tokio::select! {
                 _ = token.cancelled() => break,
                 Some(c) = cmds.recv() => {
@@ -387,7 +429,9 @@ impl Agent {
                     while let Ok(p) = rx.try_recv() {
                         self.note_event(p);
                     }
-                    push_at = Instant::now() + DEBOUNCE;
+                    let now = Instant::now();
+                    let start = *burst.get_or_insert(now);
+                    push_at = (now + self.settle()).min(start + self.settle() * SETTLE_CUT);
                     continue;
                 }
                 b = async {
@@ -448,11 +492,18 @@ impl Agent {
             if !self.rewalk.is_empty() {
                 self.rewalk_due();
             }
+            if !self.gate.is_empty() && self.target.is_some() && !self.release().await {
+                // Fetch again from the journal's cursor.
+                if let Some(f) = feed.take() {
+                    f.token.cancel();
+                }
+            }
             if self.attached
                 && !self.dirty.is_empty()
                 && Instant::now() >= push_at
                 && self.target.is_some()
             {
+                burst = None;
                 self.push_dirty().await;
                 if !self.dirty.is_empty() {
                     push_at = Instant::now() + Duration::from_millis(500);
@@ -521,9 +572,17 @@ impl Agent {
         } else {
             self.journal.held_why().ok().flatten()
         };
+        let (_, waiting) = self.gate.held();
+        s.waiting = waiting as u64;
+        if self.rejected.is_none() {
+            s.rejected = None;
+            s.rejected_paths.clear();
+        }
         s.in_sync = self.attached
             && self.dirty.is_empty()
             && self.held.is_empty()
+            && self.gate.is_empty()
+            && self.rejected.is_none()
             && self.target.is_some()
             && s.caught_up
             && s.feed_error.is_none();
@@ -858,59 +917,40 @@ impl Agent {
         rest.push(p);
     }
 
-    /// Applies a feed batch; false if it must be refetched.
+    /// Applies a feed batch; false if it must be refetched. Until the
+    /// first sync is complete, entries are applied as they come; after
+    /// it, through the changeset gate (see `changeset`).
     async fn apply_batch(&mut self, b: Batch) -> bool {
-        // Live entries go in parallel (parents are created on demand);
-        // deletions after them, deepest first, one depth at a time. The
-        // cursor moves only once the whole batch is in: after a failure
-        // the batch is fetched again, and what was applied is skipped as
-        // equal.
         let initial = !self.attached;
-        let mut live = Vec::new();
-        let mut dead: std::collections::BTreeMap<std::cmp::Reverse<usize>, Vec<Entry>> =
-            std::collections::BTreeMap::new();
         if let Some(l) = self.listing.as_mut() {
             l.extend(b.entries.iter().map(|(_, e)| e.path.as_str().to_string()));
         }
-        for (_, e) in b.entries {
-            if e.kind == Kind::Tombstone {
-                dead.entry(std::cmp::Reverse(e.path.depth()))
-                    .or_default()
-                    .push(e);
-            } else {
-                live.push(e);
-            }
-        }
-        let mut groups = vec![live];
-        groups.extend(dead.into_values());
         let mut changed = Vec::new();
-        for group in groups {
-            let n = group.len() as u64;
-            let this: &Agent = self;
-            let results: Vec<Result<Option<RelPath>, RemoteError>> =
-                futures_util::stream::iter(group)
-                    .map(|e| sync::apply_remote(this, e))
-                    .buffer_unordered(PUSH_CONCURRENCY)
-                    .collect()
-                    .await;
-            for r in results {
-                match r {
-                    Ok(Some(p)) => changed.push(p),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::debug!("apply deferred: {e}");
-                        self.on_change(&changed, initial);
-                        return false;
-                    }
-                }
+        if initial {
+            if !self.apply_at_once(b.entries, &mut changed).await {
+                self.on_change(&changed, initial);
+                return false;
             }
-            self.status
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .applied += n;
+        } else {
+            let tags: HashMap<u32, gsync_brick::proto::Changeset> =
+                b.changesets.iter().copied().collect();
+            let now = Instant::now();
+            for (i, (seq, e)) in b.entries.into_iter().enumerate() {
+                let tag = u32::try_from(i).ok().and_then(|i| tags.get(&i)).copied();
+                self.gate.admit(seq, e, tag, now);
+            }
         }
-        if let Err(e) = self.journal.set_cursor(b.brick, b.incarnation, b.upto) {
+        // The cursor stays below what is held (not live yet), so a restart
+        // fetches it again.
+        let upto = match self.held_min_seq() {
+            Some(m) => b.upto.min(m.saturating_sub(1)),
+            None => b.upto,
+        };
+        if let Err(e) = self.journal.set_cursor(b.brick, b.incarnation, upto) {
             tracing::warn!(mount = %self.spec.dir.display(), "{e}");
+        }
+        if !initial && !self.release().await {
+            return false;
         }
         if b.caught_up {
             if let Some(listed) = self.listing.take() {
@@ -929,6 +969,286 @@ impl Agent {
         }
         self.on_change(&changed, initial);
         true
+    }
+
+    /// Applies entries one by one as they come (the first sync): live
+    /// entries in parallel (parents are created on demand), deletions
+    /// after them, deepest first, one depth at a time. False on a failure
+    /// (the batch is fetched again; what was applied is skipped as equal).
+    async fn apply_at_once(
+        &mut self,
+        entries: Vec<(u64, Entry)>,
+        changed: &mut Vec<RelPath>,
+    ) -> bool {
+        let mut live = Vec::new();
+        let mut dead: std::collections::BTreeMap<std::cmp::Reverse<usize>, Vec<Entry>> =
+            std::collections::BTreeMap::new();
+        for (_, e) in entries {
+            if e.kind == Kind::Tombstone {
+                dead.entry(std::cmp::Reverse(e.path.depth()))
+                    .or_default()
+                    .push(e);
+            } else {
+                live.push(e);
+            }
+        }
+        let mut groups = vec![live];
+        groups.extend(dead.into_values());
+        for group in groups {
+            let n = group.len() as u64;
+            let this: &Agent = self;
+            let results: Vec<Result<Option<RelPath>, RemoteError>> =
+                futures_util::stream::iter(group)
+                    .map(|e| sync::apply_remote(this, e))
+                    .buffer_unordered(PUSH_CONCURRENCY)
+                    .collect()
+                    .await;
+            for r in results {
+                match r {
+                    Ok(Some(p)) => changed.push(p),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!("apply deferred: {e}");
+                        return false;
+                    }
+                }
+            }
+            self.status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .applied += n;
+        }
+        true
+    }
+
+    /// The lowest feed sequence not live yet (held or rejected).
+    fn held_min_seq(&self) -> Option<u64> {
+        let rejected = self
+            .rejected
+            .as_ref()
+            .and_then(|r| r.entries.values().map(|(s, _)| *s).min());
+        match (self.gate.min_seq(), rejected) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Makes live the changesets the gate releases; false if the feed must
+    /// be fetched again (the gate is emptied: it refills from the cursor).
+    async fn release(&mut self) -> bool {
+        let ready = self.gate.ready(Instant::now());
+        for g in ready {
+            let name = match g.id {
+                Some(id) => format!("{id:016x}"),
+                None => format!(
+                    "#{}",
+                    g.entries.values().map(|(s, _)| *s).min().unwrap_or(0)
+                ),
+            };
+            if !g.complete() {
+                let (n, m) = g.arrived();
+                let dir = self.spec.dir.display().to_string();
+                tracing::warn!(mount = %dir, "changeset {name}: {n} of its {m} changes arrived within {}s; applying them without the others", crate::changeset::MAX_WAIT.as_secs());
+                self.node.events.emit(
+                    "changeset-incomplete",
+                    format!("{dir}: changeset {name} applied with {n} of its {m} changes (the others did not arrive in time)"),
+                    serde_json::json!({"dir": dir, "changeset": name, "arrived": n, "members": m}),
+                );
+            }
+            let mut entries = g.entries;
+            let mut what = name.clone();
+            if let Some(r) = &self.rejected {
+                for (p, v) in &r.entries {
+                    entries.entry(p.clone()).or_insert_with(|| v.clone());
+                }
+                what = format!("{name} (with rejected {})", r.name);
+            }
+            if !self.apply_set(&name, &what, g.id.is_some(), entries).await {
+                self.gate = crate::changeset::Gate::default();
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Stages a set of remote versions (files fetched beside their
+    /// destination), runs the validator if the mount has one, then makes
+    /// them live in one burst of renames and runs --on-change once. False
+    /// if it must be fetched again.
+    async fn apply_set(
+        &mut self,
+        name: &str,
+        what: &str,
+        tagged: bool,
+        entries: std::collections::BTreeMap<RelPath, (u64, Entry)>,
+    ) -> bool {
+        let root = self.root();
+        let this: &Agent = self;
+        let list: Vec<Entry> = entries.values().map(|(_, e)| e.clone()).collect();
+        let preps: Vec<Result<sync::Prep, RemoteError>> = futures_util::stream::iter(list)
+            .map(|e| sync::prepare_remote(this, e))
+            .buffer_unordered(PUSH_CONCURRENCY)
+            .collect()
+            .await;
+        let mut changed = Vec::new();
+        let mut to_place = Vec::new();
+        for r in preps {
+            match r {
+                Ok(sync::Prep::Nothing) => {}
+                Ok(sync::Prep::Done(p)) => changed.push(p),
+                Ok(sync::Prep::Place(p)) => to_place.push(*p),
+                Err(e) => {
+                    tracing::debug!("apply deferred: {e}");
+                    return false;
+                }
+            }
+        }
+        let staged: Vec<Result<sync::Staged, RemoteError>> = futures_util::stream::iter(to_place)
+            .map(|p| sync::stage(this, p))
+            .buffer_unordered(PUSH_CONCURRENCY)
+            .collect()
+            .await;
+        let mut ready = Vec::new();
+        for r in staged {
+            match r {
+                Ok(s) => ready.push(s),
+                Err(e) => {
+                    tracing::debug!("staging deferred: {e}");
+                    return false;
+                }
+            }
+        }
+        if let (Some(cmd), false) = (self.spec.validate.clone(), ready.is_empty()) {
+            let changes: Vec<(RelPath, crate::validate::Change<'_>)> = ready
+                .iter()
+                .map(|s| {
+                    let e = &s.p.e;
+                    let c = match (e.kind, s.content()) {
+                        (Kind::File, Some(f)) => crate::validate::Change::File(f),
+                        (Kind::Dir, _) => crate::validate::Change::Dir,
+                        (Kind::Symlink, _) => {
+                            crate::validate::Change::Symlink(e.target.as_deref().unwrap_or(""))
+                        }
+                        _ => crate::validate::Change::Gone,
+                    };
+                    (e.path.clone(), c)
+                })
+                .collect();
+            let paths: Vec<String> = changes
+                .iter()
+                .map(|(p, _)| p.as_str().to_string())
+                .collect();
+            let dir_name = name.trim_start_matches('#').to_string();
+            let verdict = match crate::validate::lay_out(&root, &dir_name, &changes) {
+                Ok(view) => {
+                    let timeout = self
+                        .spec
+                        .validate_timeout_ms
+                        .map_or(crate::validate::DEFAULT_TIMEOUT, Duration::from_millis);
+                    crate::validate::run(&cmd, &root, &view, &paths, timeout)
+                        .await
+                        .map_err(|why| (why, view))
+                }
+                Err(e) => Err((
+                    format!("cannot lay out the staged tree: {e}"),
+                    root.join(crate::validate::STAGED_DIR).join(&dir_name),
+                )),
+            };
+            drop(changes);
+            match verdict {
+                Ok(()) => crate::validate::discard(&root, &dir_name),
+                Err((why, view)) => {
+                    // The staged files are dropped (temp files removed):
+                    // the folder keeps what it had.
+                    drop(ready);
+                    self.reject(name, what, entries, &why, &view, paths);
+                    crate::validate::prune(&root);
+                    return true;
+                }
+            }
+        }
+        // One burst: directories first, then files and links, then
+        // deletions deepest first.
+        ready.sort_by(|a, b| {
+            let key = |s: &sync::Staged| {
+                let d = s.p.e.path.depth() as i64;
+                match s.p.e.kind {
+                    Kind::Dir => (0, d),
+                    Kind::Tombstone => (2, -d),
+                    _ => (1, d),
+                }
+            };
+            key(a)
+                .cmp(&key(b))
+                .then_with(|| a.p.e.path.cmp(&b.p.e.path))
+        });
+        let n = ready.len() as u64;
+        for s in ready {
+            match sync::go_live(self, s).await {
+                Ok(p) => changed.push(p),
+                Err(e) => {
+                    tracing::debug!("apply deferred: {e}");
+                    self.changes_live(tagged, &changed);
+                    return false;
+                }
+            }
+        }
+        if let Some(r) = self.rejected.take() {
+            tracing::info!(mount = %self.spec.dir.display(), "changeset {name} accepted; the changes of rejected changeset {} went live with it", r.name);
+        }
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .applied += n;
+        self.changes_live(tagged, &changed);
+        true
+    }
+
+    /// --on-change for what went live: once for a changeset, batched with
+    /// others for a change made on its own.
+    fn changes_live(&self, tagged: bool, changed: &[RelPath]) {
+        if tagged {
+            crate::hooks::changeset_live(&self.node, &self.spec, self.root(), changed);
+        } else {
+            self.on_change(changed, false);
+        }
+    }
+
+    /// Keeps a changeset the validator rejected out of the folder: it is
+    /// reported (state, event, log) and validated again with the next one.
+    #[allow(clippy::too_many_arguments)]
+    fn reject(
+        &mut self,
+        name: &str,
+        what: &str,
+        entries: std::collections::BTreeMap<RelPath, (u64, Entry)>,
+        why: &str,
+        view: &std::path::Path,
+        paths: Vec<String>,
+    ) {
+        let dir = self.spec.dir.display().to_string();
+        let line = format!("changeset {name} ({why})");
+        tracing::warn!(mount = %dir, "rejected: changeset {what} ({why}); the folder keeps what it had; the staged tree is kept in {}", view.display());
+        self.node.events.emit(
+            "changeset-rejected",
+            format!("{dir}: rejected: {line}"),
+            serde_json::json!({
+                "dir": dir,
+                "changeset": name,
+                "why": why,
+                "paths": paths,
+                "staged": view.display().to_string(),
+            }),
+        );
+        {
+            let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            s.rejected = Some(line);
+            s.rejected_paths = paths;
+        }
+        self.rejected = Some(Rejected {
+            name: name.to_string(),
+            entries,
+        });
     }
 
     /// After a full listing of the brick followed: paths the journal holds

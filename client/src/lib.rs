@@ -14,6 +14,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod agent;
+pub mod changeset;
 pub mod guard;
 pub mod hooks;
 pub mod journal;
@@ -21,6 +22,7 @@ pub mod local;
 mod remote;
 pub mod spec;
 mod sync;
+pub mod validate;
 pub mod wait;
 mod watch;
 
@@ -146,11 +148,17 @@ impl AgentHost {
                 on_change,
                 on_change_delay_ms,
                 on_change_initial,
+                settle_ms,
+                validate,
+                validate_timeout_ms,
             } => {
                 let hook = OnChange {
                     command: on_change.clone(),
                     delay_ms: *on_change_delay_ms,
                     initial: *on_change_initial,
+                    settle_ms: *settle_ms,
+                    validate: validate.clone(),
+                    validate_timeout_ms: *validate_timeout_ms,
                 };
                 self.mount(source, dir, prefer.as_deref(), *read_only, hook)
                     .await
@@ -258,6 +266,9 @@ impl AgentHost {
             on_change_delay_ms: hook.delay_ms,
             on_change_initial: hook.initial,
             writer: rand::random::<u64>() | 1,
+            settle_ms: hook.settle_ms,
+            validate: hook.validate,
+            validate_timeout_ms: hook.validate_timeout_ms,
         };
         let text = match serde_json::to_string(&spec) {
             Ok(t) => t,
@@ -394,6 +405,9 @@ impl AgentHost {
                     in_sync: s.in_sync && s.unreplicated.is_none(),
                     held_deletes: s.held_deletes,
                     held_deletes_why: s.held_deletes_why,
+                    rejected: s.rejected,
+                    rejected_paths: s.rejected_paths,
+                    waiting: s.waiting,
                 }
             })
             .collect();
@@ -456,6 +470,16 @@ fn state_line(s: &Status) -> String {
     if s.split_brain > 0 {
         parts.push(format!("{} in split-brain", s.split_brain));
     }
+    if s.waiting > 0 {
+        parts.push(format!(
+            "{} changeset{} waiting for members",
+            s.waiting,
+            if s.waiting == 1 { "" } else { "s" }
+        ));
+    }
+    if let Some(r) = &s.rejected {
+        parts.push(format!("rejected: {r}"));
+    }
     if parts.is_empty() {
         match s.unreplicated {
             Some((n, k)) => parts.push(format!(
@@ -474,11 +498,14 @@ fn state_line(s: &Status) -> String {
     parts.join(", ")
 }
 
-/// The --on-change settings of a mount request.
+/// The --on-change, --settle and --validate settings of a mount request.
 struct OnChange {
     command: Option<String>,
     delay_ms: Option<u64>,
     initial: bool,
+    settle_ms: Option<u64>,
+    validate: Option<String>,
+    validate_timeout_ms: Option<u64>,
 }
 
 #[cfg(test)]

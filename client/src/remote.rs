@@ -76,11 +76,11 @@ pub async fn push(
         .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
     let (resp, _) =
         gsync_brick::replicate::send_offer(&mut w, &mut r, (offer, changeset), file, &offer.chunks)
-        .await
-        .map_err(|e| match e {
-            gsync_brick::replicate::PushError::Store(s) => RemoteError::Local(s.to_string()),
-            other => RemoteError::Unreachable(other.to_string()),
-        })?;
+            .await
+            .map_err(|e| match e {
+                gsync_brick::replicate::PushError::Store(s) => RemoteError::Local(s.to_string()),
+                other => RemoteError::Unreachable(other.to_string()),
+            })?;
     match resp {
         Response::Applied { vv, conflict } => Ok((vv, conflict)),
         Response::Error { code, reason } => Err(RemoteError::Refused(code, reason)),

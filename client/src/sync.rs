@@ -321,7 +321,7 @@ async fn conflict_copy(
     ag.mark(copy_rel);
     ag.journal.remove(rel.as_str()).map_err(local_err)?;
     match remote::stat(&ag.node, t, rel).await? {
-        Some((e, chunks)) => place(ag, t, &e, &chunks, None).await,
+        Some((e, chunks)) => place(ag, t, &e, &chunks, None, None).await,
         None => Ok(()),
     }
 }
@@ -360,7 +360,7 @@ pub(crate) async fn revert(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError>
         Some((e, chunks)) => {
             keep_aside(ag, rel, false);
             ag.journal.remove(rel.as_str()).map_err(local_err)?;
-            place(ag, &t, &e, &chunks, None).await
+            place(ag, &t, &e, &chunks, None, None).await
         }
         None => {
             let synced = ag
@@ -430,9 +430,75 @@ fn keep_aside(ag: &Agent, rel: &RelPath, moved: bool) {
 
 /// Applies one remote entry. Returns the path if the local folder changed.
 pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>, RemoteError> {
+    match prepare_remote(ag, e).await? {
+        Prep::Nothing => Ok(None),
+        Prep::Done(p) => Ok(Some(p)),
+        Prep::Place(p) => {
+            place(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), None).await?;
+            Ok(Some(p.e.path))
+        }
+    }
+}
+
+/// What applying a remote entry takes.
+pub(crate) enum Prep {
+    /// Nothing changes in the folder.
+    Nothing,
+    /// Already applied (a first contact decided at once).
+    Done(RelPath),
+    /// The version to write into the folder.
+    Place(Box<ToPlace>),
+}
+
+/// A remote version to write into the folder.
+pub(crate) struct ToPlace {
+    t: remote::Target,
+    pub(crate) e: Entry,
+    chunks: Vec<ChunkRef>,
+    old: Option<Record>,
+}
+
+/// A remote version staged for a burst: a file's content is already in a
+/// temp file beside its destination.
+pub(crate) struct Staged {
+    pub(crate) p: ToPlace,
+    temp: Option<TempFile>,
+}
+
+impl Staged {
+    /// The staged content of a file (a temp file in the folder).
+    pub(crate) fn content(&self) -> Option<&Path> {
+        self.temp.as_ref().map(TempFile::path)
+    }
+}
+
+/// Stages `p`: fetches a file's content into a temp file beside its
+/// destination (fsynced, metadata set); other kinds need nothing ahead.
+pub(crate) async fn stage(ag: &Agent, p: ToPlace) -> Result<Staged, RemoteError> {
+    if p.e.kind != Kind::File {
+        return Ok(Staged { p, temp: None });
+    }
+    let full = files::resolve(&ag.root(), &p.e.path, true).map_err(local_err)?;
+    let temp = fetch_temp(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), &full).await?;
+    Ok(Staged {
+        p,
+        temp: Some(temp),
+    })
+}
+
+/// Makes a staged version live (rename into place) and records it.
+pub(crate) async fn go_live(ag: &Agent, s: Staged) -> Result<RelPath, RemoteError> {
+    let Staged { p, temp } = s;
+    place(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), temp).await?;
+    Ok(p.e.path)
+}
+
+/// Decides what a remote entry changes in the folder; a local edit not
+/// pushed yet is never overwritten (it is pushed, and the brick decides).
+pub(crate) async fn prepare_remote(ag: &Agent, e: Entry) -> Result<Prep, RemoteError> {
     let rel = e.path.clone();
     if ag.ignore.ignored(&rel, e.kind == Kind::Dir) {
-        return Ok(None);
+        return Ok(Prep::Nothing);
     }
     let Some(t) = ag.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
@@ -440,10 +506,10 @@ pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>
     let j = ag.journal.get(rel.as_str()).map_err(local_err)?;
     if let Some(j) = &j {
         match e.vv.compare(&j.entry.vv) {
-            Relation::DominatedBy => return Ok(None),
+            Relation::DominatedBy => return Ok(Prep::Nothing),
             Relation::Equal => {
                 if ag.take_echo(&rel, &e.vv) {
-                    return Ok(None);
+                    return Ok(Prep::Nothing);
                 }
                 // Announced again without a new version: the brick may now
                 // hold a concurrent sibling beside it (or no longer).
@@ -458,7 +524,7 @@ pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>
                         tracing::warn!(path = %rel, "split-brain: the volume has a concurrent version; this mount keeps its own");
                     }
                 }
-                return Ok(None);
+                return Ok(Prep::Nothing);
             }
             Relation::Concurrent => {
                 if j.entry.same_state(&e) {
@@ -471,7 +537,7 @@ pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>
                     ag.journal.put(&r).map_err(local_err)?;
                     tracing::warn!(path = %rel, "split-brain: the volume has a concurrent version; this mount keeps its own");
                 }
-                return Ok(None);
+                return Ok(Prep::Nothing);
             }
             Relation::Dominates => {}
         }
@@ -481,7 +547,7 @@ pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>
             // Below a local symlink: not in the folder (the link itself is
             // pushed as a link, and the brick decides).
             tracing::debug!(path = %rel, "not applied: below a local symlink");
-            return Ok(None);
+            return Ok(Prep::Nothing);
         }
     }
     let found = local::stat_in(&ag.root(), &rel).map_err(local_err)?;
@@ -496,24 +562,31 @@ pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>
     };
     if modified {
         if let (None, Found::Some(st)) = (&j, &found) {
-            return first_contact(ag, &t, e, st.clone()).await;
+            return Ok(match first_contact(ag, &t, e, st.clone()).await? {
+                Some(p) => Prep::Done(p),
+                None => Prep::Nothing,
+            });
         }
         // A local edit not pushed yet: it goes out with its base version and
         // the brick decides (newer, or split-brain). Never overwrite it.
         ag.mark(rel);
-        return Ok(None);
+        return Ok(Prep::Nothing);
     }
     let chunks = if e.kind == Kind::File {
         match remote::stat(&ag.node, &t, &rel).await? {
             Some((cur, c)) if cur.vv == e.vv => c,
             // A newer version exists; it comes later in the feed.
-            _ => return Ok(None),
+            _ => return Ok(Prep::Nothing),
         }
     } else {
         Vec::new()
     };
-    place(ag, &t, &e, &chunks, j.as_ref()).await?;
-    Ok(Some(rel))
+    Ok(Prep::Place(Box::new(ToPlace {
+        t,
+        e,
+        chunks,
+        old: j,
+    })))
 }
 
 /// A path present locally and on the volume with no journal record (first
@@ -552,7 +625,7 @@ async fn first_contact(
                 Some((cur, c)) if cur.vv == e.vv => c,
                 _ => return Ok(None),
             };
-            place(ag, t, &e, &c, None).await?;
+            place(ag, t, &e, &c, None, None).await?;
             Ok(Some(rel))
         }
         Some(Prefer::Local) => {
@@ -584,13 +657,15 @@ async fn first_contact(
     }
 }
 
-/// Writes a remote version into the folder and records it.
+/// Writes a remote version into the folder and records it (a file's
+/// content from `staged` when it was fetched ahead).
 async fn place(
     ag: &Agent,
     t: &remote::Target,
     e: &Entry,
     chunks: &[ChunkRef],
     old: Option<&Record>,
+    staged: Option<TempFile>,
 ) -> Result<(), RemoteError> {
     let root = ag.root();
     // Applying a deletion never creates anything: a missing parent (or one
@@ -614,7 +689,13 @@ async fn place(
         files::resolve(&root, &e.path, true).map_err(local_err)?
     };
     match e.kind {
-        Kind::File => fetch_file(ag, t, e, chunks, old, &full).await?,
+        Kind::File => {
+            let temp = match staged {
+                Some(temp) => temp,
+                None => fetch_temp(ag, t, e, chunks, old, &full).await?,
+            };
+            persist_file(ag, e, chunks, temp, &full)?;
+        }
         Kind::Dir => files::place_dir(&full, e.mode, e.mtime_ns).map_err(local_err)?,
         Kind::Symlink => {
             let parent = full.parent().unwrap_or(&root).to_path_buf();
@@ -722,14 +803,16 @@ fn settle_kept_dir(ag: &Agent, rel: &RelPath) -> Result<bool, RemoteError> {
     Ok(true)
 }
 
-async fn fetch_file(
+/// Fetches a file's content (reusing chunks of the old local version)
+/// into a temp file beside `full`: verified, fsynced, metadata set.
+async fn fetch_temp(
     ag: &Agent,
     t: &remote::Target,
     e: &Entry,
     chunks: &[ChunkRef],
     old: Option<&Record>,
     full: &Path,
-) -> Result<(), RemoteError> {
+) -> Result<TempFile, RemoteError> {
     // Chunks of the old local version can be reused.
     let mut have: HashMap<[u8; 32], u64> = HashMap::new();
     if let Some(o) = old.filter(|o| o.entry.kind == Kind::File) {
@@ -796,6 +879,17 @@ async fn fetch_file(
     f.sync_all().map_err(local_err)?;
     drop(f);
     files::set_meta(temp.path(), e.mode, e.mtime_ns, e.owner).map_err(local_err)?;
+    Ok(temp)
+}
+
+/// Renames a fetched temp file into place, recording the intent first.
+fn persist_file(
+    ag: &Agent,
+    e: &Entry,
+    chunks: &[ChunkRef],
+    temp: TempFile,
+    full: &Path,
+) -> Result<(), RemoteError> {
     if std::fs::symlink_metadata(full).is_ok_and(|m| m.is_dir()) {
         files::remove_any(full).map_err(local_err)?;
     }

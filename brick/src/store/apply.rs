@@ -782,7 +782,7 @@ mod tests {
     fn apply(b: &Brick, e: Entry) {
         b.with_db_sync(|conn| match decide(conn, e, None).unwrap() {
             Decided::Apply(plan, e) => {
-                commit(b, conn, *plan, e, Vec::new(), None, None).unwrap();
+                commit(b, conn, *plan, e, Vec::new(), None, (None, None)).unwrap();
             }
             Decided::Done(_) => panic!("offer ignored"),
         });

@@ -294,8 +294,7 @@ where
             *b.quorum.lock().unwrap_or_else(|e| e.into_inner()) = q;
             if q == Some(true) {
                 if let Some(reason) = behind_peers(node, &b, v, &offer.entry.path).await {
-                    return frame::write_msg(send, &Response::error(code::NO_QUORUM, reason))
-                        .await;
+                    return frame::write_msg(send, &Response::error(code::NO_QUORUM, reason)).await;
                 }
             }
         }
