@@ -1183,16 +1183,28 @@ impl Agent {
                 .then_with(|| a.p.e.path.cmp(&b.p.e.path))
         });
         let n = ready.len() as u64;
+        let burst = Instant::now();
+        let mut done = Vec::new();
+        let mut failed = None;
         for s in ready {
-            match sync::go_live(self, s).await {
+            match sync::go_live(self, s, &mut done).await {
                 Ok(p) => changed.push(p),
                 Err(e) => {
-                    tracing::debug!("apply deferred: {e}");
-                    self.changes_live(tagged, &changed);
-                    return false;
+                    failed = Some(e);
+                    break;
                 }
             }
         }
+        let renamed = burst.elapsed();
+        if let Err(e) = sync::settle_burst(self, &done) {
+            failed = failed.or(Some(e));
+        }
+        if let Some(e) = failed {
+            tracing::debug!("apply deferred: {e}");
+            self.changes_live(tagged, &changed);
+            return false;
+        }
+        tracing::debug!(mount = %self.spec.dir.display(), "changeset {what}: {n} changes live in {renamed:?} ({:?} with the journal)", burst.elapsed());
         if let Some(r) = self.rejected.take() {
             tracing::info!(mount = %self.spec.dir.display(), "changeset {name} accepted; the changes of rejected changeset {} went live with it", r.name);
         }

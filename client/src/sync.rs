@@ -459,38 +459,91 @@ pub(crate) struct ToPlace {
 }
 
 /// A remote version staged for a burst: a file's content is already in a
-/// temp file beside its destination.
+/// temp file beside its destination, and its intent is in the journal.
 pub(crate) struct Staged {
     pub(crate) p: ToPlace,
-    temp: Option<TempFile>,
+    file: Option<(TempFile, std::path::PathBuf, LocalStat)>,
 }
 
 impl Staged {
     /// The staged content of a file (a temp file in the folder).
     pub(crate) fn content(&self) -> Option<&Path> {
-        self.temp.as_ref().map(TempFile::path)
+        self.file.as_ref().map(|(t, _, _)| t.path())
     }
 }
 
 /// Stages `p`: fetches a file's content into a temp file beside its
-/// destination (fsynced, metadata set); other kinds need nothing ahead.
+/// destination (fsynced, metadata set) and records the intent; other
+/// kinds need nothing ahead.
 pub(crate) async fn stage(ag: &Agent, p: ToPlace) -> Result<Staged, RemoteError> {
     if p.e.kind != Kind::File {
-        return Ok(Staged { p, temp: None });
+        return Ok(Staged { p, file: None });
     }
     let full = files::resolve(&ag.root(), &p.e.path, true).map_err(local_err)?;
     let temp = fetch_temp(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), &full).await?;
+    let Found::Some(st) = local::stat(temp.path()).map_err(local_err)? else {
+        return Err(local_err(format!("{}: staged file vanished", p.e.path)));
+    };
+    // Write-ahead (see `persist_file`).
+    ag.journal
+        .put_intent(&Record {
+            entry: p.e.clone(),
+            chunks: p.chunks.clone(),
+            stat: st.clone(),
+            conflict: false,
+        })
+        .map_err(local_err)?;
     Ok(Staged {
         p,
-        temp: Some(temp),
+        file: Some((temp, full, st)),
     })
 }
 
-/// Makes a staged version live (rename into place) and records it.
-pub(crate) async fn go_live(ag: &Agent, s: Staged) -> Result<RelPath, RemoteError> {
-    let Staged { p, temp } = s;
-    place(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), temp).await?;
-    Ok(p.e.path)
+/// Makes a staged version live. A file is renamed into place without
+/// syncing its directory, and its record is added to `done` (the caller
+/// syncs the directories and records them together, right after the
+/// burst); other kinds are placed and recorded at once.
+pub(crate) async fn go_live(
+    ag: &Agent,
+    s: Staged,
+    done: &mut Vec<Record>,
+) -> Result<RelPath, RemoteError> {
+    let Staged { p, file } = s;
+    match file {
+        Some((temp, full, st)) => {
+            if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
+                files::remove_any(&full).map_err(local_err)?;
+            }
+            temp.persist_unsynced(&full).map_err(local_err)?;
+            let rel = p.e.path.clone();
+            done.push(Record {
+                entry: p.e,
+                chunks: p.chunks,
+                stat: st,
+                conflict: false,
+            });
+            Ok(rel)
+        }
+        None => {
+            place(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), None).await?;
+            Ok(p.e.path)
+        }
+    }
+}
+
+/// After a burst: syncs the directories of the files renamed and records
+/// them.
+pub(crate) fn settle_burst(ag: &Agent, done: &[Record]) -> Result<(), RemoteError> {
+    let root = ag.root();
+    let dirs: std::collections::BTreeSet<RelPath> =
+        done.iter().filter_map(|r| r.entry.path.parent()).collect();
+    for d in &dirs {
+        files::sync_parent(&d.under(&root).join("x"));
+    }
+    if done.iter().any(|r| r.entry.path.parent().is_none()) {
+        files::sync_parent(&root.join("x"));
+    }
+    ag.journal.put_many(done).map_err(local_err)
 }
 
 /// Decides what a remote entry changes in the folder; a local edit not

@@ -105,10 +105,17 @@ impl TempFile {
     }
 
     /// Renames it to `dest` (same filesystem), consuming the guard.
-    pub fn persist(mut self, dest: &Path) -> io::Result<()> {
+    pub fn persist(self, dest: &Path) -> io::Result<()> {
+        self.persist_unsynced(dest)?;
+        sync_parent(dest);
+        Ok(())
+    }
+
+    /// Renames it to `dest` without syncing the directory: for a burst of
+    /// renames whose directories the caller syncs once afterwards.
+    pub fn persist_unsynced(mut self, dest: &Path) -> io::Result<()> {
         fs::rename(&self.path, dest)?;
         self.armed = false;
-        sync_parent(dest);
         Ok(())
     }
 }
