@@ -385,6 +385,12 @@ pub struct MountArgs {
     /// everything still pending.
     #[arg(long, value_name = "CMD")]
     pub validate: Option<String>,
+    /// Keep DIR as a symlink to a generation directory beside it
+    /// (.NAME.gsync/), swapped to a new generation with one rename() per
+    /// incoming changeset, so a reader that resolves DIR once sees the old
+    /// set or the new one, never a mix. Implies --read-only.
+    #[arg(long)]
+    pub atomic: bool,
     /// How long --validate may run before the changeset is rejected.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub validate_timeout: std::time::Duration,

@@ -145,6 +145,61 @@ fn a_changeset_goes_live_only_once_every_member_is_staged() {
     c.assert_no_panics();
 }
 
+/// An `--atomic` mount: DIR is a symlink swapped to a new generation per
+/// changeset. A reader that resolves DIR once per pass over the 20 files
+/// never sees a mix while the writer rewrites all 20, again and again, and
+/// ends with the newest set; old generations are pruned.
+#[test]
+fn an_atomic_mount_never_shows_a_mix() {
+    let (c, m1, m2) = pair(&["--settle", "300ms"], |_| vec!["--atomic".into()]);
+    assert!(std::fs::symlink_metadata(&m2)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    write_set(&m1, 1, 20, false);
+    wait_until(T, "set 1 in m2", || {
+        versions(&m2, 20, false).iter().all(|v| *v == Some(1))
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let dir = m2.clone();
+    let h = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        while !s2.load(Ordering::Relaxed) && out.len() < 200_000 {
+            let Ok(real) = std::fs::canonicalize(&dir) else {
+                out.push(vec![None]);
+                continue;
+            };
+            out.push(versions(&real, 20, false));
+        }
+        out
+    });
+    for v in 2..=4 {
+        write_set(&m1, v, 20, false);
+        wait_until(T, "the new set in m2", || {
+            versions(&m2, 20, false).iter().all(|x| *x == Some(v))
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    let samples = h.join().unwrap();
+    println!("{} samples of the atomic mount", samples.len());
+    let bad = samples
+        .iter()
+        .find(|s| s.len() != 20 || s.iter().any(|v| v.is_none() || *v != s[0]));
+    assert!(bad.is_none(), "a pass saw a mix or a missing file: {bad:?}");
+    assert!(samples.iter().any(|s| s[0] == Some(4)));
+    assert!(versions(&m2, 20, false).iter().all(|v| *v == Some(4)));
+    // Old generations are pruned: the live one and the one before stay.
+    let base = m2.with_file_name(".m2.gsync");
+    let gens = std::fs::read_dir(&base)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("gen-"))
+        .count();
+    assert!(gens <= 2, "{gens} generations kept");
+    c.assert_no_panics();
+}
+
 /// Runs logged by an --on-change command writing `$GSYNC_CHANGED` then `---`.
 fn hook_runs(log: &Path) -> Vec<Vec<String>> {
     read(log)

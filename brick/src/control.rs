@@ -161,6 +161,9 @@ pub enum CtlRequest {
         /// Longest run of the validator, in milliseconds.
         #[serde(default)]
         validate_timeout_ms: Option<u64>,
+        /// DIR is a symlink swapped to a new generation per changeset.
+        #[serde(default)]
+        atomic: bool,
     },
     /// `gsync umount DIR`.
     Umount {

@@ -214,7 +214,11 @@ impl Agent {
         journal: Journal,
         status: Arc<Mutex<Status>>,
     ) -> Self {
-        let ignore = Ignore::load(&spec.dir);
+        let ignore = Ignore::load(&if spec.atomic {
+            crate::atomic::work(&spec.dir)
+        } else {
+            spec.dir.clone()
+        });
         let attached = journal.kv("attached").ok().flatten() == Some(1);
         let held: BTreeSet<RelPath> = journal
             .held()
@@ -255,14 +259,31 @@ impl Agent {
             .max(DEBOUNCE)
     }
 
+    /// The folder the agent syncs: the mount folder, or for an atomic
+    /// mount its working tree (see `atomic`).
     pub(crate) fn root(&self) -> PathBuf {
-        self.spec.dir.clone()
+        if self.spec.atomic {
+            crate::atomic::work(&self.spec.dir)
+        } else {
+            self.spec.dir.clone()
+        }
+    }
+
+    /// An atomic mount shows the working tree as a new generation.
+    fn publish(&self) {
+        if !self.spec.atomic {
+            return;
+        }
+        match crate::atomic::publish(&self.spec.dir) {
+            Ok(n) => tracing::debug!(mount = %self.spec.dir.display(), "generation {n} live"),
+            Err(e) => self.set_error(format!("cannot make a new generation: {e}")),
+        }
     }
 
     /// The brick to follow: own node's, the mount host's, then any; or
     /// why there is none.
     fn pick_target(&self) -> Result<Target, String> {
-        if !self.spec.dir.is_dir() {
+        if !self.root().is_dir() {
             return Err(format!(
                 "{} no longer exists; create it again, or gsync umount it",
                 self.spec.dir.display()
@@ -311,13 +332,13 @@ impl Agent {
         // A folder that vanished after its first sync is reported, never
         // silently recreated (its files would count as deleted).
         if !self.attached {
-            if let Err(e) = std::fs::create_dir_all(&self.spec.dir) {
-                self.set_error(format!("cannot create {}: {e}", self.spec.dir.display()));
+            if let Err(e) = std::fs::create_dir_all(self.root()) {
+                self.set_error(format!("cannot create {}: {e}", self.root().display()));
             }
         }
-        let mut lost_root = !self.spec.dir.is_dir();
+        let mut lost_root = !self.root().is_dir();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher = match crate::watch::start(&self.spec.dir, tx.clone()) {
+        let mut watcher = match crate::watch::start(&self.root(), tx.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(dir = %self.spec.dir.display(), "file watcher unavailable ({e}); scanning every 2 s");
@@ -334,7 +355,7 @@ impl Agent {
             }
             Err(e) => tracing::warn!(mount = %self.spec.dir.display(), "journal: {e}"),
         }
-        let stale = local::remove_temp_files(&self.spec.dir);
+        let stale = local::remove_temp_files(&self.root());
         if stale > 0 {
             tracing::info!(mount = %self.spec.dir.display(), "removed {stale} temp files left by an interrupted sync");
         }
@@ -364,7 +385,7 @@ impl Agent {
                 Ok(t) => (Some(t), None),
                 Err(why) => (None, Some(why)),
             };
-            let root_there = self.spec.dir.is_dir();
+            let root_there = self.root().is_dir();
             if !root_there && !lost_root {
                 lost_root = true;
                 tracing::warn!(mount = %self.spec.dir.display(), "the mount folder vanished; nothing is synced until it exists again");
@@ -382,7 +403,7 @@ impl Agent {
                 if let Some(f) = feed.take() {
                     f.token.cancel();
                 }
-                watcher = crate::watch::start(&self.spec.dir, tx.clone()).ok();
+                watcher = crate::watch::start(&self.root(), tx.clone()).ok();
                 self.scan_all();
             }
             if lost_root {
@@ -966,6 +987,7 @@ impl Agent {
             self.note_root_device();
             let _ = self.journal.set_kv("attached", 1);
             tracing::info!(mount = %self.spec.dir.display(), "first sync complete");
+            self.publish();
         }
         self.on_change(&changed, initial);
         true
@@ -1199,6 +1221,9 @@ impl Agent {
         if let Err(e) = sync::settle_burst(self, &done) {
             failed = failed.or(Some(e));
         }
+        if !changed.is_empty() {
+            self.publish();
+        }
         if let Some(e) = failed {
             tracing::debug!("apply deferred: {e}");
             self.changes_live(tagged, &changed);
@@ -1220,7 +1245,7 @@ impl Agent {
     /// others for a change made on its own.
     fn changes_live(&self, tagged: bool, changed: &[RelPath]) {
         if tagged {
-            crate::hooks::changeset_live(&self.node, &self.spec, self.root(), changed);
+            crate::hooks::changeset_live(&self.node, &self.spec, self.spec.dir.clone(), changed);
         } else {
             self.on_change(changed, false);
         }
@@ -1365,7 +1390,13 @@ impl Agent {
 
     /// Hands applied paths to the mount's --on-change batcher.
     fn on_change(&self, changed: &[RelPath], initial: bool) {
-        crate::hooks::changed(&self.node, &self.spec, self.root(), changed, initial);
+        crate::hooks::changed(
+            &self.node,
+            &self.spec,
+            self.spec.dir.clone(),
+            changed,
+            initial,
+        );
     }
 
     /// The mass-delete guard in front of a push round: of the `gone` dirty

@@ -14,6 +14,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod agent;
+pub mod atomic;
 pub mod changeset;
 pub mod guard;
 pub mod hooks;
@@ -151,6 +152,7 @@ impl AgentHost {
                 settle_ms,
                 validate,
                 validate_timeout_ms,
+                atomic,
             } => {
                 let hook = OnChange {
                     command: on_change.clone(),
@@ -159,6 +161,7 @@ impl AgentHost {
                     settle_ms: *settle_ms,
                     validate: validate.clone(),
                     validate_timeout_ms: *validate_timeout_ms,
+                    atomic: *atomic,
                 };
                 self.mount(source, dir, prefer.as_deref(), *read_only, hook)
                     .await
@@ -227,14 +230,30 @@ impl AgentHost {
             return fail(why);
         }
         let existed = dir.is_dir();
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            return fail(format!("{}: {e}", dir.display()));
-        }
-        if !dir.is_dir() {
-            return fail(format!("{} is not a directory", dir.display()));
-        }
-        let Ok(dir) = dir.canonicalize() else {
-            return fail(format!("{}: cannot resolve", dir.display()));
+        let dir = if hook.atomic {
+            // DIR itself becomes a symlink: its parent is resolved.
+            let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+                return fail(format!("{}: not a folder path", dir.display()));
+            };
+            let Ok(parent) = parent.canonicalize() else {
+                return fail(format!("{}: cannot resolve", parent.display()));
+            };
+            let dir = parent.join(name);
+            if let Err(why) = atomic::prepare(&dir) {
+                return fail(why);
+            }
+            dir
+        } else {
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                return fail(format!("{}: {e}", dir.display()));
+            }
+            if !dir.is_dir() {
+                return fail(format!("{} is not a directory", dir.display()));
+            }
+            let Ok(dir) = dir.canonicalize() else {
+                return fail(format!("{}: cannot resolve", dir.display()));
+            };
+            dir
         };
         if let Some(r) = self
             .running
@@ -261,7 +280,7 @@ impl AgentHost {
             volume,
             dir: dir.clone(),
             prefer,
-            read_only,
+            read_only: read_only || hook.atomic,
             on_change: hook.command,
             on_change_delay_ms: hook.delay_ms,
             on_change_initial: hook.initial,
@@ -269,6 +288,7 @@ impl AgentHost {
             settle_ms: hook.settle_ms,
             validate: hook.validate,
             validate_timeout_ms: hook.validate_timeout_ms,
+            atomic: hook.atomic,
         };
         let text = match serde_json::to_string(&spec) {
             Ok(t) => t,
@@ -506,6 +526,7 @@ struct OnChange {
     settle_ms: Option<u64>,
     validate: Option<String>,
     validate_timeout_ms: Option<u64>,
+    atomic: bool,
 }
 
 #[cfg(test)]

@@ -53,6 +53,10 @@ pub struct MountSpec {
     /// Longest run of the validator.
     #[serde(default)]
     pub validate_timeout_ms: Option<u64>,
+    /// DIR is a symlink swapped to a new generation per changeset (see
+    /// `atomic`); implies `read_only`.
+    #[serde(default)]
+    pub atomic: bool,
 }
 
 /// Current stored format.

@@ -91,7 +91,7 @@ fn replace_parent_and_old(at: &Path) -> io::Result<()> {
 /// Links every file below `from` into `to` (directories made, symlinks
 /// copied, never followed), leaving out the mount's reserved directory
 /// and temp files.
-fn mirror(from: &Path, to: &Path, top: bool) -> io::Result<()> {
+pub(crate) fn mirror(from: &Path, to: &Path, top: bool) -> io::Result<()> {
     for e in fs::read_dir(from)? {
         let e = e?;
         let name = e.file_name();
