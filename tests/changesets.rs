@@ -82,26 +82,33 @@ fn versions(m: &Path, n: usize, big: bool) -> Vec<Option<u32>> {
         .collect()
 }
 
-/// Samples the set in `m` in a loop until stopped; returns the samples.
-fn sampler(
-    m: PathBuf,
-    n: usize,
-    big: bool,
-) -> (
-    Arc<AtomicBool>,
-    std::thread::JoinHandle<Vec<Vec<Option<u32>>>>,
-) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
-    let h = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        // Bounded: at most 200,000 samples.
-        while !s2.load(Ordering::Relaxed) && out.len() < 200_000 {
-            out.push(versions(&m, n, big));
-        }
-        out
-    });
-    (stop, h)
+/// One pass of a reader over the set: the version of each file.
+type Sample = Vec<Option<u32>>;
+
+/// A reader taking samples in a loop (at most 200,000) until finished.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<Sample>>,
+}
+
+impl Sampler {
+    fn start(pass: impl Fn() -> Sample + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            while !s2.load(Ordering::Relaxed) && out.len() < 200_000 {
+                out.push(pass());
+            }
+            out
+        });
+        Self { stop, handle }
+    }
+
+    fn finish(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("sampler")
+    }
 }
 
 /// A non-atomic mount makes a changeset live only once every member is
@@ -115,13 +122,13 @@ fn a_changeset_goes_live_only_once_every_member_is_staged() {
     wait_until(T, "set 1 in m2", || {
         versions(&m2, 20, true).iter().all(|v| *v == Some(1))
     });
-    let (stop, h) = sampler(m2.clone(), 20, true);
+    let dir = m2.clone();
+    let reader = Sampler::start(move || versions(&dir, 20, true));
     write_set(&m1, 2, 20, true);
     wait_until(T * 2, "set 2 in m2", || {
         versions(&m2, 20, true).iter().all(|v| *v == Some(2))
     });
-    stop.store(true, Ordering::Relaxed);
-    let samples = h.join().unwrap();
+    let samples = reader.finish();
     let mixed = samples
         .iter()
         .filter(|s| s.iter().any(|v| *v != s[0]))
@@ -133,7 +140,7 @@ fn a_changeset_goes_live_only_once_every_member_is_staged() {
     // Never a small file of the new set live while its big member is not.
     let early = samples
         .iter()
-        .find(|s| s[0] == Some(1) && s[1..].iter().any(|v| *v == Some(2)));
+        .find(|s| s[0] == Some(1) && s[1..].contains(&Some(2)));
     assert!(
         early.is_none(),
         "a member went live before the whole set was staged: {early:?}"
@@ -160,19 +167,11 @@ fn an_atomic_mount_never_shows_a_mix() {
     wait_until(T, "set 1 in m2", || {
         versions(&m2, 20, false).iter().all(|v| *v == Some(1))
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
     let dir = m2.clone();
-    let h = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        while !s2.load(Ordering::Relaxed) && out.len() < 200_000 {
-            let Ok(real) = std::fs::canonicalize(&dir) else {
-                out.push(vec![None]);
-                continue;
-            };
-            out.push(versions(&real, 20, false));
-        }
-        out
+    // Resolving DIR once per pass, as `cd DIR` does.
+    let reader = Sampler::start(move || match std::fs::canonicalize(&dir) {
+        Ok(real) => versions(&real, 20, false),
+        Err(_) => vec![None],
     });
     for v in 2..=4 {
         write_set(&m1, v, 20, false);
@@ -180,8 +179,7 @@ fn an_atomic_mount_never_shows_a_mix() {
             versions(&m2, 20, false).iter().all(|x| *x == Some(v))
         });
     }
-    stop.store(true, Ordering::Relaxed);
-    let samples = h.join().unwrap();
+    let samples = reader.finish();
     println!("{} samples of the atomic mount", samples.len());
     let bad = samples
         .iter()

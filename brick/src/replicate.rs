@@ -410,6 +410,9 @@ pub async fn push_path(
     push_path_paced(node, brick, peer, target, path, false).await
 }
 
+/// A stored version to offer: entry, chunks, changeset.
+type Version = (Entry, Vec<ChunkRef>, Option<Changeset>);
+
 /// [`push_path`], paced by `cluster.heal-rate-limit` when `heal` is set.
 async fn push_path_paced(
     node: &Arc<Node>,
@@ -425,21 +428,19 @@ async fn push_path_paced(
     let p = path.clone();
     // The current version carries its changeset on; siblings never do.
     let versions = brick
-        .with_db(
-            move |_, c| -> Result<Vec<(Entry, Vec<ChunkRef>, Option<Changeset>)>, StoreError> {
-                let mut v = Vec::new();
-                if let Some((e, ch)) = Brick::load(c, &p)? {
-                    let tag = crate::store::changeset::of(c, &e)?;
-                    v.push((e, ch, tag));
-                }
-                v.extend(
-                    Brick::siblings(c, &p)?
-                        .into_iter()
-                        .map(|(e, ch)| (e, ch, None)),
-                );
-                Ok(v)
-            },
-        )
+        .with_db(move |_, c| -> Result<Vec<Version>, StoreError> {
+            let mut v = Vec::new();
+            if let Some((e, ch)) = Brick::load(c, &p)? {
+                let tag = crate::store::changeset::of(c, &e)?;
+                v.push((e, ch, tag));
+            }
+            v.extend(
+                Brick::siblings(c, &p)?
+                    .into_iter()
+                    .map(|(e, ch)| (e, ch, None)),
+            );
+            Ok(v)
+        })
         .await?;
     let mut sent = 0;
     for (entry, chunks, changeset) in versions {
