@@ -459,28 +459,41 @@ pub(crate) struct ToPlace {
 }
 
 /// A remote version staged for a burst: a file's content is already in a
-/// temp file beside its destination, and its intent is in the journal.
+/// temp file under the mount's reserved directory, and its intent is in
+/// the journal.
 pub(crate) struct Staged {
     pub(crate) p: ToPlace,
-    file: Option<(TempFile, std::path::PathBuf, LocalStat)>,
+    file: Option<(TempFile, LocalStat)>,
 }
 
 impl Staged {
     /// The staged content of a file (a temp file in the folder).
     pub(crate) fn content(&self) -> Option<&Path> {
-        self.file.as_ref().map(|(t, _, _)| t.path())
+        self.file.as_ref().map(|(t, _)| t.path())
     }
 }
 
-/// Stages `p`: fetches a file's content into a temp file beside its
-/// destination (fsynced, metadata set) and records the intent; other
-/// kinds need nothing ahead.
+/// Stages `p`: fetches a file's content into a temp file (fsynced,
+/// metadata set) and records the intent; other kinds need nothing ahead.
 pub(crate) async fn stage(ag: &Agent, p: ToPlace) -> Result<Staged, RemoteError> {
     if p.e.kind != Kind::File {
         return Ok(Staged { p, file: None });
     }
-    let full = files::resolve(&ag.root(), &p.e.path, true).map_err(local_err)?;
-    let temp = fetch_temp(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), &full).await?;
+    // Staged under the mount's reserved directory (same filesystem, never
+    // synced), so a set that is rejected leaves nothing in the folder, not
+    // even a new parent directory.
+    let root = ag.root();
+    let full = p.e.path.under(&root);
+    let temp = fetch_temp(
+        ag,
+        &p.t,
+        &p.e,
+        &p.chunks,
+        p.old.as_ref(),
+        &full,
+        Some(&files::tmp_dir(&root)),
+    )
+    .await?;
     let Found::Some(st) = local::stat(temp.path()).map_err(local_err)? else {
         return Err(local_err(format!("{}: staged file vanished", p.e.path)));
     };
@@ -495,7 +508,7 @@ pub(crate) async fn stage(ag: &Agent, p: ToPlace) -> Result<Staged, RemoteError>
         .map_err(local_err)?;
     Ok(Staged {
         p,
-        file: Some((temp, full, st)),
+        file: Some((temp, st)),
     })
 }
 
@@ -510,7 +523,8 @@ pub(crate) async fn go_live(
 ) -> Result<RelPath, RemoteError> {
     let Staged { p, file } = s;
     match file {
-        Some((temp, full, st)) => {
+        Some((temp, st)) => {
+            let full = files::resolve(&ag.root(), &p.e.path, true).map_err(local_err)?;
             if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
                 files::remove_any(&full).map_err(local_err)?;
             }
@@ -745,7 +759,7 @@ async fn place(
         Kind::File => {
             let temp = match staged {
                 Some(temp) => temp,
-                None => fetch_temp(ag, t, e, chunks, old, &full).await?,
+                None => fetch_temp(ag, t, e, chunks, old, &full, None).await?,
             };
             persist_file(ag, e, chunks, temp, &full)?;
         }
@@ -856,8 +870,9 @@ fn settle_kept_dir(ag: &Agent, rel: &RelPath) -> Result<bool, RemoteError> {
     Ok(true)
 }
 
-/// Fetches a file's content (reusing chunks of the old local version)
-/// into a temp file beside `full`: verified, fsynced, metadata set.
+/// Fetches a file's content (reusing chunks of the old local version at
+/// `full`) into a temp file in `dir` (default: beside `full`): verified,
+/// fsynced, metadata set.
 async fn fetch_temp(
     ag: &Agent,
     t: &remote::Target,
@@ -865,6 +880,7 @@ async fn fetch_temp(
     chunks: &[ChunkRef],
     old: Option<&Record>,
     full: &Path,
+    dir: Option<&Path>,
 ) -> Result<TempFile, RemoteError> {
     // Chunks of the old local version can be reused.
     let mut have: HashMap<[u8; 32], u64> = HashMap::new();
@@ -881,7 +897,7 @@ async fn fetch_temp(
     } else {
         Some(remote::read_chunks(&ag.node, t, &e.path, e.hash, need.clone()).await?)
     };
-    let parent = full.parent().unwrap_or(full);
+    let parent = dir.unwrap_or_else(|| full.parent().unwrap_or(full));
     let (temp, file) = TempFile::create(parent).map_err(local_err)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut old_file = if have.is_empty() {
