@@ -654,3 +654,63 @@ fn mounts_fail_over_from_a_brick_wiped_while_running() {
     wait_until(T, "heal info clean", || all_clean(c.node(1), "v"));
     c.assert_no_panics();
 }
+
+/// A brick reset to be refilled adopts nothing it finds in its directory
+/// when it opens a new database (a write still in flight from before the
+/// reset, a stale copy): it is set aside under `.gsync/`, and a directory
+/// the volume deleted does not come back on any brick or mount.
+#[test]
+fn a_reset_brick_adopts_no_stray_content() {
+    let mut c = cluster3();
+    let m1 = c.mount("v", 1);
+    std::fs::create_dir_all(m1.join("gone/inner")).unwrap();
+    std::fs::write(m1.join("gone/inner/f"), "f\n").unwrap();
+    std::fs::write(m1.join("kept.txt"), "kept\n").unwrap();
+    let b3 = c.brick("v", 3);
+    wait_until(T, "gone/inner/f on brick 3", || {
+        read(&b3.join("gone/inner/f")) == "f\n"
+    });
+    std::fs::remove_dir_all(m1.join("gone")).unwrap();
+    for i in 1..=3 {
+        crate::support::mounts::wait_gone(&c.brick("v", i), "gone", T);
+    }
+    crate::support::empty_dir(&b3);
+    wait_until(T, "brick v3 reported unserved", || {
+        status_row(&c, 1, 3)
+            .1
+            .is_some_and(|r| r.contains("marker missing"))
+    });
+    let name = format!("{}:{}", c.node(3).ip, b3.display());
+    c.node(1).reset_brick("v", &name).ok();
+    wait_until(T, "kept.txt refilled on brick 3", || {
+        read(&b3.join("kept.txt")) == "kept\n"
+    });
+    // Its database is lost while a stale copy of the deleted directory
+    // stands in its directory.
+    c.node_mut(3).kill9();
+    for f in ["meta.db", "meta.db-wal", "meta.db-shm"] {
+        let _ = std::fs::remove_file(b3.join(".gsync").join(f));
+    }
+    std::fs::create_dir_all(b3.join("gone/inner")).unwrap();
+    std::fs::write(b3.join("gone/inner/f"), "stale\n").unwrap();
+    c.node_mut(3).start();
+    // What the brick holds is unknown: not served, and the reason says so.
+    wait_until(T, "brick v3 unserved: database lost", || {
+        status_row(&c, 1, 3)
+            .1
+            .is_some_and(|r| r.contains("database lost"))
+    });
+    c.node(1).reset_brick("v", &name).ok();
+    wait_until(T, "kept.txt refilled on brick 3 again", || {
+        read(&b3.join("kept.txt")) == "kept\n"
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    for d in [m1.clone(), c.brick("v", 1), c.brick("v", 2), b3.clone()] {
+        assert!(
+            !d.join("gone").exists(),
+            "{}: the deleted directory came back",
+            d.display()
+        );
+    }
+    c.assert_no_panics();
+}

@@ -452,6 +452,76 @@ fn a_write_lost_with_a_wiped_brick_is_pushed_again() {
     c.assert_no_panics();
 }
 
+/// An overwrite acknowledged by a brick that is wiped before it
+/// replicated: the other bricks hold the file in its older version only.
+/// The mount does not take that for "in sync" with its newer version: it
+/// pushes the newer version again, and every mount ends with it.
+#[test]
+fn an_overwrite_lost_with_a_wiped_brick_is_pushed_again() {
+    let (c, m) = three_mounts();
+    let [m1, _m2, m3] = m.clone();
+    std::fs::write(m3.join("app.conf"), "version 1\n").unwrap();
+    wait_content(&m1, "app.conf", "version 1\n", T);
+    crate::support::heal::isolate(&c, 3);
+    std::fs::write(m3.join("app.conf"), "version 2, only on brick 3\n").unwrap();
+    let b3 = c.brick("v", 3);
+    wait_content(&b3, "app.conf", "version 2, only on brick 3\n", T);
+    wait_until(T, "m3 in sync with its brick", || {
+        mount_list(&c, 3).contains("in sync")
+    });
+    crate::support::empty_dir(&b3);
+    c.heal_network();
+    wait_content(
+        &c.brick("v", 2),
+        "app.conf",
+        "version 2, only on brick 3\n",
+        T,
+    );
+    wait_content(&m1, "app.conf", "version 2, only on brick 3\n", T);
+    assert_eq!(
+        crate::support::read(&m3.join("app.conf")),
+        "version 2, only on brick 3\n"
+    );
+    c.assert_no_panics();
+}
+
+/// The same loss while another brick cannot be asked whether it holds the
+/// path: the mount does not give up on it (nor say "in sync"); once that
+/// brick answers, the path is pushed again.
+#[test]
+fn a_lost_write_is_pushed_again_once_every_brick_can_tell() {
+    let (c, m) = three_mounts();
+    let [m1, _m2, m3] = m.clone();
+    std::fs::write(m1.join("base.txt"), "base\n").unwrap();
+    wait_content(&m3, "base.txt", "base\n", T);
+    crate::support::heal::isolate(&c, 3);
+    std::fs::write(m3.join("lost.txt"), "only on brick 3\n").unwrap();
+    let b3 = c.brick("v", 3);
+    wait_content(&b3, "lost.txt", "only on brick 3\n", T);
+    wait_until(T, "m3 in sync with its brick", || {
+        mount_list(&c, 3).contains("in sync")
+    });
+    crate::support::empty_dir(&b3);
+    // Node 3 reaches node 2 again (its mount fails over to brick 2), not
+    // node 1: brick 1 cannot tell whether it holds lost.txt.
+    c.node(2).unblock_all();
+    c.node(3).unblock_all();
+    c.partition(1, 3);
+    wait_until(T, "m3 follows brick 2", || {
+        mount_list(&c, 3).contains(&format!("following {}", c.node(2).ip))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let line = mount_list(&c, 3);
+    assert!(
+        !line.contains(" in sync"),
+        "m3 says in sync while lost.txt is in its folder alone: {line}"
+    );
+    c.heal_network();
+    wait_content(&c.brick("v", 2), "lost.txt", "only on brick 3\n", T);
+    wait_content(&m1, "lost.txt", "only on brick 3\n", T);
+    c.assert_no_panics();
+}
+
 /// A directory deleted on the volume that a mount had to keep (it still
 /// held an ignored editor file) is never pushed back as a new directory
 /// once that file is gone: it is removed, and stays deleted everywhere.

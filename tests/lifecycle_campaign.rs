@@ -445,6 +445,12 @@ impl Campaign {
             .map(|(k, v)| format!("{k} {v:?}"))
             .collect();
         let _ = std::fs::write(keep.join("model.txt"), model.join("\n"));
+        // The whole cluster (brick databases, mount journals) for sqlite3.
+        let _ = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(self.c.path(""))
+            .arg(keep.join("cluster"))
+            .status();
         eprintln!("LIFECYCLE evidence kept in {}", keep.display());
     }
 
@@ -490,6 +496,11 @@ fn lifecycle_campaign() {
     let c = Cluster::start(3);
     c.form_pool();
     c.create_volume(VOL);
+    // The writers' `rm -rf`s are meant: the guard that holds a mistaken
+    // one has its own tests, and would hold these for an operator.
+    c.node(1)
+        .cli(&["volume", "set", VOL, "cluster.mass-delete-guard", "off"])
+        .ok();
     let outside = c.path("outside");
     std::fs::create_dir_all(outside.join("sub")).unwrap();
     std::fs::write(outside.join("secret"), "not for the volume\n").unwrap();

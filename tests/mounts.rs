@@ -700,3 +700,47 @@ fn write_to_visible_latency() {
     assert!(p50 < Duration::from_secs(2), "p50 {p50:?}");
     c.assert_no_panics();
 }
+
+/// A file written slowly in place (`{ echo a; sleep 1; echo b; } > f`, a
+/// `cp` of a big file) is never shown half-written on another mount: it
+/// is pushed once closed. One kept open and written for longer than the
+/// bound is still pushed while open.
+#[test]
+fn a_file_still_being_written_is_not_shown_half_written() {
+    use std::io::Write;
+    let (_c, m) = three_mounts();
+    let [m1, m2, _] = &m;
+    std::fs::write(m1.join("ready"), "ready\n").unwrap();
+    wait_content(m2, "ready", "ready\n", Duration::from_secs(20));
+    let mut f = std::fs::File::create(m1.join("slow.conf")).unwrap();
+    f.write_all(b"first half\n").unwrap();
+    // Sample the other mount while the writer pauses mid-file.
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut half = 0;
+    while Instant::now() < until {
+        if std::fs::read_to_string(m2.join("slow.conf")).is_ok_and(|s| s == "first half\n") {
+            half += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f.write_all(b"second half\n").unwrap();
+    drop(f);
+    wait_content(
+        m2,
+        "slow.conf",
+        "first half\nsecond half\n",
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        half, 0,
+        "slow.conf was seen half-written on m2 {half} times"
+    );
+
+    // A log kept open: what it holds is pushed within the bound anyway.
+    let mut log = std::fs::File::create(m1.join("open.log")).unwrap();
+    log.write_all(b"line 1\n").unwrap();
+    wait_content(m2, "open.log", "line 1\n", Duration::from_secs(30));
+    log.write_all(b"line 2\n").unwrap();
+    drop(log);
+    wait_content(m2, "open.log", "line 1\nline 2\n", Duration::from_secs(20));
+}

@@ -313,6 +313,54 @@ fn count_files(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
+/// Renaming a directory that holds most of a mount's files (`mv site
+/// site.old`) or moving it inside another is no mass deletion: the content
+/// is still in the folder. Nothing is held, and every mount ends with the
+/// new names only.
+#[test]
+fn renaming_a_big_directory_is_not_a_mass_delete() {
+    let (c, m) = three_mounts();
+    let [m1, m2, m3] = &m;
+    std::fs::create_dir_all(m1.join("site/sub")).unwrap();
+    for k in 0..60 {
+        std::fs::write(m1.join(format!("site/f{k:02}")), format!("{k}\n")).unwrap();
+        std::fs::write(m1.join(format!("site/sub/g{k:02}")), format!("{k}\n")).unwrap();
+    }
+    std::fs::write(m1.join("keep.txt"), "keep\n").unwrap();
+    for d in [m2, m3] {
+        wait_content(d, "site/sub/g59", "59\n", T);
+        wait_until(T, "60 files everywhere", || {
+            count_files(&d.join("site/sub")) == 60
+        });
+    }
+    let m1s = m1.to_string_lossy().into_owned();
+    c.node(1).cli(&["wait", &m1s, "--timeout", "120s"]).ok();
+    // Three renames in a row, each pushed before the next (within the
+    // guard's window, where deletions count together).
+    std::fs::rename(m1.join("site"), m1.join("site.new")).unwrap();
+    wait_content(m2, "site.new/f59", "59\n", T);
+    std::fs::rename(m1.join("site.new"), m1.join("site.old")).unwrap();
+    wait_content(m2, "site.old/f59", "59\n", T);
+    std::fs::create_dir(m1.join("archive")).unwrap();
+    std::fs::rename(m1.join("site.old/sub"), m1.join("archive/sub")).unwrap();
+    for d in [m1, m2, m3] {
+        wait_content(d, "site.old/f59", "59\n", T);
+        wait_content(d, "archive/sub/g59", "59\n", T);
+        wait_gone(d, "site", T);
+        wait_gone(d, "site.new", T);
+        wait_gone(d, "site.old/sub", T);
+        assert_eq!(count_files(&d.join("site.old")), 60, "{}", d.display());
+        assert_eq!(count_files(&d.join("archive/sub")), 60, "{}", d.display());
+    }
+    for i in 1..=3 {
+        wait_gone(&c.brick("v", i), "site", T);
+    }
+    let row = mount_row(&c, 1, m1);
+    assert_eq!(row["held_deletes"].as_u64(), Some(0), "{row}");
+    c.node(1).cli(&["wait", &m1s, "--timeout", "60s"]).ok();
+    c.assert_no_panics();
+}
+
 /// `rm -rf` of 300 of a mount's 301 files is held by the mass-delete guard:
 /// the other mounts keep all 300, `gsync mount` says so, an edit made
 /// meanwhile still propagates, the hold survives a daemon restart,

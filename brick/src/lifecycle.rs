@@ -38,6 +38,24 @@ pub fn same_peers(peers: &[u64], v: &Volume, id: u64) -> bool {
 /// File name of the volume-id marker inside `.gsync/`.
 pub const MARKER: &str = "volume-id";
 
+/// File inside `.gsync/` of a brick re-initialised by `reset-brick`: it is
+/// filled from its peers only. Whatever stands in its directory when it
+/// opens with a new database was put there by nobody the volume knows (a
+/// write of the instance stopped before the reset, still in flight) and is
+/// set aside, never adopted as this brick's own new paths, which would
+/// bring deleted paths back on every brick.
+///
+/// It holds [`REFILL_FRESH`] until the brick first opens its new database,
+/// then [`REFILL_OPENED`]: a brick whose database is gone after that is not
+/// served (what its files are is unknown) until reset again.
+pub const REFILL_ONLY: &str = "refill-only";
+
+/// [`REFILL_ONLY`] of a brick not opened since its reset.
+pub const REFILL_FRESH: &str = "fresh";
+
+/// [`REFILL_ONLY`] of a brick opened since its reset.
+pub const REFILL_OPENED: &str = "opened";
+
 /// Re-initialises the brick directory `path` of `volume` in place: the old
 /// `.gsync/` and every file of the brick are moved under
 /// `.gsync/before-reset-<unix time>/` (kept on disk, never served), then a
@@ -87,6 +105,8 @@ pub fn reinit_brick_dir(path: &Path, volume: Uuid) -> Result<String, String> {
         let aside = meta.join(&aside_name);
         std::fs::rename(&staging, &aside).map_err(|e| format!("{}: {e}", aside.display()))?;
     }
+    std::fs::write(meta.join(REFILL_ONLY), REFILL_FRESH)
+        .map_err(|e| format!("{}: {e}", meta.join(REFILL_ONLY).display()))?;
     let marker = meta.join(MARKER);
     let tmp = meta.join(format!("{MARKER}.tmp"));
     std::fs::write(&tmp, volume.to_string()).map_err(|e| format!("{}: {e}", tmp.display()))?;
@@ -102,6 +122,31 @@ pub fn reinit_brick_dir(path: &Path, volume: Uuid) -> Result<String, String> {
     } else {
         String::new()
     })
+}
+
+/// Moves every entry of brick directory `path` but `.gsync/` under
+/// `.gsync/stray-<unix time>/` (renamed, kept on disk, never served).
+/// Returns how many.
+pub fn set_aside_strays(path: &Path) -> Result<usize, String> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let aside = path.join(RESERVED).join(format!("stray-{stamp}"));
+    let names: Vec<std::ffi::OsString> = std::fs::read_dir(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .filter(|n| n.to_str() != Some(RESERVED))
+        .collect();
+    if names.is_empty() {
+        return Ok(0);
+    }
+    std::fs::create_dir_all(&aside).map_err(|e| format!("{}: {e}", aside.display()))?;
+    for name in &names {
+        let from = path.join(name);
+        std::fs::rename(&from, aside.join(name)).map_err(|e| format!("{}: {e}", from.display()))?;
+    }
+    Ok(names.len())
 }
 
 fn filled_key(peer: u64) -> String {

@@ -118,6 +118,10 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 /// is cut after this many settle windows.
 const SETTLE_CUT: u32 = 10;
 
+/// Longest a file open for writing waits for its close before what it
+/// holds is pushed anyway (and again, while it stays open and written to).
+const OPEN_WRITE_WAIT: Duration = Duration::from_secs(10);
+
 /// Whether `auth.allow` of `v` lets the node named `me` mount it; if not,
 /// the line that says so.
 pub(crate) fn allowed(v: &gsync_brick::pool::Volume, me: &str) -> Result<(), String> {
@@ -150,6 +154,12 @@ pub(crate) struct Agent {
     remarks: Mutex<Vec<RelPath>>,
     /// New directories to walk again, and when.
     rewalk: Vec<(Instant, PathBuf)>,
+    /// Files written to and not closed since (by the watcher's events),
+    /// with when the first such write was seen: a file still being written
+    /// is not pushed (other mounts would show it half-written) until it is
+    /// closed, or for at most [`OPEN_WRITE_WAIT`] at a time (a log kept
+    /// open forever is still synced).
+    writing: HashMap<RelPath, Instant>,
     /// The last push failure of each failing path: a failure repeated on
     /// every retry is logged once, not twice a second.
     failures: HashMap<RelPath, String>,
@@ -171,6 +181,17 @@ pub(crate) struct Agent {
     /// list was lost by the brick (acknowledged, then wiped before it
     /// replicated) and is pushed again.
     listing: Option<BTreeSet<String>>,
+    /// Synced paths the brick followed did not list, that no brick was
+    /// known to hold when last asked: offered again until a brick has
+    /// them (or the folder changed them), never forgotten on a failure.
+    lost: BTreeSet<String>,
+    /// When `lost` is looked at again.
+    lost_retry: Instant,
+    /// Paths queued for a push when the agent last stopped that are gone
+    /// from the folder and from the journal: a push of them may have been
+    /// acknowledged by the brick just before the stop, unrecorded. See
+    /// [`Self::adopt_unrecorded_pushes`].
+    unrecorded: Vec<RelPath>,
     /// Incoming changes held until their changeset is complete.
     gate: crate::changeset::Gate,
     /// Changes the validator rejected, not live: validated again with the
@@ -196,6 +217,10 @@ struct Outcome {
     /// The round stopped (brick unreachable, no quorum).
     stop: bool,
 }
+
+/// How often paths lost with a brick are looked at again while some brick
+/// could not tell whether it holds them, or an offer failed.
+const LOST_RETRY: Duration = Duration::from_secs(3);
 
 /// How long a brick that answered "not served here" is passed over before
 /// it is tried again.
@@ -239,6 +264,7 @@ impl Agent {
             echoes: Mutex::new(HashMap::new()),
             remarks: Mutex::new(Vec::new()),
             rewalk: Vec::new(),
+            writing: HashMap::new(),
             failures: HashMap::new(),
             unserved: HashMap::new(),
             held,
@@ -248,6 +274,9 @@ impl Agent {
             listing: None,
             gate: crate::changeset::Gate::default(),
             rejected: None,
+            lost: BTreeSet::new(),
+            lost_retry: Instant::now(),
+            unrecorded: Vec::new(),
         }
     }
 
@@ -361,6 +390,11 @@ impl Agent {
         }
         for p in self.journal.queued().unwrap_or_default() {
             if let Ok(r) = RelPath::new(&p) {
+                if matches!(local::stat_in(&root, &r), Ok(Found::Missing))
+                    && matches!(self.journal.get(r.as_str()), Ok(None))
+                {
+                    self.unrecorded.push(r.clone());
+                }
                 self.dirty.insert(r);
             }
         }
@@ -519,6 +553,9 @@ impl Agent {
                     f.token.cancel();
                 }
             }
+            if !self.lost.is_empty() && Instant::now() >= self.lost_retry && self.target.is_some() {
+                self.offer_lost().await;
+            }
             if self.attached
                 && !self.dirty.is_empty()
                 && Instant::now() >= push_at
@@ -584,7 +621,7 @@ impl Agent {
         s.online = self.target.is_some();
         s.brick = self.target.as_ref().map(|t| t.name.clone());
         s.brick_id = self.target.as_ref().map(|t| (t.volume, t.brick));
-        s.pending = self.dirty.len() as u64;
+        s.pending = (self.dirty.len() + self.lost.len()) as u64;
         s.split_brain = self.journal.conflicts().unwrap_or(0);
         s.attached = self.attached;
         s.held_deletes = self.held.len() as u64;
@@ -601,6 +638,7 @@ impl Agent {
         }
         s.in_sync = self.attached
             && self.dirty.is_empty()
+            && self.lost.is_empty()
             && self.held.is_empty()
             && self.gate.is_empty()
             && self.rejected.is_none()
@@ -611,12 +649,15 @@ impl Agent {
 
     fn note_event(&mut self, hint: crate::watch::Hint) {
         let root = self.root();
-        let p = match hint {
-            crate::watch::Hint::Rescan => {
+        use crate::watch::Hint;
+        let (p, writing) = match hint {
+            Hint::Rescan => {
                 self.scan_all();
                 return;
             }
-            crate::watch::Hint::Path(p) => p,
+            Hint::Path(p) => (p, None),
+            Hint::Written(p) => (p, Some(true)),
+            Hint::Closed(p) => (p, Some(false)),
         };
         if p == root {
             return;
@@ -647,6 +688,15 @@ impl Agent {
             // Files created in it before the watcher covered it raise no
             // event: look again once the watch is surely in place.
             self.rewalk.push((Instant::now() + REWALK_AFTER, p));
+        }
+        match writing {
+            Some(true) => {
+                self.writing.entry(rel.clone()).or_insert_with(Instant::now);
+            }
+            Some(false) => {
+                self.writing.remove(&rel);
+            }
+            None => {}
         }
         self.mark(rel);
     }
@@ -747,21 +797,36 @@ impl Agent {
         let mut present = Vec::new();
         let mut gone = Vec::new();
         let mut back = Vec::new();
+        let now = Instant::now();
         for p in std::mem::take(&mut self.dirty) {
             if p.under(&root).symlink_metadata().is_ok() {
+                // Still being written: wait for its close (bounded).
+                // Past the bound, it is pushed as it is; its next write
+                // starts another wait.
+                match self.writing.get(&p) {
+                    Some(since) if now.duration_since(*since) < OPEN_WRITE_WAIT => {
+                        self.dirty.insert(p);
+                        continue;
+                    }
+                    Some(_) => {
+                        self.writing.remove(&p);
+                    }
+                    None => {}
+                }
                 // A held deletion whose file is there again is no deletion.
                 if self.held.remove(&p) {
                     back.push(p.clone());
                 }
                 present.push(p);
             } else {
+                self.writing.remove(&p);
                 gone.push(p);
             }
         }
         if !back.is_empty() {
             let _ = self.journal.release(back.iter().map(RelPath::as_str));
         }
-        let (mut gone, deferred) = self.guard_deletions(gone);
+        let (mut gone, deferred) = self.guard_deletions(gone, &present);
         present.sort_by(|a, b| a.depth().cmp(&b.depth()).then_with(|| a.cmp(b)));
         gone.sort_by(|a, b| b.depth().cmp(&a.depth()).then_with(|| a.cmp(b)));
         let mut groups: Vec<Vec<RelPath>> = Vec::new();
@@ -942,9 +1007,29 @@ impl Agent {
     /// first sync is complete, entries are applied as they come; after
     /// it, through the changeset gate (see `changeset`).
     async fn apply_batch(&mut self, b: Batch) -> bool {
+        // Our own unrecorded pushes are settled before anything from the
+        // brick is applied (it would bring them back as remote creations).
+        if !self.unrecorded.is_empty() {
+            self.adopt_unrecorded_pushes().await;
+            if !self.unrecorded.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return false;
+            }
+        }
         let initial = !self.attached;
-        if let Some(l) = self.listing.as_mut() {
-            l.extend(b.entries.iter().map(|(_, e)| e.path.as_str().to_string()));
+        if self.listing.is_some() {
+            // A path the brick holds only in a version older than the one
+            // this mount synced counts as not listed: that version may have
+            // been lost with a brick too (see `offer_lost`).
+            let listed: Vec<String> = b
+                .entries
+                .iter()
+                .filter(|(_, e)| !self.synced_newer_than(e))
+                .map(|(_, e)| e.path.as_str().to_string())
+                .collect();
+            if let Some(l) = self.listing.as_mut() {
+                l.extend(listed);
+            }
         }
         let mut changed = Vec::new();
         if initial {
@@ -1288,31 +1373,117 @@ impl Agent {
         });
     }
 
+    /// A path pushed and acknowledged just before the agent stopped (kill
+    /// -9, a crash) is in the brick but not in the journal; deleted from the
+    /// folder while the agent was down, it would come back from the brick
+    /// as a remote creation. Each such path the brick followed holds in a
+    /// version this mount's writer wrote is recorded as that version, gone
+    /// from the folder, so its deletion is pushed instead. Paths the brick
+    /// does not know (never pushed) are left alone. Kept for a later turn
+    /// while the brick cannot tell.
+    async fn adopt_unrecorded_pushes(&mut self) {
+        let Some(t) = self.target.clone() else {
+            return;
+        };
+        let paths = std::mem::take(&mut self.unrecorded);
+        for part in paths.chunks(gsync_brick::proto::MAX_VERSION_PATHS) {
+            let req = gsync_brick::proto::Request::Versions {
+                volume: t.volume,
+                brick: t.brick,
+                paths: part.to_vec(),
+            };
+            let have = match remote::call(&self.node, &t, &req).await {
+                Ok(gsync_brick::proto::Response::Versions(have)) if have.len() == part.len() => {
+                    have
+                }
+                other => {
+                    tracing::debug!(mount = %self.spec.dir.display(), "versions of unrecorded pushes: {other:?}");
+                    self.unrecorded = paths;
+                    return;
+                }
+            };
+            for (p, vv) in part.iter().zip(have) {
+                let Some(vv) = vv.filter(|v| v.get(self.spec.writer) > 0) else {
+                    continue;
+                };
+                if !matches!(self.journal.get(p.as_str()), Ok(None))
+                    || !matches!(local::stat_in(&self.root(), p), Ok(Found::Missing))
+                {
+                    continue;
+                }
+                let mut entry = Entry::tombstone(p.clone(), self.node.me.uuid);
+                // Any live kind: what matters is the version it deletes.
+                entry.kind = Kind::File;
+                entry.data_vv = vv.clone();
+                entry.meta_vv = vv.clone();
+                entry.vv = vv;
+                let rec = Record {
+                    entry,
+                    chunks: Vec::new(),
+                    stat: local::LocalStat::missing(),
+                    conflict: false,
+                };
+                if let Err(e) = self.journal.put(&rec) {
+                    self.set_error(e.to_string());
+                    continue;
+                }
+                tracing::info!(mount = %self.spec.dir.display(), path = %p, "a push acknowledged before the agent stopped, deleted since: its deletion is pushed");
+                self.dirty.insert(p.clone());
+            }
+        }
+    }
+
+    /// True if the journal holds for `e`'s path a synced version newer than
+    /// `e` (never a tombstone: lost deletions are nothing to bring back).
+    fn synced_newer_than(&self, e: &Entry) -> bool {
+        self.journal
+            .get(e.path.as_str())
+            .ok()
+            .flatten()
+            .is_some_and(|r| {
+                r.entry.kind != Kind::Tombstone
+                    && r.entry.vv.compare(&e.vv) == gsync_brick::vv::Relation::Dominates
+            })
+    }
+
     /// After a full listing of the brick followed: paths the journal holds
-    /// as synced that the brick never listed, and that no other brick of
-    /// the volume knows either (not even as a deletion), were lost with a
-    /// brick (acknowledged, then wiped before it replicated). Each is
-    /// offered again as the very version the journal holds (its vectors
-    /// unchanged, like a brick replicating it), from the folder, so nothing
-    /// stays in this folder alone while the mount says "in sync". A path
-    /// some brick knows is left to the heal: the brick followed may still
-    /// be filling, and an old version must never be offered against a
-    /// newer edit or deletion.
+    /// as synced that the brick never listed (or listed in an older
+    /// version only) may have been lost with a brick (acknowledged, then
+    /// wiped before it replicated). They are kept in `lost` and looked at
+    /// until settled (see [`Self::offer_lost`]).
     async fn offer_what_the_brick_lost(&mut self, listed: &BTreeSet<String>) {
+        for p in self.journal.paths_under("").unwrap_or_default() {
+            if !listed.contains(&p) {
+                self.lost.insert(p);
+            }
+        }
+        self.offer_lost().await;
+    }
+
+    /// Each path of `lost` that no brick of the volume holds in the
+    /// journal's version or one not older (not even as a deletion: a brick
+    /// holds nothing, or an older version only) is offered again to the
+    /// brick followed as the very
+    /// version the journal holds (its vectors unchanged, like a brick
+    /// replicating it), from the folder, so nothing stays in this folder
+    /// alone while the mount says "in sync". A path some brick knows is
+    /// left to the heal: the brick followed may still be filling, and an
+    /// old version must never be offered against a newer edit or deletion.
+    /// A path whose deletion was lost, or that the folder changed since, is
+    /// dropped (an edit is pushed anyway). While a brick cannot tell, or an
+    /// offer fails, the rest stays in `lost` and is tried again in
+    /// [`LOST_RETRY`]: the mount is not "in sync" meanwhile.
+    async fn offer_lost(&mut self) {
+        self.lost_retry = Instant::now() + LOST_RETRY;
         let Some(t) = self.target.clone() else {
             return;
         };
         let root = self.root();
         let mut lost: Vec<(RelPath, Record)> = Vec::new();
-        for p in self.journal.paths_under("").unwrap_or_default() {
-            if listed.contains(&p) {
-                continue;
-            }
+        for p in std::mem::take(&mut self.lost) {
             let (Ok(rel), Ok(Some(r))) = (RelPath::new(&p), self.journal.get(&p)) else {
                 continue;
             };
-            // Deletions lost are nothing to bring back; a path changed
-            // locally since is pushed as an edit anyway.
             if r.entry.kind != Kind::Tombstone
                 && matches!(local::stat_in(&root, &rel), Ok(Found::Some(st)) if st == r.stat)
             {
@@ -1324,9 +1495,13 @@ impl Agent {
         }
         let cfg = self.node.config();
         let Some(v) = cfg.volume(&self.spec.volume) else {
+            self.lost = lost
+                .into_iter()
+                .map(|(p, _)| p.as_str().to_string())
+                .collect();
             return;
         };
-        for b in v.bricks.iter().filter(|b| b.id != t.brick) {
+        for b in &v.bricks {
             let other = Target {
                 volume: v.id,
                 brick: b.id,
@@ -1347,7 +1522,12 @@ impl Agent {
                         kept.extend(
                             part.iter()
                                 .zip(have)
-                                .filter(|(_, h)| h.is_none())
+                                .filter(|((_, r), h)| {
+                                    h.as_ref().is_none_or(|h| {
+                                        r.entry.vv.compare(h)
+                                            == gsync_brick::vv::Relation::Dominates
+                                    })
+                                })
                                 .map(|(x, _)| x.clone()),
                         );
                     }
@@ -1356,7 +1536,11 @@ impl Agent {
                         kept.extend(part.iter().cloned())
                     }
                     other => {
-                        tracing::info!(mount = %self.spec.dir.display(), brick = %b.name(), "{} synced paths are missing from the brick followed; not offered again while {} cannot tell whether it has them ({other:?})", lost.len(), b.name());
+                        tracing::info!(mount = %self.spec.dir.display(), brick = %b.name(), "{} synced versions are missing from the brick followed; offered again once {} can tell whether it has them ({other:?})", lost.len(), b.name());
+                        self.lost = lost
+                            .into_iter()
+                            .map(|(p, _)| p.as_str().to_string())
+                            .collect();
                         return;
                     }
                 }
@@ -1379,12 +1563,13 @@ impl Agent {
                 Ok(_) => offered += 1,
                 Err(e) => {
                     tracing::debug!(path = %rel, "offer of a lost version: {e}");
+                    self.lost.insert(rel.as_str().to_string());
                     failed += 1;
                 }
             }
         }
         if offered + failed > 0 {
-            tracing::warn!(mount = %self.spec.dir.display(), brick = %t.name, "{offered} synced versions that no brick holds offered again ({failed} failed)");
+            tracing::warn!(mount = %self.spec.dir.display(), brick = %t.name, "{offered} synced versions that no brick holds offered again ({failed} failed, tried again in {LOST_RETRY:?})");
         }
     }
 
@@ -1404,7 +1589,17 @@ impl Agent {
     /// burst still growing). Real deletions (paths the mount held) are
     /// held instead when [`guard::decide`] says so, or when deletions are
     /// held already (so a mistake cannot seep out a few files at a time).
-    fn guard_deletions(&mut self, gone: Vec<RelPath>) -> (Vec<RelPath>, Vec<RelPath>) {
+    ///
+    /// A path renamed within the folder (`mv conf conf.old`) is no loss:
+    /// its old path's deletion, and those of everything below a renamed
+    /// directory, are pushed without counting, found by the inode the
+    /// journal recorded standing again at one of the `present` paths.
+    fn guard_deletions(
+        &mut self,
+        gone: Vec<RelPath>,
+        present: &[RelPath],
+    ) -> (Vec<RelPath>, Vec<RelPath>) {
+        use std::os::unix::fs::MetadataExt;
         // A read-only mount pushes no deletion: it puts the files back.
         if self.spec.read_only {
             return (gone, Vec::new());
@@ -1413,21 +1608,46 @@ impl Agent {
         let mut real = Vec::new();
         let mut files = 0u64;
         let root = self.root();
+        let inodes: std::collections::HashSet<u64> = present
+            .iter()
+            .filter_map(|p| p.under(&root).symlink_metadata().ok())
+            .map(|m| m.ino())
+            .collect();
+        let mut moved: Vec<RelPath> = Vec::new();
         // A deleted directory takes along whatever the journal holds below
         // it (pushing its deletion deletes them), whether or not the
         // watcher reported each one.
         let asked: BTreeSet<RelPath> = gone.iter().cloned().collect();
         let mut todo: Vec<RelPath> = gone;
+        // Shallowest first (popped from the end): a renamed directory is
+        // met before what was below it.
+        todo.sort_by_key(|p| std::cmp::Reverse(p.depth()));
         let mut seen: BTreeSet<RelPath> = asked.clone();
         while let Some(p) = todo.pop() {
-            let kind = self
-                .journal
-                .get(p.as_str())
-                .ok()
-                .flatten()
+            let rec = self.journal.get(p.as_str()).ok().flatten();
+            let kind = rec
+                .as_ref()
                 .map(|r| r.entry.kind)
                 .filter(|k| *k != Kind::Tombstone);
+            let renamed = rec
+                .as_ref()
+                .is_some_and(|r| r.stat.ino != 0 && inodes.contains(&r.stat.ino));
             match kind {
+                Some(k) if renamed || moved.iter().any(|m| p.starts_with(m)) => {
+                    if k == Kind::Dir {
+                        for c in self.journal.paths_under(p.as_str()).unwrap_or_default() {
+                            let Ok(c) = RelPath::new(&c) else { continue };
+                            if !seen.contains(&c)
+                                && matches!(local::stat_in(&root, &c), Ok(Found::Missing))
+                            {
+                                seen.insert(c.clone());
+                                todo.push(c);
+                            }
+                        }
+                        moved.push(p.clone());
+                    }
+                    push.push(p);
+                }
                 Some(k) if !self.accepted.contains(&p) => {
                     if k == Kind::Dir {
                         for c in self.journal.paths_under(p.as_str()).unwrap_or_default() {

@@ -3,11 +3,14 @@
 //! Events are only hints: the agent re-reads each path's state and compares
 //! it with the journal, so duplicate, reordered or coalesced events are
 //! harmless. Reads (access events) are dropped, or the agent's own scans
-//! would wake it forever. An overflow marks the whole folder dirty.
+//! would wake it forever, except the close of a file written to: with the
+//! writes before it, it tells the agent when a file is complete (see
+//! `Agent::writing`). An overflow marks the whole folder dirty.
 //! Symlinks are never followed (a link to a directory is one path).
 
 use std::path::{Path, PathBuf};
 
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -16,6 +19,11 @@ use tokio::sync::mpsc::UnboundedSender;
 pub enum Hint {
     /// Something happened at this path.
     Path(PathBuf),
+    /// Data was written to this file: it may still be open for writing
+    /// (`cp` of a big file, a shell redirection of a slow command).
+    Written(PathBuf),
+    /// A file open for writing was closed: what it holds now is complete.
+    Closed(PathBuf),
     /// Events were lost: rescan everything.
     Rescan,
 }
@@ -27,11 +35,14 @@ pub fn start(root: &Path, tx: UnboundedSender<Hint>) -> notify::Result<Recommend
             if ev.need_rescan() {
                 let _ = tx.send(Hint::Rescan);
             }
-            if matches!(ev.kind, EventKind::Access(_)) {
-                return;
-            }
+            let hint: fn(PathBuf) -> Hint = match ev.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => Hint::Closed,
+                EventKind::Access(_) => return,
+                EventKind::Modify(ModifyKind::Data(_)) => Hint::Written,
+                _ => Hint::Path,
+            };
             for p in ev.paths {
-                let _ = tx.send(Hint::Path(p));
+                let _ = tx.send(hint(p));
             }
         }
         Err(e) => {

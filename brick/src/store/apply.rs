@@ -486,8 +486,12 @@ fn commit(
             files::place_symlink(&files::tmp_dir(&brick.root), &target, &real, cur.mtime_ns)
                 .map_err(|e| StoreError::io("symlink", &path, e))?;
         }
-        (Kind::Tombstone, _) if on_disk => remove_for_tombstone(conn, &real, &path)?,
-        (Kind::Tombstone, _) => {}
+        (Kind::Tombstone, _) => {
+            let gone = !on_disk || remove_for_tombstone(conn, &real, &path)?;
+            if gone {
+                remove_deleted_parents(conn, &brick.root, &path)?;
+            }
+        }
     }
     crate::failpoint::hit("store-after-rename");
     // 4. One transaction: entry, chunk index, siblings, trash, pending, seq.
@@ -698,34 +702,80 @@ fn index_chunks(
     Ok(())
 }
 
+/// Removes what a tombstone deletes. False if a directory was kept
+/// because something live remains below it.
 fn remove_for_tombstone(
     conn: &Connection,
     real: &std::path::Path,
     path: &crate::RelPath,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let Ok(meta) = std::fs::symlink_metadata(real) else {
-        return Ok(());
+        return Ok(true);
     };
     if meta.is_dir() {
         // Remove the directory only if nothing live remains below it.
-        let prefix = format!("{}/", path.as_str());
-        let mut st =
-            conn.prepare_cached("SELECT entry FROM entries WHERE path > ?1 AND path < ?2")?;
-        let end = format!("{}0", path.as_str());
-        let live = st
-            .query_map(params![prefix, end], |r| r.get::<_, Vec<u8>>(0))?
-            .filter_map(Result::ok)
-            .filter_map(|b| codec::decode::<Entry>(&b).ok())
-            .any(|e| e.kind != Kind::Tombstone);
-        if live {
+        if live_below(conn, path, None)? {
             tracing::warn!(%path, "directory deleted on one side while files were added below it on another; keeping the directory");
-            return Ok(());
+            return Ok(false);
         }
         std::fs::remove_dir_all(real).map_err(|e| StoreError::io("remove", path, e))?;
     } else {
         std::fs::remove_file(real).map_err(|e| StoreError::io("remove", path, e))?;
     }
     files::sync_parent(real);
+    Ok(true)
+}
+
+/// True if a path below `dir` other than `except` is live in the database.
+fn live_below(
+    conn: &Connection,
+    dir: &crate::RelPath,
+    except: Option<&crate::RelPath>,
+) -> Result<bool, StoreError> {
+    let prefix = format!("{}/", dir.as_str());
+    let end = format!("{}0", dir.as_str());
+    let mut st =
+        conn.prepare_cached("SELECT path, entry FROM entries WHERE path > ?1 AND path < ?2")?;
+    let live = st
+        .query_map(params![prefix, end], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?
+        .filter_map(Result::ok)
+        .filter(|(p, _)| except.is_none_or(|x| x.as_str() != p))
+        .filter_map(|(_, b)| codec::decode::<Entry>(&b).ok())
+        .any(|e| e.kind != Kind::Tombstone);
+    Ok(live)
+}
+
+/// After a deletion, the parents that were deleted too but kept on disk
+/// because this path was still live below them go as well, nearest
+/// first, while nothing else live remains below them: a directory whose
+/// deletion arrived before its children's (replays and heals send in path
+/// order) is never left behind to be served and mounted as if it existed.
+fn remove_deleted_parents(
+    conn: &Connection,
+    root: &std::path::Path,
+    path: &crate::RelPath,
+) -> Result<(), StoreError> {
+    let mut cur = path.parent();
+    while let Some(p) = cur {
+        let deleted = Brick::load(conn, &p)?.is_some_and(|(e, _)| e.kind == Kind::Tombstone);
+        if !deleted {
+            break;
+        }
+        let Ok(real) = files::resolve(root, &p, false) else {
+            break;
+        };
+        if !std::fs::symlink_metadata(&real).is_ok_and(|m| m.is_dir())
+            || live_below(conn, &p, Some(path))?
+        {
+            break;
+        }
+        std::fs::remove_dir_all(&real).map_err(|e| StoreError::io("remove", &p, e))?;
+        files::sync_parent(&real);
+        tracing::info!(path = %p, "deleted directory removed now that nothing live remains below it");
+        cur = p.parent();
+    }
     Ok(())
 }
 
@@ -826,5 +876,51 @@ mod tests {
         t3.vv = VersionVector::from_entries([(7, 5)]);
         apply(&b, t3);
         assert!(outside.path().join("victim").is_file());
+    }
+
+    /// A directory whose deletion arrives before its children's (a replay
+    /// in path order) is kept while they live, then removed with the last
+    /// of them: nothing deleted stays on the brick.
+    #[test]
+    fn deleted_parent_goes_with_its_last_child() {
+        let d = tempfile::tempdir().unwrap();
+        let b = Brick::open(
+            d.path(),
+            uuid::Uuid::new_v4(),
+            "v",
+            1,
+            uuid::Uuid::new_v4(),
+            vec![2],
+        )
+        .unwrap();
+        let dir = |p: &str, c: u64| {
+            let mut e = Entry::tombstone(RelPath::new(p).unwrap(), uuid::Uuid::nil());
+            e.kind = Kind::Dir;
+            e.mode = 0o755;
+            e.vv = VersionVector::from_entries([(7, c)]);
+            e
+        };
+        let gone = |p: &str, c: u64| {
+            let mut e = Entry::tombstone(RelPath::new(p).unwrap(), uuid::Uuid::nil());
+            e.vv = VersionVector::from_entries([(7, c)]);
+            e
+        };
+        for (i, p) in ["a", "a/b", "a/b/c", "a/d", "keep"].iter().enumerate() {
+            apply(&b, dir(p, 1 + i as u64));
+        }
+        assert!(d.path().join("a/b/c").is_dir());
+        // Parents first, as a path-ordered replay sends them.
+        apply(&b, gone("a", 10));
+        apply(&b, gone("a/b", 11));
+        assert!(d.path().join("a/b/c").is_dir(), "live child removed");
+        apply(&b, gone("a/b/c", 12));
+        assert!(
+            !d.path().join("a/b").exists(),
+            "a/b kept after its last child"
+        );
+        assert!(d.path().join("a/d").is_dir(), "a live sibling keeps a");
+        apply(&b, gone("a/d", 13));
+        assert!(!d.path().join("a").exists(), "a kept after its last child");
+        assert!(d.path().join("keep").is_dir());
     }
 }

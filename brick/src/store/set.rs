@@ -68,6 +68,10 @@ pub enum DirProblem {
     /// The marker names another volume.
     #[error("brick-id marker names another volume ({0})")]
     Foreign(String),
+    /// A brick filled from its peers (reset) lost its database while its
+    /// directory still holds files: what they are is unknown.
+    #[error("brick database lost while the brick directory holds files")]
+    DatabaseLost,
 }
 
 /// The volume-id marker of a brick directory.
@@ -85,7 +89,15 @@ pub fn check_brick_dir(root: &Path, volume: Uuid) -> Result<(), DirProblem> {
         Err(e) => return Err(DirProblem::MarkerUnreadable(e.to_string())),
     }
     match std::fs::read_to_string(marker_path(root)) {
-        Ok(id) if id.trim() == volume.to_string() => Ok(()),
+        Ok(id) if id.trim() == volume.to_string() => {
+            let meta = root.join(crate::path::RESERVED);
+            let opened = std::fs::read_to_string(meta.join(crate::lifecycle::REFILL_ONLY))
+                .is_ok_and(|s| s.trim() == crate::lifecycle::REFILL_OPENED);
+            if opened && !meta.join("meta.db").exists() && super::import::has_content(root) {
+                return Err(DirProblem::DatabaseLost);
+            }
+            Ok(())
+        }
         Ok(id) => Err(DirProblem::Foreign(id.trim().chars().take(64).collect())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(DirProblem::MarkerMissing),
         Err(e) => Err(DirProblem::MarkerUnreadable(e.to_string())),
@@ -219,7 +231,26 @@ impl BrickSet {
                 Ok(brick) => {
                     let brick = Arc::new(brick);
                     let token = node.token.child_token();
-                    if brick.seq() == 0 && super::import::has_content(&brick.root) {
+                    let refill_only = root
+                        .join(crate::path::RESERVED)
+                        .join(crate::lifecycle::REFILL_ONLY);
+                    if refill_only.exists() {
+                        if brick.seq() == 0 && super::import::has_content(&brick.root) {
+                            match crate::lifecycle::set_aside_strays(&brick.root) {
+                                Ok(n) => {
+                                    tracing::warn!(brick = %b.path, "{n} entries found in the directory of a brick reset to be refilled set aside under .gsync/ (not adopted)")
+                                }
+                                Err(e) => {
+                                    tracing::error!(brick = %b.path, "cannot set aside what the reset brick's directory holds: {e}")
+                                }
+                            }
+                        }
+                        if let Err(e) =
+                            std::fs::write(&refill_only, crate::lifecycle::REFILL_OPENED)
+                        {
+                            tracing::warn!(brick = %b.path, "{}: {e}", refill_only.display());
+                        }
+                    } else if brick.seq() == 0 && super::import::has_content(&brick.root) {
                         let b2 = brick.clone();
                         node.spawn(async move {
                             let b3 = b2.clone();
