@@ -908,6 +908,7 @@ impl Agent {
             }
         }
         let mut sent_failed: BTreeSet<RelPath> = BTreeSet::new();
+        let mut sent = 0u32;
         for group in sends {
             if out.stop {
                 for r in group {
@@ -929,6 +930,7 @@ impl Agent {
             for (p, r) in results {
                 match r {
                     Ok(()) => {
+                        sent += 1;
                         self.failures.remove(&p);
                     }
                     Err(e) => {
@@ -937,6 +939,12 @@ impl Agent {
                     }
                 }
             }
+        }
+        // The versions that did not go out never come back through the
+        // feed: this mount's own copy of the set does not wait for them
+        // (other mounts wait for the bound).
+        if let Some(cs) = changeset.filter(|cs| sent < cs.members) {
+            self.gate.sent_short(cs.id, sent);
         }
         let remarked: BTreeSet<RelPath> = self
             .remarks

@@ -56,6 +56,9 @@ impl Group {
 pub struct Gate {
     groups: VecDeque<Group>,
     wait: Duration,
+    /// Changesets of this mount's own pushes of which only some members
+    /// went out (a push refused): id -> members sent.
+    short: std::collections::HashMap<u64, u32>,
 }
 
 impl Default for Gate {
@@ -70,6 +73,19 @@ impl Gate {
         Self {
             groups: VecDeque::new(),
             wait,
+            short: std::collections::HashMap::new(),
+        }
+    }
+
+    /// This mount pushed changeset `id` but only `sent` of its members
+    /// were accepted: its own copy of the set is complete with those.
+    pub fn sent_short(&mut self, id: u64, sent: u32) {
+        if self.short.len() > 1000 {
+            self.short.clear();
+        }
+        self.short.insert(id, sent);
+        for g in self.groups.iter_mut().filter(|g| g.id == Some(id)) {
+            g.members = sent;
         }
     }
 
@@ -84,9 +100,10 @@ impl Gate {
             Some(t) if t.members > 1 => match self.groups.iter().position(|g| g.id == Some(t.id)) {
                 Some(i) => &mut self.groups[i],
                 None => {
+                    let members = self.short.get(&t.id).copied().unwrap_or(t.members);
                     self.groups.push_back(Group {
                         id: Some(t.id),
-                        members: t.members,
+                        members,
                         seen: BTreeSet::new(),
                         entries: BTreeMap::new(),
                         since: now,
@@ -216,6 +233,19 @@ mod tests {
         assert!(!r[0].complete() && r[0].arrived() == (1, 2));
         assert_eq!(paths(&r[1]), ["x"]);
         assert_eq!(paths(&r[2]), ["c", "d"]);
+    }
+
+    #[test]
+    fn a_set_this_mount_sent_short_is_complete_with_what_went_out() {
+        let t0 = Instant::now();
+        let mut g = Gate::default();
+        g.admit(1, e("a", 1), cs(7, 3), t0);
+        g.sent_short(7, 2);
+        g.admit(2, e("b", 1), cs(7, 3), t0);
+        assert_eq!(g.ready(t0).len(), 1);
+        g.sent_short(9, 1);
+        g.admit(3, e("c", 1), cs(9, 2), t0);
+        assert_eq!(g.ready(t0).len(), 1);
     }
 
     #[test]
