@@ -86,6 +86,28 @@ fn parse_delay(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 300ms or 2s)"))
 }
 
+/// Longest `--settle` window.
+pub const MAX_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn parse_settle(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_delay(s)?;
+    if d > MAX_SETTLE {
+        return Err(format!(
+            "at most {}",
+            humantime::format_duration(MAX_SETTLE)
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_delay(s)?;
+    if d.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(d)
+}
+
 /// Shells `gsync completions` writes for.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Shell {
@@ -335,19 +357,43 @@ pub struct MountArgs {
     /// local version kept under DIR/.gsync/reverted/ (never synced).
     #[arg(long)]
     pub read_only: bool,
-    /// Run this command (sh -c, in DIR) once per settled batch of applied
-    /// remote changes, with the changed paths in GSYNC_CHANGED (one a line)
-    /// and their number in GSYNC_CHANGED_COUNT; not for the first download
-    /// unless --on-change-initial.
+    /// Run this command (sh -c, in DIR) once per changeset that went live
+    /// (and once per settled batch of changes made on their own), with the
+    /// changed paths in GSYNC_CHANGED (one a line) and their number in
+    /// GSYNC_CHANGED_COUNT; not for the first download unless
+    /// --on-change-initial.
     #[arg(long)]
     pub on_change: Option<String>,
-    /// How long applied changes must settle before --on-change runs
-    /// (like lsyncd's delay): 300ms, 2s...
+    /// How long changes made on their own (not in a changeset of several
+    /// files) must settle before --on-change runs (like lsyncd's delay):
+    /// 300ms, 2s...
     #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = parse_delay)]
     pub on_change_delay: std::time::Duration,
     /// Run --on-change for the first download too.
     #[arg(long)]
     pub on_change_initial: bool,
+    /// Local changes settling within this window form one changeset, which
+    /// other mounts apply all or nothing (default: the agent's debounce,
+    /// about 20ms; at most 10s). For folders edited as sets.
+    #[arg(long, value_name = "DURATION", value_parser = parse_settle)]
+    pub settle: Option<std::time::Duration>,
+    /// Before an incoming changeset goes live, run this command (sh -c)
+    /// with the staged tree in GSYNC_STAGED (the folder as it would be)
+    /// and the changed paths in GSYNC_CHANGED; a non-zero exit or a
+    /// timeout rejects it: the folder keeps what it had, the staged tree
+    /// is kept for inspection, and the next changeset is validated with
+    /// everything still pending.
+    #[arg(long, value_name = "CMD")]
+    pub validate: Option<String>,
+    /// Keep DIR as a symlink to a generation directory beside it
+    /// (.NAME.gsync/), swapped to a new generation with one rename() per
+    /// incoming changeset, so a reader that resolves DIR once sees the old
+    /// set or the new one, never a mix. Implies --read-only.
+    #[arg(long)]
+    pub atomic: bool,
+    /// How long --validate may run before the changeset is rejected.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    pub validate_timeout: std::time::Duration,
     /// Stay attached after the first sync and unmount on SIGTERM or Ctrl-C
     /// (for systemd units); the agent itself runs in the local daemon.
     #[arg(long)]

@@ -48,7 +48,10 @@ pub async fn run(name: &str, words: &[String], state: &Path, json: bool) -> Resu
                 return Ok(Outcome::Done);
             }
             match w.as_slice() {
-                ["info"] => print_info(&reports),
+                ["info"] => {
+                    print_info(&reports);
+                    print_rejected(state, name).await;
+                }
                 ["info", "summary"] => print_summary(&reports),
                 ["info", "split-brain"] => print_split_brain(&reports),
                 _ => print_statistics(&reports),
@@ -339,6 +342,26 @@ async fn node_names(state: &Path) -> HashMap<String, String> {
 }
 
 /// Local folders mounted from volume `vol` (where a version may be read).
+/// After the bricks: the changes that the validators of this node's mounts
+/// of `vol` rejected (they are on the bricks, not live in those folders).
+async fn print_rejected(state: &Path, vol: &str) {
+    let Ok(Ok(mounts)) = ctl::call::<Vec<MountInfo>>(state, &CtlRequest::MountList).await else {
+        return;
+    };
+    for m in mounts
+        .iter()
+        .filter(|m| m.source.rsplit_once(":/").is_some_and(|(_, v)| v == vol))
+    {
+        let Some(why) = &m.rejected else { continue };
+        println!();
+        println!("Rejected by the validator of {} (this node): {why}", m.dir);
+        for p in &m.rejected_paths {
+            println!("/{p}");
+        }
+        println!("Number of entries rejected: {}", m.rejected_paths.len());
+    }
+}
+
 async fn local_mounts(state: &Path, vol: &str) -> Vec<PathBuf> {
     match ctl::call::<Vec<MountInfo>>(state, &CtlRequest::MountList).await {
         Ok(Ok(m)) => m

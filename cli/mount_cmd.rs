@@ -59,10 +59,14 @@ pub async fn mount(a: MountArgs, state: &Path, json: bool) -> Result<Outcome> {
         source: source.clone(),
         dir: dir.to_string_lossy().into_owned(),
         prefer: a.prefer,
-        read_only: a.read_only,
+        read_only: a.read_only || a.atomic,
         on_change: a.on_change,
         on_change_delay_ms: Some(a.on_change_delay.as_millis() as u64),
         on_change_initial: a.on_change_initial,
+        settle_ms: a.settle.map(|d| d.as_millis() as u64),
+        validate: a.validate,
+        validate_timeout_ms: Some(a.validate_timeout.as_millis() as u64),
+        atomic: a.atomic,
     };
     let dir = match ctl::call::<String>(state, &req).await? {
         Ok(d) => d,

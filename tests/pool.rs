@@ -523,9 +523,10 @@ fn a_node_of_another_protocol_version_is_refused_both_ways() {
     // Node 1 dials node 2 and node 2 dials node 1: both are refused.
     wait_until(Duration::from_secs(30), "both sides refuse", || {
         c.node(1).log().contains("peer speaks protocol 99")
-            && c.node(2)
-                .log()
-                .contains("this node speaks protocol 2 and the peer 99")
+            && c.node(2).log().contains(&format!(
+                "this node speaks protocol {} and the peer 99",
+                gsync_brick::proto::PROTOCOL_VERSION
+            ))
     });
     std::thread::sleep(Duration::from_secs(2));
     let status = c.node(1).cli(&["peer", "status"]).ok().stdout;

@@ -36,6 +36,9 @@ mod integrity;
 /// Never losing a file to a mistake: trash and restore, wait, history, guard.
 mod safety;
 
+/// Changesets: all-or-nothing sets, validation before apply, one hook per set.
+mod changesets;
+
 /// Operations: pipes, usage errors, JSON ids, logs, service files, metrics, events, demo.
 mod ops;
 

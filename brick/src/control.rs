@@ -152,6 +152,18 @@ pub enum CtlRequest {
         /// Run the command for the first download too.
         #[serde(default)]
         on_change_initial: bool,
+        /// Changeset window of local changes, in milliseconds.
+        #[serde(default)]
+        settle_ms: Option<u64>,
+        /// Command validating an incoming changeset before it goes live.
+        #[serde(default)]
+        validate: Option<String>,
+        /// Longest run of the validator, in milliseconds.
+        #[serde(default)]
+        validate_timeout_ms: Option<u64>,
+        /// DIR is a symlink swapped to a new generation per changeset.
+        #[serde(default)]
+        atomic: bool,
     },
     /// `gsync umount DIR`.
     Umount {
@@ -456,4 +468,14 @@ pub struct MountInfo {
     /// Why they are held.
     #[serde(default)]
     pub held_deletes_why: Option<String>,
+    /// The last changeset the validator rejected, with why, while its
+    /// changes are not live.
+    #[serde(default)]
+    pub rejected: Option<String>,
+    /// The paths of rejected changesets not live yet.
+    #[serde(default)]
+    pub rejected_paths: Vec<String>,
+    /// Changesets waiting for members.
+    #[serde(default)]
+    pub waiting: u64,
 }

@@ -24,8 +24,11 @@ use crate::RelPath;
 pub const ALPN: &[u8] = b"gsync/1";
 
 /// Minor protocol version, checked in [`Hello`]: bumped whenever a message
-/// changes shape (2: pool document lineage, heal fill progress).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// changes shape (2: pool document lineage, heal fill progress; 3:
+/// changesets: [`Request::OfferInSet`], [`Request::FeedInSets`]). Nodes of
+/// different versions refuse each other in `Hello` with one line naming
+/// both versions, so an older node never receives a message it cannot read.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Wire error codes carried by [`Response::Error`].
 pub mod code {
@@ -96,6 +99,18 @@ pub struct Offer {
     /// Sender brick's replica id, for replication (used for counters and
     /// the pending index).
     pub from_brick: Option<u64>,
+}
+
+/// Changes that a mount made together (settled within its window): every
+/// version of the set carries the same tag, so a receiving mount applies
+/// them all or none. Kept beside the entry (never inside it), so stored
+/// entries and plain offers keep their shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Changeset {
+    /// Random id chosen by the writing mount.
+    pub id: u64,
+    /// How many versions the set holds.
+    pub members: u32,
 }
 
 /// What a writer (sync agent) knows about the version it changed.
@@ -261,6 +276,28 @@ pub enum Request {
         /// Volume name.
         volume: String,
     },
+    /// 20: [`Request::Offer`] of a version that belongs to a changeset;
+    /// the brick records the tag with the version and passes it on.
+    OfferInSet {
+        /// The offer.
+        offer: Offer,
+        /// Its changeset.
+        changeset: Changeset,
+    },
+    /// 21: like [`Request::Feed`], answered with [`Response::FeedInSets`],
+    /// which adds the changeset tags of the entries.
+    FeedInSets {
+        /// Volume id.
+        volume: Uuid,
+        /// Brick replica id.
+        brick: u64,
+        /// Last sequence number the caller has.
+        since: u64,
+        /// How long to wait for a change.
+        wait_ms: u32,
+        /// Most entries to return.
+        limit: u32,
+    },
 }
 
 /// Most paths in one [`Request::Versions`].
@@ -401,6 +438,18 @@ pub enum Response {
     History(Vec<crate::outage::BrickHistory>),
     /// 16: answer to [`Request::BrickDisks`]: (brick replica id, its disk).
     BrickDisks(Vec<(u64, crate::control::DiskInfo)>),
+    /// 17: answer to [`Request::FeedInSets`].
+    FeedInSets {
+        /// Changed entries, in sequence order.
+        entries: Vec<(u64, Entry)>,
+        /// The brick's current sequence.
+        seq: u64,
+        /// The brick store's incarnation (see [`Response::Feed`]).
+        incarnation: u64,
+        /// The changeset of entries that belong to one: (index into
+        /// `entries`, tag).
+        changesets: Vec<(u32, Changeset)>,
+    },
 }
 
 /// How `auth.allow` applies to a request (enforced in `node::auth`).
@@ -420,10 +469,13 @@ impl Request {
     /// purpose: a new request kind must say whether mounts use it.
     pub fn auth_scope(&self) -> AuthScope {
         match self {
-            Request::Offer(o) if o.write.is_some() => AuthScope::Data(o.volume),
-            Request::Offer(_) => AuthScope::Exempt,
+            Request::Offer(o) | Request::OfferInSet { offer: o, .. } if o.write.is_some() => {
+                AuthScope::Data(o.volume)
+            }
+            Request::Offer(_) | Request::OfferInSet { .. } => AuthScope::Exempt,
             Request::Changes { volume, .. }
             | Request::Feed { volume, .. }
+            | Request::FeedInSets { volume, .. }
             | Request::ReadChunks { volume, .. } => AuthScope::Data(*volume),
             Request::Stat { volume, .. } | Request::Versions { volume, .. } => {
                 AuthScope::Stat(*volume)

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::frame::{self, FrameError};
 use crate::heal_types::BrickHealInfo;
 use crate::node::{CallError, Node};
-use crate::proto::{HealOp, Offer, Request, Response};
+use crate::proto::{Changeset, HealOp, Offer, Request, Response};
 use crate::store::types::{ChunkRef, Entry, Kind};
 use crate::store::{chunking, Brick, StoreError};
 use crate::RelPath;
@@ -411,6 +411,9 @@ pub async fn push_path(
     push_path_paced(node, brick, peer, target, path, false).await
 }
 
+/// A stored version to offer: entry, chunks, changeset.
+type Version = (Entry, Vec<ChunkRef>, Option<Changeset>);
+
 /// [`push_path`], paced by `cluster.heal-rate-limit` when `heal` is set.
 async fn push_path_paced(
     node: &Arc<Node>,
@@ -424,17 +427,24 @@ async fn push_path_paced(
         .then(|| (crate::lifecycle::limiter(brick.id), heal_rate(node, brick)))
         .filter(|(_, rate)| *rate > 0);
     let p = path.clone();
+    // The current version carries its changeset on; siblings never do.
     let versions = brick
-        .with_db(
-            move |_, c| -> Result<Vec<(Entry, Vec<ChunkRef>)>, StoreError> {
-                let mut v: Vec<_> = Brick::load(c, &p)?.into_iter().collect();
-                v.extend(Brick::siblings(c, &p)?);
-                Ok(v)
-            },
-        )
+        .with_db(move |_, c| -> Result<Vec<Version>, StoreError> {
+            let mut v = Vec::new();
+            if let Some((e, ch)) = Brick::load(c, &p)? {
+                let tag = crate::store::changeset::of(c, &e)?;
+                v.push((e, ch, tag));
+            }
+            v.extend(
+                Brick::siblings(c, &p)?
+                    .into_iter()
+                    .map(|(e, ch)| (e, ch, None)),
+            );
+            Ok(v)
+        })
         .await?;
     let mut sent = 0;
-    for (entry, chunks) in versions {
+    for (entry, chunks, changeset) in versions {
         let file = if entry.kind == Kind::File {
             let (p, h) = (path.clone(), entry.hash);
             brick.with_db(move |b, c| b.content_file(c, &p, &h)).await?
@@ -453,7 +463,7 @@ async fn push_path_paced(
         let (resp, n) = send_offer_paced(
             &mut w,
             &mut r,
-            &offer,
+            (&offer, changeset),
             file.as_deref(),
             &chunks,
             heal.then(|| Pace {
@@ -475,13 +485,14 @@ async fn push_path_paced(
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs the sender side of an offer on a stream: request, the chunks the
-/// receiver needs (read from `file`), and the final answer. Returns the
-/// answer and the content bytes sent.
+/// Runs the sender side of an offer on a stream: request (with the
+/// version's changeset, if any), the chunks the receiver needs (read from
+/// `file`), and the final answer. Returns the answer and the content bytes
+/// sent.
 pub async fn send_offer<W, R>(
     w: &mut W,
     r: &mut R,
-    offer: &Offer,
+    offer: (&Offer, Option<Changeset>),
     file: Option<&std::path::Path>,
     chunks: &[ChunkRef],
 ) -> Result<(Response, u64), PushError>
@@ -505,7 +516,7 @@ struct Pace<'a> {
 async fn send_offer_paced<W, R>(
     w: &mut W,
     r: &mut R,
-    offer: &Offer,
+    (offer, changeset): (&Offer, Option<Changeset>),
     file: Option<&std::path::Path>,
     chunks: &[ChunkRef],
     pace: Option<Pace<'_>>,
@@ -514,7 +525,14 @@ where
     W: AsyncWrite + Unpin + Send,
     R: AsyncRead + Unpin + Send,
 {
-    frame::write_msg(w, &Request::Offer(offer.clone())).await?;
+    let req = match changeset {
+        Some(changeset) => Request::OfferInSet {
+            offer: offer.clone(),
+            changeset,
+        },
+        None => Request::Offer(offer.clone()),
+    };
+    frame::write_msg(w, &req).await?;
     w.flush().await.map_err(FrameError::Io)?;
     let first: Response = tokio::time::timeout(STEP_TIMEOUT, frame::read_msg(r))
         .await

@@ -74,6 +74,13 @@ pub struct Status {
     /// Set by the host when the brick followed is on this node and holds
     /// changes that peer bricks it cannot reach lack: (changes, bricks).
     pub unreplicated: Option<(u64, usize)>,
+    /// Incoming changesets held back while members are missing.
+    pub waiting: u64,
+    /// The last changeset the validator rejected and why (`changeset N
+    /// (validator exit 1: ...)`), while its changes are not live.
+    pub rejected: Option<String>,
+    /// The paths of rejected changes not live yet.
+    pub rejected_paths: Vec<String>,
 }
 
 /// What `gsync accept-deletes` / `revert-deletes` did.
@@ -104,8 +111,12 @@ const FULL_SCAN_EVERY: Duration = Duration::from_secs(60);
 /// Pushes in flight at once.
 const PUSH_CONCURRENCY: usize = 16;
 
-/// Debounce for local events.
+/// Debounce for local events: the default changeset window.
 const DEBOUNCE: Duration = Duration::from_millis(20);
+
+/// Under a continuous stream of local events, a push round (a changeset)
+/// is cut after this many settle windows.
+const SETTLE_CUT: u32 = 10;
 
 /// Longest a file open for writing waits for its close before what it
 /// holds is pushed anyway (and again, while it stays open and written to).
@@ -184,6 +195,30 @@ pub(crate) struct Agent {
     /// acknowledged by the brick just before the stop, unrecorded. See
     /// [`Self::adopt_unrecorded_pushes`].
     unrecorded: Vec<RelPath>,
+    /// Incoming changes held until their changeset is complete.
+    gate: crate::changeset::Gate,
+    /// Changes the validator rejected, not live: validated again with the
+    /// next changeset.
+    rejected: Option<Rejected>,
+}
+
+/// A changeset the validator rejected.
+struct Rejected {
+    /// Its name in reports.
+    name: String,
+    /// Its versions (and those of earlier rejected ones).
+    entries: std::collections::BTreeMap<RelPath, (u64, Entry)>,
+}
+
+/// What went wrong in a push round.
+#[derive(Default)]
+struct Outcome {
+    /// Pushes are held (no quorum), with why.
+    held: Option<String>,
+    /// The last failure.
+    failed: Option<String>,
+    /// The round stopped (brick unreachable, no quorum).
+    stop: bool,
 }
 
 /// How often paths lost with a brick are looked at again while some brick
@@ -207,7 +242,11 @@ impl Agent {
         journal: Journal,
         status: Arc<Mutex<Status>>,
     ) -> Self {
-        let ignore = Ignore::load(&spec.dir);
+        let ignore = Ignore::load(&if spec.atomic {
+            crate::atomic::work(&spec.dir)
+        } else {
+            spec.dir.clone()
+        });
         let attached = journal.kv("attached").ok().flatten() == Some(1);
         let held: BTreeSet<RelPath> = journal
             .held()
@@ -236,6 +275,8 @@ impl Agent {
             recent: guard::Recent::default(),
             last_gone: 0,
             listing: None,
+            gate: crate::changeset::Gate::default(),
+            rejected: None,
             lost: BTreeSet::new(),
             listed_older: BTreeSet::new(),
             lost_retry: Instant::now(),
@@ -243,14 +284,39 @@ impl Agent {
         }
     }
 
+    /// The window in which local changes form one changeset.
+    fn settle(&self) -> Duration {
+        self.spec
+            .settle_ms
+            .map_or(DEBOUNCE, Duration::from_millis)
+            .max(DEBOUNCE)
+    }
+
+    /// The folder the agent syncs: the mount folder, or for an atomic
+    /// mount its working tree (see `atomic`).
     pub(crate) fn root(&self) -> PathBuf {
-        self.spec.dir.clone()
+        if self.spec.atomic {
+            crate::atomic::work(&self.spec.dir)
+        } else {
+            self.spec.dir.clone()
+        }
+    }
+
+    /// An atomic mount shows the working tree as a new generation.
+    fn publish(&self) {
+        if !self.spec.atomic {
+            return;
+        }
+        match crate::atomic::publish(&self.spec.dir) {
+            Ok(n) => tracing::debug!(mount = %self.spec.dir.display(), "generation {n} live"),
+            Err(e) => self.set_error(format!("cannot make a new generation: {e}")),
+        }
     }
 
     /// The brick to follow: own node's, the mount host's, then any; or
     /// why there is none.
     fn pick_target(&self) -> Result<Target, String> {
-        if !self.spec.dir.is_dir() {
+        if !self.root().is_dir() {
             return Err(format!(
                 "{} no longer exists; create it again, or gsync umount it",
                 self.spec.dir.display()
@@ -299,13 +365,13 @@ impl Agent {
         // A folder that vanished after its first sync is reported, never
         // silently recreated (its files would count as deleted).
         if !self.attached {
-            if let Err(e) = std::fs::create_dir_all(&self.spec.dir) {
-                self.set_error(format!("cannot create {}: {e}", self.spec.dir.display()));
+            if let Err(e) = std::fs::create_dir_all(self.root()) {
+                self.set_error(format!("cannot create {}: {e}", self.root().display()));
             }
         }
-        let mut lost_root = !self.spec.dir.is_dir();
+        let mut lost_root = !self.root().is_dir();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher = match crate::watch::start(&self.spec.dir, tx.clone()) {
+        let mut watcher = match crate::watch::start(&self.root(), tx.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(dir = %self.spec.dir.display(), "file watcher unavailable ({e}); scanning every 2 s");
@@ -322,7 +388,7 @@ impl Agent {
             }
             Err(e) => tracing::warn!(mount = %self.spec.dir.display(), "journal: {e}"),
         }
-        let stale = local::remove_temp_files(&self.spec.dir);
+        let stale = local::remove_temp_files(&self.root());
         if stale > 0 {
             tracing::info!(mount = %self.spec.dir.display(), "removed {stale} temp files left by an interrupted sync");
         }
@@ -348,6 +414,8 @@ impl Agent {
         }
         let mut feed: Option<Feed> = None;
         let mut push_at = Instant::now();
+        // When the current burst of local events began (see SETTLE_CUT).
+        let mut burst: Option<Instant> = None;
         let mut last_scan = Instant::now();
         loop {
             self.collect_marks();
@@ -355,7 +423,7 @@ impl Agent {
                 Ok(t) => (Some(t), None),
                 Err(why) => (None, Some(why)),
             };
-            let root_there = self.spec.dir.is_dir();
+            let root_there = self.root().is_dir();
             if !root_there && !lost_root {
                 lost_root = true;
                 tracing::warn!(mount = %self.spec.dir.display(), "the mount folder vanished; nothing is synced until it exists again");
@@ -373,7 +441,7 @@ impl Agent {
                 if let Some(f) = feed.take() {
                     f.token.cancel();
                 }
-                watcher = crate::watch::start(&self.spec.dir, tx.clone()).ok();
+                watcher = crate::watch::start(&self.root(), tx.clone()).ok();
                 self.scan_all();
             }
             if lost_root {
@@ -395,13 +463,19 @@ impl Agent {
             }
             self.target = want;
             self.update_status();
-            let wait = if self.dirty.is_empty() {
+            let mut wait = if self.dirty.is_empty() {
                 Duration::from_secs(1)
             } else {
                 push_at
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(5))
             };
+            if let Some(d) = self.gate.deadline() {
+                wait = wait.min(
+                    d.saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(5)),
+                );
+            }
             tokio::select! {
                 _ = token.cancelled() => break,
                 Some(c) = cmds.recv() => {
@@ -414,7 +488,9 @@ impl Agent {
                     while let Ok(p) = rx.try_recv() {
                         self.note_event(p);
                     }
-                    push_at = Instant::now() + DEBOUNCE;
+                    let now = Instant::now();
+                    let start = *burst.get_or_insert(now);
+                    push_at = (now + self.settle()).min(start + self.settle() * SETTLE_CUT);
                     continue;
                 }
                 b = async {
@@ -476,6 +552,12 @@ impl Agent {
             if !self.rewalk.is_empty() {
                 self.rewalk_due();
             }
+            if !self.gate.is_empty() && self.target.is_some() && !self.release().await {
+                // Fetch again from the journal's cursor.
+                if let Some(f) = feed.take() {
+                    f.token.cancel();
+                }
+            }
             if !self.lost.is_empty() && Instant::now() >= self.lost_retry && self.target.is_some() {
                 self.offer_lost().await;
             }
@@ -484,6 +566,7 @@ impl Agent {
                 && Instant::now() >= push_at
                 && self.target.is_some()
             {
+                burst = None;
                 self.push_dirty().await;
                 if !self.dirty.is_empty() {
                     push_at = Instant::now() + Duration::from_millis(500);
@@ -553,10 +636,18 @@ impl Agent {
         } else {
             self.journal.held_why().ok().flatten()
         };
+        let (_, waiting) = self.gate.held();
+        s.waiting = waiting as u64;
+        if self.rejected.is_none() {
+            s.rejected = None;
+            s.rejected_paths.clear();
+        }
         s.in_sync = self.attached
             && self.dirty.is_empty()
             && self.lost.is_empty()
             && self.held.is_empty()
+            && self.gate.is_empty()
+            && self.rejected.is_none()
             && self.target.is_some()
             && s.caught_up
             && s.feed_error.is_none();
@@ -758,67 +849,128 @@ impl Agent {
             }
         }
         let mut rest: Vec<RelPath> = deferred;
-        let mut held = None;
-        let mut failed = None;
-        let mut stop = false;
+        let mut out = Outcome::default();
+        // First every path is looked at and described, so the round knows
+        // how many versions its changeset holds before sending any.
+        let mut planned: Vec<sync::Ready> = Vec::new();
+        let mut seen: BTreeSet<RelPath> = BTreeSet::new();
+        let mut looked: Vec<RelPath> = Vec::new();
         for group in groups {
-            if stop {
+            if out.stop {
                 rest.extend(group);
                 continue;
             }
             let this: &Agent = self;
-            let results: Vec<(RelPath, Result<(), RemoteError>)> =
+            let results: Vec<(RelPath, Result<Vec<sync::Ready>, RemoteError>)> =
                 futures_util::stream::iter(group)
                     .map(|p| async move {
-                        let r = sync::push_local(this, &p).await;
+                        let r = sync::plan_local(this, &p).await;
                         (p, r)
                     })
                     .buffer_unordered(PUSH_CONCURRENCY)
                     .collect()
                     .await;
-            let remarked: BTreeSet<RelPath> = self
-                .remarks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned()
-                .collect();
             for (p, r) in results {
-                if r.is_ok() {
-                    self.failures.remove(&p);
+                match r {
+                    Ok(v) => {
+                        for x in v {
+                            if seen.insert(x.path().clone()) {
+                                planned.push(x);
+                            }
+                        }
+                        looked.push(p);
+                    }
+                    Err(e) => self.push_failed(p, e, &mut rest, &mut out),
                 }
+            }
+        }
+        // Then they go out, tagged as one changeset when there are several:
+        // parents first, deletions deepest first.
+        let changeset = (planned.len() > 1).then(|| gsync_brick::proto::Changeset {
+            id: rand::random::<u64>() | 1,
+            members: u32::try_from(planned.len()).unwrap_or(u32::MAX),
+        });
+        if let Some(cs) = changeset {
+            tracing::debug!(mount = %self.spec.dir.display(), "changeset {:016x}: {} changes", cs.id, cs.members);
+        }
+        planned.sort_by(|a, b| {
+            let key = |r: &sync::Ready| {
+                let dead = r.is_deletion();
+                let d = r.path().depth() as i64;
+                (dead, if dead { -d } else { d })
+            };
+            key(a).cmp(&key(b)).then_with(|| a.path().cmp(b.path()))
+        });
+        let mut sends: Vec<Vec<sync::Ready>> = Vec::new();
+        let mut last = None;
+        for r in planned {
+            let k = (r.is_deletion(), r.path().depth());
+            if last != Some(k) {
+                last = Some(k);
+                sends.push(Vec::new());
+            }
+            if let Some(g) = sends.last_mut() {
+                g.push(r);
+            }
+        }
+        let mut sent_failed: BTreeSet<RelPath> = BTreeSet::new();
+        let mut sent = 0u32;
+        for group in sends {
+            if out.stop {
+                for r in group {
+                    sent_failed.insert(r.path().clone());
+                    rest.push(r.path().clone());
+                }
+                continue;
+            }
+            let this: &Agent = self;
+            let results: Vec<(RelPath, Result<(), RemoteError>)> =
+                futures_util::stream::iter(group)
+                    .map(|r| async move {
+                        let p = r.path().clone();
+                        (p, sync::send(this, r, changeset).await)
+                    })
+                    .buffer_unordered(PUSH_CONCURRENCY)
+                    .collect()
+                    .await;
+            for (p, r) in results {
                 match r {
                     Ok(()) => {
-                        self.accepted.remove(&p);
-                        // Unless it changed again meanwhile (re-marked).
-                        if !remarked.contains(&p) {
-                            let _ = self.journal.dequeue(p.as_str());
-                        }
-                    }
-                    Err(RemoteError::Refused(c, reason)) if c == code::NO_QUORUM => {
-                        held = Some(format!("held: {reason}"));
-                        stop = true;
-                        rest.push(p);
-                    }
-                    Err(RemoteError::Unreachable(e)) => {
-                        tracing::debug!(path = %p, "push deferred: {e}");
-                        stop = true;
-                        rest.push(p);
+                        sent += 1;
+                        self.failures.remove(&p);
                     }
                     Err(e) => {
-                        let msg = e.to_string();
-                        if self.failures.get(&p) != Some(&msg) {
-                            tracing::warn!(path = %p, "push failed: {msg}");
-                        } else {
-                            tracing::debug!(path = %p, "push failed again: {msg}");
-                        }
-                        failed = Some(format!("push of {p}: {msg}"));
-                        self.failures.insert(p.clone(), msg);
-                        rest.push(p);
+                        sent_failed.insert(p.clone());
+                        self.push_failed(p, e, &mut rest, &mut out);
                     }
                 }
             }
         }
+        // The versions that did not go out never come back through the
+        // feed: this mount's own copy of the set does not wait for them
+        // (other mounts wait for the bound).
+        if let Some(cs) = changeset.filter(|cs| sent < cs.members) {
+            self.gate.sent_short(cs.id, sent);
+        }
+        let remarked: BTreeSet<RelPath> = self
+            .remarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        for p in looked {
+            if sent_failed.contains(&p) {
+                continue;
+            }
+            self.failures.remove(&p);
+            self.accepted.remove(&p);
+            // Unless it changed again meanwhile (re-marked).
+            if !remarked.contains(&p) {
+                let _ = self.journal.dequeue(p.as_str());
+            }
+        }
+        let (held, failed) = (out.held, out.failed);
         {
             let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
             s.held = held;
@@ -833,7 +985,41 @@ impl Agent {
         self.collect_marks();
     }
 
-    /// Applies a feed batch; false if it must be refetched.
+    /// Records why the push of `p` failed: it stays dirty; an unreachable
+    /// brick or a missing quorum stops the round.
+    fn push_failed(
+        &mut self,
+        p: RelPath,
+        e: RemoteError,
+        rest: &mut Vec<RelPath>,
+        out: &mut Outcome,
+    ) {
+        match e {
+            RemoteError::Refused(c, reason) if c == code::NO_QUORUM => {
+                out.held = Some(format!("held: {reason}"));
+                out.stop = true;
+            }
+            RemoteError::Unreachable(e) => {
+                tracing::debug!(path = %p, "push deferred: {e}");
+                out.stop = true;
+            }
+            e => {
+                let msg = e.to_string();
+                if self.failures.get(&p) != Some(&msg) {
+                    tracing::warn!(path = %p, "push failed: {msg}");
+                } else {
+                    tracing::debug!(path = %p, "push failed again: {msg}");
+                }
+                out.failed = Some(format!("push of {p}: {msg}"));
+                self.failures.insert(p.clone(), msg);
+            }
+        }
+        rest.push(p);
+    }
+
+    /// Applies a feed batch; false if it must be refetched. Until the
+    /// first sync is complete, entries are applied as they come; after
+    /// it, through the changeset gate (see `changeset`).
     async fn apply_batch(&mut self, b: Batch) -> bool {
         // Our own unrecorded pushes are settled before anything from the
         // brick is applied (it would bring them back as remote creations).
@@ -844,15 +1030,7 @@ impl Agent {
                 return false;
             }
         }
-        // Live entries go in parallel (parents are created on demand);
-        // deletions after them, deepest first, one depth at a time. The
-        // cursor moves only once the whole batch is in: after a failure
-        // the batch is fetched again, and what was applied is skipped as
-        // equal.
         let initial = !self.attached;
-        let mut live = Vec::new();
-        let mut dead: std::collections::BTreeMap<std::cmp::Reverse<usize>, Vec<Entry>> =
-            std::collections::BTreeMap::new();
         if self.listing.is_some() {
             // A path the brick holds only in a version older than the one
             // this mount synced counts as not listed: that version may have
@@ -870,45 +1048,32 @@ impl Agent {
                 l.extend(listed);
             }
         }
-        for (_, e) in b.entries {
-            if e.kind == Kind::Tombstone {
-                dead.entry(std::cmp::Reverse(e.path.depth()))
-                    .or_default()
-                    .push(e);
-            } else {
-                live.push(e);
-            }
-        }
-        let mut groups = vec![live];
-        groups.extend(dead.into_values());
         let mut changed = Vec::new();
-        for group in groups {
-            let n = group.len() as u64;
-            let this: &Agent = self;
-            let results: Vec<Result<Option<RelPath>, RemoteError>> =
-                futures_util::stream::iter(group)
-                    .map(|e| sync::apply_remote(this, e))
-                    .buffer_unordered(PUSH_CONCURRENCY)
-                    .collect()
-                    .await;
-            for r in results {
-                match r {
-                    Ok(Some(p)) => changed.push(p),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::debug!("apply deferred: {e}");
-                        self.on_change(&changed, initial);
-                        return false;
-                    }
-                }
+        if initial {
+            if !self.apply_at_once(b.entries, &mut changed).await {
+                self.on_change(&changed, initial);
+                return false;
             }
-            self.status
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .applied += n;
+        } else {
+            let tags: HashMap<u32, gsync_brick::proto::Changeset> =
+                b.changesets.iter().copied().collect();
+            let now = Instant::now();
+            for (i, (seq, e)) in b.entries.into_iter().enumerate() {
+                let tag = u32::try_from(i).ok().and_then(|i| tags.get(&i)).copied();
+                self.gate.admit(seq, e, tag, now);
+            }
         }
-        if let Err(e) = self.journal.set_cursor(b.brick, b.incarnation, b.upto) {
+        // The cursor stays below what is held (not live yet), so a restart
+        // fetches it again.
+        let upto = match self.held_min_seq() {
+            Some(m) => b.upto.min(m.saturating_sub(1)),
+            None => b.upto,
+        };
+        if let Err(e) = self.journal.set_cursor(b.brick, b.incarnation, upto) {
             tracing::warn!(mount = %self.spec.dir.display(), "{e}");
+        }
+        if !initial && !self.release().await {
+            return false;
         }
         if b.caught_up {
             if let Some(listed) = self.listing.take() {
@@ -924,9 +1089,305 @@ impl Agent {
             self.note_root_device();
             let _ = self.journal.set_kv("attached", 1);
             tracing::info!(mount = %self.spec.dir.display(), "first sync complete");
+            self.publish();
         }
         self.on_change(&changed, initial);
         true
+    }
+
+    /// Applies entries one by one as they come (the first sync): live
+    /// entries in parallel (parents are created on demand), deletions
+    /// after them, deepest first, one depth at a time. False on a failure
+    /// (the batch is fetched again; what was applied is skipped as equal).
+    async fn apply_at_once(
+        &mut self,
+        entries: Vec<(u64, Entry)>,
+        changed: &mut Vec<RelPath>,
+    ) -> bool {
+        let mut live = Vec::new();
+        let mut dead: std::collections::BTreeMap<std::cmp::Reverse<usize>, Vec<Entry>> =
+            std::collections::BTreeMap::new();
+        for (_, e) in entries {
+            if e.kind == Kind::Tombstone {
+                dead.entry(std::cmp::Reverse(e.path.depth()))
+                    .or_default()
+                    .push(e);
+            } else {
+                live.push(e);
+            }
+        }
+        let mut groups = vec![live];
+        groups.extend(dead.into_values());
+        for group in groups {
+            let n = group.len() as u64;
+            let this: &Agent = self;
+            let results: Vec<Result<Option<RelPath>, RemoteError>> =
+                futures_util::stream::iter(group)
+                    .map(|e| sync::apply_remote(this, e))
+                    .buffer_unordered(PUSH_CONCURRENCY)
+                    .collect()
+                    .await;
+            for r in results {
+                match r {
+                    Ok(Some(p)) => changed.push(p),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!("apply deferred: {e}");
+                        return false;
+                    }
+                }
+            }
+            self.status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .applied += n;
+        }
+        true
+    }
+
+    /// The lowest feed sequence not live yet (held or rejected).
+    fn held_min_seq(&self) -> Option<u64> {
+        let rejected = self
+            .rejected
+            .as_ref()
+            .and_then(|r| r.entries.values().map(|(s, _)| *s).min());
+        match (self.gate.min_seq(), rejected) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Makes live the changesets the gate releases; false if the feed must
+    /// be fetched again (the gate is emptied: it refills from the cursor).
+    async fn release(&mut self) -> bool {
+        let ready = self.gate.ready(Instant::now());
+        for g in ready {
+            let name = match g.id {
+                Some(id) => format!("{id:016x}"),
+                None => format!(
+                    "#{}",
+                    g.entries.values().map(|(s, _)| *s).min().unwrap_or(0)
+                ),
+            };
+            if !g.complete() {
+                let (n, m) = g.arrived();
+                let dir = self.spec.dir.display().to_string();
+                tracing::warn!(mount = %dir, "changeset {name}: {n} of its {m} changes arrived within {}s; applying them without the others", crate::changeset::MAX_WAIT.as_secs());
+                self.node.events.emit(
+                    "changeset-incomplete",
+                    format!("{dir}: changeset {name} applied with {n} of its {m} changes (the others did not arrive in time)"),
+                    serde_json::json!({"dir": dir, "changeset": name, "arrived": n, "members": m}),
+                );
+            }
+            let mut entries = g.entries;
+            let mut what = name.clone();
+            if let Some(r) = &self.rejected {
+                for (p, v) in &r.entries {
+                    entries.entry(p.clone()).or_insert_with(|| v.clone());
+                }
+                what = format!("{name} (with rejected {})", r.name);
+            }
+            if !self.apply_set(&name, &what, g.id.is_some(), entries).await {
+                self.gate = crate::changeset::Gate::default();
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Stages a set of remote versions (files fetched beside their
+    /// destination), runs the validator if the mount has one, then makes
+    /// them live in one burst of renames and runs --on-change once. False
+    /// if it must be fetched again.
+    async fn apply_set(
+        &mut self,
+        name: &str,
+        what: &str,
+        tagged: bool,
+        entries: std::collections::BTreeMap<RelPath, (u64, Entry)>,
+    ) -> bool {
+        let root = self.root();
+        let this: &Agent = self;
+        let list: Vec<Entry> = entries.values().map(|(_, e)| e.clone()).collect();
+        let preps: Vec<Result<sync::Prep, RemoteError>> = futures_util::stream::iter(list)
+            .map(|e| sync::prepare_remote(this, e))
+            .buffer_unordered(PUSH_CONCURRENCY)
+            .collect()
+            .await;
+        let mut changed = Vec::new();
+        let mut to_place = Vec::new();
+        for r in preps {
+            match r {
+                Ok(sync::Prep::Nothing) => {}
+                Ok(sync::Prep::Done(p)) => changed.push(p),
+                Ok(sync::Prep::Place(p)) => to_place.push(*p),
+                Err(e) => {
+                    tracing::debug!("apply deferred: {e}");
+                    return false;
+                }
+            }
+        }
+        let staged: Vec<Result<sync::Staged, RemoteError>> = futures_util::stream::iter(to_place)
+            .map(|p| sync::stage(this, p))
+            .buffer_unordered(PUSH_CONCURRENCY)
+            .collect()
+            .await;
+        let mut ready = Vec::new();
+        for r in staged {
+            match r {
+                Ok(s) => ready.push(s),
+                Err(e) => {
+                    tracing::debug!("staging deferred: {e}");
+                    return false;
+                }
+            }
+        }
+        if let (Some(cmd), false) = (self.spec.validate.clone(), ready.is_empty()) {
+            let changes: Vec<(RelPath, crate::validate::Change<'_>)> = ready
+                .iter()
+                .map(|s| {
+                    let e = &s.p.e;
+                    let c = match (e.kind, s.content()) {
+                        (Kind::File, Some(f)) => crate::validate::Change::File(f),
+                        (Kind::Dir, _) => crate::validate::Change::Dir,
+                        (Kind::Symlink, _) => {
+                            crate::validate::Change::Symlink(e.target.as_deref().unwrap_or(""))
+                        }
+                        _ => crate::validate::Change::Gone,
+                    };
+                    (e.path.clone(), c)
+                })
+                .collect();
+            let paths: Vec<String> = changes
+                .iter()
+                .map(|(p, _)| p.as_str().to_string())
+                .collect();
+            let dir_name = name.trim_start_matches('#').to_string();
+            let verdict = match crate::validate::lay_out(&root, &dir_name, &changes) {
+                Ok(view) => {
+                    let timeout = self
+                        .spec
+                        .validate_timeout_ms
+                        .map_or(crate::validate::DEFAULT_TIMEOUT, Duration::from_millis);
+                    crate::validate::run(&cmd, &root, &view, &paths, timeout)
+                        .await
+                        .map_err(|why| (why, view))
+                }
+                Err(e) => Err((
+                    format!("cannot lay out the staged tree: {e}"),
+                    root.join(crate::validate::STAGED_DIR).join(&dir_name),
+                )),
+            };
+            drop(changes);
+            match verdict {
+                Ok(()) => crate::validate::discard(&root, &dir_name),
+                Err((why, view)) => {
+                    // The staged files are dropped (temp files removed):
+                    // the folder keeps what it had.
+                    drop(ready);
+                    self.reject(name, what, entries, &why, &view, paths);
+                    crate::validate::prune(&root);
+                    return true;
+                }
+            }
+        }
+        // One burst: directories first, then files and links, then
+        // deletions deepest first.
+        ready.sort_by(|a, b| {
+            let key = |s: &sync::Staged| {
+                let d = s.p.e.path.depth() as i64;
+                match s.p.e.kind {
+                    Kind::Dir => (0, d),
+                    Kind::Tombstone => (2, -d),
+                    _ => (1, d),
+                }
+            };
+            key(a)
+                .cmp(&key(b))
+                .then_with(|| a.p.e.path.cmp(&b.p.e.path))
+        });
+        let n = ready.len() as u64;
+        let burst = Instant::now();
+        let mut done = Vec::new();
+        let mut failed = None;
+        for s in ready {
+            match sync::go_live(self, s, &mut done).await {
+                Ok(p) => changed.push(p),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let renamed = burst.elapsed();
+        if let Err(e) = sync::settle_burst(self, &done) {
+            failed = failed.or(Some(e));
+        }
+        if !changed.is_empty() {
+            self.publish();
+        }
+        if let Some(e) = failed {
+            tracing::debug!("apply deferred: {e}");
+            self.changes_live(tagged, &changed);
+            return false;
+        }
+        tracing::debug!(mount = %self.spec.dir.display(), "changeset {what}: {n} changes live in {renamed:?} ({:?} with the journal)", burst.elapsed());
+        if let Some(r) = self.rejected.take() {
+            tracing::info!(mount = %self.spec.dir.display(), "changeset {name} accepted; the changes of rejected changeset {} went live with it", r.name);
+        }
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .applied += n;
+        self.changes_live(tagged, &changed);
+        true
+    }
+
+    /// --on-change for what went live: once for a changeset, batched with
+    /// others for a change made on its own.
+    fn changes_live(&self, tagged: bool, changed: &[RelPath]) {
+        if tagged {
+            crate::hooks::changeset_live(&self.node, &self.spec, self.spec.dir.clone(), changed);
+        } else {
+            self.on_change(changed, false);
+        }
+    }
+
+    /// Keeps a changeset the validator rejected out of the folder: it is
+    /// reported (state, event, log) and validated again with the next one.
+    #[allow(clippy::too_many_arguments)]
+    fn reject(
+        &mut self,
+        name: &str,
+        what: &str,
+        entries: std::collections::BTreeMap<RelPath, (u64, Entry)>,
+        why: &str,
+        view: &std::path::Path,
+        paths: Vec<String>,
+    ) {
+        let dir = self.spec.dir.display().to_string();
+        let line = format!("changeset {name} ({why})");
+        tracing::warn!(mount = %dir, "rejected: changeset {what} ({why}); the folder keeps what it had; the staged tree is kept in {}", view.display());
+        self.node.events.emit(
+            "changeset-rejected",
+            format!("{dir}: rejected: {line}"),
+            serde_json::json!({
+                "dir": dir,
+                "changeset": name,
+                "why": why,
+                "paths": paths,
+                "staged": view.display().to_string(),
+            }),
+        );
+        {
+            let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            s.rejected = Some(line);
+            s.rejected_paths = paths;
+        }
+        self.rejected = Some(Rejected {
+            name: name.to_string(),
+            entries,
+        });
     }
 
     /// A path pushed and acknowledged just before the agent stopped (kill
@@ -1131,7 +1592,7 @@ impl Agent {
             };
             let full = rel.under(&root);
             let file = (r.entry.kind == Kind::File).then_some(full.as_path());
-            match remote::push(&self.node, &t, &offer, file).await {
+            match remote::push(&self.node, &t, &offer, None, file).await {
                 Ok(_) => offered += 1,
                 Err(e) => {
                     tracing::debug!(path = %rel, "offer of a lost version: {e}");
@@ -1147,7 +1608,13 @@ impl Agent {
 
     /// Hands applied paths to the mount's --on-change batcher.
     fn on_change(&self, changed: &[RelPath], initial: bool) {
-        crate::hooks::changed(&self.node, &self.spec, self.root(), changed, initial);
+        crate::hooks::changed(
+            &self.node,
+            &self.spec,
+            self.spec.dir.clone(),
+            changed,
+            initial,
+        );
     }
 
     /// The mass-delete guard in front of a push round: of the `gone` dirty

@@ -10,6 +10,10 @@
 //! Runs of one mount never overlap: what arrives during a run forms the
 //! next batch. The first download of a mount runs no command unless the
 //! mount asked for it (`--on-change-initial`).
+//!
+//! A changeset (files a writer changed together, see `changeset`) went
+//! live in one burst already: it runs the command once, at once, with
+//! exactly its paths ([`changeset_live`]), never merged with other changes.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -37,9 +41,18 @@ const IDLE_END: Duration = Duration::from_secs(600);
 
 /// One batcher per mount instance (keyed by the agent's writer id, which
 /// is new for every `gsync mount`).
-fn batchers() -> &'static Mutex<HashMap<u64, UnboundedSender<Vec<String>>>> {
-    static B: OnceLock<Mutex<HashMap<u64, UnboundedSender<Vec<String>>>>> = OnceLock::new();
+fn batchers() -> &'static Mutex<HashMap<u64, UnboundedSender<Msg>>> {
+    static B: OnceLock<Mutex<HashMap<u64, UnboundedSender<Msg>>>> = OnceLock::new();
     B.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Paths handed to a batcher.
+#[derive(Debug)]
+pub struct Msg {
+    /// The paths.
+    pub paths: Vec<String>,
+    /// A whole changeset: run for it alone, at once.
+    pub set: bool,
 }
 
 /// The settle delay of a mount.
@@ -51,21 +64,36 @@ pub fn delay_of(spec: &MountSpec) -> Duration {
 /// Paths were applied to the mount; `initial` while its first download is
 /// not complete.
 pub fn changed(node: &Arc<Node>, spec: &MountSpec, dir: PathBuf, paths: &[RelPath], initial: bool) {
+    if initial && !spec.on_change_initial {
+        return;
+    }
+    hand(node, spec, dir, paths, false);
+}
+
+/// A changeset went live in the mount with these paths.
+pub fn changeset_live(node: &Arc<Node>, spec: &MountSpec, dir: PathBuf, paths: &[RelPath]) {
+    hand(node, spec, dir, paths, true);
+}
+
+fn hand(node: &Arc<Node>, spec: &MountSpec, dir: PathBuf, paths: &[RelPath], set: bool) {
     let Some(cmd) = spec.on_change.clone() else {
         return;
     };
-    if paths.is_empty() || (initial && !spec.on_change_initial) {
+    if paths.is_empty() {
         return;
     }
-    let list: Vec<String> = paths.iter().map(|p| p.as_str().to_string()).collect();
+    let msg = || Msg {
+        paths: paths.iter().map(|p| p.as_str().to_string()).collect(),
+        set,
+    };
     let mut map = batchers().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(tx) = map.get(&spec.writer) {
-        if tx.send(list.clone()).is_ok() {
+        if tx.send(msg()).is_ok() {
             return;
         }
     }
     let (tx, rx) = unbounded_channel();
-    let _ = tx.send(list);
+    let _ = tx.send(msg());
     map.insert(spec.writer, tx);
     let delay = delay_of(spec);
     let writer = spec.writer;
@@ -81,10 +109,10 @@ pub fn changed(node: &Arc<Node>, spec: &MountSpec, dir: PathBuf, paths: &[RelPat
 }
 
 /// Gathers paths into settled batches and runs `run` once per batch, one
-/// run at a time; returns when idle for long, cancelled, or the sender is
-/// gone.
+/// run at a time (a changeset is a batch of its own, run at once); returns
+/// when idle for long, cancelled, or the sender is gone.
 pub async fn batch_loop<F, Fut>(
-    mut rx: UnboundedReceiver<Vec<String>>,
+    mut rx: UnboundedReceiver<Msg>,
     delay: Duration,
     token: CancellationToken,
     mut run: F,
@@ -108,8 +136,13 @@ pub async fn batch_loop<F, Fut>(
                 None => return,
             },
         };
+        if first.set {
+            run(first.paths).await;
+            continue;
+        }
         let mut batch = Batch::default();
-        batch.add(first);
+        batch.add(first.paths);
+        let mut then = None;
         let cut = tokio::time::Instant::now() + delay * MAX_WAIT_FACTOR;
         loop {
             let settle = tokio::time::sleep(delay);
@@ -118,12 +151,20 @@ pub async fn batch_loop<F, Fut>(
                 _ = settle => break,
                 _ = tokio::time::sleep_until(cut) => break,
                 p = rx.recv() => match p {
-                    Some(p) => batch.add(p),
+                    // A changeset runs on its own, after what came before.
+                    Some(p) if p.set => {
+                        then = Some(p.paths);
+                        break;
+                    }
+                    Some(p) => batch.add(p.paths),
                     None => break,
                 },
             }
         }
         run(batch.paths).await;
+        if let Some(paths) = then {
+            run(paths).await;
+        }
     }
 }
 
@@ -188,8 +229,11 @@ mod tests {
         });
         for (at, paths) in feed {
             tokio::time::sleep_until(start + Duration::from_millis(*at)).await;
-            tx.send(paths.iter().map(|s| s.to_string()).collect())
-                .unwrap();
+            tx.send(Msg {
+                paths: paths.iter().map(|s| s.to_string()).collect(),
+                set: false,
+            })
+            .unwrap();
         }
         tokio::time::sleep(Duration::from_millis(delay_ms * 50)).await;
         token.cancel();

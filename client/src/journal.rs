@@ -118,6 +118,30 @@ impl Journal {
         Ok(())
     }
 
+    /// [`Self::put`] of several records in one transaction.
+    pub fn put_many(&self, rs: &[Record]) -> Result<(), JournalError> {
+        let mut conn = self.c();
+        let tx = conn.transaction()?;
+        for r in rs {
+            let path = r.entry.path.as_str();
+            let bad = || JournalError::Corrupt(path.to_string());
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO files (path, entry, chunks, stat, conflict) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                path,
+                codec::encode(&r.entry).map_err(|_| bad())?,
+                chunking::encode_list(&r.chunks),
+                codec::encode(&r.stat).map_err(|_| bad())?,
+                i64::from(r.conflict)
+            ])?;
+            tx.prepare_cached("DELETE FROM applying WHERE path = ?1")?
+                .execute(params![path])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Records, before a remote version is renamed into place, what the
     /// file will be: if the agent dies between the rename and [`Self::put`],
     /// the next start finds the file matching the intent and completes the

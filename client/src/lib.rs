@@ -14,6 +14,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod agent;
+pub mod atomic;
+pub mod changeset;
 pub mod guard;
 pub mod hooks;
 pub mod journal;
@@ -21,6 +23,7 @@ pub mod local;
 mod remote;
 pub mod spec;
 mod sync;
+pub mod validate;
 pub mod wait;
 mod watch;
 
@@ -146,11 +149,19 @@ impl AgentHost {
                 on_change,
                 on_change_delay_ms,
                 on_change_initial,
+                settle_ms,
+                validate,
+                validate_timeout_ms,
+                atomic,
             } => {
                 let hook = OnChange {
                     command: on_change.clone(),
                     delay_ms: *on_change_delay_ms,
                     initial: *on_change_initial,
+                    settle_ms: *settle_ms,
+                    validate: validate.clone(),
+                    validate_timeout_ms: *validate_timeout_ms,
+                    atomic: *atomic,
                 };
                 self.mount(source, dir, prefer.as_deref(), *read_only, hook)
                     .await
@@ -219,14 +230,30 @@ impl AgentHost {
             return fail(why);
         }
         let existed = dir.is_dir();
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            return fail(format!("{}: {e}", dir.display()));
-        }
-        if !dir.is_dir() {
-            return fail(format!("{} is not a directory", dir.display()));
-        }
-        let Ok(dir) = dir.canonicalize() else {
-            return fail(format!("{}: cannot resolve", dir.display()));
+        let dir = if hook.atomic {
+            // DIR itself becomes a symlink: its parent is resolved.
+            let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+                return fail(format!("{}: not a folder path", dir.display()));
+            };
+            let Ok(parent) = parent.canonicalize() else {
+                return fail(format!("{}: cannot resolve", parent.display()));
+            };
+            let dir = parent.join(name);
+            if let Err(why) = atomic::prepare(&dir) {
+                return fail(why);
+            }
+            dir
+        } else {
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                return fail(format!("{}: {e}", dir.display()));
+            }
+            if !dir.is_dir() {
+                return fail(format!("{} is not a directory", dir.display()));
+            }
+            let Ok(dir) = dir.canonicalize() else {
+                return fail(format!("{}: cannot resolve", dir.display()));
+            };
+            dir
         };
         if let Some(r) = self
             .running
@@ -253,11 +280,15 @@ impl AgentHost {
             volume,
             dir: dir.clone(),
             prefer,
-            read_only,
+            read_only: read_only || hook.atomic,
             on_change: hook.command,
             on_change_delay_ms: hook.delay_ms,
             on_change_initial: hook.initial,
             writer: rand::random::<u64>() | 1,
+            settle_ms: hook.settle_ms,
+            validate: hook.validate,
+            validate_timeout_ms: hook.validate_timeout_ms,
+            atomic: hook.atomic,
         };
         let text = match serde_json::to_string(&spec) {
             Ok(t) => t,
@@ -394,6 +425,9 @@ impl AgentHost {
                     in_sync: s.in_sync && s.unreplicated.is_none(),
                     held_deletes: s.held_deletes,
                     held_deletes_why: s.held_deletes_why,
+                    rejected: s.rejected,
+                    rejected_paths: s.rejected_paths,
+                    waiting: s.waiting,
                 }
             })
             .collect();
@@ -457,6 +491,16 @@ fn state_line(s: &Status) -> String {
     if s.split_brain > 0 {
         parts.push(format!("{} in split-brain", s.split_brain));
     }
+    if s.waiting > 0 {
+        parts.push(format!(
+            "{} changeset{} waiting for members",
+            s.waiting,
+            if s.waiting == 1 { "" } else { "s" }
+        ));
+    }
+    if let Some(r) = &s.rejected {
+        parts.push(format!("rejected: {r}"));
+    }
     if parts.is_empty() {
         match s.unreplicated {
             Some((n, k)) => parts.push(format!(
@@ -475,11 +519,15 @@ fn state_line(s: &Status) -> String {
     parts.join(", ")
 }
 
-/// The --on-change settings of a mount request.
+/// The --on-change, --settle and --validate settings of a mount request.
 struct OnChange {
     command: Option<String>,
     delay_ms: Option<u64>,
     initial: bool,
+    settle_ms: Option<u64>,
+    validate: Option<String>,
+    validate_timeout_ms: Option<u64>,
+    atomic: bool,
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gsync_brick::frame;
 use gsync_brick::node::Node;
-use gsync_brick::proto::{Offer, Request, Response};
+use gsync_brick::proto::{Changeset, Offer, Request, Response};
 use gsync_brick::store::types::{ChunkRef, Entry};
 use gsync_brick::RelPath;
 use uuid::Uuid;
@@ -61,23 +61,26 @@ pub async fn call(node: &Arc<Node>, t: &Target, req: &Request) -> Result<Respons
     }
 }
 
-/// Pushes a local version; returns `(assigned vv, conflict)`.
+/// Pushes a local version (a member of `changeset`, if given); returns
+/// `(assigned vv, conflict)`.
 pub async fn push(
     node: &Arc<Node>,
     t: &Target,
     offer: &Offer,
+    changeset: Option<Changeset>,
     file: Option<&std::path::Path>,
 ) -> Result<(gsync_brick::vv::VersionVector, bool), RemoteError> {
     let (mut w, mut r) = node
         .open_stream(t.node)
         .await
         .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
-    let (resp, _) = gsync_brick::replicate::send_offer(&mut w, &mut r, offer, file, &offer.chunks)
-        .await
-        .map_err(|e| match e {
-            gsync_brick::replicate::PushError::Store(s) => RemoteError::Local(s.to_string()),
-            other => RemoteError::Unreachable(other.to_string()),
-        })?;
+    let (resp, _) =
+        gsync_brick::replicate::send_offer(&mut w, &mut r, (offer, changeset), file, &offer.chunks)
+            .await
+            .map_err(|e| match e {
+                gsync_brick::replicate::PushError::Store(s) => RemoteError::Local(s.to_string()),
+                other => RemoteError::Unreachable(other.to_string()),
+            })?;
     match resp {
         Response::Applied { vv, conflict } => Ok((vv, conflict)),
         Response::Error { code, reason } => Err(RemoteError::Refused(code, reason)),
@@ -174,6 +177,8 @@ pub struct Batch {
     pub incarnation: u64,
     /// The sequence this batch brings the follower to.
     pub upto: u64,
+    /// Changeset tags of entries: (index into `entries`, tag).
+    pub changesets: Vec<(u32, Changeset)>,
 }
 
 /// What the change feed reports to the agent.
@@ -214,7 +219,7 @@ pub async fn feed(
     let mut known = expect;
     let mut troubled = false;
     loop {
-        let req = Request::Feed {
+        let req = Request::FeedInSets {
             volume: t.volume,
             brick: t.brick,
             since,
@@ -222,10 +227,11 @@ pub async fn feed(
             limit: FEED_LIMIT,
         };
         let trouble = match call(&node, &t, &req).await {
-            Ok(Response::Feed {
+            Ok(Response::FeedInSets {
                 entries,
                 seq,
                 incarnation,
+                changesets,
             }) => {
                 if since > 0 && (known != Some(incarnation) || seq < since) {
                     let why = if known != Some(incarnation) {
@@ -257,6 +263,7 @@ pub async fn feed(
                     brick: t.brick,
                     incarnation,
                     upto: last,
+                    changesets,
                 };
                 if tx.send(FeedEvent::Batch(b)).await.is_err() {
                     return;

@@ -43,6 +43,20 @@ pub struct MountSpec {
     pub on_change_initial: bool,
     /// This agent's replica id in version vectors.
     pub writer: u64,
+    /// Window in which local changes form one changeset (default: the
+    /// agent's debounce).
+    #[serde(default)]
+    pub settle_ms: Option<u64>,
+    /// Command validating an incoming changeset before it goes live.
+    #[serde(default)]
+    pub validate: Option<String>,
+    /// Longest run of the validator.
+    #[serde(default)]
+    pub validate_timeout_ms: Option<u64>,
+    /// DIR is a symlink swapped to a new generation per changeset (see
+    /// `atomic`); implies `read_only`.
+    #[serde(default)]
+    pub atomic: bool,
 }
 
 /// Current stored format.

@@ -57,8 +57,69 @@ async fn describe(
     Ok((e, chunks))
 }
 
-/// Pushes the local state of `rel` if it changed since the journal.
-pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError> {
+/// A local change described and ready to be offered: the first half of a
+/// push, so that a push round knows how many versions its changeset holds
+/// before it sends the first one.
+pub(crate) struct Ready {
+    t: remote::Target,
+    entry: Entry,
+    chunks: Vec<ChunkRef>,
+    w: gsync_brick::proto::WriteInfo,
+    st: LocalStat,
+    full: std::path::PathBuf,
+}
+
+impl Ready {
+    /// The path it changes.
+    pub(crate) fn path(&self) -> &RelPath {
+        &self.entry.path
+    }
+
+    /// True for a deletion.
+    pub(crate) fn is_deletion(&self) -> bool {
+        self.entry.kind == Kind::Tombstone
+    }
+}
+
+/// Sends a described change as a member of `changeset`, and records it.
+pub(crate) async fn send(
+    ag: &Agent,
+    r: Ready,
+    changeset: Option<gsync_brick::proto::Changeset>,
+) -> Result<(), RemoteError> {
+    let Ready {
+        t,
+        entry,
+        chunks,
+        w,
+        st,
+        full,
+    } = r;
+    if entry.kind != Kind::Tombstone {
+        return push_entry(ag, &t, entry, chunks, w, st, &full, changeset).await;
+    }
+    let rel = entry.path.clone();
+    let offer = ag.offer(&t, entry.clone(), Vec::new(), w.clone());
+    let (vv, conflict) = remote::push(&ag.node, &t, &offer, changeset, None).await?;
+    let mut rec_entry = entry;
+    set_vectors(&mut rec_entry, vv, &w);
+    ag.expect_echo(rel, rec_entry.vv.clone());
+    ag.journal
+        .put(&Record {
+            entry: rec_entry,
+            chunks: Vec::new(),
+            stat: LocalStat::missing(),
+            conflict,
+        })
+        .map_err(local_err)?;
+    Ok(())
+}
+
+/// Looks at the local state of `rel` against the journal: what changed is
+/// described (read and hashed) and returned to be sent, children's
+/// deletions before their directory's; what needs no offer (unchanged,
+/// only an mtime, a revert on a read-only mount) is settled here.
+pub(crate) async fn plan_local(ag: &Agent, rel: &RelPath) -> Result<Vec<Ready>, RemoteError> {
     tracing::debug!(path = %rel, "push");
     let Some(t) = ag.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
@@ -76,15 +137,16 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
             {
                 tracing::warn!(path = %rel, "special file (fifo, socket or device) skipped");
             }
-            return Ok(());
+            return Ok(Vec::new());
         }
         Found::Missing => {
             let Some(j) = j.filter(|j| j.entry.kind != Kind::Tombstone) else {
-                return Ok(());
+                return Ok(Vec::new());
             };
             if ag.spec.read_only {
-                return revert(ag, rel).await;
+                return revert(ag, rel).await.map(|()| Vec::new());
             }
+            let mut out = Vec::new();
             // Children recorded in the journal go first.
             if j.entry.kind == Kind::Dir {
                 let mut kids = ag.journal.paths_under(rel.as_str()).map_err(local_err)?;
@@ -93,36 +155,30 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
                 for k in kids {
                     let Ok(kr) = RelPath::new(&k) else { continue };
                     if matches!(local::stat_in(&ag.root(), &kr), Ok(Found::Missing)) {
-                        Box::pin(push_local(ag, &kr)).await?;
+                        out.extend(Box::pin(plan_local(ag, &kr)).await?);
                     }
                 }
             }
             let tomb = Entry::tombstone(rel.clone(), ag.node.me.uuid);
             let w = ag.write_info(&tomb, Some(&j));
-            let offer = ag.offer(&t, tomb.clone(), Vec::new(), w.clone());
-            let (vv, conflict) = remote::push(&ag.node, &t, &offer, None).await?;
-            let mut rec_entry = tomb;
-            set_vectors(&mut rec_entry, vv, &w);
-            ag.expect_echo(rel.clone(), rec_entry.vv.clone());
-            let missing = LocalStat::missing();
-            ag.journal
-                .put(&Record {
-                    entry: rec_entry,
-                    chunks: Vec::new(),
-                    stat: missing,
-                    conflict,
-                })
-                .map_err(local_err)?;
-            return Ok(());
+            out.push(Ready {
+                t,
+                entry: tomb,
+                chunks: Vec::new(),
+                w,
+                st: LocalStat::missing(),
+                full,
+            });
+            return Ok(out);
         }
         Found::Some(st) => st,
     };
     if ag.ignore.ignored(rel, st.kind == Kind::Dir) {
-        return Ok(());
+        return Ok(Vec::new());
     }
     if let Some(j) = &j {
         if j.stat == st {
-            return Ok(());
+            return Ok(Vec::new());
         }
         if kept_after_deletion(j, &st) && settle_kept_dir(ag, rel)? {
             if let Ok(Found::Some(now)) = local::stat_in(&ag.root(), rel) {
@@ -131,7 +187,7 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
                 r.stat = now;
                 ag.journal.put(&r).map_err(local_err)?;
             }
-            return Ok(());
+            return Ok(Vec::new());
         }
     }
     if ag.spec.read_only {
@@ -143,10 +199,10 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
         {
             let mut r = j.clone();
             r.stat = st;
-            return ag.journal.put(&r).map_err(local_err);
+            return ag.journal.put(&r).map_err(local_err).map(|()| Vec::new());
         }
         tracing::warn!(path = %rel, "read-only mount: local change reverted");
-        return revert(ag, rel).await;
+        return revert(ag, rel).await.map(|()| Vec::new());
     }
     let (entry, chunks) = describe(ag, rel, &st).await?;
     // Still being written (the content read may mix two states): never
@@ -156,7 +212,7 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
         _ => {
             tracing::debug!(path = %rel, "changed while being read; retried");
             ag.mark(rel.clone());
-            return Ok(());
+            return Ok(Vec::new());
         }
     }
     if let Some(j) = &j {
@@ -165,11 +221,18 @@ pub(crate) async fn push_local(ag: &Agent, rel: &RelPath) -> Result<(), RemoteEr
             let mut r = j.clone();
             r.stat = st;
             ag.journal.put(&r).map_err(local_err)?;
-            return Ok(());
+            return Ok(Vec::new());
         }
     }
     let w = ag.write_info(&entry, j.as_ref());
-    push_entry(ag, &t, entry, chunks, w, st, &full).await
+    Ok(vec![Ready {
+        t,
+        entry,
+        chunks,
+        w,
+        st,
+        full,
+    }])
 }
 
 fn set_vectors(e: &mut Entry, vv: VersionVector, w: &gsync_brick::proto::WriteInfo) {
@@ -186,6 +249,7 @@ fn set_vectors(e: &mut Entry, vv: VersionVector, w: &gsync_brick::proto::WriteIn
     e.vv = vv;
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn push_entry(
     ag: &Agent,
     t: &remote::Target,
@@ -194,10 +258,11 @@ async fn push_entry(
     w: gsync_brick::proto::WriteInfo,
     st: LocalStat,
     full: &Path,
+    changeset: Option<gsync_brick::proto::Changeset>,
 ) -> Result<(), RemoteError> {
     let file = (entry.kind == Kind::File).then_some(full);
     let offer = ag.offer(t, entry.clone(), chunks.clone(), w.clone());
-    let (vv, conflict) = match remote::push(&ag.node, t, &offer, file).await {
+    let (vv, conflict) = match remote::push(&ag.node, t, &offer, changeset, file).await {
         Err(RemoteError::Refused(c, reason)) if c == gsync_brick::proto::code::CONFLICT => {
             return conflict_copy(ag, t, &entry.path, full, &reason).await;
         }
@@ -256,7 +321,7 @@ async fn conflict_copy(
     ag.mark(copy_rel);
     ag.journal.remove(rel.as_str()).map_err(local_err)?;
     match remote::stat(&ag.node, t, rel).await? {
-        Some((e, chunks)) => place(ag, t, &e, &chunks, None).await,
+        Some((e, chunks)) => place(ag, t, &e, &chunks, None, None).await,
         None => Ok(()),
     }
 }
@@ -295,7 +360,7 @@ pub(crate) async fn revert(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError>
         Some((e, chunks)) => {
             keep_aside(ag, rel, false);
             ag.journal.remove(rel.as_str()).map_err(local_err)?;
-            place(ag, &t, &e, &chunks, None).await
+            place(ag, &t, &e, &chunks, None, None).await
         }
         None => {
             let synced = ag
@@ -365,9 +430,142 @@ fn keep_aside(ag: &Agent, rel: &RelPath, moved: bool) {
 
 /// Applies one remote entry. Returns the path if the local folder changed.
 pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>, RemoteError> {
+    match prepare_remote(ag, e).await? {
+        Prep::Nothing => Ok(None),
+        Prep::Done(p) => Ok(Some(p)),
+        Prep::Place(p) => {
+            place(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), None).await?;
+            Ok(Some(p.e.path))
+        }
+    }
+}
+
+/// What applying a remote entry takes.
+pub(crate) enum Prep {
+    /// Nothing changes in the folder.
+    Nothing,
+    /// Already applied (a first contact decided at once).
+    Done(RelPath),
+    /// The version to write into the folder.
+    Place(Box<ToPlace>),
+}
+
+/// A remote version to write into the folder.
+pub(crate) struct ToPlace {
+    t: remote::Target,
+    pub(crate) e: Entry,
+    chunks: Vec<ChunkRef>,
+    old: Option<Record>,
+}
+
+/// A remote version staged for a burst: a file's content is already in a
+/// temp file under the mount's reserved directory, and its intent is in
+/// the journal.
+pub(crate) struct Staged {
+    pub(crate) p: ToPlace,
+    file: Option<(TempFile, LocalStat)>,
+}
+
+impl Staged {
+    /// The staged content of a file (a temp file in the folder).
+    pub(crate) fn content(&self) -> Option<&Path> {
+        self.file.as_ref().map(|(t, _)| t.path())
+    }
+}
+
+/// Stages `p`: fetches a file's content into a temp file (fsynced,
+/// metadata set) and records the intent; other kinds need nothing ahead.
+pub(crate) async fn stage(ag: &Agent, p: ToPlace) -> Result<Staged, RemoteError> {
+    if p.e.kind != Kind::File {
+        return Ok(Staged { p, file: None });
+    }
+    // Staged under the mount's reserved directory (same filesystem, never
+    // synced), so a set that is rejected leaves nothing in the folder, not
+    // even a new parent directory.
+    let root = ag.root();
+    let full = p.e.path.under(&root);
+    let temp = fetch_temp(
+        ag,
+        &p.t,
+        &p.e,
+        &p.chunks,
+        p.old.as_ref(),
+        &full,
+        Some(&files::tmp_dir(&root)),
+    )
+    .await?;
+    let Found::Some(st) = local::stat(temp.path()).map_err(local_err)? else {
+        return Err(local_err(format!("{}: staged file vanished", p.e.path)));
+    };
+    // Write-ahead (see `persist_file`).
+    ag.journal
+        .put_intent(&Record {
+            entry: p.e.clone(),
+            chunks: p.chunks.clone(),
+            stat: st.clone(),
+            conflict: false,
+        })
+        .map_err(local_err)?;
+    Ok(Staged {
+        p,
+        file: Some((temp, st)),
+    })
+}
+
+/// Makes a staged version live. A file is renamed into place without
+/// syncing its directory, and its record is added to `done` (the caller
+/// syncs the directories and records them together, right after the
+/// burst); other kinds are placed and recorded at once.
+pub(crate) async fn go_live(
+    ag: &Agent,
+    s: Staged,
+    done: &mut Vec<Record>,
+) -> Result<RelPath, RemoteError> {
+    let Staged { p, file } = s;
+    match file {
+        Some((temp, st)) => {
+            let full = files::resolve(&ag.root(), &p.e.path, true).map_err(local_err)?;
+            if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
+                files::remove_any(&full).map_err(local_err)?;
+            }
+            temp.persist_unsynced(&full).map_err(local_err)?;
+            let rel = p.e.path.clone();
+            done.push(Record {
+                entry: p.e,
+                chunks: p.chunks,
+                stat: st,
+                conflict: false,
+            });
+            Ok(rel)
+        }
+        None => {
+            place(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), None).await?;
+            Ok(p.e.path)
+        }
+    }
+}
+
+/// After a burst: syncs the directories of the files renamed and records
+/// them.
+pub(crate) fn settle_burst(ag: &Agent, done: &[Record]) -> Result<(), RemoteError> {
+    let root = ag.root();
+    let dirs: std::collections::BTreeSet<RelPath> =
+        done.iter().filter_map(|r| r.entry.path.parent()).collect();
+    for d in &dirs {
+        files::sync_parent(&d.under(&root).join("x"));
+    }
+    if done.iter().any(|r| r.entry.path.parent().is_none()) {
+        files::sync_parent(&root.join("x"));
+    }
+    ag.journal.put_many(done).map_err(local_err)
+}
+
+/// Decides what a remote entry changes in the folder; a local edit not
+/// pushed yet is never overwritten (it is pushed, and the brick decides).
+pub(crate) async fn prepare_remote(ag: &Agent, e: Entry) -> Result<Prep, RemoteError> {
     let rel = e.path.clone();
     if ag.ignore.ignored(&rel, e.kind == Kind::Dir) {
-        return Ok(None);
+        return Ok(Prep::Nothing);
     }
     let Some(t) = ag.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
@@ -375,10 +573,10 @@ pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>
     let j = ag.journal.get(rel.as_str()).map_err(local_err)?;
     if let Some(j) = &j {
         match e.vv.compare(&j.entry.vv) {
-            Relation::DominatedBy => return Ok(None),
+            Relation::DominatedBy => return Ok(Prep::Nothing),
             Relation::Equal => {
                 if ag.take_echo(&rel, &e.vv) {
-                    return Ok(None);
+                    return Ok(Prep::Nothing);
                 }
                 // Announced again without a new version: the brick may now
                 // hold a concurrent sibling beside it (or no longer).
@@ -393,7 +591,7 @@ pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>
                         tracing::warn!(path = %rel, "split-brain: the volume has a concurrent version; this mount keeps its own");
                     }
                 }
-                return Ok(None);
+                return Ok(Prep::Nothing);
             }
             Relation::Concurrent => {
                 if j.entry.same_state(&e) {
@@ -406,7 +604,7 @@ pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>
                     ag.journal.put(&r).map_err(local_err)?;
                     tracing::warn!(path = %rel, "split-brain: the volume has a concurrent version; this mount keeps its own");
                 }
-                return Ok(None);
+                return Ok(Prep::Nothing);
             }
             Relation::Dominates => {}
         }
@@ -416,7 +614,7 @@ pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>
             // Below a local symlink: not in the folder (the link itself is
             // pushed as a link, and the brick decides).
             tracing::debug!(path = %rel, "not applied: below a local symlink");
-            return Ok(None);
+            return Ok(Prep::Nothing);
         }
     }
     let found = local::stat_in(&ag.root(), &rel).map_err(local_err)?;
@@ -431,24 +629,31 @@ pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>
     };
     if modified {
         if let (None, Found::Some(st)) = (&j, &found) {
-            return first_contact(ag, &t, e, st.clone()).await;
+            return Ok(match first_contact(ag, &t, e, st.clone()).await? {
+                Some(p) => Prep::Done(p),
+                None => Prep::Nothing,
+            });
         }
         // A local edit not pushed yet: it goes out with its base version and
         // the brick decides (newer, or split-brain). Never overwrite it.
         ag.mark(rel);
-        return Ok(None);
+        return Ok(Prep::Nothing);
     }
     let chunks = if e.kind == Kind::File {
         match remote::stat(&ag.node, &t, &rel).await? {
             Some((cur, c)) if cur.vv == e.vv => c,
             // A newer version exists; it comes later in the feed.
-            _ => return Ok(None),
+            _ => return Ok(Prep::Nothing),
         }
     } else {
         Vec::new()
     };
-    place(ag, &t, &e, &chunks, j.as_ref()).await?;
-    Ok(Some(rel))
+    Ok(Prep::Place(Box::new(ToPlace {
+        t,
+        e,
+        chunks,
+        old: j,
+    })))
 }
 
 /// A path present locally and on the volume with no journal record (first
@@ -487,7 +692,7 @@ async fn first_contact(
                 Some((cur, c)) if cur.vv == e.vv => c,
                 _ => return Ok(None),
             };
-            place(ag, t, &e, &c, None).await?;
+            place(ag, t, &e, &c, None, None).await?;
             Ok(Some(rel))
         }
         Some(Prefer::Local) => {
@@ -499,7 +704,7 @@ async fn first_contact(
             };
             let mut w = ag.write_info(&mine, Some(&base));
             w.content_changed = true;
-            push_entry(ag, t, mine, chunks, w, st, &full).await?;
+            push_entry(ag, t, mine, chunks, w, st, &full, None).await?;
             Ok(None)
         }
         None => {
@@ -513,19 +718,21 @@ async fn first_contact(
             if own > 0 {
                 w.base = VersionVector::from_entries([(ag.spec.writer, own)]);
             }
-            push_entry(ag, t, mine, chunks, w, st, &full).await?;
+            push_entry(ag, t, mine, chunks, w, st, &full, None).await?;
             Ok(None)
         }
     }
 }
 
-/// Writes a remote version into the folder and records it.
+/// Writes a remote version into the folder and records it (a file's
+/// content from `staged` when it was fetched ahead).
 async fn place(
     ag: &Agent,
     t: &remote::Target,
     e: &Entry,
     chunks: &[ChunkRef],
     old: Option<&Record>,
+    staged: Option<TempFile>,
 ) -> Result<(), RemoteError> {
     let root = ag.root();
     // Applying a deletion never creates anything: a missing parent (or one
@@ -549,7 +756,13 @@ async fn place(
         files::resolve(&root, &e.path, true).map_err(local_err)?
     };
     match e.kind {
-        Kind::File => fetch_file(ag, t, e, chunks, old, &full).await?,
+        Kind::File => {
+            let temp = match staged {
+                Some(temp) => temp,
+                None => fetch_temp(ag, t, e, chunks, old, &full, None).await?,
+            };
+            persist_file(ag, e, chunks, temp, &full)?;
+        }
         Kind::Dir => files::place_dir(&full, e.mode, e.mtime_ns).map_err(local_err)?,
         Kind::Symlink => {
             let parent = full.parent().unwrap_or(&root).to_path_buf();
@@ -682,14 +895,18 @@ fn synced_unchanged(ag: &Agent, c: &RelPath) -> bool {
     }
 }
 
-async fn fetch_file(
+/// Fetches a file's content (reusing chunks of the old local version at
+/// `full`) into a temp file in `dir` (default: beside `full`): verified,
+/// fsynced, metadata set.
+async fn fetch_temp(
     ag: &Agent,
     t: &remote::Target,
     e: &Entry,
     chunks: &[ChunkRef],
     old: Option<&Record>,
     full: &Path,
-) -> Result<(), RemoteError> {
+    dir: Option<&Path>,
+) -> Result<TempFile, RemoteError> {
     // Chunks of the old local version can be reused.
     let mut have: HashMap<[u8; 32], u64> = HashMap::new();
     if let Some(o) = old.filter(|o| o.entry.kind == Kind::File) {
@@ -705,7 +922,7 @@ async fn fetch_file(
     } else {
         Some(remote::read_chunks(&ag.node, t, &e.path, e.hash, need.clone()).await?)
     };
-    let parent = full.parent().unwrap_or(full);
+    let parent = dir.unwrap_or_else(|| full.parent().unwrap_or(full));
     let (temp, file) = TempFile::create(parent).map_err(local_err)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut old_file = if have.is_empty() {
@@ -756,6 +973,17 @@ async fn fetch_file(
     f.sync_all().map_err(local_err)?;
     drop(f);
     files::set_meta(temp.path(), e.mode, e.mtime_ns, e.owner).map_err(local_err)?;
+    Ok(temp)
+}
+
+/// Renames a fetched temp file into place, recording the intent first.
+fn persist_file(
+    ag: &Agent,
+    e: &Entry,
+    chunks: &[ChunkRef],
+    temp: TempFile,
+    full: &Path,
+) -> Result<(), RemoteError> {
     if std::fs::symlink_metadata(full).is_ok_and(|m| m.is_dir()) {
         files::remove_any(full).map_err(local_err)?;
     }

@@ -19,7 +19,7 @@ use super::types::{ChunkRef, Entry, Kind};
 use super::{chunking, hex, Brick, StoreError};
 use crate::codec;
 use crate::frame::{self, FrameError};
-use crate::proto::{code, Offer, Response};
+use crate::proto::{code, Changeset, Offer, Response};
 use crate::vv::VersionVector;
 
 /// Longest wait for the next chunk frame of an offer: a sender that stalls
@@ -37,10 +37,12 @@ enum Decided {
     Apply(Box<Plan>, Entry),
 }
 
-/// Handles an offer on a stream: the request was already read.
+/// Handles an offer on a stream: the request was already read. The
+/// version is recorded as a member of `changeset`, if given.
 pub async fn handle_offer<W, R>(
     brick: &Arc<Brick>,
     offer: Offer,
+    changeset: Option<Changeset>,
     send: &mut W,
     recv: &mut R,
 ) -> Result<(), FrameError>
@@ -48,7 +50,7 @@ where
     W: AsyncWrite + Unpin + Send,
     R: AsyncRead + Unpin + Send,
 {
-    let resp = match offer_impl(brick, offer, send, recv).await {
+    let resp = match offer_impl(brick, offer, changeset, send, recv).await {
         Ok(r) => r,
         Err(OfferError::Frame(e)) => {
             // A sender that vanished mid-transfer is routine; a frame that
@@ -95,6 +97,7 @@ fn refuse(c: u16, reason: impl Into<String>) -> OfferError {
 async fn offer_impl<W, R>(
     brick: &Arc<Brick>,
     offer: Offer,
+    changeset: Option<Changeset>,
     send: &mut W,
     recv: &mut R,
 ) -> Result<Response, OfferError>
@@ -189,8 +192,9 @@ where
     } else {
         None
     };
+    let from = (from_brick, changeset);
     let vv = entry.vv.clone();
-    let (_, conflict) = commit(brick, *plan, entry, chunks, temp, from_brick).await?;
+    let (_, conflict) = commit(brick, *plan, entry, chunks, temp, from).await?;
     brick
         .counters
         .changes_applied
@@ -365,7 +369,8 @@ async fn receive_content<R: AsyncRead + Unpin + Send>(
 }
 
 /// Places the plan's content on disk and commits it; returns once the
-/// commit is durable.
+/// commit is durable. `from` is the sending brick (replication) and the
+/// incoming version's changeset.
 ///
 /// The caller holds the path's lock (see [`Brick::lock_path`]). Placement
 /// (siblings and trash kept, content renamed into place) runs on the
@@ -389,7 +394,7 @@ async fn commit(
     incoming: Entry,
     in_chunks: Vec<ChunkRef>,
     temp: Option<TempFile>,
-    from: Option<u64>,
+    (from, changeset): (Option<u64>, Option<Changeset>),
 ) -> Result<(VersionVector, bool), StoreError> {
     let p = incoming.path.clone();
     let deleting = plan.current.0.kind == Kind::Tombstone;
@@ -412,14 +417,17 @@ async fn commit(
     } else {
         Placing::Shared(brick.placing.read().await)
     };
+    // The changeset tag goes with the version it came with only.
+    let tag = changeset.filter(|_| plan.current.1 == Src::Incoming);
     let b = brick.clone();
-    let staged = tokio::task::spawn_blocking(move || {
+    let mut staged = tokio::task::spawn_blocking(move || {
         place(
             &b, plan, incoming, in_chunks, temp, from, old, old_sibs, alone,
         )
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    staged.tag = tag;
     let dirs = staged.dirs.clone();
     brick.commit(dirs, move |c| write_staged(c, &staged)).await
 }
@@ -468,6 +476,9 @@ struct Staged {
     kept: Vec<super::trash::Kept>,
     pending: Vec<u64>,
     dirs: Vec<std::path::PathBuf>,
+    /// The changeset of the incoming version, when it is what the path
+    /// holds now.
+    tag: Option<Changeset>,
 }
 
 fn changed_meanwhile(path: &crate::RelPath) -> StoreError {
@@ -689,6 +700,7 @@ fn place(
         kept,
         pending,
         dirs,
+        tag: None,
     })
 }
 
@@ -740,6 +752,7 @@ fn write_staged(tx: &Connection, s: &Staged) -> Result<(VersionVector, bool), St
         }
     }
     super::trash::record(tx, &s.kept)?;
+    super::changeset::record(tx, path.as_str(), &s.cur.vv, s.tag)?;
     for peer in &s.pending {
         tx.execute(
             "INSERT OR REPLACE INTO pending (peer, path, seq) VALUES (?1, ?2, ?3)",
@@ -868,7 +881,7 @@ pub(super) async fn commit_local(
     chunks: Vec<ChunkRef>,
     temp: Option<TempFile>,
 ) -> Result<(), StoreError> {
-    commit(brick, plan, entry, chunks, temp, None)
+    commit(brick, plan, entry, chunks, temp, (None, None))
         .await
         .map(|_| ())
 }
@@ -1017,7 +1030,7 @@ pub async fn choose(
         siblings: Vec::new(),
         diverged: true,
     };
-    commit(brick, plan, win, Vec::new(), None, None).await?;
+    commit(brick, plan, win, Vec::new(), None, (None, None)).await?;
     Ok(Some(all))
 }
 
@@ -1036,7 +1049,9 @@ mod tests {
             .unwrap()
         {
             Decided::Apply(plan, e) => {
-                commit(b, *plan, e, Vec::new(), None, None).await.unwrap();
+                commit(b, *plan, e, Vec::new(), None, (None, None))
+                    .await
+                    .unwrap();
             }
             Decided::Done(_) => panic!("offer ignored"),
         }

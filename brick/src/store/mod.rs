@@ -13,8 +13,10 @@
 //! - `rpc`: the brick requests a node serves.
 //! - `set`: the bricks a node serves, started and stopped with the volume.
 //! - `trash`: replaced and deleted versions, kept for restore.
+//! - `changeset`: which stored versions were written together.
 
 mod apply;
+pub mod changeset;
 pub mod chunking;
 pub mod db;
 pub mod digest;

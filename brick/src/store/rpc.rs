@@ -43,27 +43,25 @@ where
     }
     let resp = match req {
         Request::BrickStatus { volume } => Response::BrickStatus(node.bricks.status(node, &volume)),
-        Request::Offer(offer) => match brick_of(node, offer.volume, offer.brick) {
+        Request::Offer(offer) => return offer_to(node, offer, None, send, recv).await,
+        Request::OfferInSet { offer, changeset } => {
+            return offer_to(node, offer, Some(changeset), send, recv).await
+        }
+        Request::FeedInSets {
+            volume,
+            brick,
+            since,
+            wait_ms,
+            limit,
+        } => match brick_of(node, volume, brick) {
             Ok(b) => {
-                if offer.write.is_some() {
-                    // Quorum is judged now, not by the last periodic check.
-                    let cfg = node.config();
-                    if let Some(v) = cfg.volumes.iter().find(|v| v.id == b.volume) {
-                        let q = node.quorum(v);
-                        *b.quorum.lock().unwrap_or_else(|e| e.into_inner()) = q;
-                        if q == Some(true) {
-                            if let Some(reason) = behind_peers(node, &b, v, &offer.entry.path).await
-                            {
-                                return frame::write_msg(
-                                    send,
-                                    &Response::error(code::NO_QUORUM, reason),
-                                )
-                                .await;
-                            }
-                        }
-                    }
-                }
-                return super::apply::handle_offer(&b, offer, send, recv).await;
+                feed_in_sets(
+                    &b,
+                    since,
+                    wait_ms.min(MAX_WAIT_MS),
+                    limit.clamp(1, MAX_CHANGES),
+                )
+                .await
             }
             Err(r) => r,
         },
@@ -271,15 +269,63 @@ async fn behind_peers(
     None
 }
 
-fn variant_name(r: &Request) -> &'static str {
+/// Serves an offer (with its changeset, if any): quorum is judged for a
+/// write, then the brick applies it.
+async fn offer_to<W, R>(
+    node: &Arc<Node>,
+    offer: crate::proto::Offer,
+    changeset: Option<crate::proto::Changeset>,
+    send: &mut W,
+    recv: &mut R,
+) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send,
+{
+    let b = match brick_of(node, offer.volume, offer.brick) {
+        Ok(b) => b,
+        Err(r) => return frame::write_msg(send, &r).await,
+    };
+    if offer.write.is_some() {
+        // Quorum is judged now, not by the last periodic check.
+        let cfg = node.config();
+        if let Some(v) = cfg.volumes.iter().find(|v| v.id == b.volume) {
+            let q = node.quorum(v);
+            *b.quorum.lock().unwrap_or_else(|e| e.into_inner()) = q;
+            if q == Some(true) {
+                if let Some(reason) = behind_peers(node, &b, v, &offer.entry.path).await {
+                    return frame::write_msg(send, &Response::error(code::NO_QUORUM, reason)).await;
+                }
+            }
+        }
+    }
+    super::apply::handle_offer(&b, offer, changeset, send, recv).await
+}
+
+/// The change feed with the changeset tags of its entries.
+async fn feed_in_sets(b: &Arc<Brick>, since: u64, wait_ms: u32, limit: u32) -> Response {
+    wait_for_change(b, since, wait_ms).await;
+    let r = b
+        .with_db(move |_, conn| {
+            let entries = Brick::changes_since(conn, since, limit)?;
+            let tags = super::changeset::tags(conn, &entries)?;
+            let inc = super::schema::incarnation(conn)?;
+            Ok::<_, super::StoreError>((entries, tags, inc))
+        })
+        .await;
     match r {
-        Request::Hello(_) => "hello",
-        Request::Probe(_) => "probe",
-        _ => "request",
+        Ok((entries, changesets, incarnation)) => Response::FeedInSets {
+            entries,
+            seq: b.seq(),
+            incarnation,
+            changesets,
+        },
+        Err(e) => Response::error(code::INTERNAL, e.to_string()),
     }
 }
 
-async fn changes(b: &Arc<Brick>, since: u64, wait_ms: u32, limit: u32) -> Response {
+/// Waits up to `wait_ms` for the brick's sequence to pass `since`.
+async fn wait_for_change(b: &Arc<Brick>, since: u64, wait_ms: u32) {
     if b.seq() <= since && wait_ms > 0 {
         let mut rx = b.subscribe();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(wait_ms));
@@ -292,6 +338,18 @@ async fn changes(b: &Arc<Brick>, since: u64, wait_ms: u32, limit: u32) -> Respon
             }
         }
     }
+}
+
+fn variant_name(r: &Request) -> &'static str {
+    match r {
+        Request::Hello(_) => "hello",
+        Request::Probe(_) => "probe",
+        _ => "request",
+    }
+}
+
+async fn changes(b: &Arc<Brick>, since: u64, wait_ms: u32, limit: u32) -> Response {
+    wait_for_change(b, since, wait_ms).await;
     match b
         .with_db(move |_, conn| Brick::changes_since(conn, since, limit))
         .await

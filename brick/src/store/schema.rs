@@ -20,10 +20,13 @@
 //!   numbers only mean something within one incarnation, so a follower
 //!   (a mount) whose cursor names another one (the brick was wiped and
 //!   rebuilt) resynchronises by comparison instead of trusting it.
+//! - `changesets`: the changeset tag of a path's current version, when it
+//!   was written as part of one (see `store::changeset`).
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE kv (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     CREATE TABLE entries (
         path TEXT PRIMARY KEY,
@@ -40,7 +43,9 @@ const MIGRATIONS: &[&str] = &["
     CREATE TABLE siblings (path TEXT NOT NULL, vv BLOB NOT NULL, entry BLOB NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY (path, vv));
     CREATE TABLE retained (id INTEGER PRIMARY KEY, path TEXT NOT NULL, entry BLOB NOT NULL, file TEXT NOT NULL, at INTEGER NOT NULL);
     CREATE INDEX retained_path ON retained(path);
-"];
+",
+    super::changeset::MIGRATION,
+];
 
 /// Opens and migrates a brick database.
 ///
