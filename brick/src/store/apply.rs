@@ -1196,7 +1196,7 @@ mod tests {
                     siblings: Vec::new(),
                     diverged: false,
                 };
-                let (vv, conflict) = commit(&b, plan, e.clone(), chunks, Some(t), Some(2))
+                let (vv, conflict) = commit(&b, plan, e.clone(), chunks, Some(t), (Some(2), None))
                     .await
                     .unwrap();
                 assert_eq!(vv, e.vv);
