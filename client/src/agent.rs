@@ -1403,51 +1403,70 @@ impl Agent {
             return;
         };
         let paths = std::mem::take(&mut self.unrecorded);
+        let have = match self.versions_on(&t, &paths).await {
+            Ok(have) => have,
+            Err(e) => {
+                tracing::debug!(mount = %self.spec.dir.display(), "versions of unrecorded pushes: {e}");
+                self.unrecorded = paths;
+                return;
+            }
+        };
+        for (p, vv) in paths.iter().zip(have) {
+            let Some(vv) = vv.filter(|v| v.get(self.spec.writer) > 0) else {
+                continue;
+            };
+            if !matches!(self.journal.get(p.as_str()), Ok(None))
+                || !matches!(local::stat_in(&self.root(), p), Ok(Found::Missing))
+            {
+                continue;
+            }
+            let mut entry = Entry::tombstone(p.clone(), self.node.me.uuid);
+            // Any live kind: what matters is the version it deletes.
+            entry.kind = Kind::File;
+            entry.data_vv = vv.clone();
+            entry.meta_vv = vv.clone();
+            entry.vv = vv;
+            let rec = Record {
+                entry,
+                chunks: Vec::new(),
+                stat: local::LocalStat::missing(),
+                conflict: false,
+            };
+            if let Err(e) = self.journal.put(&rec) {
+                self.set_error(e.to_string());
+                continue;
+            }
+            tracing::info!(mount = %self.spec.dir.display(), path = %p, "a push acknowledged before the agent stopped, deleted since: its deletion is pushed");
+            self.dirty.insert(p.clone());
+        }
+    }
+
+    /// The version each of `paths` has on brick `t` (`None`: no record),
+    /// asked in parts of at most `MAX_VERSION_PATHS`.
+    async fn versions_on(
+        &self,
+        t: &Target,
+        paths: &[RelPath],
+    ) -> Result<Vec<Option<VersionVector>>, RemoteError> {
+        let mut out = Vec::with_capacity(paths.len());
         for part in paths.chunks(gsync_brick::proto::MAX_VERSION_PATHS) {
             let req = gsync_brick::proto::Request::Versions {
                 volume: t.volume,
                 brick: t.brick,
                 paths: part.to_vec(),
             };
-            let have = match remote::call(&self.node, &t, &req).await {
-                Ok(gsync_brick::proto::Response::Versions(have)) if have.len() == part.len() => {
-                    have
+            match remote::call(&self.node, t, &req).await? {
+                gsync_brick::proto::Response::Versions(have) if have.len() == part.len() => {
+                    out.extend(have)
                 }
-                other => {
-                    tracing::debug!(mount = %self.spec.dir.display(), "versions of unrecorded pushes: {other:?}");
-                    self.unrecorded = paths;
-                    return;
+                _ => {
+                    return Err(RemoteError::Unreachable(
+                        "unexpected answer to a versions request".into(),
+                    ))
                 }
-            };
-            for (p, vv) in part.iter().zip(have) {
-                let Some(vv) = vv.filter(|v| v.get(self.spec.writer) > 0) else {
-                    continue;
-                };
-                if !matches!(self.journal.get(p.as_str()), Ok(None))
-                    || !matches!(local::stat_in(&self.root(), p), Ok(Found::Missing))
-                {
-                    continue;
-                }
-                let mut entry = Entry::tombstone(p.clone(), self.node.me.uuid);
-                // Any live kind: what matters is the version it deletes.
-                entry.kind = Kind::File;
-                entry.data_vv = vv.clone();
-                entry.meta_vv = vv.clone();
-                entry.vv = vv;
-                let rec = Record {
-                    entry,
-                    chunks: Vec::new(),
-                    stat: local::LocalStat::missing(),
-                    conflict: false,
-                };
-                if let Err(e) = self.journal.put(&rec) {
-                    self.set_error(e.to_string());
-                    continue;
-                }
-                tracing::info!(mount = %self.spec.dir.display(), path = %p, "a push acknowledged before the agent stopped, deleted since: its deletion is pushed");
-                self.dirty.insert(p.clone());
             }
         }
+        Ok(out)
     }
 
     /// True if the journal holds for `e`'s path a synced version newer than
@@ -1541,44 +1560,31 @@ impl Agent {
                 node: b.node,
                 name: b.name(),
             };
-            let mut kept = Vec::new();
-            for part in lost.chunks(gsync_brick::proto::MAX_VERSION_PATHS) {
-                let req = gsync_brick::proto::Request::Versions {
-                    volume: v.id,
-                    brick: b.id,
-                    paths: part.iter().map(|(p, _)| p.clone()).collect(),
-                };
-                match remote::call(&self.node, &other, &req).await {
-                    Ok(gsync_brick::proto::Response::Versions(have))
-                        if have.len() == part.len() =>
-                    {
-                        kept.extend(
-                            part.iter()
-                                .zip(have)
-                                .filter(|((_, r), h)| {
-                                    h.as_ref().is_none_or(|h| {
-                                        r.entry.vv.compare(h)
-                                            == gsync_brick::vv::Relation::Dominates
-                                    })
-                                })
-                                .map(|(x, _)| x.clone()),
-                        );
-                    }
-                    // A brick not served (wiped) knows nothing.
-                    Err(RemoteError::Refused(c, _)) if c == code::NOT_FOUND => {
-                        kept.extend(part.iter().cloned())
-                    }
-                    other => {
-                        tracing::info!(mount = %self.spec.dir.display(), brick = %b.name(), "{} synced versions are missing from the brick followed; offered again once {} can tell whether it has them ({other:?})", lost.len(), b.name());
-                        self.lost = lost
-                            .into_iter()
-                            .map(|(p, _)| p.as_str().to_string())
-                            .collect();
-                        return;
-                    }
+            let paths: Vec<RelPath> = lost.iter().map(|(p, _)| p.clone()).collect();
+            match self.versions_on(&other, &paths).await {
+                Ok(have) => {
+                    lost = lost
+                        .into_iter()
+                        .zip(have)
+                        .filter(|((_, r), h)| {
+                            h.as_ref().is_none_or(|h| {
+                                r.entry.vv.compare(h) == gsync_brick::vv::Relation::Dominates
+                            })
+                        })
+                        .map(|(x, _)| x)
+                        .collect();
+                }
+                // A brick not served (wiped) knows nothing.
+                Err(RemoteError::Refused(c, _)) if c == code::NOT_FOUND => {}
+                Err(e) => {
+                    tracing::info!(mount = %self.spec.dir.display(), brick = %b.name(), "{} synced versions are missing from the brick followed; offered again once {} can tell whether it has them ({e})", lost.len(), b.name());
+                    self.lost = lost
+                        .into_iter()
+                        .map(|(p, _)| p.as_str().to_string())
+                        .collect();
+                    return;
                 }
             }
-            lost = kept;
         }
         let (mut offered, mut failed) = (0u64, 0u64);
         for (rel, r) in lost {
@@ -1665,23 +1671,9 @@ impl Agent {
             let renamed = rec
                 .as_ref()
                 .is_some_and(|r| r.stat.ino != 0 && inodes.contains(&r.stat.ino));
+            let is_move = renamed || moved.iter().any(|m| p.starts_with(m));
             match kind {
-                Some(k) if renamed || moved.iter().any(|m| p.starts_with(m)) => {
-                    if k == Kind::Dir {
-                        for c in self.journal.paths_under(p.as_str()).unwrap_or_default() {
-                            let Ok(c) = RelPath::new(&c) else { continue };
-                            if !seen.contains(&c)
-                                && matches!(local::stat_in(&root, &c), Ok(Found::Missing))
-                            {
-                                seen.insert(c.clone());
-                                todo.push(c);
-                            }
-                        }
-                        moved.push(p.clone());
-                    }
-                    push.push(p);
-                }
-                Some(k) if !self.accepted.contains(&p) => {
+                Some(k) if is_move || !self.accepted.contains(&p) => {
                     if k == Kind::Dir {
                         for c in self.journal.paths_under(p.as_str()).unwrap_or_default() {
                             let Ok(c) = RelPath::new(&c) else { continue };
@@ -1693,8 +1685,15 @@ impl Agent {
                             }
                         }
                     }
-                    files += u64::from(k != Kind::Dir);
-                    real.push(p);
+                    if is_move {
+                        if k == Kind::Dir {
+                            moved.push(p.clone());
+                        }
+                        push.push(p);
+                    } else {
+                        files += u64::from(k != Kind::Dir);
+                        real.push(p);
+                    }
                 }
                 _ if asked.contains(&p) => push.push(p),
                 _ => {}
