@@ -225,6 +225,7 @@ pub(crate) async fn plan_local(ag: &Agent, rel: &RelPath) -> Result<Vec<Ready>, 
         }
     }
     let w = ag.write_info(&entry, j.as_ref());
+    tracing::debug!(path = %rel, kind = ?entry.kind, base = ?j.as_ref().map(|j| (j.entry.kind, j.entry.vv.clone(), j.stat.kind)), "local change");
     Ok(vec![Ready {
         t,
         entry,
@@ -524,7 +525,7 @@ pub(crate) async fn go_live(
     let Staged { p, file } = s;
     match file {
         Some((temp, st)) => {
-            let full = files::resolve(&ag.root(), &p.e.path, true).map_err(local_err)?;
+            let full = resolve_creating_parents(ag, &p.e.path)?;
             if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
                 files::remove_any(&full).map_err(local_err)?;
             }
@@ -753,7 +754,7 @@ async fn place(
             }
         }
     } else {
-        files::resolve(&root, &e.path, true).map_err(local_err)?
+        resolve_creating_parents(ag, &e.path)?
     };
     match e.kind {
         Kind::File => {
@@ -787,6 +788,7 @@ async fn place(
     if e.kind == Kind::Tombstone {
         remove_kept_parents(ag, &e.path)?;
     }
+    tracing::debug!(path = %e.path, kind = ?e.kind, vv = ?e.vv, "applied");
     let stat = match local::stat(&full).map_err(local_err)? {
         Found::Some(st) => st,
         _ => LocalStat::missing(),
@@ -800,6 +802,53 @@ async fn place(
         })
         .map_err(local_err)?;
     Ok(())
+}
+
+/// Resolves where a remote version of `rel` goes, creating its missing
+/// parent directories. Those directories exist because the volume has a
+/// path below them, not because this folder made them: each is recorded
+/// as a kept directory (the volume's deletion it may have had, or no known
+/// version) so it is never pushed as a new local directory and goes with
+/// its last path, like a deleted directory kept for its files. Without
+/// this, a file that arrives before its directory (a brick may commit a
+/// directory's files first) or after the directory's deletion would leave
+/// a directory the folder pushes back, where it outlives an `rm -rf` as
+/// "a change concurrent with the deletion".
+fn resolve_creating_parents(ag: &Agent, rel: &RelPath) -> Result<std::path::PathBuf, RemoteError> {
+    let root = ag.root();
+    let mut missing = Vec::new();
+    let mut cur = rel.parent();
+    while let Some(p) = cur {
+        if !matches!(local::stat_in(&root, &p), Ok(Found::Missing)) {
+            break;
+        }
+        cur = p.parent();
+        missing.push(p);
+    }
+    let full = files::resolve(&root, rel, true).map_err(local_err)?;
+    for p in missing.into_iter().rev() {
+        let Ok(Found::Some(st)) = local::stat_in(&root, &p) else {
+            continue;
+        };
+        let rec = match ag.journal.get(p.as_str()).map_err(local_err)? {
+            Some(mut r) if r.entry.kind == Kind::Tombstone => {
+                r.stat = st;
+                r
+            }
+            // Recorded as live: this folder deleted it and has not pushed
+            // that yet; the record already keeps it from being new.
+            Some(_) => continue,
+            None => Record {
+                entry: Entry::tombstone(p.clone(), ag.node.me.uuid),
+                chunks: Vec::new(),
+                stat: st,
+                conflict: false,
+            },
+        };
+        ag.journal.put(&rec).map_err(local_err)?;
+        tracing::debug!(path = %p, "parent directory made for a remote path");
+    }
+    Ok(full)
 }
 
 /// True if the journal holds `rec` for a directory deleted on the volume
@@ -863,10 +912,12 @@ fn settle_kept_dir(ag: &Agent, rel: &RelPath) -> Result<bool, RemoteError> {
         if remove_if_kept_and_empty(ag, c)? {
             continue;
         }
-        if synced_unchanged(ag, c) {
+        if synced_unchanged(ag, c) || kept_dir(ag, c) {
             // A path the volume gave this folder and still holds live: its
             // own deletion may simply not have arrived yet (a replay sends
-            // the directory's first). Nothing here to push.
+            // the directory's first). Or a kept directory still holding
+            // such paths (everything below it was looked at first).
+            // Nothing here to push.
             synced_left = true;
             continue;
         }
@@ -877,6 +928,16 @@ fn settle_kept_dir(ag: &Agent, rel: &RelPath) -> Result<bool, RemoteError> {
         remove_kept_parents(ag, rel)?;
     }
     Ok(true)
+}
+
+/// True if `c` is a kept directory (see [`kept_after_deletion`]).
+fn kept_dir(ag: &Agent, c: &RelPath) -> bool {
+    let (Ok(Some(r)), Ok(Found::Some(st))) =
+        (ag.journal.get(c.as_str()), local::stat_in(&ag.root(), c))
+    else {
+        return false;
+    };
+    kept_after_deletion(&r, &st)
 }
 
 /// True if `c` is in the folder as the journal synced it: a live record

@@ -150,7 +150,7 @@ impl Node {
             .arg(self.addr().to_string())
             .args(&self.extra)
             .env("GSYNC_STATE_DIR", &self.state)
-            .env("RUST_LOG", "info,quinn=warn,quinn_proto=warn,rustls=warn")
+            .env("RUST_LOG", daemon_log_filter())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -531,4 +531,11 @@ pub fn empty_dir(dir: &Path) {
 /// Reads a file, or "" if missing.
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// The daemons' log filter: `GSYNC_TEST_LOG` (a `RUST_LOG` filter) when
+/// set, to trace one failing run in detail; info otherwise.
+fn daemon_log_filter() -> String {
+    std::env::var("GSYNC_TEST_LOG")
+        .unwrap_or_else(|_| "info,quinn=warn,quinn_proto=warn,rustls=warn".to_string())
 }
