@@ -172,6 +172,92 @@ fn pushed_just_before_a_crash_then_deleted_while_down_stays_deleted() {
     c.assert_no_panics();
 }
 
+/// The same, when the brick that acknowledged the push is out of reach
+/// once the agent is back: a mount on a node without a brick follows
+/// brick 2, which is cut off from the other bricks; the push of
+/// `brief.txt` is acknowledged there, the agent dies before recording it,
+/// the file is deleted meanwhile, and the restarted agent can only follow
+/// brick 3, which never heard of it. When brick 2 returns and replicates
+/// that version, the mount knows it for its own and pushes the deletion:
+/// the file never comes back.
+#[test]
+fn pushed_to_a_brick_out_of_reach_after_a_crash_then_deleted_stays_deleted() {
+    if !gsync_brick::failpoint::ENABLED {
+        eprintln!("SKIP: build with --features failpoints");
+        return;
+    }
+    let mut c = Cluster::start(4);
+    c.form_pool();
+    // Bricks on nodes 2-4; node 1 only mounts.
+    let mut args: Vec<String> = ["volume", "create", "cr", "replica", "3"]
+        .map(String::from)
+        .to_vec();
+    for i in 2..=4 {
+        args.push(format!("{}:{}", c.node(i).ip, c.brick("cr", i).display()));
+    }
+    args.push("force".into());
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    c.node(1).cli(&a).ok();
+    c.node(1).cli(&["volume", "start", "cr"]).ok();
+    let m1 = c.path("m1");
+    c.mount_from(1, 2, "cr", &m1);
+    let m3 = c.mount("cr", 3);
+    std::fs::write(m1.join("base"), "base\n").unwrap();
+    wait_until(Duration::from_secs(30), "base on m3", || {
+        m3.join("base").exists()
+    });
+    c.partition(2, 3);
+    c.partition(2, 4);
+    c.node_mut(1).env = vec![("GSYNC_FAILPOINT".into(), "agent-after-push".into())];
+    c.node_mut(1).restart();
+    let follows_2 = format!("in sync, following {}:", c.node(2).ip);
+    wait_until(
+        Duration::from_secs(30),
+        "the mount following brick 2",
+        || c.node(1).cli(&["mount"]).stdout.contains(&follows_2),
+    );
+    assert!(!c.node_mut(1).exited(), "{}", c.node(1).log());
+    std::fs::write(m1.join("brief.txt"), "brief\n").unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "node 1 to die after a push",
+        || c.node_mut(1).exited(),
+    );
+    assert!(
+        c.brick("cr", 2).join("brief.txt").exists(),
+        "the push went to brick 2"
+    );
+    // Deleted while the daemon is down; brick 2 is now out of its reach.
+    std::fs::remove_file(m1.join("brief.txt")).unwrap();
+    c.node(2).block(c.node(1));
+    c.node_mut(1).env.clear();
+    c.node_mut(1).start();
+    std::fs::write(m1.join("after"), "after\n").unwrap();
+    wait_until(Duration::from_secs(60), "after on m3", || {
+        m3.join("after").exists()
+    });
+    // Brick 2 returns and replicates what it holds.
+    c.heal_network();
+    wait_until(Duration::from_secs(60), "brick 2 in step again", || {
+        !c.brick("cr", 2).join("brief.txt").exists() && c.brick("cr", 2).join("after").exists()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    for d in [
+        &m1,
+        &m3,
+        &c.brick("cr", 2),
+        &c.brick("cr", 3),
+        &c.brick("cr", 4),
+    ] {
+        assert!(
+            !d.join("brief.txt").exists(),
+            "brief.txt came back in {}",
+            d.display()
+        );
+    }
+    c.assert_no_panics();
+}
+
 /// Many files written at once (their commits grouped on every brick):
 /// once `gsync wait` says every brick stored them, all three daemons are
 /// killed with SIGKILL together. Every brick's database then records each

@@ -195,6 +195,12 @@ pub(crate) struct Agent {
     /// acknowledged by the brick just before the stop, unrecorded. See
     /// [`Self::adopt_unrecorded_pushes`].
     unrecorded: Vec<RelPath>,
+    /// Of those, paths no brick reachable at the restart knew in a version
+    /// of ours while some brick could not be asked: if one of them later
+    /// brings our own version (the brick that acknowledged it is back), it
+    /// is recognised as ours and its deletion pushed, never applied as a
+    /// remote creation.
+    unrecorded_unsure: BTreeSet<RelPath>,
     /// Incoming changes held until their changeset is complete.
     gate: crate::changeset::Gate,
     /// Changes the validator rejected, not live: validated again with the
@@ -281,6 +287,7 @@ impl Agent {
             listed_older: BTreeSet::new(),
             lost_retry: Instant::now(),
             unrecorded: Vec::new(),
+            unrecorded_unsure: BTreeSet::new(),
         }
     }
 
@@ -1030,6 +1037,16 @@ impl Agent {
                 return false;
             }
         }
+        if !self.unrecorded_unsure.is_empty() {
+            for (_, e) in &b.entries {
+                if self.unrecorded_unsure.remove(&e.path)
+                    && e.kind != Kind::Tombstone
+                    && e.vv.get(self.spec.writer) > 0
+                {
+                    self.adopt_own_push(&e.path, e.vv.clone());
+                }
+            }
+        }
         let initial = !self.attached;
         if self.listing.is_some() {
             // A path the brick holds only in a version older than the one
@@ -1403,7 +1420,9 @@ impl Agent {
             return;
         };
         let paths = std::mem::take(&mut self.unrecorded);
-        let have = match self.versions_on(&t, &paths).await {
+        let writer = self.spec.writer;
+        // The brick followed first: without its answer nothing is decided.
+        let mine = match self.versions_on(&t, &paths).await {
             Ok(have) => have,
             Err(e) => {
                 tracing::debug!(mount = %self.spec.dir.display(), "versions of unrecorded pushes: {e}");
@@ -1411,34 +1430,90 @@ impl Agent {
                 return;
             }
         };
-        for (p, vv) in paths.iter().zip(have) {
-            let Some(vv) = vv.filter(|v| v.get(self.spec.writer) > 0) else {
-                continue;
-            };
-            if !matches!(self.journal.get(p.as_str()), Ok(None))
-                || !matches!(local::stat_in(&self.root(), p), Ok(Found::Missing))
-            {
-                continue;
-            }
-            let mut entry = Entry::tombstone(p.clone(), self.node.me.uuid);
-            // Any live kind: what matters is the version it deletes.
-            entry.kind = Kind::File;
-            entry.data_vv = vv.clone();
-            entry.meta_vv = vv.clone();
-            entry.vv = vv;
-            let rec = Record {
-                entry,
-                chunks: Vec::new(),
-                stat: local::LocalStat::missing(),
-                conflict: false,
-            };
-            if let Err(e) = self.journal.put(&rec) {
-                self.set_error(e.to_string());
+        let own = |v: Option<VersionVector>| v.filter(|v| v.get(writer) > 0);
+        let mut best: Vec<Option<VersionVector>> = mine.into_iter().map(own).collect();
+        // The push may have been acknowledged by another brick (the one
+        // followed before the stop): every brick of the volume is asked,
+        // and the newest version of ours found anywhere is the one deleted.
+        let mut all_asked = true;
+        for other in self.volume_targets() {
+            if other.brick == t.brick {
                 continue;
             }
-            tracing::info!(mount = %self.spec.dir.display(), path = %p, "a push acknowledged before the agent stopped, deleted since: its deletion is pushed");
-            self.dirty.insert(p.clone());
+            match self.versions_on(&other, &paths).await {
+                Ok(have) => {
+                    for (b, h) in best.iter_mut().zip(have) {
+                        if let Some(h) = own(h) {
+                            if b.as_ref().is_none_or(|x| h.get(writer) > x.get(writer)) {
+                                *b = Some(h);
+                            }
+                        }
+                    }
+                }
+                // A brick not served (wiped) knows nothing.
+                Err(RemoteError::Refused(c, _)) if c == code::NOT_FOUND => {}
+                Err(_) => all_asked = false,
+            }
         }
+        for (p, vv) in paths.iter().zip(best) {
+            match vv {
+                Some(vv) => self.adopt_own_push(p, vv),
+                None if !all_asked => {
+                    self.unrecorded_unsure.insert(p.clone());
+                }
+                None => {}
+            }
+        }
+        if !self.unrecorded_unsure.is_empty() {
+            tracing::info!(mount = %self.spec.dir.display(), "{} paths pushed just before the agent stopped and deleted since are not on any brick reachable now; recognised as this mount's own if a brick brings them later", self.unrecorded_unsure.len());
+        }
+    }
+
+    /// Records `vv` (a version this mount pushed, acknowledged just before
+    /// the agent stopped, unrecorded) as synced for `p`, which the folder
+    /// deleted since, and queues that deletion. Only while the folder and
+    /// the journal still know nothing of `p`.
+    fn adopt_own_push(&mut self, p: &RelPath, vv: VersionVector) {
+        if !matches!(self.journal.get(p.as_str()), Ok(None))
+            || !matches!(local::stat_in(&self.root(), p), Ok(Found::Missing))
+        {
+            return;
+        }
+        let mut entry = Entry::tombstone(p.clone(), self.node.me.uuid);
+        // Any live kind: what matters is the version it deletes.
+        entry.kind = Kind::File;
+        entry.data_vv = vv.clone();
+        entry.meta_vv = vv.clone();
+        entry.vv = vv;
+        let rec = Record {
+            entry,
+            chunks: Vec::new(),
+            stat: local::LocalStat::missing(),
+            conflict: false,
+        };
+        if let Err(e) = self.journal.put(&rec) {
+            self.set_error(e.to_string());
+            return;
+        }
+        tracing::info!(mount = %self.spec.dir.display(), path = %p, "a push acknowledged before the agent stopped, deleted since: its deletion is pushed");
+        self.dirty.insert(p.clone());
+    }
+
+    /// Every brick of the mount's volume, as call targets.
+    fn volume_targets(&self) -> Vec<Target> {
+        let cfg = self.node.config();
+        let Some(v) = cfg.volume(&self.spec.volume) else {
+            return Vec::new();
+        };
+        v.bricks
+            .iter()
+            .map(|b| Target {
+                volume: v.id,
+                brick: b.id,
+                node: b.node,
+                name: b.name(),
+            })
+            .collect()
     }
 
     /// The version each of `paths` has on brick `t` (`None`: no record),
@@ -1545,21 +1620,15 @@ impl Agent {
         if lost.is_empty() {
             return;
         }
-        let cfg = self.node.config();
-        let Some(v) = cfg.volume(&self.spec.volume) else {
+        let bricks = self.volume_targets();
+        if bricks.is_empty() {
             self.lost = lost
                 .into_iter()
                 .map(|(p, _)| p.as_str().to_string())
                 .collect();
             return;
-        };
-        for b in &v.bricks {
-            let other = Target {
-                volume: v.id,
-                brick: b.id,
-                node: b.node,
-                name: b.name(),
-            };
+        }
+        for other in bricks {
             let paths: Vec<RelPath> = lost.iter().map(|(p, _)| p.clone()).collect();
             match self.versions_on(&other, &paths).await {
                 Ok(have) => {
@@ -1577,7 +1646,7 @@ impl Agent {
                 // A brick not served (wiped) knows nothing.
                 Err(RemoteError::Refused(c, _)) if c == code::NOT_FOUND => {}
                 Err(e) => {
-                    tracing::info!(mount = %self.spec.dir.display(), brick = %b.name(), "{} synced versions are missing from the brick followed; offered again once {} can tell whether it has them ({e})", lost.len(), b.name());
+                    tracing::info!(mount = %self.spec.dir.display(), brick = %other.name, "{} synced versions are missing from the brick followed; offered again once {} can tell whether it has them ({e})", lost.len(), other.name);
                     self.lost = lost
                         .into_iter()
                         .map(|(p, _)| p.as_str().to_string())
