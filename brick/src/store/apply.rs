@@ -419,6 +419,9 @@ async fn commit(
     };
     // The changeset tag goes with the version it came with only.
     let tag = changeset.filter(|_| plan.current.1 == Src::Incoming);
+    // Listed until the commit is durable: a crash in between is undone at
+    // the next open (see `intents`).
+    let _in_flight = brick.intents.begin(&incoming.path)?;
     let b = brick.clone();
     let mut staged = tokio::task::spawn_blocking(move || {
         place(
@@ -922,7 +925,7 @@ fn remove_for_tombstone(
 }
 
 /// True if a path below `dir` other than `except` is live in the database.
-fn live_below(
+pub(super) fn live_below(
     conn: &Connection,
     dir: &crate::RelPath,
     except: Option<&crate::RelPath>,

@@ -22,6 +22,7 @@ pub mod db;
 pub mod digest;
 pub mod files;
 mod import;
+pub mod intents;
 pub mod reconcile;
 pub mod rpc;
 pub mod schema;
@@ -186,6 +187,8 @@ pub struct Brick {
     pub full_heal: Mutex<std::collections::BTreeMap<u64, crate::crawl::FullHealTrack>>,
     /// Trash settings (`features.trash`, `features.trash-retention`).
     pub trash: trash::Settings,
+    /// Placements in flight (see [`intents`]).
+    intents: intents::Intents,
 }
 
 /// Exclusive right to update one path of a brick; released on drop.
@@ -239,6 +242,15 @@ impl Brick {
         let conn = schema::open(&meta.join("meta.db"))?;
         trash::ensure_schema(&conn)?;
         crate::outage::ensure_schema(&conn)?;
+        match intents::recover(root, &conn) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(brick = %root.display(), "{n} changes placed but not recorded before a crash were undone")
+            }
+            Err(e) => {
+                tracing::error!(brick = %root.display(), "cannot undo the changes in flight at a crash: {e}")
+            }
+        }
         let seq: u64 = conn
             .query_row("SELECT value FROM kv WHERE key = 'seq'", [], |r| {
                 r.get::<_, i64>(0)
@@ -266,6 +278,7 @@ impl Brick {
             full_heal: Mutex::default(),
             busy: Mutex::default(),
             trash: trash::Settings::default(),
+            intents: intents::Intents::new(root),
         })
     }
 
