@@ -560,6 +560,49 @@ fn a_lost_write_is_pushed_again_once_every_brick_can_tell() {
     c.assert_no_panics();
 }
 
+/// The same lost deletion, made while another mount edited the file on
+/// the other side of a partition: the bricks left hold the edit only. The
+/// deleting mount must not keep saying "split-brain" about a version no
+/// brick has; it offers its deletion again, the bricks settle it (the
+/// edit wins over a concurrent deletion, nothing is lost), and every
+/// mount ends with the edit, in sync.
+#[test]
+fn a_deletion_lost_with_a_wiped_brick_against_a_concurrent_edit_settles() {
+    let (c, m) = three_mounts();
+    let [m1, m2, m3] = m.clone();
+    std::fs::write(m3.join("both.conf"), "first\n").unwrap();
+    wait_content(&m1, "both.conf", "first\n", T);
+    wait_content(&m2, "both.conf", "first\n", T);
+    crate::support::heal::isolate(&c, 3);
+    crate::support::heal::wait_disconnected(&c, 3, 2);
+    std::fs::remove_file(m3.join("both.conf")).unwrap();
+    std::fs::write(m1.join("both.conf"), "edited meanwhile\n").unwrap();
+    let b3 = c.brick("v", 3);
+    wait_gone(&b3, "both.conf", T);
+    wait_content(&c.brick("v", 2), "both.conf", "edited meanwhile\n", T);
+    wait_until(T, "m3 in sync with its brick", || {
+        mount_list(&c, 3).contains("in sync")
+    });
+    crate::support::empty_dir(&b3);
+    wait_until(T, "brick 3 unserved", || {
+        c.node(3)
+            .cli(&["volume", "status", "v"])
+            .stdout
+            .contains("marker missing")
+    });
+    c.heal_network();
+    for d in [&m1, &m2, &m3, &c.brick("v", 1), &c.brick("v", 2)] {
+        wait_content(d, "both.conf", "edited meanwhile\n", T);
+    }
+    let mut last = String::new();
+    let settled = crate::support::eventually(T, || {
+        last = (1..=3).map(|i| mount_list(&c, i)).collect();
+        last.matches("in sync").count() == 3 && !last.contains("split-brain")
+    });
+    assert!(settled, "the mounts did not settle: {last}");
+    c.assert_no_panics();
+}
+
 /// A directory deleted on the volume that a mount had to keep (it still
 /// held an ignored editor file) is never pushed back as a new directory
 /// once that file is gone: it is removed, and stays deleted everywhere.

@@ -145,6 +145,12 @@ pub(crate) struct Agent {
     pub(crate) target: Option<Target>,
     pub(crate) attached: bool,
     pub(crate) warned_special: Mutex<BTreeSet<RelPath>>,
+    /// Paths whose synced version met a concurrent one on the brick while
+    /// applying: if no brick holds that synced version (not even as a
+    /// split-brain sibling) it was lost, and is offered again (see
+    /// [`Self::offer_lost`]), so the bricks decide (merge, or a split-brain
+    /// they report) instead of the mount alone saying split-brain.
+    pub(crate) met_concurrent: Mutex<BTreeSet<String>>,
     /// Versions this agent pushed whose echo from the feed is still to
     /// come: an entry announced again with the same vector and no echo
     /// expected means the brick changed something else about the path
@@ -270,6 +276,7 @@ impl Agent {
             target: None,
             attached,
             warned_special: Mutex::new(BTreeSet::new()),
+            met_concurrent: Mutex::new(BTreeSet::new()),
             echoes: Mutex::new(HashMap::new()),
             remarks: Mutex::new(Vec::new()),
             rewalk: Vec::new(),
@@ -564,6 +571,13 @@ impl Agent {
                 if let Some(f) = feed.take() {
                     f.token.cancel();
                 }
+            }
+            {
+                let mut met = self
+                    .met_concurrent
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                self.lost.append(&mut met);
             }
             if !self.lost.is_empty() && Instant::now() >= self.lost_retry && self.target.is_some() {
                 self.offer_lost().await;
@@ -1055,7 +1069,7 @@ impl Agent {
             let mut listed = Vec::new();
             for (_, e) in &b.entries {
                 let p = e.path.as_str().to_string();
-                if self.synced_newer_than(e) {
+                if self.synced_unknown_to(e) {
                     self.listed_older.insert(p);
                 } else {
                     listed.push(p);
@@ -1544,17 +1558,15 @@ impl Agent {
         Ok(out)
     }
 
-    /// True if the journal holds for `e`'s path a synced version newer than
-    /// `e` (an edit, or a deletion of the live version listed).
-    fn synced_newer_than(&self, e: &Entry) -> bool {
+    /// True if the journal holds for `e`'s path a synced version the brick
+    /// may not know: newer than `e` (an edit, or a deletion of the live
+    /// version listed) or concurrent with it and different.
+    fn synced_unknown_to(&self, e: &Entry) -> bool {
         self.journal
             .get(e.path.as_str())
             .ok()
             .flatten()
-            .is_some_and(|r| {
-                (r.entry.kind != Kind::Tombstone || e.kind != Kind::Tombstone)
-                    && r.entry.vv.compare(&e.vv) == gsync_brick::vv::Relation::Dominates
-            })
+            .is_some_and(|r| unknown_to(&r.entry, e))
     }
 
     /// After a full listing of the brick followed: paths the journal holds
@@ -1637,7 +1649,11 @@ impl Agent {
                         .zip(have)
                         .filter(|((_, r), h)| {
                             h.as_ref().is_none_or(|h| {
-                                r.entry.vv.compare(h) == gsync_brick::vv::Relation::Dominates
+                                matches!(
+                                    r.entry.vv.compare(h),
+                                    gsync_brick::vv::Relation::Dominates
+                                        | gsync_brick::vv::Relation::Concurrent
+                                )
                             })
                         })
                         .map(|(x, _)| x)
@@ -2034,6 +2050,75 @@ impl Agent {
             chunks,
             write: Some(w),
             from_brick: None,
+        }
+    }
+}
+
+/// True if `synced` (a version a mount synced) is one a brick holding
+/// `listed` may not know: newer (an edit, or a deletion of a live
+/// version), or concurrent and different (same-state concurrent versions
+/// merge silently). A deletion against a deletion is nothing to offer.
+fn unknown_to(synced: &Entry, listed: &Entry) -> bool {
+    use gsync_brick::vv::Relation;
+    if synced.kind == Kind::Tombstone && listed.kind == Kind::Tombstone {
+        return false;
+    }
+    match synced.vv.compare(&listed.vv) {
+        Relation::Dominates => true,
+        Relation::Concurrent => !synced.same_state(listed),
+        Relation::Equal | Relation::DominatedBy => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(kind: Kind, hash: u8, vv: &[(u64, u64)]) -> Entry {
+        let mut e = Entry::tombstone(RelPath::new("p").unwrap(), uuid::Uuid::nil());
+        e.kind = kind;
+        e.hash = [hash; 32];
+        e.vv = VersionVector::from_entries(vv.iter().copied());
+        e
+    }
+
+    #[test]
+    fn which_synced_versions_a_listing_shows_the_brick_may_lack() {
+        use Kind::{Dir, File, Tombstone};
+        let table: &[(Entry, Entry, bool)] = &[
+            // Newer than listed: an edit or a deletion the brick lacks.
+            (v(File, 2, &[(1, 2)]), v(File, 1, &[(1, 1)]), true),
+            (v(Tombstone, 0, &[(1, 2)]), v(Dir, 0, &[(1, 1)]), true),
+            // The brick has it, or newer.
+            (v(File, 1, &[(1, 1)]), v(File, 1, &[(1, 1)]), false),
+            (v(File, 1, &[(1, 1)]), v(File, 2, &[(1, 2)]), false),
+            // Concurrent and different: the brick does not hold it.
+            (
+                v(Tombstone, 0, &[(1, 2)]),
+                v(Dir, 0, &[(1, 1), (3, 1)]),
+                true,
+            ),
+            (v(File, 1, &[(1, 1)]), v(File, 2, &[(3, 1)]), true),
+            // Concurrent but the same state: merges silently.
+            (v(File, 1, &[(1, 1)]), v(File, 1, &[(3, 1)]), false),
+            // A deletion against a deletion is nothing to offer.
+            (
+                v(Tombstone, 0, &[(1, 2)]),
+                v(Tombstone, 0, &[(1, 1)]),
+                false,
+            ),
+            (
+                v(Tombstone, 0, &[(1, 2)]),
+                v(Tombstone, 0, &[(3, 1)]),
+                false,
+            ),
+        ];
+        for (synced, listed, want) in table {
+            assert_eq!(
+                unknown_to(synced, listed),
+                *want,
+                "{synced:?} vs {listed:?}"
+            );
         }
     }
 }

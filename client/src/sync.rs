@@ -599,11 +599,19 @@ pub(crate) async fn prepare_remote(ag: &Agent, e: Entry) -> Result<Prep, RemoteE
                     let mut r = j.clone();
                     r.entry.vv = r.entry.vv.merge(&e.vv);
                     ag.journal.put(&r).map_err(local_err)?;
-                } else if !j.conflict {
-                    let mut r = j.clone();
-                    r.conflict = true;
-                    ag.journal.put(&r).map_err(local_err)?;
-                    tracing::warn!(path = %rel, "split-brain: the volume has a concurrent version; this mount keeps its own");
+                } else {
+                    if !j.conflict {
+                        let mut r = j.clone();
+                        r.conflict = true;
+                        ag.journal.put(&r).map_err(local_err)?;
+                        tracing::warn!(path = %rel, "split-brain: the volume has a concurrent version; this mount keeps its own");
+                    }
+                    // The bricks may not hold this mount's version at all
+                    // (lost with a wiped brick): then it is offered again.
+                    ag.met_concurrent
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(rel.as_str().to_string());
                 }
                 return Ok(Prep::Nothing);
             }
