@@ -455,13 +455,15 @@ pub enum Response {
 /// How `auth.allow` applies to a request (enforced in `node::auth`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthScope {
-    /// Not mount traffic (management, replication between bricks).
+    /// Not mount traffic (management).
     Exempt,
     /// Moves a mount's data: refused for a node `auth.allow` excludes.
     Data(Uuid),
-    /// Reads a version: refused likewise, unless the node holds a brick of
-    /// the volume (bricks ask each other).
-    Stat(Uuid),
+    /// Reads a version, or offers one without a writer (replication
+    /// between bricks, or a mount offering again a version it synced that
+    /// the bricks lost): refused likewise, unless the node holds a brick of
+    /// the volume (bricks ask and offer each other).
+    BrickPeer(Uuid),
 }
 
 impl Request {
@@ -472,13 +474,15 @@ impl Request {
             Request::Offer(o) | Request::OfferInSet { offer: o, .. } if o.write.is_some() => {
                 AuthScope::Data(o.volume)
             }
-            Request::Offer(_) | Request::OfferInSet { .. } => AuthScope::Exempt,
+            Request::Offer(o) | Request::OfferInSet { offer: o, .. } => {
+                AuthScope::BrickPeer(o.volume)
+            }
             Request::Changes { volume, .. }
             | Request::Feed { volume, .. }
             | Request::FeedInSets { volume, .. }
             | Request::ReadChunks { volume, .. } => AuthScope::Data(*volume),
             Request::Stat { volume, .. } | Request::Versions { volume, .. } => {
-                AuthScope::Stat(*volume)
+                AuthScope::BrickPeer(*volume)
             }
             Request::Hello(_)
             | Request::Probe(_)

@@ -4,11 +4,12 @@
 //!
 //! The requests that move a mount's data are refused for a node the
 //! volume's `auth.allow` does not name: writes (offers with a writer), the
-//! change feed and chunk reads. Stat is refused too unless the requesting
-//! node holds a brick of the volume (bricks ask each other for stats, and
-//! such a node has the whole volume on its own disk anyway). Replication
-//! between bricks and management requests are not mount traffic and are
-//! never refused here. Local agents go through the same handler (an
+//! change feed and chunk reads. Stats, version lookups and offers without
+//! a writer (replication, and a mount's offer of a version the bricks
+//! lost) are refused too unless the requesting node holds a brick of the
+//! volume (bricks ask and offer each other, and such a node has the whole
+//! volume on its own disk anyway). Management requests are not mount
+//! traffic and are never refused here. Local agents go through the same handler (an
 //! in-process stream from this node), so they are checked the same way.
 //! Which request is which is `Request::auth_scope`, an exhaustive match, so
 //! a new request kind cannot slip past this check unnoticed.
@@ -23,7 +24,7 @@ use crate::proto::{code, AuthScope, Request, Response};
 pub fn check(node: &Node, peer: Uuid, req: &Request) -> Option<Response> {
     let (volume, stat) = match req.auth_scope() {
         AuthScope::Data(v) => (v, false),
-        AuthScope::Stat(v) => (v, true),
+        AuthScope::BrickPeer(v) => (v, true),
         AuthScope::Exempt => return None,
     };
     let cfg = node.config();
@@ -97,6 +98,49 @@ mod tests {
                 want,
                 "{allow:?} {host} stat={stat}"
             );
+        }
+    }
+
+    #[test]
+    fn which_requests_are_mount_traffic() {
+        use crate::proto::{Offer, WriteInfo};
+        let v = Uuid::from_bytes([7; 16]);
+        let offer = |write: Option<WriteInfo>| Offer {
+            volume: v,
+            brick: 1,
+            entry: crate::store::types::Entry::tombstone(
+                crate::RelPath::new("p").unwrap(),
+                Uuid::nil(),
+            ),
+            chunks: Vec::new(),
+            write,
+            from_brick: None,
+        };
+        let write = WriteInfo {
+            writer: 3,
+            base: Default::default(),
+            base_data: Default::default(),
+            base_meta: Default::default(),
+            content_changed: true,
+            meta_changed: true,
+        };
+        let table = [
+            (Request::Offer(offer(Some(write))), AuthScope::Data(v)),
+            // A versioned offer (replication, a lost version offered
+            // again): only from a node holding a brick of the volume.
+            (Request::Offer(offer(None)), AuthScope::BrickPeer(v)),
+            (
+                Request::Versions {
+                    volume: v,
+                    brick: 1,
+                    paths: Vec::new(),
+                },
+                AuthScope::BrickPeer(v),
+            ),
+            (Request::PullConfig, AuthScope::Exempt),
+        ];
+        for (req, want) in table {
+            assert_eq!(req.auth_scope(), want, "{req:?}");
         }
     }
 }
