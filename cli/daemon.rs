@@ -51,6 +51,10 @@ fn lock_state(state: &std::path::Path) -> Result<std::fs::File> {
 }
 
 pub async fn run(a: DaemonArgs, state: PathBuf) -> Result<Outcome> {
+    // Listening from the first moment to the last: a stop requested while
+    // the daemon starts (systemd's, or a test's right after READY=1) is
+    // never lost between two listeners.
+    let mut stop = StopSignal::new();
     let listen: SocketAddr = a
         .listen
         .parse()
@@ -92,7 +96,7 @@ pub async fn run(a: DaemonArgs, state: PathBuf) -> Result<Outcome> {
     let start = Node::start(opts, token.clone());
     let node = tokio::select! {
         n = start => n.map_err(|e| anyhow!("{e}"))?,
-        _ = shutdown_signal() => return Ok(Outcome::Done),
+        _ = stop.recv() => return Ok(Outcome::Done),
     };
     let heal = gsync_heal::HealService::start(node.clone());
     let agents = gsync_client::AgentHost::start(node.clone());
@@ -107,7 +111,7 @@ pub async fn run(a: DaemonArgs, state: PathBuf) -> Result<Outcome> {
     tracing::info!(pid = std::process::id(), state = %state.display(), "gsync daemon ready");
     crate::service::ready(&format!("serving on {listen}"));
     crate::service::start_watchdog(&state);
-    shutdown_signal().await;
+    stop.recv().await;
     crate::service::stopping();
     tracing::info!("stopping");
     node.shutdown().await;
@@ -136,17 +140,35 @@ impl gsync_brick::node::CtlExtension for Extensions {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM or Ctrl-C (SIGINT), listened for once for the daemon's whole
+/// life.
+struct StopSignal {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignal {
+    fn new() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// Waits for the next stop request.
+    async fn recv(&mut self) {
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = next(&mut self.term) => {}
+            _ = next(&mut self.int) => {}
         }
     }
 }

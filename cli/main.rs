@@ -74,7 +74,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Dropping a runtime waits for every blocking task without bound: one
+    // stuck in a system call (a hung disk, a stalled watcher) would keep a
+    // daemon that was told to stop alive forever. What is durable is
+    // durable by now (a crash here is a kill -9, which the stores survive).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Failed(line)) => {
             eprintln!("{line}");

@@ -501,11 +501,19 @@ fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
     unsafe {
         libc::kill(child.0.id() as i32, libc::SIGTERM);
     }
+    // Bounded: the watchdog's keep-alives go on arriving while a daemon
+    // that missed the signal keeps running.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !got.contains("STOPPING=1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no STOPPING=1 within 20 s of SIGTERM: {got}\n{}",
+            out()
+        );
         let n = sock.recv(&mut buf).expect("STOPPING within 20 s");
         got.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    let status = child.0.wait().expect("wait");
+    let status = exit_within(&mut child.0, Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
     assert!(got.contains("STATUS=serving on 127.0.0.1:"), "{got}");
     // Journal lines carry their priority and no timestamp of their own.
@@ -518,6 +526,54 @@ fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
         ready.starts_with("<6>") && !ready.starts_with("<6>20"),
         "{ready}"
     );
+}
+
+/// The exit status of `child`, which must exit within `limit`.
+#[track_caller]
+fn exit_within(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {} still running {limit:?} after SIGTERM",
+            child.id()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A stop requested at any moment of the daemon's start (systemd's, at
+/// boot; an operator's `systemctl stop` right after `start`) is never
+/// lost: the daemon stops, cleanly, within seconds. Here with a mount to
+/// start, at staggered moments from the spawn to well after READY.
+#[test]
+fn a_stop_requested_while_the_daemon_starts_is_never_lost() {
+    let mut c = Cluster::start(2);
+    c.form_pool();
+    c.create_volume("s");
+    c.mount("s", 1);
+    let state = c.node(1).state.clone();
+    c.node_mut(1).stop();
+    for i in 0..12u64 {
+        let port = crate::support::unique_port();
+        let child = Command::new(bin())
+            .args(["daemon", "--listen", &format!("127.0.0.1:{port}")])
+            .env("GSYNC_STATE_DIR", &state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("daemon");
+        let mut child = KillOnDrop(child);
+        std::thread::sleep(Duration::from_millis(i * 25));
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(child.0.id() as i32, libc::SIGTERM);
+        }
+        exit_within(&mut child.0, Duration::from_secs(15));
+    }
 }
 
 /// `GET /metrics` on `port`: the Prometheus text.
