@@ -744,3 +744,29 @@ fn a_file_still_being_written_is_not_shown_half_written() {
     drop(log);
     wait_content(m2, "open.log", "line 1\nline 2\n", Duration::from_secs(20));
 }
+
+/// A mount agent that panics (a bug) is started again by its daemon from
+/// its journal, like after a restart: the folder never silently stops
+/// syncing while `gsync mount` goes on listing it.
+#[test]
+fn a_mount_agent_that_panics_is_started_again() {
+    if !gsync_brick::failpoint::ENABLED {
+        eprintln!("SKIP: build with --features failpoints");
+        return;
+    }
+    let (mut c, m) = three_mounts();
+    let [m1, m2, _] = m.clone();
+    c.node_mut(1).env = vec![("GSYNC_FAILPOINT".into(), "agent-panic-once".into())];
+    c.node_mut(1).restart();
+    std::fs::write(m1.join("before.txt"), "pushed after the restart\n").unwrap();
+    wait_content(&m2, "before.txt", "pushed after the restart\n", T);
+    assert!(
+        c.node(1).log().contains("task panicked; restarted"),
+        "{}",
+        c.node(1).log()
+    );
+    std::fs::write(m2.join("after.txt"), "received\n").unwrap();
+    wait_content(&m1, "after.txt", "received\n", T);
+    std::fs::write(m1.join("later.txt"), "pushed\n").unwrap();
+    wait_content(&m2, "later.txt", "pushed\n", T);
+}

@@ -20,6 +20,23 @@ pub fn hit(name: &str) {
 #[inline(always)]
 pub fn hit(_name: &str) {}
 
+/// Panics here the first time in this process that `GSYNC_FAILPOINT`
+/// equals `name` (test builds only): a task's bug, for its supervisor.
+#[cfg(feature = "failpoints")]
+pub fn panic_once(name: &str) {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if std::env::var("GSYNC_FAILPOINT").is_ok_and(|v| v == name)
+        && !DONE.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        panic!("failpoint {name}");
+    }
+}
+
+/// Does nothing: built without the `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn panic_once(_name: &str) {}
+
 /// True if this build has failpoints.
 pub const ENABLED: bool = cfg!(feature = "failpoints");
 

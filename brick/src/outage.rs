@@ -343,7 +343,10 @@ pub fn history(conn: &Connection, brick: u64) -> Result<BrickHistory, StoreError
 /// Starts the recorder of `brick`.
 pub fn spawn(node: &Arc<Node>, brick: &Arc<Brick>, token: &CancellationToken) {
     let (n, b, t) = (node.clone(), brick.clone(), token.clone());
-    node.spawn(async move { t.run_until_cancelled(recorder(n, b)).await.unwrap_or(()) });
+    node.spawn_supervised("outage recorder", move || {
+        let (n, b, t) = (n.clone(), b.clone(), t.clone());
+        async move { t.run_until_cancelled(recorder(n, b)).await.unwrap_or(()) }
+    });
 }
 
 async fn recorder(node: Arc<Node>, brick: Arc<Brick>) {

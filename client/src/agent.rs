@@ -374,7 +374,7 @@ impl Agent {
     pub(crate) async fn run(
         mut self,
         token: CancellationToken,
-        mut cmds: tokio::sync::mpsc::UnboundedReceiver<Cmd>,
+        cmds: &mut tokio::sync::mpsc::UnboundedReceiver<Cmd>,
     ) {
         // A folder that vanished after its first sync is reported, never
         // silently recreated (its files would count as deleted).

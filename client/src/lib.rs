@@ -118,10 +118,34 @@ impl AgentHost {
         let journal = journal::Journal::open(&jpath).map_err(|e| e.to_string())?;
         let status = Arc::new(Mutex::new(Status::default()));
         let token = self.node.token.child_token();
-        let agent = Agent::new(self.node.clone(), spec.clone(), journal, status.clone());
-        let t = token.clone();
         let (cmds, rx) = tokio::sync::mpsc::unbounded_channel();
-        self.node.spawn(async move { agent.run(t, rx).await });
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        // Supervised: an agent that panics starts again from its journal
+        // (reopened), like after a restart of the daemon, instead of
+        // leaving its folder silently unsynced.
+        let mut first = Some(journal);
+        let (node, sp, st, t) = (
+            self.node.clone(),
+            spec.clone(),
+            status.clone(),
+            token.clone(),
+        );
+        self.node
+            .spawn_supervised(format!("mount agent {}", spec.dir.display()), move || {
+                let journal = first.take().map_or_else(|| journal::Journal::open(&jpath), Ok);
+                let (node, sp, st, t, rx) = (node.clone(), sp.clone(), st.clone(), t.clone(), rx.clone());
+                async move {
+                    let journal = match journal {
+                        Ok(j) => j,
+                        Err(e) => {
+                            tracing::error!(mount = %sp.dir.display(), "cannot reopen the mount journal: {e}");
+                            return;
+                        }
+                    };
+                    let mut cmds = rx.lock_owned().await;
+                    Agent::new(node, sp, journal, st).run(t, &mut cmds).await;
+                }
+            });
         tracing::info!(dir = %spec.dir.display(), source = %spec.source, "mount agent started");
         self.running
             .lock()

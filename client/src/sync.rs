@@ -121,6 +121,7 @@ pub(crate) async fn send(
 /// only an mtime, a revert on a read-only mount) is settled here.
 pub(crate) async fn plan_local(ag: &Agent, rel: &RelPath) -> Result<Vec<Ready>, RemoteError> {
     tracing::debug!(path = %rel, "push");
+    gsync_brick::failpoint::panic_once("agent-panic-once");
     let Some(t) = ag.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
     };

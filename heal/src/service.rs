@@ -43,9 +43,15 @@ impl HealService {
     pub fn start(node: Arc<Node>) -> Arc<Self> {
         let s = Arc::new(Self { node: node.clone() });
         let s2 = s.clone();
-        node.spawn(async move { s2.background().await });
+        node.spawn_supervised("heal loop", move || {
+            let s = s2.clone();
+            async move { s.background().await }
+        });
         let s3 = s.clone();
-        node.spawn(async move { s3.quorum_loop().await });
+        node.spawn_supervised("quorum loop", move || {
+            let s = s3.clone();
+            async move { s.quorum_loop().await }
+        });
         s
     }
 

@@ -204,16 +204,19 @@ impl Node {
         });
         ctl::start(node.clone()).await?;
         let n = node.clone();
-        node.tasks.spawn(async move { serve::accept_loop(n).await });
+        node.spawn_supervised("accept loop", move || serve::accept_loop(n.clone()));
         let n = node.clone();
-        node.tasks.spawn(async move { peers::supervise(n).await });
+        node.spawn_supervised("peer connections", move || peers::supervise(n.clone()));
         node.apply_config_locally();
         let n = node.clone();
-        node.tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = n.token.cancelled() => break,
-                    _ = tokio::time::sleep(BRICK_RECHECK) => n.refresh_bricks(),
+        node.spawn_supervised("brick checks", move || {
+            let n = n.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = n.token.cancelled() => break,
+                        _ = tokio::time::sleep(BRICK_RECHECK) => n.refresh_bricks(),
+                    }
                 }
             }
         });
@@ -231,6 +234,35 @@ impl Node {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.tasks.spawn(fut);
+    }
+
+    /// Spawns a long-lived task made by `make`, supervised: if it panics
+    /// (the panic is logged by the daemon's hook), it is made and started
+    /// again after a backoff (1 s, doubling to 60 s), never left stopped
+    /// while the daemon runs. It ends when it returns, or at shutdown.
+    pub fn spawn_supervised<F, Fut>(&self, name: impl Into<String>, mut make: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let name = name.into();
+        let token = self.token.clone();
+        self.tasks.spawn(async move {
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                match tokio::spawn(make()).await {
+                    Err(e) if e.is_panic() && !token.is_cancelled() => {
+                        tracing::error!(task = %name, "task panicked; restarted in {backoff:?}");
+                        tokio::select! {
+                            _ = token.cancelled() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                    }
+                    _ => return,
+                }
+            }
+        });
     }
 
     /// Stops everything: stop accepting, cancel tasks, close the endpoint
