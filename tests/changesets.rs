@@ -255,15 +255,46 @@ fn on_change_runs_once_per_changeset() {
     c.assert_no_panics();
 }
 
+/// A validator that rejects any tree holding the marker BROKEN, naming the
+/// first file that does.
+const CHECK: &str = "if grep -rq BROKEN .; then echo \"marker BROKEN found in $(grep -rl BROKEN . | head -1)\" >&2; exit 1; fi";
+
+/// The rejections `--json volume heal v info` on node `i` reports, as
+/// (node, mount folder, paths sorted).
+fn rejected_json(c: &Cluster, i: usize) -> Vec<(String, String, Vec<String>)> {
+    let j = c
+        .node(i)
+        .cli(&["--json", "volume", "heal", "v", "info"])
+        .ok()
+        .json();
+    let mut out = Vec::new();
+    for b in j.as_array().into_iter().flatten() {
+        for r in b["rejected"].as_array().into_iter().flatten() {
+            let mut paths: Vec<String> = r["paths"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(String::from))
+                .collect();
+            paths.sort();
+            out.push((
+                r["node"].as_str().unwrap_or("").to_string(),
+                r["dir"].as_str().unwrap_or("").to_string(),
+                paths,
+            ));
+        }
+    }
+    out
+}
+
 /// A validator that finds a marker rejects the changeset: the live folder
-/// keeps the good set, the state, the events and `heal info` say so, the
-/// staged tree is kept; the next good changeset is validated with what is
-/// still pending and goes live.
+/// keeps the good set, the state, the events and `heal info` (text and
+/// JSON) say so, the staged tree is kept; the next good changeset is
+/// validated with what is still pending and goes live.
 #[test]
 fn a_validator_rejects_a_bad_changeset_and_accepts_the_next_good_one() {
-    let check = "if grep -rq BROKEN .; then echo \"marker BROKEN found in $(grep -rl BROKEN . | head -1)\" >&2; exit 1; fi";
     let (c, m1, m2) = pair(&["--settle", "300ms"], |_| {
-        vec!["--validate".into(), check.into()]
+        vec!["--validate".into(), CHECK.into()]
     });
     let write = |app: &str, site: Option<&str>| {
         std::fs::write(m1.join("app.conf"), app).unwrap();
@@ -306,6 +337,12 @@ fn a_validator_rejects_a_bad_changeset_and_accepts_the_next_good_one() {
         info.contains("app.conf") && info.contains("site.conf"),
         "{info}"
     );
+    // So does its JSON form, with the node and the folder.
+    let got = rejected_json(&c, 2);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].0.contains(&c.node(2).ip), "{got:?}");
+    assert_eq!(got[0].1, m2.to_string_lossy());
+    assert_eq!(got[0].2, ["app.conf", "site.conf"]);
     let events = c.node(2).cli(&["events", "--json"]).ok().stdout;
     assert!(events.contains("changeset-rejected"), "{events}");
     assert!(!mount_list(&c, 2).contains("in sync"));
@@ -319,6 +356,7 @@ fn a_validator_rejects_a_bad_changeset_and_accepts_the_next_good_one() {
         let s = mount_list(&c, 2);
         !s.contains("rejected") && s.contains("in sync")
     });
+    assert!(rejected_json(&c, 2).is_empty());
     c.assert_no_panics();
 }
 
