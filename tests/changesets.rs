@@ -424,3 +424,88 @@ fn a_changeset_with_a_lost_member_does_not_block_later_ones() {
     });
     c.assert_no_panics();
 }
+
+/// A rejection outlives the agent: after a kill -9 of the daemon that runs
+/// the mount and a restart, the very first state of the mount still says
+/// which changeset was rejected and why, `heal info` (text and JSON) still
+/// lists its paths, and the folder still lacks its content, until a later
+/// good changeset is accepted.
+#[test]
+fn a_rejection_survives_a_restart_of_the_agent() {
+    let (mut c, m1, m2) = pair(&["--settle", "300ms"], |_| {
+        vec!["--validate".into(), CHECK.into()]
+    });
+    std::fs::write(m1.join("app.conf"), "app 1\n").unwrap();
+    std::fs::write(m1.join("site.conf"), "site 1\n").unwrap();
+    wait_content(&m2, "app.conf", "app 1\n", T);
+    wait_content(&m2, "site.conf", "site 1\n", T);
+    std::fs::write(m1.join("app.conf"), "app 2 BROKEN\n").unwrap();
+    std::fs::write(m1.join("site.conf"), "site 2\n").unwrap();
+    wait_until(T, "the rejection in the mount state", || {
+        mount_list(&c, 2).contains("rejected: changeset")
+    });
+    let before = mount_list(&c, 2);
+    let line = |s: &str| {
+        s.split("rejected: ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .map(|r| format!("{r})"))
+            .unwrap_or_default()
+    };
+    let rejected = line(&before);
+    assert!(
+        rejected.ends_with("(validator exit 1: marker BROKEN found in ./app.conf)"),
+        "{before}"
+    );
+
+    c.node_mut(2).kill9();
+    c.node_mut(2).start();
+    // From the first answer of the restarted daemon on.
+    let after = mount_list(&c, 2);
+    assert_eq!(line(&after), rejected, "{after}");
+    let info = c.node(2).cli(&["volume", "heal", "v", "info"]).ok().stdout;
+    assert!(info.contains("Rejected by the validator of"), "{info}");
+    assert!(
+        info.contains("/app.conf") && info.contains("/site.conf"),
+        "{info}"
+    );
+    let got = rejected_json(&c, 2);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].2, ["app.conf", "site.conf"]);
+    // The agent follows its brick again, and still keeps the set out: the
+    // set the brick delivers again is the one already rejected, so it is
+    // neither validated nor reported a second time.
+    wait_until(T, "the mount following its brick", || {
+        mount_list(&c, 2).contains("following")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let s = mount_list(&c, 2);
+    assert_eq!(line(&s), rejected, "{s}");
+    assert!(!s.contains("in sync"), "{s}");
+    let events = c.node(2).cli(&["events", "--json"]).ok().stdout;
+    assert_eq!(
+        events.matches("\"changeset-rejected\"").count(),
+        1,
+        "one rejection, reported once: {events}"
+    );
+    assert_eq!(read(&m2.join("app.conf")), "app 1\n");
+    assert_eq!(read(&m2.join("site.conf")), "site 1\n");
+
+    // A fix goes live with the rest of the rejected set.
+    std::fs::write(m1.join("app.conf"), "app 3\n").unwrap();
+    wait_content(&m2, "app.conf", "app 3\n", T);
+    wait_content(&m2, "site.conf", "site 2\n", T);
+    wait_until(T, "the rejection cleared", || {
+        let s = mount_list(&c, 2);
+        !s.contains("rejected") && s.contains("in sync")
+    });
+    assert!(rejected_json(&c, 2).is_empty());
+    // And stays cleared across another restart.
+    c.node_mut(2).kill9();
+    c.node_mut(2).start();
+    assert!(!mount_list(&c, 2).contains("rejected"));
+    wait_until(T, "in sync after the restart", || {
+        mount_list(&c, 2).contains("in sync")
+    });
+    c.assert_no_panics();
+}

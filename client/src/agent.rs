@@ -198,7 +198,8 @@ pub(crate) struct Agent {
     /// Incoming changes held until their changeset is complete.
     gate: crate::changeset::Gate,
     /// Changes the validator rejected, not live: validated again with the
-    /// next changeset.
+    /// next changeset. Kept in the journal too, so a restarted agent still
+    /// reports them and keeps them out of the folder.
     rejected: Option<Rejected>,
 }
 
@@ -206,8 +207,71 @@ pub(crate) struct Agent {
 struct Rejected {
     /// Its name in reports.
     name: String,
+    /// `changeset N (why)`, as the state shows it.
+    line: String,
+    /// The paths it would have changed in the folder.
+    paths: Vec<String>,
     /// Its versions (and those of earlier rejected ones).
     entries: std::collections::BTreeMap<RelPath, (u64, Entry)>,
+}
+
+impl Rejected {
+    /// The rejection the journal kept, less the versions that are live or
+    /// superseded in the folder since (a later changeset went live just
+    /// before the agent stopped); `None` if nothing is left of it.
+    fn load(journal: &Journal) -> Option<Self> {
+        let r = match journal.rejected() {
+            Ok(r) => r?,
+            Err(e) => {
+                tracing::warn!("{e}");
+                return None;
+            }
+        };
+        let mut entries = std::collections::BTreeMap::new();
+        let mut paths = Vec::new();
+        for (seq, e, listed) in r.entries {
+            let synced = journal
+                .get(e.path.as_str())
+                .ok()
+                .flatten()
+                .is_some_and(|j| {
+                    matches!(
+                        e.vv.compare(&j.entry.vv),
+                        gsync_brick::vv::Relation::DominatedBy | gsync_brick::vv::Relation::Equal
+                    )
+                });
+            if synced {
+                continue;
+            }
+            if listed {
+                paths.push(e.path.as_str().to_string());
+            }
+            entries.insert(e.path.clone(), (seq, e));
+        }
+        if entries.is_empty() {
+            let _ = journal.clear_rejected();
+            return None;
+        }
+        Some(Self {
+            name: r.name,
+            line: r.line,
+            paths,
+            entries,
+        })
+    }
+
+    /// Stores it in the journal.
+    fn save(&self, journal: &Journal) -> Result<(), crate::journal::JournalError> {
+        journal.set_rejected(&crate::journal::Rejection {
+            name: self.name.clone(),
+            line: self.line.clone(),
+            entries: self
+                .entries
+                .iter()
+                .map(|(p, (seq, e))| (*seq, e.clone(), self.paths.iter().any(|x| x == p.as_str())))
+                .collect(),
+        })
+    }
 }
 
 /// What went wrong in a push round.
@@ -254,6 +318,13 @@ impl Agent {
             .iter()
             .filter_map(|p| RelPath::new(p).ok())
             .collect();
+        let rejected = Rejected::load(&journal);
+        if let Some(r) = &rejected {
+            tracing::warn!(mount = %spec.dir.display(), "rejected: {}; its changes stay out of the folder until a later changeset is accepted", r.line);
+            let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+            s.rejected = Some(r.line.clone());
+            s.rejected_paths = r.paths.clone();
+        }
         Self {
             node,
             spec,
@@ -276,7 +347,7 @@ impl Agent {
             last_gone: 0,
             listing: None,
             gate: crate::changeset::Gate::default(),
-            rejected: None,
+            rejected,
             lost: BTreeSet::new(),
             listed_older: BTreeSet::new(),
             lost_retry: Instant::now(),
@@ -1179,20 +1250,52 @@ impl Agent {
                     serde_json::json!({"dir": dir, "changeset": name, "arrived": n, "members": m}),
                 );
             }
-            let mut entries = g.entries;
-            let mut what = name.clone();
-            if let Some(r) = &self.rejected {
-                for (p, v) in &r.entries {
-                    entries.entry(p.clone()).or_insert_with(|| v.clone());
-                }
-                what = format!("{name} (with rejected {})", r.name);
-            }
-            if !self.apply_set(&name, &what, g.id.is_some(), entries).await {
+            if !self.apply_group(&name, g.id.is_some(), g.entries).await {
                 self.gate = crate::changeset::Gate::default();
                 return false;
             }
         }
         true
+    }
+
+    /// Makes a set live together with the changes rejected earlier (see
+    /// [`Self::apply_set`]). A set that only brings again versions already
+    /// rejected (the brick delivers them anew after a restart or a refetch)
+    /// stays rejected as it is: it is not validated, nor reported, again.
+    async fn apply_group(
+        &mut self,
+        name: &str,
+        tagged: bool,
+        mut entries: std::collections::BTreeMap<RelPath, (u64, Entry)>,
+    ) -> bool {
+        let Some(r) = self.rejected.as_mut() else {
+            return self.apply_set(name, name, tagged, entries).await;
+        };
+        let again = entries
+            .iter()
+            .all(|(p, (_, e))| r.entries.get(p).is_some_and(|(_, x)| x.vv == e.vv));
+        if again {
+            // The brick's sequence numbers now (another brick after a
+            // failover numbers them otherwise).
+            let mut moved = false;
+            for (p, (seq, _)) in &entries {
+                if let Some(x) = r.entries.get_mut(p) {
+                    moved |= x.0 != *seq;
+                    x.0 = *seq;
+                }
+            }
+            let saved = if moved { r.save(&self.journal) } else { Ok(()) };
+            tracing::debug!(mount = %self.spec.dir.display(), "changeset {name}: changes already rejected in changeset {}", r.name);
+            if let Err(e) = saved {
+                self.set_error(e.to_string());
+            }
+            return true;
+        }
+        for (p, v) in &r.entries {
+            entries.entry(p.clone()).or_insert_with(|| v.clone());
+        }
+        let what = format!("{name} (with rejected {})", r.name);
+        self.apply_set(name, &what, tagged, entries).await
     }
 
     /// Stages a set of remote versions (files fetched beside their
@@ -1334,6 +1437,9 @@ impl Agent {
         tracing::debug!(mount = %self.spec.dir.display(), "changeset {what}: {n} changes live in {renamed:?} ({:?} with the journal)", burst.elapsed());
         if let Some(r) = self.rejected.take() {
             tracing::info!(mount = %self.spec.dir.display(), "changeset {name} accepted; the changes of rejected changeset {} went live with it", r.name);
+            if let Err(e) = self.journal.clear_rejected() {
+                self.set_error(e.to_string());
+            }
         }
         self.status
             .lock()
@@ -1381,13 +1487,19 @@ impl Agent {
         );
         {
             let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            s.rejected = Some(line);
-            s.rejected_paths = paths;
+            s.rejected = Some(line.clone());
+            s.rejected_paths = paths.clone();
         }
-        self.rejected = Some(Rejected {
+        let r = Rejected {
             name: name.to_string(),
+            line,
+            paths,
             entries,
-        });
+        };
+        if let Err(e) = r.save(&self.journal) {
+            self.set_error(e.to_string());
+        }
+        self.rejected = Some(r);
     }
 
     /// A path pushed and acknowledged just before the agent stopped (kill
