@@ -509,3 +509,143 @@ fn a_rejection_survives_a_restart_of_the_agent() {
     });
     c.assert_no_panics();
 }
+
+/// A volume with content (one file carrying the marker) mounted on node 2
+/// at `m2` (first prepared by `prep`), with a validator and `extra`
+/// options; the writer's mount is on node 1. Returns the two folders.
+fn bad_volume_then_mount(extra: &[&str], prep: impl Fn(&Path)) -> (Cluster, PathBuf, PathBuf) {
+    let c = Cluster::start(2);
+    c.form_pool();
+    c.create_volume("v");
+    let m1 = c.mount("v", 1);
+    std::fs::create_dir_all(m1.join("sites")).unwrap();
+    std::fs::write(m1.join("app.conf"), "app 1 BROKEN\n").unwrap();
+    std::fs::write(m1.join("sites/site.conf"), "site 1\n").unwrap();
+    let b2 = c.brick("v", 2);
+    wait_until(T, "the content on brick 2", || {
+        read(&b2.join("app.conf")) == "app 1 BROKEN\n"
+            && read(&b2.join("sites/site.conf")) == "site 1\n"
+    });
+    let dir = c.mount_dir(2);
+    prep(&dir);
+    let mut args = vec![
+        "mount".to_string(),
+        format!("{}:/v", c.node(2).ip),
+        dir.to_string_lossy().into_owned(),
+        "--validate".into(),
+        CHECK.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = c.node(2).cli(&a);
+    assert!(
+        out.stdout.contains("rejected: changeset"),
+        "gsync mount says the first content was rejected: {out:?}"
+    );
+    (c, m1, dir)
+}
+
+/// The names in a folder, but the mount's reserved directory.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != ".gsync")
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A new mount with `--validate` attaching to a volume with content
+/// validates that content before any of it goes live: rejected, the folder
+/// keeps what it had (here one file of its own, pushed as usual), `gsync
+/// mount` and `heal info` report it; a later fix goes live with the rest.
+#[test]
+fn the_first_content_of_a_new_mount_is_validated() {
+    let (c, m1, dir) = bad_volume_then_mount(&[], |d| {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("mine.txt"), "mine\n").unwrap();
+    });
+    let s = mount_list(&c, 2);
+    assert!(
+        s.contains("(validator exit 1: marker BROKEN found in ./app.conf)"),
+        "{s}"
+    );
+    assert_eq!(names(&dir), ["mine.txt"]);
+    wait_content(&m1, "mine.txt", "mine\n", T);
+    let info = c.node(2).cli(&["volume", "heal", "v", "info"]).ok().stdout;
+    assert!(
+        info.contains("/app.conf") && info.contains("/sites/site.conf"),
+        "{info}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(names(&dir), ["mine.txt"]);
+
+    std::fs::write(m1.join("app.conf"), "app 2\n").unwrap();
+    wait_content(&dir, "app.conf", "app 2\n", T);
+    wait_content(&dir, "sites/site.conf", "site 1\n", T);
+    wait_until(T, "the rejection cleared", || {
+        let s = mount_list(&c, 2);
+        !s.contains("rejected") && s.contains("in sync")
+    });
+    assert_eq!(read(&dir.join("mine.txt")), "mine\n");
+    c.assert_no_panics();
+}
+
+/// The same for an `--atomic` mount: its first generation is validated, a
+/// rejection leaves DIR pointing at an empty generation, and the fix goes
+/// live as one new generation.
+#[test]
+fn the_first_generation_of_an_atomic_mount_is_validated() {
+    let (c, m1, dir) = bad_volume_then_mount(&["--atomic"], |_| {});
+    assert!(std::fs::symlink_metadata(&dir)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+    std::fs::write(m1.join("app.conf"), "app 2\n").unwrap();
+    wait_content(&dir, "app.conf", "app 2\n", T);
+    assert_eq!(read(&dir.join("sites/site.conf")), "site 1\n");
+    wait_until(T, "the rejection cleared", || {
+        !mount_list(&c, 2).contains("rejected")
+    });
+    c.assert_no_panics();
+}
+
+/// With `--prefer remote`, a file the new mount's folder holds in another
+/// version than the volume is replaced by the volume's version, and that
+/// goes through the validator too: rejected, the folder keeps its own file
+/// (not pushed either: no split-brain), and the fix replaces it.
+#[test]
+fn a_version_preferred_on_first_contact_is_validated_too() {
+    let (c, m1, dir) = bad_volume_then_mount(&["--prefer", "remote"], |d| {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("app.conf"), "app of my own\n").unwrap();
+    });
+    let s = mount_list(&c, 2);
+    assert!(
+        s.contains("(validator exit 1: marker BROKEN found in ./app.conf)"),
+        "{s}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(names(&dir), ["app.conf"]);
+    assert_eq!(read(&dir.join("app.conf")), "app of my own\n");
+    assert_eq!(read(&m1.join("app.conf")), "app 1 BROKEN\n");
+    assert!(!mount_list(&c, 2).contains("split-brain"));
+    assert!(!mount_list(&c, 1).contains("split-brain"));
+
+    std::fs::write(m1.join("app.conf"), "app 2\n").unwrap();
+    wait_content(&dir, "app.conf", "app 2\n", T);
+    wait_content(&dir, "sites/site.conf", "site 1\n", T);
+    wait_until(T, "in sync", || {
+        let s = mount_list(&c, 2);
+        !s.contains("rejected") && s.contains("in sync")
+    });
+    assert_eq!(read(&m1.join("app.conf")), "app 2\n");
+    c.assert_no_panics();
+}

@@ -201,6 +201,9 @@ pub(crate) struct Agent {
     /// next changeset. Kept in the journal too, so a restarted agent still
     /// reports them and keeps them out of the folder.
     rejected: Option<Rejected>,
+    /// With `--validate`, the first sync's versions, held until the brick's
+    /// feed is caught up, then validated and made live as one changeset.
+    first: std::collections::BTreeMap<RelPath, (u64, Entry)>,
 }
 
 /// A changeset the validator rejected.
@@ -348,6 +351,7 @@ impl Agent {
             listing: None,
             gate: crate::changeset::Gate::default(),
             rejected,
+            first: std::collections::BTreeMap::new(),
             lost: BTreeSet::new(),
             listed_older: BTreeSet::new(),
             lost_retry: Instant::now(),
@@ -663,6 +667,9 @@ impl Agent {
             self.listing = Some(BTreeSet::new());
             self.listed_older.clear();
         }
+        // The new feed delivers again what the first sync holds (the cursor
+        // stays below it).
+        self.first.clear();
         self.set_feed_state(|s| {
             s.caught_up = false;
             s.feed_error = None;
@@ -876,6 +883,9 @@ impl Agent {
         let mut back = Vec::new();
         let now = Instant::now();
         for p in std::mem::take(&mut self.dirty) {
+            if self.replaced_once_accepted(&p) {
+                continue;
+            }
             if p.under(&root).symlink_metadata().is_ok() {
                 // Still being written: wait for its close (bounded).
                 // Past the bound, it is pushed as it is; its next write
@@ -1056,6 +1066,20 @@ impl Agent {
         self.collect_marks();
     }
 
+    /// A local file that `--prefer remote` gives up for the volume's
+    /// version on first contact, while the validator holds that version
+    /// back: the file stays as it is, and is not pushed (it would become a
+    /// concurrent version of the one it yields to); it is replaced when the
+    /// version goes live.
+    fn replaced_once_accepted(&self, p: &RelPath) -> bool {
+        self.spec.prefer == Some(Prefer::Remote)
+            && self
+                .rejected
+                .as_ref()
+                .is_some_and(|r| r.entries.contains_key(p))
+            && matches!(self.journal.get(p.as_str()), Ok(None))
+    }
+
     /// Records why the push of `p` failed: it stays dirty; an unreachable
     /// brick or a missing quorum stops the round.
     fn push_failed(
@@ -1120,7 +1144,14 @@ impl Agent {
             }
         }
         let mut changed = Vec::new();
-        if initial {
+        // With a validator, the first sync is one changeset too: nothing of
+        // the volume's content goes live before the validator accepted it.
+        let validate_first = initial && self.spec.validate.is_some();
+        if validate_first {
+            for (seq, e) in b.entries {
+                self.first.insert(e.path.clone(), (seq, e));
+            }
+        } else if initial {
             if !self.apply_at_once(b.entries, &mut changed).await {
                 self.on_change(&changed, initial);
                 return false;
@@ -1142,6 +1173,13 @@ impl Agent {
         };
         if let Err(e) = self.journal.set_cursor(b.brick, b.incarnation, upto) {
             tracing::warn!(mount = %self.spec.dir.display(), "{e}");
+        }
+        if validate_first && b.caught_up && !self.first.is_empty() {
+            let entries = std::mem::take(&mut self.first);
+            let name = format!("#{}", entries.values().map(|(s, _)| *s).min().unwrap_or(0));
+            if !self.apply_group(&name, true, true, entries).await {
+                return false;
+            }
         }
         if !initial && !self.release().await {
             return false;
@@ -1216,16 +1254,18 @@ impl Agent {
         true
     }
 
-    /// The lowest feed sequence not live yet (held or rejected).
+    /// The lowest feed sequence not live yet (held, rejected, or waiting
+    /// for the end of a validated first sync).
     fn held_min_seq(&self) -> Option<u64> {
         let rejected = self
             .rejected
             .as_ref()
             .and_then(|r| r.entries.values().map(|(s, _)| *s).min());
-        match (self.gate.min_seq(), rejected) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let first = self.first.values().map(|(s, _)| *s).min();
+        [self.gate.min_seq(), rejected, first]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Makes live the changesets the gate releases; false if the feed must
@@ -1250,7 +1290,10 @@ impl Agent {
                     serde_json::json!({"dir": dir, "changeset": name, "arrived": n, "members": m}),
                 );
             }
-            if !self.apply_group(&name, g.id.is_some(), g.entries).await {
+            if !self
+                .apply_group(&name, g.id.is_some(), false, g.entries)
+                .await
+            {
                 self.gate = crate::changeset::Gate::default();
                 return false;
             }
@@ -1266,10 +1309,11 @@ impl Agent {
         &mut self,
         name: &str,
         tagged: bool,
+        initial: bool,
         mut entries: std::collections::BTreeMap<RelPath, (u64, Entry)>,
     ) -> bool {
         let Some(r) = self.rejected.as_mut() else {
-            return self.apply_set(name, name, tagged, entries).await;
+            return self.apply_set(name, name, tagged, initial, entries).await;
         };
         let again = entries
             .iter()
@@ -1295,18 +1339,20 @@ impl Agent {
             entries.entry(p.clone()).or_insert_with(|| v.clone());
         }
         let what = format!("{name} (with rejected {})", r.name);
-        self.apply_set(name, &what, tagged, entries).await
+        self.apply_set(name, &what, tagged, initial, entries).await
     }
 
     /// Stages a set of remote versions (files fetched beside their
     /// destination), runs the validator if the mount has one, then makes
-    /// them live in one burst of renames and runs --on-change once. False
-    /// if it must be fetched again.
+    /// them live in one burst of renames and runs --on-change once (for the
+    /// first sync, as --on-change-initial says). False if it must be
+    /// fetched again.
     async fn apply_set(
         &mut self,
         name: &str,
         what: &str,
         tagged: bool,
+        initial: bool,
         entries: std::collections::BTreeMap<RelPath, (u64, Entry)>,
     ) -> bool {
         let root = self.root();
@@ -1322,7 +1368,6 @@ impl Agent {
         for r in preps {
             match r {
                 Ok(sync::Prep::Nothing) => {}
-                Ok(sync::Prep::Done(p)) => changed.push(p),
                 Ok(sync::Prep::Place(p)) => to_place.push(*p),
                 Err(e) => {
                     tracing::debug!("apply deferred: {e}");
@@ -1431,7 +1476,7 @@ impl Agent {
         }
         if let Some(e) = failed {
             tracing::debug!("apply deferred: {e}");
-            self.changes_live(tagged, &changed);
+            self.changes_live(tagged, initial, &changed);
             return false;
         }
         tracing::debug!(mount = %self.spec.dir.display(), "changeset {what}: {n} changes live in {renamed:?} ({:?} with the journal)", burst.elapsed());
@@ -1445,14 +1490,17 @@ impl Agent {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .applied += n;
-        self.changes_live(tagged, &changed);
+        self.changes_live(tagged, initial, &changed);
         true
     }
 
     /// --on-change for what went live: once for a changeset, batched with
-    /// others for a change made on its own.
-    fn changes_live(&self, tagged: bool, changed: &[RelPath]) {
-        if tagged {
+    /// others for a change made on its own; for the first sync only with
+    /// --on-change-initial.
+    fn changes_live(&self, tagged: bool, initial: bool, changed: &[RelPath]) {
+        if initial {
+            self.on_change(changed, true);
+        } else if tagged {
             crate::hooks::changeset_live(&self.node, &self.spec, self.spec.dir.clone(), changed);
         } else {
             self.on_change(changed, false);
