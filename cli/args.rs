@@ -350,7 +350,8 @@ pub struct MountArgs {
     pub source: Option<String>,
     /// Local folder.
     pub dir: Option<PathBuf>,
-    /// On first attach, which side wins for files that differ.
+    /// On first attach, which side wins for files that differ (with
+    /// --validate, the volume's version wins only once validated).
     #[arg(long, value_parser = ["local", "remote"])]
     pub prefer: Option<String>,
     /// Only receive changes; local edits are reported and reverted, the
@@ -382,7 +383,9 @@ pub struct MountArgs {
     /// and the changed paths in GSYNC_CHANGED; a non-zero exit or a
     /// timeout rejects it: the folder keeps what it had, the staged tree
     /// is kept for inspection, and the next changeset is validated with
-    /// everything still pending.
+    /// everything still pending. The volume's content on the first sync is
+    /// one changeset too, validated before any of it goes live. A rejection
+    /// is kept across restarts of the daemon.
     #[arg(long, value_name = "CMD")]
     pub validate: Option<String>,
     /// Keep DIR as a symlink to a generation directory beside it
@@ -441,6 +444,10 @@ pub struct BenchArgs {
     /// Size of the big file in MiB (default 1024; 32 with --quick).
     #[arg(long)]
     pub big_mib: Option<u64>,
+    /// Mount m1, the writer of every step, with this --settle window (the
+    /// cost of longer changesets); default: the agent's debounce.
+    #[arg(long, value_name = "DURATION", value_parser = parse_settle)]
+    pub settle: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -110,11 +110,16 @@ fn bench(a: BenchArgs, json: bool) -> Result<Outcome> {
         }
     };
     let result = (|| -> Result<Vec<Row>> {
-        let lab = Lab::start(&base, a.port)?;
+        let settle = a.settle.map(|d| format!("{}ms", d.as_millis()));
+        let lab = Lab::start(&base, a.port, settle.clone())?;
         say(&format!(
-            "3 daemons on 127.0.0.1-3:{} in {}",
+            "3 daemons on 127.0.0.1-3:{} in {}{}",
             a.port,
-            base.display()
+            base.display(),
+            settle
+                .as_ref()
+                .map(|s| format!("; the writer m1 with --settle {s}"))
+                .unwrap_or_default()
         ));
         let mut rows = Vec::new();
         let steps: [(&str, Step); 7] = [
@@ -213,15 +218,18 @@ struct Lab {
     base: PathBuf,
     exe: PathBuf,
     children: Vec<Child>,
+    /// `--settle` of the writer's mount m1.
+    settle: Option<String>,
 }
 
 impl Lab {
-    fn start(base: &Path, port: u16) -> Result<Lab> {
+    fn start(base: &Path, port: u16, settle: Option<String>) -> Result<Lab> {
         let exe = std::env::current_exe().context("locating the gsync binary")?;
         let mut lab = Lab {
             base: base.to_path_buf(),
             exe,
             children: Vec::new(),
+            settle,
         };
         for n in 1..=3 {
             let state = lab.state(n);
@@ -287,14 +295,13 @@ impl Lab {
     }
 
     fn mount(&self, n: u32, dir: &Path) -> Result<String> {
-        self.gsync(
-            n,
-            &[
-                "mount",
-                &format!("127.0.0.{n}:/bench"),
-                &dir.to_string_lossy(),
-            ],
-        )
+        let source = format!("127.0.0.{n}:/bench");
+        let dir_s = dir.to_string_lossy();
+        let mut args = vec!["mount", &source, &dir_s];
+        if let (Some(s), true) = (&self.settle, dir == self.mount_dir(1)) {
+            args.extend(["--settle", s.as_str()]);
+        }
+        self.gsync(n, &args)
     }
 
     fn gsync(&self, n: u32, args: &[&str]) -> Result<String> {
@@ -572,8 +579,12 @@ fn small_files(lab: &Lab, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
         rsync_fsync: rf,
         local: c,
         note: format!(
-            "written in {written:.1} s; {:.0} files/s",
-            plan.small_files as f64 / all
+            "written in {written:.1} s; {:.0} files/s{}",
+            plan.small_files as f64 / all,
+            lab.settle
+                .as_ref()
+                .map(|s| format!("; writer --settle {s}"))
+                .unwrap_or_default()
         ),
     });
     Ok(())

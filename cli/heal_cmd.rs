@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use gsync_brick::control::{CtlRequest, HealBrickReport, MountInfo, PeerInfo};
+use gsync_brick::control::{
+    CtlRequest, HealBrickReport, MountInfo, MountRejection, NodeInfo, PeerInfo,
+};
 use gsync_brick::crawl::FULL_HEAL_ATTEMPTS;
 use gsync_brick::heal_types::{BrickHealInfo, FullHealPhase, SplitBrainVersions};
 
@@ -34,7 +36,7 @@ pub async fn run(name: &str, words: &[String], state: &Path, json: bool) -> Resu
         | ["info", "split-brain"]
         | ["statistics"]
         | ["statistics", "heal-count"] => {
-            let reports = match ctl::call::<Vec<HealBrickReport>>(
+            let mut reports = match ctl::call::<Vec<HealBrickReport>>(
                 state,
                 &CtlRequest::HealInfo { name: name.into() },
             )
@@ -43,6 +45,7 @@ pub async fn run(name: &str, words: &[String], state: &Path, json: bool) -> Resu
                 Ok(r) => r,
                 Err(e) => return Ok(Outcome::Failed(format!("volume heal: {name}: failed: {e}"))),
             };
+            add_rejected(state, name, &mut reports).await;
             if json {
                 print_json(&reports)?;
                 return Ok(Outcome::Done);
@@ -50,7 +53,7 @@ pub async fn run(name: &str, words: &[String], state: &Path, json: bool) -> Resu
             match w.as_slice() {
                 ["info"] => {
                     print_info(&reports);
-                    print_rejected(state, name).await;
+                    print_rejected(&reports);
                 }
                 ["info", "summary"] => print_summary(&reports),
                 ["info", "split-brain"] => print_split_brain(&reports),
@@ -342,23 +345,55 @@ async fn node_names(state: &Path) -> HashMap<String, String> {
 }
 
 /// Local folders mounted from volume `vol` (where a version may be read).
-/// After the bricks: the changes that the validators of this node's mounts
-/// of `vol` rejected (they are on the bricks, not live in those folders).
-async fn print_rejected(state: &Path, vol: &str) {
+/// Adds to the reports the changes that the validators of this node's
+/// mounts of `vol` rejected (they are on the bricks, not live in those
+/// folders), each to the report of the brick its mount follows (the first
+/// brick's while it follows none).
+async fn add_rejected(state: &Path, vol: &str, reports: &mut [HealBrickReport]) {
     let Ok(Ok(mounts)) = ctl::call::<Vec<MountInfo>>(state, &CtlRequest::MountList).await else {
         return;
     };
+    let mut node = None;
     for m in mounts
-        .iter()
+        .into_iter()
         .filter(|m| m.source.rsplit_once(":/").is_some_and(|(_, v)| v == vol))
     {
-        let Some(why) = &m.rejected else { continue };
+        let Some(why) = m.rejected else { continue };
+        if node.is_none() {
+            node = Some(
+                match ctl::call::<NodeInfo>(state, &CtlRequest::Ping).await {
+                    Ok(Ok(i)) => i.hostname,
+                    _ => "this node".to_string(),
+                },
+            );
+        }
+        let at = reports
+            .iter()
+            .position(|r| m.brick.as_deref() == Some(r.brick.as_str()))
+            .unwrap_or(0);
+        if let Some(r) = reports.get_mut(at) {
+            r.rejected.push(MountRejection {
+                node: node.clone().unwrap_or_default(),
+                dir: m.dir,
+                why,
+                paths: m.rejected_paths,
+            });
+        }
+    }
+}
+
+/// After the bricks: the rejected changes of this node's mounts.
+fn print_rejected(reports: &[HealBrickReport]) {
+    for m in reports.iter().flat_map(|r| &r.rejected) {
         println!();
-        println!("Rejected by the validator of {} (this node): {why}", m.dir);
-        for p in &m.rejected_paths {
+        println!(
+            "Rejected by the validator of {} (this node): {}",
+            m.dir, m.why
+        );
+        for p in &m.paths {
             println!("/{p}");
         }
-        println!("Number of entries rejected: {}", m.rejected_paths.len());
+        println!("Number of entries rejected: {}", m.paths.len());
     }
 }
 

@@ -83,6 +83,11 @@ pub async fn mount(a: MountArgs, state: &Path, json: bool) -> Result<Outcome> {
     } else if let Some(i) = &info {
         if i.in_sync && i.state.starts_with("in sync") {
             println!("mount: {dir}: in sync with {source}");
+        } else if rejected_after_first_sync(i) {
+            println!(
+                "mount: {dir}: attached to {source}; the validator rejected what it brought, the folder keeps what it had: {}",
+                i.state
+            );
         } else if i.in_sync {
             // Attached, but not clean: say what is not (split-brain...).
             println!("mount: {dir}: attached to {source}: {}", i.state);
@@ -100,6 +105,15 @@ pub async fn mount(a: MountArgs, state: &Path, json: bool) -> Result<Outcome> {
         let _ = ctl::call_raw(state, &CtlRequest::Umount { dir: dir.clone() }).await?;
     }
     Ok(Outcome::Done)
+}
+
+/// The mount's first sync is complete and the validator rejected changes
+/// it brought (they are not live).
+fn rejected_after_first_sync(m: &MountInfo) -> bool {
+    m.rejected.is_some()
+        && m.online
+        && !m.state.starts_with("syncing")
+        && !m.state.starts_with("resynchronising")
 }
 
 /// How long `gsync mount` waits on a mount that is offline before
@@ -125,7 +139,11 @@ async fn wait_in_sync(state: &Path, dir: &str, json: bool) -> Result<Option<Moun
         if let (Some(b), Some(m)) = (&mut bar, &m) {
             b.update(state, m).await;
         }
-        let done = m.as_ref().is_some_and(|m| m.in_sync);
+        // A first sync the validator rejected is as done as it gets until
+        // the volume changes.
+        let done = m
+            .as_ref()
+            .is_some_and(|m| m.in_sync || rejected_after_first_sync(m));
         // Offline with a reason (no brick reachable, refused): say so soon
         // rather than wait; the agent keeps trying in the background.
         if m.as_ref().is_some_and(|m| !m.online) {

@@ -255,15 +255,46 @@ fn on_change_runs_once_per_changeset() {
     c.assert_no_panics();
 }
 
+/// A validator that rejects any tree holding the marker BROKEN, naming the
+/// first file that does.
+const CHECK: &str = "if grep -rq BROKEN .; then echo \"marker BROKEN found in $(grep -rl BROKEN . | head -1)\" >&2; exit 1; fi";
+
+/// The rejections `--json volume heal v info` on node `i` reports, as
+/// (node, mount folder, paths sorted).
+fn rejected_json(c: &Cluster, i: usize) -> Vec<(String, String, Vec<String>)> {
+    let j = c
+        .node(i)
+        .cli(&["--json", "volume", "heal", "v", "info"])
+        .ok()
+        .json();
+    let mut out = Vec::new();
+    for b in j.as_array().into_iter().flatten() {
+        for r in b["rejected"].as_array().into_iter().flatten() {
+            let mut paths: Vec<String> = r["paths"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(String::from))
+                .collect();
+            paths.sort();
+            out.push((
+                r["node"].as_str().unwrap_or("").to_string(),
+                r["dir"].as_str().unwrap_or("").to_string(),
+                paths,
+            ));
+        }
+    }
+    out
+}
+
 /// A validator that finds a marker rejects the changeset: the live folder
-/// keeps the good set, the state, the events and `heal info` say so, the
-/// staged tree is kept; the next good changeset is validated with what is
-/// still pending and goes live.
+/// keeps the good set, the state, the events and `heal info` (text and
+/// JSON) say so, the staged tree is kept; the next good changeset is
+/// validated with what is still pending and goes live.
 #[test]
 fn a_validator_rejects_a_bad_changeset_and_accepts_the_next_good_one() {
-    let check = "if grep -rq BROKEN .; then echo \"marker BROKEN found in $(grep -rl BROKEN . | head -1)\" >&2; exit 1; fi";
     let (c, m1, m2) = pair(&["--settle", "300ms"], |_| {
-        vec!["--validate".into(), check.into()]
+        vec!["--validate".into(), CHECK.into()]
     });
     let write = |app: &str, site: Option<&str>| {
         std::fs::write(m1.join("app.conf"), app).unwrap();
@@ -306,6 +337,12 @@ fn a_validator_rejects_a_bad_changeset_and_accepts_the_next_good_one() {
         info.contains("app.conf") && info.contains("site.conf"),
         "{info}"
     );
+    // So does its JSON form, with the node and the folder.
+    let got = rejected_json(&c, 2);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].0.contains(&c.node(2).ip), "{got:?}");
+    assert_eq!(got[0].1, m2.to_string_lossy());
+    assert_eq!(got[0].2, ["app.conf", "site.conf"]);
     let events = c.node(2).cli(&["events", "--json"]).ok().stdout;
     assert!(events.contains("changeset-rejected"), "{events}");
     assert!(!mount_list(&c, 2).contains("in sync"));
@@ -319,6 +356,7 @@ fn a_validator_rejects_a_bad_changeset_and_accepts_the_next_good_one() {
         let s = mount_list(&c, 2);
         !s.contains("rejected") && s.contains("in sync")
     });
+    assert!(rejected_json(&c, 2).is_empty());
     c.assert_no_panics();
 }
 
@@ -384,5 +422,230 @@ fn a_changeset_with_a_lost_member_does_not_block_later_ones() {
     wait_until(T * 3, "the big member in m2", || {
         std::fs::read(m2.join("00-big.bin")).is_ok_and(|b| b == big)
     });
+    c.assert_no_panics();
+}
+
+/// A rejection outlives the agent: after a kill -9 of the daemon that runs
+/// the mount and a restart, the very first state of the mount still says
+/// which changeset was rejected and why, `heal info` (text and JSON) still
+/// lists its paths, and the folder still lacks its content, until a later
+/// good changeset is accepted.
+#[test]
+fn a_rejection_survives_a_restart_of_the_agent() {
+    let (mut c, m1, m2) = pair(&["--settle", "300ms"], |_| {
+        vec!["--validate".into(), CHECK.into()]
+    });
+    std::fs::write(m1.join("app.conf"), "app 1\n").unwrap();
+    std::fs::write(m1.join("site.conf"), "site 1\n").unwrap();
+    wait_content(&m2, "app.conf", "app 1\n", T);
+    wait_content(&m2, "site.conf", "site 1\n", T);
+    std::fs::write(m1.join("app.conf"), "app 2 BROKEN\n").unwrap();
+    std::fs::write(m1.join("site.conf"), "site 2\n").unwrap();
+    wait_until(T, "the rejection in the mount state", || {
+        mount_list(&c, 2).contains("rejected: changeset")
+    });
+    let before = mount_list(&c, 2);
+    let line = |s: &str| {
+        s.split("rejected: ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .map(|r| format!("{r})"))
+            .unwrap_or_default()
+    };
+    let rejected = line(&before);
+    assert!(
+        rejected.ends_with("(validator exit 1: marker BROKEN found in ./app.conf)"),
+        "{before}"
+    );
+
+    c.node_mut(2).kill9();
+    c.node_mut(2).start();
+    // From the first answer of the restarted daemon on.
+    let after = mount_list(&c, 2);
+    assert_eq!(line(&after), rejected, "{after}");
+    let info = c.node(2).cli(&["volume", "heal", "v", "info"]).ok().stdout;
+    assert!(info.contains("Rejected by the validator of"), "{info}");
+    assert!(
+        info.contains("/app.conf") && info.contains("/site.conf"),
+        "{info}"
+    );
+    let got = rejected_json(&c, 2);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].2, ["app.conf", "site.conf"]);
+    // The agent follows its brick again, and still keeps the set out: the
+    // set the brick delivers again is the one already rejected, so it is
+    // neither validated nor reported a second time.
+    wait_until(T, "the mount following its brick", || {
+        mount_list(&c, 2).contains("following")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let s = mount_list(&c, 2);
+    assert_eq!(line(&s), rejected, "{s}");
+    assert!(!s.contains("in sync"), "{s}");
+    let events = c.node(2).cli(&["events", "--json"]).ok().stdout;
+    assert_eq!(
+        events.matches("\"changeset-rejected\"").count(),
+        1,
+        "one rejection, reported once: {events}"
+    );
+    assert_eq!(read(&m2.join("app.conf")), "app 1\n");
+    assert_eq!(read(&m2.join("site.conf")), "site 1\n");
+
+    // A fix goes live with the rest of the rejected set.
+    std::fs::write(m1.join("app.conf"), "app 3\n").unwrap();
+    wait_content(&m2, "app.conf", "app 3\n", T);
+    wait_content(&m2, "site.conf", "site 2\n", T);
+    wait_until(T, "the rejection cleared", || {
+        let s = mount_list(&c, 2);
+        !s.contains("rejected") && s.contains("in sync")
+    });
+    assert!(rejected_json(&c, 2).is_empty());
+    // And stays cleared across another restart.
+    c.node_mut(2).kill9();
+    c.node_mut(2).start();
+    assert!(!mount_list(&c, 2).contains("rejected"));
+    wait_until(T, "in sync after the restart", || {
+        mount_list(&c, 2).contains("in sync")
+    });
+    c.assert_no_panics();
+}
+
+/// A volume with content (one file carrying the marker) mounted on node 2
+/// at `m2` (first prepared by `prep`), with a validator and `extra`
+/// options; the writer's mount is on node 1. Returns the two folders.
+fn bad_volume_then_mount(extra: &[&str], prep: impl Fn(&Path)) -> (Cluster, PathBuf, PathBuf) {
+    let c = Cluster::start(2);
+    c.form_pool();
+    c.create_volume("v");
+    let m1 = c.mount("v", 1);
+    std::fs::create_dir_all(m1.join("sites")).unwrap();
+    std::fs::write(m1.join("app.conf"), "app 1 BROKEN\n").unwrap();
+    std::fs::write(m1.join("sites/site.conf"), "site 1\n").unwrap();
+    let b2 = c.brick("v", 2);
+    wait_until(T, "the content on brick 2", || {
+        read(&b2.join("app.conf")) == "app 1 BROKEN\n"
+            && read(&b2.join("sites/site.conf")) == "site 1\n"
+    });
+    let dir = c.mount_dir(2);
+    prep(&dir);
+    let mut args = vec![
+        "mount".to_string(),
+        format!("{}:/v", c.node(2).ip),
+        dir.to_string_lossy().into_owned(),
+        "--validate".into(),
+        CHECK.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = c.node(2).cli(&a);
+    assert!(
+        out.stdout.contains("rejected: changeset"),
+        "gsync mount says the first content was rejected: {out:?}"
+    );
+    (c, m1, dir)
+}
+
+/// The names in a folder, but the mount's reserved directory.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != ".gsync")
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A new mount with `--validate` attaching to a volume with content
+/// validates that content before any of it goes live: rejected, the folder
+/// keeps what it had (here one file of its own, pushed as usual), `gsync
+/// mount` and `heal info` report it; a later fix goes live with the rest.
+#[test]
+fn the_first_content_of_a_new_mount_is_validated() {
+    let (c, m1, dir) = bad_volume_then_mount(&[], |d| {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("mine.txt"), "mine\n").unwrap();
+    });
+    let s = mount_list(&c, 2);
+    assert!(
+        s.contains("(validator exit 1: marker BROKEN found in ./app.conf)"),
+        "{s}"
+    );
+    assert_eq!(names(&dir), ["mine.txt"]);
+    wait_content(&m1, "mine.txt", "mine\n", T);
+    let info = c.node(2).cli(&["volume", "heal", "v", "info"]).ok().stdout;
+    assert!(
+        info.contains("/app.conf") && info.contains("/sites/site.conf"),
+        "{info}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(names(&dir), ["mine.txt"]);
+
+    std::fs::write(m1.join("app.conf"), "app 2\n").unwrap();
+    wait_content(&dir, "app.conf", "app 2\n", T);
+    wait_content(&dir, "sites/site.conf", "site 1\n", T);
+    wait_until(T, "the rejection cleared", || {
+        let s = mount_list(&c, 2);
+        !s.contains("rejected") && s.contains("in sync")
+    });
+    assert_eq!(read(&dir.join("mine.txt")), "mine\n");
+    c.assert_no_panics();
+}
+
+/// The same for an `--atomic` mount: its first generation is validated, a
+/// rejection leaves DIR pointing at an empty generation, and the fix goes
+/// live as one new generation.
+#[test]
+fn the_first_generation_of_an_atomic_mount_is_validated() {
+    let (c, m1, dir) = bad_volume_then_mount(&["--atomic"], |_| {});
+    assert!(std::fs::symlink_metadata(&dir)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+    std::fs::write(m1.join("app.conf"), "app 2\n").unwrap();
+    wait_content(&dir, "app.conf", "app 2\n", T);
+    assert_eq!(read(&dir.join("sites/site.conf")), "site 1\n");
+    wait_until(T, "the rejection cleared", || {
+        !mount_list(&c, 2).contains("rejected")
+    });
+    c.assert_no_panics();
+}
+
+/// With `--prefer remote`, a file the new mount's folder holds in another
+/// version than the volume is replaced by the volume's version, and that
+/// goes through the validator too: rejected, the folder keeps its own file
+/// (not pushed either: no split-brain), and the fix replaces it.
+#[test]
+fn a_version_preferred_on_first_contact_is_validated_too() {
+    let (c, m1, dir) = bad_volume_then_mount(&["--prefer", "remote"], |d| {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("app.conf"), "app of my own\n").unwrap();
+    });
+    let s = mount_list(&c, 2);
+    assert!(
+        s.contains("(validator exit 1: marker BROKEN found in ./app.conf)"),
+        "{s}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(names(&dir), ["app.conf"]);
+    assert_eq!(read(&dir.join("app.conf")), "app of my own\n");
+    assert_eq!(read(&m1.join("app.conf")), "app 1 BROKEN\n");
+    assert!(!mount_list(&c, 2).contains("split-brain"));
+    assert!(!mount_list(&c, 1).contains("split-brain"));
+
+    std::fs::write(m1.join("app.conf"), "app 2\n").unwrap();
+    wait_content(&dir, "app.conf", "app 2\n", T);
+    wait_content(&dir, "sites/site.conf", "site 1\n", T);
+    wait_until(T, "in sync", || {
+        let s = mount_list(&c, 2);
+        !s.contains("rejected") && s.contains("in sync")
+    });
+    assert_eq!(read(&m1.join("app.conf")), "app 2\n");
     c.assert_no_panics();
 }

@@ -435,6 +435,24 @@ pub struct HealBrickReport {
     pub status: String,
     /// The data, if reachable.
     pub info: Option<crate::heal_types::BrickHealInfo>,
+    /// Changes on this brick that the validator of a mount of the asking
+    /// node rejected (filled in by the CLI for the mounts that follow the
+    /// brick).
+    #[serde(default)]
+    pub rejected: Vec<MountRejection>,
+}
+
+/// Changes a mount's validator rejected, in heal reports.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MountRejection {
+    /// The node the mount is on.
+    pub node: String,
+    /// The mount folder.
+    pub dir: String,
+    /// `changeset N (validator exit 1: ...)`.
+    pub why: String,
+    /// The paths not live in the folder because of it.
+    pub paths: Vec<String>,
 }
 
 /// One mount in `gsync mount` (list).

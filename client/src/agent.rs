@@ -210,16 +210,83 @@ pub(crate) struct Agent {
     /// Incoming changes held until their changeset is complete.
     gate: crate::changeset::Gate,
     /// Changes the validator rejected, not live: validated again with the
-    /// next changeset.
+    /// next changeset. Kept in the journal too, so a restarted agent still
+    /// reports them and keeps them out of the folder.
     rejected: Option<Rejected>,
+    /// With `--validate`, the first sync's versions, held until the brick's
+    /// feed is caught up, then validated and made live as one changeset.
+    first: std::collections::BTreeMap<RelPath, (u64, Entry)>,
 }
 
 /// A changeset the validator rejected.
 struct Rejected {
     /// Its name in reports.
     name: String,
+    /// `changeset N (why)`, as the state shows it.
+    line: String,
+    /// The paths it would have changed in the folder.
+    paths: Vec<String>,
     /// Its versions (and those of earlier rejected ones).
     entries: std::collections::BTreeMap<RelPath, (u64, Entry)>,
+}
+
+impl Rejected {
+    /// The rejection the journal kept, less the versions that are live or
+    /// superseded in the folder since (a later changeset went live just
+    /// before the agent stopped); `None` if nothing is left of it.
+    fn load(journal: &Journal) -> Option<Self> {
+        let r = match journal.rejected() {
+            Ok(r) => r?,
+            Err(e) => {
+                tracing::warn!("{e}");
+                return None;
+            }
+        };
+        let mut entries = std::collections::BTreeMap::new();
+        let mut paths = Vec::new();
+        for (seq, e, listed) in r.entries {
+            let synced = journal
+                .get(e.path.as_str())
+                .ok()
+                .flatten()
+                .is_some_and(|j| {
+                    matches!(
+                        e.vv.compare(&j.entry.vv),
+                        gsync_brick::vv::Relation::DominatedBy | gsync_brick::vv::Relation::Equal
+                    )
+                });
+            if synced {
+                continue;
+            }
+            if listed {
+                paths.push(e.path.as_str().to_string());
+            }
+            entries.insert(e.path.clone(), (seq, e));
+        }
+        if entries.is_empty() {
+            let _ = journal.clear_rejected();
+            return None;
+        }
+        Some(Self {
+            name: r.name,
+            line: r.line,
+            paths,
+            entries,
+        })
+    }
+
+    /// Stores it in the journal.
+    fn save(&self, journal: &Journal) -> Result<(), crate::journal::JournalError> {
+        journal.set_rejected(&crate::journal::Rejection {
+            name: self.name.clone(),
+            line: self.line.clone(),
+            entries: self
+                .entries
+                .iter()
+                .map(|(p, (seq, e))| (*seq, e.clone(), self.paths.iter().any(|x| x == p.as_str())))
+                .collect(),
+        })
+    }
 }
 
 /// What went wrong in a push round.
@@ -266,6 +333,13 @@ impl Agent {
             .iter()
             .filter_map(|p| RelPath::new(p).ok())
             .collect();
+        let rejected = Rejected::load(&journal);
+        if let Some(r) = &rejected {
+            tracing::warn!(mount = %spec.dir.display(), "rejected: {}; its changes stay out of the folder until a later changeset is accepted", r.line);
+            let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+            s.rejected = Some(r.line.clone());
+            s.rejected_paths = r.paths.clone();
+        }
         Self {
             node,
             spec,
@@ -289,7 +363,8 @@ impl Agent {
             last_gone: 0,
             listing: None,
             gate: crate::changeset::Gate::default(),
-            rejected: None,
+            rejected,
+            first: std::collections::BTreeMap::new(),
             lost: BTreeSet::new(),
             listed_older: BTreeSet::new(),
             lost_retry: Instant::now(),
@@ -613,6 +688,9 @@ impl Agent {
             self.listing = Some(BTreeSet::new());
             self.listed_older.clear();
         }
+        // The new feed delivers again what the first sync holds (the cursor
+        // stays below it).
+        self.first.clear();
         self.set_feed_state(|s| {
             s.caught_up = false;
             s.feed_error = None;
@@ -826,6 +904,9 @@ impl Agent {
         let mut back = Vec::new();
         let now = Instant::now();
         for p in std::mem::take(&mut self.dirty) {
+            if self.replaced_once_accepted(&p) {
+                continue;
+            }
             if p.under(&root).symlink_metadata().is_ok() {
                 // Still being written: wait for its close (bounded).
                 // Past the bound, it is pushed as it is; its next write
@@ -1006,6 +1087,20 @@ impl Agent {
         self.collect_marks();
     }
 
+    /// A local file that `--prefer remote` gives up for the volume's
+    /// version on first contact, while the validator holds that version
+    /// back: the file stays as it is, and is not pushed (it would become a
+    /// concurrent version of the one it yields to); it is replaced when the
+    /// version goes live.
+    fn replaced_once_accepted(&self, p: &RelPath) -> bool {
+        self.spec.prefer == Some(Prefer::Remote)
+            && self
+                .rejected
+                .as_ref()
+                .is_some_and(|r| r.entries.contains_key(p))
+            && matches!(self.journal.get(p.as_str()), Ok(None))
+    }
+
     /// Records why the push of `p` failed: it stays dirty; an unreachable
     /// brick or a missing quorum stops the round.
     fn push_failed(
@@ -1080,7 +1175,14 @@ impl Agent {
             }
         }
         let mut changed = Vec::new();
-        if initial {
+        // With a validator, the first sync is one changeset too: nothing of
+        // the volume's content goes live before the validator accepted it.
+        let validate_first = initial && self.spec.validate.is_some();
+        if validate_first {
+            for (seq, e) in b.entries {
+                self.first.insert(e.path.clone(), (seq, e));
+            }
+        } else if initial {
             if !self.apply_at_once(b.entries, &mut changed).await {
                 self.on_change(&changed, initial);
                 return false;
@@ -1102,6 +1204,13 @@ impl Agent {
         };
         if let Err(e) = self.journal.set_cursor(b.brick, b.incarnation, upto) {
             tracing::warn!(mount = %self.spec.dir.display(), "{e}");
+        }
+        if validate_first && b.caught_up && !self.first.is_empty() {
+            let entries = std::mem::take(&mut self.first);
+            let name = format!("#{}", entries.values().map(|(s, _)| *s).min().unwrap_or(0));
+            if !self.apply_group(&name, true, true, entries).await {
+                return false;
+            }
         }
         if !initial && !self.release().await {
             return false;
@@ -1176,16 +1285,18 @@ impl Agent {
         true
     }
 
-    /// The lowest feed sequence not live yet (held or rejected).
+    /// The lowest feed sequence not live yet (held, rejected, or waiting
+    /// for the end of a validated first sync).
     fn held_min_seq(&self) -> Option<u64> {
         let rejected = self
             .rejected
             .as_ref()
             .and_then(|r| r.entries.values().map(|(s, _)| *s).min());
-        match (self.gate.min_seq(), rejected) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let first = self.first.values().map(|(s, _)| *s).min();
+        [self.gate.min_seq(), rejected, first]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Makes live the changesets the gate releases; false if the feed must
@@ -1210,15 +1321,10 @@ impl Agent {
                     serde_json::json!({"dir": dir, "changeset": name, "arrived": n, "members": m}),
                 );
             }
-            let mut entries = g.entries;
-            let mut what = name.clone();
-            if let Some(r) = &self.rejected {
-                for (p, v) in &r.entries {
-                    entries.entry(p.clone()).or_insert_with(|| v.clone());
-                }
-                what = format!("{name} (with rejected {})", r.name);
-            }
-            if !self.apply_set(&name, &what, g.id.is_some(), entries).await {
+            if !self
+                .apply_group(&name, g.id.is_some(), false, g.entries)
+                .await
+            {
                 self.gate = crate::changeset::Gate::default();
                 return false;
             }
@@ -1226,15 +1332,58 @@ impl Agent {
         true
     }
 
+    /// Makes a set live together with the changes rejected earlier (see
+    /// [`Self::apply_set`]). A set that only brings again versions already
+    /// rejected (the brick delivers them anew after a restart or a refetch)
+    /// stays rejected as it is: it is not validated, nor reported, again.
+    async fn apply_group(
+        &mut self,
+        name: &str,
+        tagged: bool,
+        initial: bool,
+        mut entries: std::collections::BTreeMap<RelPath, (u64, Entry)>,
+    ) -> bool {
+        let Some(r) = self.rejected.as_mut() else {
+            return self.apply_set(name, name, tagged, initial, entries).await;
+        };
+        let again = entries
+            .iter()
+            .all(|(p, (_, e))| r.entries.get(p).is_some_and(|(_, x)| x.vv == e.vv));
+        if again {
+            // The brick's sequence numbers now (another brick after a
+            // failover numbers them otherwise).
+            let mut moved = false;
+            for (p, (seq, _)) in &entries {
+                if let Some(x) = r.entries.get_mut(p) {
+                    moved |= x.0 != *seq;
+                    x.0 = *seq;
+                }
+            }
+            let saved = if moved { r.save(&self.journal) } else { Ok(()) };
+            tracing::debug!(mount = %self.spec.dir.display(), "changeset {name}: changes already rejected in changeset {}", r.name);
+            if let Err(e) = saved {
+                self.set_error(e.to_string());
+            }
+            return true;
+        }
+        for (p, v) in &r.entries {
+            entries.entry(p.clone()).or_insert_with(|| v.clone());
+        }
+        let what = format!("{name} (with rejected {})", r.name);
+        self.apply_set(name, &what, tagged, initial, entries).await
+    }
+
     /// Stages a set of remote versions (files fetched beside their
     /// destination), runs the validator if the mount has one, then makes
-    /// them live in one burst of renames and runs --on-change once. False
-    /// if it must be fetched again.
+    /// them live in one burst of renames and runs --on-change once (for the
+    /// first sync, as --on-change-initial says). False if it must be
+    /// fetched again.
     async fn apply_set(
         &mut self,
         name: &str,
         what: &str,
         tagged: bool,
+        initial: bool,
         entries: std::collections::BTreeMap<RelPath, (u64, Entry)>,
     ) -> bool {
         let root = self.root();
@@ -1250,7 +1399,6 @@ impl Agent {
         for r in preps {
             match r {
                 Ok(sync::Prep::Nothing) => {}
-                Ok(sync::Prep::Done(p)) => changed.push(p),
                 Ok(sync::Prep::Place(p)) => to_place.push(*p),
                 Err(e) => {
                     tracing::debug!("apply deferred: {e}");
@@ -1359,25 +1507,31 @@ impl Agent {
         }
         if let Some(e) = failed {
             tracing::debug!("apply deferred: {e}");
-            self.changes_live(tagged, &changed);
+            self.changes_live(tagged, initial, &changed);
             return false;
         }
         tracing::debug!(mount = %self.spec.dir.display(), "changeset {what}: {n} changes live in {renamed:?} ({:?} with the journal)", burst.elapsed());
         if let Some(r) = self.rejected.take() {
             tracing::info!(mount = %self.spec.dir.display(), "changeset {name} accepted; the changes of rejected changeset {} went live with it", r.name);
+            if let Err(e) = self.journal.clear_rejected() {
+                self.set_error(e.to_string());
+            }
         }
         self.status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .applied += n;
-        self.changes_live(tagged, &changed);
+        self.changes_live(tagged, initial, &changed);
         true
     }
 
     /// --on-change for what went live: once for a changeset, batched with
-    /// others for a change made on its own.
-    fn changes_live(&self, tagged: bool, changed: &[RelPath]) {
-        if tagged {
+    /// others for a change made on its own; for the first sync only with
+    /// --on-change-initial.
+    fn changes_live(&self, tagged: bool, initial: bool, changed: &[RelPath]) {
+        if initial {
+            self.on_change(changed, true);
+        } else if tagged {
             crate::hooks::changeset_live(&self.node, &self.spec, self.spec.dir.clone(), changed);
         } else {
             self.on_change(changed, false);
@@ -1412,13 +1566,19 @@ impl Agent {
         );
         {
             let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            s.rejected = Some(line);
-            s.rejected_paths = paths;
+            s.rejected = Some(line.clone());
+            s.rejected_paths = paths.clone();
         }
-        self.rejected = Some(Rejected {
+        let r = Rejected {
             name: name.to_string(),
+            line,
+            paths,
             entries,
-        });
+        };
+        if let Err(e) = r.save(&self.journal) {
+            self.set_error(e.to_string());
+        }
+        self.rejected = Some(r);
     }
 
     /// A path pushed and acknowledged just before the agent stopped (kill

@@ -102,19 +102,21 @@ pub fn publish(dir: &Path) -> io::Result<u64> {
     fs::create_dir_all(&g)?;
     crate::validate::mirror(&work(dir), &g, true)?;
     gsync_brick::store::files::sync_parent(&g.join("x"));
+    // Generations older than the live one go before the new one shows, so
+    // DIR never points at a generation with more than one other beside it.
+    prune(dir, n);
     let rel = Path::new(b.file_name().unwrap_or_default()).join(&name);
     let tmp = b.join(format!("link-{n}"));
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(&rel, &tmp)?;
     fs::rename(&tmp, dir)?;
     gsync_brick::store::files::sync_parent(dir);
-    prune(dir, n);
     Ok(n)
 }
 
-/// Removes generations older than the one before `current`, unless a
-/// process has its working directory in one replaced less than [`GRACE`]
-/// ago.
+/// Removes generations older than the one before `current` (the live one
+/// while `current` is being made), unless a process has its working
+/// directory in one replaced less than [`GRACE`] ago.
 fn prune(dir: &Path, current: u64) {
     let b = base(dir);
     let gens = generations(&b);

@@ -1,8 +1,10 @@
 //! The agent's journal (SQLite, one per mount, in the daemon's state
 //! directory): for each path, the version the local file was last synced
 //! with and the local stat it had then; the queue of local paths waiting
-//! to be pushed; the follow cursor (brick, its incarnation, sequence); and
-//! the deletions the mass-delete guard holds, with why.
+//! to be pushed; the follow cursor (brick, its incarnation, sequence); the
+//! deletions the mass-delete guard holds, with why; and the incoming
+//! versions the validator rejected, with why (so a restarted agent still
+//! keeps them out of the folder and reports them).
 //!
 //! A local path is "changed" when its stat (kind, size, mtime, mode, inode)
 //! no longer matches the journal. That is how the agent tells the user's
@@ -54,7 +56,23 @@ const MIGRATIONS: &[&str] = &["
 ", "
     CREATE TABLE held (path TEXT PRIMARY KEY);
     CREATE TABLE notes (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+", "
+    CREATE TABLE rejected (path TEXT PRIMARY KEY, seq INTEGER NOT NULL, entry BLOB NOT NULL, listed INTEGER NOT NULL);
 "];
+
+/// The changes the validator rejected and that are not live, as the
+/// journal keeps them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// The changeset named in reports.
+    pub name: String,
+    /// `changeset N (why)`, as the mount's state shows it.
+    pub line: String,
+    /// The rejected versions with their feed sequence, and whether the
+    /// path is one the rejected changes would have changed in the folder
+    /// (those are listed in reports).
+    pub entries: Vec<(u64, Entry, bool)>,
+}
 
 /// An open journal.
 #[derive(Debug)]
@@ -291,13 +309,14 @@ impl Journal {
         Ok(())
     }
 
-    /// Forgets every record, the queue, the held deletions and the cursor:
+    /// Forgets every record, the queue, the held deletions, the rejected
+    /// changes and the cursor:
     /// the next sync is a first attach (used when the mount folder itself
     /// vanished and came back, so its contents are compared, never taken as
     /// deletions).
     pub fn forget_all(&self) -> Result<(), JournalError> {
         self.c().execute_batch(
-            "DELETE FROM files; DELETE FROM queue; DELETE FROM applying; DELETE FROM kv; DELETE FROM held; DELETE FROM notes;",
+            "DELETE FROM files; DELETE FROM queue; DELETE FROM applying; DELETE FROM kv; DELETE FROM held; DELETE FROM notes; DELETE FROM rejected;",
         )?;
         Ok(())
     }
@@ -387,9 +406,117 @@ impl Journal {
     }
 }
 
+impl Journal {
+    /// Replaces the rejected changes with `r`.
+    pub fn set_rejected(&self, r: &Rejection) -> Result<(), JournalError> {
+        let mut conn = self.c();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM rejected", [])?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO rejected (path, seq, entry, listed) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (seq, e, listed) in &r.entries {
+                let path = e.path.as_str();
+                let blob = codec::encode(e).map_err(|_| JournalError::Corrupt(path.to_string()))?;
+                st.execute(params![path, *seq as i64, blob, i64::from(*listed)])?;
+            }
+        }
+        for (k, v) in [("rejected-name", &r.name), ("rejected-line", &r.line)] {
+            tx.execute(
+                "INSERT OR REPLACE INTO notes (key, value) VALUES (?1, ?2)",
+                params![k, v],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The rejected changes not live, if any.
+    pub fn rejected(&self) -> Result<Option<Rejection>, JournalError> {
+        let conn = self.c();
+        let note = |k: &str| -> Result<Option<String>, JournalError> {
+            Ok(conn
+                .query_row("SELECT value FROM notes WHERE key = ?1", params![k], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+        };
+        let (Some(name), Some(line)) = (note("rejected-name")?, note("rejected-line")?) else {
+            return Ok(None);
+        };
+        let mut st =
+            conn.prepare_cached("SELECT path, seq, entry, listed FROM rejected ORDER BY path")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut entries = Vec::new();
+        for row in rows {
+            let (path, seq, blob, listed) = row?;
+            let e: Entry = codec::decode(&blob).map_err(|_| JournalError::Corrupt(path))?;
+            entries.push((seq as u64, e, listed != 0));
+        }
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Rejection {
+            name,
+            line,
+            entries,
+        }))
+    }
+
+    /// Forgets the rejected changes (they went live, or were superseded).
+    pub fn clear_rejected(&self) -> Result<(), JournalError> {
+        self.c().execute_batch(
+            "DELETE FROM rejected; DELETE FROM notes WHERE key IN ('rejected-name', 'rejected-line');",
+        )?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejected_changes_survive_a_reopen_until_cleared() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("j.db");
+        let e = |path: &str| {
+            Entry::tombstone(gsync_brick::RelPath::new(path).unwrap(), uuid::Uuid::nil())
+        };
+        let r = Rejection {
+            name: "00000000000000a7".into(),
+            line: "changeset 00000000000000a7 (validator exit 1: bad)".into(),
+            entries: vec![(7, e("a.conf"), true), (9, e("b/c.conf"), false)],
+        };
+        {
+            let j = Journal::open(&p).unwrap();
+            assert_eq!(j.rejected().unwrap(), None);
+            j.set_rejected(&r).unwrap();
+        }
+        let j = Journal::open(&p).unwrap();
+        assert_eq!(j.rejected().unwrap().as_ref(), Some(&r));
+        // A newer rejection replaces the whole set.
+        let r2 = Rejection {
+            name: "#12".into(),
+            line: "changeset #12 (validator exit 2)".into(),
+            entries: vec![(12, e("a.conf"), true)],
+        };
+        j.set_rejected(&r2).unwrap();
+        assert_eq!(j.rejected().unwrap().as_ref(), Some(&r2));
+        j.clear_rejected().unwrap();
+        assert_eq!(j.rejected().unwrap(), None);
+        j.set_rejected(&r).unwrap();
+        j.forget_all().unwrap();
+        assert_eq!(j.rejected().unwrap(), None);
+    }
 
     #[test]
     fn held_deletions_survive_a_reopen_until_released() {

@@ -434,7 +434,6 @@ fn keep_aside(ag: &Agent, rel: &RelPath, moved: bool) {
 pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>, RemoteError> {
     match prepare_remote(ag, e).await? {
         Prep::Nothing => Ok(None),
-        Prep::Done(p) => Ok(Some(p)),
         Prep::Place(p) => {
             place(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), None).await?;
             Ok(Some(p.e.path))
@@ -446,8 +445,6 @@ pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>
 pub(crate) enum Prep {
     /// Nothing changes in the folder.
     Nothing,
-    /// Already applied (a first contact decided at once).
-    Done(RelPath),
     /// The version to write into the folder.
     Place(Box<ToPlace>),
 }
@@ -639,10 +636,7 @@ pub(crate) async fn prepare_remote(ag: &Agent, e: Entry) -> Result<Prep, RemoteE
     };
     if modified {
         if let (None, Found::Some(st)) = (&j, &found) {
-            return Ok(match first_contact(ag, &t, e, st.clone()).await? {
-                Some(p) => Prep::Done(p),
-                None => Prep::Nothing,
-            });
+            return first_contact(ag, &t, e, st.clone()).await;
         }
         // A local edit not pushed yet: it goes out with its base version and
         // the brick decides (newer, or split-brain). Never overwrite it.
@@ -668,13 +662,15 @@ pub(crate) async fn prepare_remote(ag: &Agent, e: Entry) -> Result<Prep, RemoteE
 
 /// A path present locally and on the volume with no journal record (first
 /// attach, or a file created on both sides): identical content merges,
-/// otherwise `--prefer` decides, else it is a split-brain.
+/// otherwise `--prefer` decides (the volume's version is placed like any
+/// other, so it goes through the validator with its changeset), else it is
+/// a split-brain.
 async fn first_contact(
     ag: &Agent,
     t: &remote::Target,
     e: Entry,
     st: LocalStat,
-) -> Result<Option<RelPath>, RemoteError> {
+) -> Result<Prep, RemoteError> {
     let rel = e.path.clone();
     let (mine, chunks) = describe(ag, &rel, &st).await?;
     if mine.same_state(&e) || (mine.kind == Kind::Dir && e.kind == Kind::Dir) {
@@ -693,17 +689,21 @@ async fn first_contact(
                 conflict: false,
             })
             .map_err(local_err)?;
-        return Ok(None);
+        return Ok(Prep::Nothing);
     }
     let full = rel.under(&ag.root());
     match ag.prefer() {
         Some(Prefer::Remote) => {
-            let c = match remote::stat(&ag.node, t, &rel).await? {
+            let chunks = match remote::stat(&ag.node, t, &rel).await? {
                 Some((cur, c)) if cur.vv == e.vv => c,
-                _ => return Ok(None),
+                _ => return Ok(Prep::Nothing),
             };
-            place(ag, t, &e, &c, None, None).await?;
-            Ok(Some(rel))
+            Ok(Prep::Place(Box::new(ToPlace {
+                t: t.clone(),
+                e,
+                chunks,
+                old: None,
+            })))
         }
         Some(Prefer::Local) => {
             let base = Record {
@@ -715,7 +715,7 @@ async fn first_contact(
             let mut w = ag.write_info(&mine, Some(&base));
             w.content_changed = true;
             push_entry(ag, t, mine, chunks, w, st, &full, None).await?;
-            Ok(None)
+            Ok(Prep::Nothing)
         }
         None => {
             // Based on nothing: concurrent with the volume's version. Unless
@@ -729,7 +729,7 @@ async fn first_contact(
                 w.base = VersionVector::from_entries([(ag.spec.writer, own)]);
             }
             push_entry(ag, t, mine, chunks, w, st, &full, None).await?;
-            Ok(None)
+            Ok(Prep::Nothing)
         }
     }
 }

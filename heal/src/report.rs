@@ -64,6 +64,7 @@ pub async fn heal_info(node: &Arc<Node>, v: &Volume) -> Vec<HealBrickReport> {
                 id: b.id,
                 status,
                 info,
+                rejected: Vec::new(),
             }
         })
         .collect()
