@@ -474,7 +474,9 @@ struct Staged {
     cur_chunks: Vec<ChunkRef>,
     siblings: Vec<(Entry, Vec<ChunkRef>)>,
     kept: Vec<super::trash::Kept>,
-    pending: Vec<u64>,
+    /// Bricks that have not confirmed this version yet, each with the
+    /// brick that delivers it to them (0: this one).
+    pending: Vec<(u64, u64)>,
     dirs: Vec<std::path::PathBuf>,
     /// The changeset of the incoming version, when it is what the path
     /// holds now.
@@ -687,10 +689,17 @@ fn place(
             (e.clone(), c)
         })
         .collect();
+    // A version taken unchanged from a peer brick is delivered to the
+    // other bricks by that brick itself; the rows here only watch that it
+    // arrives there, and deliver it if it does not (see `replicate`). One
+    // offer per change per peer instead of one from every brick that holds
+    // it.
+    let sender = from.filter(|_| !plan.diverged).unwrap_or(0);
     let pending = brick
         .peers()
         .into_iter()
         .filter(|p| Some(*p) != from || plan.diverged)
+        .map(|p| (p, sender))
         .collect();
     Ok(Staged {
         path,
@@ -753,10 +762,10 @@ fn write_staged(tx: &Connection, s: &Staged) -> Result<(VersionVector, bool), St
     }
     super::trash::record(tx, &s.kept)?;
     super::changeset::record(tx, path.as_str(), &s.cur.vv, s.tag)?;
-    for peer in &s.pending {
+    for (peer, sender) in &s.pending {
         tx.execute(
-            "INSERT OR REPLACE INTO pending (peer, path, seq) VALUES (?1, ?2, ?3)",
-            params![*peer as i64, path.as_str(), seq as i64],
+            "INSERT OR REPLACE INTO pending (peer, path, seq, sender) VALUES (?1, ?2, ?3, ?4)",
+            params![*peer as i64, path.as_str(), seq as i64, *sender as i64],
         )?;
     }
     Ok((s.cur.vv.clone(), !s.siblings.is_empty()))
@@ -1229,8 +1238,16 @@ mod tests {
             (seqs, pending)
         });
         assert_eq!(seqs, (1..=N as u64).collect::<Vec<_>>());
-        // Pending for brick 3 only: brick 2 sent them.
+        // Pending for brick 3 only: brick 2 sent them, and delivers them
+        // to brick 3 itself (the rows only watch).
         assert_eq!(pending, vec![(3, N as i64)]);
+        let watched: i64 = b.with_db_sync(|c| {
+            c.query_row("SELECT COUNT(*) FROM pending WHERE sender = 2", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        });
+        assert_eq!(watched, N as i64);
         for (path, data) in written {
             assert_eq!(std::fs::read(path.under(&b.root)).unwrap(), data);
             let (e, _) = b

@@ -630,19 +630,31 @@ impl Brick {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Like [`Self::pending_for`], but only rows after sequence `after`.
+    /// Like [`Self::pending_for`], but only rows after sequence `after`,
+    /// each with the brick that delivers it (0: this one; see the schema),
+    /// and of the rows another brick delivers only those at or below
+    /// `watched_upto`.
     pub fn pending_after(
         conn: &Connection,
         peer: u64,
         after: u64,
+        watched_upto: u64,
         limit: u32,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
+    ) -> Result<Vec<(String, u64, u64)>, StoreError> {
         let mut st = conn.prepare_cached(
-            "SELECT path, seq FROM pending WHERE peer = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            "SELECT path, seq, sender FROM pending WHERE peer = ?1 AND seq > ?2 \
+             AND (sender = 0 OR seq <= ?3) ORDER BY seq LIMIT ?4",
         )?;
-        let rows = st.query_map(params![peer as i64, after as i64, limit], |r| {
-            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
-        })?;
+        let rows = st.query_map(
+            params![peer as i64, after as i64, watched_upto as i64, limit],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            },
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
