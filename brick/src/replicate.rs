@@ -21,6 +21,7 @@
 //! [`WATCH_MISSES`] asks: every brick holding a version still makes sure
 //! every other brick gets it, as before, without each offering it.
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -612,29 +613,36 @@ async fn push_path_paced(
         .filter(|(_, rate)| *rate > 0);
     let p = path.clone();
     // The current version carries its changeset on; siblings never do.
+    // Each with the local file its content is read from (one trip to the
+    // database thread for all).
     let versions = brick
-        .with_db(move |_, c| -> Result<Vec<Version>, StoreError> {
-            let mut v = Vec::new();
-            if let Some((e, ch)) = Brick::load(c, &p)? {
-                let tag = crate::store::changeset::of(c, &e)?;
-                v.push((e, ch, tag));
-            }
-            v.extend(
-                Brick::siblings(c, &p)?
-                    .into_iter()
-                    .map(|(e, ch)| (e, ch, None)),
-            );
-            Ok(v)
-        })
+        .with_db(
+            move |b, c| -> Result<Vec<(Version, Option<PathBuf>)>, StoreError> {
+                let mut v = Vec::new();
+                if let Some((e, ch)) = Brick::load(c, &p)? {
+                    let tag = crate::store::changeset::of(c, &e)?;
+                    v.push((e, ch, tag));
+                }
+                v.extend(
+                    Brick::siblings(c, &p)?
+                        .into_iter()
+                        .map(|(e, ch)| (e, ch, None)),
+                );
+                v.into_iter()
+                    .map(|(e, ch, tag)| {
+                        let file = if e.kind == Kind::File {
+                            b.content_file(c, &p, &e.hash)?
+                        } else {
+                            None
+                        };
+                        Ok(((e, ch, tag), file))
+                    })
+                    .collect()
+            },
+        )
         .await?;
     let mut sent = 0;
-    for (entry, chunks, changeset) in versions {
-        let file = if entry.kind == Kind::File {
-            let (p, h) = (path.clone(), entry.hash);
-            brick.with_db(move |b, c| b.content_file(c, &p, &h)).await?
-        } else {
-            None
-        };
+    for ((entry, chunks, changeset), file) in versions {
         let offer = Offer {
             volume: brick.volume,
             brick: peer,

@@ -717,56 +717,57 @@ fn place(
 /// pending, seq; written inside the group transaction.
 fn write_staged(tx: &Connection, s: &Staged) -> Result<(VersionVector, bool), StoreError> {
     let path = &s.path;
-    let seq: u64 = tx.query_row(
-        "SELECT COALESCE((SELECT value FROM kv WHERE key = 'seq'), 0)",
-        [],
-        |r| r.get::<_, i64>(0),
-    )? as u64
+    let seq: u64 = tx
+        .prepare_cached("SELECT COALESCE((SELECT value FROM kv WHERE key = 'seq'), 0)")?
+        .query_row([], |r| r.get::<_, i64>(0))? as u64
         + 1;
-    tx.execute(
-        "INSERT OR REPLACE INTO kv (key, value) VALUES ('seq', ?1)",
-        params![seq as i64],
-    )?;
+    tx.prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES ('seq', ?1)")?
+        .execute(params![seq as i64])?;
     let enc = codec::encode(&s.cur).map_err(|_| StoreError::Corrupt(path.to_string()))?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT OR REPLACE INTO entries (path, entry, chunks, seq) VALUES (?1, ?2, ?3, ?4)",
-        params![
-            path.as_str(),
-            enc,
-            chunking::encode_list(&s.cur_chunks),
-            seq as i64
-        ],
-    )?;
-    tx.execute("DELETE FROM chunks WHERE file = ?1", params![path.as_str()])?;
+    )?
+    .execute(params![
+        path.as_str(),
+        enc,
+        chunking::encode_list(&s.cur_chunks),
+        seq as i64
+    ])?;
+    tx.prepare_cached("DELETE FROM chunks WHERE file = ?1")?
+        .execute(params![path.as_str()])?;
     index_chunks(tx, path.as_str(), &s.cur_chunks)?;
-    tx.execute(
-        "DELETE FROM siblings WHERE path = ?1",
-        params![path.as_str()],
-    )?;
+    tx.prepare_cached("DELETE FROM siblings WHERE path = ?1")?
+        .execute(params![path.as_str()])?;
     for (e, c) in &s.siblings {
         let enc = codec::encode(e).map_err(|_| StoreError::Corrupt(path.to_string()))?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR REPLACE INTO siblings (path, vv, entry, chunks) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                path.as_str(),
-                e.vv.to_bytes(),
-                enc,
-                chunking::encode_list(c)
-            ],
-        )?;
+        )?
+        .execute(params![
+            path.as_str(),
+            e.vv.to_bytes(),
+            enc,
+            chunking::encode_list(c)
+        ])?;
         if e.kind == Kind::File {
             let file = format!("{}/siblings/{}", crate::path::RESERVED, hex(&e.hash));
-            tx.execute("DELETE FROM chunks WHERE file = ?1", params![file])?;
+            tx.prepare_cached("DELETE FROM chunks WHERE file = ?1")?
+                .execute(params![file])?;
             index_chunks(tx, &file, c)?;
         }
     }
     super::trash::record(tx, &s.kept)?;
     super::changeset::record(tx, path.as_str(), &s.cur.vv, s.tag)?;
     for (peer, sender) in &s.pending {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR REPLACE INTO pending (peer, path, seq, sender) VALUES (?1, ?2, ?3, ?4)",
-            params![*peer as i64, path.as_str(), seq as i64, *sender as i64],
-        )?;
+        )?
+        .execute(params![
+            *peer as i64,
+            path.as_str(),
+            seq as i64,
+            *sender as i64
+        ])?;
     }
     Ok((s.cur.vv.clone(), !s.siblings.is_empty()))
 }

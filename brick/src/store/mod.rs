@@ -365,11 +365,8 @@ impl Brick {
         path: &RelPath,
     ) -> Result<Option<(Entry, Vec<ChunkRef>)>, StoreError> {
         let row: Option<(Vec<u8>, Vec<u8>)> = conn
-            .query_row(
-                "SELECT entry, chunks FROM entries WHERE path = ?1",
-                params![path.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT entry, chunks FROM entries WHERE path = ?1")?
+            .query_row(params![path.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         row.map(|(e, c)| decode_row(path.as_str(), &e, &c))
             .transpose()
@@ -660,10 +657,8 @@ impl Brick {
 
     /// Clears a pending row if it is still at `seq`.
     pub fn confirm(conn: &Connection, peer: u64, path: &str, seq: u64) -> Result<(), StoreError> {
-        conn.execute(
-            "DELETE FROM pending WHERE peer = ?1 AND path = ?2 AND seq <= ?3",
-            params![peer as i64, path, seq as i64],
-        )?;
+        conn.prepare_cached("DELETE FROM pending WHERE peer = ?1 AND path = ?2 AND seq <= ?3")?
+            .execute(params![peer as i64, path, seq as i64])?;
         Ok(())
     }
 
