@@ -485,6 +485,88 @@ fn concurrent_writes_while_partitioned() {
     c.assert_no_panics();
 }
 
+/// Writes a small tree through `m` (a directory, files, a symlink, a
+/// deletion of `base.txt`) and returns the files written.
+fn fan_out_workload(m: &Path) -> Vec<(String, Vec<u8>)> {
+    std::fs::create_dir_all(m.join("fan/sub")).unwrap();
+    let mut files = Vec::new();
+    for i in 0..30 {
+        let name = if i % 3 == 0 {
+            format!("fan/sub/f{i}.conf")
+        } else {
+            format!("fan/f{i}.conf")
+        };
+        let body = format!("fan-out {i}\n").repeat(i + 1).into_bytes();
+        std::fs::write(m.join(&name), &body).unwrap();
+        files.push((name, body));
+    }
+    symlink("f1.conf", m.join("fan/link")).unwrap();
+    std::fs::remove_file(m.join("base.txt")).unwrap();
+    files
+}
+
+fn holds(dir: &Path, files: &[(String, Vec<u8>)]) -> bool {
+    files
+        .iter()
+        .all(|(n, body)| std::fs::read(dir.join(n)).is_ok_and(|b| b == *body))
+        && std::fs::read_link(dir.join("fan/link")).is_ok_and(|t| t == Path::new("f1.conf"))
+        && !dir.join("base.txt").exists()
+}
+
+/// The brick a change is written through offers it to every other brick
+/// itself (the others do not pass it on). Killed (-9) after it reached
+/// brick 2 but not brick 3, and never restarted, it loses nothing: brick
+/// 2 finds brick 3 lacking the changes and delivers them.
+#[test]
+fn writer_brick_killed_mid_fan_out_the_third_brick_still_converges() {
+    let mut c = volume(3);
+    let m1 = c.mount("v", 1);
+    let m3 = c.mount("v", 3);
+    std::fs::write(m1.join("base.txt"), "base\n").unwrap();
+    wait_until(Duration::from_secs(30), "base on mount 3", || {
+        std::fs::read(m3.join("base.txt")).is_ok_and(|d| d == b"base\n")
+    });
+    // Brick 1 reaches brick 2 only.
+    c.partition(1, 3);
+    let files = fan_out_workload(&m1);
+    let (b2, b3) = (c.brick("v", 2), c.brick("v", 3));
+    wait_until(Duration::from_secs(30), "the changes on brick 2", || {
+        holds(&b2, &files)
+    });
+    c.node_mut(1).kill9();
+    c.heal_network();
+    wait_until(Duration::from_secs(60), "the changes on brick 3", || {
+        holds(&b3, &files)
+    });
+    wait_until(Duration::from_secs(30), "the changes on mount 3", || {
+        holds(&m3, &files)
+    });
+    wait_same(&[b2, b3], Duration::from_secs(30));
+    c.assert_no_panics();
+}
+
+/// A brick cut off from the brick a change was written through, but not
+/// from the others, still gets it: a brick that holds it finds it lacking
+/// there while the writer's brick stays reachable from it, and delivers it.
+#[test]
+fn a_brick_cut_off_from_the_writer_gets_its_changes_through_another() {
+    let c = volume(3);
+    let m1 = c.mount("v", 1);
+    let m3 = c.mount("v", 3);
+    std::fs::write(m1.join("base.txt"), "base\n").unwrap();
+    wait_until(Duration::from_secs(30), "base on mount 3", || {
+        std::fs::read(m3.join("base.txt")).is_ok_and(|d| d == b"base\n")
+    });
+    c.partition(1, 3);
+    let files = fan_out_workload(&m1);
+    wait_until(Duration::from_secs(90), "the changes on mount 3", || {
+        holds(&m3, &files)
+    });
+    c.heal_network();
+    wait_same(&bricks(&c, "v"), Duration::from_secs(30));
+    c.assert_no_panics();
+}
+
 /// A prefix of the blake3 of `data` (`split-brain show` prints the full hash).
 fn hex(data: &[u8]) -> String {
     blake3::hash(data).to_hex()[..16].to_string()

@@ -469,7 +469,7 @@ mod tests {
         )
         .unwrap();
         c.execute(
-            "INSERT OR REPLACE INTO pending VALUES (?1, ?2, ?3)",
+            "INSERT OR REPLACE INTO pending (peer, path, seq) VALUES (?1, ?2, ?3)",
             params![peer as i64, path, seq as i64],
         )
         .unwrap();

@@ -8,7 +8,20 @@
 //! the peer confirms. Live replication and index self-heal after an outage
 //! are the same loop; rows created before the peer came back count as heals
 //! and honour `cluster.heal-rate-limit`.
+//!
+//! One offer per change per peer: a brick that takes a version unchanged
+//! from a peer brick (the sender) does not offer it on, since the sender
+//! offers it to every brick itself. Its rows for the other bricks carry
+//! the sender and only watch: once they are [`WATCH_GRACE`] old, the
+//! replicator asks the peer for the versions it holds of a whole batch
+//! of them in one request, and drops the rows the peer already holds (or
+//! holds something newer of). A path the peer still lacks is asked about
+//! again later, and offered from here when the sender is unreachable (it
+//! died or was cut off mid-way through its offers) or after
+//! [`WATCH_MISSES`] asks: every brick holding a version still makes sure
+//! every other brick gets it, as before, without each offering it.
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +38,7 @@ use crate::node::{CallError, Node};
 use crate::proto::{Changeset, HealOp, Offer, Request, Response};
 use crate::store::types::{ChunkRef, Entry, Kind};
 use crate::store::{chunking, Brick, StoreError};
+use crate::vv::{Relation, VersionVector};
 use crate::RelPath;
 
 /// Errors of one push.
@@ -81,12 +95,53 @@ const BATCH: u32 = 256;
 const PUSH_CONCURRENCY: usize = 16;
 /// First and longest wait before retrying a path the peer refused.
 const REFUSED_RETRY: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(60));
+/// Age of a watched row (one whose version its sender delivers, see the
+/// module comment) before the peer is first asked whether it holds it.
+const WATCH_GRACE: Duration = Duration::from_secs(1);
+/// Wait before asking again about a watched path the peer still lacks
+/// while its sender is reachable; doubled at each ask.
+const WATCH_RECHECK: Duration = Duration::from_secs(1);
+/// Asks about a watched path before this brick offers it anyway (its
+/// sender reachable from here, but not, it seems, from the peer).
+const WATCH_MISSES: u32 = 4;
 
-/// A path the peer refused at `seq`, not retried before `at`.
+/// A path the peer refused at `seq` (or, for a watched row, still
+/// lacked), not retried before `at`.
 struct Deferred {
     seq: u64,
     at: tokio::time::Instant,
     backoff: Duration,
+    /// Times the peer was found lacking a watched row's version.
+    misses: u32,
+}
+
+/// The brick's sequence over the last moments: which rows are older than
+/// [`WATCH_GRACE`] (a row at sequence `s` was written no later than the
+/// first time the brick's sequence reached `s`).
+struct SeqMarks(std::collections::VecDeque<(tokio::time::Instant, u64)>);
+
+impl SeqMarks {
+    fn new(seq: u64) -> Self {
+        Self(std::iter::once((tokio::time::Instant::now(), seq)).collect())
+    }
+
+    /// Records the current sequence; returns the highest sequence written
+    /// at least [`WATCH_GRACE`] ago.
+    fn settled(&mut self, seq: u64) -> u64 {
+        let now = tokio::time::Instant::now();
+        if self.0.back().is_none_or(|(_, s)| *s != seq) {
+            self.0.push_back((now, seq));
+        }
+        let old = |at: &tokio::time::Instant| now.saturating_duration_since(*at) >= WATCH_GRACE;
+        // Keep the newest old mark and everything after it.
+        while self.0.len() > 1 && self.0.get(1).is_some_and(|(at, _)| old(at)) {
+            self.0.pop_front();
+        }
+        match self.0.front() {
+            Some((at, s)) if old(at) => *s,
+            _ => 0,
+        }
+    }
 }
 
 async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
@@ -103,6 +158,7 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
     let mut cursor = 0u64;
     let mut pushed_this_pass = false;
     let mut fill = FillCheck::default();
+    let mut marks = SeqMarks::new(brick.seq());
     loop {
         if let Some(upto) = fill.run(&node, &brick, peer).await {
             heal_upto = heal_upto.max(upto);
@@ -110,26 +166,33 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
         // Mark the current sequence seen *before* reading the index, so a
         // commit that lands after the read still wakes the wait below.
         seq_rx.borrow_and_update();
+        let current = brick.seq();
+        let settled = marks.settled(current);
         let rows = brick
-            .with_db(move |_, c| Brick::pending_after(c, peer, cursor, BATCH))
+            .with_db(move |_, c| Brick::pending_after(c, peer, cursor, settled, BATCH))
             .await
             .unwrap_or_default();
         if rows.is_empty() {
             // End of a pass. Start the next one at once if it moved
-            // something; otherwise wait for a change or a deferred retry.
+            // something; otherwise wait for a change, a deferred retry or
+            // a watched row coming of age.
             cursor = 0;
             if std::mem::take(&mut pushed_this_pass) {
                 continue;
             }
             let now = tokio::time::Instant::now();
+            // Rows written in the last moments may be watched ones.
+            let longest = if settled < current {
+                WATCH_GRACE / 4
+            } else {
+                Duration::from_secs(2)
+            };
             let wake = deferred
                 .values()
                 .map(|d| d.at)
                 .min()
-                .map_or(Duration::from_secs(2), |at| {
-                    at.saturating_duration_since(now)
-                })
-                .clamp(Duration::from_millis(50), Duration::from_secs(2));
+                .map_or(longest, |at| at.saturating_duration_since(now))
+                .clamp(Duration::from_millis(50), longest);
             let _ = tokio::time::timeout(wake, seq_rx.changed()).await;
             continue;
         }
@@ -171,7 +234,8 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
         // the old one still holds the content), then deletions deepest
         // first, one depth at a time (a directory's contents go before it).
         let mut work: Vec<(String, RelPath, u64)> = Vec::new();
-        for (path, seq) in rows {
+        let mut watch: Vec<(String, RelPath, u64)> = Vec::new();
+        for (path, seq, sender) in rows {
             cursor = cursor.max(seq);
             let Ok(rel) = RelPath::new(&path) else {
                 let _ = brick
@@ -179,15 +243,69 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
                     .await;
                 continue;
             };
-            if let Some(d) = deferred.get(&path) {
-                if d.seq == seq && d.at > tokio::time::Instant::now() {
+            let misses = match deferred.get(&path) {
+                Some(d) if d.seq == seq && d.at > tokio::time::Instant::now() => continue,
+                Some(d) if d.seq == seq => d.misses,
+                _ => 0,
+            };
+            if sender != 0 && misses < WATCH_MISSES {
+                let sender_up =
+                    peer_node(&node, &brick, sender).is_some_and(|n| node.is_connected(n));
+                if sender_up {
+                    watch.push((path, rel, seq));
                     continue;
                 }
             }
             work.push((path, rel, seq));
         }
-        let groups = push_order(&brick, work).await;
         let mut link_failed = false;
+        if !watch.is_empty() {
+            match check_watched(&node, &brick, peer, target, watch).await {
+                Ok((held, lacking)) => {
+                    let now = tokio::time::Instant::now();
+                    for (path, seq) in lacking {
+                        let misses = deferred
+                            .get(&path)
+                            .filter(|d| d.seq == seq)
+                            .map_or(0, |d| d.misses)
+                            + 1;
+                        let backoff = WATCH_RECHECK * (1 << (misses - 1).min(5));
+                        deferred.insert(
+                            path,
+                            Deferred {
+                                seq,
+                                at: now + backoff,
+                                backoff,
+                                misses,
+                            },
+                        );
+                    }
+                    if !held.is_empty() {
+                        pushed_this_pass = true;
+                        for (p, _) in &held {
+                            deferred.remove(p);
+                        }
+                        let _ = brick
+                            .commit(Vec::new(), move |c| {
+                                for (p, s) in &held {
+                                    Brick::confirm(c, peer, p, *s)?;
+                                }
+                                Ok(())
+                            })
+                            .await;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(peer, "replication deferred: {e}");
+                    link_failed = true;
+                }
+            }
+        }
+        let groups = if link_failed {
+            Vec::new()
+        } else {
+            push_order(&brick, work).await
+        };
         for group in groups {
             let results: Vec<_> = futures_util::stream::iter(group)
                 .map(|(path, rel, seq)| {
@@ -236,6 +354,7 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
                                 seq,
                                 at: tokio::time::Instant::now() + backoff,
                                 backoff,
+                                misses: WATCH_MISSES,
                             },
                         );
                     }
@@ -270,6 +389,72 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
         deferred.retain(|_, d| d.at + REFUSED_RETRY.1 > tokio::time::Instant::now());
     }
 }
+
+/// Asks brick `peer` (on node `target`) which of the watched rows' versions
+/// it holds, in one request. Returns the rows it holds (its version is this
+/// brick's current one, or newer) and those it lacks, as `(path, seq)`.
+async fn check_watched(
+    node: &Arc<Node>,
+    brick: &Arc<Brick>,
+    peer: u64,
+    target: Uuid,
+    watch: Vec<(String, RelPath, u64)>,
+) -> Result<WatchOutcome, PushError> {
+    let paths: Vec<RelPath> = watch.iter().map(|w| w.1.clone()).collect();
+    let p2 = paths.clone();
+    // This brick's current version of each path; none to compare with when
+    // it holds split-brain siblings (those are offered as usual).
+    let ours = brick
+        .with_db(
+            move |_, c| -> Result<Vec<Option<Option<VersionVector>>>, StoreError> {
+                p2.iter()
+                    .map(|p| {
+                        if !Brick::siblings(c, p)?.is_empty() {
+                            return Ok(None);
+                        }
+                        Ok(Some(Brick::load(c, p)?.map(|(e, _)| e.vv)))
+                    })
+                    .collect()
+            },
+        )
+        .await?;
+    let req = Request::Versions {
+        volume: brick.volume,
+        brick: peer,
+        paths,
+    };
+    let (mut w, mut r) = node.open_stream(target).await?;
+    frame::write_msg(&mut w, &req).await?;
+    let _ = w.shutdown().await;
+    let theirs = match tokio::time::timeout(STEP_TIMEOUT, frame::read_msg(&mut r))
+        .await
+        .map_err(|_| PushError::Timeout)??
+    {
+        Response::Versions(v) if v.len() == watch.len() => v,
+        Response::Error { reason, .. } => return Err(PushError::Refused(reason)),
+        _ => return Err(PushError::Refused("unexpected answer".into())),
+    };
+    let (mut held, mut lacking) = (Vec::new(), Vec::new());
+    for (((path, _, seq), ours), theirs) in watch.into_iter().zip(ours).zip(theirs) {
+        let has = match (ours, theirs) {
+            // Nothing here to offer: nothing to wait for.
+            (Some(None), _) => true,
+            (Some(Some(ours)), Some(theirs)) => {
+                matches!(theirs.compare(&ours), Relation::Equal | Relation::Dominates)
+            }
+            _ => false,
+        };
+        if has {
+            held.push((path, seq));
+        } else {
+            lacking.push((path, seq));
+        }
+    }
+    Ok((held, lacking))
+}
+
+/// Watched rows the peer holds, and those it lacks: `(path, seq)`.
+type WatchOutcome = (Vec<(String, u64)>, Vec<(String, u64)>);
 
 /// Splits a batch into groups pushed one after the other: every live entry
 /// in the first group, then the deletions by depth, deepest first.
@@ -428,29 +613,36 @@ async fn push_path_paced(
         .filter(|(_, rate)| *rate > 0);
     let p = path.clone();
     // The current version carries its changeset on; siblings never do.
+    // Each with the local file its content is read from (one trip to the
+    // database thread for all).
     let versions = brick
-        .with_db(move |_, c| -> Result<Vec<Version>, StoreError> {
-            let mut v = Vec::new();
-            if let Some((e, ch)) = Brick::load(c, &p)? {
-                let tag = crate::store::changeset::of(c, &e)?;
-                v.push((e, ch, tag));
-            }
-            v.extend(
-                Brick::siblings(c, &p)?
-                    .into_iter()
-                    .map(|(e, ch)| (e, ch, None)),
-            );
-            Ok(v)
-        })
+        .with_db(
+            move |b, c| -> Result<Vec<(Version, Option<PathBuf>)>, StoreError> {
+                let mut v = Vec::new();
+                if let Some((e, ch)) = Brick::load(c, &p)? {
+                    let tag = crate::store::changeset::of(c, &e)?;
+                    v.push((e, ch, tag));
+                }
+                v.extend(
+                    Brick::siblings(c, &p)?
+                        .into_iter()
+                        .map(|(e, ch)| (e, ch, None)),
+                );
+                v.into_iter()
+                    .map(|(e, ch, tag)| {
+                        let file = if e.kind == Kind::File {
+                            b.content_file(c, &p, &e.hash)?
+                        } else {
+                            None
+                        };
+                        Ok(((e, ch, tag), file))
+                    })
+                    .collect()
+            },
+        )
         .await?;
     let mut sent = 0;
-    for (entry, chunks, changeset) in versions {
-        let file = if entry.kind == Kind::File {
-            let (p, h) = (path.clone(), entry.hash);
-            brick.with_db(move |b, c| b.content_file(c, &p, &h)).await?
-        } else {
-            None
-        };
+    for ((entry, chunks, changeset), file) in versions {
         let offer = Offer {
             volume: brick.volume,
             brick: peer,

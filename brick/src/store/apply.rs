@@ -477,7 +477,9 @@ struct Staged {
     cur_chunks: Vec<ChunkRef>,
     siblings: Vec<(Entry, Vec<ChunkRef>)>,
     kept: Vec<super::trash::Kept>,
-    pending: Vec<u64>,
+    /// Bricks that have not confirmed this version yet, each with the
+    /// brick that delivers it to them (0: this one).
+    pending: Vec<(u64, u64)>,
     dirs: Vec<std::path::PathBuf>,
     /// The changeset of the incoming version, when it is what the path
     /// holds now.
@@ -690,10 +692,17 @@ fn place(
             (e.clone(), c)
         })
         .collect();
+    // A version taken unchanged from a peer brick is delivered to the
+    // other bricks by that brick itself; the rows here only watch that it
+    // arrives there, and deliver it if it does not (see `replicate`). One
+    // offer per change per peer instead of one from every brick that holds
+    // it.
+    let sender = from.filter(|_| !plan.diverged).unwrap_or(0);
     let pending = brick
         .peers()
         .into_iter()
         .filter(|p| Some(*p) != from || plan.diverged)
+        .map(|p| (p, sender))
         .collect();
     Ok(Staged {
         path,
@@ -711,56 +720,57 @@ fn place(
 /// pending, seq; written inside the group transaction.
 fn write_staged(tx: &Connection, s: &Staged) -> Result<(VersionVector, bool), StoreError> {
     let path = &s.path;
-    let seq: u64 = tx.query_row(
-        "SELECT COALESCE((SELECT value FROM kv WHERE key = 'seq'), 0)",
-        [],
-        |r| r.get::<_, i64>(0),
-    )? as u64
+    let seq: u64 = tx
+        .prepare_cached("SELECT COALESCE((SELECT value FROM kv WHERE key = 'seq'), 0)")?
+        .query_row([], |r| r.get::<_, i64>(0))? as u64
         + 1;
-    tx.execute(
-        "INSERT OR REPLACE INTO kv (key, value) VALUES ('seq', ?1)",
-        params![seq as i64],
-    )?;
+    tx.prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES ('seq', ?1)")?
+        .execute(params![seq as i64])?;
     let enc = codec::encode(&s.cur).map_err(|_| StoreError::Corrupt(path.to_string()))?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT OR REPLACE INTO entries (path, entry, chunks, seq) VALUES (?1, ?2, ?3, ?4)",
-        params![
-            path.as_str(),
-            enc,
-            chunking::encode_list(&s.cur_chunks),
-            seq as i64
-        ],
-    )?;
-    tx.execute("DELETE FROM chunks WHERE file = ?1", params![path.as_str()])?;
+    )?
+    .execute(params![
+        path.as_str(),
+        enc,
+        chunking::encode_list(&s.cur_chunks),
+        seq as i64
+    ])?;
+    tx.prepare_cached("DELETE FROM chunks WHERE file = ?1")?
+        .execute(params![path.as_str()])?;
     index_chunks(tx, path.as_str(), &s.cur_chunks)?;
-    tx.execute(
-        "DELETE FROM siblings WHERE path = ?1",
-        params![path.as_str()],
-    )?;
+    tx.prepare_cached("DELETE FROM siblings WHERE path = ?1")?
+        .execute(params![path.as_str()])?;
     for (e, c) in &s.siblings {
         let enc = codec::encode(e).map_err(|_| StoreError::Corrupt(path.to_string()))?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR REPLACE INTO siblings (path, vv, entry, chunks) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                path.as_str(),
-                e.vv.to_bytes(),
-                enc,
-                chunking::encode_list(c)
-            ],
-        )?;
+        )?
+        .execute(params![
+            path.as_str(),
+            e.vv.to_bytes(),
+            enc,
+            chunking::encode_list(c)
+        ])?;
         if e.kind == Kind::File {
             let file = format!("{}/siblings/{}", crate::path::RESERVED, hex(&e.hash));
-            tx.execute("DELETE FROM chunks WHERE file = ?1", params![file])?;
+            tx.prepare_cached("DELETE FROM chunks WHERE file = ?1")?
+                .execute(params![file])?;
             index_chunks(tx, &file, c)?;
         }
     }
     super::trash::record(tx, &s.kept)?;
     super::changeset::record(tx, path.as_str(), &s.cur.vv, s.tag)?;
-    for peer in &s.pending {
-        tx.execute(
-            "INSERT OR REPLACE INTO pending (peer, path, seq) VALUES (?1, ?2, ?3)",
-            params![*peer as i64, path.as_str(), seq as i64],
-        )?;
+    for (peer, sender) in &s.pending {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO pending (peer, path, seq, sender) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            *peer as i64,
+            path.as_str(),
+            seq as i64,
+            *sender as i64
+        ])?;
     }
     Ok((s.cur.vv.clone(), !s.siblings.is_empty()))
 }
@@ -1232,8 +1242,16 @@ mod tests {
             (seqs, pending)
         });
         assert_eq!(seqs, (1..=N as u64).collect::<Vec<_>>());
-        // Pending for brick 3 only: brick 2 sent them.
+        // Pending for brick 3 only: brick 2 sent them, and delivers them
+        // to brick 3 itself (the rows only watch).
         assert_eq!(pending, vec![(3, N as i64)]);
+        let watched: i64 = b.with_db_sync(|c| {
+            c.query_row("SELECT COUNT(*) FROM pending WHERE sender = 2", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        });
+        assert_eq!(watched, N as i64);
         for (path, data) in written {
             assert_eq!(std::fs::read(path.under(&b.root)).unwrap(), data);
             let (e, _) = b

@@ -321,7 +321,8 @@ fn commit_batch(
             b.write(&mut tx);
         }
         let s: Option<i64> = tx
-            .query_row("SELECT value FROM kv WHERE key = 'seq'", [], |r| r.get(0))
+            .prepare_cached("SELECT value FROM kv WHERE key = 'seq'")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
             .ok();
         tx.commit()?;
         Ok(s.map(|s| s as u64))

@@ -378,11 +378,8 @@ impl Brick {
         path: &RelPath,
     ) -> Result<Option<(Entry, Vec<ChunkRef>)>, StoreError> {
         let row: Option<(Vec<u8>, Vec<u8>)> = conn
-            .query_row(
-                "SELECT entry, chunks FROM entries WHERE path = ?1",
-                params![path.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT entry, chunks FROM entries WHERE path = ?1")?
+            .query_row(params![path.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         row.map(|(e, c)| decode_row(path.as_str(), &e, &c))
             .transpose()
@@ -643,28 +640,38 @@ impl Brick {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Like [`Self::pending_for`], but only rows after sequence `after`.
+    /// Like [`Self::pending_for`], but only rows after sequence `after`,
+    /// each with the brick that delivers it (0: this one; see the schema),
+    /// and of the rows another brick delivers only those at or below
+    /// `watched_upto`.
     pub fn pending_after(
         conn: &Connection,
         peer: u64,
         after: u64,
+        watched_upto: u64,
         limit: u32,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
+    ) -> Result<Vec<(String, u64, u64)>, StoreError> {
         let mut st = conn.prepare_cached(
-            "SELECT path, seq FROM pending WHERE peer = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            "SELECT path, seq, sender FROM pending WHERE peer = ?1 AND seq > ?2 \
+             AND (sender = 0 OR seq <= ?3) ORDER BY seq LIMIT ?4",
         )?;
-        let rows = st.query_map(params![peer as i64, after as i64, limit], |r| {
-            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
-        })?;
+        let rows = st.query_map(
+            params![peer as i64, after as i64, watched_upto as i64, limit],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            },
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Clears a pending row if it is still at `seq`.
     pub fn confirm(conn: &Connection, peer: u64, path: &str, seq: u64) -> Result<(), StoreError> {
-        conn.execute(
-            "DELETE FROM pending WHERE peer = ?1 AND path = ?2 AND seq <= ?3",
-            params![peer as i64, path, seq as i64],
-        )?;
+        conn.prepare_cached("DELETE FROM pending WHERE peer = ?1 AND path = ?2 AND seq <= ?3")?
+            .execute(params![peer as i64, path, seq as i64])?;
         Ok(())
     }
 

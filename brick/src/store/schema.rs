@@ -11,6 +11,10 @@
 //! - `pending`: the heal index. `(peer, path)` means brick `peer` has not
 //!   confirmed the path's state as of `seq`; written in the same
 //!   transaction as the change, deleted when the peer confirms that seq.
+//!   `sender` is the peer brick this brick received that version from
+//!   unchanged, which delivers it to `peer` itself: such a row only
+//!   watches that it arrives (see `replicate`); 0 means this brick
+//!   delivers it.
 //! - `siblings`: concurrent versions of a path in split-brain, with their
 //!   content stored content-addressed under `.gsync/siblings/`.
 //! - `retained`: losing versions of resolved split-brains, kept for
@@ -45,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX retained_path ON retained(path);
 ",
     super::changeset::MIGRATION,
+    "ALTER TABLE pending ADD COLUMN sender INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Opens and migrates a brick database.
@@ -64,6 +69,9 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Every statement of the hot paths (offers, commits, the replicators)
+    // stays prepared.
+    conn.set_prepared_statement_cache_capacity(64);
     let have: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(have) {
         let tx = conn.transaction()?;
