@@ -80,11 +80,13 @@ pub fn spawn(node: &Arc<Node>, brick: &Arc<Brick>, token: &CancellationToken) {
         let n = node.clone();
         let b = brick.clone();
         let t = token.clone();
-        node.spawn(async move {
-            t.clone()
-                .run_until_cancelled(replicator(n, b, peer))
-                .await
-                .unwrap_or(())
+        node.spawn_supervised(format!("replicator to brick {peer}"), move || {
+            let (n, b, t) = (n.clone(), b.clone(), t.clone());
+            async move {
+                t.run_until_cancelled(replicator(n, b, peer))
+                    .await
+                    .unwrap_or(())
+            }
         });
     }
 }
