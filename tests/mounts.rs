@@ -702,8 +702,8 @@ fn write_to_visible_latency() {
 }
 
 /// A file written slowly in place (`{ echo a; sleep 1; echo b; } > f`, a
-/// `cp` of a big file) is never shown half-written on another mount: it
-/// is pushed once closed. One kept open and written for longer than the
+/// `cp` of a big file), or created and written only later, is never shown
+/// half-written (or empty) on another mount: it is pushed once closed. One kept open and written for longer than the
 /// bound is still pushed while open.
 #[test]
 fn a_file_still_being_written_is_not_shown_half_written() {
@@ -735,6 +735,23 @@ fn a_file_still_being_written_is_not_shown_half_written() {
         half, 0,
         "slow.conf was seen half-written on m2 {half} times"
     );
+
+    // Created, then nothing written for a while (a slow producer, an
+    // unpacker descheduled between its open and its first write): never
+    // shown empty.
+    let mut f = std::fs::File::create(m1.join("late.conf")).unwrap();
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut empty = 0;
+    while Instant::now() < until {
+        if std::fs::read_to_string(m2.join("late.conf")).is_ok_and(|s| s.is_empty()) {
+            empty += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f.write_all(b"written late\n").unwrap();
+    drop(f);
+    wait_content(m2, "late.conf", "written late\n", Duration::from_secs(20));
+    assert_eq!(empty, 0, "late.conf was seen empty on m2 {empty} times");
 
     // A log kept open: what it holds is pushed within the bound anyway.
     let mut log = std::fs::File::create(m1.join("open.log")).unwrap();

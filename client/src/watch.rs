@@ -4,13 +4,14 @@
 //! it with the journal, so duplicate, reordered or coalesced events are
 //! harmless. Reads (access events) are dropped, or the agent's own scans
 //! would wake it forever, except the close of a file written to: with the
-//! writes before it, it tells the agent when a file is complete (see
-//! `Agent::writing`). An overflow marks the whole folder dirty.
+//! creation and the writes before it, it tells the agent when a file is
+//! complete (see `Agent::writing`; a hard link, created without an open,
+//! waits for the bound instead). An overflow marks the whole folder dirty.
 //! Symlinks are never followed (a link to a directory is one path).
 
 use std::path::{Path, PathBuf};
 
-use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -39,6 +40,9 @@ pub fn start(root: &Path, tx: UnboundedSender<Hint>) -> notify::Result<Recommend
                 EventKind::Access(AccessKind::Close(AccessMode::Write)) => Hint::Closed,
                 EventKind::Access(_) => return,
                 EventKind::Modify(ModifyKind::Data(_)) => Hint::Written,
+                // Created means open for writing by its creator (until the
+                // close), even before a first write: never pushed empty.
+                EventKind::Create(CreateKind::File) => Hint::Written,
                 _ => Hint::Path,
             };
             for p in ev.paths {
