@@ -79,7 +79,7 @@ fn main() -> ExitCode {
     // stuck in a system call (a hung disk, a stalled watcher) would keep a
     // daemon that was told to stop alive forever. What is durable is
     // durable by now (a crash here is a kill -9, which the stores survive).
-    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Failed(line)) => {
