@@ -47,17 +47,11 @@ fn crash_at(point: &str, victim: usize, before: impl FnOnce(&Cluster)) {
         })
     });
     before(&c);
-    c.node_mut(victim).env = vec![("GSYNC_FAILPOINT".into(), point.into())];
-    c.node_mut(victim).restart();
+    arm(&mut c, victim, point, "");
     files.extend(workload(&mounts[0], "post"));
     c.heal_network();
-    wait_until(
-        Duration::from_secs(60),
-        &format!("node {victim} to hit {point}"),
-        || c.node_mut(victim).exited(),
-    );
-    c.node_mut(victim).env.clear();
-    c.node_mut(victim).start();
+    died(&mut c, victim, &format!("node {victim} to hit {point}"));
+    restart_clean(&mut c, victim);
     c.wait_connected();
     for (i, m) in mounts.iter().enumerate() {
         wait_until(
@@ -123,6 +117,30 @@ fn crash_agent_after_push_before_journal() {
     crash_at("agent-after-push", 1, |_| {});
 }
 
+/// Restarts node `i` with crash point `point` armed and, unless `ready` is
+/// empty, waits until its mount state says `ready` (the node alive).
+fn arm(c: &mut Cluster, i: usize, point: &str, ready: &str) {
+    c.node_mut(i).env = vec![("GSYNC_FAILPOINT".into(), point.into())];
+    c.node_mut(i).restart();
+    if !ready.is_empty() {
+        wait_until(Duration::from_secs(30), ready, || {
+            c.node(i).cli(&["mount"]).stdout.contains(ready)
+        });
+        assert!(!c.node_mut(i).exited(), "{}", c.node(i).log());
+    }
+}
+
+/// Waits until node `i` died at its armed crash point.
+fn died(c: &mut Cluster, i: usize, what: &str) {
+    wait_until(Duration::from_secs(60), what, || c.node_mut(i).exited());
+}
+
+/// Starts node `i` again with no crash point armed.
+fn restart_clean(c: &mut Cluster, i: usize) {
+    c.node_mut(i).env.clear();
+    c.node_mut(i).start();
+}
+
 /// A directory and a file pushed and acknowledged just before the agent
 /// died (their journal records never written), then deleted while the
 /// daemon was down, stay deleted: the restarted agent finds its own
@@ -143,20 +161,14 @@ fn pushed_just_before_a_crash_then_deleted_while_down_stays_deleted() {
     wait_until(Duration::from_secs(30), "base on m2", || {
         m2.join("base").exists()
     });
-    c.node_mut(1).env = vec![("GSYNC_FAILPOINT".into(), "agent-after-push".into())];
-    c.node_mut(1).restart();
+    arm(&mut c, 1, "agent-after-push", "");
     std::fs::create_dir(m1.join("brief")).unwrap();
     std::fs::write(m1.join("brief.txt"), "brief\n").unwrap();
-    wait_until(
-        Duration::from_secs(60),
-        "node 1 to die after a push",
-        || c.node_mut(1).exited(),
-    );
+    died(&mut c, 1, "node 1 to die after a push");
     // Deleted while the daemon is down.
     let _ = std::fs::remove_dir(m1.join("brief"));
     let _ = std::fs::remove_file(m1.join("brief.txt"));
-    c.node_mut(1).env.clear();
-    c.node_mut(1).start();
+    restart_clean(&mut c, 1);
     std::fs::write(m1.join("after"), "after\n").unwrap();
     wait_until(Duration::from_secs(60), "after on m2", || {
         m2.join("after").exists()
@@ -199,23 +211,14 @@ fn a_placement_the_brick_never_recorded_is_not_left_in_its_directory() {
     // Nodes 2 and 3 out of reach: node 1 is the only one placing.
     c.partition(1, 2);
     c.partition(1, 3);
-    c.node_mut(1).env = vec![("GSYNC_FAILPOINT".into(), "store-after-rename".into())];
-    c.node_mut(1).restart();
-    wait_until(Duration::from_secs(30), "the mount in sync again", || {
-        c.node(1).cli(&["mount"]).stdout.contains("in sync")
-    });
+    arm(&mut c, 1, "store-after-rename", "in sync");
     std::fs::write(m1.join("orphan.txt"), "never recorded\n").unwrap();
-    wait_until(
-        Duration::from_secs(60),
-        "node 1 to die placing orphan.txt",
-        || c.node_mut(1).exited(),
-    );
+    died(&mut c, 1, "node 1 to die placing orphan.txt");
     let b1 = c.brick("cr", 1);
     assert!(b1.join("orphan.txt").exists(), "placed before the crash");
     // Deleted while the daemon is down: nobody will send it again.
     std::fs::remove_file(m1.join("orphan.txt")).unwrap();
-    c.node_mut(1).env.clear();
-    c.node_mut(1).start();
+    restart_clean(&mut c, 1);
     c.heal_network();
     std::fs::write(m2.join("after"), "after\n").unwrap();
     for d in [&m1, &b1] {
@@ -237,25 +240,16 @@ fn a_placement_the_brick_never_recorded_is_not_left_in_its_directory() {
     // the daemon is down (so nothing is pushed again).
     c.partition(1, 2);
     c.partition(1, 3);
-    c.node_mut(1).env = vec![("GSYNC_FAILPOINT".into(), "store-after-rename".into())];
-    c.node_mut(1).restart();
-    wait_until(Duration::from_secs(30), "the mount in sync again", || {
-        c.node(1).cli(&["mount"]).stdout.contains("in sync")
-    });
+    arm(&mut c, 1, "store-after-rename", "in sync");
     std::fs::write(m1.join("kept.txt"), "overwritten, never recorded\n").unwrap();
-    wait_until(
-        Duration::from_secs(60),
-        "node 1 to die placing the overwrite",
-        || c.node_mut(1).exited(),
-    );
+    died(&mut c, 1, "node 1 to die placing the overwrite");
     assert_eq!(
         crate::support::read(&b1.join("kept.txt")),
         "overwritten, never recorded\n",
         "placed before the crash"
     );
     std::fs::write(m1.join("kept.txt"), "recorded\n").unwrap();
-    c.node_mut(1).env.clear();
-    c.node_mut(1).start();
+    restart_clean(&mut c, 1);
     c.heal_network();
     std::fs::write(m2.join("after2"), "after\n").unwrap();
     for d in [&m1, &b1] {
@@ -310,21 +304,10 @@ fn pushed_to_a_brick_out_of_reach_after_a_crash_then_deleted_stays_deleted() {
     });
     c.partition(2, 3);
     c.partition(2, 4);
-    c.node_mut(1).env = vec![("GSYNC_FAILPOINT".into(), "agent-after-push".into())];
-    c.node_mut(1).restart();
     let follows_2 = format!("in sync, following {}:", c.node(2).ip);
-    wait_until(
-        Duration::from_secs(30),
-        "the mount following brick 2",
-        || c.node(1).cli(&["mount"]).stdout.contains(&follows_2),
-    );
-    assert!(!c.node_mut(1).exited(), "{}", c.node(1).log());
+    arm(&mut c, 1, "agent-after-push", &follows_2);
     std::fs::write(m1.join("brief.txt"), "brief\n").unwrap();
-    wait_until(
-        Duration::from_secs(60),
-        "node 1 to die after a push",
-        || c.node_mut(1).exited(),
-    );
+    died(&mut c, 1, "node 1 to die after a push");
     assert!(
         c.brick("cr", 2).join("brief.txt").exists(),
         "the push went to brick 2"
@@ -332,8 +315,7 @@ fn pushed_to_a_brick_out_of_reach_after_a_crash_then_deleted_stays_deleted() {
     // Deleted while the daemon is down; brick 2 is now out of its reach.
     std::fs::remove_file(m1.join("brief.txt")).unwrap();
     c.node(2).block(c.node(1));
-    c.node_mut(1).env.clear();
-    c.node_mut(1).start();
+    restart_clean(&mut c, 1);
     std::fs::write(m1.join("after"), "after\n").unwrap();
     wait_until(Duration::from_secs(60), "after on m3", || {
         m3.join("after").exists()

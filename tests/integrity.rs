@@ -426,6 +426,24 @@ fn a_remounted_folder_resumes_without_resurrecting() {
     c.assert_no_panics();
 }
 
+/// Once m3 says it is in sync with brick 3 (cut off, so only that brick
+/// holds m3's last change), wipes brick 3 under its running daemon; with
+/// `unserved`, waits until node 3 stops serving it.
+fn wipe_brick_3_once_m3_synced(c: &Cluster, unserved: bool) {
+    wait_until(T, "m3 in sync with its brick", || {
+        mount_list(c, 3).contains("in sync")
+    });
+    crate::support::empty_dir(&c.brick("v", 3));
+    if unserved {
+        wait_until(T, "brick 3 unserved", || {
+            c.node(3)
+                .cli(&["volume", "status", "v"])
+                .stdout
+                .contains("marker missing")
+        });
+    }
+}
+
 /// A write acknowledged by a brick that is wiped before it replicated is
 /// not left in the writer's folder alone while the mount says "in sync":
 /// the mount lists the brick it fails over to, finds the path missing
@@ -441,11 +459,8 @@ fn a_write_lost_with_a_wiped_brick_is_pushed_again() {
     std::fs::write(m3.join("lost.txt"), "only on brick 3\n").unwrap();
     let b3 = c.brick("v", 3);
     wait_content(&b3, "lost.txt", "only on brick 3\n", T);
-    wait_until(T, "m3 in sync with its brick", || {
-        mount_list(&c, 3).contains("in sync")
-    });
     // The brick is wiped under the running daemon, then the network heals.
-    crate::support::empty_dir(&b3);
+    wipe_brick_3_once_m3_synced(&c, false);
     c.heal_network();
     wait_content(&m1, "lost.txt", "only on brick 3\n", T);
     wait_content(&c.brick("v", 2), "lost.txt", "only on brick 3\n", T);
@@ -466,10 +481,7 @@ fn an_overwrite_lost_with_a_wiped_brick_is_pushed_again() {
     std::fs::write(m3.join("app.conf"), "version 2, only on brick 3\n").unwrap();
     let b3 = c.brick("v", 3);
     wait_content(&b3, "app.conf", "version 2, only on brick 3\n", T);
-    wait_until(T, "m3 in sync with its brick", || {
-        mount_list(&c, 3).contains("in sync")
-    });
-    crate::support::empty_dir(&b3);
+    wipe_brick_3_once_m3_synced(&c, false);
     c.heal_network();
     wait_content(
         &c.brick("v", 2),
@@ -499,18 +511,9 @@ fn a_deletion_lost_with_a_wiped_brick_is_pushed_again() {
     std::fs::remove_file(m3.join("old.conf")).unwrap();
     let b3 = c.brick("v", 3);
     wait_gone(&b3, "old.conf", T);
-    wait_until(T, "m3 in sync with its brick", || {
-        mount_list(&c, 3).contains("in sync")
-    });
-    crate::support::empty_dir(&b3);
     // Node 3 stops serving the wiped brick (its pending deletion goes with
     // it) before the network returns.
-    wait_until(T, "brick 3 unserved", || {
-        c.node(3)
-            .cli(&["volume", "status", "v"])
-            .stdout
-            .contains("marker missing")
-    });
+    wipe_brick_3_once_m3_synced(&c, true);
     c.heal_network();
     for d in [&m1, &m2, &c.brick("v", 1), &c.brick("v", 2)] {
         wait_gone(d, "old.conf", T);
@@ -536,10 +539,7 @@ fn a_lost_write_is_pushed_again_once_every_brick_can_tell() {
     std::fs::write(m3.join("lost.txt"), "only on brick 3\n").unwrap();
     let b3 = c.brick("v", 3);
     wait_content(&b3, "lost.txt", "only on brick 3\n", T);
-    wait_until(T, "m3 in sync with its brick", || {
-        mount_list(&c, 3).contains("in sync")
-    });
-    crate::support::empty_dir(&b3);
+    wipe_brick_3_once_m3_synced(&c, false);
     // Node 3 reaches node 2 again (its mount fails over to brick 2), not
     // node 1: brick 1 cannot tell whether it holds lost.txt.
     c.node(2).unblock_all();
@@ -580,16 +580,7 @@ fn a_deletion_lost_with_a_wiped_brick_against_a_concurrent_edit_settles() {
     let b3 = c.brick("v", 3);
     wait_gone(&b3, "both.conf", T);
     wait_content(&c.brick("v", 2), "both.conf", "edited meanwhile\n", T);
-    wait_until(T, "m3 in sync with its brick", || {
-        mount_list(&c, 3).contains("in sync")
-    });
-    crate::support::empty_dir(&b3);
-    wait_until(T, "brick 3 unserved", || {
-        c.node(3)
-            .cli(&["volume", "status", "v"])
-            .stdout
-            .contains("marker missing")
-    });
+    wipe_brick_3_once_m3_synced(&c, true);
     c.heal_network();
     for d in [&m1, &m2, &m3, &c.brick("v", 1), &c.brick("v", 2)] {
         wait_content(d, "both.conf", "edited meanwhile\n", T);
