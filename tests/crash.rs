@@ -268,8 +268,10 @@ fn a_placement_the_brick_never_recorded_is_not_left_in_its_directory() {
     c.assert_no_panics();
 }
 
-/// The same, when the brick that acknowledged the push is out of reach
-/// once the agent is back: a mount on a node without a brick follows
+/// A push acknowledged just before the agent died and deleted while it
+/// was down (as in `pushed_just_before_a_crash_then_deleted_while_down_stays_deleted`),
+/// when the brick that acknowledged the push is out of reach once the
+/// agent is back: a mount on a node without a brick follows
 /// brick 2, which is cut off from the other bricks; the push of
 /// `brief.txt` is acknowledged there, the agent dies before recording it,
 /// the file is deleted meanwhile, and the restarted agent can only follow
