@@ -762,6 +762,15 @@ impl Agent {
             }
             Hint::Path(p) => (p, None),
             Hint::Written(p) => (p, Some(true)),
+            Hint::Created(p) => {
+                // A new regular file (one link: not a hard link to an
+                // existing one) is open for writing until its close.
+                use std::os::unix::fs::MetadataExt;
+                let open = p
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1);
+                (p, open.then_some(true))
+            }
             Hint::Closed(p) => (p, Some(false)),
         };
         if p == root {

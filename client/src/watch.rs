@@ -5,8 +5,7 @@
 //! harmless. Reads (access events) are dropped, or the agent's own scans
 //! would wake it forever, except the close of a file written to: with the
 //! creation and the writes before it, it tells the agent when a file is
-//! complete (see `Agent::writing`; a hard link, created without an open,
-//! waits for the bound instead). An overflow marks the whole folder dirty.
+//! complete (see `Agent::writing`). An overflow marks the whole folder dirty.
 //! Symlinks are never followed (a link to a directory is one path).
 
 use std::path::{Path, PathBuf};
@@ -23,6 +22,10 @@ pub enum Hint {
     /// Data was written to this file: it may still be open for writing
     /// (`cp` of a big file, a shell redirection of a slow command).
     Written(PathBuf),
+    /// A non-directory was created: a regular file is open for writing by
+    /// its creator until its close, even before a first write (a symlink
+    /// or a hard link is complete at once).
+    Created(PathBuf),
     /// A file open for writing was closed: what it holds now is complete.
     Closed(PathBuf),
     /// Events were lost: rescan everything.
@@ -40,9 +43,7 @@ pub fn start(root: &Path, tx: UnboundedSender<Hint>) -> notify::Result<Recommend
                 EventKind::Access(AccessKind::Close(AccessMode::Write)) => Hint::Closed,
                 EventKind::Access(_) => return,
                 EventKind::Modify(ModifyKind::Data(_)) => Hint::Written,
-                // Created means open for writing by its creator (until the
-                // close), even before a first write: never pushed empty.
-                EventKind::Create(CreateKind::File) => Hint::Written,
+                EventKind::Create(CreateKind::File) => Hint::Created,
                 _ => Hint::Path,
             };
             for p in ev.paths {
