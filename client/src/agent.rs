@@ -755,22 +755,16 @@ impl Agent {
     fn note_event(&mut self, hint: crate::watch::Hint) {
         let root = self.root();
         use crate::watch::Hint;
-        let (p, writing) = match hint {
+        let created = matches!(hint, Hint::Created(_));
+        let (p, mut writing) = match hint {
             Hint::Rescan => {
                 self.scan_all();
                 return;
             }
             Hint::Path(p) => (p, None),
             Hint::Written(p) => (p, Some(true)),
-            Hint::Created(p) => {
-                // A new regular file (one link: not a hard link to an
-                // existing one) is open for writing until its close.
-                use std::os::unix::fs::MetadataExt;
-                let open = p
-                    .symlink_metadata()
-                    .is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1);
-                (p, open.then_some(true))
-            }
+            // Decided below, with the path's metadata.
+            Hint::Created(p) => (p, None),
             Hint::Closed(p) => (p, Some(false)),
         };
         if p == root {
@@ -789,7 +783,17 @@ impl Agent {
         {
             return;
         }
-        let is_dir = p.symlink_metadata().is_ok_and(|m| m.is_dir());
+        let meta = p.symlink_metadata().ok();
+        let is_dir = meta.as_ref().is_some_and(|m| m.is_dir());
+        if created {
+            // A new regular file (one link: not a hard link to an existing
+            // one) is open for writing until its close.
+            use std::os::unix::fs::MetadataExt;
+            let open = meta
+                .as_ref()
+                .is_some_and(|m| m.file_type().is_file() && m.nlink() == 1);
+            writing = open.then_some(true);
+        }
         if self.ignore.ignored(&rel, is_dir) {
             return;
         }

@@ -141,20 +141,9 @@ impl Journal {
         let mut conn = self.c();
         let tx = conn.transaction()?;
         for r in rs {
-            let path = r.entry.path.as_str();
-            let bad = || JournalError::Corrupt(path.to_string());
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO files (path, entry, chunks, stat, conflict) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                path,
-                codec::encode(&r.entry).map_err(|_| bad())?,
-                chunking::encode_list(&r.chunks),
-                codec::encode(&r.stat).map_err(|_| bad())?,
-                i64::from(r.conflict)
-            ])?;
+            Self::insert(&tx, "files", r)?;
             tx.prepare_cached("DELETE FROM applying WHERE path = ?1")?
-                .execute(params![path])?;
+                .execute(params![r.entry.path.as_str()])?;
         }
         tx.commit()?;
         Ok(())
@@ -196,9 +185,13 @@ impl Journal {
     }
 
     fn put_in(&self, table: &str, r: &Record) -> Result<(), JournalError> {
+        Self::insert(&self.c(), table, r)
+    }
+
+    fn insert(conn: &Connection, table: &str, r: &Record) -> Result<(), JournalError> {
         let path = r.entry.path.as_str();
         let bad = || JournalError::Corrupt(path.to_string());
-        self.c().prepare_cached(&format!(
+        conn.prepare_cached(&format!(
             "INSERT OR REPLACE INTO {table} (path, entry, chunks, stat, conflict) VALUES (?1, ?2, ?3, ?4, ?5)"
         ))?
         .execute(params![

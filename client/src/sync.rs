@@ -873,13 +873,28 @@ fn kept_after_deletion(rec: &Record, st: &LocalStat) -> bool {
 /// Removes `dir` if it is a kept deleted directory that is now empty,
 /// recording it as gone; true if removed.
 fn remove_if_kept_and_empty(ag: &Agent, dir: &RelPath) -> Result<bool, RemoteError> {
-    let Some(rec) = ag.journal.get(dir.as_str()).map_err(local_err)? else {
-        return Ok(false);
-    };
-    let Ok(Found::Some(st)) = local::stat_in(&ag.root(), dir) else {
-        return Ok(false);
-    };
-    if !kept_after_deletion(&rec, &st) || std::fs::remove_dir(dir.under(&ag.root())).is_err() {
+    match looked_up(ag, dir) {
+        Some((rec, st)) => remove_kept_empty(ag, dir, rec, &st),
+        None => Ok(false),
+    }
+}
+
+/// The journal record and the folder's stat of `c`, when both exist.
+fn looked_up(ag: &Agent, c: &RelPath) -> Option<(Record, LocalStat)> {
+    match (ag.journal.get(c.as_str()), local::stat_in(&ag.root(), c)) {
+        (Ok(Some(r)), Ok(Found::Some(st))) => Some((r, st)),
+        _ => None,
+    }
+}
+
+/// [`remove_if_kept_and_empty`] with `dir`'s record and stat at hand.
+fn remove_kept_empty(
+    ag: &Agent,
+    dir: &RelPath,
+    rec: Record,
+    st: &LocalStat,
+) -> Result<bool, RemoteError> {
+    if !kept_after_deletion(&rec, st) || std::fs::remove_dir(dir.under(&ag.root())).is_err() {
         return Ok(false);
     }
     let mut r = rec;
@@ -918,10 +933,16 @@ fn settle_kept_dir(ag: &Agent, rel: &RelPath) -> Result<bool, RemoteError> {
     below.sort_by_key(|c| std::cmp::Reverse(c.depth()));
     let mut synced_left = false;
     for c in &below {
-        if remove_if_kept_and_empty(ag, c)? {
+        // Real content below (a file, or a directory made here) unless the
+        // journal accounts for it.
+        let Some((rec, st)) = looked_up(ag, c) else {
+            return Ok(false);
+        };
+        let kept = kept_after_deletion(&rec, &st);
+        if kept && remove_kept_empty(ag, c, rec.clone(), &st)? {
             continue;
         }
-        if synced_unchanged(ag, c) || kept_dir(ag, c) {
+        if kept || synced_unchanged(&rec, &st) {
             // A path the volume gave this folder and still holds live: its
             // own deletion may simply not have arrived yet (a replay sends
             // the directory's first). Or a kept directory still holding
@@ -930,7 +951,6 @@ fn settle_kept_dir(ag: &Agent, rel: &RelPath) -> Result<bool, RemoteError> {
             synced_left = true;
             continue;
         }
-        // Real content below (a file, or a directory made here).
         return Ok(false);
     }
     if !synced_left && remove_if_kept_and_empty(ag, rel)? {
@@ -939,29 +959,14 @@ fn settle_kept_dir(ag: &Agent, rel: &RelPath) -> Result<bool, RemoteError> {
     Ok(true)
 }
 
-/// True if `c` is a kept directory (see [`kept_after_deletion`]).
-fn kept_dir(ag: &Agent, c: &RelPath) -> bool {
-    let (Ok(Some(r)), Ok(Found::Some(st))) =
-        (ag.journal.get(c.as_str()), local::stat_in(&ag.root(), c))
-    else {
-        return false;
-    };
-    kept_after_deletion(&r, &st)
-}
-
-/// True if `c` is in the folder as the journal synced it: a live record
-/// with the same stat (a directory: still a directory; its mtime moves
-/// with its children).
-fn synced_unchanged(ag: &Agent, c: &RelPath) -> bool {
-    let (Ok(Some(r)), Ok(Found::Some(st))) =
-        (ag.journal.get(c.as_str()), local::stat_in(&ag.root(), c))
-    else {
-        return false;
-    };
+/// True if the record `r` and the folder's stat `st` say a path is as the
+/// journal synced it: live, the same stat (a directory: still a
+/// directory; its mtime moves with its children).
+fn synced_unchanged(r: &Record, st: &LocalStat) -> bool {
     match r.entry.kind {
         Kind::Tombstone => false,
         Kind::Dir => st.kind == Kind::Dir,
-        _ => st == r.stat,
+        _ => *st == r.stat,
     }
 }
 
