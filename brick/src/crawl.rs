@@ -38,24 +38,6 @@ const DIGESTS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Tries of one digests request before the attempt fails.
 const DIGESTS_TRIES: u32 = 2;
 
-/// A full heal job's state and when it was launched.
-#[derive(Debug, Clone)]
-pub struct FullHealTrack {
-    /// As reported.
-    pub state: FullHealState,
-    /// Launch time.
-    pub started: Instant,
-}
-
-impl FullHealTrack {
-    /// The state with its elapsed time filled in, for reports.
-    pub fn report(&self) -> FullHealState {
-        let mut s = self.state.clone();
-        s.elapsed_secs = self.started.elapsed().as_secs_f64();
-        s
-    }
-}
-
 /// What a crawl did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CrawlStats {
@@ -141,7 +123,7 @@ pub fn start_full(node: &Arc<Node>, brick: &Arc<Brick>, peer: u64) {
         }
         jobs.insert(
             peer,
-            FullHealTrack {
+            crate::heal_types::FullHealTrack {
                 state: FullHealState {
                     peer,
                     phase: FullHealPhase::Running,

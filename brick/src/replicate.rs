@@ -220,7 +220,7 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
                 .map(crate::outage::brick_nodes)
                 .unwrap_or_default();
             if let Err(e) = brick
-                .with_db(move |_, c| crate::outage::collect(c, peer, &nodes))
+                .with_db(move |_, c| crate::store::outages::collect(c, peer, &nodes))
                 .await
             {
                 tracing::warn!(brick = %brick.root.display(), "outage history: {e}");
@@ -836,7 +836,7 @@ pub async fn heal_info(brick: &Arc<Brick>) -> BrickHealInfo {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .values()
-        .map(crate::crawl::FullHealTrack::report)
+        .map(crate::heal_types::FullHealTrack::report)
         .collect();
     info
 }
@@ -880,9 +880,9 @@ pub async fn heal_op(node: &Arc<Node>, volume: &str, op: HealOp) -> Result<(), S
                     .await
                     .map_err(|e| e.to_string())?;
                 if let (Some(how), Some(_)) = (how, &done) {
-                    let name = crate::outage::version_name;
+                    let name = crate::store::outages::version_name;
                     let winner = before.iter().find(|e| e.vv == *vv);
-                    let r = crate::outage::Resolution {
+                    let r = crate::status::Resolution {
                         path: path.as_str().to_string(),
                         at: std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
@@ -893,7 +893,7 @@ pub async fn heal_op(node: &Arc<Node>, volume: &str, op: HealOp) -> Result<(), S
                     };
                     let p = path.clone();
                     if let Err(e) = b
-                        .with_db(move |_, c| crate::outage::record_resolution(c, &r))
+                        .with_db(move |_, c| crate::store::outages::record_resolution(c, &r))
                         .await
                     {
                         tracing::warn!(path = %p, "outage history: {e}");

@@ -180,7 +180,7 @@ impl HealService {
             Ok(r) => r,
             Err(e) => return fail(format!("invalid path {path}: {e}")),
         };
-        match gsync_brick::store::trash::restore(&local[0], &rel, version).await {
+        match gsync_brick::store::restore::restore(&local[0], &rel, version).await {
             Ok(r) => ok(r),
             Err(e) => fail(e),
         }

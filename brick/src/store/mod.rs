@@ -23,7 +23,9 @@ pub mod digest;
 pub mod files;
 mod import;
 pub mod intents;
+pub mod outages;
 pub mod reconcile;
+pub mod restore;
 pub mod rpc;
 pub mod schema;
 mod set;
@@ -43,7 +45,7 @@ use types::{ChunkRef, Entry};
 
 use crate::codec;
 use crate::heal_types::{BrickHealInfo, HealEntry};
-use crate::proto::Counters;
+use crate::status::Counters;
 use crate::RelPath;
 
 /// Errors of a brick.
@@ -184,7 +186,7 @@ pub struct Brick {
     /// `statistics`.
     pub heal_started: Mutex<Option<HealMark>>,
     /// The latest full heal toward each peer brick (see `crawl`).
-    pub full_heal: Mutex<std::collections::BTreeMap<u64, crate::crawl::FullHealTrack>>,
+    pub full_heal: Mutex<std::collections::BTreeMap<u64, crate::heal_types::FullHealTrack>>,
     /// Trash settings (`features.trash`, `features.trash-retention`).
     pub trash: trash::Settings,
     /// Placements in flight (see [`intents`]).
@@ -241,7 +243,7 @@ impl Brick {
         std::fs::create_dir_all(&tmp).map_err(|e| StoreError::io("create", tmp.display(), e))?;
         let conn = schema::open(&meta.join("meta.db"))?;
         trash::ensure_schema(&conn)?;
-        crate::outage::ensure_schema(&conn)?;
+        outages::ensure_schema(&conn)?;
         match intents::recover(root, &conn) {
             Ok(0) => {}
             Ok(n) => {

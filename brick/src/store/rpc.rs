@@ -202,7 +202,10 @@ where
             let mut out = Vec::new();
             for b in node.bricks.of_volume(v.id) {
                 let id = b.id;
-                match b.with_db(move |_, c| crate::outage::history(c, id)).await {
+                match b
+                    .with_db(move |_, c| crate::store::outages::history(c, id))
+                    .await
+                {
                     Ok(h) => out.push(h),
                     Err(e) => {
                         return frame::write_msg(

@@ -21,7 +21,7 @@ use super::Brick;
 use crate::heal_types::BrickHealInfo;
 use crate::node::Node;
 use crate::pool::{BrickDef, PoolConfig, Volume, VolumeState};
-use crate::proto::BrickStatus;
+use crate::status::BrickStatus;
 
 struct Served {
     brick: Arc<Brick>,
