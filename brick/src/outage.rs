@@ -1,7 +1,7 @@
 //! The outage recorder: after a partition an operator wants to know what
 //! happened while bricks could not reach each other, not only what is
 //! still wrong. A recorder task per brick opens and closes periods in the
-//! brick's outage history (`store::outages`) as each peer brick's node
+//! brick's outage history (`store::outages`) as each peer brick's host
 //! disconnects and reconnects, and copies the paths this side changes
 //! meanwhile as they appear; the replicator copies them once more before
 //! it replays them, so no change made during the outage is missed however
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::node::Node;
+use crate::host::Host;
 use crate::store::outages::{close, collect, now_secs, open, open_peers};
 use crate::store::Brick;
 
@@ -28,15 +28,15 @@ const START_GRACE: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(250);
 
 /// Starts the recorder of `brick`.
-pub fn spawn(node: &Arc<Node>, brick: &Arc<Brick>, token: &CancellationToken) {
-    let (n, b, t) = (node.clone(), brick.clone(), token.clone());
-    node.spawn_supervised("outage recorder", move || {
+pub fn spawn(host: &Arc<dyn Host>, brick: &Arc<Brick>, token: &CancellationToken) {
+    let (n, b, t) = (host.clone(), brick.clone(), token.clone());
+    host.spawn_supervised("outage recorder", move || {
         let (n, b, t) = (n.clone(), b.clone(), t.clone());
         async move { t.run_until_cancelled(recorder(n, b)).await.unwrap_or(()) }
     });
 }
 
-async fn recorder(node: Arc<Node>, brick: Arc<Brick>) {
+async fn recorder(host: Arc<dyn Host>, brick: Arc<Brick>) {
     let started = Instant::now();
     // Periods left open by an earlier run go on (a restart during an
     // outage); they close when the peer is seen again.
@@ -54,13 +54,13 @@ async fn recorder(node: Arc<Node>, brick: Arc<Brick>) {
     let mut seen_at: HashMap<u64, u64> = HashMap::new();
     loop {
         tokio::time::sleep(TICK).await;
-        let cfg = node.config();
+        let cfg = host.config();
         let Some(v) = cfg.volumes.iter().find(|v| v.id == brick.volume) else {
             continue;
         };
         for &peer in &brick.peers() {
             let Some(def) = v.brick(peer) else { continue };
-            let reachable = node.is_connected(def.node);
+            let reachable = host.is_connected(def.node);
             if reachable {
                 down.remove(&peer);
                 seen_at.insert(peer, brick.seq());
@@ -103,7 +103,7 @@ async fn recorder(node: Arc<Node>, brick: Arc<Brick>) {
     }
 }
 
-/// The node of each brick of `v`.
+/// The host of each brick of `v`.
 pub fn brick_nodes(v: &crate::pool::Volume) -> HashMap<u64, Uuid> {
     v.bricks.iter().map(|b| (b.id, b.node)).collect()
 }

@@ -207,19 +207,6 @@ pub async fn gather(node: &Arc<Node>, v: &Volume) -> History {
         let n = node.clone();
         let vol = v.clone();
         set.spawn(async move {
-            if u == n.me.uuid {
-                let mut out = Vec::new();
-                for b in n.bricks.of_volume(vol.id) {
-                    let id = b.id;
-                    if let Ok(h) = b
-                        .with_db(move |_, c| gsync_brick::store::outages::history(c, id))
-                        .await
-                    {
-                        out.push(h);
-                    }
-                }
-                return (u, Some(out));
-            }
             match n
                 .call(
                     u,

@@ -15,20 +15,19 @@
 //! - `trash`: replaced and deleted versions, kept for restore.
 //! - `changeset`: which stored versions were written together.
 
-mod apply;
+pub mod apply;
 pub mod changeset;
 pub mod chunking;
 pub mod db;
 pub mod digest;
 pub mod files;
-mod import;
+pub(crate) mod import;
 pub mod intents;
+pub mod marker;
 pub mod outages;
 pub mod reconcile;
 pub mod restore;
-pub mod rpc;
 pub mod schema;
-mod set;
 pub mod trash;
 pub mod types;
 
@@ -40,7 +39,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 pub use apply::choose;
-pub use set::{check_brick_dir, marker_path, prepare_brick_dir, BrickSet, DirProblem};
+pub use marker::{check_brick_dir, marker_path, prepare_brick_dir, DirProblem};
 use types::{ChunkRef, Entry};
 
 use crate::codec;
