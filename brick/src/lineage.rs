@@ -186,6 +186,7 @@ fn describe_volume(old: &Volume, new: &Volume, parts: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
     use crate::pool::tests::member;
     use crate::pool::BrickDef;
 
