@@ -186,9 +186,9 @@ fn describe_volume(old: &Volume, new: &Volume, parts: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uuid::Uuid;
     use crate::pool::tests::member;
     use crate::pool::BrickDef;
+    use uuid::Uuid;
 
     fn pool() -> PoolConfig {
         let mut p = PoolConfig::solo(member(1));

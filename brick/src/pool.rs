@@ -305,7 +305,8 @@ pub(crate) mod tests {
             ("cluster.quorum-count", "0"),
         ];
         let none = [("cluster.quorum-type", "none")];
-        let table: &[(u64, &[(&str, &str)], &[bool], Option<bool>)] = &[
+        type Options<'a> = &'a [(&'a str, &'a str)];
+        let table: &[(u64, Options, &[bool], Option<bool>)] = &[
             (3, &auto, &[t, t, f], Some(true)),
             (3, &auto, &[f, f, t], Some(false)),
             (3, &auto, &[t, f, f], Some(false)),
