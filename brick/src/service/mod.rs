@@ -64,8 +64,36 @@ pub fn status(host: &dyn Host, volume: &str) -> Vec<BrickStatus> {
         .collect()
 }
 
-/// Serves one brick request on a stream (QUIC or in-process).
+/// Serves one brick request on a stream (QUIC or in-process). A change
+/// feed waiting (up to 30 s) for a change ends at once when the node
+/// shuts down, so a stop never waits on it; other requests (an offer
+/// being placed) are left to finish.
 pub async fn handle<W, R>(
+    host: &Arc<dyn Host>,
+    peer: Uuid,
+    req: Request,
+    send: &mut W,
+    recv: &mut R,
+) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send,
+{
+    let long_poll = matches!(
+        req,
+        Request::Changes { .. } | Request::Feed { .. } | Request::FeedInSets { .. }
+    );
+    if !long_poll {
+        return serve(host, peer, req, send, recv).await;
+    }
+    let token = host.token();
+    tokio::select! {
+        r = serve(host, peer, req, send, recv) => r,
+        _ = token.cancelled() => Ok(()),
+    }
+}
+
+async fn serve<W, R>(
     host: &Arc<dyn Host>,
     peer: Uuid,
     req: Request,
