@@ -38,6 +38,7 @@ pub mod lineage;
 pub mod net;
 pub mod node;
 pub mod options;
+pub mod order;
 pub mod outage;
 pub mod overlap;
 pub mod path;

@@ -457,8 +457,9 @@ async fn check_watched(
 /// Watched rows the peer holds, and those it lacks: `(path, seq)`.
 type WatchOutcome = (Vec<(String, u64)>, Vec<(String, u64)>);
 
-/// Splits a batch into groups pushed one after the other: every live entry
-/// in the first group, then the deletions by depth, deepest first.
+/// Splits a batch into groups pushed one after the other (see
+/// [`crate::order`]): existing paths parents first, then deletions
+/// children first.
 async fn push_order(
     brick: &Arc<Brick>,
     work: Vec<(String, RelPath, u64)>,
@@ -472,22 +473,10 @@ async fn push_order(
                 .collect::<Vec<_>>()
         })
         .await;
-    let mut live = Vec::new();
-    let mut dead: std::collections::BTreeMap<std::cmp::Reverse<usize>, Vec<_>> =
-        std::collections::BTreeMap::new();
-    for (w, k) in work.into_iter().zip(kinds) {
-        if k == Some(Kind::Tombstone) {
-            dead.entry(std::cmp::Reverse(w.1.depth()))
-                .or_default()
-                .push(w);
-        } else {
-            live.push(w);
-        }
-    }
-    let mut groups = vec![live];
-    groups.extend(dead.into_values());
-    groups.retain(|g| !g.is_empty());
-    groups
+    crate::order::push_groups(work.into_iter().zip(kinds).map(|(w, k)| {
+        let depth = w.1.depth();
+        (w, depth, k == Some(Kind::Tombstone))
+    }))
 }
 
 /// The heal rate limit of `brick`'s volume in bytes/s (0 = none).
