@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use gsync_brick::control::{CtlReply, CtlRequest};
 use gsync_brick::node::Node;
 use gsync_brick::pool::{Volume, VolumeState};
-use gsync_brick::proto::{HealOp, Request};
 use gsync_brick::store::types::Entry;
 use gsync_brick::store::Brick;
+use gsync_brick::wire::proto::{HealOp, Request};
 use gsync_brick::RelPath;
 use serde::Serialize;
 
