@@ -7,7 +7,8 @@
 //! - `net`: node identity, TLS with pinned keys, the QUIC endpoint;
 //!   `faults`: fault injection at the endpoint's socket.
 //! - `pool`, `options`: the replicated pool document and volume options;
-//!   `lineage`: the changes a document descends from, so none is lost silently;
+//!   `consensus`: the document as a replicated state machine (changes
+//!   committed by a majority or refused);
 //!   `limits`: bounds on the shape of volumes; `overlap`: paths that
 //!   must not nest (mounts, bricks).
 //! - `control`: the CLI-to-daemon protocol over the Unix socket.
@@ -19,6 +20,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod codec;
+pub mod consensus;
 pub mod control;
 pub mod crawl;
 pub mod events;
@@ -28,7 +30,6 @@ pub mod frame;
 pub mod heal_types;
 pub mod lifecycle;
 pub mod limits;
-pub mod lineage;
 pub mod net;
 pub mod node;
 pub mod options;

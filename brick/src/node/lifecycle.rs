@@ -188,7 +188,13 @@ async fn commit_volume(
 
 /// `volume replace-brick VOL OLD NEW commit force`.
 pub(super) async fn replace_brick(node: &Arc<Node>, name: &str, old: &str, new: &str) -> CtlReply {
-    let cfg = node.config();
+    if node.config().volume(name).is_none() {
+        return CtlReply::fail(format!("Volume {name} does not exist"));
+    }
+    let cfg = match node.config_for_change().await {
+        Ok(c) => c,
+        Err(e) => return CtlReply::fail(e),
+    };
     let Some(v) = cfg.volume(name).cloned() else {
         return CtlReply::fail(format!("Volume {name} does not exist"));
     };
@@ -243,7 +249,13 @@ pub(super) async fn reset_brick(
     brick: &str,
     commit: bool,
 ) -> CtlReply {
-    let cfg = node.config();
+    if node.config().volume(name).is_none() {
+        return CtlReply::fail(format!("Volume {name} does not exist"));
+    }
+    let cfg = match node.config_for_change().await {
+        Ok(c) => c,
+        Err(e) => return CtlReply::fail(e),
+    };
     let Some(v) = cfg.volume(name).cloned() else {
         return CtlReply::fail(format!("Volume {name} does not exist"));
     };
@@ -355,7 +367,13 @@ pub(super) async fn add_brick(
     bricks: &[String],
     force: bool,
 ) -> CtlReply {
-    let cfg = node.config();
+    if node.config().volume(name).is_none() {
+        return CtlReply::fail(format!("Volume {name} does not exist"));
+    }
+    let cfg = match node.config_for_change().await {
+        Ok(c) => c,
+        Err(e) => return CtlReply::fail(e),
+    };
     let Some(v) = cfg.volume(name).cloned() else {
         return CtlReply::fail(format!("Volume {name} does not exist"));
     };
@@ -447,7 +465,13 @@ pub(super) async fn remove_brick(
     replica: u32,
     bricks: &[String],
 ) -> CtlReply {
-    let cfg = node.config();
+    if node.config().volume(name).is_none() {
+        return CtlReply::fail(format!("Volume {name} does not exist"));
+    }
+    let cfg = match node.config_for_change().await {
+        Ok(c) => c,
+        Err(e) => return CtlReply::fail(e),
+    };
     let Some(v) = cfg.volume(name).cloned() else {
         return CtlReply::fail(format!("Volume {name} does not exist"));
     };
@@ -520,9 +544,7 @@ pub(super) fn detached_by(node: &Arc<Node>, by: Uuid) {
             return;
         }
         tracing::warn!(by = %n.peer_name(by), "this node was detached from the pool");
-        if let Err(e) = n.store_config(PoolConfig::solo(n.me.clone())) {
-            tracing::error!("cannot store the pool document after detach: {e}");
-        }
+        n.leave_pool().await;
     });
 }
 
@@ -567,9 +589,8 @@ pub(super) fn note_dial(node: &Arc<Node>, peer: Uuid, err: Option<&CallError>) {
     };
     if all_refuse {
         tracing::warn!("this node was detached from the pool (every member refuses its key: it was detached while away or before it was told); leaving the pool");
-        if let Err(e) = node.store_config(PoolConfig::solo(node.me.clone())) {
-            tracing::error!("cannot store the pool document after detach: {e}");
-        }
+        let n = node.clone();
+        node.spawn(async move { n.leave_pool().await });
     }
 }
 
