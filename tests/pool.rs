@@ -479,9 +479,11 @@ fn concurrent_config_changes_in_a_partition_one_commits_the_other_is_refused() {
     assert!(before != "1d" && before != "2d", "{before}");
     assert_eq!(option_value(&c, 3, key), "2d");
     c.heal_network();
-    wait_until(Duration::from_secs(30), "the committed value everywhere", || {
-        (1..=3).all(|i| option_value(&c, i, key) == "2d")
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the committed value everywhere",
+        || (1..=3).all(|i| option_value(&c, i, key) == "2d"),
+    );
     for i in 1..=3 {
         let log = c.node(i).log();
         assert!(!log.contains("pool change lost"), "node {i}:\n{log}");
@@ -515,10 +517,7 @@ fn five_nodes_with_three_down_refuse_a_change() {
     // With a majority back, the change goes through.
     c.node_mut(3).start();
     wait_until(Duration::from_secs(30), "a change with 3 of 5 up", || {
-        c.node(2)
-            .cli(&["volume", "set", "v", key, "1d"])
-            .code
-            == 0
+        c.node(2).cli(&["volume", "set", "v", key, "1d"]).code == 0
     });
     assert_eq!(option_value(&c, 1, key), "1d");
     c.assert_no_panics();
@@ -534,10 +533,7 @@ fn a_killed_leader_is_replaced_and_changes_go_through() {
     c.create_volume("v");
     let leader = |c: &Cluster, on: usize| -> Option<usize> {
         let j = c.node(on).cli(&["--json", "pool", "list"]).ok().json();
-        let host = j
-            .as_array()?
-            .iter()
-            .find(|p| p["leader"] == true)?["hostname"]
+        let host = j.as_array()?.iter().find(|p| p["leader"] == true)?["hostname"]
             .as_str()?
             .to_string();
         (1..=3).find(|i| c.node(*i).ip == host)
@@ -552,17 +548,16 @@ fn a_killed_leader_is_replaced_and_changes_go_through() {
     let other = if first == 1 { 2 } else { 1 };
     let key = "features.trash-retention";
     wait_until(Duration::from_secs(30), "a change after the kill", || {
-        c.node(other)
-            .cli(&["volume", "set", "v", key, "3d"])
-            .code
-            == 0
+        c.node(other).cli(&["volume", "set", "v", key, "3d"]).code == 0
     });
     let now = leader(&c, other);
     assert!(now.is_some() && now != Some(first), "{now:?}");
     c.node_mut(first).start();
-    wait_until(Duration::from_secs(30), "the killed node catches up", || {
-        option_value(&c, first, key) == "3d"
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the killed node catches up",
+        || option_value(&c, first, key) == "3d",
+    );
     c.assert_no_panics();
 }
 
@@ -579,9 +574,11 @@ fn a_probed_node_joins_the_consensus_and_a_detached_one_leaves_it() {
     let r = c.node(2).cli(&["peer", "probe", &c.node(n).host()]).ok();
     assert!(r.stdout.starts_with("peer probe: success"), "{}", r.stdout);
     c.wait_connected();
-    wait_until(Duration::from_secs(20), "the new node sees the volume", || {
-        c.node(n).cli(&["volume", "info", "v"]).code == 0
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "the new node sees the volume",
+        || c.node(n).cli(&["volume", "info", "v"]).code == 0,
+    );
     let key = "features.trash-retention";
     c.node(n).cli(&["volume", "set", "v", key, "4d"]).ok();
     for i in 1..=3 {
@@ -590,10 +587,14 @@ fn a_probed_node_joins_the_consensus_and_a_detached_one_leaves_it() {
         });
     }
     c.node(3).cli(&["peer", "detach", &c.node(n).ip]).ok();
-    wait_until(Duration::from_secs(20), "the detached node is alone", || {
-        let j = c.node(n).cli(&["--json", "pool", "list"]).ok().json();
-        j.as_array().map(Vec::len) == Some(1)
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "the detached node is alone",
+        || {
+            let j = c.node(n).cli(&["--json", "pool", "list"]).ok().json();
+            j.as_array().map(Vec::len) == Some(1)
+        },
+    );
     // Three voters again: one down leaves a majority.
     c.node_mut(3).kill9();
     wait_until(Duration::from_secs(30), "a change with 2 of 3 up", || {

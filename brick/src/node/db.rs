@@ -31,14 +31,17 @@ pub enum NodeDbError {
     Net(#[from] crate::net::NetError),
 }
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE identity (uuid TEXT NOT NULL, cert BLOB NOT NULL, key BLOB NOT NULL);
     CREATE TABLE pool (id INTEGER PRIMARY KEY CHECK (id = 1), doc TEXT NOT NULL);
     CREATE TABLE mounts (dir TEXT PRIMARY KEY, spec TEXT NOT NULL);
-", "
+",
+    "
     CREATE TABLE raft_log (idx INTEGER PRIMARY KEY, entry TEXT NOT NULL);
     CREATE TABLE raft_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"];
+",
+];
 
 /// The node database.
 #[derive(Debug)]

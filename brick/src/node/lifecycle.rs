@@ -518,12 +518,24 @@ pub(super) async fn remove_brick(
     }
 }
 
-/// Tells member `m` that it is being detached from the pool (bounded wait;
-/// a node that is down learns it when it next dials, see `detached_by`).
+/// Tells node `m` that it was detached from the pool (bounded wait; a node
+/// that is down learns it when it next dials, see `note_dial`). Its pool
+/// connection was closed when the change was applied here, so the message
+/// goes on a new one, pinned to its key.
 pub(super) async fn tell_detached(node: &Arc<Node>, m: &crate::pool::Member) {
-    match node.call(m.uuid, Request::Detached).await {
-        Ok(_) => tracing::info!(peer = %m.hostname, "detached node told"),
-        Err(e) => tracing::warn!(peer = %m.hostname, "could not tell the detached node: {e}"),
+    let told = async {
+        let addr = super::mgmt::resolve(&m.hostname, m.port)
+            .await
+            .map_err(CallError::Dial)?;
+        let conn = node.dial(addr, Some(m.fingerprint.clone())).await?;
+        let r = super::call_on(&conn, &Request::Detached).await;
+        conn.close(0u32.into(), b"detached");
+        r
+    };
+    match tokio::time::timeout(super::RPC_TIMEOUT, told).await {
+        Ok(Ok(_)) => tracing::info!(peer = %m.hostname, "detached node told"),
+        Ok(Err(e)) => tracing::warn!(peer = %m.hostname, "could not tell the detached node: {e}"),
+        Err(_) => tracing::warn!(peer = %m.hostname, "could not tell the detached node: no answer"),
     }
 }
 

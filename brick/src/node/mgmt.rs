@@ -270,7 +270,7 @@ async fn probe(node: &Arc<Node>, host: String, port: u16, secret: Option<String>
         let _ = tokio::time::timeout(super::RPC_TIMEOUT, call_on(&conn, &Request::Detached)).await;
         return fail(e);
     }
-    super::raft::wait_voter(node, peer).await;
+    super::raft::wait_membership(node, peer, true).await;
     ok(ProbeResult {
         already: false,
         hostname: host,
@@ -352,7 +352,11 @@ async fn detach(node: &Arc<Node>, host: &str, force: bool) -> CtlReply {
     }
     let cfg = match node.config_for_change().await {
         Ok(c) => c,
-        Err(e) if force && local.members.len() == 2 && !node.is_alive(m.uuid, super::QUORUM_SILENCE) => {
+        Err(e)
+            if force
+                && local.members.len() == 2
+                && !node.is_alive(m.uuid, super::QUORUM_SILENCE) =>
+        {
             return force_detach(node, local, &m, &e).await;
         }
         Err(e) => return fail(e),
@@ -362,6 +366,7 @@ async fn detach(node: &Arc<Node>, host: &str, force: bool) -> CtlReply {
     if let Err(e) = node.commit_config(doc).await {
         return fail(e);
     }
+    super::raft::wait_membership(node, m.uuid, false).await;
     // Committed: tell the node (it goes back to a pool of one). One that
     // is down finds out when it comes back (every member refuses its key).
     super::lifecycle::tell_detached(node, &m).await;

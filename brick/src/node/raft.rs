@@ -35,9 +35,9 @@ use openraft::raft::{
 };
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::{
-    AnyError, ChangeMembers, EmptyNode, EntryPayload, LogId, LogState, RaftLogReader,
-    RaftNetwork, RaftNetworkFactory, RaftSnapshotBuilder, ServerState, Snapshot, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership, Vote,
+    AnyError, ChangeMembers, EmptyNode, EntryPayload, LogId, LogState, RaftLogReader, RaftNetwork,
+    RaftNetworkFactory, RaftSnapshotBuilder, ServerState, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership, Vote,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,9 @@ enum Rpc {
     Propose(Command),
     /// The leader's committed index, confirmed by a majority.
     ReadIndex,
+    /// Answer once this index is applied here (bounded): a change is
+    /// reported done once the members that answer show it.
+    WaitApplied(u64),
 }
 
 /// The answer to an [`Rpc`].
@@ -103,6 +106,8 @@ enum Reply {
     /// The outcome and log index of a proposal.
     Proposed(Result<(Outcome, u64), String>),
     ReadIndex(Result<u64, String>),
+    /// Whether the index was applied in time.
+    Applied(bool),
     Failed(String),
 }
 
@@ -507,8 +512,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         match stored {
             None => Ok(None),
             Some(s) => {
-                let data =
-                    serde_json::to_vec(&s.machine).map_err(|e| read_err(e.to_string()))?;
+                let data = serde_json::to_vec(&s.machine).map_err(|e| read_err(e.to_string()))?;
                 Ok(Some(Snapshot {
                     meta: s.meta,
                     snapshot: Box::new(Cursor::new(data)),
@@ -611,10 +615,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 /// Sends one consensus message to a member.
 async fn call(node: &Node, target: Uuid, rpc: &Rpc, limit: Duration) -> Result<Reply, CallError> {
     let body = serde_json::to_vec(rpc).map_err(|e| CallError::Dial(e.to_string()))?;
-    match node.call_timeout(target, Request::Raft(body), limit).await? {
+    match node
+        .call_timeout(target, Request::Raft(body), limit)
+        .await?
+    {
         Response::Raft(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| CallError::Dial(format!("unreadable consensus answer: {e}"))),
-        _ => Err(CallError::Dial("unexpected answer to a consensus message".into())),
+        _ => Err(CallError::Dial(
+            "unexpected answer to a consensus message".into(),
+        )),
     }
 }
 
@@ -642,6 +651,12 @@ pub(super) async fn serve(node: &Arc<Node>, peer: Uuid, body: &[u8]) -> Response
                     Reply::Proposed(propose_here(&raft, cmd).await)
                 }
                 Rpc::ReadIndex => Reply::ReadIndex(read_index_here(&raft).await),
+                Rpc::WaitApplied(i) => Reply::Applied(
+                    raft.wait(Some(super::RPC_TIMEOUT))
+                        .applied_index_at_least(Some(i), "pool change applied")
+                        .await
+                        .is_ok(),
+                ),
             },
         },
     };
@@ -895,11 +910,7 @@ pub(super) async fn propose(node: &Arc<Node>, cmd: Command) -> Result<(), String
         match res {
             Ok((Outcome::Stale { now }, _)) => return Err(consensus::stale(base, now)),
             Ok((_, index)) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let _ = raft
-                    .wait(Some(left.max(Duration::from_secs(1))))
-                    .applied_index_at_least(Some(index), "pool change applied here")
-                    .await;
+                applied_everywhere(node, &raft, index).await;
                 return Ok(());
             }
             // Refused before it was appended: another leader may take it.
@@ -908,6 +919,28 @@ pub(super) async fn propose(node: &Arc<Node>, cmd: Command) -> Result<(), String
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
+}
+
+/// Waits (bounded by `RPC_TIMEOUT`) until this node and every member that
+/// answers applied log `index`, so a change shows on every reachable member
+/// once the command reports it done.
+async fn applied_everywhere(node: &Arc<Node>, raft: &Raft, index: u64) {
+    let mut set = tokio::task::JoinSet::new();
+    for m in node.config().members {
+        if m.uuid == node.me.uuid || !node.is_alive(m.uuid, super::QUORUM_SILENCE) {
+            continue;
+        }
+        let n = node.clone();
+        set.spawn(async move {
+            let limit = super::RPC_TIMEOUT + Duration::from_millis(200);
+            let _ = call(&n, m.uuid, &Rpc::WaitApplied(index), limit).await;
+        });
+    }
+    let _ = raft
+        .wait(Some(super::RPC_TIMEOUT))
+        .applied_index_at_least(Some(index), "pool change applied here")
+        .await;
+    while set.join_next().await.is_some() {}
 }
 
 /// The member leading the pool's consensus, as this node knows it.
@@ -1000,17 +1033,31 @@ pub(super) async fn maintain(node: Arc<Node>) {
     }
 }
 
-/// Waits (bounded) until `peer` votes in the pool's consensus, as this
-/// node knows it: a probe answers once the new node counts.
-pub(super) async fn wait_voter(node: &Node, peer: Uuid) {
+/// Waits (bounded) until `peer` votes in the pool's consensus (`voter`)
+/// or is gone from it (`!voter`), as this node knows it: a probe or detach
+/// answers once the new membership counts.
+pub(super) async fn wait_membership(node: &Node, peer: Uuid, voter: bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        if voters(node).get(&peer).copied().unwrap_or(false) {
+        let joint = node.raft().is_some_and(|r| {
+            r.metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_joint_config()
+                .len()
+                > 1
+        });
+        let votes = voters(node).get(&peer).copied().unwrap_or(false);
+        if !joint && votes == voter {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tracing::warn!(peer = %node.peer_name(peer), "the probed node does not vote yet; the pool's leader keeps adding it");
+    tracing::warn!(
+        peer = %node.peer_name(peer),
+        "the pool's voting members do not reflect the change yet; the leader keeps reconciling them"
+    );
 }
 
 /// The ids and whether each is a voter, for `pool list`.

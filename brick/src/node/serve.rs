@@ -80,12 +80,7 @@ pub(super) async fn serve_conn(node: Arc<Node>, conn: quinn::Connection, peer: U
     }
 }
 
-async fn handle_stream(
-    node: Arc<Node>,
-    peer: Uuid,
-    mut send: SendStream,
-    mut recv: RecvStream,
-) {
+async fn handle_stream(node: Arc<Node>, peer: Uuid, mut send: SendStream, mut recv: RecvStream) {
     let req: Request = match frame::read_msg(&mut recv).await {
         Ok(r) => r,
         Err(FrameError::Closed) => return,
