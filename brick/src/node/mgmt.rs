@@ -281,7 +281,12 @@ async fn probe(node: &Arc<Node>, host: String, port: u16, secret: Option<String>
 
 /// Handles a probe from a node whose key is not pinned yet: the node
 /// leaves its pool of one and waits for the pool's leader to add it.
-pub(super) async fn accept_probe(node: &Arc<Node>, fp: &str, probe: Probe) -> Response {
+pub(super) async fn accept_probe(
+    node: &Arc<Node>,
+    conn: &quinn::Connection,
+    fp: &str,
+    probe: Probe,
+) -> Response {
     let cfg = node.config();
     let Some(prober) = probe.config.member_by_fingerprint(fp).cloned() else {
         return Response::error(
@@ -323,6 +328,10 @@ pub(super) async fn accept_probe(node: &Arc<Node>, fp: &str, probe: Probe) -> Re
     me.port = probe.port;
     let mut doc = probe.config.next(node.me.uuid);
     doc.members.push(me.clone());
+    // The prober's connection is this node's link to the pool from the
+    // moment the new document shows: no dial to the prober (refused until
+    // its change is committed) may suggest this node was detached.
+    node.register(prober.uuid, conn.clone());
     if let Err(e) = super::raft::restart(node, doc.clone(), false).await {
         return Response::error(code::INTERNAL, e);
     }

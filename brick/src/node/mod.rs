@@ -127,6 +127,8 @@ pub struct Node {
     raft_restart: tokio::sync::Mutex<()>,
     /// Whether the state machine holds a document committed by the log.
     seeded: std::sync::atomic::AtomicBool,
+    /// The consensus tables (one connection, shared by every instance).
+    raft_db: raft::RaftDb,
 }
 
 impl std::fmt::Debug for Node {
@@ -189,6 +191,7 @@ impl Node {
         }
         db.save_pool(&config)
             .map_err(|e| anyhow_like::err(e.to_string()))?;
+        let raft_db = raft::RaftDb::open(&opts.state_dir).map_err(anyhow_like::err)?;
         let faults = Arc::new(FaultRules::default());
         let endpoint = bind_with_retry(&identity, opts.listen, faults.clone(), &token).await?;
         tracing::info!(node = %uuid, listen = %opts.listen, fingerprint = %net::short(&me.fingerprint), "node up");
@@ -212,6 +215,7 @@ impl Node {
             raft: RwLock::new(None),
             raft_restart: tokio::sync::Mutex::new(()),
             seeded: std::sync::atomic::AtomicBool::new(false),
+            raft_db,
         });
         raft::start(&node, raft::Mode::Resume)
             .await
@@ -352,12 +356,37 @@ impl Node {
         }
     }
 
+    /// Stops the running instance of the consensus group from touching the
+    /// document: what it still applies is neither stored nor shown.
+    fn stop_raft_instance(&self) {
+        let _c = self.config.write().unwrap_or_else(|e| e.into_inner());
+        self.raft_db.next_instance();
+    }
+
+    /// The state machine of instance `gen` applied `doc`: shown unless the
+    /// instance was stopped meanwhile (checked under the document's lock,
+    /// which a restart takes to stop the instance).
+    fn publish_applied(self: &Arc<Self>, gen: u64, seeded: bool, doc: PoolConfig) {
+        self.publish(doc, Some((gen, seeded)));
+    }
+
     /// Makes `new` the document in memory (the state machine stored it):
     /// records what changed, closes the connections of removed members and
     /// starts or stops local bricks.
     fn publish_config(self: &Arc<Self>, new: PoolConfig) {
+        self.publish(new, None);
+    }
+
+    fn publish(self: &Arc<Self>, new: PoolConfig, applied: Option<(u64, bool)>) {
         let removed: Vec<Uuid> = {
             let mut c = self.config.write().unwrap_or_else(|e| e.into_inner());
+            if let Some((gen, seeded)) = applied {
+                if !self.raft_db.is_current(gen) {
+                    return;
+                }
+                self.seeded
+                    .store(seeded, std::sync::atomic::Ordering::SeqCst);
+            }
             if *c == new {
                 return;
             }

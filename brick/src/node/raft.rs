@@ -117,30 +117,63 @@ struct Failed(String);
 
 // ---------------------------------------------------------------- storage
 
-/// The consensus tables of `node.db`, used from the blocking pool.
+/// The consensus tables of `node.db`, used from the blocking pool. One
+/// connection per node, shared by every instance of the group: an instance
+/// stopped by a restart (`gen` behind the node's) can no longer write, even
+/// from a task that outlives its shutdown.
 #[derive(Clone)]
-struct RaftDb {
+pub(super) struct RaftDb {
     conn: Arc<Mutex<Connection>>,
+    gen: u64,
+    current: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RaftDb {
-    fn open(state_dir: &Path) -> Result<Self, String> {
+    pub(super) fn open(state_dir: &Path) -> Result<Self, String> {
         let conn = Connection::open(state_dir.join("node.db")).map_err(|e| e.to_string())?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(|e| e.to_string())?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            gen: 0,
+            current: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         })
     }
 
-    /// Runs `f` on the blocking pool.
+    /// A handle for the instance of the group started now.
+    fn instance(&self) -> Self {
+        let mut h = self.clone();
+        h.gen = self.current.load(std::sync::atomic::Ordering::SeqCst);
+        h
+    }
+
+    /// Stops the current instance (its handles can no longer write).
+    pub(super) fn next_instance(&self) {
+        self.current
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether instance `gen` is the running one.
+    pub(super) fn is_current(&self, gen: u64) -> bool {
+        self.current.load(std::sync::atomic::Ordering::SeqCst) == gen
+    }
+
+    /// Whether this handle's instance is the running one.
+    fn live(&self) -> bool {
+        self.current.load(std::sync::atomic::Ordering::SeqCst) == self.gen
+    }
+
+    /// Runs `f` on the blocking pool, unless the instance was stopped.
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, String> + Send + 'static,
     ) -> Result<T, String> {
-        let conn = self.conn.clone();
+        let me = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+            let mut c = me.conn.lock().unwrap_or_else(|e| e.into_inner());
+            if !me.live() {
+                return Err("the pool's consensus was restarted".into());
+            }
             f(&mut c)
         })
         .await
@@ -310,20 +343,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let s = serde_json::to_string(&e).map_err(|x| write_err(x.to_string()))?;
             rows.push((i64::try_from(e.log_id.index).unwrap_or(i64::MAX), s));
         }
-        let res = self
-            .db
-            .run(move |c| {
-                let tx = c.transaction().map_err(|e| e.to_string())?;
-                for (idx, s) in &rows {
-                    tx.execute(
-                        "INSERT INTO raft_log (idx, entry) VALUES (?1, ?2) ON CONFLICT(idx) DO UPDATE SET entry = ?2",
-                        params![idx, s],
-                    )
-                    .map_err(|e| e.to_string())?;
-                }
-                tx.commit().map_err(|e| e.to_string())
-            })
-            .await;
+        let res = self.db.run(move |c| insert_entries(c, &rows)).await;
         match res {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -361,6 +381,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
             .map_err(write_err)
     }
+}
+
+/// Stores log entries `(index, entry as JSON)` in one transaction.
+fn insert_entries(c: &mut Connection, rows: &[(i64, String)]) -> Result<(), String> {
+    let tx = c.transaction().map_err(|e| e.to_string())?;
+    for (idx, s) in rows {
+        tx.execute(
+            "INSERT INTO raft_log (idx, entry) VALUES (?1, ?2) ON CONFLICT(idx) DO UPDATE SET entry = ?2",
+            params![idx, s],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    tx.commit().map_err(|e| e.to_string())
 }
 
 /// What the state machine keeps beside the document (`raft_meta` "sm").
@@ -405,9 +438,7 @@ impl StateMachine {
             })
             .await?;
         if let Some(node) = self.node.upgrade() {
-            node.seeded
-                .store(self.machine.seeded, std::sync::atomic::Ordering::SeqCst);
-            node.publish_config(self.machine.doc.clone());
+            node.publish_applied(self.db.gen, self.machine.seeded, self.machine.doc.clone());
         }
         Ok(())
     }
@@ -703,7 +734,7 @@ pub(super) enum Mode {
 
 /// Creates the tables' initial state and starts the group for `node`.
 pub(super) async fn start(node: &Arc<Node>, _mode: Mode) -> Result<(), String> {
-    let db = RaftDb::open(&node.state_dir)?;
+    let db = node.raft_db.instance();
     let (meta, joining, fresh): (SmMeta, bool, bool) = db
         .run(|c| {
             let meta: Option<SmMeta> = get_meta(c, "sm")?;
@@ -765,13 +796,14 @@ pub(super) async fn start(node: &Arc<Node>, _mode: Mode) -> Result<(), String> {
 /// that was probed and waits for the pool's leader to add it.
 pub(super) async fn restart(node: &Arc<Node>, doc: PoolConfig, solo: bool) -> Result<(), String> {
     let _one = node.raft_restart.lock().await;
+    node.stop_raft_instance();
     let old = node.raft.write().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(r) = old {
         if let Err(e) = r.shutdown().await {
             tracing::warn!("consensus shutdown: {e}");
         }
     }
-    let db = RaftDb::open(&node.state_dir)?;
+    let db = node.raft_db.instance();
     let stored = doc.clone();
     db.run(move |c| {
         let tx = c.transaction().map_err(|e| e.to_string())?;
@@ -1076,6 +1108,148 @@ pub(super) fn voters(node: &Node) -> BTreeMap<Uuid, bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::tests::member;
+
+    fn opened() -> (tempfile::TempDir, RaftDb) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::node::db::NodeDb::open(dir.path()).unwrap();
+        let db = RaftDb::open(dir.path()).unwrap();
+        (dir, db)
+    }
+
+    fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, member(1).uuid), index),
+            payload,
+        }
+    }
+
+    fn doc(version: u64) -> PoolConfig {
+        let mut d = PoolConfig::solo(member(1));
+        d.version = version;
+        d
+    }
+
+    #[tokio::test]
+    async fn the_log_reads_truncates_purges_and_keeps_the_vote() {
+        let (_dir, db) = opened();
+        let mut log = LogStore { db: db.clone() };
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!((st.last_purged_log_id, st.last_log_id), (None, None));
+        let rows: Vec<(i64, String)> = (0..6u64)
+            .map(|i| {
+                let e = entry(i, EntryPayload::Blank);
+                (i as i64, serde_json::to_string(&e).unwrap())
+            })
+            .collect();
+        db.run(move |c| insert_entries(c, &rows)).await.unwrap();
+        let got = log.try_get_log_entries(2..=4).await.unwrap();
+        let idx: Vec<u64> = got.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(idx, [2, 3, 4]);
+        assert_eq!(
+            log.get_log_state()
+                .await
+                .unwrap()
+                .last_log_id
+                .unwrap()
+                .index,
+            5
+        );
+        log.truncate(entry(4, EntryPayload::Blank).log_id)
+            .await
+            .unwrap();
+        assert_eq!(
+            log.get_log_state()
+                .await
+                .unwrap()
+                .last_log_id
+                .unwrap()
+                .index,
+            3
+        );
+        log.purge(entry(3, EntryPayload::Blank).log_id)
+            .await
+            .unwrap();
+        let st = log.get_log_state().await.unwrap();
+        // Everything purged: the last log id is the purged one.
+        assert_eq!(st.last_purged_log_id.unwrap().index, 3);
+        assert_eq!(st.last_log_id.unwrap().index, 3);
+        assert!(log.try_get_log_entries(..).await.unwrap().is_empty());
+        let vote = Vote::new(3, member(2).uuid);
+        log.save_vote(&vote).await.unwrap();
+        let mut again = LogStore {
+            db: RaftDb::open(_dir.path()).unwrap(),
+        };
+        assert_eq!(again.read_vote().await.unwrap(), Some(vote));
+    }
+
+    #[tokio::test]
+    async fn the_machine_applies_stores_and_moves_by_snapshot() {
+        let (dir, db) = opened();
+        let mut sm = StateMachine {
+            db,
+            node: Weak::new(),
+            meta: SmMeta::default(),
+            machine: Machine {
+                seeded: false,
+                doc: doc(1),
+            },
+        };
+        let change = |base: u64| {
+            EntryPayload::Normal(Command::Change {
+                base,
+                doc: Box::new(doc(base + 1)),
+            })
+        };
+        let out = sm
+            .apply(vec![
+                entry(1, EntryPayload::Normal(Command::Seed(Box::new(doc(4))))),
+                entry(2, change(4)),
+                entry(3, change(4)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            [
+                Outcome::Applied,
+                Outcome::Applied,
+                Outcome::Stale { now: 5 }
+            ]
+        );
+        // Stored: the document in `pool`, the rest in `raft_meta`.
+        let stored = crate::node::db::NodeDb::open(dir.path())
+            .unwrap()
+            .pool()
+            .unwrap()
+            .unwrap()
+            .0;
+        assert_eq!(stored.version, 5);
+        let meta: SmMeta = sm.db.run(|c| get_meta(c, "sm")).await.unwrap().unwrap();
+        assert!(meta.seeded);
+        assert_eq!(meta.applied.unwrap().index, 3);
+        // A snapshot carries it to a node that has nothing.
+        let snap = sm.build_snapshot().await.unwrap();
+        let (dir2, db2) = opened();
+        let mut fresh = StateMachine {
+            db: db2,
+            node: Weak::new(),
+            meta: SmMeta::default(),
+            machine: Machine {
+                seeded: false,
+                doc: doc(1),
+            },
+        };
+        fresh
+            .install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(fresh.applied_state().await.unwrap().0.unwrap().index, 3);
+        assert!(fresh.machine.seeded);
+        assert_eq!(fresh.machine.doc.version, 5);
+        assert!(fresh.get_current_snapshot().await.unwrap().is_some());
+        drop(dir2);
+    }
 
     #[test]
     fn log_ranges_become_sql_bounds() {

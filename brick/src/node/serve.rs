@@ -200,7 +200,7 @@ async fn serve_stranger(node: Arc<Node>, conn: quinn::Connection, fp: String) {
         conn.close(code::PERMISSION.into(), b"not a pool member");
         return;
     };
-    let resp = super::mgmt::accept_probe(&node, &fp, *probe).await;
+    let resp = super::mgmt::accept_probe(&node, &conn, &fp, *probe).await;
     let accepted = matches!(resp, Response::ProbeAccepted { .. });
     if !accepted {
         tracing::warn!(%remote, key = %net::short(&fp), "refused probe: {resp:?}");
