@@ -53,7 +53,7 @@ fn seeds() -> Vec<Vec<u8>> {
         }),
         from_brick: Some(3),
     };
-    let reqs = vec![
+    let reqs = [
         Request::Offer(offer),
         Request::PullConfig,
         Request::Changes {
@@ -76,7 +76,7 @@ fn seeds() -> Vec<Vec<u8>> {
             path,
         },
     ];
-    let resps = vec![
+    let resps = [
         Response::Need(vec![1, 2, 3]),
         Response::Changes {
             entries: vec![(1, e)],

@@ -180,7 +180,7 @@ impl HealService {
             Ok(r) => r,
             Err(e) => return fail(format!("invalid path {path}: {e}")),
         };
-        match gsync_brick::store::trash::restore(&local[0], &rel, version).await {
+        match gsync_brick::store::restore::restore(&local[0], &rel, version).await {
             Ok(r) => ok(r),
             Err(e) => fail(e),
         }
@@ -192,21 +192,18 @@ impl HealService {
         nodes.dedup();
         let mut unreachable = Vec::new();
         for u in nodes {
-            let res = if u == self.node.me.uuid {
-                gsync_brick::replicate::heal_op(&self.node, &v.name, op.clone()).await
-            } else {
-                self.node
-                    .call(
-                        u,
-                        Request::Heal {
-                            volume: v.name.clone(),
-                            op: op.clone(),
-                        },
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            };
+            let res = self
+                .node
+                .call(
+                    u,
+                    Request::Heal {
+                        volume: v.name.clone(),
+                        op: op.clone(),
+                    },
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
             if res.is_err() {
                 unreachable.push(self.node.peer_name(u));
             }
@@ -310,20 +307,18 @@ impl HealService {
                 Choice::Policy(p) => p.name().to_string(),
             },
         };
-        if holder.node == self.node.me.uuid {
-            gsync_brick::replicate::heal_op(&self.node, &v.name, op).await?;
-        } else {
-            self.node
-                .call(
-                    holder.node,
-                    Request::Heal {
-                        volume: v.name.clone(),
-                        op,
-                    },
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        // A choice waits for the path's lock (up to 20 s) on the brick.
+        self.node
+            .call_timeout(
+                holder.node,
+                Request::Heal {
+                    volume: v.name.clone(),
+                    op,
+                },
+                Duration::from_secs(25),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(winner)
     }
 

@@ -660,7 +660,7 @@ async fn status_of(node: &Arc<Node>, cfg: &PoolConfig, v: &Volume) -> VolumeStat
         set.spawn(async move {
             if u == n.me.uuid {
                 let disks = super::disk::local_bricks(&n, &name);
-                return (u, Some(n.bricks.status(&n, &name)), disks);
+                return (u, Some(crate::service::status(n.as_ref(), &name)), disks);
             }
             // Both at once, so the answer stays within one RPC_TIMEOUT.
             let (st, disks) = tokio::join!(

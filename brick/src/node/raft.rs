@@ -989,10 +989,20 @@ pub(super) async fn maintain(node: Arc<Node>) {
             _ = node.token.cancelled() => return,
             _ = tokio::time::sleep(MAINTAIN) => {}
         }
-        let Some(raft) = node.raft() else { continue };
+        // Each round may wait for a majority: shutdown does not wait for it.
+        tokio::select! {
+            _ = node.token.cancelled() => return,
+            _ = maintain_once(&node) => {}
+        }
+    }
+}
+
+async fn maintain_once(node: &Arc<Node>) {
+    {
+        let Some(raft) = node.raft() else { return };
         let metrics = raft.metrics().borrow().clone();
         if metrics.state != ServerState::Leader {
-            continue;
+            return;
         }
         if !node.seeded.load(std::sync::atomic::Ordering::SeqCst) {
             let doc = node.config();
@@ -1000,11 +1010,11 @@ pub(super) async fn maintain(node: Arc<Node>) {
             if let Ok(Err(e)) = tokio::time::timeout(CHANGE_WAIT, raft.client_write(cmd)).await {
                 tracing::debug!("seeding the pool document: {e}");
             }
-            continue;
+            return;
         }
         let membership = metrics.membership_config.membership().clone();
         if membership.get_joint_config().len() > 1 {
-            continue;
+            return;
         }
         let doc = node.config();
         let want: BTreeSet<Uuid> = doc.members.iter().map(|m| m.uuid).collect();
@@ -1020,7 +1030,7 @@ pub(super) async fn maintain(node: Arc<Node>) {
             if let Ok(Err(e)) = r {
                 tracing::debug!("add learner: {e}");
             }
-            continue;
+            return;
         }
         let last = metrics.last_log_index.unwrap_or(0);
         let caught_up = |u: &Uuid| {
@@ -1045,7 +1055,7 @@ pub(super) async fn maintain(node: Arc<Node>) {
             if let Ok(Err(e)) = r {
                 tracing::debug!("change membership: {e}");
             }
-            continue;
+            return;
         }
         let stray: BTreeSet<Uuid> = nodes
             .iter()

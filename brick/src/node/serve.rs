@@ -175,7 +175,16 @@ async fn dispatch(
         Request::BrickDisks { volume } => {
             Response::BrickDisks(super::disk::local_bricks(node, &volume))
         }
-        other => return crate::store::rpc::handle(node, peer, other, send, recv).await,
+        other => {
+            return crate::service::handle(
+                &(node.clone() as Arc<dyn crate::host::Host>),
+                peer,
+                other,
+                send,
+                recv,
+            )
+            .await
+        }
     };
     frame::write_msg(send, &resp).await
 }

@@ -245,34 +245,7 @@ fn decide(
         .map(|(e, _)| e)
         .collect();
     if let Some(w) = write {
-        // The writer's new version: its base, with the writer's counter above
-        // any value seen for it, so it is never equal to an older version.
-        let seen = current
-            .iter()
-            .chain(siblings.iter())
-            .map(|e| e.vv.get(w.writer))
-            .max()
-            .unwrap_or(0)
-            .max(w.base.get(w.writer));
-        let mut vv = w.base.clone();
-        vv.set(w.writer, seen + 1);
-        // Aspect vectors: a changed aspect takes the new vector.
-        let base_entry = current.as_ref().filter(|c| c.vv == w.base);
-        let (content_changed, meta_changed) = match base_entry {
-            Some(b) => (!b.same_content(&entry), !b.same_meta(&entry)),
-            None => (w.content_changed, w.meta_changed),
-        };
-        entry.data_vv = if content_changed {
-            vv.clone()
-        } else {
-            base_entry.map_or(w.base_data, |b| b.data_vv.clone())
-        };
-        entry.meta_vv = if meta_changed {
-            vv.clone()
-        } else {
-            base_entry.map_or(w.base_meta, |b| b.meta_vv.clone())
-        };
-        entry.vv = vv;
+        super::reconcile::assign_vectors(&mut entry, w, current.as_ref(), &siblings);
     }
     match reconcile(current.as_ref(), &siblings, &entry) {
         None => {
