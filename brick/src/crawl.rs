@@ -23,9 +23,9 @@ use uuid::Uuid;
 
 use crate::heal_types::{FullHealPhase, FullHealState};
 use crate::host::{CallError, Host};
-use crate::proto::{Request, Response};
 use crate::store::digest::{self, ChildDigest};
 use crate::store::{Brick, StoreError};
+use crate::wire::proto::{Request, Response};
 
 /// Attempts of one full heal toward one peer brick before it is reported
 /// failed (about three minutes with [`RETRY_BACKOFF`]).

@@ -15,10 +15,10 @@ use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::frame::FrameError;
 use crate::pool::{PoolConfig, Volume};
-use crate::proto::{Request, Response};
 use crate::store::Brick;
+use crate::wire::frame::FrameError;
+use crate::wire::proto::{Request, Response};
 
 /// A member counts for quorum only if it was heard from this recently.
 pub const QUORUM_SILENCE: Duration = Duration::from_millis(1500);

@@ -1,9 +1,10 @@
 //! gsync-brick: everything a gsync node serves.
 //!
 //! Layout:
-//! - `codec`, `frame`, `proto`: the wire (bincode behind one module,
-//!   length-prefixed frames with a hard cap, the message enums).
-//! - `path`: validated volume-relative paths; `vv`: version vectors.
+//! - `wire`: what nodes and the CLI agree on byte for byte: `codec`
+//!   (bincode behind one module), `frame` (length-prefixed frames with a
+//!   hard cap), `proto` (the message enums), `path` (validated
+//!   volume-relative paths) and `vv` (version vectors).
 //! - `net`: node identity, TLS with pinned keys, the QUIC endpoint;
 //!   `faults`: fault injection at the endpoint's socket.
 //! - `pool`, `options`: the replicated pool document and volume options;
@@ -24,14 +25,12 @@
 //! - `heal_types`: heal report data shared with the CLI and the heal crate.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-pub mod codec;
 pub mod consensus;
 pub mod control;
 pub mod crawl;
 pub mod events;
 pub mod failpoint;
 pub mod faults;
-pub mod frame;
 pub mod heal_types;
 pub mod host;
 pub mod lifecycle;
@@ -42,13 +41,11 @@ pub mod options;
 pub mod order;
 pub mod outage;
 pub mod overlap;
-pub mod path;
 pub mod pool;
-pub mod proto;
 pub mod replicate;
 pub mod service;
 pub mod status;
 pub mod store;
-pub mod vv;
+pub mod wire;
 
-pub use path::RelPath;
+pub use wire::path::RelPath;

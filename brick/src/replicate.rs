@@ -32,12 +32,12 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::frame::{self, FrameError};
 use crate::host::{CallError, Host};
-use crate::proto::{Changeset, Offer, Request, Response};
 use crate::store::types::{ChunkRef, Entry, Kind};
 use crate::store::{chunking, Brick, StoreError};
-use crate::vv::{Relation, VersionVector};
+use crate::wire::frame::{self, FrameError};
+use crate::wire::proto::{Changeset, Offer, Request, Response};
+use crate::wire::vv::{Relation, VersionVector};
 use crate::RelPath;
 
 /// Errors of one push.

@@ -9,11 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use gsync_brick::proto::{Offer, Request, Response, WriteInfo};
 use gsync_brick::store::chunking;
 use gsync_brick::store::types::{ChunkRef, Entry, Kind};
-use gsync_brick::vv::VersionVector;
-use gsync_brick::{codec, frame, RelPath};
+use gsync_brick::wire::proto::{Offer, Request, Response, WriteInfo};
+use gsync_brick::wire::vv::VersionVector;
+use gsync_brick::wire::{codec, frame};
+use gsync_brick::RelPath;
 
 struct Rng(u64);
 

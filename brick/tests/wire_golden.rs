@@ -12,18 +12,18 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use gsync_brick::codec;
 use gsync_brick::heal_types::{BrickHealInfo, SplitBrainVersions};
 use gsync_brick::pool::{BrickDef, Member, PoolConfig, Volume, VolumeState};
-use gsync_brick::proto::{
-    Changeset, HealOp, Hello, Offer, Probe, Request, Response, WriteInfo, PROTOCOL_VERSION,
-};
 use gsync_brick::status::{
     BrickHistory, BrickStatus, Counters, DiskInfo, OutageRecord, PathState, Resolution,
 };
 use gsync_brick::store::digest::ChildDigest;
 use gsync_brick::store::types::{ChunkRef, Entry, Kind};
-use gsync_brick::vv::VersionVector;
+use gsync_brick::wire::codec;
+use gsync_brick::wire::proto::{
+    Changeset, HealOp, Hello, Offer, Probe, Request, Response, WriteInfo, PROTOCOL_VERSION,
+};
+use gsync_brick::wire::vv::VersionVector;
 use gsync_brick::RelPath;
 use uuid::Uuid;
 

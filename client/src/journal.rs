@@ -13,9 +13,9 @@
 
 use std::path::Path;
 
-use gsync_brick::codec;
 use gsync_brick::store::chunking;
 use gsync_brick::store::types::{ChunkRef, Entry, Kind};
+use gsync_brick::wire::codec;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::local::LocalStat;

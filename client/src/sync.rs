@@ -10,7 +10,7 @@ use std::path::Path;
 use gsync_brick::store::chunking;
 use gsync_brick::store::files::{self, TempFile};
 use gsync_brick::store::types::{ChunkRef, Entry, Kind};
-use gsync_brick::vv::{Relation, VersionVector};
+use gsync_brick::wire::vv::{Relation, VersionVector};
 use gsync_brick::RelPath;
 
 use crate::agent::Agent;
@@ -64,7 +64,7 @@ pub(crate) struct Ready {
     t: remote::Target,
     entry: Entry,
     chunks: Vec<ChunkRef>,
-    w: gsync_brick::proto::WriteInfo,
+    w: gsync_brick::wire::proto::WriteInfo,
     st: LocalStat,
     full: std::path::PathBuf,
 }
@@ -85,7 +85,7 @@ impl Ready {
 pub(crate) async fn send(
     ag: &Agent,
     r: Ready,
-    changeset: Option<gsync_brick::proto::Changeset>,
+    changeset: Option<gsync_brick::wire::proto::Changeset>,
 ) -> Result<(), RemoteError> {
     let Ready {
         t,
@@ -237,7 +237,7 @@ pub(crate) async fn plan_local(ag: &Agent, rel: &RelPath) -> Result<Vec<Ready>, 
     }])
 }
 
-fn set_vectors(e: &mut Entry, vv: VersionVector, w: &gsync_brick::proto::WriteInfo) {
+fn set_vectors(e: &mut Entry, vv: VersionVector, w: &gsync_brick::wire::proto::WriteInfo) {
     e.data_vv = if w.content_changed {
         vv.clone()
     } else {
@@ -257,15 +257,15 @@ async fn push_entry(
     t: &remote::Target,
     entry: Entry,
     chunks: Vec<ChunkRef>,
-    w: gsync_brick::proto::WriteInfo,
+    w: gsync_brick::wire::proto::WriteInfo,
     st: LocalStat,
     full: &Path,
-    changeset: Option<gsync_brick::proto::Changeset>,
+    changeset: Option<gsync_brick::wire::proto::Changeset>,
 ) -> Result<(), RemoteError> {
     let file = (entry.kind == Kind::File).then_some(full);
     let offer = ag.offer(t, entry.clone(), chunks.clone(), w.clone());
     let (vv, conflict) = match remote::push(&ag.node, t, &offer, changeset, file).await {
-        Err(RemoteError::Refused(c, reason)) if c == gsync_brick::proto::code::CONFLICT => {
+        Err(RemoteError::Refused(c, reason)) if c == gsync_brick::wire::proto::code::CONFLICT => {
             return conflict_copy(ag, t, &entry.path, full, &reason).await;
         }
         other => other?,

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use gsync_brick::node::Node;
 use gsync_brick::pool::Volume;
-use gsync_brick::proto::{Request, Response};
 use gsync_brick::status::{BrickHistory, Resolution};
+use gsync_brick::wire::proto::{Request, Response};
 use serde::{Deserialize, Serialize};
 
 /// Views of one outage recorded by different bricks start and end within

@@ -8,7 +8,7 @@ use gsync_brick::control::HealBrickReport;
 use gsync_brick::heal_types::SplitBrainVersions;
 use gsync_brick::node::Node;
 use gsync_brick::pool::Volume;
-use gsync_brick::proto::{Request, Response};
+use gsync_brick::wire::proto::{Request, Response};
 use gsync_brick::RelPath;
 use uuid::Uuid;
 

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use gsync_brick::control::{CtlReply, CtlRequest};
 use gsync_brick::node::Node;
 use gsync_brick::pool::{Volume, VolumeState};
-use gsync_brick::proto::{HealOp, Request};
 use gsync_brick::store::types::Entry;
 use gsync_brick::store::Brick;
+use gsync_brick::wire::proto::{HealOp, Request};
 use gsync_brick::RelPath;
 use serde::Serialize;
 
@@ -20,9 +20,6 @@ use crate::splitbrain::{pick, Policy};
 
 /// How often expired trash versions are swept.
 const TRASH_SWEEP: Duration = Duration::from_secs(2);
-
-/// How often the quorum state of local bricks is refreshed.
-const QUORUM_POLL: Duration = Duration::from_millis(100);
 
 /// The heal service.
 #[derive(Debug)]
@@ -46,11 +43,6 @@ impl HealService {
         node.spawn_supervised("heal loop", move || {
             let s = s2.clone();
             async move { s.background().await }
-        });
-        let s3 = s.clone();
-        node.spawn_supervised("quorum loop", move || {
-            let s = s3.clone();
-            async move { s.quorum_loop().await }
         });
         s
     }
@@ -322,19 +314,9 @@ impl HealService {
         Ok(winner)
     }
 
-    /// Keeps each local brick's quorum state current. Runs often (it only
-    /// reads connection state) so that a brick starts refusing changes
-    /// promptly once its node is seen cut off from the majority.
-    async fn quorum_loop(self: Arc<Self>) {
-        loop {
-            tokio::select! {
-                _ = self.node.token.cancelled() => return,
-                _ = tokio::time::sleep(QUORUM_POLL) => {}
-            }
-            self.refresh_quorum();
-        }
-    }
-
+    /// Refreshes each local brick's quorum state for reports and logs
+    /// (heal info, "quorum is not met"). Enforcement does not wait for it:
+    /// a brick judges quorum afresh on every change it is offered.
     fn refresh_quorum(&self) {
         let cfg = self.node.config();
         for v in cfg

@@ -179,7 +179,7 @@ impl BrickSet {
                     let brick = Arc::new(brick);
                     let token = node.token.child_token();
                     let refill_only = root
-                        .join(crate::path::RESERVED)
+                        .join(crate::wire::path::RESERVED)
                         .join(crate::lifecycle::REFILL_ONLY);
                     if refill_only.exists() {
                         if brick.seq() == 0 && crate::store::import::has_content(&brick.root) {

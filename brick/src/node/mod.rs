@@ -34,10 +34,10 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::faults::FaultRules;
-use crate::frame;
 use crate::net::{self, Identity};
 use crate::pool::{Member, PoolConfig};
-use crate::proto::{Hello, Request, Response};
+use crate::wire::frame;
+use crate::wire::proto::{Hello, Request, Response};
 use bricks::BrickSet;
 use db::NodeDb;
 use futures_util::future::BoxFuture;
@@ -386,7 +386,7 @@ impl Node {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&u)
             {
-                conn.close(crate::proto::code::PERMISSION.into(), b"detached");
+                conn.close(crate::wire::proto::code::PERMISSION.into(), b"detached");
             }
         }
         self.apply_config_locally();

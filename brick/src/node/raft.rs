@@ -46,7 +46,7 @@ use uuid::Uuid;
 use super::{CallError, Node};
 use crate::consensus::{self, Command, Machine, Outcome};
 use crate::pool::PoolConfig;
-use crate::proto::{Request, Response};
+use crate::wire::proto::{Request, Response};
 
 openraft::declare_raft_types!(
     /// The types of the pool's consensus group.
@@ -693,7 +693,7 @@ pub(super) async fn serve(node: &Arc<Node>, peer: Uuid, body: &[u8]) -> Response
     };
     match serde_json::to_vec(&reply) {
         Ok(b) => Response::Raft(b),
-        Err(e) => Response::error(crate::proto::code::INTERNAL, e.to_string()),
+        Err(e) => Response::error(crate::wire::proto::code::INTERNAL, e.to_string()),
     }
 }
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::host::Host;
 use crate::pool::Volume;
-use crate::proto::{code, AuthScope, Request, Response};
+use crate::wire::proto::{code, AuthScope, Request, Response};
 
 /// The refusal for `req` from host `peer`, if `auth.allow` excludes it.
 pub fn check(host: &dyn Host, peer: Uuid, req: &Request) -> Option<Response> {
@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn which_requests_are_mount_traffic() {
-        use crate::proto::{Offer, WriteInfo};
+        use crate::wire::proto::{Offer, WriteInfo};
         let v = Uuid::from_bytes([7; 16]);
         let offer = |write: Option<WriteInfo>| Offer {
             volume: v,

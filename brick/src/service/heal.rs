@@ -10,9 +10,9 @@ use std::time::Duration;
 use crate::heal_types::BrickHealInfo;
 use crate::host::Host;
 use crate::pool::Volume;
-use crate::proto::HealOp;
 use crate::store::types::Entry;
 use crate::store::{Brick, StoreError};
+use crate::wire::proto::HealOp;
 
 /// Heal reports of this node's bricks of `v`: served ones from their
 /// index, unserved ones with the reason.

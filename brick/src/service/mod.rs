@@ -7,11 +7,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use uuid::Uuid;
 
-use crate::frame::{self, FrameError};
 use crate::host::Host;
-use crate::proto::{code, Request, Response};
 use crate::status::BrickStatus;
 use crate::store::{chunking, Brick};
+use crate::wire::frame::{self, FrameError};
+use crate::wire::proto::{code, Request, Response};
 
 pub mod auth;
 pub mod heal;
@@ -243,7 +243,7 @@ where
             volume,
             brick,
             paths,
-        } if paths.len() <= crate::proto::MAX_VERSION_PATHS => {
+        } if paths.len() <= crate::wire::proto::MAX_VERSION_PATHS => {
             match brick_of(host.as_ref(), volume, brick) {
                 Ok(b) => match b
                     .with_db(move |_, c| -> Result<Vec<_>, crate::store::StoreError> {
@@ -327,7 +327,7 @@ async fn behind_peers(
             let theirs = &x.0.vv;
             if !matches!(
                 theirs.compare(&mine),
-                crate::vv::Relation::DominatedBy | crate::vv::Relation::Equal
+                crate::wire::vv::Relation::DominatedBy | crate::wire::vv::Relation::Equal
             ) {
                 return Some(format!(
                     "{path} is being brought up to date from the other bricks; retry"
@@ -342,8 +342,8 @@ async fn behind_peers(
 /// write, then the brick applies it.
 async fn offer_to<W, R>(
     host: &Arc<dyn Host>,
-    offer: crate::proto::Offer,
-    changeset: Option<crate::proto::Changeset>,
+    offer: crate::wire::proto::Offer,
+    changeset: Option<crate::wire::proto::Changeset>,
     send: &mut W,
     recv: &mut R,
 ) -> Result<(), FrameError>

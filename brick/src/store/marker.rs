@@ -34,7 +34,7 @@ pub enum DirProblem {
 
 /// The volume-id marker of a brick directory.
 pub fn marker_path(root: &Path) -> std::path::PathBuf {
-    root.join(crate::path::RESERVED).join("volume-id")
+    root.join(crate::wire::path::RESERVED).join("volume-id")
 }
 
 /// Checks that `root` is a brick directory of volume `volume`: it exists
@@ -48,7 +48,7 @@ pub fn check_brick_dir(root: &Path, volume: Uuid) -> Result<(), DirProblem> {
     }
     match std::fs::read_to_string(marker_path(root)) {
         Ok(id) if id.trim() == volume.to_string() => {
-            let meta = root.join(crate::path::RESERVED);
+            let meta = root.join(crate::wire::path::RESERVED);
             let opened = std::fs::read_to_string(meta.join(crate::lifecycle::REFILL_ONLY))
                 .is_ok_and(|s| s.trim() == crate::lifecycle::REFILL_OPENED);
             if opened && !meta.join("meta.db").exists() && super::import::has_content(root) {
@@ -80,7 +80,7 @@ pub fn prepare_brick_dir(path: &Path, force: bool, volume: Uuid) -> Result<(), S
             let non_empty = std::fs::read_dir(path)
                 .map_err(|e| format!("{{brick}}: {e}"))?
                 .filter_map(Result::ok)
-                .any(|e| e.file_name() != crate::path::RESERVED);
+                .any(|e| e.file_name() != crate::wire::path::RESERVED);
             if non_empty {
                 return Err("The brick {brick} is not empty. Use 'force' at the end of the command if you want to use it anyway".into());
             }
@@ -90,7 +90,7 @@ pub fn prepare_brick_dir(path: &Path, force: bool, volume: Uuid) -> Result<(), S
     if !force && on_root_fs(path) {
         return Err("The brick {brick} is being created in the root partition. It is recommended that you don't use the system's root partition for storage backend. Or use 'force' at the end of the command if you want to override this behavior.".into());
     }
-    std::fs::create_dir_all(path.join(crate::path::RESERVED))
+    std::fs::create_dir_all(path.join(crate::wire::path::RESERVED))
         .map_err(|e| format!("{{brick}}: {e}"))?;
     std::fs::write(&marker, volume.to_string()).map_err(|e| format!("{{brick}}: {e}"))?;
     Ok(())

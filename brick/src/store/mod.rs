@@ -42,9 +42,9 @@ pub use apply::choose;
 pub use marker::{check_brick_dir, marker_path, prepare_brick_dir, DirProblem};
 use types::{ChunkRef, Entry};
 
-use crate::codec;
 use crate::heal_types::{BrickHealInfo, HealEntry};
 use crate::status::Counters;
+use crate::wire::codec;
 use crate::RelPath;
 
 /// Errors of a brick.
@@ -234,7 +234,7 @@ impl Brick {
         node: Uuid,
         peers: Vec<u64>,
     ) -> Result<Self, StoreError> {
-        let meta = root.join(crate::path::RESERVED);
+        let meta = root.join(crate::wire::path::RESERVED);
         std::fs::create_dir_all(&meta).map_err(|e| StoreError::io("create", meta.display(), e))?;
         // Leftover temp files of an interrupted write are garbage.
         let tmp = files::tmp_dir(root);

@@ -307,7 +307,7 @@ mod tests {
             "INSERT OR REPLACE INTO entries (path, entry, chunks, seq) VALUES (?1, ?2, ?3, ?4)",
             params![
                 path,
-                crate::codec::encode(&e).unwrap(),
+                crate::wire::codec::encode(&e).unwrap(),
                 crate::store::chunking::encode_list(&[]),
                 seq as i64
             ],

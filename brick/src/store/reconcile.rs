@@ -15,7 +15,7 @@
 //! - otherwise stays beside them: a split-brain.
 
 use super::types::{Entry, Kind};
-use crate::vv::Relation;
+use crate::wire::vv::Relation;
 
 /// Where a version's content lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +100,7 @@ pub fn reconcile(current: Option<&Entry>, siblings: &[Entry], incoming: &Entry) 
 /// otherwise the writer's word (`content_changed`, `meta_changed`) is taken.
 pub fn assign_vectors(
     entry: &mut Entry,
-    w: crate::proto::WriteInfo,
+    w: crate::wire::proto::WriteInfo,
     current: Option<&Entry>,
     siblings: &[Entry],
 ) {
@@ -131,7 +131,10 @@ pub fn assign_vectors(
     entry.vv = vv;
 }
 
-fn dominates_or_equal(a: &crate::vv::VersionVector, b: &crate::vv::VersionVector) -> bool {
+fn dominates_or_equal(
+    a: &crate::wire::vv::VersionVector,
+    b: &crate::wire::vv::VersionVector,
+) -> bool {
     matches!(a.compare(b), Relation::Dominates | Relation::Equal)
 }
 
@@ -192,7 +195,7 @@ fn merge_pair(a: &(Entry, Src), b: &(Entry, Src)) -> Option<(Entry, Src)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vv::VersionVector;
+    use crate::wire::vv::VersionVector;
     use crate::RelPath;
     use uuid::Uuid;
 
@@ -301,8 +304,8 @@ mod tests {
         assert_eq!(p.current.1, Src::Incoming);
     }
 
-    fn write(writer: u64, base: &Entry, changed: (bool, bool)) -> crate::proto::WriteInfo {
-        crate::proto::WriteInfo {
+    fn write(writer: u64, base: &Entry, changed: (bool, bool)) -> crate::wire::proto::WriteInfo {
+        crate::wire::proto::WriteInfo {
             writer,
             base: base.vv.clone(),
             base_data: base.data_vv.clone(),

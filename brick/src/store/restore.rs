@@ -15,7 +15,7 @@ use super::reconcile::{Plan, Src};
 use super::trash::{file_rel, now_secs, rows, Row};
 use super::types::{Entry, Kind};
 use super::{hex, Brick, StoreError};
-use crate::vv::VersionVector;
+use crate::wire::vv::VersionVector;
 use crate::RelPath;
 
 /// One restored path.

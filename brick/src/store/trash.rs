@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use super::files::{self, TempFile};
 use super::types::{ChunkRef, Entry, Kind};
 use super::{chunking, hex, Brick, StoreError};
-use crate::codec;
-use crate::path::RESERVED;
+use crate::wire::codec;
+use crate::wire::path::RESERVED;
 use crate::RelPath;
 
 /// Why a version is in the trash.
@@ -365,7 +365,7 @@ mod tests {
     use super::*;
     use crate::store::reconcile::{Plan, Src};
     use crate::store::restore::set_vv;
-    use crate::vv::VersionVector;
+    use crate::wire::vv::VersionVector;
 
     fn file(hash: u8) -> Entry {
         let mut e = Entry::tombstone(RelPath::new("a").unwrap(), uuid::Uuid::nil());

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::pool::{Member, PoolConfig};
 use crate::store::types::{ChunkRef, Entry};
-use crate::vv::VersionVector;
+use crate::wire::vv::VersionVector;
 use crate::RelPath;
 
 /// ALPN of the gsync protocol, major version 1.

@@ -248,8 +248,8 @@ mod tests {
 
     #[test]
     fn decoding_refuses_vectors_out_of_form() {
-        let enc = |v: Vec<(u64, u64)>| crate::codec::encode(&v).unwrap();
-        let dec = |b: Vec<u8>| crate::codec::decode::<VersionVector>(&b);
+        let enc = |v: Vec<(u64, u64)>| crate::wire::codec::encode(&v).unwrap();
+        let dec = |b: Vec<u8>| crate::wire::codec::decode::<VersionVector>(&b);
         let table: Vec<(Vec<(u64, u64)>, bool)> = vec![
             (vec![], true),
             (vec![(1, 1), (7, 3)], true),
@@ -269,7 +269,7 @@ mod tests {
             if ok {
                 // Same bytes as the vector itself encodes to.
                 let v = got.unwrap();
-                assert_eq!(crate::codec::encode(&v).unwrap(), enc(entries));
+                assert_eq!(crate::wire::codec::encode(&v).unwrap(), enc(entries));
             }
         }
         // The compact form is checked the same way.
