@@ -26,12 +26,22 @@ pub enum Command {
     /// Run the node daemon (pool, bricks, self-heal, mount agents).
     Daemon(DaemonArgs),
     /// Manage the trusted pool.
+    ///
+    /// Membership changes (probe, detach) are committed by a majority of
+    /// the pool, or refused with one line naming how many members are
+    /// reachable. A two-node pool needs both nodes up to change.
     #[command(subcommand)]
     Peer(PeerCmd),
     /// List the pool's nodes.
     #[command(subcommand)]
     Pool(PoolCmd),
     /// Manage volumes.
+    ///
+    /// Configuration changes (create, start, stop, delete, set, reset,
+    /// add/remove/replace/reset-brick) are committed by a majority of the
+    /// pool, or refused within a few seconds with one line, e.g. `volume
+    /// set: failed: no majority of the pool is reachable (2 of 5)`. Reads
+    /// (info, get, status) and the data keep working without a majority.
     #[command(subcommand)]
     Volume(VolumeCmd),
     /// Keep a local folder in sync with a volume; with no arguments, list mounts.
@@ -192,10 +202,20 @@ pub enum PeerCmd {
         secret: Option<String>,
     },
     /// Remove a node from the pool: HOST [force].
+    ///
+    /// Like every configuration change, a detach needs a majority of the
+    /// pool. `force` also detaches a node that hosts bricks, and is the
+    /// escape hatch of a two-node pool whose other node is dead: when no
+    /// majority can be reached and HOST is unreachable, this node rewrites
+    /// the membership alone and goes on as a pool of one. WARNING: use it
+    /// only for a node that will not come back as it was; if HOST is only
+    /// cut off and is forced the same way, each node goes on as its own
+    /// pool.
     Detach {
         /// Hostname as listed by `peer status`.
         host: String,
-        /// `force` to detach a node that hosts bricks.
+        /// `force`: detach a node that hosts bricks; in a two-node pool,
+        /// leave a dead peer without its agreement (see above).
         #[arg(value_parser = ["force"])]
         force: Option<String>,
     },

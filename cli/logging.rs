@@ -243,6 +243,9 @@ const QUIET: &[(&str, &str)] = &[
     ("quinn", "warn"),
     ("quinn_proto", "warn"),
     ("rustls", "warn"),
+    // The consensus library warns of every unreachable peer and backoff;
+    // the node's own lines already say which peer is unreachable.
+    ("openraft", "error"),
     ("notify", "error"),
     ("inotify", "error"),
     ("mio", "error"),

@@ -337,6 +337,12 @@ pub struct PeerInfo {
     pub local: bool,
     /// Key fingerprint.
     pub fingerprint: String,
+    /// Leads the pool's consensus (as the answering node knows it).
+    #[serde(default)]
+    pub leader: bool,
+    /// Votes on configuration changes.
+    #[serde(default)]
+    pub voter: bool,
 }
 
 /// Answer to `peer probe`.

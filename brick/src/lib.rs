@@ -8,7 +8,8 @@
 //! - `net`: node identity, TLS with pinned keys, the QUIC endpoint;
 //!   `faults`: fault injection at the endpoint's socket.
 //! - `pool`, `options`: the replicated pool document and volume options;
-//!   `lineage`: the changes a document descends from, so none is lost silently;
+//!   `consensus`: the document as a replicated state machine (changes
+//!   committed by a majority or refused);
 //!   `limits`: bounds on the shape of volumes; `overlap`: paths that
 //!   must not nest (mounts, bricks).
 //! - `control`: the CLI-to-daemon protocol over the Unix socket.
@@ -24,6 +25,7 @@
 //! - `heal_types`: heal report data shared with the CLI and the heal crate.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod consensus;
 pub mod control;
 pub mod crawl;
 pub mod events;
@@ -33,7 +35,6 @@ pub mod heal_types;
 pub mod host;
 pub mod lifecycle;
 pub mod limits;
-pub mod lineage;
 pub mod net;
 pub mod node;
 pub mod options;

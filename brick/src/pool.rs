@@ -1,12 +1,11 @@
 //! Pool membership and volume configuration: one versioned document that
-//! every member holds and replicates.
+//! every member holds, the state machine of the pool's consensus
+//! (`consensus`, `node::raft`).
 //!
 //! Every change (probe, detach, volume create/start/stop/delete/set) produces
-//! a new document with `version + 1`, stamped with the node that made it.
-//! Members exchange versions when they connect and push new documents when
-//! they change, so a node that was down catches up on reconnect. Two
-//! documents with the same version are ordered by the stamping node's id, so
-//! every member picks the same one.
+//! a new document with `version + 1`, stamped with the node that made it,
+//! and is committed by a majority of the pool or refused. A node that was
+//! down catches up from the consensus log when it is back.
 
 use std::collections::BTreeMap;
 
@@ -94,8 +93,9 @@ pub struct Volume {
     /// Reconfigured options (see `options`).
     pub options: BTreeMap<String, String>,
     /// Configuration changes that were lost to a concurrent change made
-    /// elsewhere (e.g. on both sides of a partition), newest last; shown by
-    /// `volume info` so no change vanishes silently.
+    /// elsewhere, recorded by versions before the pool configuration ran on
+    /// consensus (kept and shown by `volume info`; nothing is added to it
+    /// since: a change is now committed or refused).
     #[serde(default)]
     pub overridden: Vec<String>,
 }
@@ -149,22 +149,6 @@ pub struct PoolConfig {
     pub members: Vec<Member>,
     /// Every volume.
     pub volumes: Vec<Volume>,
-    /// The last changes this document descends from (see `lineage`).
-    #[serde(default)]
-    pub history: Vec<Stamp>,
-}
-
-/// One change in a document's lineage (see `lineage`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp {
-    /// The document version the change produced.
-    pub version: u64,
-    /// The member that made it.
-    pub by: Uuid,
-    /// What it did, as the operator would say it (`volume set v k x`).
-    pub what: String,
-    /// The volume it concerned, if one.
-    pub volume: Option<String>,
 }
 
 /// Current stored format of [`PoolConfig`].
@@ -179,7 +163,6 @@ impl PoolConfig {
             changed_by: me.uuid,
             members: vec![me],
             volumes: Vec::new(),
-            history: Vec::new(),
         }
     }
 

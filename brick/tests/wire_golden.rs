@@ -51,6 +51,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::BrickDisks { .. } => "Request::BrickDisks",
         Request::OfferInSet { .. } => "Request::OfferInSet",
         Request::FeedInSets { .. } => "Request::FeedInSets",
+        Request::Raft(_) => "Request::Raft",
     }
 }
 
@@ -74,6 +75,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::History(_) => "Response::History",
         Response::BrickDisks(_) => "Response::BrickDisks",
         Response::FeedInSets { .. } => "Response::FeedInSets",
+        Response::Raft(_) => "Response::Raft",
     }
 }
 
@@ -268,6 +270,7 @@ fn requests() -> Vec<Request> {
             wait_ms: 500,
             limit: 100,
         },
+        Request::Raft(br#"{"ReadIndex":null}"#.to_vec()),
     ]
 }
 
@@ -377,6 +380,7 @@ fn responses() -> Vec<Response> {
             incarnation: 2,
             changesets: vec![(0, Changeset { id: 42, members: 3 })],
         },
+        Response::Raft(br#"{"ReadIndex":{"Ok":7}}"#.to_vec()),
     ]
 }
 

@@ -1,5 +1,6 @@
 //! Node state in SQLite (`<state-dir>/node.db`): the identity, created once,
-//! and the current pool document.
+//! the current pool document, and the pool's consensus log, vote and
+//! state-machine state (`raft_log`, `raft_meta`; used by `node::raft`).
 //!
 //! Schema migrations are numbered and applied by `PRAGMA user_version`.
 
@@ -30,11 +31,17 @@ pub enum NodeDbError {
     Net(#[from] crate::net::NetError),
 }
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE identity (uuid TEXT NOT NULL, cert BLOB NOT NULL, key BLOB NOT NULL);
     CREATE TABLE pool (id INTEGER PRIMARY KEY CHECK (id = 1), doc TEXT NOT NULL);
     CREATE TABLE mounts (dir TEXT PRIMARY KEY, spec TEXT NOT NULL);
-"];
+",
+    "
+    CREATE TABLE raft_log (idx INTEGER PRIMARY KEY, entry TEXT NOT NULL);
+    CREATE TABLE raft_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+",
+];
 
 /// The node database.
 #[derive(Debug)]

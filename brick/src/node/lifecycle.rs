@@ -188,7 +188,13 @@ async fn commit_volume(
 
 /// `volume replace-brick VOL OLD NEW commit force`.
 pub(super) async fn replace_brick(node: &Arc<Node>, name: &str, old: &str, new: &str) -> CtlReply {
-    let cfg = node.config();
+    if node.config().volume(name).is_none() {
+        return CtlReply::fail(format!("Volume {name} does not exist"));
+    }
+    let cfg = match node.config_for_change().await {
+        Ok(c) => c,
+        Err(e) => return CtlReply::fail(e),
+    };
     let Some(v) = cfg.volume(name).cloned() else {
         return CtlReply::fail(format!("Volume {name} does not exist"));
     };
@@ -243,7 +249,13 @@ pub(super) async fn reset_brick(
     brick: &str,
     commit: bool,
 ) -> CtlReply {
-    let cfg = node.config();
+    if node.config().volume(name).is_none() {
+        return CtlReply::fail(format!("Volume {name} does not exist"));
+    }
+    let cfg = match node.config_for_change().await {
+        Ok(c) => c,
+        Err(e) => return CtlReply::fail(e),
+    };
     let Some(v) = cfg.volume(name).cloned() else {
         return CtlReply::fail(format!("Volume {name} does not exist"));
     };
@@ -355,7 +367,13 @@ pub(super) async fn add_brick(
     bricks: &[String],
     force: bool,
 ) -> CtlReply {
-    let cfg = node.config();
+    if node.config().volume(name).is_none() {
+        return CtlReply::fail(format!("Volume {name} does not exist"));
+    }
+    let cfg = match node.config_for_change().await {
+        Ok(c) => c,
+        Err(e) => return CtlReply::fail(e),
+    };
     let Some(v) = cfg.volume(name).cloned() else {
         return CtlReply::fail(format!("Volume {name} does not exist"));
     };
@@ -447,7 +465,13 @@ pub(super) async fn remove_brick(
     replica: u32,
     bricks: &[String],
 ) -> CtlReply {
-    let cfg = node.config();
+    if node.config().volume(name).is_none() {
+        return CtlReply::fail(format!("Volume {name} does not exist"));
+    }
+    let cfg = match node.config_for_change().await {
+        Ok(c) => c,
+        Err(e) => return CtlReply::fail(e),
+    };
     let Some(v) = cfg.volume(name).cloned() else {
         return CtlReply::fail(format!("Volume {name} does not exist"));
     };
@@ -494,12 +518,24 @@ pub(super) async fn remove_brick(
     }
 }
 
-/// Tells member `m` that it is being detached from the pool (bounded wait;
-/// a node that is down learns it when it next dials, see `detached_by`).
+/// Tells node `m` that it was detached from the pool (bounded wait; a node
+/// that is down learns it when it next dials, see `note_dial`). Its pool
+/// connection was closed when the change was applied here, so the message
+/// goes on a new one, pinned to its key.
 pub(super) async fn tell_detached(node: &Arc<Node>, m: &crate::pool::Member) {
-    match node.call(m.uuid, Request::Detached).await {
-        Ok(_) => tracing::info!(peer = %m.hostname, "detached node told"),
-        Err(e) => tracing::warn!(peer = %m.hostname, "could not tell the detached node: {e}"),
+    let told = async {
+        let addr = super::mgmt::resolve(&m.hostname, m.port)
+            .await
+            .map_err(CallError::Dial)?;
+        let conn = node.dial(addr, Some(m.fingerprint.clone())).await?;
+        let r = super::call_on(&conn, &Request::Detached).await;
+        conn.close(0u32.into(), b"detached");
+        r
+    };
+    match tokio::time::timeout(super::RPC_TIMEOUT, told).await {
+        Ok(Ok(_)) => tracing::info!(peer = %m.hostname, "detached node told"),
+        Ok(Err(e)) => tracing::warn!(peer = %m.hostname, "could not tell the detached node: {e}"),
+        Err(_) => tracing::warn!(peer = %m.hostname, "could not tell the detached node: no answer"),
     }
 }
 
@@ -520,9 +556,7 @@ pub(super) fn detached_by(node: &Arc<Node>, by: Uuid) {
             return;
         }
         tracing::warn!(by = %n.peer_name(by), "this node was detached from the pool");
-        if let Err(e) = n.store_config(PoolConfig::solo(n.me.clone())) {
-            tracing::error!("cannot store the pool document after detach: {e}");
-        }
+        n.leave_pool().await;
     });
 }
 
@@ -567,9 +601,8 @@ pub(super) fn note_dial(node: &Arc<Node>, peer: Uuid, err: Option<&CallError>) {
     };
     if all_refuse {
         tracing::warn!("this node was detached from the pool (every member refuses its key: it was detached while away or before it was told); leaving the pool");
-        if let Err(e) = node.store_config(PoolConfig::solo(node.me.clone())) {
-            tracing::error!("cannot store the pool document after detach: {e}");
-        }
+        let n = node.clone();
+        node.spawn(async move { n.leave_pool().await });
     }
 }
 

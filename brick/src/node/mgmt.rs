@@ -1,7 +1,9 @@
 //! Management commands from the CLI: pool membership and volume
-//! definitions. Every command answers within about two seconds: calls to
-//! peers are bounded by `RPC_TIMEOUT`, and unreachable peers are reported as
-//! such instead of waited for.
+//! definitions. Reads answer from the local document. A change is made from
+//! the document the pool committed last (`Node::config_for_change`) and
+//! committed through the pool's consensus: it fails within a few seconds,
+//! with one line, when no majority of the pool is reachable. Calls to peers
+//! are bounded by `RPC_TIMEOUT`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -162,6 +164,8 @@ pub(super) async fn handle(node: &Arc<Node>, req: CtlRequest) -> CtlReply {
 
 fn peers(node: &Node) -> Vec<PeerInfo> {
     let cfg = node.config();
+    let leader = super::raft::leader(node);
+    let voters = super::raft::voters(node);
     cfg.members
         .iter()
         .map(|m| PeerInfo {
@@ -171,6 +175,8 @@ fn peers(node: &Node) -> Vec<PeerInfo> {
             connected: node.is_connected(m.uuid),
             local: m.uuid == node.me.uuid,
             fingerprint: m.fingerprint.clone(),
+            leader: leader == Some(m.uuid),
+            voter: voters.get(&m.uuid).copied().unwrap_or(false),
         })
         .collect()
 }
@@ -184,6 +190,24 @@ async fn probe(node: &Arc<Node>, host: String, port: u16, secret: Option<String>
         return fail("Probe on localhost not needed");
     }
     let cfg = node.config();
+    if let Some(m) = cfg
+        .members
+        .iter()
+        .find(|m| m.hostname.eq_ignore_ascii_case(&host) && m.port == port)
+    {
+        return ok(ProbeResult {
+            already: true,
+            hostname: m.hostname.clone(),
+            port,
+            fingerprint: m.fingerprint.clone(),
+        });
+    }
+    // The new member is added by a committed change, made from the
+    // document the pool committed last.
+    let cfg = match node.config_for_change().await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     if let Some(m) = cfg
         .members
         .iter()
@@ -241,8 +265,12 @@ async fn probe(node: &Arc<Node>, host: String, port: u16, secret: Option<String>
     let peer = member.uuid;
     node.spawn(async move { super::serve::serve_conn(n, c, peer).await });
     if let Err(e) = node.commit_config(*doc).await {
+        // The probed node waits for a leader that will never add it: it
+        // is told to go back to a pool of one.
+        let _ = tokio::time::timeout(super::RPC_TIMEOUT, call_on(&conn, &Request::Detached)).await;
         return fail(e);
     }
+    super::raft::wait_membership(node, peer, true).await;
     ok(ProbeResult {
         already: false,
         hostname: host,
@@ -251,8 +279,14 @@ async fn probe(node: &Arc<Node>, host: String, port: u16, secret: Option<String>
     })
 }
 
-/// Handles a probe from a node whose key is not pinned yet.
-pub(super) fn accept_probe(node: &Arc<Node>, fp: &str, probe: Probe) -> Response {
+/// Handles a probe from a node whose key is not pinned yet: the node
+/// leaves its pool of one and waits for the pool's leader to add it.
+pub(super) async fn accept_probe(
+    node: &Arc<Node>,
+    conn: &quinn::Connection,
+    fp: &str,
+    probe: Probe,
+) -> Response {
     let cfg = node.config();
     let Some(prober) = probe.config.member_by_fingerprint(fp).cloned() else {
         return Response::error(
@@ -294,8 +328,11 @@ pub(super) fn accept_probe(node: &Arc<Node>, fp: &str, probe: Probe) -> Response
     me.port = probe.port;
     let mut doc = probe.config.next(node.me.uuid);
     doc.members.push(me.clone());
-    crate::lineage::stamp(&probe.config, &mut doc);
-    if let Err(e) = node.store_config(doc.clone()) {
+    // The prober's connection is this node's link to the pool from the
+    // moment the new document shows: no dial to the prober (refused until
+    // its change is committed) may suggest this node was detached.
+    node.register(prober.uuid, conn.clone());
+    if let Err(e) = super::raft::restart(node, doc.clone(), false).await {
         return Response::error(code::INTERNAL, e);
     }
     tracing::warn!(prober = %prober.hostname, key = %net::short(fp), "joined a pool on first contact; prober key pinned");
@@ -306,14 +343,14 @@ pub(super) fn accept_probe(node: &Arc<Node>, fp: &str, probe: Probe) -> Response
 }
 
 async fn detach(node: &Arc<Node>, host: &str, force: bool) -> CtlReply {
-    let cfg = node.config();
-    let Some(m) = cfg.member_by_host(host).cloned() else {
+    let local = node.config();
+    let Some(m) = local.member_by_host(host).cloned() else {
         return fail(format!("{host} is not part of cluster"));
     };
     if m.uuid == node.me.uuid {
         return fail(format!("{host} is localhost"));
     }
-    let hosts_bricks = cfg
+    let hosts_bricks = local
         .volumes
         .iter()
         .any(|v| v.bricks.iter().any(|b| b.node == m.uuid));
@@ -322,15 +359,54 @@ async fn detach(node: &Arc<Node>, host: &str, force: bool) -> CtlReply {
             "Peer {host} hosts one or more bricks. If the peer is in not recoverable state then use either replace-brick or remove-brick command with force to remove all bricks from the peer and attempt the peer detach again."
         ));
     }
-    // Tell the node first: once the new document is stored here, its
-    // connection is closed and it could no longer learn it.
-    super::lifecycle::tell_detached(node, &m).await;
+    let cfg = match node.config_for_change().await {
+        Ok(c) => c,
+        Err(e)
+            if force
+                && local.members.len() == 2
+                && !node.is_alive(m.uuid, super::QUORUM_SILENCE) =>
+        {
+            return force_detach(node, local, &m, &e).await;
+        }
+        Err(e) => return fail(e),
+    };
     let mut doc = cfg.next(node.me.uuid);
     doc.members.retain(|x| x.uuid != m.uuid);
-    match node.commit_config(doc).await {
-        Ok(()) => ok(()),
-        Err(e) => fail(e),
+    if let Err(e) = node.commit_config(doc).await {
+        return fail(e);
     }
+    super::raft::wait_membership(node, m.uuid, false).await;
+    // Committed: tell the node (it goes back to a pool of one). One that
+    // is down finds out when it comes back (every member refuses its key).
+    super::lifecycle::tell_detached(node, &m).await;
+    ok(())
+}
+
+/// The escape hatch of a two-node pool whose other node is dead: this node
+/// rewrites the membership alone and becomes a pool of one (with its
+/// volumes). Never used while the other node answers: both would then go
+/// on alone.
+async fn force_detach(
+    node: &Arc<Node>,
+    cfg: PoolConfig,
+    m: &crate::pool::Member,
+    why: &str,
+) -> CtlReply {
+    tracing::warn!(
+        peer = %m.hostname,
+        "forced detach without a majority ({why}): this node rewrites the pool membership alone and goes on as a pool of one"
+    );
+    let mut doc = cfg.next(node.me.uuid);
+    doc.members.retain(|x| x.uuid != m.uuid);
+    if let Err(e) = super::raft::restart(node, doc, true).await {
+        return fail(e);
+    }
+    node.events.emit(
+        "peer-force-detached",
+        format!("{} detached by force without a majority", m.hostname),
+        serde_json::json!({"peer": m.hostname, "uuid": m.uuid.to_string()}),
+    );
+    ok(())
 }
 
 fn valid_volume_name(name: &str) -> bool {
@@ -366,7 +442,13 @@ async fn volume_create(
     bricks: Vec<String>,
     force: bool,
 ) -> CtlReply {
-    let cfg = node.config();
+    if !valid_volume_name(&name) {
+        return fail("volume names use letters, digits, '-' and '_' (at most 64)");
+    }
+    let cfg = match node.config_for_change().await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     if !valid_volume_name(&name) {
         return fail("volume names use letters, digits, '-' and '_' (at most 64)");
     }
@@ -502,7 +584,13 @@ async fn volume_change(
     name: &str,
     f: impl FnOnce(&mut Volume) -> Result<(), String>,
 ) -> CtlReply {
-    let cfg = node.config();
+    if node.config().volume(name).is_none() {
+        return fail(format!("Volume {name} does not exist"));
+    }
+    let cfg = match node.config_for_change().await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     let mut doc = cfg.next(node.me.uuid);
     let Some(v) = doc.volume_mut(name) else {
         return fail(format!("Volume {name} does not exist"));
@@ -517,7 +605,13 @@ async fn volume_change(
 }
 
 async fn volume_delete(node: &Arc<Node>, name: &str) -> CtlReply {
-    let cfg = node.config();
+    if node.config().volume(name).is_none() {
+        return fail(format!("Volume {name} does not exist"));
+    }
+    let cfg = match node.config_for_change().await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     let Some(v) = cfg.volume(name) else {
         return fail(format!("Volume {name} does not exist"));
     };

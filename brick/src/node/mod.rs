@@ -9,8 +9,9 @@
 //! ```
 //!
 //! The pool document lives in memory behind a lock and in `node.db`; every
-//! change goes through [`Node::commit_config`] (local change, pushed to the
-//! members) or [`Node::adopt_config`] (newer document from a member).
+//! change goes through [`Node::commit_config`], which commits it through the
+//! pool's consensus group (`raft`); the applied document is handed back by
+//! the state machine ([`Node::publish_config`]).
 
 mod bricks;
 mod ctl;
@@ -19,6 +20,7 @@ pub mod disk;
 mod lifecycle;
 mod mgmt;
 mod peers;
+pub mod raft;
 mod serve;
 
 use std::collections::HashMap;
@@ -91,6 +93,14 @@ pub struct Node {
     ext: RwLock<Option<Arc<dyn CtlExtension>>>,
     /// What happened, for `gsync events` (anything may [`EventLog::emit`]).
     pub events: crate::events::EventLog,
+    /// The pool's consensus group (`None` while it restarts).
+    raft: RwLock<Option<raft::Raft>>,
+    /// One restart of the consensus group at a time.
+    raft_restart: tokio::sync::Mutex<()>,
+    /// Whether the state machine holds a document committed by the log.
+    seeded: std::sync::atomic::AtomicBool,
+    /// The consensus tables (one connection, shared by every instance).
+    raft_db: raft::RaftDb,
     /// This node, for in-process calls and streams to itself.
     this: std::sync::OnceLock<std::sync::Weak<Node>>,
 }
@@ -155,6 +165,7 @@ impl Node {
         }
         db.save_pool(&config)
             .map_err(|e| anyhow_like::err(e.to_string()))?;
+        let raft_db = raft::RaftDb::open(&opts.state_dir).map_err(anyhow_like::err)?;
         let faults = Arc::new(FaultRules::default());
         let endpoint = bind_with_retry(&identity, opts.listen, faults.clone(), &token).await?;
         tracing::info!(node = %uuid, listen = %opts.listen, fingerprint = %net::short(&me.fingerprint), "node up");
@@ -175,14 +186,23 @@ impl Node {
             tasks: TaskTracker::new(),
             ext: RwLock::new(None),
             events: crate::events::EventLog::open(&opts.state_dir),
+            raft: RwLock::new(None),
+            raft_restart: tokio::sync::Mutex::new(()),
+            seeded: std::sync::atomic::AtomicBool::new(false),
+            raft_db,
             this: std::sync::OnceLock::new(),
         });
         let _ = node.this.set(Arc::downgrade(&node));
+        raft::start(&node, raft::Mode::Resume)
+            .await
+            .map_err(anyhow_like::err)?;
         ctl::start(node.clone()).await?;
         let n = node.clone();
         node.spawn_supervised("accept loop", move || serve::accept_loop(n.clone()));
         let n = node.clone();
         node.spawn_supervised("peer connections", move || peers::supervise(n.clone()));
+        let n = node.clone();
+        node.spawn_supervised("pool consensus", move || raft::maintain(n.clone()));
         node.apply_config_locally();
         let n = node.clone();
         node.spawn_supervised("brick checks", move || {
@@ -245,6 +265,9 @@ impl Node {
     /// and wait (bounded) for tasks to finish.
     pub async fn shutdown(&self) {
         self.token.cancel();
+        if let Some(r) = self.raft() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), r.shutdown()).await;
+        }
         self.endpoint.close(0u32.into(), b"shutdown");
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(3), self.tasks.wait()).await;
@@ -276,137 +299,76 @@ impl Node {
         }
     }
 
-    /// Makes `new` (a local change) the pool document and pushes it to the
-    /// members, waiting at most [`RPC_TIMEOUT`] for them.
-    pub async fn commit_config(self: &Arc<Self>, mut new: PoolConfig) -> Result<(), String> {
-        let previous = self.config();
-        crate::lineage::stamp(&previous, &mut new);
-        self.store_config(new.clone())?;
-        let mut targets: Vec<Uuid> = new.members.iter().map(|m| m.uuid).collect();
-        // Members that were removed learn it from the same push.
-        targets.extend(previous.members.iter().map(|m| m.uuid));
-        targets.sort();
-        targets.dedup();
-        let calls = targets.into_iter().filter(|u| *u != self.me.uuid).map(|u| {
-            let node = self.clone();
-            let doc = new.clone();
-            async move {
-                if let Err(e) = node.call(u, Request::PushConfig(Box::new(doc))).await {
-                    tracing::debug!(peer = %u, "config push: {e}");
-                }
-            }
-        });
-        futures_join_all(calls).await;
-        Ok(())
+    /// The pool's consensus group, unless it is restarting.
+    pub fn raft(&self) -> Option<raft::Raft> {
+        self.raft.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Adopts a pool document received from a member if it is newer.
-    pub fn adopt_config(self: &Arc<Self>, new: PoolConfig) -> Result<bool, String> {
-        let current = self.config();
-        if !new.is_newer_than(&current) {
-            // A concurrent change made elsewhere loses to this document.
-            self.note_lost(&new, &current);
-            return Ok(false);
-        }
-        // A change made here loses to the incoming document.
-        self.note_lost(&current, &new);
-        for v in &new.volumes {
-            let before = current
-                .volume(&v.name)
-                .map_or(&[][..], |c| &c.overridden[..]);
-            for line in v.overridden.iter().filter(|l| !before.contains(l)) {
-                tracing::warn!(volume = %v.name, "pool change lost: {line}");
-            }
-        }
-        if new.member(self.me.uuid).is_none() {
-            tracing::warn!(by = %new.changed_by, "this node was detached from the pool");
-            let solo = PoolConfig::solo(self.me.clone());
-            self.store_config(solo)?;
-            return Ok(true);
-        }
-        tracing::info!(version = new.version, "pool document updated");
-        self.store_config(new)?;
-        Ok(true)
+    /// The current document once this node has caught up with everything
+    /// the pool committed: the base of a configuration change. Fails with
+    /// one line when no majority of the pool is reachable.
+    pub async fn config_for_change(self: &Arc<Self>) -> Result<PoolConfig, String> {
+        raft::config_for_change(self).await
     }
 
-    /// Logs the changes of `loser` that `winner` lacks and records them in
-    /// the volumes they concern (a new pool document, pushed to all), so
-    /// `volume info` shows them on every member.
-    fn note_lost(self: &Arc<Self>, loser: &PoolConfig, winner: &PoolConfig) {
-        let host = |u: Uuid| {
-            winner
-                .member(u)
-                .or_else(|| loser.member(u))
-                .map_or_else(|| u.to_string(), |m| m.hostname.clone())
-        };
-        let lines: Vec<(Option<String>, String)> = crate::lineage::lost(loser, winner)
-            .into_iter()
-            .map(|s| {
-                let line = crate::lineage::note(s, &host(s.by), winner, &host(winner.changed_by));
-                (s.volume.clone(), line)
-            })
-            .collect();
-        let mut record = Vec::new();
-        for (volume, line) in lines {
-            let known = volume
-                .as_deref()
-                .and_then(|v| winner.volume(v))
-                .is_some_and(|v| v.overridden.contains(&line));
-            if known {
-                continue;
-            }
-            tracing::warn!(
-                volume = volume.as_deref().unwrap_or("-"),
-                "pool change lost: {line}"
-            );
-            self.events.emit(
-                "pool-change-lost",
-                format!("pool change lost: {line}"),
-                serde_json::json!({"volume": volume, "change": line}),
-            );
-            if let Some(v) = volume {
-                record.push((v, line));
-            }
-        }
-        if record.is_empty() {
-            return;
-        }
-        let node = self.clone();
-        let after = (winner.version, winner.changed_by);
-        self.spawn(async move {
-            // Record on top of the winning document, once it is stored here.
-            let mut waited = 0;
-            while {
-                let c = node.config();
-                (c.version, c.changed_by) < after
-            } {
-                if waited == 40 {
-                    return;
-                }
-                waited += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let mut doc = node.config().next(node.me.uuid);
-            let mut changed = false;
-            for (v, line) in &record {
-                changed |= crate::lineage::record(&mut doc, v, line);
-            }
-            if changed {
-                if let Err(e) = node.commit_config(doc).await {
-                    tracing::warn!("cannot record a lost pool change: {e}");
-                }
-            }
-        });
+    /// Commits `new`, made from the document of version `new.version - 1`,
+    /// through the pool's consensus: it is applied by every member, or the
+    /// call fails with one line (no majority reachable, or another change
+    /// was committed first) and nothing changed.
+    pub async fn commit_config(self: &Arc<Self>, new: PoolConfig) -> Result<(), String> {
+        let base = new.version.saturating_sub(1);
+        raft::propose(
+            self,
+            crate::consensus::Command::Change {
+                base,
+                doc: Box::new(new),
+            },
+        )
+        .await
     }
 
-    fn store_config(self: &Arc<Self>, new: PoolConfig) -> Result<(), String> {
-        self.db
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .save_pool(&new)
-            .map_err(|e| e.to_string())?;
+    /// Leaves the pool: a pool of one again, ready to be probed.
+    pub(crate) async fn leave_pool(self: &Arc<Self>) {
+        let solo = PoolConfig::solo(self.me.clone());
+        if let Err(e) = raft::restart(self, solo, true).await {
+            tracing::error!("cannot leave the pool: {e}");
+        }
+    }
+
+    /// Stops the running instance of the consensus group from touching the
+    /// document: what it still applies is neither stored nor shown.
+    fn stop_raft_instance(&self) {
+        let _c = self.config.write().unwrap_or_else(|e| e.into_inner());
+        self.raft_db.next_instance();
+    }
+
+    /// The state machine of instance `gen` applied `doc`: shown unless the
+    /// instance was stopped meanwhile (checked under the document's lock,
+    /// which a restart takes to stop the instance).
+    fn publish_applied(self: &Arc<Self>, gen: u64, seeded: bool, doc: PoolConfig) {
+        self.publish(doc, Some((gen, seeded)));
+    }
+
+    /// Makes `new` the document in memory (the state machine stored it):
+    /// records what changed, closes the connections of removed members and
+    /// starts or stops local bricks.
+    fn publish_config(self: &Arc<Self>, new: PoolConfig) {
+        self.publish(new, None);
+    }
+
+    fn publish(self: &Arc<Self>, new: PoolConfig, applied: Option<(u64, bool)>) {
         let removed: Vec<Uuid> = {
             let mut c = self.config.write().unwrap_or_else(|e| e.into_inner());
+            if let Some((gen, seeded)) = applied {
+                if !self.raft_db.is_current(gen) {
+                    return;
+                }
+                self.seeded
+                    .store(seeded, std::sync::atomic::Ordering::SeqCst);
+            }
+            if *c == new {
+                return;
+            }
             volume_events(&self.events, &c, &new);
             let gone = c
                 .members
@@ -428,7 +390,6 @@ impl Node {
             }
         }
         self.apply_config_locally();
-        Ok(())
     }
 
     /// Starts and stops local bricks to match the pool document.
@@ -746,16 +707,6 @@ async fn bind_with_retry(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
-}
-
-async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
-    futs: impl Iterator<Item = F>,
-) {
-    let mut set = tokio::task::JoinSet::new();
-    for f in futs {
-        set.spawn(f);
-    }
-    while set.join_next().await.is_some() {}
 }
 
 /// Records what changed between two pool documents: members joined or

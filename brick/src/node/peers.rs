@@ -3,8 +3,8 @@
 //! To settle on one connection per pair, the node with the lower id dials;
 //! the other dials only if it has heard nothing for a while (the peer may
 //! not know it yet, e.g. right after a probe). Every new connection starts
-//! with a `Hello` that checks the protocol version and exchanges pool
-//! document versions, so a node that was down catches up at once.
+//! with a `Hello` that checks the protocol version (the pool document itself
+//! travels only through the pool's consensus, `raft`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -137,25 +137,5 @@ async fn connect(node: &Arc<Node>, peer: Uuid) -> Result<(), CallError> {
     let n = node.clone();
     let c = conn.clone();
     node.spawn(async move { serve::serve_conn(n, c, peer).await });
-    sync_config(node, &conn, theirs.config_version, theirs.config_by).await;
     Ok(())
-}
-
-/// Brings the two sides' pool documents in line after a hello.
-pub(super) async fn sync_config(
-    node: &Arc<Node>,
-    conn: &quinn::Connection,
-    version: u64,
-    by: Uuid,
-) {
-    let mine = node.config();
-    if (version, by) > (mine.version, mine.changed_by) {
-        if let Ok(Response::Config(doc)) = call_on(conn, &Request::PullConfig).await {
-            if let Err(e) = node.adopt_config(*doc) {
-                tracing::warn!("cannot store pool document: {e}");
-            }
-        }
-    } else if (version, by) < (mine.version, mine.changed_by) {
-        let _ = call_on(conn, &Request::PushConfig(Box::new(mine))).await;
-    }
 }

@@ -76,18 +76,11 @@ pub(super) async fn serve_conn(node: Arc<Node>, conn: quinn::Connection, peer: U
             return;
         }
         let n = node.clone();
-        let c = conn.clone();
-        node.spawn(async move { handle_stream(n, c, peer, send, recv).await });
+        node.spawn(async move { handle_stream(n, peer, send, recv).await });
     }
 }
 
-async fn handle_stream(
-    node: Arc<Node>,
-    conn: quinn::Connection,
-    peer: Uuid,
-    mut send: SendStream,
-    mut recv: RecvStream,
-) {
+async fn handle_stream(node: Arc<Node>, peer: Uuid, mut send: SendStream, mut recv: RecvStream) {
     let req: Request = match frame::read_msg(&mut recv).await {
         Ok(r) => r,
         Err(FrameError::Closed) => return,
@@ -102,7 +95,7 @@ async fn handle_stream(
             return;
         }
     };
-    if let Err(e) = dispatch(&node, &conn, peer, req, &mut send, &mut recv).await {
+    if let Err(e) = dispatch(&node, peer, req, &mut send, &mut recv).await {
         tracing::debug!(peer = %node.peer_name(peer), "request failed: {e}");
     }
     let _ = send.finish();
@@ -110,7 +103,6 @@ async fn handle_stream(
 
 async fn dispatch(
     node: &Arc<Node>,
-    conn: &quinn::Connection,
     peer: Uuid,
     req: Request,
     send: &mut SendStream,
@@ -141,12 +133,6 @@ async fn dispatch(
                     ),
                 )
             } else {
-                let n = node.clone();
-                let c = conn.clone();
-                // Catch up with whichever side has the newer document.
-                node.spawn(async move {
-                    super::peers::sync_config(&n, &c, h.config_version, h.config_by).await;
-                });
                 Response::Hello(node.hello())
             }
         }
@@ -162,10 +148,11 @@ async fn dispatch(
                 None => Response::error(code::INTERNAL, "no self entry"),
             }
         }
-        Request::PushConfig(doc) => match node.adopt_config(*doc) {
-            Ok(_) => Response::Ok,
-            Err(e) => Response::error(code::INTERNAL, e),
-        },
+        Request::PushConfig(_) => Response::error(
+            code::REFUSED,
+            "the pool document changes only through the pool's consensus",
+        ),
+        Request::Raft(body) => super::raft::serve(node, peer, &body).await,
         Request::PullConfig => Response::Config(Box::new(node.config())),
         Request::Detached => {
             super::lifecycle::detached_by(node, peer);
@@ -222,7 +209,7 @@ async fn serve_stranger(node: Arc<Node>, conn: quinn::Connection, fp: String) {
         conn.close(code::PERMISSION.into(), b"not a pool member");
         return;
     };
-    let resp = super::mgmt::accept_probe(&node, &fp, *probe);
+    let resp = super::mgmt::accept_probe(&node, &conn, &fp, *probe).await;
     let accepted = matches!(resp, Response::ProbeAccepted { .. });
     if !accepted {
         tracing::warn!(%remote, key = %net::short(&fp), "refused probe: {resp:?}");

@@ -25,10 +25,11 @@ pub const ALPN: &[u8] = b"gsync/1";
 
 /// Minor protocol version, checked in [`Hello`]: bumped whenever a message
 /// changes shape (2: pool document lineage, heal fill progress; 3:
-/// changesets: [`Request::OfferInSet`], [`Request::FeedInSets`]). Nodes of
+/// changesets: [`Request::OfferInSet`], [`Request::FeedInSets`]; 4: the
+/// pool configuration on consensus, [`Request::Raft`]). Nodes of
 /// different versions refuse each other in `Hello` with one line naming
 /// both versions, so an older node never receives a message it cannot read.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Wire error codes carried by [`Response::Error`].
 pub mod code {
@@ -140,7 +141,8 @@ pub enum Request {
     Hello(Hello),
     /// 1: join the sender's pool.
     Probe(Box<Probe>),
-    /// 2: a newer pool document.
+    /// 2: a newer pool document (refused since protocol 4: the document
+    /// changes only by consensus).
     PushConfig(Box<PoolConfig>),
     /// 3: ask for the pool document.
     PullConfig,
@@ -298,6 +300,9 @@ pub enum Request {
         /// Most entries to return.
         limit: u32,
     },
+    /// 22: a message of the pool's consensus group (JSON of
+    /// `node::raft`'s message), answered with [`Response::Raft`].
+    Raft(Vec<u8>),
 }
 
 /// Most paths in one [`Request::Versions`].
@@ -410,6 +415,8 @@ pub enum Response {
         /// `entries`, tag).
         changesets: Vec<(u32, Changeset)>,
     },
+    /// 18: answer to [`Request::Raft`].
+    Raft(Vec<u8>),
 }
 
 /// How `auth.allow` applies to a request (enforced in `node::auth`).
@@ -457,7 +464,8 @@ impl Request {
             | Request::Digests { .. }
             | Request::ResetBrick { .. }
             | Request::History { .. }
-            | Request::BrickDisks { .. } => AuthScope::Exempt,
+            | Request::BrickDisks { .. }
+            | Request::Raft(_) => AuthScope::Exempt,
         }
     }
 }
