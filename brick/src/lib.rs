@@ -38,6 +38,7 @@ pub mod path;
 pub mod pool;
 pub mod proto;
 pub mod replicate;
+pub mod sqlite;
 pub mod store;
 pub mod vv;
 
