@@ -1436,8 +1436,23 @@ impl Agent {
         let root = self.root();
         let this: &Agent = self;
         let list: Vec<Entry> = entries.values().map(|(_, e)| e.clone()).collect();
+        // The set's records in one read.
+        let mut known = match self
+            .journal
+            .get_many_async(list.iter().map(|e| e.path.as_str().to_string()).collect())
+            .await
+        {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::debug!("apply deferred: {e}");
+                return false;
+            }
+        };
         let preps: Vec<Result<sync::Prep, RemoteError>> = futures_util::stream::iter(list)
-            .map(|e| sync::prepare_remote(this, e))
+            .map(|e| {
+                let j = known.remove(e.path.as_str());
+                sync::prepare_known(this, e, j)
+            })
             .buffer_unordered(PUSH_CONCURRENCY)
             .collect()
             .await;

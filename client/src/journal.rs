@@ -467,12 +467,6 @@ impl Journal {
         .await
     }
 
-    /// [`Self::put_intents_async`] of one record, blocking.
-    pub fn put_intent(&self, r: &Record) -> Result<(), JournalError> {
-        let r = r.clone();
-        self.write(move |c| Self::insert(c, "applying", &r))
-    }
-
     /// Settles the intents left by a crash: a file that matches its intent
     /// was placed, so its record is completed; the others never were.
     pub fn settle_intents(&self, matches: impl Fn(&Record) -> bool) -> Result<u64, JournalError> {
@@ -669,11 +663,6 @@ impl Journal {
     /// Records the follow cursor: the brick, its incarnation and the
     /// sequence reached, together (a cursor is meaningless without the
     /// incarnation it belongs to).
-    pub fn set_cursor(&self, brick: u64, incarnation: u64, seq: u64) -> Result<(), JournalError> {
-        self.write(move |c| Self::set_cursor_in(c, brick, incarnation, seq))
-    }
-
-    /// [`Self::set_cursor`], awaiting.
     pub async fn set_cursor_async(
         &self,
         brick: u64,

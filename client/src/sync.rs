@@ -702,6 +702,21 @@ pub(crate) async fn settle_burst(ag: &Agent, done: Vec<Record>) -> Result<(), Re
 /// Decides what a remote entry changes in the folder; a local edit not
 /// pushed yet is never overwritten (it is pushed, and the brick decides).
 pub(crate) async fn prepare_remote(ag: &Agent, e: Entry) -> Result<Prep, RemoteError> {
+    let j = ag
+        .journal
+        .get_async(e.path.as_str())
+        .await
+        .map_err(local_err)?;
+    prepare_known(ag, e, j).await
+}
+
+/// [`prepare_remote`] with the journal's record of the path at hand (a
+/// set reads the records of all its paths at once).
+pub(crate) async fn prepare_known(
+    ag: &Agent,
+    e: Entry,
+    j: Option<Record>,
+) -> Result<Prep, RemoteError> {
     let rel = e.path.clone();
     if ag.ignore.ignored(&rel, e.kind == Kind::Dir) {
         return Ok(Prep::Nothing);
@@ -709,11 +724,6 @@ pub(crate) async fn prepare_remote(ag: &Agent, e: Entry) -> Result<Prep, RemoteE
     let Some(t) = ag.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
     };
-    let j = ag
-        .journal
-        .get_async(rel.as_str())
-        .await
-        .map_err(local_err)?;
     if let Some(j) = &j {
         match e.vv.compare(&j.entry.vv) {
             Relation::DominatedBy => return Ok(Prep::Nothing),
