@@ -444,6 +444,10 @@ pub struct BenchArgs {
     /// Size of the big file in MiB (default 1024; 32 with --quick).
     #[arg(long)]
     pub big_mib: Option<u64>,
+    /// Number of files of the replica-3 vs replica-8 step (default 1000;
+    /// 100 with --quick).
+    #[arg(long)]
+    pub scale_files: Option<usize>,
     /// Mount m1, the writer of every step, with this --settle window (the
     /// cost of longer changesets); default: the agent's debounce.
     #[arg(long, value_name = "DURATION", value_parser = parse_settle)]

@@ -1,8 +1,10 @@
 //! `gsync bench`: the benchmark as a product feature. It starts three
 //! daemons on 127.0.0.1-3 in a temp dir (replica 3, a mount per node), runs
 //! the workloads users care about, runs the same work through `rsync -a`,
-//! `rsync -a --fsync` and a local `cp` on the same disk, and prints one
-//! table (or `--json`) of figures. It never passes or fails on speed:
+//! `rsync -a --fsync` and a local `cp` on the same disk, then the same
+//! small files into a fresh replica-3 and a replica-8 volume (does replica
+//! N cost in proportion to N?), and prints one table (or `--json`) of
+//! figures. It never passes or fails on speed:
 //! `--quick` is a smoke run of every step at a small size.
 
 use std::io::{Seek, SeekFrom, Write};
@@ -44,6 +46,7 @@ struct Plan {
     heal_large: usize,
     big_mib: u64,
     idle_secs: u64,
+    scale_files: usize,
 }
 
 impl Plan {
@@ -57,6 +60,7 @@ impl Plan {
                 heal_large: 200,
                 big_mib: 32,
                 idle_secs: 3,
+                scale_files: 100,
             }
         } else {
             Plan {
@@ -67,6 +71,7 @@ impl Plan {
                 heal_large: 10_000,
                 big_mib: 1024,
                 idle_secs: 20,
+                scale_files: 1_000,
             }
         };
         if let Some(n) = a.files {
@@ -79,6 +84,9 @@ impl Plan {
         }
         if let Some(m) = a.big_mib {
             p.big_mib = m.max(2);
+        }
+        if let Some(n) = a.scale_files {
+            p.scale_files = n.max(1);
         }
         p
     }
@@ -122,7 +130,7 @@ fn bench(a: BenchArgs, json: bool) -> Result<Outcome> {
                 .unwrap_or_default()
         ));
         let mut rows = Vec::new();
-        let steps: [(&str, Step); 7] = [
+        let steps: [(&str, Step); 8] = [
             ("latency", latency),
             ("small files", small_files),
             ("many files and first attach", many_files),
@@ -130,6 +138,7 @@ fn bench(a: BenchArgs, json: bool) -> Result<Outcome> {
             ("one big file and a change inside it", big_file),
             ("heal info", heal_info),
             ("memory and idle CPU", resources),
+            ("replica 3 and replica 8", replica_scaling),
         ];
         for (name, step) in steps {
             say(name);
@@ -220,23 +229,47 @@ struct Lab {
     children: Vec<Child>,
     /// `--settle` of the writer's mount m1.
     settle: Option<String>,
+    /// Node `n` listens on 127.0.0.{ip0 + n}.
+    ip0: u32,
+    /// Number of nodes (and bricks: a replica-N volume).
+    nodes: u32,
+    /// The daemons' UDP port.
+    port: u16,
 }
 
 impl Lab {
+    /// The three-node lab of most steps: replica 3, a mount on each node.
     fn start(base: &Path, port: u16, settle: Option<String>) -> Result<Lab> {
+        Self::start_n(base, port, settle, 3, 0, 3)
+    }
+
+    /// `nodes` daemons on 127.0.0.{ip0 + 1..}, one replica-`nodes` volume
+    /// with a brick on each, and a mount on the first `mounts` nodes.
+    fn start_n(
+        base: &Path,
+        port: u16,
+        settle: Option<String>,
+        nodes: u32,
+        ip0: u32,
+        mounts: u32,
+    ) -> Result<Lab> {
         let exe = std::env::current_exe().context("locating the gsync binary")?;
+        std::fs::create_dir_all(base)?;
         let mut lab = Lab {
             base: base.to_path_buf(),
             exe,
             children: Vec::new(),
             settle,
+            ip0,
+            nodes,
+            port,
         };
-        for n in 1..=3 {
+        for n in 1..=nodes {
             let state = lab.state(n);
             std::fs::create_dir_all(&state)?;
             let log = std::fs::File::create(base.join(format!("n{n}.out")))?;
             let child = Command::new(&lab.exe)
-                .args(["daemon", "--listen", &format!("127.0.0.{n}:{port}")])
+                .args(["daemon", "--listen", &format!("{}:{port}", lab.ip(n))])
                 .env("GSYNC_STATE_DIR", &state)
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -244,7 +277,7 @@ impl Lab {
                 .context("starting a daemon")?;
             lab.children.push(child);
         }
-        for n in 1..=3 {
+        for n in 1..=nodes {
             wait_for(Duration::from_secs(20), "the daemons", || {
                 lab.gsync(n, &["peer", "status"]).is_ok()
             })?;
@@ -258,32 +291,37 @@ impl Lab {
                 );
             }
         }
-        lab.gsync(1, &["peer", "probe", &format!("127.0.0.2:{port}")])?;
-        lab.gsync(1, &["peer", "probe", &format!("127.0.0.3:{port}")])?;
-        wait_for(Duration::from_secs(20), "the pool", || {
+        for n in 2..=nodes {
+            lab.gsync(1, &["peer", "probe", &format!("{}:{port}", lab.ip(n))])?;
+        }
+        wait_for(Duration::from_secs(30), "the pool", || {
             lab.gsync(1, &["peer", "status"])
-                .is_ok_and(|s| s.matches("(Connected)").count() == 2)
+                .is_ok_and(|s| s.matches("(Connected)").count() == nodes as usize - 1)
         })?;
-        let b = |n: u32| format!("127.0.0.{n}:{}", base.join(format!("b{n}")).display());
-        lab.gsync(
-            1,
-            &[
-                "volume",
-                "create",
-                "bench",
-                "replica",
-                "3",
-                &b(1),
-                &b(2),
-                &b(3),
-                "force",
-            ],
-        )?;
+        let replica = nodes.to_string();
+        let mut args: Vec<String> = ["volume", "create", "bench", "replica", &replica]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for n in 1..=nodes {
+            args.push(format!("{}:{}", lab.ip(n), lab.brick_dir(n).display()));
+        }
+        args.push("force".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        lab.gsync(1, &args)?;
         lab.gsync(1, &["volume", "start", "bench"])?;
-        for n in 1..=3 {
+        for n in 1..=mounts {
             lab.mount(n, &lab.mount_dir(n))?;
         }
         Ok(lab)
+    }
+
+    fn ip(&self, n: u32) -> String {
+        format!("127.0.0.{}", self.ip0 + n)
+    }
+
+    fn brick_dir(&self, n: u32) -> PathBuf {
+        self.base.join(format!("b{n}"))
     }
 
     fn state(&self, n: u32) -> PathBuf {
@@ -295,7 +333,7 @@ impl Lab {
     }
 
     fn mount(&self, n: u32, dir: &Path) -> Result<String> {
-        let source = format!("127.0.0.{n}:/bench");
+        let source = format!("{}:/bench", self.ip(n));
         let dir_s = dir.to_string_lossy();
         let mut args = vec!["mount", &source, &dir_s];
         if let (Some(s), true) = (&self.settle, dir == self.mount_dir(1)) {
@@ -323,15 +361,15 @@ impl Lab {
 
     /// Cuts node `n` off from the two others (both directions).
     fn isolate(&self, n: u32) -> Result<()> {
-        for o in (1..=3).filter(|&o| o != n) {
-            self.gsync(n, &["debug", "net", &format!("127.0.0.{o}"), "block"])?;
-            self.gsync(o, &["debug", "net", &format!("127.0.0.{n}"), "block"])?;
+        for o in (1..=self.nodes).filter(|&o| o != n) {
+            self.gsync(n, &["debug", "net", &self.ip(o), "block"])?;
+            self.gsync(o, &["debug", "net", &self.ip(n), "block"])?;
         }
         Ok(())
     }
 
     fn reconnect(&self) -> Result<()> {
-        for n in 1..=3 {
+        for n in 1..=self.nodes {
             self.gsync(n, &["debug", "net-clear"])?;
         }
         Ok(())
@@ -857,6 +895,102 @@ fn resources(lab: &Lab, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
             rsync_fsync: None,
             local: None,
             note: "of one core".into(),
+        });
+    }
+    Ok(())
+}
+
+/// What one replica-N run of the scaling step measured.
+struct Scaled {
+    secs: f64,
+    cpu_secs: f64,
+    wire_bytes: Option<u64>,
+}
+
+/// Writes `files` small files into the only mount (node 1) of a new
+/// `nodes`-node lab with a replica-`nodes` volume, until they are in every
+/// brick: time, the daemons' CPU, and loopback bytes meanwhile.
+fn scaled_run(lab: &Lab, plan: &Plan, nodes: u32, ip0: u32) -> Result<Scaled> {
+    let base = lab.base.join(format!("replica{nodes}"));
+    let sub = Lab::start_n(&base, lab.port + 1, None, nodes, ip0, 1)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let pids = sub.pids();
+    let cpu = || -> u64 { pids.iter().filter_map(|&p| cpu_ticks(p)).sum() };
+    let (cpu0, wire0) = (cpu(), loopback_bytes());
+    let src = sub.mount_dir(1).join("scale");
+    let t = Instant::now();
+    write_files(&src, plan.scale_files, "scale")?;
+    let want = census(&src);
+    for n in 1..=nodes {
+        let d = sub.brick_dir(n).join("scale");
+        wait_for(
+            Duration::from_secs(1800),
+            &format!("scale in brick {n}"),
+            || census(&d) == want,
+        )?;
+    }
+    let secs = secs(t);
+    let cpu_secs = cpu().saturating_sub(cpu0) as f64 / hz;
+    let wire_bytes = loopback_bytes()
+        .zip(wire0)
+        .map(|(a, b)| a.saturating_sub(b));
+    drop(sub);
+    let _ = std::fs::remove_dir_all(&base);
+    Ok(Scaled {
+        secs,
+        cpu_secs,
+        wire_bytes,
+    })
+}
+
+/// Replica N should cost in proportion to N: the same small files into a
+/// replica-3 and a replica-8 volume (one mount each, fresh labs beside the
+/// main one), until in every brick.
+fn replica_scaling(lab: &Lab, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
+    let three = scaled_run(lab, plan, 3, 20)?;
+    let eight = scaled_run(lab, plan, 8, 30)?;
+    let n = plan.scale_files;
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    rows.push(Row {
+        workload: format!("{n} files into replica 8, until in all 8 bricks"),
+        gsync: eight.secs,
+        unit: "s",
+        rsync: None,
+        rsync_fsync: None,
+        local: None,
+        note: format!(
+            "replica 3: {:.1} s; x{:.2} (linear: within x2)",
+            three.secs,
+            ratio(eight.secs, three.secs)
+        ),
+    });
+    rows.push(Row {
+        workload: format!("{n} files into replica 8, daemons' CPU"),
+        gsync: eight.cpu_secs,
+        unit: "s",
+        rsync: None,
+        rsync_fsync: None,
+        local: None,
+        note: format!(
+            "replica 3: {:.1} s; x{:.2} (linear: x2.67)",
+            three.cpu_secs,
+            ratio(eight.cpu_secs, three.cpu_secs)
+        ),
+    });
+    if let (Some(w8), Some(w3)) = (eight.wire_bytes, three.wire_bytes) {
+        rows.push(Row {
+            workload: format!("{n} files into replica 8, loopback bytes"),
+            gsync: w8 as f64 / 1e6,
+            unit: "MB",
+            rsync: None,
+            rsync_fsync: None,
+            local: None,
+            note: format!(
+                "replica 3: {:.1} MB; x{:.2} (linear: x2.67)",
+                w3 as f64 / 1e6,
+                ratio(w8 as f64, w3 as f64)
+            ),
         });
     }
     Ok(())

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use gsync_brick::control::{socket_path, CtlReply, CtlRequest};
-use gsync_brick::frame;
+use gsync_brick::wire::frame;
 use serde::de::DeserializeOwned;
 
 /// The state directory: flag or GSYNC_STATE_DIR, else the default for the

@@ -88,7 +88,7 @@ impl Monitor {
             .collect();
         gauge!("gsync_volumes").set(cfg.volumes.len() as f64);
         for v in &started {
-            let infos = node.bricks.heal_info(node, v).await;
+            let infos = gsync_brick::service::heal::heal_info_local(node.as_ref(), v).await;
             self.heal(node, v, &infos);
             brick_counters(node, v);
         }
@@ -219,7 +219,7 @@ impl Monitor {
 
 /// Counters of this node's bricks of `v`.
 fn brick_counters(node: &Node, v: &Volume) {
-    for st in node.bricks.status(node, &v.name) {
+    for st in gsync_brick::service::status(node, &v.name) {
         let Some(def) = v.bricks.iter().find(|b| b.id == st.brick) else {
             continue;
         };

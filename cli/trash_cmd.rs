@@ -7,7 +7,8 @@ use std::path::Path;
 use anyhow::Result;
 use gsync_brick::control::CtlRequest;
 use gsync_brick::pool::Volume;
-use gsync_brick::store::trash::{self, Restored, TrashItem};
+use gsync_brick::store::restore::Restored;
+use gsync_brick::store::trash::{self, TrashItem};
 
 use crate::{ctl, print_json, Outcome};
 

@@ -388,7 +388,8 @@ fn acknowledged_group_commits_survive_kill9_of_every_node() {
                     r.get(0)
                 })
                 .unwrap_or_else(|e| panic!("brick {i}: {name} acknowledged, not recorded: {e}"));
-            let e: gsync_brick::store::types::Entry = gsync_brick::codec::decode(&blob).unwrap();
+            let e: gsync_brick::store::types::Entry =
+                gsync_brick::wire::codec::decode(&blob).unwrap();
             assert_eq!(
                 e.hash,
                 *blake3::hash(body).as_bytes(),

@@ -525,7 +525,7 @@ fn a_node_of_another_protocol_version_is_refused_both_ways() {
         c.node(1).log().contains("peer speaks protocol 99")
             && c.node(2).log().contains(&format!(
                 "this node speaks protocol {} and the peer 99",
-                gsync_brick::proto::PROTOCOL_VERSION
+                gsync_brick::wire::proto::PROTOCOL_VERSION
             ))
     });
     std::thread::sleep(Duration::from_secs(2));

@@ -366,7 +366,7 @@ pub struct BrickRow {
     /// Daemon pid.
     pub pid: Option<u32>,
     /// Counters and sizes, when online.
-    pub detail: Option<crate::proto::BrickStatus>,
+    pub detail: Option<crate::status::BrickStatus>,
     /// Why the brick is not served although its node is up (e.g. its
     /// volume-id marker is missing).
     #[serde(default)]
@@ -374,30 +374,7 @@ pub struct BrickRow {
     /// The disk under the brick (from its node; none if that node did
     /// not answer).
     #[serde(default)]
-    pub disk: Option<DiskInfo>,
-}
-
-/// The disk under a brick, for `volume status VOL detail`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DiskInfo {
-    /// File system type (ext4, xfs...).
-    pub filesystem: String,
-    /// Source device.
-    pub device: String,
-    /// Mount options.
-    pub mount_options: String,
-    /// Where that file system is mounted.
-    pub mount_point: String,
-    /// Bytes available to the daemon.
-    pub free_bytes: u64,
-    /// Size of the file system.
-    pub total_bytes: u64,
-    /// Inodes in all.
-    pub inodes_total: u64,
-    /// Inodes free.
-    pub inodes_free: u64,
-    /// File system block size.
-    pub block_size: u64,
+    pub disk: Option<crate::status::DiskInfo>,
 }
 
 /// One self-heal daemon row in `volume status`.

@@ -6,7 +6,7 @@
 //! descending only into children whose digests differ. Every local path in
 //! a differing child is marked pending for the peer; the replicator then
 //! offers it, and the peer takes what it lacks (an equal version costs one
-//! small round trip, no content). Each node crawls toward its peers, so
+//! small round trip, no content). Each host crawls toward its peers, so
 //! paths only the peer holds come back by the peer's own crawl.
 //!
 //! A full heal is done only when every pair was compared. Each (brick,
@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::heal_types::{FullHealPhase, FullHealState};
-use crate::node::{CallError, Node};
-use crate::proto::{Request, Response};
+use crate::host::{CallError, Host};
 use crate::store::digest::{self, ChildDigest};
 use crate::store::{Brick, StoreError};
+use crate::wire::proto::{Request, Response};
 
 /// Attempts of one full heal toward one peer brick before it is reported
 /// failed (about three minutes with [`RETRY_BACKOFF`]).
@@ -33,28 +33,10 @@ pub const FULL_HEAL_ATTEMPTS: u32 = 12;
 /// Wait after the first failed attempt; doubles per failure up to the cap.
 const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(15));
 /// Longest wait for one directory's digests from the peer: a large
-/// directory on a loaded node may take longer than a management call.
+/// directory on a loaded host may take longer than a management call.
 const DIGESTS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Tries of one digests request before the attempt fails.
 const DIGESTS_TRIES: u32 = 2;
-
-/// A full heal job's state and when it was launched.
-#[derive(Debug, Clone)]
-pub struct FullHealTrack {
-    /// As reported.
-    pub state: FullHealState,
-    /// Launch time.
-    pub started: Instant,
-}
-
-impl FullHealTrack {
-    /// The state with its elapsed time filled in, for reports.
-    pub fn report(&self) -> FullHealState {
-        let mut s = self.state.clone();
-        s.elapsed_secs = self.started.elapsed().as_secs_f64();
-        s
-    }
-}
 
 /// What a crawl did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -77,7 +59,7 @@ pub enum CrawlError {
     /// The peer answered something else.
     #[error("unexpected answer from the peer")]
     Unexpected,
-    /// The peer brick is not served on its node.
+    /// The peer brick is not served on its host.
     #[error("peer brick not served")]
     NotServed,
     /// The peer brick is no longer part of the volume.
@@ -86,7 +68,7 @@ pub enum CrawlError {
 }
 
 async fn remote(
-    node: &Arc<Node>,
+    host: &Arc<dyn Host>,
     brick: &Brick,
     peer: u64,
     target: Uuid,
@@ -97,9 +79,9 @@ async fn remote(
         brick: peer,
         dir: dir.to_string(),
     };
-    if target == node.me.uuid {
-        // Both bricks on this node: read the peer brick directly.
-        let Some(other) = node.bricks.get(peer) else {
+    if target == host.me() {
+        // Both bricks on this host: read the peer brick directly.
+        let Some(other) = host.local_brick(peer) else {
             return Err(CrawlError::NotServed);
         };
         let d = dir.to_string();
@@ -108,14 +90,14 @@ async fn remote(
     let mut tries = 0;
     loop {
         tries += 1;
-        match node
+        match host
             .call_timeout(target, req.clone(), DIGESTS_TIMEOUT)
             .await
         {
             Ok(Response::Digests(d)) => return Ok(d),
             Ok(_) => return Err(CrawlError::Unexpected),
             Err(e @ (CallError::Timeout(_) | CallError::Connection(_)))
-                if tries < DIGESTS_TRIES && !node.token.is_cancelled() =>
+                if tries < DIGESTS_TRIES && !host.token().is_cancelled() =>
             {
                 tracing::debug!(peer, dir, "digests: {e}; asking again");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -127,7 +109,7 @@ async fn remote(
 
 /// Launches a full heal from `brick` toward brick `peer` (unless one is
 /// already running): crawls, and retries a failed crawl with backoff.
-pub fn start_full(node: &Arc<Node>, brick: &Arc<Brick>, peer: u64) {
+pub fn start_full(host: &Arc<dyn Host>, brick: &Arc<Brick>, peer: u64) {
     {
         let mut jobs = brick.full_heal.lock().unwrap_or_else(|e| e.into_inner());
         let active = jobs.get(&peer).is_some_and(|j| {
@@ -141,7 +123,7 @@ pub fn start_full(node: &Arc<Node>, brick: &Arc<Brick>, peer: u64) {
         }
         jobs.insert(
             peer,
-            FullHealTrack {
+            crate::heal_types::FullHealTrack {
                 state: FullHealState {
                     peer,
                     phase: FullHealPhase::Running,
@@ -155,8 +137,8 @@ pub fn start_full(node: &Arc<Node>, brick: &Arc<Brick>, peer: u64) {
             },
         );
     }
-    let (n, b) = (node.clone(), brick.clone());
-    node.spawn(async move { full_heal_job(n, b, peer).await });
+    let (n, b) = (host.clone(), brick.clone());
+    host.spawn(async move { full_heal_job(n, b, peer).await });
 }
 
 fn update(brick: &Brick, peer: u64, f: impl FnOnce(&mut FullHealState)) {
@@ -166,13 +148,13 @@ fn update(brick: &Brick, peer: u64, f: impl FnOnce(&mut FullHealState)) {
     }
 }
 
-fn peer_node(node: &Node, brick: &Brick, peer: u64) -> Option<Uuid> {
-    let cfg = node.config();
+fn peer_node(host: &dyn Host, brick: &Brick, peer: u64) -> Option<Uuid> {
+    let cfg = host.config();
     let v = cfg.volumes.iter().find(|v| v.id == brick.volume)?;
     v.brick(peer).map(|b| b.node)
 }
 
-async fn full_heal_job(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
+async fn full_heal_job(host: Arc<dyn Host>, brick: Arc<Brick>, peer: u64) {
     let mut backoff = RETRY_BACKOFF.0;
     for attempt in 1..=FULL_HEAL_ATTEMPTS {
         update(&brick, peer, |s| {
@@ -181,15 +163,14 @@ async fn full_heal_job(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
             s.dirs_compared = 0;
             s.paths_marked = 0;
         });
-        let res = match peer_node(&node, &brick, peer) {
-            Some(target) => crawl(&node, &brick, peer, target).await,
+        let res = match peer_node(&*host, &brick, peer) {
+            Some(target) => crawl(&host, &brick, peer, target).await,
             None => Err(CrawlError::Gone),
         };
-        let served = node
-            .bricks
-            .get(brick.id)
+        let served = host
+            .local_brick(brick.id)
             .is_some_and(|b| Arc::ptr_eq(&b, &brick));
-        if node.token.is_cancelled() || !served {
+        if host.token().is_cancelled() || !served {
             // The daemon or this brick stopped: the job ends with it.
             update(&brick, peer, |s| {
                 s.phase = FullHealPhase::Failed;
@@ -236,8 +217,9 @@ async fn full_heal_job(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
                 if last {
                     return;
                 }
+                let token = host.token();
                 tokio::select! {
-                    _ = node.token.cancelled() => return,
+                    _ = token.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(RETRY_BACKOFF.1);
@@ -246,10 +228,10 @@ async fn full_heal_job(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
     }
 }
 
-/// Compares `brick` with brick `peer` on node `target` and marks every
+/// Compares `brick` with brick `peer` on host `target` and marks every
 /// local path that differs as pending for the peer.
 pub async fn crawl(
-    node: &Arc<Node>,
+    host: &Arc<dyn Host>,
     brick: &Arc<Brick>,
     peer: u64,
     target: Uuid,
@@ -257,7 +239,7 @@ pub async fn crawl(
     let mut stats = CrawlStats::default();
     let mut stack: Vec<String> = vec![String::new()];
     while let Some(dir) = stack.pop() {
-        if node.token.is_cancelled() {
+        if host.token().is_cancelled() {
             break;
         }
         stats.dirs_walked += 1;
@@ -267,7 +249,7 @@ pub async fn crawl(
         });
         let d2 = dir.clone();
         let mine = brick.with_db(move |_, c| digest::children(c, &d2)).await?;
-        let theirs = remote(node, brick, peer, target, &dir).await?;
+        let theirs = remote(host, brick, peer, target, &dir).await?;
         let mut differing: Vec<String> = Vec::new();
         for child in mine {
             let same = theirs

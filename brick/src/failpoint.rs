@@ -47,12 +47,12 @@ pub fn announced_protocol() -> u32 {
     std::env::var("GSYNC_TEST_PROTOCOL")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(crate::proto::PROTOCOL_VERSION)
+        .unwrap_or(crate::wire::proto::PROTOCOL_VERSION)
 }
 
 /// The protocol version this node announces in `Hello`.
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn announced_protocol() -> u32 {
-    crate::proto::PROTOCOL_VERSION
+    crate::wire::proto::PROTOCOL_VERSION
 }

@@ -131,3 +131,21 @@ pub struct SplitBrainVersions {
     /// Versions retained after a resolution (path, retained file name).
     pub retained: Vec<(Entry, String)>,
 }
+
+/// A full heal job's state and when it was launched.
+#[derive(Debug, Clone)]
+pub struct FullHealTrack {
+    /// As reported.
+    pub state: FullHealState,
+    /// Launch time.
+    pub started: std::time::Instant,
+}
+
+impl FullHealTrack {
+    /// The state with its elapsed time filled in, for reports.
+    pub fn report(&self) -> FullHealState {
+        let mut s = self.state.clone();
+        s.elapsed_secs = self.started.elapsed().as_secs_f64();
+        s
+    }
+}

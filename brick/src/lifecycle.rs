@@ -18,8 +18,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use crate::path::RESERVED;
 use crate::pool::Volume;
+use crate::wire::path::RESERVED;
 
 /// True if `peers` are exactly the other bricks of `v` as seen by brick `id`.
 pub fn same_peers(peers: &[u64], v: &Volume, id: u64) -> bool {

@@ -167,7 +167,13 @@ mod tests {
             })
             .collect();
         let seven: Vec<BrickDef> = (0..7).map(|i| brick(1, i)).collect();
-        let table: Vec<(PoolConfig, Vec<BrickDef>, Vec<(Uuid, &str)>, Option<&str>)> =
+        type Case<'a> = (
+            PoolConfig,
+            Vec<BrickDef>,
+            Vec<(Uuid, &'a str)>,
+            Option<&'a str>,
+        );
+        let table: Vec<Case> =
             vec![
             (pool(vec![]), vec![], vec![(node(1), "h1"), (node(2), "h2")], None),
             (pool(vec![]), vec![], vec![(node(1), "h1"); 8], None),

@@ -12,28 +12,12 @@
 //!
 //! Everything here is pure: documents in, descriptions out.
 
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-use crate::pool::{PoolConfig, Volume, VolumeState};
+use crate::pool::{PoolConfig, Stamp, Volume, VolumeState};
 
 /// Changes kept in a document's lineage.
 pub const LINEAGE: usize = 64;
 /// Overridden changes kept per volume (newest last).
 pub const KEEP_OVERRIDDEN: usize = 10;
-
-/// One change in a document's lineage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp {
-    /// The document version the change produced.
-    pub version: u64,
-    /// The member that made it.
-    pub by: Uuid,
-    /// What it did, as the operator would say it (`volume set v k x`).
-    pub what: String,
-    /// The volume it concerned, if one.
-    pub volume: Option<String>,
-}
 
 /// Appends the stamp of the change from `previous` to `new` to `new`'s
 /// lineage. A change that only records overridden changes is not stamped:
@@ -204,6 +188,7 @@ mod tests {
     use super::*;
     use crate::pool::tests::member;
     use crate::pool::BrickDef;
+    use uuid::Uuid;
 
     fn pool() -> PoolConfig {
         let mut p = PoolConfig::solo(member(1));

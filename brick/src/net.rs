@@ -21,7 +21,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::faults::FaultSocket;
-use crate::proto::ALPN;
+use crate::wire::proto::ALPN;
 
 /// QUIC keep-alive interval.
 pub const KEEP_ALIVE: Duration = Duration::from_millis(700);

@@ -101,6 +101,23 @@ pub struct Volume {
 }
 
 impl Volume {
+    /// Whether the bricks marked reachable in `up` (in brick order) make a
+    /// quorum of this volume; `None` when no quorum is configured.
+    /// `auto`: more than half, or exactly half including the first brick;
+    /// `fixed`: at least `cluster.quorum-count`.
+    pub fn quorum(&self, up: &[bool]) -> Option<bool> {
+        let n = self.bricks.len();
+        let reach = up.iter().filter(|x| **x).count();
+        match self.option("cluster.quorum-type") {
+            "auto" => Some(reach * 2 > n || (reach * 2 == n && up.first() == Some(&true))),
+            "fixed" => match self.option("cluster.quorum-count").parse::<usize>() {
+                Ok(0) | Err(_) => None,
+                Ok(c) => Some(reach >= c),
+            },
+            _ => None,
+        }
+    }
+
     /// The brick with replica id `id`.
     pub fn brick(&self, id: u64) -> Option<&BrickDef> {
         self.bricks.iter().find(|b| b.id == id)
@@ -134,7 +151,20 @@ pub struct PoolConfig {
     pub volumes: Vec<Volume>,
     /// The last changes this document descends from (see `lineage`).
     #[serde(default)]
-    pub history: Vec<crate::lineage::Stamp>,
+    pub history: Vec<Stamp>,
+}
+
+/// One change in a document's lineage (see `lineage`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// The document version the change produced.
+    pub version: u64,
+    /// The member that made it.
+    pub by: Uuid,
+    /// What it did, as the operator would say it (`volume set v k x`).
+    pub what: String,
+    /// The volume it concerned, if one.
+    pub volume: Option<String>,
 }
 
 /// Current stored format of [`PoolConfig`].
@@ -238,6 +268,65 @@ pub(crate) mod tests {
             hostname: format!("127.0.0.{n}"),
             port: 24017,
             fingerprint: format!("fp{n}"),
+        }
+    }
+
+    #[test]
+    fn quorum_of_reachable_bricks() {
+        let volume = |n: u64, opts: &[(&str, &str)]| Volume {
+            name: "v".into(),
+            id: Uuid::from_bytes([9; 16]),
+            replica: n as u32,
+            bricks: (1..=n)
+                .map(|i| BrickDef {
+                    id: i,
+                    node: Uuid::from_bytes([i as u8; 16]),
+                    host: format!("h{i}"),
+                    path: "/b".into(),
+                    incarnation: 0,
+                    out_of_service: false,
+                })
+                .collect(),
+            state: VolumeState::Started,
+            options: opts
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            overridden: Vec::new(),
+        };
+        let (t, f) = (true, false);
+        let auto = [("cluster.quorum-type", "auto")];
+        let fixed2 = [
+            ("cluster.quorum-type", "fixed"),
+            ("cluster.quorum-count", "2"),
+        ];
+        let fixed0 = [
+            ("cluster.quorum-type", "fixed"),
+            ("cluster.quorum-count", "0"),
+        ];
+        let none = [("cluster.quorum-type", "none")];
+        type Options<'a> = &'a [(&'a str, &'a str)];
+        let table: &[(u64, Options, &[bool], Option<bool>)] = &[
+            (3, &auto, &[t, t, f], Some(true)),
+            (3, &auto, &[f, f, t], Some(false)),
+            (3, &auto, &[t, f, f], Some(false)),
+            // Exactly half: only with the first brick.
+            (2, &auto, &[t, f], Some(true)),
+            (2, &auto, &[f, t], Some(false)),
+            (4, &auto, &[t, f, f, t], Some(true)),
+            (4, &auto, &[f, t, t, f], Some(false)),
+            (3, &fixed2, &[f, t, t], Some(true)),
+            (3, &fixed2, &[f, f, t], Some(false)),
+            // A count of 0 (or unreadable) means no quorum enforced.
+            (3, &fixed0, &[f, f, f], None),
+            (3, &none, &[f, f, f], None),
+        ];
+        for (n, opts, up, want) in table {
+            assert_eq!(
+                volume(*n, opts).quorum(up),
+                *want,
+                "{n} bricks {opts:?} up {up:?}"
+            );
         }
     }
 

@@ -32,13 +32,12 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::frame::{self, FrameError};
-use crate::heal_types::BrickHealInfo;
-use crate::node::{CallError, Node};
-use crate::proto::{Changeset, HealOp, Offer, Request, Response};
+use crate::host::{CallError, Host};
 use crate::store::types::{ChunkRef, Entry, Kind};
 use crate::store::{chunking, Brick, StoreError};
-use crate::vv::{Relation, VersionVector};
+use crate::wire::frame::{self, FrameError};
+use crate::wire::proto::{Changeset, Offer, Request, Response};
+use crate::wire::vv::{Relation, VersionVector};
 use crate::RelPath;
 
 /// Errors of one push.
@@ -62,10 +61,10 @@ pub enum PushError {
 }
 
 /// Starts one replicator per peer brick of `brick`.
-pub fn spawn(node: &Arc<Node>, brick: &Arc<Brick>, token: &CancellationToken) {
+pub fn spawn(host: &Arc<dyn Host>, brick: &Arc<Brick>, token: &CancellationToken) {
     // Rows for bricks removed from the volume would never be confirmed.
     let b = brick.clone();
-    node.spawn(async move {
+    host.spawn(async move {
         let peers = b.peers();
         match b
             .with_db(move |_, c| crate::lifecycle::prune_pending(c, &peers))
@@ -77,10 +76,10 @@ pub fn spawn(node: &Arc<Node>, brick: &Arc<Brick>, token: &CancellationToken) {
         }
     });
     for peer in brick.peers() {
-        let n = node.clone();
+        let n = host.clone();
         let b = brick.clone();
         let t = token.clone();
-        node.spawn_supervised(format!("replicator to brick {peer}"), move || {
+        host.spawn_supervised(format!("replicator to brick {peer}"), move || {
             let (n, b, t) = (n.clone(), b.clone(), t.clone());
             async move {
                 t.run_until_cancelled(replicator(n, b, peer))
@@ -146,7 +145,7 @@ impl SeqMarks {
     }
 }
 
-async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
+async fn replicator(host: Arc<dyn Host>, brick: Arc<Brick>, peer: u64) {
     let mut seq_rx = brick.subscribe();
     // Rows at or below this sequence were written while the peer was away.
     let mut heal_upto = brick.seq();
@@ -162,7 +161,7 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
     let mut fill = FillCheck::default();
     let mut marks = SeqMarks::new(brick.seq());
     loop {
-        if let Some(upto) = fill.run(&node, &brick, peer).await {
+        if let Some(upto) = fill.run(&host, &brick, peer).await {
             heal_upto = heal_upto.max(upto);
         }
         // Mark the current sequence seen *before* reading the index, so a
@@ -198,11 +197,11 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
             let _ = tokio::time::timeout(wake, seq_rx.changed()).await;
             continue;
         }
-        let Some(target) = peer_node(&node, &brick, peer) else {
+        let Some(target) = peer_node(&*host, &brick, peer) else {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
-        if !node.is_connected(target) {
+        if !host.is_connected(target) {
             failing = true;
             cursor = 0;
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -212,7 +211,7 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
             failing = false;
             // The outage history keeps what this side changed meanwhile;
             // the replay below deletes the rows that say so.
-            let nodes = node
+            let nodes = host
                 .config()
                 .volumes
                 .iter()
@@ -220,7 +219,7 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
                 .map(crate::outage::brick_nodes)
                 .unwrap_or_default();
             if let Err(e) = brick
-                .with_db(move |_, c| crate::outage::collect(c, peer, &nodes))
+                .with_db(move |_, c| crate::store::outages::collect(c, peer, &nodes))
                 .await
             {
                 tracing::warn!(brick = %brick.root.display(), "outage history: {e}");
@@ -252,7 +251,7 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
             };
             if sender != 0 && misses < WATCH_MISSES {
                 let sender_up =
-                    peer_node(&node, &brick, sender).is_some_and(|n| node.is_connected(n));
+                    peer_node(&*host, &brick, sender).is_some_and(|n| host.is_connected(n));
                 if sender_up {
                     watch.push((path, rel, seq));
                     continue;
@@ -262,7 +261,7 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
         }
         let mut link_failed = false;
         if !watch.is_empty() {
-            match check_watched(&node, &brick, peer, target, watch).await {
+            match check_watched(&host, &brick, peer, target, watch).await {
                 Ok((held, lacking)) => {
                     let now = tokio::time::Instant::now();
                     for (path, seq) in lacking {
@@ -311,13 +310,13 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
         for group in groups {
             let results: Vec<_> = futures_util::stream::iter(group)
                 .map(|(path, rel, seq)| {
-                    let (node, brick) = (&node, &brick);
+                    let (host, brick) = (&host, &brick);
                     async move {
                         let is_heal = seq <= heal_upto;
                         if is_heal {
                             brick.counters.healing.fetch_add(1, Ordering::Relaxed);
                         }
-                        let res = push_path_paced(node, brick, peer, target, &rel, is_heal).await;
+                        let res = push_path_paced(host, brick, peer, target, &rel, is_heal).await;
                         if is_heal {
                             brick.counters.healing.fetch_sub(1, Ordering::Relaxed);
                         }
@@ -392,11 +391,11 @@ async fn replicator(node: Arc<Node>, brick: Arc<Brick>, peer: u64) {
     }
 }
 
-/// Asks brick `peer` (on node `target`) which of the watched rows' versions
+/// Asks brick `peer` (on host `target`) which of the watched rows' versions
 /// it holds, in one request. Returns the rows it holds (its version is this
 /// brick's current one, or newer) and those it lacks, as `(path, seq)`.
 async fn check_watched(
-    node: &Arc<Node>,
+    host: &Arc<dyn Host>,
     brick: &Arc<Brick>,
     peer: u64,
     target: Uuid,
@@ -425,7 +424,7 @@ async fn check_watched(
         brick: peer,
         paths,
     };
-    let (mut w, mut r) = node.open_stream(target).await?;
+    let (mut w, mut r) = host.clone().open_stream(target).await?;
     frame::write_msg(&mut w, &req).await?;
     let _ = w.shutdown().await;
     let theirs = match tokio::time::timeout(STEP_TIMEOUT, frame::read_msg(&mut r))
@@ -458,8 +457,9 @@ async fn check_watched(
 /// Watched rows the peer holds, and those it lacks: `(path, seq)`.
 type WatchOutcome = (Vec<(String, u64)>, Vec<(String, u64)>);
 
-/// Splits a batch into groups pushed one after the other: every live entry
-/// in the first group, then the deletions by depth, deepest first.
+/// Splits a batch into groups pushed one after the other (see
+/// [`crate::order`]): existing paths parents first, then deletions
+/// children first.
 async fn push_order(
     brick: &Arc<Brick>,
     work: Vec<(String, RelPath, u64)>,
@@ -473,27 +473,15 @@ async fn push_order(
                 .collect::<Vec<_>>()
         })
         .await;
-    let mut live = Vec::new();
-    let mut dead: std::collections::BTreeMap<std::cmp::Reverse<usize>, Vec<_>> =
-        std::collections::BTreeMap::new();
-    for (w, k) in work.into_iter().zip(kinds) {
-        if k == Some(Kind::Tombstone) {
-            dead.entry(std::cmp::Reverse(w.1.depth()))
-                .or_default()
-                .push(w);
-        } else {
-            live.push(w);
-        }
-    }
-    let mut groups = vec![live];
-    groups.extend(dead.into_values());
-    groups.retain(|g| !g.is_empty());
-    groups
+    crate::order::push_groups(work.into_iter().zip(kinds).map(|(w, k)| {
+        let depth = w.1.depth();
+        (w, depth, k == Some(Kind::Tombstone))
+    }))
 }
 
 /// The heal rate limit of `brick`'s volume in bytes/s (0 = none).
-fn heal_rate(node: &Node, brick: &Brick) -> u64 {
-    node.config()
+fn heal_rate(host: &dyn Host, brick: &Brick) -> u64 {
+    host.config()
         .volumes
         .iter()
         .find(|v| v.id == brick.volume)
@@ -516,8 +504,8 @@ impl FillCheck {
     /// Runs the full crawl toward `peer` if its incarnation is newer than
     /// the one this brick last compared with. Returns the sequence up to
     /// which the marked rows count as heals.
-    async fn run(&mut self, node: &Arc<Node>, brick: &Arc<Brick>, peer: u64) -> Option<u64> {
-        let cfg = node.config();
+    async fn run(&mut self, host: &Arc<dyn Host>, brick: &Arc<Brick>, peer: u64) -> Option<u64> {
+        let cfg = host.config();
         if cfg.version == self.settled {
             return None;
         }
@@ -541,12 +529,12 @@ impl FillCheck {
             self.settled = cfg.version;
             return None;
         }
-        if def.out_of_service || !node.is_connected(def.node) {
+        if def.out_of_service || !host.is_connected(def.node) {
             self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
             return None;
         }
         let started = std::time::Instant::now();
-        match crate::crawl::crawl(node, brick, peer, def.node).await {
+        match crate::crawl::crawl(host, brick, peer, def.node).await {
             Ok(s) => {
                 let inc = def.incarnation;
                 if let Err(e) = brick
@@ -580,22 +568,22 @@ impl FillCheck {
     }
 }
 
-fn peer_node(node: &Node, brick: &Brick, peer: u64) -> Option<Uuid> {
-    let cfg = node.config();
+fn peer_node(host: &dyn Host, brick: &Brick, peer: u64) -> Option<Uuid> {
+    let cfg = host.config();
     let v = cfg.volumes.iter().find(|v| v.id == brick.volume)?;
     v.brick(peer).map(|b| b.node)
 }
 
 /// Offers the current version of `path` (and its siblings) to brick `peer`
-/// on node `target`. Returns the content bytes sent.
+/// on host `target`. Returns the content bytes sent.
 pub async fn push_path(
-    node: &Arc<Node>,
+    host: &Arc<dyn Host>,
     brick: &Arc<Brick>,
     peer: u64,
     target: Uuid,
     path: &RelPath,
 ) -> Result<u64, PushError> {
-    push_path_paced(node, brick, peer, target, path, false).await
+    push_path_paced(host, brick, peer, target, path, false).await
 }
 
 /// A stored version to offer: entry, chunks, changeset.
@@ -603,7 +591,7 @@ type Version = (Entry, Vec<ChunkRef>, Option<Changeset>);
 
 /// [`push_path`], paced by `cluster.heal-rate-limit` when `heal` is set.
 async fn push_path_paced(
-    node: &Arc<Node>,
+    host: &Arc<dyn Host>,
     brick: &Arc<Brick>,
     peer: u64,
     target: Uuid,
@@ -611,7 +599,12 @@ async fn push_path_paced(
     heal: bool,
 ) -> Result<u64, PushError> {
     let limit = heal
-        .then(|| (crate::lifecycle::limiter(brick.id), heal_rate(node, brick)))
+        .then(|| {
+            (
+                crate::lifecycle::limiter(brick.id),
+                heal_rate(&**host, brick),
+            )
+        })
         .filter(|(_, rate)| *rate > 0);
     let p = path.clone();
     // The current version carries its changeset on; siblings never do.
@@ -653,7 +646,7 @@ async fn push_path_paced(
             write: None,
             from_brick: Some(brick.id),
         };
-        let (mut w, mut r) = node.open_stream(target).await?;
+        let (mut w, mut r) = host.clone().open_stream(target).await?;
         let (resp, n) = send_offer_paced(
             &mut w,
             &mut r,
@@ -785,127 +778,4 @@ fn heal_start(brick: &Brick) -> crate::store::HealMark {
         heal_bytes: c.heal_bytes,
         streamed: brick.counters.heal_streamed.load(Ordering::Relaxed),
     }
-}
-
-/// The heal report of one local brick.
-pub async fn heal_info(brick: &Arc<Brick>) -> BrickHealInfo {
-    let mut info = brick
-        .with_db(|_, c| Brick::heal_info(c, crate::store::rpc::HEAL_LIST_LIMIT))
-        .await
-        .unwrap_or_default();
-    info.brick = brick.id;
-    let c = brick.counters();
-    info.heals_done = c.heals;
-    info.heal_bytes = c.heal_bytes;
-    info.healing = brick.counters.healing.load(Ordering::Relaxed);
-    let mark = *brick.heal_started.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(m) = mark {
-        let secs = m.at.elapsed().as_secs_f64();
-        let done = c.heals.saturating_sub(m.heals);
-        let streamed = brick
-            .counters
-            .heal_streamed
-            .load(Ordering::Relaxed)
-            .saturating_sub(m.streamed);
-        // Bytes already sent of entries not yet confirmed are not left.
-        let in_flight = streamed.saturating_sub(c.heal_bytes.saturating_sub(m.heal_bytes));
-        info.pending_bytes = info.pending_bytes.saturating_sub(in_flight);
-        if secs > 0.5 {
-            let rate = done as f64 / secs;
-            let byte_rate = streamed as f64 / secs;
-            info.heal_rate = (done > 0).then_some(rate);
-            info.heal_byte_rate = (streamed > 0).then_some(byte_rate);
-            // Whichever bounds the heal: entries or bytes.
-            let by_entries = (done > 0).then(|| info.pending as f64 / rate);
-            let by_bytes = (streamed > 0).then(|| info.pending_bytes as f64 / byte_rate);
-            info.eta_secs = match (by_entries, by_bytes) {
-                _ if info.pending == 0 => None,
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
-        }
-    }
-    info.last_error = brick
-        .last_error
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    info.quorum_met = *brick.quorum.lock().unwrap_or_else(|e| e.into_inner());
-    info.full_heal = brick
-        .full_heal
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .map(crate::crawl::FullHealTrack::report)
-        .collect();
-    info
-}
-
-/// Runs a heal command on this node's bricks of `volume`.
-pub async fn heal_op(node: &Arc<Node>, volume: &str, op: HealOp) -> Result<(), String> {
-    let Some(v) = node.config().volume(volume).cloned() else {
-        return Err(format!("Volume {volume} does not exist"));
-    };
-    for b in node.bricks.of_volume(v.id) {
-        match &op {
-            HealOp::Index => b.publish_seq(b.seq()),
-            HealOp::Full => {
-                for peer in b.peers() {
-                    crate::crawl::start_full(node, &b, peer);
-                }
-            }
-            HealOp::Choose { .. } | HealOp::ChooseBy { .. } => {
-                let (path, vv, how) = match &op {
-                    HealOp::ChooseBy { path, vv, how } => (path, vv, Some(how.clone())),
-                    HealOp::Choose { path, vv } => (path, vv, None),
-                    _ => continue,
-                };
-                let Some(_guard) = b.lock_path(path, Duration::from_secs(20)).await else {
-                    return Err(format!("{path} is being updated; retry"));
-                };
-                let p = path.clone();
-                // The versions before the choice: all but the winner go to
-                // the trash.
-                let before: Vec<Entry> = b
-                    .with_db(move |_, c| -> Result<Vec<Entry>, StoreError> {
-                        Ok(Brick::load(c, &p)?
-                            .into_iter()
-                            .chain(Brick::siblings(c, &p)?)
-                            .map(|(e, _)| e)
-                            .collect())
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let done = crate::store::choose(&b, path, vv)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if let (Some(how), Some(_)) = (how, &done) {
-                    let name = crate::outage::version_name;
-                    let winner = before.iter().find(|e| e.vv == *vv);
-                    let r = crate::outage::Resolution {
-                        path: path.as_str().to_string(),
-                        at: std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_secs()),
-                        how,
-                        winner: winner.map_or_else(String::new, name),
-                        losers: before.iter().filter(|e| e.vv != *vv).map(name).collect(),
-                    };
-                    let p = path.clone();
-                    if let Err(e) = b
-                        .with_db(move |_, c| crate::outage::record_resolution(c, &r))
-                        .await
-                    {
-                        tracing::warn!(path = %p, "outage history: {e}");
-                    }
-                }
-                if done.is_some() {
-                    tracing::info!(%path, brick = %b.root.display(), "split-brain resolved; losing versions retained");
-                    b.publish_seq(b.seq());
-                    return Ok(());
-                }
-            }
-        }
-    }
-    Ok(())
 }

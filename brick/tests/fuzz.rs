@@ -9,11 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use gsync_brick::proto::{Offer, Request, Response, WriteInfo};
 use gsync_brick::store::chunking;
 use gsync_brick::store::types::{ChunkRef, Entry, Kind};
-use gsync_brick::vv::VersionVector;
-use gsync_brick::{codec, frame, RelPath};
+use gsync_brick::wire::proto::{Offer, Request, Response, WriteInfo};
+use gsync_brick::wire::vv::VersionVector;
+use gsync_brick::wire::{codec, frame};
+use gsync_brick::RelPath;
 
 struct Rng(u64);
 
@@ -53,7 +54,7 @@ fn seeds() -> Vec<Vec<u8>> {
         }),
         from_brick: Some(3),
     };
-    let reqs = vec![
+    let reqs = [
         Request::Offer(offer),
         Request::PullConfig,
         Request::Changes {
@@ -76,7 +77,7 @@ fn seeds() -> Vec<Vec<u8>> {
             path,
         },
     ];
-    let resps = vec![
+    let resps = [
         Response::Need(vec![1, 2, 3]),
         Response::Changes {
             entries: vec![(1, e)],

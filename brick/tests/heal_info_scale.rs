@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use gsync_brick::store::types::{Entry, Kind};
 use gsync_brick::store::{schema, Brick};
-use gsync_brick::vv::VersionVector;
-use gsync_brick::{codec, RelPath};
+use gsync_brick::wire::codec;
+use gsync_brick::wire::vv::VersionVector;
+use gsync_brick::RelPath;
 use rusqlite::params;
 
 #[test]

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use gsync_brick::node::Node;
 use gsync_brick::pool::VolumeState;
-use gsync_brick::proto::{code, Offer, WriteInfo};
 use gsync_brick::store::files;
 use gsync_brick::store::types::{Entry, Kind};
-use gsync_brick::vv::VersionVector;
+use gsync_brick::wire::proto::{code, Offer, WriteInfo};
+use gsync_brick::wire::vv::VersionVector;
 use gsync_brick::RelPath;
 use tokio_util::sync::CancellationToken;
 
@@ -252,7 +252,8 @@ impl Rejected {
                 .is_some_and(|j| {
                     matches!(
                         e.vv.compare(&j.entry.vv),
-                        gsync_brick::vv::Relation::DominatedBy | gsync_brick::vv::Relation::Equal
+                        gsync_brick::wire::vv::Relation::DominatedBy
+                            | gsync_brick::wire::vv::Relation::Equal
                     )
                 });
             if synced {
@@ -1029,7 +1030,7 @@ impl Agent {
         }
         // Then they go out, tagged as one changeset when there are several:
         // parents first, deletions deepest first.
-        let changeset = (planned.len() > 1).then(|| gsync_brick::proto::Changeset {
+        let changeset = (planned.len() > 1).then(|| gsync_brick::wire::proto::Changeset {
             id: rand::random::<u64>() | 1,
             members: u32::try_from(planned.len()).unwrap_or(u32::MAX),
         });
@@ -1231,7 +1232,7 @@ impl Agent {
                 return false;
             }
         } else {
-            let tags: HashMap<u32, gsync_brick::proto::Changeset> =
+            let tags: HashMap<u32, gsync_brick::wire::proto::Changeset> =
                 b.changesets.iter().copied().collect();
             let now = Instant::now();
             for (i, (seq, e)) in b.entries.into_iter().enumerate() {
@@ -1765,14 +1766,14 @@ impl Agent {
         paths: &[RelPath],
     ) -> Result<Vec<Option<VersionVector>>, RemoteError> {
         let mut out = Vec::with_capacity(paths.len());
-        for part in paths.chunks(gsync_brick::proto::MAX_VERSION_PATHS) {
-            let req = gsync_brick::proto::Request::Versions {
+        for part in paths.chunks(gsync_brick::wire::proto::MAX_VERSION_PATHS) {
+            let req = gsync_brick::wire::proto::Request::Versions {
                 volume: t.volume,
                 brick: t.brick,
                 paths: part.to_vec(),
             };
             match remote::call(&self.node, t, &req).await? {
-                gsync_brick::proto::Response::Versions(have) if have.len() == part.len() => {
+                gsync_brick::wire::proto::Response::Versions(have) if have.len() == part.len() => {
                     out.extend(have)
                 }
                 _ => {
@@ -1878,8 +1879,8 @@ impl Agent {
                             h.as_ref().is_none_or(|h| {
                                 matches!(
                                     r.entry.vv.compare(h),
-                                    gsync_brick::vv::Relation::Dominates
-                                        | gsync_brick::vv::Relation::Concurrent
+                                    gsync_brick::wire::vv::Relation::Dominates
+                                        | gsync_brick::wire::vv::Relation::Concurrent
                                 )
                             })
                         })
@@ -2286,7 +2287,7 @@ impl Agent {
 /// version), or concurrent and different (same-state concurrent versions
 /// merge silently). A deletion against a deletion is nothing to offer.
 fn unknown_to(synced: &Entry, listed: &Entry) -> bool {
-    use gsync_brick::vv::Relation;
+    use gsync_brick::wire::vv::Relation;
     if synced.kind == Kind::Tombstone && listed.kind == Kind::Tombstone {
         return false;
     }

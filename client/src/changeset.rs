@@ -16,8 +16,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use gsync_brick::proto::Changeset;
 use gsync_brick::store::types::Entry;
+use gsync_brick::wire::proto::Changeset;
 use gsync_brick::RelPath;
 
 /// Longest an incomplete changeset holds back itself and the changes
@@ -182,7 +182,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gsync_brick::vv::VersionVector;
+    use gsync_brick::wire::vv::VersionVector;
 
     fn e(p: &str, v: u64) -> Entry {
         let mut e = Entry::tombstone(RelPath::new(p).unwrap(), uuid::Uuid::nil());

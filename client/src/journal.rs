@@ -17,9 +17,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use gsync_brick::codec;
 use gsync_brick::store::chunking;
 use gsync_brick::store::types::{ChunkRef, Entry, Kind};
+use gsync_brick::wire::codec;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::local::LocalStat;

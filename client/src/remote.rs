@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gsync_brick::frame;
 use gsync_brick::node::Node;
-use gsync_brick::proto::{Changeset, Offer, Request, Response};
 use gsync_brick::store::types::{ChunkRef, Entry};
+use gsync_brick::wire::frame;
+use gsync_brick::wire::proto::{Changeset, Offer, Request, Response};
 use gsync_brick::RelPath;
 use uuid::Uuid;
 
@@ -69,7 +69,7 @@ pub async fn push(
     offer: &Offer,
     changeset: Option<Changeset>,
     file: Option<&std::path::Path>,
-) -> Result<(gsync_brick::vv::VersionVector, bool), RemoteError> {
+) -> Result<(gsync_brick::wire::vv::VersionVector, bool), RemoteError> {
     let (mut w, mut r) = node
         .open_stream(t.node)
         .await
@@ -271,7 +271,9 @@ pub async fn feed(
                 continue;
             }
             Ok(_) => "unexpected answer to the change feed".to_string(),
-            Err(RemoteError::Refused(c, reason)) if c == gsync_brick::proto::code::NOT_FOUND => {
+            Err(RemoteError::Refused(c, reason))
+                if c == gsync_brick::wire::proto::code::NOT_FOUND =>
+            {
                 let _ = tx
                     .send(FeedEvent::NotServed(format!("{}: {reason}", t.name)))
                     .await;

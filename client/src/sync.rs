@@ -10,7 +10,7 @@ use std::path::Path;
 use gsync_brick::store::chunking;
 use gsync_brick::store::files::{self, TempFile};
 use gsync_brick::store::types::{ChunkRef, Entry, Kind};
-use gsync_brick::vv::{Relation, VersionVector};
+use gsync_brick::wire::vv::{Relation, VersionVector};
 use gsync_brick::RelPath;
 
 use crate::agent::Agent;
@@ -89,7 +89,7 @@ pub(crate) struct Ready {
     t: remote::Target,
     entry: Entry,
     chunks: Vec<ChunkRef>,
-    w: gsync_brick::proto::WriteInfo,
+    w: gsync_brick::wire::proto::WriteInfo,
     st: LocalStat,
     full: std::path::PathBuf,
 }
@@ -110,7 +110,7 @@ impl Ready {
 pub(crate) async fn send(
     ag: &Agent,
     r: Ready,
-    changeset: Option<gsync_brick::proto::Changeset>,
+    changeset: Option<gsync_brick::wire::proto::Changeset>,
 ) -> Result<(), RemoteError> {
     let Ready {
         t,
@@ -282,7 +282,7 @@ pub(crate) async fn plan_known(
     }])
 }
 
-fn set_vectors(e: &mut Entry, vv: VersionVector, w: &gsync_brick::proto::WriteInfo) {
+fn set_vectors(e: &mut Entry, vv: VersionVector, w: &gsync_brick::wire::proto::WriteInfo) {
     e.data_vv = if w.content_changed {
         vv.clone()
     } else {
@@ -302,15 +302,15 @@ async fn push_entry(
     t: &remote::Target,
     entry: Entry,
     chunks: Vec<ChunkRef>,
-    w: gsync_brick::proto::WriteInfo,
+    w: gsync_brick::wire::proto::WriteInfo,
     st: LocalStat,
     full: &Path,
-    changeset: Option<gsync_brick::proto::Changeset>,
+    changeset: Option<gsync_brick::wire::proto::Changeset>,
 ) -> Result<(), RemoteError> {
     let file = (entry.kind == Kind::File).then_some(full);
     let offer = ag.offer(t, entry.clone(), chunks.clone(), w.clone());
     let (vv, conflict) = match remote::push(&ag.node, t, &offer, changeset, file).await {
-        Err(RemoteError::Refused(c, reason)) if c == gsync_brick::proto::code::CONFLICT => {
+        Err(RemoteError::Refused(c, reason)) if c == gsync_brick::wire::proto::code::CONFLICT => {
             return conflict_copy(ag, t, &entry.path, full, &reason).await;
         }
         other => other?,
@@ -532,7 +532,7 @@ async fn fetch_current(
 ) -> Result<Option<Fetched>, RemoteError> {
     match fetch_temp(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), full, dir).await {
         Err(RemoteError::Refused(c, _))
-            if p.derived && c == gsync_brick::proto::code::NOT_FOUND =>
+            if p.derived && c == gsync_brick::wire::proto::code::NOT_FOUND =>
         {
             match remote::stat(&ag.node, &p.t, &p.e.path).await? {
                 Some((cur, c)) if cur.vv == p.e.vv => {

@@ -15,8 +15,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gsync_brick::path::RESERVED;
 use gsync_brick::store::files::{self, TEMP_PREFIX};
+use gsync_brick::wire::path::RESERVED;
 use gsync_brick::RelPath;
 
 /// Where staged trees are laid out, below the mount folder.

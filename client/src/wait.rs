@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use gsync_brick::node::Node;
-use gsync_brick::proto::{Request, Response, MAX_VERSION_PATHS};
 use gsync_brick::store::types::Kind;
-use gsync_brick::vv::{Relation, VersionVector};
+use gsync_brick::wire::proto::{Request, Response, MAX_VERSION_PATHS};
+use gsync_brick::wire::vv::{Relation, VersionVector};
 use gsync_brick::RelPath;
 use serde::{Deserialize, Serialize};
 

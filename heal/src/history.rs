@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use gsync_brick::node::Node;
-use gsync_brick::outage::{BrickHistory, Resolution};
 use gsync_brick::pool::Volume;
-use gsync_brick::proto::{Request, Response};
+use gsync_brick::status::{BrickHistory, Resolution};
+use gsync_brick::wire::proto::{Request, Response};
 use serde::{Deserialize, Serialize};
 
 /// Views of one outage recorded by different bricks start and end within
@@ -80,14 +80,14 @@ pub fn merge(records: &[BrickHistory], bricks: &[(u64, String)], now: u64) -> Ve
             .find(|(b, _)| *b == id)
             .map_or_else(|| id.to_string(), |(_, n)| n.clone())
     };
-    let mut views: Vec<&gsync_brick::outage::OutageRecord> =
+    let mut views: Vec<&gsync_brick::status::OutageRecord> =
         records.iter().flat_map(|h| h.outages.iter()).collect();
     views.sort_by_key(|o| (o.start, o.brick, o.peer));
     let mut resolutions: Vec<&Resolution> =
         records.iter().flat_map(|h| h.resolutions.iter()).collect();
     resolutions.sort_by_key(|r| r.at);
     // Overlapping views are one period.
-    let mut groups: Vec<Vec<&gsync_brick::outage::OutageRecord>> = Vec::new();
+    let mut groups: Vec<Vec<&gsync_brick::status::OutageRecord>> = Vec::new();
     let mut group_end = 0;
     for o in views {
         let end = o.end.unwrap_or(now);
@@ -207,19 +207,6 @@ pub async fn gather(node: &Arc<Node>, v: &Volume) -> History {
         let n = node.clone();
         let vol = v.clone();
         set.spawn(async move {
-            if u == n.me.uuid {
-                let mut out = Vec::new();
-                for b in n.bricks.of_volume(vol.id) {
-                    let id = b.id;
-                    if let Ok(h) = b
-                        .with_db(move |_, c| gsync_brick::outage::history(c, id))
-                        .await
-                    {
-                        out.push(h);
-                    }
-                }
-                return (u, Some(out));
-            }
             match n
                 .call(
                     u,
@@ -261,7 +248,7 @@ pub async fn gather(node: &Arc<Node>, v: &Volume) -> History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gsync_brick::outage::{OutageRecord, PathState};
+    use gsync_brick::status::{OutageRecord, PathState};
 
     fn ps(path: &str, split_brain: bool, pending: bool) -> PathState {
         PathState {

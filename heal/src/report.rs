@@ -8,7 +8,7 @@ use gsync_brick::control::HealBrickReport;
 use gsync_brick::heal_types::SplitBrainVersions;
 use gsync_brick::node::Node;
 use gsync_brick::pool::Volume;
-use gsync_brick::proto::{Request, Response};
+use gsync_brick::wire::proto::{Request, Response};
 use gsync_brick::RelPath;
 use uuid::Uuid;
 
@@ -23,11 +23,7 @@ pub async fn heal_info(node: &Arc<Node>, v: &Volume) -> Vec<HealBrickReport> {
     for u in nodes {
         let n = node.clone();
         let name = v.name.clone();
-        let vol = v.clone();
         set.spawn(async move {
-            if u == n.me.uuid {
-                return (u, Ok(n.bricks.heal_info(&n, &vol).await));
-            }
             match n.call(u, Request::HealInfo { volume: name }).await {
                 Ok(Response::HealInfo(x)) => (u, Ok(x)),
                 Ok(_) => (u, Err("unexpected answer".to_string())),
@@ -82,16 +78,7 @@ pub async fn versions(
     nodes.dedup();
     let mut out = Vec::new();
     for u in nodes {
-        let list = if u == node.me.uuid {
-            let mut l = Vec::new();
-            for b in node.bricks.of_volume(v.id) {
-                let p = path.clone();
-                if let Ok(x) = b.with_db(move |br, c| br.versions(c, &p)).await {
-                    l.push(x);
-                }
-            }
-            l
-        } else {
+        let list = {
             match node
                 .call(
                     u,

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use gsync_brick::control::{CtlReply, CtlRequest};
 use gsync_brick::node::Node;
 use gsync_brick::pool::{Volume, VolumeState};
-use gsync_brick::proto::{HealOp, Request};
 use gsync_brick::store::types::Entry;
 use gsync_brick::store::Brick;
+use gsync_brick::wire::proto::{HealOp, Request};
 use gsync_brick::RelPath;
 use serde::Serialize;
 
@@ -20,9 +20,6 @@ use crate::splitbrain::{pick, Policy};
 
 /// How often expired trash versions are swept.
 const TRASH_SWEEP: Duration = Duration::from_secs(2);
-
-/// How often the quorum state of local bricks is refreshed.
-const QUORUM_POLL: Duration = Duration::from_millis(100);
 
 /// The heal service.
 #[derive(Debug)]
@@ -46,11 +43,6 @@ impl HealService {
         node.spawn_supervised("heal loop", move || {
             let s = s2.clone();
             async move { s.background().await }
-        });
-        let s3 = s.clone();
-        node.spawn_supervised("quorum loop", move || {
-            let s = s3.clone();
-            async move { s.quorum_loop().await }
         });
         s
     }
@@ -180,7 +172,7 @@ impl HealService {
             Ok(r) => r,
             Err(e) => return fail(format!("invalid path {path}: {e}")),
         };
-        match gsync_brick::store::trash::restore(&local[0], &rel, version).await {
+        match gsync_brick::store::restore::restore(&local[0], &rel, version).await {
             Ok(r) => ok(r),
             Err(e) => fail(e),
         }
@@ -192,21 +184,18 @@ impl HealService {
         nodes.dedup();
         let mut unreachable = Vec::new();
         for u in nodes {
-            let res = if u == self.node.me.uuid {
-                gsync_brick::replicate::heal_op(&self.node, &v.name, op.clone()).await
-            } else {
-                self.node
-                    .call(
-                        u,
-                        Request::Heal {
-                            volume: v.name.clone(),
-                            op: op.clone(),
-                        },
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            };
+            let res = self
+                .node
+                .call(
+                    u,
+                    Request::Heal {
+                        volume: v.name.clone(),
+                        op: op.clone(),
+                    },
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
             if res.is_err() {
                 unreachable.push(self.node.peer_name(u));
             }
@@ -310,36 +299,24 @@ impl HealService {
                 Choice::Policy(p) => p.name().to_string(),
             },
         };
-        if holder.node == self.node.me.uuid {
-            gsync_brick::replicate::heal_op(&self.node, &v.name, op).await?;
-        } else {
-            self.node
-                .call(
-                    holder.node,
-                    Request::Heal {
-                        volume: v.name.clone(),
-                        op,
-                    },
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        // A choice waits for the path's lock (up to 20 s) on the brick.
+        self.node
+            .call_timeout(
+                holder.node,
+                Request::Heal {
+                    volume: v.name.clone(),
+                    op,
+                },
+                Duration::from_secs(25),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(winner)
     }
 
-    /// Keeps each local brick's quorum state current. Runs often (it only
-    /// reads connection state) so that a brick starts refusing changes
-    /// promptly once its node is seen cut off from the majority.
-    async fn quorum_loop(self: Arc<Self>) {
-        loop {
-            tokio::select! {
-                _ = self.node.token.cancelled() => return,
-                _ = tokio::time::sleep(QUORUM_POLL) => {}
-            }
-            self.refresh_quorum();
-        }
-    }
-
+    /// Refreshes each local brick's quorum state for reports and logs
+    /// (heal info, "quorum is not met"). Enforcement does not wait for it:
+    /// a brick judges quorum afresh on every change it is offered.
     fn refresh_quorum(&self) {
         let cfg = self.node.config();
         for v in cfg

@@ -59,7 +59,7 @@ pub fn pick(versions: &[(Entry, usize)], policy: Policy) -> Option<&Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gsync_brick::vv::VersionVector;
+    use gsync_brick::wire::vv::VersionVector;
     use gsync_brick::RelPath;
 
     fn e(size: u64, mtime: i64, h: u8) -> Entry {

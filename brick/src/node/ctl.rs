@@ -9,7 +9,7 @@ use tokio::net::{UnixListener, UnixStream};
 use super::anyhow_like::{err, Result};
 use super::Node;
 use crate::control::{socket_path, CtlReply, CtlRequest};
-use crate::frame;
+use crate::wire::frame;
 
 pub(super) async fn start(node: Arc<Node>) -> Result<()> {
     let path = socket_path(&node.state_dir);

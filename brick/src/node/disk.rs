@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::control::DiskInfo;
+use crate::status::DiskInfo;
 
 /// The disk under `path`, or `None` when it cannot be read.
 pub fn disk_info(path: &Path) -> Option<DiskInfo> {

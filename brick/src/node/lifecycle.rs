@@ -18,7 +18,7 @@ use super::mgmt::{brick_id, member_for_host, normalise_dir};
 use super::{CallError, Node};
 use crate::control::CtlReply;
 use crate::pool::{BrickDef, PoolConfig, Volume};
-use crate::proto::Request;
+use crate::wire::proto::Request;
 
 /// What a lifecycle command changed (its `--json` answer).
 #[derive(Debug, Serialize)]
@@ -535,9 +535,9 @@ pub(super) fn note_dial(node: &Arc<Node>, peer: Uuid, err: Option<&CallError>) {
     use std::sync::{Mutex, OnceLock};
     static REFUSED: OnceLock<Mutex<HashMap<Uuid, HashSet<Uuid>>>> = OnceLock::new();
     let refused_key = err.is_some_and(|e| match e {
-        CallError::Refused { code, .. } => *code == crate::proto::code::PERMISSION,
+        CallError::Refused { code, .. } => *code == crate::wire::proto::code::PERMISSION,
         CallError::Connection(quinn::ConnectionError::ApplicationClosed(c)) => {
-            c.error_code == crate::proto::code::PERMISSION.into()
+            c.error_code == crate::wire::proto::code::PERMISSION.into()
         }
         _ => false,
     });
@@ -578,10 +578,10 @@ pub(super) fn note_dial(node: &Arc<Node>, peer: Uuid, err: Option<&CallError>) {
 pub(super) fn refusal(conn: &quinn::Connection) -> Option<CallError> {
     match conn.close_reason()? {
         quinn::ConnectionError::ApplicationClosed(c)
-            if c.error_code == crate::proto::code::PERMISSION.into() =>
+            if c.error_code == crate::wire::proto::code::PERMISSION.into() =>
         {
             Some(CallError::Refused {
-                code: crate::proto::code::PERMISSION,
+                code: crate::wire::proto::code::PERMISSION,
                 reason: String::from_utf8_lossy(&c.reason).into_owned(),
             })
         }

@@ -16,7 +16,7 @@ use crate::control::{
 use crate::net;
 use crate::options;
 use crate::pool::{BrickDef, PoolConfig, Volume, VolumeState};
-use crate::proto::{code, Probe, Request, Response};
+use crate::wire::proto::{code, Probe, Request, Response};
 
 fn ok<T: Serialize>(data: T) -> CtlReply {
     CtlReply::ok(data)
@@ -566,7 +566,7 @@ async fn status_of(node: &Arc<Node>, cfg: &PoolConfig, v: &Volume) -> VolumeStat
         set.spawn(async move {
             if u == n.me.uuid {
                 let disks = super::disk::local_bricks(&n, &name);
-                return (u, Some(n.bricks.status(&n, &name)), disks);
+                return (u, Some(crate::service::status(n.as_ref(), &name)), disks);
             }
             // Both at once, so the answer stays within one RPC_TIMEOUT.
             let (st, disks) = tokio::join!(
@@ -683,7 +683,7 @@ async fn remote_config(node: &Arc<Node>, addr: &str) -> CtlReply {
 
 async fn garbage(node: &Arc<Node>, addr: &str) -> CtlReply {
     use crate::store::types::{ChunkRef, Kind};
-    use crate::vv::VersionVector;
+    use crate::wire::vv::VersionVector;
 
     /// Wire twin of `Entry` whose path is a plain string, so paths that
     /// `RelPath` refuses can be put on the wire.
@@ -709,7 +709,7 @@ async fn garbage(node: &Arc<Node>, addr: &str) -> CtlReply {
         brick: u64,
         entry: RawEntry,
         chunks: Vec<ChunkRef>,
-        write: Option<crate::proto::WriteInfo>,
+        write: Option<crate::wire::proto::WriteInfo>,
         from_brick: Option<u64>,
     }
     /// Wire twin of `Request` up to variant 6 (`Offer`): bincode encodes
@@ -780,12 +780,13 @@ async fn garbage(node: &Arc<Node>, addr: &str) -> CtlReply {
         }))
     };
     let framed = |msg: &RawRequest| -> Result<Vec<u8>, String> {
-        let body = crate::codec::encode(msg).map_err(|e| e.to_string())?;
+        let body = crate::wire::codec::encode(msg).map_err(|e| e.to_string())?;
         let len = u32::try_from(body.len()).map_err(|e| e.to_string())?;
         Ok([len.to_be_bytes().as_slice(), &body].concat())
     };
     // The twin must encode exactly like the real request.
-    match framed(&offer("garbage-drill", 1)).map(|b| crate::codec::decode::<Request>(&b[4..])) {
+    match framed(&offer("garbage-drill", 1)).map(|b| crate::wire::codec::decode::<Request>(&b[4..]))
+    {
         Ok(Ok(Request::Offer(o))) if o.entry.path.as_str() == "garbage-drill" => {}
         other => {
             return fail(format!(
@@ -824,7 +825,7 @@ async fn garbage(node: &Arc<Node>, addr: &str) -> CtlReply {
             if let Some(rest) = after_need {
                 let need = tokio::time::timeout(
                     super::RPC_TIMEOUT,
-                    crate::frame::read_msg::<_, Response>(&mut r),
+                    crate::wire::frame::read_msg::<_, Response>(&mut r),
                 )
                 .await;
                 if matches!(need, Ok(Ok(Response::Need(_)))) {

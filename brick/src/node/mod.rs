@@ -12,7 +12,7 @@
 //! change goes through [`Node::commit_config`] (local change, pushed to the
 //! members) or [`Node::adopt_config`] (newer document from a member).
 
-pub mod auth;
+mod bricks;
 mod ctl;
 pub mod db;
 pub mod disk;
@@ -32,15 +32,15 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::faults::FaultRules;
-use crate::frame::{self, FrameError};
 use crate::net::{self, Identity};
 use crate::pool::{Member, PoolConfig};
-use crate::proto::{Hello, Request, Response};
-use crate::store::BrickSet;
+use crate::wire::frame;
+use crate::wire::proto::{Hello, Request, Response};
+use bricks::BrickSet;
 use db::NodeDb;
+use futures_util::future::BoxFuture;
 
-/// A peer silent for longer than this does not count toward quorum.
-pub const QUORUM_SILENCE: Duration = Duration::from_millis(1500);
+pub use crate::host::{BoxRead, BoxWrite, CallError, QUORUM_SILENCE};
 
 /// How often the node re-checks its bricks against the pool document and
 /// their directories (a brick whose marker came back is served again; one
@@ -62,34 +62,6 @@ pub struct NodeOptions {
     pub name: Option<String>,
     /// Secret required for a first-contact probe.
     pub join_secret: Option<String>,
-}
-
-/// Errors of a peer call.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// No live connection to the peer.
-    #[error("{0} is not connected")]
-    NotConnected(String),
-    /// The peer did not answer in time.
-    #[error("{0} did not answer in time")]
-    Timeout(String),
-    /// The connection failed.
-    #[error("connection: {0}")]
-    Connection(#[from] quinn::ConnectionError),
-    /// A frame failed.
-    #[error(transparent)]
-    Frame(#[from] FrameError),
-    /// The peer refused.
-    #[error("{reason}")]
-    Refused {
-        /// Wire code.
-        code: u16,
-        /// Reason.
-        reason: String,
-    },
-    /// Dialing failed.
-    #[error("{0}")]
-    Dial(String),
 }
 
 /// A running node.
@@ -119,6 +91,8 @@ pub struct Node {
     ext: RwLock<Option<Arc<dyn CtlExtension>>>,
     /// What happened, for `gsync events` (anything may [`EventLog::emit`]).
     pub events: crate::events::EventLog,
+    /// This node, for in-process calls and streams to itself.
+    this: std::sync::OnceLock<std::sync::Weak<Node>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -201,7 +175,9 @@ impl Node {
             tasks: TaskTracker::new(),
             ext: RwLock::new(None),
             events: crate::events::EventLog::open(&opts.state_dir),
+            this: std::sync::OnceLock::new(),
         });
+        let _ = node.this.set(Arc::downgrade(&node));
         ctl::start(node.clone()).await?;
         let n = node.clone();
         node.spawn_supervised("accept loop", move || serve::accept_loop(n.clone()));
@@ -448,7 +424,7 @@ impl Node {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&u)
             {
-                conn.close(crate::proto::code::PERMISSION.into(), b"detached");
+                conn.close(crate::wire::proto::code::PERMISSION.into(), b"detached");
             }
         }
         self.apply_config_locally();
@@ -511,21 +487,7 @@ impl Node {
     /// volume has no quorum configured). A brick counts when its node was
     /// heard from within `QUORUM_SILENCE`.
     pub fn quorum(&self, v: &crate::pool::Volume) -> Option<bool> {
-        let n = v.bricks.len();
-        let up: Vec<bool> = v
-            .bricks
-            .iter()
-            .map(|b| self.is_alive(b.node, QUORUM_SILENCE))
-            .collect();
-        let reach = up.iter().filter(|x| **x).count();
-        match v.option("cluster.quorum-type") {
-            "auto" => Some(reach * 2 > n || (reach * 2 == n && up.first() == Some(&true))),
-            "fixed" => match v.option("cluster.quorum-count").parse::<usize>() {
-                Ok(0) | Err(_) => None,
-                Ok(c) => Some(reach >= c),
-            },
-            _ => None,
-        }
+        crate::host::Host::quorum(self, v)
     }
 
     fn register(&self, peer: Uuid, conn: quinn::Connection) {
@@ -543,16 +505,11 @@ impl Node {
         conns.insert(peer, conn);
     }
 
-    /// Sends one request to a member and waits for its response.
+    /// Sends one request to a member and waits for its response. A
+    /// request to this node itself is answered in-process by the same
+    /// brick service a member reaches.
     pub async fn call(&self, peer: Uuid, req: Request) -> Result<Response, CallError> {
-        let conn = self
-            .connection(peer)
-            .ok_or_else(|| CallError::NotConnected(self.peer_name(peer)))?;
-        let name = self.peer_name(peer);
-        match tokio::time::timeout(RPC_TIMEOUT, call_on(&conn, &req)).await {
-            Ok(r) => r,
-            Err(_) => Err(CallError::Timeout(name)),
-        }
+        self.call_timeout(peer, req, RPC_TIMEOUT).await
     }
 
     /// Like [`Self::call`], with a caller-chosen deadline (for requests whose
@@ -564,12 +521,28 @@ impl Node {
         req: Request,
         limit: Duration,
     ) -> Result<Response, CallError> {
+        let name = || self.peer_name(peer);
+        if peer == self.me.uuid {
+            let this = self
+                .this
+                .get()
+                .and_then(std::sync::Weak::upgrade)
+                .ok_or_else(|| CallError::NotConnected(name()))?;
+            let call = async {
+                let (mut w, mut r) = crate::host::Peers::open_stream(this, peer).await?;
+                call_over(&mut w, &mut r, &req).await
+            };
+            return match tokio::time::timeout(limit, call).await {
+                Ok(r) => r,
+                Err(_) => Err(CallError::Timeout(name())),
+            };
+        }
         let conn = self
             .connection(peer)
-            .ok_or_else(|| CallError::NotConnected(self.peer_name(peer)))?;
+            .ok_or_else(|| CallError::NotConnected(name()))?;
         match tokio::time::timeout(limit, call_on(&conn, &req)).await {
             Ok(r) => r,
-            Err(_) => Err(CallError::Timeout(self.peer_name(peer))),
+            Err(_) => Err(CallError::Timeout(name())),
         }
     }
 
@@ -602,11 +575,6 @@ impl Node {
     }
 }
 
-/// A boxed writing half of a request stream.
-pub type BoxWrite = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
-/// A boxed reading half of a request stream.
-pub type BoxRead = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
-
 impl Node {
     /// Opens a request stream to node `target`: a QUIC stream, or an
     /// in-process pipe to this node's own request handler.
@@ -622,9 +590,14 @@ impl Node {
                 let (mut r, mut w) = (server_r, server_w);
                 match frame::read_msg::<_, Request>(&mut r).await {
                     Ok(req) => {
-                        if let Err(e) =
-                            crate::store::rpc::handle(&node, node.me.uuid, req, &mut w, &mut r)
-                                .await
+                        if let Err(e) = crate::service::handle(
+                            &(node.clone() as Arc<dyn crate::host::Host>),
+                            node.me.uuid,
+                            req,
+                            &mut w,
+                            &mut r,
+                        )
+                        .await
                         {
                             tracing::debug!("local request failed: {e}");
                         }
@@ -648,10 +621,83 @@ pub async fn call_on(conn: &quinn::Connection, req: &Request) -> Result<Response
     let (mut send, mut recv) = conn.open_bi().await?;
     frame::write_msg(&mut send, req).await?;
     let _ = send.finish();
-    let resp: Response = frame::read_msg(&mut recv).await?;
+    answer(frame::read_msg(&mut recv).await?)
+}
+
+/// Sends one request on an open stream (in-process) and reads the response.
+async fn call_over(
+    w: &mut BoxWrite,
+    r: &mut BoxRead,
+    req: &Request,
+) -> Result<Response, CallError> {
+    frame::write_msg(w, req).await?;
+    let _ = tokio::io::AsyncWriteExt::shutdown(w).await;
+    answer(frame::read_msg(r).await?)
+}
+
+fn answer(resp: Response) -> Result<Response, CallError> {
     match resp {
         Response::Error { code, reason } => Err(CallError::Refused { code, reason }),
         r => Ok(r),
+    }
+}
+
+impl crate::host::Peers for Node {
+    fn me(&self) -> Uuid {
+        self.me.uuid
+    }
+    fn is_connected(&self, peer: Uuid) -> bool {
+        Node::is_connected(self, peer)
+    }
+    fn is_alive(&self, peer: Uuid, within: Duration) -> bool {
+        Node::is_alive(self, peer, within)
+    }
+    fn peer_name(&self, peer: Uuid) -> String {
+        Node::peer_name(self, peer)
+    }
+    fn call(&self, peer: Uuid, req: Request) -> BoxFuture<'_, Result<Response, CallError>> {
+        Box::pin(Node::call(self, peer, req))
+    }
+    fn call_timeout(
+        &self,
+        peer: Uuid,
+        req: Request,
+        limit: Duration,
+    ) -> BoxFuture<'_, Result<Response, CallError>> {
+        Box::pin(Node::call_timeout(self, peer, req, limit))
+    }
+    fn open_stream(
+        self: Arc<Self>,
+        target: Uuid,
+    ) -> BoxFuture<'static, Result<(BoxWrite, BoxRead), CallError>> {
+        Box::pin(async move { Node::open_stream(&self, target).await })
+    }
+}
+
+impl crate::host::Host for Node {
+    fn config(&self) -> PoolConfig {
+        Node::config(self)
+    }
+    fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+    fn local_brick(&self, id: u64) -> Option<Arc<crate::store::Brick>> {
+        self.bricks.get(id)
+    }
+    fn local_bricks(&self, volume: Uuid) -> Vec<Arc<crate::store::Brick>> {
+        self.bricks.of_volume(volume)
+    }
+    fn unserved_reason(&self, id: u64) -> Option<String> {
+        self.bricks.unserved_reason(id)
+    }
+    fn pid_port(&self) -> (u32, u16) {
+        (self.pid(), self.listen.port())
+    }
+    fn spawn_task(&self, fut: BoxFuture<'static, ()>) {
+        self.spawn(fut);
+    }
+    fn spawn_task_supervised(&self, name: String, make: crate::host::MakeTask) {
+        self.spawn_supervised(name, make);
     }
 }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{call_on, serve, CallError, Node};
-use crate::proto::{Request, Response, PROTOCOL_VERSION};
+use crate::wire::proto::{Request, Response, PROTOCOL_VERSION};
 
 const RETRY: Duration = Duration::from_millis(500);
 const HIGHER_WAITS: Duration = Duration::from_secs(3);
@@ -126,7 +126,7 @@ async fn connect(node: &Arc<Node>, peer: Uuid) -> Result<(), CallError> {
         return Err(CallError::Dial("unexpected answer to hello".into()));
     };
     if theirs.version != PROTOCOL_VERSION || theirs.node != peer {
-        conn.close(crate::proto::code::VERSION.into(), b"version");
+        conn.close(crate::wire::proto::code::VERSION.into(), b"version");
         return Err(CallError::Dial(format!(
             "peer speaks protocol {} (we speak {PROTOCOL_VERSION})",
             theirs.version

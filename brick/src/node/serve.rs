@@ -11,9 +11,9 @@ use quinn::{RecvStream, SendStream};
 use uuid::Uuid;
 
 use super::Node;
-use crate::frame::{self, FrameError};
 use crate::net;
-use crate::proto::{code, Request, Response};
+use crate::wire::frame::{self, FrameError};
+use crate::wire::proto::{code, Request, Response};
 
 pub(super) async fn accept_loop(node: Arc<Node>) {
     let limit = Arc::new(tokio::sync::Semaphore::new(256));
@@ -123,20 +123,20 @@ async fn dispatch(
                     code::PERMISSION,
                     "hello from a different node id than its key",
                 )
-            } else if h.version != crate::proto::PROTOCOL_VERSION {
+            } else if h.version != crate::wire::proto::PROTOCOL_VERSION {
                 // Checked on both sides: a node of another version must not
                 // exchange pool documents or data it may misread.
                 tracing::warn!(
                     peer = %node.peer_name(peer),
                     "peer speaks protocol {} (this node speaks {}): not served; run the same gsync version on every node",
                     h.version,
-                    crate::proto::PROTOCOL_VERSION
+                    crate::wire::proto::PROTOCOL_VERSION
                 );
                 Response::error(
                     code::VERSION,
                     format!(
                         "this node speaks protocol {} and the peer {}: run the same gsync version on every node",
-                        crate::proto::PROTOCOL_VERSION,
+                        crate::wire::proto::PROTOCOL_VERSION,
                         h.version
                     ),
                 )
@@ -188,7 +188,16 @@ async fn dispatch(
         Request::BrickDisks { volume } => {
             Response::BrickDisks(super::disk::local_bricks(node, &volume))
         }
-        other => return crate::store::rpc::handle(node, peer, other, send, recv).await,
+        other => {
+            return crate::service::handle(
+                &(node.clone() as Arc<dyn crate::host::Host>),
+                peer,
+                other,
+                send,
+                recv,
+            )
+            .await
+        }
     };
     frame::write_msg(send, &resp).await
 }

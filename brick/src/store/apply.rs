@@ -17,10 +17,10 @@ use super::files::{self, TempFile};
 use super::reconcile::{reconcile, Plan, Src};
 use super::types::{ChunkRef, Entry, Kind};
 use super::{chunking, hex, Brick, StoreError};
-use crate::codec;
-use crate::frame::{self, FrameError};
-use crate::proto::{code, Changeset, Offer, Response};
-use crate::vv::VersionVector;
+use crate::wire::codec;
+use crate::wire::frame::{self, FrameError};
+use crate::wire::proto::{code, Changeset, Offer, Response};
+use crate::wire::vv::VersionVector;
 
 /// Longest wait for the next chunk frame of an offer: a sender that stalls
 /// longer loses the transfer (and its temp file) and retries later.
@@ -222,7 +222,7 @@ fn validate(entry: &Entry, chunks: &[ChunkRef]) -> Result<(), OfferError> {
             let Some(t) = &entry.target else {
                 return Err(refuse(code::BAD_REQUEST, "symlink without target"));
             };
-            if t.is_empty() || t.contains('\0') || t.len() > crate::path::MAX_PATH {
+            if t.is_empty() || t.contains('\0') || t.len() > crate::wire::path::MAX_PATH {
                 return Err(refuse(code::BAD_REQUEST, "bad symlink target"));
             }
         }
@@ -237,7 +237,7 @@ fn validate(entry: &Entry, chunks: &[ChunkRef]) -> Result<(), OfferError> {
 fn decide(
     conn: &mut Connection,
     mut entry: Entry,
-    write: Option<crate::proto::WriteInfo>,
+    write: Option<crate::wire::proto::WriteInfo>,
 ) -> Result<Decided, StoreError> {
     let current = Brick::load(conn, &entry.path)?.map(|(e, _)| e);
     let siblings: Vec<Entry> = Brick::siblings(conn, &entry.path)?
@@ -245,34 +245,7 @@ fn decide(
         .map(|(e, _)| e)
         .collect();
     if let Some(w) = write {
-        // The writer's new version: its base, with the writer's counter above
-        // any value seen for it, so it is never equal to an older version.
-        let seen = current
-            .iter()
-            .chain(siblings.iter())
-            .map(|e| e.vv.get(w.writer))
-            .max()
-            .unwrap_or(0)
-            .max(w.base.get(w.writer));
-        let mut vv = w.base.clone();
-        vv.set(w.writer, seen + 1);
-        // Aspect vectors: a changed aspect takes the new vector.
-        let base_entry = current.as_ref().filter(|c| c.vv == w.base);
-        let (content_changed, meta_changed) = match base_entry {
-            Some(b) => (!b.same_content(&entry), !b.same_meta(&entry)),
-            None => (w.content_changed, w.meta_changed),
-        };
-        entry.data_vv = if content_changed {
-            vv.clone()
-        } else {
-            base_entry.map_or(w.base_data, |b| b.data_vv.clone())
-        };
-        entry.meta_vv = if meta_changed {
-            vv.clone()
-        } else {
-            base_entry.map_or(w.base_meta, |b| b.meta_vv.clone())
-        };
-        entry.vv = vv;
+        super::reconcile::assign_vectors(&mut entry, w, current.as_ref(), &siblings);
     }
     match reconcile(current.as_ref(), &siblings, &entry) {
         None => {
@@ -753,7 +726,7 @@ fn write_staged(tx: &Connection, s: &Staged) -> Result<(VersionVector, bool), St
             chunking::encode_list(c)
         ])?;
         if e.kind == Kind::File {
-            let file = format!("{}/siblings/{}", crate::path::RESERVED, hex(&e.hash));
+            let file = format!("{}/siblings/{}", crate::wire::path::RESERVED, hex(&e.hash));
             tx.prepare_cached("DELETE FROM chunks WHERE file = ?1")?
                 .execute(params![file])?;
             index_chunks(tx, &file, c)?;

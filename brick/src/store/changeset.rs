@@ -13,8 +13,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::types::Entry;
 use super::StoreError;
-use crate::proto::Changeset;
-use crate::vv::VersionVector;
+use crate::wire::proto::Changeset;
+use crate::wire::vv::VersionVector;
 
 /// Migration creating the table (see `schema`).
 pub(super) const MIGRATION: &str = "

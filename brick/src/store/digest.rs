@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::types::Entry;
 use super::StoreError;
-use crate::codec;
+use crate::wire::codec;
 
 /// The digest of one child of a directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

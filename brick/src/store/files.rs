@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::path::RESERVED;
+use crate::wire::path::RESERVED;
 use crate::RelPath;
 
 /// Prefix of gsync's temp files and links (in `.gsync/tmp/` of a brick, or

@@ -11,9 +11,10 @@ use rusqlite::params;
 
 use super::types::{Entry, Kind};
 use super::{chunking, files, Brick, StoreError};
-use crate::path::RESERVED;
-use crate::vv::VersionVector;
-use crate::{codec, RelPath};
+use crate::wire::codec;
+use crate::wire::path::RESERVED;
+use crate::wire::vv::VersionVector;
+use crate::RelPath;
 
 /// True if the brick directory holds anything besides `.gsync/`.
 pub fn has_content(root: &Path) -> bool {

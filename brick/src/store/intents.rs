@@ -26,7 +26,7 @@ use rusqlite::Connection;
 
 use super::types::{Entry, Kind};
 use super::{chunking, files, hex, Brick, StoreError};
-use crate::path::RESERVED;
+use crate::wire::path::RESERVED;
 use crate::RelPath;
 
 const FILE: &str = "placing";

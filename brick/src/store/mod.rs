@@ -15,18 +15,19 @@
 //! - `trash`: replaced and deleted versions, kept for restore.
 //! - `changeset`: which stored versions were written together.
 
-mod apply;
+pub mod apply;
 pub mod changeset;
 pub mod chunking;
 pub mod db;
 pub mod digest;
 pub mod files;
-mod import;
+pub(crate) mod import;
 pub mod intents;
+pub mod marker;
+pub mod outages;
 pub mod reconcile;
-pub mod rpc;
+pub mod restore;
 pub mod schema;
-mod set;
 pub mod trash;
 pub mod types;
 
@@ -38,12 +39,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 pub use apply::choose;
-pub use set::{check_brick_dir, marker_path, prepare_brick_dir, BrickSet, DirProblem};
+pub use marker::{check_brick_dir, marker_path, prepare_brick_dir, DirProblem};
 use types::{ChunkRef, Entry};
 
-use crate::codec;
 use crate::heal_types::{BrickHealInfo, HealEntry};
-use crate::proto::Counters;
+use crate::status::Counters;
+use crate::wire::codec;
 use crate::RelPath;
 
 /// Errors of a brick.
@@ -184,7 +185,7 @@ pub struct Brick {
     /// `statistics`.
     pub heal_started: Mutex<Option<HealMark>>,
     /// The latest full heal toward each peer brick (see `crawl`).
-    pub full_heal: Mutex<std::collections::BTreeMap<u64, crate::crawl::FullHealTrack>>,
+    pub full_heal: Mutex<std::collections::BTreeMap<u64, crate::heal_types::FullHealTrack>>,
     /// Trash settings (`features.trash`, `features.trash-retention`).
     pub trash: trash::Settings,
     /// Placements in flight (see [`intents`]).
@@ -233,7 +234,7 @@ impl Brick {
         node: Uuid,
         peers: Vec<u64>,
     ) -> Result<Self, StoreError> {
-        let meta = root.join(crate::path::RESERVED);
+        let meta = root.join(crate::wire::path::RESERVED);
         std::fs::create_dir_all(&meta).map_err(|e| StoreError::io("create", meta.display(), e))?;
         // Leftover temp files of an interrupted write are garbage.
         let tmp = files::tmp_dir(root);
@@ -241,7 +242,7 @@ impl Brick {
         std::fs::create_dir_all(&tmp).map_err(|e| StoreError::io("create", tmp.display(), e))?;
         let conn = schema::open(&meta.join("meta.db"))?;
         trash::ensure_schema(&conn)?;
-        crate::outage::ensure_schema(&conn)?;
+        outages::ensure_schema(&conn)?;
         match intents::recover(root, &conn) {
             Ok(0) => {}
             Ok(n) => {

@@ -15,7 +15,7 @@
 //! - otherwise stays beside them: a split-brain.
 
 use super::types::{Entry, Kind};
-use crate::vv::Relation;
+use crate::wire::vv::Relation;
 
 /// Where a version's content lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,50 @@ pub fn reconcile(current: Option<&Entry>, siblings: &[Entry], incoming: &Entry) 
     })
 }
 
-fn dominates_or_equal(a: &crate::vv::VersionVector, b: &crate::vv::VersionVector) -> bool {
+/// The vectors of a writer's new version `entry`, written on `w.base`,
+/// given what the brick holds for the path (`current`, `siblings`): the
+/// base with the writer's counter above any value seen for it (so the
+/// version is never equal to an older one); a changed aspect (content,
+/// metadata) takes the new vector, an unchanged one keeps its base's. When
+/// the brick holds the base itself, what changed is judged against it;
+/// otherwise the writer's word (`content_changed`, `meta_changed`) is taken.
+pub fn assign_vectors(
+    entry: &mut Entry,
+    w: crate::wire::proto::WriteInfo,
+    current: Option<&Entry>,
+    siblings: &[Entry],
+) {
+    let seen = current
+        .into_iter()
+        .chain(siblings.iter())
+        .map(|e| e.vv.get(w.writer))
+        .max()
+        .unwrap_or(0)
+        .max(w.base.get(w.writer));
+    let mut vv = w.base.clone();
+    vv.set(w.writer, seen + 1);
+    let base_entry = current.filter(|c| c.vv == w.base);
+    let (content_changed, meta_changed) = match base_entry {
+        Some(b) => (!b.same_content(entry), !b.same_meta(entry)),
+        None => (w.content_changed, w.meta_changed),
+    };
+    entry.data_vv = if content_changed {
+        vv.clone()
+    } else {
+        base_entry.map_or(w.base_data, |b| b.data_vv.clone())
+    };
+    entry.meta_vv = if meta_changed {
+        vv.clone()
+    } else {
+        base_entry.map_or(w.base_meta, |b| b.meta_vv.clone())
+    };
+    entry.vv = vv;
+}
+
+fn dominates_or_equal(
+    a: &crate::wire::vv::VersionVector,
+    b: &crate::wire::vv::VersionVector,
+) -> bool {
     matches!(a.compare(b), Relation::Dominates | Relation::Equal)
 }
 
@@ -152,7 +195,7 @@ fn merge_pair(a: &(Entry, Src), b: &(Entry, Src)) -> Option<(Entry, Src)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vv::VersionVector;
+    use crate::wire::vv::VersionVector;
     use crate::RelPath;
     use uuid::Uuid;
 
@@ -259,5 +302,263 @@ mod tests {
         let p = reconcile(Some(&a), &[b], &win).unwrap();
         assert!(p.siblings.is_empty());
         assert_eq!(p.current.1, Src::Incoming);
+    }
+
+    fn write(writer: u64, base: &Entry, changed: (bool, bool)) -> crate::wire::proto::WriteInfo {
+        crate::wire::proto::WriteInfo {
+            writer,
+            base: base.vv.clone(),
+            base_data: base.data_vv.clone(),
+            base_meta: base.meta_vv.clone(),
+            content_changed: changed.0,
+            meta_changed: changed.1,
+        }
+    }
+
+    #[test]
+    fn writer_vectors_table() {
+        let base = file(1, 0o644, &[(1, 2)], &[(1, 2)], &[(1, 1)]);
+        let other = file(1, 0o644, &[(7, 5), (1, 2)], &[(1, 2)], &[(1, 1)]);
+        // (new content, new mode, brick holds the base as current, writer's
+        //  word, siblings) -> (vv, data_vv, meta_vv)
+        type Case<'a> = (
+            u8,
+            u32,
+            bool,
+            (bool, bool),
+            &'a [Entry],
+            &'a [(u64, u64)],
+            &'a [(u64, u64)],
+            &'a [(u64, u64)],
+        );
+        let table: &[Case] = &[
+            // Content written on the current version: data takes the new vector.
+            (
+                2,
+                0o644,
+                true,
+                (false, false),
+                &[],
+                &[(1, 2), (7, 1)],
+                &[(1, 2), (7, 1)],
+                &[(1, 1)],
+            ),
+            // A chmod: meta takes it, data keeps the base's.
+            (
+                1,
+                0o600,
+                true,
+                (false, false),
+                &[],
+                &[(1, 2), (7, 1)],
+                &[(1, 2)],
+                &[(1, 2), (7, 1)],
+            ),
+            // Both.
+            (
+                2,
+                0o600,
+                true,
+                (false, false),
+                &[],
+                &[(1, 2), (7, 1)],
+                &[(1, 2), (7, 1)],
+                &[(1, 2), (7, 1)],
+            ),
+            // Base unknown here: the writer's word is taken.
+            (
+                2,
+                0o644,
+                false,
+                (true, false),
+                &[],
+                &[(1, 2), (7, 1)],
+                &[(1, 2), (7, 1)],
+                &[(1, 1)],
+            ),
+            (
+                1,
+                0o644,
+                false,
+                (false, true),
+                &[],
+                &[(1, 2), (7, 1)],
+                &[(1, 2)],
+                &[(1, 2), (7, 1)],
+            ),
+            // The writer's counter goes above any the brick has seen for it,
+            // so its new version never equals an older one.
+            (
+                2,
+                0o644,
+                true,
+                (false, false),
+                std::slice::from_ref(&other),
+                &[(1, 2), (7, 6)],
+                &[(1, 2), (7, 6)],
+                &[(1, 1)],
+            ),
+        ];
+        for (n, (content, mode, held, word, sibs, want_vv, want_data, want_meta)) in
+            table.iter().enumerate()
+        {
+            let mut e = file(*content, *mode, &[], &[], &[]);
+            let current = held.then_some(&base);
+            assign_vectors(&mut e, write(7, &base, *word), current, sibs);
+            assert_eq!(
+                (e.vv, e.data_vv, e.meta_vv),
+                (vv(want_vv), vv(want_data), vv(want_meta)),
+                "case {n}"
+            );
+        }
+    }
+
+    /// A history of one path: writers 1..=3 each write on some earlier
+    /// version (new content, a chmod, a delete, or the same state again),
+    /// with vectors assigned as a brick assigns them. A writer writes in
+    /// sequence: its base is never older than its own last version (a
+    /// mount bases each change on what it last synced, its own last write
+    /// included).
+    fn history(steps: &[(u64, usize, u8, u8)]) -> Vec<Entry> {
+        let mut h = vec![file(0, 0o644, &[(9, 1)], &[(9, 1)], &[(9, 1)])];
+        let mut last: std::collections::HashMap<u64, VersionVector> = Default::default();
+        for &(writer, base, action, value) in steps {
+            let bases: Vec<&Entry> = h
+                .iter()
+                .filter(|e| {
+                    last.get(&writer).is_none_or(|l| {
+                        matches!(e.vv.compare(l), Relation::Dominates | Relation::Equal)
+                    })
+                })
+                .collect();
+            let base = bases[base % bases.len()].clone();
+            let mut e = if base.kind == Kind::Tombstone {
+                file(0, 0o644, &[], &[], &[])
+            } else {
+                base.clone()
+            };
+            match action % 4 {
+                0 => e.hash = [value % 3 + 1; 32],
+                1 => e.mode = 0o600 + u32::from(value % 2),
+                2 => e = Entry::tombstone(RelPath::new("f").unwrap(), Uuid::nil()),
+                _ => {}
+            }
+            let changed = (!base.same_content(&e), !base.same_meta(&e));
+            assign_vectors(&mut e, write(writer, &base, changed), None, &h);
+            last.insert(writer, e.vv.clone());
+            h.push(e);
+        }
+        h
+    }
+
+    /// What a brick holding `held` holds after receiving `versions` in
+    /// this order.
+    fn deliver<'a>(held: &[Entry], versions: impl IntoIterator<Item = &'a Entry>) -> Vec<Entry> {
+        let mut cur: Option<Entry> = held.first().cloned();
+        let mut sibs: Vec<Entry> = held.iter().skip(1).cloned().collect();
+        for v in versions {
+            if let Some(p) = reconcile(cur.as_ref(), &sibs, v) {
+                cur = Some(p.current.0);
+                sibs = p.siblings.into_iter().map(|(e, _)| e).collect();
+            }
+        }
+        cur.into_iter().chain(sibs).collect()
+    }
+
+    /// Bricks exchange what they hold until none changes (as the
+    /// replicators do: every brick sends its versions to every other, and
+    /// a result that diverged from what was sent is sent back out); the
+    /// versions each then holds, in a stable order.
+    fn exchange(mut bricks: Vec<Vec<Entry>>) -> Vec<Vec<Entry>> {
+        for _ in 0..16 {
+            let before = bricks.clone();
+            for to in 0..bricks.len() {
+                for from in 0..bricks.len() {
+                    if from != to {
+                        let sent = bricks[from].clone();
+                        bricks[to] = deliver(&bricks[to], sent.iter());
+                    }
+                }
+            }
+            if bricks == before {
+                break;
+            }
+        }
+        let key = |e: &Entry| (e.vv.order_key().0, e.vv.to_bytes());
+        for b in &mut bricks {
+            b.sort_by_key(key);
+        }
+        bricks
+    }
+
+    /// Delivers the history to three bricks in three orders, lets them
+    /// exchange, and checks they hold the same versions.
+    fn check_orders(h: &[Entry], keys: &[u32]) -> Result<(), String> {
+        let mut order: Vec<usize> = (0..h.len()).collect();
+        order.sort_by_key(|i| keys[*i % keys.len()].wrapping_mul(*i as u32 + 7));
+        let bricks = exchange(vec![
+            deliver(&[], h.iter()),
+            deliver(&[], order.iter().map(|i| &h[*i])),
+            deliver(&[], h.iter().rev()),
+        ]);
+        // The versions as the user sees them, under their vectors. (The
+        // aspect vectors of a merged version may differ between bricks:
+        // they depend on which versions were merged into it before newer
+        // ones arrived; they only steer how a later concurrent edit merges.)
+        let seen = |b: &Vec<Entry>| -> Vec<(VersionVector, Kind, [u8; 32], u32, u64)> {
+            b.iter()
+                .map(|e| {
+                    (
+                        e.vv.clone(),
+                        e.kind,
+                        e.hash,
+                        if e.kind == Kind::Tombstone { 0 } else { e.mode },
+                        e.size,
+                    )
+                })
+                .collect()
+        };
+        if bricks.iter().all(|b| seen(b) == seen(&bricks[0])) {
+            Ok(())
+        } else {
+            Err(format!("history {h:?}\nends as {bricks:?}"))
+        }
+    }
+
+    proptest::proptest! {
+        /// Reconciliation does not depend on arrival order, for new
+        /// contents and rewrites of the same state by three writers:
+        /// bricks that receive the same versions in different orders, then
+        /// exchange what they hold, show the same versions (the same
+        /// split-brain, or the same single version, under the same vector).
+        #[test]
+        fn arrival_order_does_not_matter_for_writes(
+            steps in proptest::collection::vec((1u64..=3, 0usize..64, 0u8..2, 0u8..8), 1..9),
+            keys in proptest::collection::vec(0u32..1000, 9),
+        ) {
+            let steps: Vec<_> = steps.into_iter().map(|(w, b, a, v)| (w, b, a * 3, v)).collect();
+            let r = check_orders(&history(&steps), &keys);
+            proptest::prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+        }
+
+        /// The same for mode changes and rewrites of the same state.
+        ///
+        /// Not covered, because it does not hold yet: histories mixing a
+        /// delete, or a mode change, with concurrent writes of another kind.
+        /// Merging two versions into one vector loses which writes each
+        /// held, so a later version can be dropped as "seen" on one brick
+        /// and merged on another (e.g. two mounts write the same content,
+        /// each deletes its copy: depending on the order a brick keeps the
+        /// file or the delete). Per-write causal context (dotted version
+        /// vectors) is what makes these independent of order.
+        #[test]
+        fn arrival_order_does_not_matter_for_mode_changes(
+            steps in proptest::collection::vec((1u64..=3, 0usize..64, 0u8..2, 0u8..8), 1..9),
+            keys in proptest::collection::vec(0u32..1000, 9),
+        ) {
+            let steps: Vec<_> = steps.into_iter().map(|(w, b, a, v)| (w, b, 1 + a * 2, v)).collect();
+            let r = check_orders(&history(&steps), &keys);
+            proptest::prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+        }
     }
 }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::vv::{Relation, VersionVector};
+use crate::wire::vv::{Relation, VersionVector};
 use crate::RelPath;
 
 /// What a path is.

@@ -1,4 +1,4 @@
-//! The brick requests a node serves to peers and sync agents: offers,
+//! The brick requests a host serves to peers and sync agents: offers,
 //! chunk reads, change feeds, stats, status and heal data.
 
 use std::sync::Arc;
@@ -7,10 +7,14 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use uuid::Uuid;
 
-use super::{chunking, Brick};
-use crate::frame::{self, FrameError};
-use crate::node::Node;
-use crate::proto::{code, Request, Response};
+use crate::host::Host;
+use crate::status::BrickStatus;
+use crate::store::{chunking, Brick};
+use crate::wire::frame::{self, FrameError};
+use crate::wire::proto::{code, Request, Response};
+
+pub mod auth;
+pub mod heal;
 
 /// Most entries per change-feed answer.
 const MAX_CHANGES: u32 = 2000;
@@ -19,16 +23,53 @@ const MAX_WAIT_MS: u32 = 30_000;
 /// Longest path list in a heal report per brick.
 pub const HEAL_LIST_LIMIT: usize = 10_000;
 
-fn brick_of(node: &Node, volume: Uuid, brick: u64) -> Result<Arc<Brick>, Response> {
-    match node.bricks.get(brick) {
+fn brick_of(host: &dyn Host, volume: Uuid, brick: u64) -> Result<Arc<Brick>, Response> {
+    match host.local_brick(brick) {
         Some(b) if b.volume == volume => Ok(b),
         _ => Err(Response::error(code::NOT_FOUND, "brick not served here")),
     }
 }
 
-/// Serves one brick request on a stream (QUIC or in-process).
+/// Status rows of the local bricks of `volume`.
+pub fn status(host: &dyn Host, volume: &str) -> Vec<BrickStatus> {
+    let (pid, port) = host.pid_port();
+    let Some(v) = host.config().volume(volume).cloned() else {
+        return Vec::new();
+    };
+    v.bricks
+        .iter()
+        .filter(|b| b.node == host.me())
+        .map(|b| match host.local_brick(b.id) {
+            Some(brick) => BrickStatus {
+                brick: b.id,
+                online: true,
+                pid,
+                port,
+                counters: brick.counters(),
+                entries: brick.entry_count(),
+                seq: brick.seq(),
+                offline_reason: None,
+            },
+            None => BrickStatus {
+                brick: b.id,
+                online: false,
+                pid,
+                port,
+                counters: Default::default(),
+                entries: 0,
+                seq: 0,
+                offline_reason: host.unserved_reason(b.id),
+            },
+        })
+        .collect()
+}
+
+/// Serves one brick request on a stream (QUIC or in-process). A change
+/// feed waiting (up to 30 s) for a change ends at once when the node
+/// shuts down, so a stop never waits on it; other requests (an offer
+/// being placed) are left to finish.
 pub async fn handle<W, R>(
-    node: &Arc<Node>,
+    host: &Arc<dyn Host>,
     peer: Uuid,
     req: Request,
     send: &mut W,
@@ -38,14 +79,39 @@ where
     W: AsyncWrite + Unpin + Send,
     R: AsyncRead + Unpin + Send,
 {
-    if let Some(refusal) = crate::node::auth::check(node, peer, &req) {
+    let long_poll = matches!(
+        req,
+        Request::Changes { .. } | Request::Feed { .. } | Request::FeedInSets { .. }
+    );
+    if !long_poll {
+        return serve(host, peer, req, send, recv).await;
+    }
+    let token = host.token();
+    tokio::select! {
+        r = serve(host, peer, req, send, recv) => r,
+        _ = token.cancelled() => Ok(()),
+    }
+}
+
+async fn serve<W, R>(
+    host: &Arc<dyn Host>,
+    peer: Uuid,
+    req: Request,
+    send: &mut W,
+    recv: &mut R,
+) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send,
+{
+    if let Some(refusal) = auth::check(host.as_ref(), peer, &req) {
         return frame::write_msg(send, &refusal).await;
     }
     let resp = match req {
-        Request::BrickStatus { volume } => Response::BrickStatus(node.bricks.status(node, &volume)),
-        Request::Offer(offer) => return offer_to(node, offer, None, send, recv).await,
+        Request::BrickStatus { volume } => Response::BrickStatus(status(host.as_ref(), &volume)),
+        Request::Offer(offer) => return offer_to(host, offer, None, send, recv).await,
         Request::OfferInSet { offer, changeset } => {
-            return offer_to(node, offer, Some(changeset), send, recv).await
+            return offer_to(host, offer, Some(changeset), send, recv).await
         }
         Request::FeedInSets {
             volume,
@@ -53,7 +119,7 @@ where
             since,
             wait_ms,
             limit,
-        } => match brick_of(node, volume, brick) {
+        } => match brick_of(host.as_ref(), volume, brick) {
             Ok(b) => {
                 feed_in_sets(
                     &b,
@@ -71,7 +137,7 @@ where
             path,
             hash,
             chunks,
-        } => match brick_of(node, volume, brick) {
+        } => match brick_of(host.as_ref(), volume, brick) {
             Ok(b) => return read_chunks(&b, path, hash, chunks, send).await,
             Err(r) => r,
         },
@@ -81,7 +147,7 @@ where
             since,
             wait_ms,
             limit,
-        } => match brick_of(node, volume, brick) {
+        } => match brick_of(host.as_ref(), volume, brick) {
             Ok(b) => {
                 changes(
                     &b,
@@ -99,7 +165,7 @@ where
             since,
             wait_ms,
             limit,
-        } => match brick_of(node, volume, brick) {
+        } => match brick_of(host.as_ref(), volume, brick) {
             Ok(b) => {
                 match changes(
                     &b,
@@ -110,7 +176,7 @@ where
                 .await
                 {
                     Response::Changes { entries, seq } => {
-                        match b.with_db(|_, c| super::schema::incarnation(c)).await {
+                        match b.with_db(|_, c| crate::store::schema::incarnation(c)).await {
                             Ok(incarnation) => Response::Feed {
                                 entries,
                                 seq,
@@ -128,7 +194,7 @@ where
             volume,
             brick,
             path,
-        } => match brick_of(node, volume, brick) {
+        } => match brick_of(host.as_ref(), volume, brick) {
             Ok(b) => match b.with_db(move |_, conn| Brick::load(conn, &path)).await {
                 Ok(x) => Response::Stat(x.map(Box::new)),
                 Err(e) => Response::error(code::INTERNAL, e.to_string()),
@@ -136,15 +202,15 @@ where
             Err(r) => r,
         },
         Request::HealInfo { volume } => {
-            let Some(v) = node.config().volume(&volume).cloned() else {
+            let Some(v) = host.config().volume(&volume).cloned() else {
                 return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume"))
                     .await;
             };
-            Response::HealInfo(node.bricks.heal_info(node, &v).await)
+            Response::HealInfo(heal::heal_info_local(host.as_ref(), &v).await)
         }
-        Request::Digests { volume, brick, dir } => match brick_of(node, volume, brick) {
+        Request::Digests { volume, brick, dir } => match brick_of(host.as_ref(), volume, brick) {
             Ok(b) => match b
-                .with_db(move |_, c| super::digest::children(c, &dir))
+                .with_db(move |_, c| crate::store::digest::children(c, &dir))
                 .await
             {
                 Ok(d) => Response::Digests(d),
@@ -153,12 +219,12 @@ where
             Err(r) => r,
         },
         Request::SplitBrain { volume, path } => {
-            let Some(v) = node.config().volume(&volume).cloned() else {
+            let Some(v) = host.config().volume(&volume).cloned() else {
                 return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume"))
                     .await;
             };
             let mut out = Vec::new();
-            for b in node.bricks.of_volume(v.id) {
+            for b in host.local_bricks(v.id) {
                 let p = path.clone();
                 match b.with_db(move |br, c| br.versions(c, &p)).await {
                     Ok(x) => out.push(x),
@@ -177,10 +243,10 @@ where
             volume,
             brick,
             paths,
-        } if paths.len() <= crate::proto::MAX_VERSION_PATHS => {
-            match brick_of(node, volume, brick) {
+        } if paths.len() <= crate::wire::proto::MAX_VERSION_PATHS => {
+            match brick_of(host.as_ref(), volume, brick) {
                 Ok(b) => match b
-                    .with_db(move |_, c| -> Result<Vec<_>, super::StoreError> {
+                    .with_db(move |_, c| -> Result<Vec<_>, crate::store::StoreError> {
                         paths
                             .iter()
                             .map(|p| Ok(Brick::load(c, p)?.map(|(e, _)| e.vv)))
@@ -195,14 +261,17 @@ where
             }
         }
         Request::History { volume } => {
-            let Some(v) = node.config().volume(&volume).cloned() else {
+            let Some(v) = host.config().volume(&volume).cloned() else {
                 return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume"))
                     .await;
             };
             let mut out = Vec::new();
-            for b in node.bricks.of_volume(v.id) {
+            for b in host.local_bricks(v.id) {
                 let id = b.id;
-                match b.with_db(move |_, c| crate::outage::history(c, id)).await {
+                match b
+                    .with_db(move |_, c| crate::store::outages::history(c, id))
+                    .await
+                {
                     Ok(h) => out.push(h),
                     Err(e) => {
                         return frame::write_msg(
@@ -215,7 +284,7 @@ where
             }
             Response::History(out)
         }
-        Request::Heal { volume, op } => match crate::replicate::heal_op(node, &volume, op).await {
+        Request::Heal { volume, op } => match heal::heal_op(host, &volume, op).await {
             Ok(()) => Response::Ok,
             Err(e) => Response::error(code::REFUSED, e),
         },
@@ -232,7 +301,7 @@ where
 /// not have received the majority's changes yet, and accepting a write
 /// based on its stale copy would fork the path. Returns why it must wait.
 async fn behind_peers(
-    node: &Arc<Node>,
+    host: &Arc<dyn Host>,
     b: &Arc<Brick>,
     v: &crate::pool::Volume,
     path: &crate::RelPath,
@@ -246,7 +315,7 @@ async fn behind_peers(
         .map(|(e, _)| e.vv)
         .unwrap_or_default();
     for other in v.bricks.iter().filter(|x| x.id != b.id) {
-        if other.node == node.me.uuid || !node.is_alive(other.node, crate::node::QUORUM_SILENCE) {
+        if other.node == host.me() || !host.is_alive(other.node, crate::host::QUORUM_SILENCE) {
             continue;
         }
         let req = Request::Stat {
@@ -254,11 +323,11 @@ async fn behind_peers(
             brick: other.id,
             path: path.clone(),
         };
-        if let Ok(Response::Stat(Some(x))) = node.call(other.node, req).await {
+        if let Ok(Response::Stat(Some(x))) = host.call(other.node, req).await {
             let theirs = &x.0.vv;
             if !matches!(
                 theirs.compare(&mine),
-                crate::vv::Relation::DominatedBy | crate::vv::Relation::Equal
+                crate::wire::vv::Relation::DominatedBy | crate::wire::vv::Relation::Equal
             ) {
                 return Some(format!(
                     "{path} is being brought up to date from the other bricks; retry"
@@ -272,9 +341,9 @@ async fn behind_peers(
 /// Serves an offer (with its changeset, if any): quorum is judged for a
 /// write, then the brick applies it.
 async fn offer_to<W, R>(
-    node: &Arc<Node>,
-    offer: crate::proto::Offer,
-    changeset: Option<crate::proto::Changeset>,
+    host: &Arc<dyn Host>,
+    offer: crate::wire::proto::Offer,
+    changeset: Option<crate::wire::proto::Changeset>,
     send: &mut W,
     recv: &mut R,
 ) -> Result<(), FrameError>
@@ -282,24 +351,24 @@ where
     W: AsyncWrite + Unpin + Send,
     R: AsyncRead + Unpin + Send,
 {
-    let b = match brick_of(node, offer.volume, offer.brick) {
+    let b = match brick_of(host.as_ref(), offer.volume, offer.brick) {
         Ok(b) => b,
         Err(r) => return frame::write_msg(send, &r).await,
     };
     if offer.write.is_some() {
         // Quorum is judged now, not by the last periodic check.
-        let cfg = node.config();
+        let cfg = host.config();
         if let Some(v) = cfg.volumes.iter().find(|v| v.id == b.volume) {
-            let q = node.quorum(v);
+            let q = host.quorum(v);
             *b.quorum.lock().unwrap_or_else(|e| e.into_inner()) = q;
             if q == Some(true) {
-                if let Some(reason) = behind_peers(node, &b, v, &offer.entry.path).await {
+                if let Some(reason) = behind_peers(host, &b, v, &offer.entry.path).await {
                     return frame::write_msg(send, &Response::error(code::NO_QUORUM, reason)).await;
                 }
             }
         }
     }
-    super::apply::handle_offer(&b, offer, changeset, send, recv).await
+    crate::store::apply::handle_offer(&b, offer, changeset, send, recv).await
 }
 
 /// The change feed with the changeset tags of its entries.
@@ -308,9 +377,9 @@ async fn feed_in_sets(b: &Arc<Brick>, since: u64, wait_ms: u32, limit: u32) -> R
     let r = b
         .with_db(move |_, conn| {
             let entries = Brick::changes_since(conn, since, limit)?;
-            let tags = super::changeset::tags(conn, &entries)?;
-            let inc = super::schema::incarnation(conn)?;
-            Ok::<_, super::StoreError>((entries, tags, inc))
+            let tags = crate::store::changeset::tags(conn, &entries)?;
+            let inc = crate::store::schema::incarnation(conn)?;
+            Ok::<_, crate::store::StoreError>((entries, tags, inc))
         })
         .await;
     match r {
@@ -375,8 +444,8 @@ async fn read_chunks<W: AsyncWrite + Unpin + Send>(
             move |br,
                   conn|
                   -> Result<
-                Option<(std::path::PathBuf, Vec<super::types::ChunkRef>)>,
-                super::StoreError,
+                Option<(std::path::PathBuf, Vec<crate::store::types::ChunkRef>)>,
+                crate::store::StoreError,
             > {
                 let Some(file) = br.content_file(conn, &p2, &hash)? else {
                     return Ok(None);
@@ -394,7 +463,7 @@ async fn read_chunks<W: AsyncWrite + Unpin + Send>(
                 }
                 // Retained content: re-chunk it.
                 let c = chunking::chunk_file(&file)
-                    .map_err(|e| super::StoreError::io("read", p2.to_string(), e))?;
+                    .map_err(|e| crate::store::StoreError::io("read", p2.to_string(), e))?;
                 Ok(Some((file, c.chunks)))
             },
         )

@@ -26,8 +26,48 @@ pub enum Relation {
 }
 
 /// A version vector: sorted `(replica id, counter)` pairs, no zero counters.
+///
+/// Decoding validates that form (a vector from a peer or a row is checked,
+/// never trusted): ids strictly increasing, no zero counter, at most
+/// [`MAX_ENTRIES`] entries. Comparison relies on it.
 #[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<(u64, u64)>")]
 pub struct VersionVector(Vec<(u64, u64)>);
+
+/// Most entries a vector may hold (one per writer that touched a path: a
+/// handful in practice; far above any real volume's writers).
+pub const MAX_ENTRIES: usize = 4096;
+
+/// Why a decoded vector was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadVector {
+    /// Ids not strictly increasing (unsorted or repeated).
+    #[error("version vector ids not strictly increasing")]
+    Unsorted,
+    /// A zero counter (absent writers are left out).
+    #[error("version vector with a zero counter")]
+    ZeroCounter,
+    /// Over [`MAX_ENTRIES`] entries.
+    #[error("version vector with {0} entries (at most {MAX_ENTRIES})")]
+    TooLong(usize),
+}
+
+impl TryFrom<Vec<(u64, u64)>> for VersionVector {
+    type Error = BadVector;
+
+    fn try_from(v: Vec<(u64, u64)>) -> Result<Self, BadVector> {
+        if v.len() > MAX_ENTRIES {
+            return Err(BadVector::TooLong(v.len()));
+        }
+        if v.iter().any(|e| e.1 == 0) {
+            return Err(BadVector::ZeroCounter);
+        }
+        if v.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(BadVector::Unsorted);
+        }
+        Ok(Self(v))
+    }
+}
 
 impl VersionVector {
     /// The empty vector (a path never written).
@@ -152,12 +192,9 @@ impl VersionVector {
         while !bytes.is_empty() {
             let id = get_varint(&mut bytes)?;
             let c = get_varint(&mut bytes)?;
-            if c == 0 || v.last().is_some_and(|l: &(u64, u64)| l.0 >= id) {
-                return None;
-            }
             v.push((id, c));
         }
-        Some(Self(v))
+        Self::try_from(v).ok()
     }
 }
 
@@ -208,6 +245,38 @@ impl fmt::Display for VersionVector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoding_refuses_vectors_out_of_form() {
+        let enc = |v: Vec<(u64, u64)>| crate::wire::codec::encode(&v).unwrap();
+        let dec = |b: Vec<u8>| crate::wire::codec::decode::<VersionVector>(&b);
+        let table: Vec<(Vec<(u64, u64)>, bool)> = vec![
+            (vec![], true),
+            (vec![(1, 1), (7, 3)], true),
+            (vec![(7, 3), (1, 1)], false),
+            (vec![(1, 1), (1, 2)], false),
+            (vec![(1, 0)], false),
+            ((1..=MAX_ENTRIES as u64).map(|i| (i, 1)).collect(), true),
+            (
+                (1..=MAX_ENTRIES as u64 + 1).map(|i| (i, 1)).collect(),
+                false,
+            ),
+        ];
+        for (entries, ok) in table {
+            let n = entries.len();
+            let got = dec(enc(entries.clone()));
+            assert_eq!(got.is_ok(), ok, "{n} entries: {:?}", &entries[..n.min(3)]);
+            if ok {
+                // Same bytes as the vector itself encodes to.
+                let v = got.unwrap();
+                assert_eq!(crate::wire::codec::encode(&v).unwrap(), enc(entries));
+            }
+        }
+        // The compact form is checked the same way.
+        let bad = [1u8, 1, 1, 2]; // id 1 twice
+        assert!(VersionVector::from_bytes(&bad).is_none());
+        assert!(VersionVector::from_bytes(&[3, 0]).is_none());
+    }
     use proptest::prelude::*;
 
     fn vv(e: &[(u64, u64)]) -> VersionVector {

@@ -1,33 +1,33 @@
 //! `auth.allow` on every request of a mount agent, not only when a mount
-//! attaches: a mount attached before its node was excluded must stop
+//! attaches: a mount attached before its host was excluded must stop
 //! pushing and receiving at once.
 //!
-//! The requests that move a mount's data are refused for a node the
+//! The requests that move a mount's data are refused for a host the
 //! volume's `auth.allow` does not name: writes (offers with a writer), the
 //! change feed and chunk reads. Stats, version lookups and offers without
 //! a writer (replication, and a mount's offer of a version the bricks
-//! lost) are refused too unless the requesting node holds a brick of the
-//! volume (bricks ask and offer each other, and such a node has the whole
+//! lost) are refused too unless the requesting host holds a brick of the
+//! volume (bricks ask and offer each other, and such a host has the whole
 //! volume on its own disk anyway). Management requests are not mount
 //! traffic and are never refused here. Local agents go through the same handler (an
-//! in-process stream from this node), so they are checked the same way.
+//! in-process stream from this host), so they are checked the same way.
 //! Which request is which is `Request::auth_scope`, an exhaustive match, so
 //! a new request kind cannot slip past this check unnoticed.
 
 use uuid::Uuid;
 
-use super::Node;
+use crate::host::Host;
 use crate::pool::Volume;
-use crate::proto::{code, AuthScope, Request, Response};
+use crate::wire::proto::{code, AuthScope, Request, Response};
 
-/// The refusal for `req` from node `peer`, if `auth.allow` excludes it.
-pub fn check(node: &Node, peer: Uuid, req: &Request) -> Option<Response> {
+/// The refusal for `req` from host `peer`, if `auth.allow` excludes it.
+pub fn check(host: &dyn Host, peer: Uuid, req: &Request) -> Option<Response> {
     let (volume, stat) = match req.auth_scope() {
         AuthScope::Data(v) => (v, false),
         AuthScope::BrickPeer(v) => (v, true),
         AuthScope::Exempt => return None,
     };
-    let cfg = node.config();
+    let cfg = host.config();
     let v = cfg.volumes.iter().find(|v| v.id == volume)?;
     let host = cfg.member(peer)?.hostname.as_str();
     if !refused(v, host, peer, stat) {
@@ -40,7 +40,7 @@ pub fn check(node: &Node, peer: Uuid, req: &Request) -> Option<Response> {
     ))
 }
 
-/// The decision: a request of a mount on node `host` (`peer`), a stat or
+/// The decision: a request of a mount on host `host` (`peer`), a stat or
 /// a data request, against the volume's `auth.allow`.
 fn refused(v: &Volume, host: &str, peer: Uuid, stat: bool) -> bool {
     if v.mount_allowed(host) {
@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn which_requests_are_mount_traffic() {
-        use crate::proto::{Offer, WriteInfo};
+        use crate::wire::proto::{Offer, WriteInfo};
         let v = Uuid::from_bytes([7; 16]);
         let offer = |write: Option<WriteInfo>| Offer {
             volume: v,

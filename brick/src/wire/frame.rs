@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::codec::{self, CodecError};
+use crate::wire::codec::{self, CodecError};
 
 /// Largest frame accepted, in bytes (a chunk of content plus its header fits
 /// well within it).
@@ -145,7 +145,7 @@ mod tests {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             rt.block_on(async {
                 let mut r = &bytes[..];
-                let _ = read_msg::<_, crate::proto::Request>(&mut r).await;
+                let _ = read_msg::<_, crate::wire::proto::Request>(&mut r).await;
             });
         }
     }

@@ -175,8 +175,8 @@ mod tests {
 
     #[test]
     fn deserialize_validates() {
-        let bytes = crate::codec::encode(&"../etc".to_string()).unwrap();
-        assert!(crate::codec::decode::<RelPath>(&bytes).is_err());
+        let bytes = crate::wire::codec::encode(&"../etc".to_string()).unwrap();
+        assert!(crate::wire::codec::decode::<RelPath>(&bytes).is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The bricks a node serves: opened when their volume starts, closed when
-//! it stops, each with its replicator tasks.
+//! it stops, each with its replicator and outage-recorder tasks.
 //!
 //! A brick is served only while its directory carries the volume-id marker
 //! (`.gsync/volume-id`) written by `volume create`. A wiped disk, or a disk
@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::Brick;
-use crate::heal_types::BrickHealInfo;
-use crate::node::Node;
+use super::Node;
+use crate::host::Host;
 use crate::pool::{BrickDef, PoolConfig, Volume, VolumeState};
-use crate::proto::BrickStatus;
+use crate::store::marker::{check_brick_dir, DirProblem};
+use crate::store::Brick;
 
 struct Served {
     brick: Arc<Brick>,
@@ -47,60 +47,6 @@ impl std::fmt::Debug for BrickSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ids: Vec<u64> = self.lock().keys().copied().collect();
         f.debug_struct("BrickSet").field("bricks", &ids).finish()
-    }
-}
-
-/// Why a brick directory cannot be served.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DirProblem {
-    /// The directory does not exist (an unmounted disk's mount point gone).
-    #[error("brick directory missing")]
-    Missing,
-    /// The path exists but is not a directory.
-    #[error("brick path is not a directory")]
-    NotDir,
-    /// The directory exists without `.gsync/volume-id` (wiped or unmounted).
-    #[error("brick-id marker missing")]
-    MarkerMissing,
-    /// The marker could not be read.
-    #[error("brick-id marker unreadable: {0}")]
-    MarkerUnreadable(String),
-    /// The marker names another volume.
-    #[error("brick-id marker names another volume ({0})")]
-    Foreign(String),
-    /// A brick filled from its peers (reset) lost its database while its
-    /// directory still holds files: what they are is unknown.
-    #[error("brick database lost while the brick directory holds files")]
-    DatabaseLost,
-}
-
-/// The volume-id marker of a brick directory.
-pub fn marker_path(root: &Path) -> std::path::PathBuf {
-    root.join(crate::path::RESERVED).join("volume-id")
-}
-
-/// Checks that `root` is a brick directory of volume `volume`: it exists
-/// and its marker names that volume. Touches nothing.
-pub fn check_brick_dir(root: &Path, volume: Uuid) -> Result<(), DirProblem> {
-    match std::fs::metadata(root) {
-        Ok(m) if !m.is_dir() => return Err(DirProblem::NotDir),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DirProblem::Missing),
-        Err(e) => return Err(DirProblem::MarkerUnreadable(e.to_string())),
-    }
-    match std::fs::read_to_string(marker_path(root)) {
-        Ok(id) if id.trim() == volume.to_string() => {
-            let meta = root.join(crate::path::RESERVED);
-            let opened = std::fs::read_to_string(meta.join(crate::lifecycle::REFILL_ONLY))
-                .is_ok_and(|s| s.trim() == crate::lifecycle::REFILL_OPENED);
-            if opened && !meta.join("meta.db").exists() && super::import::has_content(root) {
-                return Err(DirProblem::DatabaseLost);
-            }
-            Ok(())
-        }
-        Ok(id) => Err(DirProblem::Foreign(id.trim().chars().take(64).collect())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(DirProblem::MarkerMissing),
-        Err(e) => Err(DirProblem::MarkerUnreadable(e.to_string())),
     }
 }
 
@@ -144,6 +90,7 @@ impl BrickSet {
     /// serving a brick whose directory lost its marker. Cheap when nothing
     /// changed (one small read per brick), so it also runs periodically.
     pub fn reconcile(&self, node: &Arc<Node>, cfg: &PoolConfig) {
+        let host: Arc<dyn Host> = node.clone();
         let mut wanted = HashMap::new();
         // Volumes over the limits (stored by an older version) are not
         // served: a node never opens more than it can hold.
@@ -207,7 +154,7 @@ impl BrickSet {
                 s.brick.set_peers(peers_of(v, *id));
                 s.replicators.cancel();
                 s.replicators = s.token.child_token();
-                crate::replicate::spawn(node, &s.brick, &s.replicators);
+                crate::replicate::spawn(&host, &s.brick, &s.replicators);
                 tracing::info!(brick = %b.path, volume = %v.name, peers = v.bricks.len() - 1, "peer bricks changed");
             }
             true
@@ -232,10 +179,10 @@ impl BrickSet {
                     let brick = Arc::new(brick);
                     let token = node.token.child_token();
                     let refill_only = root
-                        .join(crate::path::RESERVED)
+                        .join(crate::wire::path::RESERVED)
                         .join(crate::lifecycle::REFILL_ONLY);
                     if refill_only.exists() {
-                        if brick.seq() == 0 && super::import::has_content(&brick.root) {
+                        if brick.seq() == 0 && crate::store::import::has_content(&brick.root) {
                             match crate::lifecycle::set_aside_strays(&brick.root) {
                                 Ok(n) => {
                                     tracing::warn!(brick = %b.path, "{n} entries found in the directory of a brick reset to be refilled set aside under .gsync/ (not adopted)")
@@ -250,11 +197,11 @@ impl BrickSet {
                         {
                             tracing::warn!(brick = %b.path, "{}: {e}", refill_only.display());
                         }
-                    } else if brick.seq() == 0 && super::import::has_content(&brick.root) {
+                    } else if brick.seq() == 0 && crate::store::import::has_content(&brick.root) {
                         let b2 = brick.clone();
                         node.spawn(async move {
                             let b3 = b2.clone();
-                            match tokio::task::spawn_blocking(move || super::import::import_existing(&b3)).await {
+                            match tokio::task::spawn_blocking(move || crate::store::import::import_existing(&b3)).await {
                                 Ok(Ok(n)) => tracing::info!(brick = %b2.root.display(), "adopted {n} paths already in the brick directory"),
                                 Ok(Err(e)) => tracing::error!(brick = %b2.root.display(), "cannot adopt existing files: {e}"),
                                 Err(e) => tracing::error!("import task: {e}"),
@@ -262,8 +209,8 @@ impl BrickSet {
                         });
                     }
                     let replicators = token.child_token();
-                    crate::replicate::spawn(node, &brick, &replicators);
-                    crate::outage::spawn(node, &brick, &token);
+                    crate::replicate::spawn(&host, &brick, &replicators);
+                    crate::outage::spawn(&host, &brick, &token);
                     tracing::info!(brick = %b.path, volume = %v.name, "brick started");
                     unserved.remove(&id);
                     served.insert(
@@ -300,141 +247,10 @@ impl BrickSet {
             .collect()
     }
 
-    /// Heal reports of this node's bricks of `v`: served ones from their
-    /// index, unserved ones with the reason.
-    pub async fn heal_info(&self, node: &Node, v: &Volume) -> Vec<BrickHealInfo> {
-        let mut out = Vec::new();
-        for b in v.bricks.iter().filter(|b| b.node == node.me.uuid) {
-            if let Some(brick) = self.get(b.id).filter(|x| x.volume == v.id) {
-                out.push(crate::replicate::heal_info(&brick).await);
-            } else if let Some(reason) = self.unserved_reason(b.id) {
-                out.push(BrickHealInfo {
-                    brick: b.id,
-                    not_served: Some(reason),
-                    ..Default::default()
-                });
-            }
-        }
-        out
-    }
-
-    /// Status rows of the local bricks of `volume`.
-    pub fn status(&self, node: &Node, volume: &str) -> Vec<BrickStatus> {
-        let Some(v) = node.config().volume(volume).cloned() else {
-            return Vec::new();
-        };
-        v.bricks
-            .iter()
-            .filter(|b| b.node == node.me.uuid)
-            .map(|b| match self.get(b.id) {
-                Some(brick) => BrickStatus {
-                    brick: b.id,
-                    online: true,
-                    pid: node.pid(),
-                    port: node.listen.port(),
-                    counters: brick.counters(),
-                    entries: brick.entry_count(),
-                    seq: brick.seq(),
-                    offline_reason: None,
-                },
-                None => BrickStatus {
-                    brick: b.id,
-                    online: false,
-                    pid: node.pid(),
-                    port: node.listen.port(),
-                    counters: Default::default(),
-                    entries: 0,
-                    seq: 0,
-                    offline_reason: self.unserved_reason(b.id),
-                },
-            })
-            .collect()
-    }
-
     /// Stops every brick.
     pub fn close_all(&self) {
         for (_, s) in self.lock().drain() {
             s.token.cancel();
         }
-    }
-}
-
-/// Checks a brick directory for `volume create`, creating it if missing.
-/// Errors use `{brick}` where the caller puts the brick's name.
-pub fn prepare_brick_dir(path: &Path, force: bool, volume: Uuid) -> Result<(), String> {
-    if !path.is_absolute() {
-        return Err("brick path {brick} must be absolute".into());
-    }
-    let marker = marker_path(path);
-    if let Ok(id) = std::fs::read_to_string(&marker) {
-        if id.trim() != volume.to_string() {
-            return Err("{brick} is already part of a volume".into());
-        }
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if !m.is_dir() => return Err("{brick} exists and is not a directory".into()),
-        Ok(_) if !force => {
-            let non_empty = std::fs::read_dir(path)
-                .map_err(|e| format!("{{brick}}: {e}"))?
-                .filter_map(Result::ok)
-                .any(|e| e.file_name() != crate::path::RESERVED);
-            if non_empty {
-                return Err("The brick {brick} is not empty. Use 'force' at the end of the command if you want to use it anyway".into());
-            }
-        }
-        _ => {}
-    }
-    if !force && on_root_fs(path) {
-        return Err("The brick {brick} is being created in the root partition. It is recommended that you don't use the system's root partition for storage backend. Or use 'force' at the end of the command if you want to override this behavior.".into());
-    }
-    std::fs::create_dir_all(path.join(crate::path::RESERVED))
-        .map_err(|e| format!("{{brick}}: {e}"))?;
-    std::fs::write(&marker, volume.to_string()).map_err(|e| format!("{{brick}}: {e}"))?;
-    Ok(())
-}
-
-fn on_root_fs(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(root) = std::fs::metadata("/") else {
-        return false;
-    };
-    let mut p = path;
-    loop {
-        if let Ok(m) = std::fs::metadata(p) {
-            return m.dev() == root.dev();
-        }
-        match p.parent() {
-            Some(parent) => p = parent,
-            None => return false,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn brick_dir_checks() {
-        let t = tempfile::tempdir().unwrap();
-        let vol = Uuid::new_v4();
-        let root = t.path().join("b");
-        assert_eq!(check_brick_dir(&root, vol), Err(DirProblem::Missing));
-        std::fs::write(&root, "x").unwrap();
-        assert_eq!(check_brick_dir(&root, vol), Err(DirProblem::NotDir));
-        std::fs::remove_file(&root).unwrap();
-        std::fs::create_dir_all(root.join(".gsync")).unwrap();
-        assert_eq!(check_brick_dir(&root, vol), Err(DirProblem::MarkerMissing));
-        std::fs::write(marker_path(&root), Uuid::nil().to_string()).unwrap();
-        assert!(matches!(
-            check_brick_dir(&root, vol),
-            Err(DirProblem::Foreign(_))
-        ));
-        std::fs::write(marker_path(&root), format!("{vol}\n")).unwrap();
-        assert_eq!(check_brick_dir(&root, vol), Ok(()));
-        // The check creates nothing.
-        let gone = t.path().join("gone");
-        let _ = check_brick_dir(&gone, vol);
-        assert!(!gone.exists());
     }
 }

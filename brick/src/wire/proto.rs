@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::pool::{Member, PoolConfig};
 use crate::store::types::{ChunkRef, Entry};
-use crate::vv::VersionVector;
+use crate::wire::vv::VersionVector;
 use crate::RelPath;
 
 /// ALPN of the gsync protocol, major version 1.
@@ -329,46 +329,6 @@ pub enum HealOp {
     },
 }
 
-/// Brick status for `volume status`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct BrickStatus {
-    /// Replica id.
-    pub brick: u64,
-    /// Served right now.
-    pub online: bool,
-    /// Daemon pid.
-    pub pid: u32,
-    /// QUIC port.
-    pub port: u16,
-    /// Counters.
-    pub counters: Counters,
-    /// Paths tracked.
-    pub entries: u64,
-    /// Current change sequence.
-    pub seq: u64,
-    /// Why the brick is not served (e.g. its volume-id marker is missing).
-    pub offline_reason: Option<String>,
-}
-
-/// Per-brick counters.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Counters {
-    /// Changes applied from peers or writers.
-    pub changes_applied: u64,
-    /// Content bytes received.
-    pub bytes_received: u64,
-    /// Content bytes sent.
-    pub bytes_sent: u64,
-    /// Chunks found locally instead of transferred.
-    pub chunks_reused: u64,
-    /// Chunks transferred.
-    pub chunks_fetched: u64,
-    /// Heals completed.
-    pub heals: u64,
-    /// Bytes moved by heals.
-    pub heal_bytes: u64,
-}
-
 /// Responses, in wire order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
@@ -394,7 +354,7 @@ pub enum Response {
     /// 4: answer to [`Request::PullConfig`].
     Config(Box<PoolConfig>),
     /// 5: answer to [`Request::BrickStatus`].
-    BrickStatus(Vec<BrickStatus>),
+    BrickStatus(Vec<crate::status::BrickStatus>),
     /// 6: answer to an offer: indexes of the chunks the receiver lacks.
     Need(Vec<u32>),
     /// 7: the offer was processed.
@@ -435,9 +395,9 @@ pub enum Response {
     /// the brick's current version (`None`: the brick has no record).
     Versions(Vec<Option<VersionVector>>),
     /// 15: answer to [`Request::History`], one per brick served here.
-    History(Vec<crate::outage::BrickHistory>),
+    History(Vec<crate::status::BrickHistory>),
     /// 16: answer to [`Request::BrickDisks`]: (brick replica id, its disk).
-    BrickDisks(Vec<(u64, crate::control::DiskInfo)>),
+    BrickDisks(Vec<(u64, crate::status::DiskInfo)>),
     /// 17: answer to [`Request::FeedInSets`].
     FeedInSets {
         /// Changed entries, in sequence order.

@@ -1,0 +1,141 @@
+//! What the brick-level services need from the node that runs them, as two
+//! traits: [`Peers`] (calls and streams to members, this node's own id
+//! answered in-process) and [`Host`] (the pool document, the bricks served
+//! here, task spawning and the shutdown token).
+//!
+//! The services (the brick service answering requests, the replicator,
+//! the crawler, the outage recorder) depend on these traits, never on
+//! `node`: the node composes them and implements the traits, so the
+//! dependencies point one way, node -> services -> {store, host, wire}.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::pool::{PoolConfig, Volume};
+use crate::store::Brick;
+use crate::wire::frame::FrameError;
+use crate::wire::proto::{Request, Response};
+
+/// A member counts for quorum only if it was heard from this recently.
+pub const QUORUM_SILENCE: Duration = Duration::from_millis(1500);
+
+/// Why a call to a member failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No live connection.
+    #[error("{0} is not connected")]
+    NotConnected(String),
+    /// The deadline passed.
+    #[error("{0} did not answer in time")]
+    Timeout(String),
+    /// QUIC error.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// Framing error.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The peer refused.
+    #[error("{reason}")]
+    Refused {
+        /// Error code.
+        code: u16,
+        /// Reason.
+        reason: String,
+    },
+    /// Dial failure.
+    #[error("{0}")]
+    Dial(String),
+}
+
+/// A boxed writing half of a request stream.
+pub type BoxWrite = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+/// A boxed reading half of a request stream.
+pub type BoxRead = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
+/// Calls and streams to the members of the pool. A call or stream to this
+/// node's own id is served in-process by the same handler a remote member
+/// reaches, so callers never branch on "is it me".
+pub trait Peers: Send + Sync + 'static {
+    /// This node's id.
+    fn me(&self) -> Uuid;
+    /// True if a live connection to `peer` exists (always for `me`).
+    fn is_connected(&self, peer: Uuid) -> bool;
+    /// True if `peer` is connected and was heard from within `within`.
+    fn is_alive(&self, peer: Uuid, within: Duration) -> bool;
+    /// Hostname of a member, or its id.
+    fn peer_name(&self, peer: Uuid) -> String;
+    /// Sends one request and waits (bounded) for its response.
+    fn call(&self, peer: Uuid, req: Request) -> BoxFuture<'_, Result<Response, CallError>>;
+    /// Like [`Peers::call`] with a caller-chosen deadline.
+    fn call_timeout(
+        &self,
+        peer: Uuid,
+        req: Request,
+        limit: Duration,
+    ) -> BoxFuture<'_, Result<Response, CallError>>;
+    /// Opens a request stream to `target`.
+    fn open_stream(
+        self: Arc<Self>,
+        target: Uuid,
+    ) -> BoxFuture<'static, Result<(BoxWrite, BoxRead), CallError>>;
+}
+
+/// A task made again by its supervisor after a panic.
+pub type MakeTask = Box<dyn FnMut() -> BoxFuture<'static, ()> + Send>;
+
+/// The node as the brick-level services see it.
+pub trait Host: Peers {
+    /// A copy of the current pool document.
+    fn config(&self) -> PoolConfig;
+    /// Cancelled at shutdown.
+    fn token(&self) -> CancellationToken;
+    /// The brick with replica id `id`, if served here.
+    fn local_brick(&self, id: u64) -> Option<Arc<Brick>>;
+    /// The bricks of a volume served here.
+    fn local_bricks(&self, volume: Uuid) -> Vec<Arc<Brick>>;
+    /// Why the brick with replica id `id` is not served here, if this node
+    /// should serve it and does not.
+    fn unserved_reason(&self, id: u64) -> Option<String>;
+    /// This daemon's process id and QUIC port, for status rows.
+    fn pid_port(&self) -> (u32, u16);
+    /// Spawns a task awaited at shutdown.
+    fn spawn_task(&self, fut: BoxFuture<'static, ()>);
+    /// Spawns a long-lived task, made again by `make` (with a backoff) if
+    /// it panics; it ends when it returns or at shutdown.
+    fn spawn_task_supervised(&self, name: String, make: MakeTask);
+
+    /// Whether this node reaches a quorum of `v`'s bricks (`None`: the
+    /// volume has no quorum configured). A brick counts when its node was
+    /// heard from within [`QUORUM_SILENCE`].
+    fn quorum(&self, v: &Volume) -> Option<bool> {
+        let up: Vec<bool> = v
+            .bricks
+            .iter()
+            .map(|b| self.is_alive(b.node, QUORUM_SILENCE))
+            .collect();
+        v.quorum(&up)
+    }
+}
+
+impl dyn Host {
+    /// Spawns a task awaited at shutdown.
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_task(Box::pin(fut));
+    }
+
+    /// Spawns a supervised long-lived task (see [`Host::spawn_task_supervised`]).
+    pub fn spawn_supervised<F, Fut>(&self, name: impl Into<String>, mut make: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_task_supervised(name.into(), Box::new(move || Box::pin(make())));
+    }
+}
