@@ -44,6 +44,7 @@ pub mod overlap;
 pub mod pool;
 pub mod replicate;
 pub mod service;
+pub mod sqlite;
 pub mod status;
 pub mod store;
 pub mod wire;

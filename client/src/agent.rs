@@ -109,7 +109,7 @@ const REWALK_AFTER: Duration = Duration::from_millis(500);
 const FULL_SCAN_EVERY: Duration = Duration::from_secs(60);
 
 /// Pushes in flight at once.
-const PUSH_CONCURRENCY: usize = 16;
+const PUSH_CONCURRENCY: usize = 64;
 
 /// Debounce for local events: the default changeset window.
 const DEBOUNCE: Duration = Duration::from_millis(20);
@@ -508,7 +508,7 @@ impl Agent {
         let mut burst: Option<Instant> = None;
         let mut last_scan = Instant::now();
         loop {
-            self.collect_marks();
+            self.collect_marks().await;
             let (want, offline) = match self.pick_target() {
                 Ok(t) => (Some(t), None),
                 Err(why) => (None, Some(why)),
@@ -857,18 +857,28 @@ impl Agent {
         false
     }
 
-    /// Marks a path dirty (persisted in the journal's queue).
+    /// Marks a path dirty. It joins the journal's queue (persisted) when
+    /// the marks are collected, before it can be pushed.
     pub(crate) fn mark(&self, rel: RelPath) {
-        let _ = self.journal.enqueue([rel.as_str()]);
         self.remarks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(rel);
     }
 
-    /// Moves paths marked by concurrent work into the dirty set.
-    fn collect_marks(&mut self) {
+    /// Moves paths marked by concurrent work into the dirty set, writing
+    /// them to the journal's queue first, all in one transaction (a burst
+    /// of events costs one commit, not one per path).
+    async fn collect_marks(&mut self) {
         let marks = std::mem::take(&mut *self.remarks.lock().unwrap_or_else(|p| p.into_inner()));
+        let new: Vec<String> = marks
+            .iter()
+            .filter(|p| !self.dirty.contains(*p))
+            .map(|p| p.as_str().to_string())
+            .collect();
+        if let Err(e) = self.journal.enqueue_async(new).await {
+            tracing::warn!(mount = %self.spec.dir.display(), "{e}");
+        }
         self.dirty.extend(marks);
     }
 
@@ -976,12 +986,30 @@ impl Agent {
                 rest.extend(group);
                 continue;
             }
+            // The group's records in one read: the planning of each path
+            // then needs the journal no more.
+            let mut known = match self
+                .journal
+                .get_many_async(group.iter().map(|p| p.as_str().to_string()).collect())
+                .await
+            {
+                Ok(k) => k,
+                Err(e) => {
+                    for p in group {
+                        self.push_failed(p, RemoteError::Local(e.to_string()), &mut rest, &mut out);
+                    }
+                    continue;
+                }
+            };
             let this: &Agent = self;
             let results: Vec<(RelPath, Result<Vec<sync::Ready>, RemoteError>)> =
                 futures_util::stream::iter(group)
-                    .map(|p| async move {
-                        let r = sync::plan_local(this, &p).await;
-                        (p, r)
+                    .map(|p| {
+                        let j = known.remove(p.as_str());
+                        async move {
+                            let r = sync::plan_known(this, &p, j).await;
+                            (p, r)
+                        }
                     })
                     .buffer_unordered(PUSH_CONCURRENCY)
                     .collect()
@@ -1075,6 +1103,7 @@ impl Agent {
             .iter()
             .cloned()
             .collect();
+        let mut pushed = Vec::new();
         for p in looked {
             if sent_failed.contains(&p) {
                 continue;
@@ -1083,9 +1112,10 @@ impl Agent {
             self.accepted.remove(&p);
             // Unless it changed again meanwhile (re-marked).
             if !remarked.contains(&p) {
-                let _ = self.journal.dequeue(p.as_str());
+                pushed.push(p.as_str().to_string());
             }
         }
+        let _ = self.journal.dequeue_many_async(pushed).await;
         let (held, failed) = (out.held, out.failed);
         {
             let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -1098,7 +1128,7 @@ impl Agent {
             self.failures.clear();
         }
         self.dirty.extend(rest);
-        self.collect_marks();
+        self.collect_marks().await;
     }
 
     /// A local file that `--prefer remote` gives up for the volume's
@@ -1216,7 +1246,11 @@ impl Agent {
             Some(m) => b.upto.min(m.saturating_sub(1)),
             None => b.upto,
         };
-        if let Err(e) = self.journal.set_cursor(b.brick, b.incarnation, upto) {
+        if let Err(e) = self
+            .journal
+            .set_cursor_async(b.brick, b.incarnation, upto)
+            .await
+        {
             tracing::warn!(mount = %self.spec.dir.display(), "{e}");
         }
         if validate_first && b.caught_up && !self.first.is_empty() {
@@ -1403,8 +1437,23 @@ impl Agent {
         let root = self.root();
         let this: &Agent = self;
         let list: Vec<Entry> = entries.values().map(|(_, e)| e.clone()).collect();
+        // The set's records in one read.
+        let mut known = match self
+            .journal
+            .get_many_async(list.iter().map(|e| e.path.as_str().to_string()).collect())
+            .await
+        {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::debug!("apply deferred: {e}");
+                return false;
+            }
+        };
         let preps: Vec<Result<sync::Prep, RemoteError>> = futures_util::stream::iter(list)
-            .map(|e| sync::prepare_remote(this, e))
+            .map(|e| {
+                let j = known.remove(e.path.as_str());
+                sync::prepare_known(this, e, j)
+            })
             .buffer_unordered(PUSH_CONCURRENCY)
             .collect()
             .await;
@@ -1420,20 +1469,25 @@ impl Agent {
                 }
             }
         }
-        let staged: Vec<Result<sync::Staged, RemoteError>> = futures_util::stream::iter(to_place)
-            .map(|p| sync::stage(this, p))
-            .buffer_unordered(PUSH_CONCURRENCY)
-            .collect()
-            .await;
+        let staged: Vec<Result<Option<sync::Staged>, RemoteError>> =
+            futures_util::stream::iter(to_place)
+                .map(|p| sync::stage(this, p))
+                .buffer_unordered(PUSH_CONCURRENCY)
+                .collect()
+                .await;
         let mut ready = Vec::new();
         for r in staged {
             match r {
-                Ok(s) => ready.push(s),
+                Ok(s) => ready.extend(s),
                 Err(e) => {
                     tracing::debug!("staging deferred: {e}");
                     return false;
                 }
             }
+        }
+        if let Err(e) = sync::settle_staged(self, &ready).await {
+            tracing::debug!("staging deferred: {e}");
+            return false;
         }
         if let (Some(cmd), false) = (self.spec.validate.clone(), ready.is_empty()) {
             let changes: Vec<(RelPath, crate::validate::Change<'_>)> = ready
@@ -1513,7 +1567,7 @@ impl Agent {
             }
         }
         let renamed = burst.elapsed();
-        if let Err(e) = sync::settle_burst(self, &done) {
+        if let Err(e) = sync::settle_burst(self, done).await {
             failed = failed.or(Some(e));
         }
         if !changed.is_empty() {

@@ -11,7 +11,11 @@
 //! edits from the files it wrote itself (no echo loops), and how it finds,
 //! at start-up, the changes made while it was not running.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc;
+use std::sync::Arc;
 
 use gsync_brick::store::chunking;
 use gsync_brick::store::types::{ChunkRef, Entry, Kind};
@@ -29,6 +33,10 @@ pub enum JournalError {
     /// A row is unreadable.
     #[error("journal: corrupt row for {0}")]
     Corrupt(String),
+    /// The transaction a write was part of failed, or the journal's
+    /// owner thread is gone.
+    #[error("journal: {0}")]
+    Commit(String),
 }
 
 /// What the journal knows about one path.
@@ -74,38 +82,294 @@ pub struct Rejection {
     pub entries: Vec<(u64, Entry, bool)>,
 }
 
-/// An open journal.
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// A read run on the owner thread with the connection.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// One queued write, type-erased.
+trait Staged: Send {
+    /// Writes into the open transaction, inside a savepoint of its own.
+    fn write(&mut self, tx: &mut rusqlite::Transaction<'_>);
+    /// Answers the caller: the transaction committed (`None`) or failed.
+    fn finish(self: Box<Self>, failed: Option<&str>);
+}
+
+enum Cmd {
+    Read(Job),
+    Write(Box<dyn Staged>),
+}
+
+/// How a caller is answered.
+enum Reply<T> {
+    Async(tokio::sync::oneshot::Sender<T>),
+    Sync(mpsc::SyncSender<T>),
+}
+
+impl<T> Reply<T> {
+    fn send(self, t: T) {
+        match self {
+            Reply::Async(s) => {
+                let _ = s.send(t);
+            }
+            Reply::Sync(s) => {
+                let _ = s.send(t);
+            }
+        }
+    }
+}
+
+struct Item<T, F> {
+    f: Option<F>,
+    out: Option<Result<T, JournalError>>,
+    reply: Option<Reply<Result<T, JournalError>>>,
+}
+
+impl<T, F> Staged for Item<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, JournalError> + Send,
+{
+    fn write(&mut self, tx: &mut rusqlite::Transaction<'_>) {
+        let Some(f) = self.f.take() else { return };
+        let out = match tx.savepoint() {
+            Err(e) => Err(e.into()),
+            Ok(mut sp) => {
+                sp.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+                match catch_unwind(AssertUnwindSafe(|| f(&sp))) {
+                    Ok(Ok(t)) => sp.commit().map(|()| t).map_err(JournalError::from),
+                    // Dropping the savepoint rolls this write back alone.
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(JournalError::Commit("a journal write panicked".into())),
+                }
+            }
+        };
+        self.out = Some(out);
+    }
+
+    fn finish(mut self: Box<Self>, failed: Option<&str>) {
+        let out = match (self.out.take(), failed) {
+            (Some(Err(e)), _) => Err(e),
+            (_, Some(why)) => Err(JournalError::Commit(why.to_string())),
+            (Some(Ok(t)), None) => Ok(t),
+            (None, None) => Err(JournalError::Commit("not written".into())),
+        };
+        if let Some(r) = self.reply.take() {
+            r.send(out);
+        }
+    }
+}
+
+/// Group-commit statistics of a journal.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Transactions written (each one WAL fsync).
+    pub batches: AtomicU64,
+    /// Writes committed in them.
+    pub writes: AtomicU64,
+}
+
+/// An open journal: the handle to the thread that owns its connection.
+///
+/// That thread runs, in order, what callers queue: reads, and writes,
+/// which are committed in groups — every write queued while the previous
+/// transaction was being written goes into the next one, each in its own
+/// savepoint (one that fails is rolled back alone), with one WAL fsync
+/// (`synchronous = FULL`) for the whole group. A writer gets its answer
+/// only once its transaction is durable. No SQLite call runs on the async
+/// executor: the async methods (`*_async`) await the owner, the others
+/// block the calling thread until it answers (start-up and rare paths).
+///
+/// The journal is not opened in exclusive locking mode: `gsync wait` and
+/// `gsync mount` (to tell whether a folder is attached) read it from
+/// other connections while the agent runs.
+///
+/// Dropping the handle stops the thread, which closes the connection.
 #[derive(Debug)]
 pub struct Journal {
-    conn: std::sync::Mutex<Connection>,
+    queue: Option<mpsc::Sender<Cmd>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    owner: std::thread::ThreadId,
+    /// Group-commit statistics.
+    pub stats: Arc<CommitStats>,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cmd::Read(_) => "Read",
+            Cmd::Write(_) => "Write",
+        })
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.queue = None;
+        if let Some(t) = self.thread.take() {
+            if std::thread::current().id() != self.owner {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn owner_loop(mut conn: Connection, rx: &mpsc::Receiver<Cmd>, stats: &CommitStats) {
+    while let Ok(cmd) = rx.recv() {
+        match cmd {
+            Cmd::Read(job) => run_one(&mut conn, job),
+            Cmd::Write(first) => {
+                // Everything queued meanwhile: writes join this
+                // transaction, reads run right after it.
+                let mut batch = vec![first];
+                let mut after = Vec::new();
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(Cmd::Write(c)) => batch.push(c),
+                        Ok(Cmd::Read(j)) => after.push(j),
+                        Err(_) => break,
+                    }
+                }
+                commit_batch(&mut conn, batch, stats);
+                for j in after {
+                    run_one(&mut conn, j);
+                }
+            }
+        }
+    }
+}
+
+fn run_one(conn: &mut Connection, job: Job) {
+    // A panicking read drops its reply channel: its caller gets an error,
+    // the owner thread carries on.
+    let _ = catch_unwind(AssertUnwindSafe(|| job(conn)));
+}
+
+fn commit_batch(conn: &mut Connection, mut batch: Vec<Box<dyn Staged>>, stats: &CommitStats) {
+    let res = (|| -> rusqlite::Result<()> {
+        let mut tx = conn.transaction()?;
+        for b in batch.iter_mut() {
+            b.write(&mut tx);
+        }
+        tx.commit()
+    })();
+    let failed = res.err().map(|e| e.to_string());
+    use std::sync::atomic::Ordering::Relaxed;
+    stats.batches.fetch_add(1, Relaxed);
+    stats.writes.fetch_add(batch.len() as u64, Relaxed);
+    for b in batch {
+        b.finish(failed.as_deref());
+    }
+}
+
+fn stopped() -> JournalError {
+    JournalError::Commit("the journal thread stopped".into())
 }
 
 impl Journal {
-    /// Opens (creating) the journal at `path`.
+    /// Opens (creating) the journal at `path` and starts its owner thread.
     pub fn open(path: &Path) -> Result<Self, JournalError> {
         let mut conn = Connection::open(path)?;
+        // `gsync wait` may be reading it a moment.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let have: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(have) {
-            let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", i + 1)?;
-            tx.commit()?;
-        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.set_prepared_statement_cache_capacity(32);
+        gsync_brick::sqlite::migrate(&mut conn, MIGRATIONS)?;
+        let (queue, rx) = mpsc::channel();
+        let stats = Arc::new(CommitStats::default());
+        let st = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("gsync-journal".into())
+            .spawn(move || owner_loop(conn, &rx, &st))
+            .map_err(|e| JournalError::Commit(format!("cannot start the journal thread: {e}")))?;
         Ok(Self {
-            conn: std::sync::Mutex::new(conn),
+            queue: Some(queue),
+            owner: thread.thread().id(),
+            thread: Some(thread),
+            stats,
         })
     }
 
-    fn c(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    fn send(&self, cmd: Cmd) {
+        // The thread lives as long as this handle (`catch_unwind` keeps it
+        // alive); a failed send drops the reply, which the caller reports.
+        if let Some(q) = &self.queue {
+            let _ = q.send(cmd);
+        }
     }
 
-    /// The record of `path`.
-    pub fn get(&self, path: &str) -> Result<Option<Record>, JournalError> {
-        let row: Option<RawRow> = self
-            .c()
+    fn not_owner(&self) -> Result<(), JournalError> {
+        if std::thread::current().id() == self.owner {
+            return Err(JournalError::Commit(
+                "a journal job waits for the journal".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs the read `f` on the owner thread and blocks until it answers.
+    fn read<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, JournalError> + Send + 'static,
+    {
+        self.not_owner()?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Cmd::Read(Box::new(move |c: &mut Connection| {
+            Reply::Sync(tx).send(f(c));
+        })));
+        rx.recv().unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Runs the read `f` on the owner thread and awaits its answer.
+    async fn read_async<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, JournalError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Cmd::Read(Box::new(move |c: &mut Connection| {
+            Reply::Async(tx).send(f(c));
+        })));
+        rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Queues the write `f` for the next group transaction and blocks
+    /// until that transaction is durable (or failed).
+    fn write<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
+    {
+        self.not_owner()?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Cmd::Write(Box::new(Item {
+            f: Some(f),
+            out: None,
+            reply: Some(Reply::Sync(tx)),
+        })));
+        rx.recv().unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// [`Self::write`], awaiting.
+    async fn write_async<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Cmd::Write(Box::new(Item {
+            f: Some(f),
+            out: None,
+            reply: Some(Reply::Async(tx)),
+        })));
+        rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    fn get_in(conn: &Connection, path: &str) -> Result<Option<Record>, JournalError> {
+        let row: Option<RawRow> = conn
             .prepare_cached("SELECT entry, chunks, stat, conflict FROM files WHERE path = ?1")?
             .query_row(params![path], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -115,6 +379,35 @@ impl Journal {
             Some(raw) => Self::decode(path, raw),
             None => Ok(None),
         }
+    }
+
+    /// The record of `path`.
+    pub fn get(&self, path: &str) -> Result<Option<Record>, JournalError> {
+        let path = path.to_string();
+        self.read(move |c| Self::get_in(c, &path))
+    }
+
+    /// The records of `paths` (those it has), in one trip to the owner.
+    pub async fn get_many_async(
+        &self,
+        paths: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, Record>, JournalError> {
+        self.read_async(move |c| {
+            let mut out = std::collections::HashMap::new();
+            for p in paths {
+                if let Some(r) = Self::get_in(c, &p)? {
+                    out.insert(p, r);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// [`Self::get`], awaiting.
+    pub async fn get_async(&self, path: &str) -> Result<Option<Record>, JournalError> {
+        let path = path.to_string();
+        self.read_async(move |c| Self::get_in(c, &path)).await
     }
 
     fn decode(path: &str, (e, c, s, conflict): RawRow) -> Result<Option<Record>, JournalError> {
@@ -127,65 +420,87 @@ impl Journal {
         }))
     }
 
-    /// Stores the record of a path (and clears any apply intent for it).
-    pub fn put(&self, r: &Record) -> Result<(), JournalError> {
-        self.put_in("files", r)?;
-        self.c()
-            .prepare_cached("DELETE FROM applying WHERE path = ?1")?
-            .execute(params![r.entry.path.as_str()])?;
-        Ok(())
-    }
-
-    /// [`Self::put`] of several records in one transaction.
-    pub fn put_many(&self, rs: &[Record]) -> Result<(), JournalError> {
-        let mut conn = self.c();
-        let tx = conn.transaction()?;
+    fn put_in(conn: &Connection, rs: &[Record]) -> Result<(), JournalError> {
         for r in rs {
-            Self::insert(&tx, "files", r)?;
-            tx.prepare_cached("DELETE FROM applying WHERE path = ?1")?
+            Self::insert(conn, "files", r)?;
+            conn.prepare_cached("DELETE FROM applying WHERE path = ?1")?
                 .execute(params![r.entry.path.as_str()])?;
         }
-        tx.commit()?;
         Ok(())
     }
 
-    /// Records, before a remote version is renamed into place, what the
-    /// file will be: if the agent dies between the rename and [`Self::put`],
-    /// the next start finds the file matching the intent and completes the
-    /// record, instead of mistaking the file for a local creation.
-    pub fn put_intent(&self, r: &Record) -> Result<(), JournalError> {
-        self.put_in("applying", r)
+    /// Stores the record of a path (and clears any apply intent for it).
+    pub fn put(&self, r: &Record) -> Result<(), JournalError> {
+        let r = r.clone();
+        self.write(move |c| Self::put_in(c, std::slice::from_ref(&r)))
+    }
+
+    /// [`Self::put`], awaiting.
+    pub async fn put_async(&self, r: Record) -> Result<(), JournalError> {
+        self.write_async(move |c| Self::put_in(c, std::slice::from_ref(&r)))
+            .await
+    }
+
+    /// [`Self::put`] of several records in one transaction, awaiting.
+    pub async fn put_many_async(&self, rs: Vec<Record>) -> Result<(), JournalError> {
+        if rs.is_empty() {
+            return Ok(());
+        }
+        self.write_async(move |c| Self::put_in(c, &rs)).await
+    }
+
+    /// Records, before remote versions are renamed into place, what the
+    /// files will be: if the agent dies between the rename and
+    /// [`Self::put`], the next start finds the file matching the intent
+    /// and completes the record, instead of mistaking the file for a local
+    /// creation. One transaction for all of `rs`.
+    pub async fn put_intents_async(&self, rs: Vec<Record>) -> Result<(), JournalError> {
+        if rs.is_empty() {
+            return Ok(());
+        }
+        self.write_async(move |c| {
+            for r in &rs {
+                Self::insert(c, "applying", r)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Settles the intents left by a crash: a file that matches its intent
     /// was placed, so its record is completed; the others never were.
     pub fn settle_intents(&self, matches: impl Fn(&Record) -> bool) -> Result<u64, JournalError> {
-        let rows: Vec<(String, RawRow)> = {
-            let conn = self.c();
+        let rows: Vec<(String, RawRow)> = self.read(|conn| {
             let mut st =
                 conn.prepare_cached("SELECT path, entry, chunks, stat, conflict FROM applying")?;
             let rows = st.query_map([], |r| {
                 Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
             })?;
-            rows.collect::<Result<_, _>>()?
-        };
-        let mut done = 0;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut placed = Vec::new();
+        let mut paths = Vec::new();
         for (path, raw) in rows {
             if let Some(rec) = Self::decode(&path, raw)? {
                 if matches(&rec) {
-                    self.put(&rec)?;
-                    done += 1;
+                    placed.push(rec);
                 }
             }
-            self.c()
-                .prepare_cached("DELETE FROM applying WHERE path = ?1")?
-                .execute(params![path])?;
+            paths.push(path);
         }
+        let done = placed.len() as u64;
+        self.write(move |c| {
+            Self::put_in(c, &placed)?;
+            let mut st = c.prepare_cached("DELETE FROM applying WHERE path = ?1")?;
+            for p in &paths {
+                st.execute(params![p])?;
+            }
+            Ok(())
+        })?;
         Ok(done)
-    }
-
-    fn put_in(&self, table: &str, r: &Record) -> Result<(), JournalError> {
-        Self::insert(&self.c(), table, r)
     }
 
     fn insert(conn: &Connection, table: &str, r: &Record) -> Result<(), JournalError> {
@@ -206,31 +521,37 @@ impl Journal {
 
     /// Forgets a path.
     pub fn remove(&self, path: &str) -> Result<(), JournalError> {
-        self.c()
-            .prepare_cached("DELETE FROM files WHERE path = ?1")?
-            .execute(params![path])?;
-        Ok(())
+        let path = path.to_string();
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM files WHERE path = ?1")?
+                .execute(params![path])?;
+            Ok(())
+        })
     }
 
     /// Paths recorded at or below `prefix` (all paths for "").
     pub fn paths_under(&self, prefix: &str) -> Result<Vec<String>, JournalError> {
-        let conn = self.c();
-        let mut st = conn.prepare_cached(
-            "SELECT path FROM files WHERE path = ?1 OR (path > ?2 AND path < ?3) OR ?1 = ''",
-        )?;
-        let lo = format!("{prefix}/");
-        let hi = format!("{prefix}0");
-        let rows = st.query_map(params![prefix, lo, hi], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let prefix = prefix.to_string();
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT path FROM files WHERE path = ?1 OR (path > ?2 AND path < ?3) OR ?1 = ''",
+            )?;
+            let lo = format!("{prefix}/");
+            let hi = format!("{prefix}0");
+            let rows = st.query_map(params![prefix, lo, hi], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     /// Number of paths in split-brain.
     pub fn conflicts(&self) -> Result<u64, JournalError> {
-        Ok(self
-            .c()
-            .query_row("SELECT COUNT(*) FROM files WHERE conflict = 1", [], |r| {
-                r.get::<_, i64>(0)
-            })? as u64)
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT COUNT(*) FROM files WHERE conflict = 1", [], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64,
+            )
+        })
     }
 
     /// Adds paths to the push queue.
@@ -238,68 +559,118 @@ impl Journal {
         &self,
         paths: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), JournalError> {
-        let mut conn = self.c();
-        let tx = conn.transaction()?;
-        {
-            let mut st = tx.prepare_cached("INSERT OR IGNORE INTO queue (path) VALUES (?1)")?;
-            for p in paths {
+        let paths: Vec<String> = paths.into_iter().map(str::to_string).collect();
+        if paths.is_empty() {
+            return Ok(());
+        }
+        self.write(move |c| {
+            let mut st = c.prepare_cached("INSERT OR IGNORE INTO queue (path) VALUES (?1)")?;
+            for p in &paths {
                 st.execute(params![p])?;
             }
+            Ok(())
+        })
+    }
+
+    /// [`Self::enqueue`], awaiting.
+    pub async fn enqueue_async(&self, paths: Vec<String>) -> Result<(), JournalError> {
+        if paths.is_empty() {
+            return Ok(());
         }
-        tx.commit()?;
-        Ok(())
+        self.write_async(move |c| {
+            let mut st = c.prepare_cached("INSERT OR IGNORE INTO queue (path) VALUES (?1)")?;
+            for p in &paths {
+                st.execute(params![p])?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Removes a path from the push queue.
     pub fn dequeue(&self, path: &str) -> Result<(), JournalError> {
-        self.c()
-            .prepare_cached("DELETE FROM queue WHERE path = ?1")?
-            .execute(params![path])?;
-        Ok(())
+        let path = path.to_string();
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM queue WHERE path = ?1")?
+                .execute(params![path])?;
+            Ok(())
+        })
+    }
+
+    /// Removes paths from the push queue, in one transaction, awaiting.
+    pub async fn dequeue_many_async(&self, paths: Vec<String>) -> Result<(), JournalError> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        self.write_async(move |c| {
+            let mut st = c.prepare_cached("DELETE FROM queue WHERE path = ?1")?;
+            for p in &paths {
+                st.execute(params![p])?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// The queued paths.
     pub fn queued(&self) -> Result<Vec<String>, JournalError> {
-        let conn = self.c();
-        let mut st = conn.prepare_cached("SELECT path FROM queue ORDER BY path")?;
-        let rows = st.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.read(|conn| {
+            let mut st = conn.prepare_cached("SELECT path FROM queue ORDER BY path")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     /// A counter value.
     pub fn kv(&self, key: &str) -> Result<Option<u64>, JournalError> {
-        Ok(self
-            .c()
-            .query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| {
-                r.get::<_, i64>(0)
-            })
-            .optional()?
-            .map(|v| v as u64))
+        let key = key.to_string();
+        self.read(move |c| {
+            Ok(
+                c.query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional()?
+                .map(|v| v as u64),
+            )
+        })
     }
 
     /// Sets a counter value.
     pub fn set_kv(&self, key: &str, v: u64) -> Result<(), JournalError> {
-        self.c().execute(
-            "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)",
-            params![key, v as i64],
-        )?;
+        let key = key.to_string();
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)",
+                params![key, v as i64],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn set_cursor_in(
+        c: &Connection,
+        brick: u64,
+        incarnation: u64,
+        seq: u64,
+    ) -> Result<(), JournalError> {
+        for (k, v) in [("brick", brick), ("incarnation", incarnation), ("seq", seq)] {
+            c.prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")?
+                .execute(params![k, v as i64])?;
+        }
         Ok(())
     }
 
     /// Records the follow cursor: the brick, its incarnation and the
     /// sequence reached, together (a cursor is meaningless without the
     /// incarnation it belongs to).
-    pub fn set_cursor(&self, brick: u64, incarnation: u64, seq: u64) -> Result<(), JournalError> {
-        let mut conn = self.c();
-        let tx = conn.transaction()?;
-        for (k, v) in [("brick", brick), ("incarnation", incarnation), ("seq", seq)] {
-            tx.execute(
-                "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)",
-                params![k, v as i64],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+    pub async fn set_cursor_async(
+        &self,
+        brick: u64,
+        incarnation: u64,
+        seq: u64,
+    ) -> Result<(), JournalError> {
+        self.write_async(move |c| Self::set_cursor_in(c, brick, incarnation, seq))
+            .await
     }
 
     /// Forgets every record, the queue, the held deletions, the rejected
@@ -308,28 +679,31 @@ impl Journal {
     /// vanished and came back, so its contents are compared, never taken as
     /// deletions).
     pub fn forget_all(&self) -> Result<(), JournalError> {
-        self.c().execute_batch(
-            "DELETE FROM files; DELETE FROM queue; DELETE FROM applying; DELETE FROM kv; DELETE FROM held; DELETE FROM notes; DELETE FROM rejected;",
-        )?;
-        Ok(())
+        self.write(|c| {
+            c.execute_batch(
+                "DELETE FROM files; DELETE FROM queue; DELETE FROM applying; DELETE FROM kv; DELETE FROM held; DELETE FROM notes; DELETE FROM rejected;",
+            )?;
+            Ok(())
+        })
     }
 
     /// Number of files and links the mount holds as synced (every record
     /// but deletions and directories).
     pub fn live_count(&self) -> Result<u64, JournalError> {
-        let conn = self.c();
-        let mut st = conn.prepare_cached("SELECT path, entry FROM files")?;
-        let mut rows = st.query([])?;
-        let mut n = 0;
-        while let Some(r) = rows.next()? {
-            let e: Vec<u8> = r.get(1)?;
-            let entry: Entry = codec::decode(&e)
-                .map_err(|_| JournalError::Corrupt(r.get(0).unwrap_or_default()))?;
-            if !matches!(entry.kind, Kind::Tombstone | Kind::Dir) {
-                n += 1;
+        self.read(|conn| {
+            let mut st = conn.prepare_cached("SELECT path, entry FROM files")?;
+            let mut rows = st.query([])?;
+            let mut n = 0;
+            while let Some(r) = rows.next()? {
+                let e: Vec<u8> = r.get(1)?;
+                let entry: Entry = codec::decode(&e)
+                    .map_err(|_| JournalError::Corrupt(r.get(0).unwrap_or_default()))?;
+                if !matches!(entry.kind, Kind::Tombstone | Kind::Dir) {
+                    n += 1;
+                }
             }
-        }
-        Ok(n)
+            Ok(n)
+        })
     }
 
     /// Holds deletions (mass-delete guard) for `why`, taking them out of
@@ -339,42 +713,46 @@ impl Journal {
         paths: impl IntoIterator<Item = &'a str>,
         why: &str,
     ) -> Result<(), JournalError> {
-        let mut conn = self.c();
-        let tx = conn.transaction()?;
-        {
-            let mut add = tx.prepare_cached("INSERT OR IGNORE INTO held (path) VALUES (?1)")?;
-            let mut unqueue = tx.prepare_cached("DELETE FROM queue WHERE path = ?1")?;
-            for p in paths {
-                add.execute(params![p])?;
-                unqueue.execute(params![p])?;
+        let paths: Vec<String> = paths.into_iter().map(str::to_string).collect();
+        let why = why.to_string();
+        self.write(move |c| {
+            {
+                let mut add = c.prepare_cached("INSERT OR IGNORE INTO held (path) VALUES (?1)")?;
+                let mut unqueue = c.prepare_cached("DELETE FROM queue WHERE path = ?1")?;
+                for p in &paths {
+                    add.execute(params![p])?;
+                    unqueue.execute(params![p])?;
+                }
             }
-        }
-        tx.execute(
-            "INSERT OR REPLACE INTO notes (key, value) VALUES ('held-why', ?1)",
-            params![why],
-        )?;
-        tx.commit()?;
-        Ok(())
+            c.execute(
+                "INSERT OR REPLACE INTO notes (key, value) VALUES ('held-why', ?1)",
+                params![why],
+            )?;
+            Ok(())
+        })
     }
 
     /// The held deletions, shallowest first.
     pub fn held(&self) -> Result<Vec<String>, JournalError> {
-        let conn = self.c();
-        let mut st = conn.prepare_cached("SELECT path FROM held ORDER BY path")?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-        let mut v: Vec<String> = rows.collect::<Result<_, _>>()?;
-        v.sort_by_key(|p| p.matches('/').count());
-        Ok(v)
+        self.read(|conn| {
+            let mut st = conn.prepare_cached("SELECT path FROM held ORDER BY path")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            let mut v: Vec<String> = rows.collect::<Result<_, _>>()?;
+            v.sort_by_key(|p| p.matches('/').count());
+            Ok(v)
+        })
     }
 
     /// Why deletions are held (the reason of the last hold).
     pub fn held_why(&self) -> Result<Option<String>, JournalError> {
-        Ok(self
-            .c()
-            .query_row("SELECT value FROM notes WHERE key = 'held-why'", [], |r| {
-                r.get(0)
-            })
-            .optional()?)
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT value FROM notes WHERE key = 'held-why'", [], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
+        })
     }
 
     /// Releases held deletions (pushed, reverted, or no longer deletions).
@@ -382,94 +760,98 @@ impl Journal {
         &self,
         paths: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), JournalError> {
-        let mut conn = self.c();
-        let tx = conn.transaction()?;
-        {
-            let mut st = tx.prepare_cached("DELETE FROM held WHERE path = ?1")?;
-            for p in paths {
-                st.execute(params![p])?;
+        let paths: Vec<String> = paths.into_iter().map(str::to_string).collect();
+        self.write(move |c| {
+            {
+                let mut st = c.prepare_cached("DELETE FROM held WHERE path = ?1")?;
+                for p in &paths {
+                    st.execute(params![p])?;
+                }
             }
-        }
-        tx.execute(
-            "DELETE FROM notes WHERE key = 'held-why' AND NOT EXISTS (SELECT 1 FROM held)",
-            [],
-        )?;
-        tx.commit()?;
-        Ok(())
+            c.execute(
+                "DELETE FROM notes WHERE key = 'held-why' AND NOT EXISTS (SELECT 1 FROM held)",
+                [],
+            )?;
+            Ok(())
+        })
     }
 }
 
 impl Journal {
     /// Replaces the rejected changes with `r`.
     pub fn set_rejected(&self, r: &Rejection) -> Result<(), JournalError> {
-        let mut conn = self.c();
-        let tx = conn.transaction()?;
-        tx.execute("DELETE FROM rejected", [])?;
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT OR REPLACE INTO rejected (path, seq, entry, listed) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for (seq, e, listed) in &r.entries {
-                let path = e.path.as_str();
-                let blob = codec::encode(e).map_err(|_| JournalError::Corrupt(path.to_string()))?;
-                st.execute(params![path, *seq as i64, blob, i64::from(*listed)])?;
+        let r = r.clone();
+        self.write(move |c| {
+            c.execute("DELETE FROM rejected", [])?;
+            {
+                let mut st = c.prepare_cached(
+                    "INSERT OR REPLACE INTO rejected (path, seq, entry, listed) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for (seq, e, listed) in &r.entries {
+                    let path = e.path.as_str();
+                    let blob =
+                        codec::encode(e).map_err(|_| JournalError::Corrupt(path.to_string()))?;
+                    st.execute(params![path, *seq as i64, blob, i64::from(*listed)])?;
+                }
             }
-        }
-        for (k, v) in [("rejected-name", &r.name), ("rejected-line", &r.line)] {
-            tx.execute(
-                "INSERT OR REPLACE INTO notes (key, value) VALUES (?1, ?2)",
-                params![k, v],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+            for (k, v) in [("rejected-name", &r.name), ("rejected-line", &r.line)] {
+                c.execute(
+                    "INSERT OR REPLACE INTO notes (key, value) VALUES (?1, ?2)",
+                    params![k, v],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// The rejected changes not live, if any.
     pub fn rejected(&self) -> Result<Option<Rejection>, JournalError> {
-        let conn = self.c();
-        let note = |k: &str| -> Result<Option<String>, JournalError> {
-            Ok(conn
-                .query_row("SELECT value FROM notes WHERE key = ?1", params![k], |r| {
-                    r.get(0)
-                })
-                .optional()?)
-        };
-        let (Some(name), Some(line)) = (note("rejected-name")?, note("rejected-line")?) else {
-            return Ok(None);
-        };
-        let mut st =
-            conn.prepare_cached("SELECT path, seq, entry, listed FROM rejected ORDER BY path")?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
-        let mut entries = Vec::new();
-        for row in rows {
-            let (path, seq, blob, listed) = row?;
-            let e: Entry = codec::decode(&blob).map_err(|_| JournalError::Corrupt(path))?;
-            entries.push((seq as u64, e, listed != 0));
-        }
-        if entries.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(Rejection {
-            name,
-            line,
-            entries,
-        }))
+        self.read(|conn| {
+            let note = |k: &str| -> Result<Option<String>, JournalError> {
+                Ok(conn
+                    .query_row("SELECT value FROM notes WHERE key = ?1", params![k], |r| {
+                        r.get(0)
+                    })
+                    .optional()?)
+            };
+            let (Some(name), Some(line)) = (note("rejected-name")?, note("rejected-line")?) else {
+                return Ok(None);
+            };
+            let mut st =
+                conn.prepare_cached("SELECT path, seq, entry, listed FROM rejected ORDER BY path")?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            let mut entries = Vec::new();
+            for row in rows {
+                let (path, seq, blob, listed) = row?;
+                let e: Entry = codec::decode(&blob).map_err(|_| JournalError::Corrupt(path))?;
+                entries.push((seq as u64, e, listed != 0));
+            }
+            if entries.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(Rejection {
+                name,
+                line,
+                entries,
+            }))
+        })
     }
 
     /// Forgets the rejected changes (they went live, or were superseded).
     pub fn clear_rejected(&self) -> Result<(), JournalError> {
-        self.c().execute_batch(
-            "DELETE FROM rejected; DELETE FROM notes WHERE key IN ('rejected-name', 'rejected-line');",
-        )?;
-        Ok(())
+        self.write(|c| {
+            c.execute_batch(
+                "DELETE FROM rejected; DELETE FROM notes WHERE key IN ('rejected-name', 'rejected-line');",
+            )?;
+            Ok(())
+        })
     }
 }
 
@@ -509,6 +891,114 @@ mod tests {
         j.set_rejected(&r).unwrap();
         j.forget_all().unwrap();
         assert_eq!(j.rejected().unwrap(), None);
+    }
+
+    fn rec(path: &str, n: u64) -> Record {
+        let mut e = Entry::tombstone(gsync_brick::RelPath::new(path).unwrap(), uuid::Uuid::nil());
+        e.size = n;
+        Record {
+            entry: e,
+            chunks: Vec::new(),
+            stat: LocalStat::missing(),
+            conflict: false,
+        }
+    }
+
+    /// Many writers at once, from threads and from async tasks: each gets
+    /// its answer once its transaction is committed, the writes share
+    /// transactions (one WAL fsync each), a failing write is rolled back
+    /// alone, and everything answered is there after a reopen.
+    #[test]
+    fn concurrent_writes_are_committed_in_groups() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("j.db");
+        let j = Arc::new(Journal::open(&p).unwrap());
+        let threads: Vec<_> = (0..16u64)
+            .map(|t| {
+                let j = j.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        j.put(&rec(&format!("t{t}/f{i}"), i)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..200u64)
+                .map(|i| {
+                    let j = j.clone();
+                    tokio::spawn(async move {
+                        if i % 10 == 9 {
+                            // Fails after writing: rolled back alone.
+                            let r = j
+                                .write_async(move |c| {
+                                    Journal::put_in(c, &[rec(&format!("bad/f{i}"), i)])?;
+                                    Err::<(), _>(JournalError::Corrupt(format!("bad/f{i}")))
+                                })
+                                .await;
+                            assert!(matches!(r, Err(JournalError::Corrupt(_))), "{r:?}");
+                        } else {
+                            j.put_async(rec(&format!("a/f{i}"), i)).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        for t in threads {
+            t.join().unwrap();
+        }
+        let (batches, writes) = (j.stats.batches.load(Relaxed), j.stats.writes.load(Relaxed));
+        assert_eq!(writes, 16 * 50 + 200);
+        assert!(
+            batches < writes,
+            "{batches} transactions for {writes} writes"
+        );
+        drop(j);
+        let j = Journal::open(&p).unwrap();
+        for t in 0..16 {
+            for i in 0..50 {
+                let r = j.get(&format!("t{t}/f{i}")).unwrap().unwrap();
+                assert_eq!(r.entry.size, i);
+            }
+        }
+        for i in 0..200u64 {
+            let r = rt.block_on(j.get_async(&format!("a/f{i}"))).unwrap();
+            assert_eq!(r.is_some(), i % 10 != 9, "a/f{i}");
+            assert_eq!(j.get(&format!("bad/f{i}")).unwrap(), None);
+        }
+    }
+
+    /// An intent written before a rename is completed at the next start
+    /// when the file matches it, and dropped otherwise.
+    #[test]
+    fn intents_are_settled_after_a_crash() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("j.db");
+        {
+            let j = Journal::open(&p).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(j.put_intents_async(vec![rec("placed", 1), rec("not-placed", 2)]))
+                .unwrap();
+        }
+        let j = Journal::open(&p).unwrap();
+        assert_eq!(j.get("placed").unwrap(), None);
+        let n = j
+            .settle_intents(|r| r.entry.path.as_str() == "placed")
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(j.get("placed").unwrap(), Some(rec("placed", 1)));
+        assert_eq!(j.get("not-placed").unwrap(), None);
+        assert_eq!(j.settle_intents(|_| true).unwrap(), 0);
     }
 
     #[test]

@@ -38,7 +38,8 @@ async fn describe(
     let mut chunks = Vec::new();
     match st.kind {
         Kind::File => {
-            let c = tokio::task::spawn_blocking(move || chunking::chunk_file(&full))
+            let size = st.size;
+            let c = tokio::task::spawn_blocking(move || chunk_local(&full, size))
                 .await
                 .map_err(local_err)?
                 .map_err(local_err)?;
@@ -55,6 +56,30 @@ async fn describe(
         Kind::Dir | Kind::Tombstone => {}
     }
     Ok((e, chunks))
+}
+
+/// Hash and chunk list of a local file whose stat said `size` bytes. A
+/// file smaller than the smallest chunk is one chunk (its whole content),
+/// so it is read and hashed in one go instead of through the chunker's
+/// stream buffers.
+fn chunk_local(full: &Path, size: u64) -> std::io::Result<chunking::Chunked> {
+    if size == 0 || size >= u64::from(chunking::MIN_CHUNK) {
+        return chunking::chunk_file(full);
+    }
+    let data = std::fs::read(full)?;
+    if data.is_empty() || data.len() >= chunking::MIN_CHUNK as usize {
+        // It changed since its stat: the general way, on what it holds now.
+        return chunking::chunk_reader(data.as_slice());
+    }
+    let hash = *blake3::hash(&data).as_bytes();
+    Ok(chunking::Chunked {
+        hash,
+        size: data.len() as u64,
+        chunks: vec![ChunkRef {
+            hash,
+            len: data.len() as u32,
+        }],
+    })
 }
 
 /// A local change described and ready to be offered: the first half of a
@@ -105,12 +130,13 @@ pub(crate) async fn send(
     set_vectors(&mut rec_entry, vv, &w);
     ag.expect_echo(rel, rec_entry.vv.clone());
     ag.journal
-        .put(&Record {
+        .put_async(Record {
             entry: rec_entry,
             chunks: Vec::new(),
             stat: LocalStat::missing(),
             conflict,
         })
+        .await
         .map_err(local_err)?;
     Ok(())
 }
@@ -120,13 +146,27 @@ pub(crate) async fn send(
 /// deletions before their directory's; what needs no offer (unchanged,
 /// only an mtime, a revert on a read-only mount) is settled here.
 pub(crate) async fn plan_local(ag: &Agent, rel: &RelPath) -> Result<Vec<Ready>, RemoteError> {
+    let j = ag
+        .journal
+        .get_async(rel.as_str())
+        .await
+        .map_err(local_err)?;
+    plan_known(ag, rel, j).await
+}
+
+/// [`plan_local`] with the journal's record of `rel` at hand (a push round
+/// reads the records of all its paths at once).
+pub(crate) async fn plan_known(
+    ag: &Agent,
+    rel: &RelPath,
+    j: Option<Record>,
+) -> Result<Vec<Ready>, RemoteError> {
     tracing::debug!(path = %rel, "push");
     gsync_brick::failpoint::panic_once("agent-panic-once");
     let Some(t) = ag.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
     };
     let full = rel.under(&ag.root());
-    let j = ag.journal.get(rel.as_str()).map_err(local_err)?;
     let found = local::stat_in(&ag.root(), rel).map_err(local_err)?;
     let st = match found {
         Found::Special => {
@@ -186,7 +226,7 @@ pub(crate) async fn plan_local(ag: &Agent, rel: &RelPath) -> Result<Vec<Ready>, 
                 // Still here for ignored files only: remember its stat.
                 let mut r = j.clone();
                 r.stat = now;
-                ag.journal.put(&r).map_err(local_err)?;
+                ag.journal.put_async(r).await.map_err(local_err)?;
             }
             return Ok(Vec::new());
         }
@@ -200,7 +240,12 @@ pub(crate) async fn plan_local(ag: &Agent, rel: &RelPath) -> Result<Vec<Ready>, 
         {
             let mut r = j.clone();
             r.stat = st;
-            return ag.journal.put(&r).map_err(local_err).map(|()| Vec::new());
+            return ag
+                .journal
+                .put_async(r)
+                .await
+                .map_err(local_err)
+                .map(|()| Vec::new());
         }
         tracing::warn!(path = %rel, "read-only mount: local change reverted");
         return revert(ag, rel).await.map(|()| Vec::new());
@@ -221,7 +266,7 @@ pub(crate) async fn plan_local(ag: &Agent, rel: &RelPath) -> Result<Vec<Ready>, 
             // Only the mtime (or inode) changed: nothing to send.
             let mut r = j.clone();
             r.stat = st;
-            ag.journal.put(&r).map_err(local_err)?;
+            ag.journal.put_async(r).await.map_err(local_err)?;
             return Ok(Vec::new());
         }
     }
@@ -279,12 +324,13 @@ async fn push_entry(
     }
     let rel = e.path.clone();
     ag.journal
-        .put(&Record {
+        .put_async(Record {
             entry: e,
             chunks,
             stat: st.clone(),
             conflict,
         })
+        .await
         .map_err(local_err)?;
     // Changed again while we pushed: go round once more.
     if let Ok(Found::Some(now)) = local::stat(full) {
@@ -434,10 +480,72 @@ fn keep_aside(ag: &Agent, rel: &RelPath, moved: bool) {
 pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>, RemoteError> {
     match prepare_remote(ag, e).await? {
         Prep::Nothing => Ok(None),
-        Prep::Place(p) => {
-            place(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), None).await?;
+        Prep::Place(mut p) => {
+            let staged = if p.e.kind == Kind::File {
+                let full = resolve_creating_parents(ag, &p.e.path).await?;
+                match fetch_current(ag, &mut p, &full, None).await? {
+                    Some(temp) => {
+                        temp.sync()?;
+                        Some(temp.file)
+                    }
+                    None => return Ok(None),
+                }
+            } else {
+                None
+            };
+            place(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), staged).await?;
             Ok(Some(p.e.path))
         }
+    }
+}
+
+/// A fetched temp file, its content written but maybe not yet durable.
+struct Fetched {
+    file: TempFile,
+}
+
+impl Fetched {
+    /// Makes its content and metadata durable.
+    fn sync(&self) -> Result<(), RemoteError> {
+        sync_path(self.file.path())
+    }
+}
+
+/// fsyncs the file at `p` (reopened: its writer is closed).
+fn sync_path(p: &Path) -> Result<(), RemoteError> {
+    std::fs::File::open(p)
+        .and_then(|f| f.sync_all())
+        .map_err(local_err)
+}
+
+/// Fetches `p`'s content into a temp file (not yet synced). When its chunk
+/// list was derived from the feed entry (a small file is one chunk: its
+/// whole content) and the brick no longer holds that content, a newer
+/// version replaced it: the brick's current chunk list is asked for, and
+/// `None` returned if the version is gone (the newer one comes later in
+/// the feed).
+async fn fetch_current(
+    ag: &Agent,
+    p: &mut ToPlace,
+    full: &Path,
+    dir: Option<&Path>,
+) -> Result<Option<Fetched>, RemoteError> {
+    match fetch_temp(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), full, dir).await {
+        Err(RemoteError::Refused(c, _))
+            if p.derived && c == gsync_brick::wire::proto::code::NOT_FOUND =>
+        {
+            match remote::stat(&ag.node, &p.t, &p.e.path).await? {
+                Some((cur, c)) if cur.vv == p.e.vv => {
+                    p.chunks = c;
+                    p.derived = false;
+                    fetch_temp(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), full, dir)
+                        .await
+                        .map(|file| Some(Fetched { file }))
+                }
+                _ => Ok(None),
+            }
+        }
+        r => r.map(|file| Some(Fetched { file })),
     }
 }
 
@@ -455,11 +563,13 @@ pub(crate) struct ToPlace {
     pub(crate) e: Entry,
     chunks: Vec<ChunkRef>,
     old: Option<Record>,
+    /// `chunks` was derived from the entry, not read from the brick.
+    derived: bool,
 }
 
 /// A remote version staged for a burst: a file's content is already in a
-/// temp file under the mount's reserved directory, and its intent is in
-/// the journal.
+/// temp file under the mount's reserved directory (durable and its intent
+/// in the journal once [`settle_staged`] has run).
 pub(crate) struct Staged {
     pub(crate) p: ToPlace,
     file: Option<(TempFile, LocalStat)>,
@@ -472,43 +582,73 @@ impl Staged {
     }
 }
 
-/// Stages `p`: fetches a file's content into a temp file (fsynced,
-/// metadata set) and records the intent; other kinds need nothing ahead.
-pub(crate) async fn stage(ag: &Agent, p: ToPlace) -> Result<Staged, RemoteError> {
+/// Stages `p`: fetches a file's content into a temp file (metadata set,
+/// not yet synced: [`settle_staged`] does that for the whole set); other
+/// kinds need nothing ahead. `None` if the version is gone from the brick
+/// (a newer one replaced it).
+pub(crate) async fn stage(ag: &Agent, mut p: ToPlace) -> Result<Option<Staged>, RemoteError> {
     if p.e.kind != Kind::File {
-        return Ok(Staged { p, file: None });
+        return Ok(Some(Staged { p, file: None }));
     }
     // Staged under the mount's reserved directory (same filesystem, never
     // synced), so a set that is rejected leaves nothing in the folder, not
     // even a new parent directory.
     let root = ag.root();
     let full = p.e.path.under(&root);
-    let temp = fetch_temp(
-        ag,
-        &p.t,
-        &p.e,
-        &p.chunks,
-        p.old.as_ref(),
-        &full,
-        Some(&files::tmp_dir(&root)),
-    )
-    .await?;
-    let Found::Some(st) = local::stat(temp.path()).map_err(local_err)? else {
+    let tmp = files::tmp_dir(&root);
+    let Some(temp) = fetch_current(ag, &mut p, &full, Some(&tmp)).await? else {
+        return Ok(None);
+    };
+    let Found::Some(st) = local::stat(temp.file.path()).map_err(local_err)? else {
         return Err(local_err(format!("{}: staged file vanished", p.e.path)));
     };
-    // Write-ahead (see `persist_file`).
-    ag.journal
-        .put_intent(&Record {
-            entry: p.e.clone(),
-            chunks: p.chunks.clone(),
-            stat: st.clone(),
-            conflict: false,
-        })
-        .map_err(local_err)?;
-    Ok(Staged {
+    Ok(Some(Staged {
         p,
-        file: Some((temp, st)),
-    })
+        file: Some((temp.file, st)),
+    }))
+}
+
+/// Files fsynced at once when a set is settled.
+const SYNC_PARALLEL: usize = 16;
+
+/// Makes a staged set ready to go live: every staged file is fsynced (many
+/// at once, so the disk sees them together instead of one after another),
+/// then the intents of all of them are written in one journal transaction
+/// (write-ahead, see `persist_file`) before any is renamed into place.
+pub(crate) async fn settle_staged(ag: &Agent, set: &[Staged]) -> Result<(), RemoteError> {
+    let paths: Vec<std::path::PathBuf> = set
+        .iter()
+        .filter_map(|s| s.file.as_ref().map(|(t, _)| t.path().to_path_buf()))
+        .collect();
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let per = paths.len().div_ceil(SYNC_PARALLEL).max(1);
+    let tasks: Vec<_> = paths
+        .chunks(per)
+        .map(|c| {
+            let c = c.to_vec();
+            tokio::task::spawn_blocking(move || c.iter().try_for_each(|p| sync_path(p)))
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(local_err)??;
+    }
+    let intents = set
+        .iter()
+        .filter_map(|s| {
+            s.file.as_ref().map(|(_, st)| Record {
+                entry: s.p.e.clone(),
+                chunks: s.p.chunks.clone(),
+                stat: st.clone(),
+                conflict: false,
+            })
+        })
+        .collect();
+    ag.journal
+        .put_intents_async(intents)
+        .await
+        .map_err(local_err)
 }
 
 /// Makes a staged version live. A file is renamed into place without
@@ -523,7 +663,7 @@ pub(crate) async fn go_live(
     let Staged { p, file } = s;
     match file {
         Some((temp, st)) => {
-            let full = resolve_creating_parents(ag, &p.e.path)?;
+            let full = resolve_creating_parents(ag, &p.e.path).await?;
             if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
                 files::remove_any(&full).map_err(local_err)?;
             }
@@ -546,7 +686,7 @@ pub(crate) async fn go_live(
 
 /// After a burst: syncs the directories of the files renamed and records
 /// them.
-pub(crate) fn settle_burst(ag: &Agent, done: &[Record]) -> Result<(), RemoteError> {
+pub(crate) async fn settle_burst(ag: &Agent, done: Vec<Record>) -> Result<(), RemoteError> {
     let root = ag.root();
     let dirs: std::collections::BTreeSet<RelPath> =
         done.iter().filter_map(|r| r.entry.path.parent()).collect();
@@ -556,12 +696,27 @@ pub(crate) fn settle_burst(ag: &Agent, done: &[Record]) -> Result<(), RemoteErro
     if done.iter().any(|r| r.entry.path.parent().is_none()) {
         files::sync_parent(&root.join("x"));
     }
-    ag.journal.put_many(done).map_err(local_err)
+    ag.journal.put_many_async(done).await.map_err(local_err)
 }
 
 /// Decides what a remote entry changes in the folder; a local edit not
 /// pushed yet is never overwritten (it is pushed, and the brick decides).
 pub(crate) async fn prepare_remote(ag: &Agent, e: Entry) -> Result<Prep, RemoteError> {
+    let j = ag
+        .journal
+        .get_async(e.path.as_str())
+        .await
+        .map_err(local_err)?;
+    prepare_known(ag, e, j).await
+}
+
+/// [`prepare_remote`] with the journal's record of the path at hand (a
+/// set reads the records of all its paths at once).
+pub(crate) async fn prepare_known(
+    ag: &Agent,
+    e: Entry,
+    j: Option<Record>,
+) -> Result<Prep, RemoteError> {
     let rel = e.path.clone();
     if ag.ignore.ignored(&rel, e.kind == Kind::Dir) {
         return Ok(Prep::Nothing);
@@ -569,7 +724,6 @@ pub(crate) async fn prepare_remote(ag: &Agent, e: Entry) -> Result<Prep, RemoteE
     let Some(t) = ag.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
     };
-    let j = ag.journal.get(rel.as_str()).map_err(local_err)?;
     if let Some(j) = &j {
         match e.vv.compare(&j.entry.vv) {
             Relation::DominatedBy => return Ok(Prep::Nothing),
@@ -585,7 +739,7 @@ pub(crate) async fn prepare_remote(ag: &Agent, e: Entry) -> Result<Prep, RemoteE
                 if sb != j.conflict {
                     let mut r = j.clone();
                     r.conflict = sb;
-                    ag.journal.put(&r).map_err(local_err)?;
+                    ag.journal.put_async(r).await.map_err(local_err)?;
                     if sb {
                         tracing::warn!(path = %rel, "split-brain: the volume has a concurrent version; this mount keeps its own");
                     }
@@ -596,12 +750,12 @@ pub(crate) async fn prepare_remote(ag: &Agent, e: Entry) -> Result<Prep, RemoteE
                 if j.entry.same_state(&e) {
                     let mut r = j.clone();
                     r.entry.vv = r.entry.vv.merge(&e.vv);
-                    ag.journal.put(&r).map_err(local_err)?;
+                    ag.journal.put_async(r).await.map_err(local_err)?;
                 } else {
                     if !j.conflict {
                         let mut r = j.clone();
                         r.conflict = true;
-                        ag.journal.put(&r).map_err(local_err)?;
+                        ag.journal.put_async(r).await.map_err(local_err)?;
                         tracing::warn!(path = %rel, "split-brain: the volume has a concurrent version; this mount keeps its own");
                     }
                     // The bricks may not hold this mount's version at all
@@ -643,7 +797,15 @@ pub(crate) async fn prepare_remote(ag: &Agent, e: Entry) -> Result<Prep, RemoteE
         ag.mark(rel);
         return Ok(Prep::Nothing);
     }
-    let chunks = if e.kind == Kind::File {
+    // A file smaller than the smallest chunk is one chunk, its whole
+    // content: its chunk list is known without asking the brick.
+    let small = e.kind == Kind::File && e.size > 0 && e.size < u64::from(chunking::MIN_CHUNK);
+    let chunks = if small {
+        vec![ChunkRef {
+            hash: e.hash,
+            len: e.size as u32,
+        }]
+    } else if e.kind == Kind::File {
         match remote::stat(&ag.node, &t, &rel).await? {
             Some((cur, c)) if cur.vv == e.vv => c,
             // A newer version exists; it comes later in the feed.
@@ -657,6 +819,7 @@ pub(crate) async fn prepare_remote(ag: &Agent, e: Entry) -> Result<Prep, RemoteE
         e,
         chunks,
         old: j,
+        derived: small,
     })))
 }
 
@@ -682,12 +845,13 @@ async fn first_contact(
             Vec::new()
         };
         ag.journal
-            .put(&Record {
+            .put_async(Record {
                 entry: rec,
                 chunks: c,
                 stat: st,
                 conflict: false,
             })
+            .await
             .map_err(local_err)?;
         return Ok(Prep::Nothing);
     }
@@ -703,6 +867,7 @@ async fn first_contact(
                 e,
                 chunks,
                 old: None,
+                derived: false,
             })))
         }
         Some(Prefer::Local) => {
@@ -752,26 +917,31 @@ async fn place(
             Ok(p) => p,
             Err(_) => {
                 ag.journal
-                    .put(&Record {
+                    .put_async(Record {
                         entry: e.clone(),
                         chunks: Vec::new(),
                         stat: LocalStat::missing(),
                         conflict: false,
                     })
+                    .await
                     .map_err(local_err)?;
                 return Ok(());
             }
         }
     } else {
-        resolve_creating_parents(ag, &e.path)?
+        resolve_creating_parents(ag, &e.path).await?
     };
     match e.kind {
         Kind::File => {
             let temp = match staged {
                 Some(temp) => temp,
-                None => fetch_temp(ag, t, e, chunks, old, &full, None).await?,
+                None => {
+                    let temp = fetch_temp(ag, t, e, chunks, old, &full, None).await?;
+                    sync_path(temp.path())?;
+                    temp
+                }
             };
-            persist_file(ag, e, chunks, temp, &full)?;
+            persist_file(ag, e, chunks, temp, &full).await?;
         }
         Kind::Dir => files::place_dir(&full, e.mode, e.mtime_ns).map_err(local_err)?,
         Kind::Symlink => {
@@ -803,12 +973,13 @@ async fn place(
         _ => LocalStat::missing(),
     };
     ag.journal
-        .put(&Record {
+        .put_async(Record {
             entry: e.clone(),
             chunks: chunks.to_vec(),
             stat,
             conflict: false,
         })
+        .await
         .map_err(local_err)?;
     Ok(())
 }
@@ -823,7 +994,10 @@ async fn place(
 /// directory's files first) or after the directory's deletion would leave
 /// a directory the folder pushes back, where it outlives an `rm -rf` as
 /// "a change concurrent with the deletion".
-fn resolve_creating_parents(ag: &Agent, rel: &RelPath) -> Result<std::path::PathBuf, RemoteError> {
+async fn resolve_creating_parents(
+    ag: &Agent,
+    rel: &RelPath,
+) -> Result<std::path::PathBuf, RemoteError> {
     let root = ag.root();
     let mut missing = Vec::new();
     let mut cur = rel.parent();
@@ -839,7 +1013,7 @@ fn resolve_creating_parents(ag: &Agent, rel: &RelPath) -> Result<std::path::Path
         let Ok(Found::Some(st)) = local::stat_in(&root, &p) else {
             continue;
         };
-        let rec = match ag.journal.get(p.as_str()).map_err(local_err)? {
+        let rec = match ag.journal.get_async(p.as_str()).await.map_err(local_err)? {
             Some(mut r) if r.entry.kind == Kind::Tombstone => {
                 r.stat = st;
                 r
@@ -854,7 +1028,7 @@ fn resolve_creating_parents(ag: &Agent, rel: &RelPath) -> Result<std::path::Path
                 conflict: false,
             },
         };
-        ag.journal.put(&rec).map_err(local_err)?;
+        ag.journal.put_async(rec).await.map_err(local_err)?;
         tracing::debug!(path = %p, "parent directory made for a remote path");
     }
     Ok(full)
@@ -972,7 +1146,8 @@ fn synced_unchanged(r: &Record, st: &LocalStat) -> bool {
 
 /// Fetches a file's content (reusing chunks of the old local version at
 /// `full`) into a temp file in `dir` (default: beside `full`): verified,
-/// fsynced, metadata set.
+/// metadata set, its writeback started but not waited for (the caller
+/// fsyncs it before renaming it into place).
 async fn fetch_temp(
     ag: &Agent,
     t: &remote::Target,
@@ -999,7 +1174,10 @@ async fn fetch_temp(
     };
     let parent = dir.unwrap_or_else(|| full.parent().unwrap_or(full));
     let (temp, file) = TempFile::create(parent).map_err(local_err)?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let cap = usize::try_from(e.size)
+        .unwrap_or(usize::MAX)
+        .clamp(8 << 10, 1 << 20);
+    let mut out = std::io::BufWriter::with_capacity(cap, file);
     let mut old_file = if have.is_empty() {
         None
     } else {
@@ -1045,14 +1223,26 @@ async fn fetch_temp(
         )));
     }
     let f = out.into_inner().map_err(|e| local_err(e.into_error()))?;
-    f.sync_all().map_err(local_err)?;
+    start_writeback(&f);
     drop(f);
     files::set_meta(temp.path(), e.mode, e.mtime_ns, e.owner).map_err(local_err)?;
     Ok(temp)
 }
 
-/// Renames a fetched temp file into place, recording the intent first.
-fn persist_file(
+/// Starts writing `f`'s dirty pages to disk without waiting: the fsync
+/// that follows finds them written, and the disk sees the files of a set
+/// together.
+fn start_writeback(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; the call only schedules writeback.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// Renames a fetched temp file (synced) into place, recording the intent
+/// first.
+async fn persist_file(
     ag: &Agent,
     e: &Entry,
     chunks: &[ChunkRef],
@@ -1066,12 +1256,13 @@ fn persist_file(
     // mode and mtime), so a crash right after the rename is recognised.
     if let Found::Some(st) = local::stat(temp.path()).map_err(local_err)? {
         ag.journal
-            .put_intent(&Record {
+            .put_intents_async(vec![Record {
                 entry: e.clone(),
                 chunks: chunks.to_vec(),
                 stat: st,
                 conflict: false,
-            })
+            }])
+            .await
             .map_err(local_err)?;
     }
     temp.persist(full).map_err(local_err)?;
@@ -1081,6 +1272,24 @@ fn persist_file(
 #[cfg(test)]
 mod tests {
     use super::stamp;
+
+    /// The small-file shortcut describes a file exactly as the chunker
+    /// does, at every size around the smallest chunk.
+    #[test]
+    fn small_files_are_described_as_the_chunker_does() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let min = gsync_brick::store::chunking::MIN_CHUNK as usize;
+        for n in [0, 1, 2, 100, 4096, min - 1, min, min + 1, 3 * min] {
+            let data: Vec<u8> = (0..n).map(|i| (i * 7 + i / 251) as u8).collect();
+            std::fs::write(&p, &data).unwrap();
+            assert_eq!(
+                super::chunk_local(&p, n as u64).unwrap(),
+                gsync_brick::store::chunking::chunk_file(&p).unwrap(),
+                "{n} bytes"
+            );
+        }
+    }
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]

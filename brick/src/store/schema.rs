@@ -72,13 +72,7 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     // Every statement of the hot paths (offers, commits, the replicators)
     // stays prepared.
     conn.set_prepared_statement_cache_capacity(64);
-    let have: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(have) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i + 1)?;
-        tx.commit()?;
-    }
+    crate::sqlite::migrate(&mut conn, MIGRATIONS)?;
     // A database without an incarnation (new, or from before they
     // existed) gets one now; it never changes afterwards.
     conn.execute(
