@@ -959,21 +959,18 @@ impl Agent {
             let _ = self.journal.release(back.iter().map(RelPath::as_str));
         }
         let (mut gone, deferred) = self.guard_deletions(gone, &present);
-        present.sort_by(|a, b| a.depth().cmp(&b.depth()).then_with(|| a.cmp(b)));
-        gone.sort_by(|a, b| b.depth().cmp(&a.depth()).then_with(|| a.cmp(b)));
-        let mut groups: Vec<Vec<RelPath>> = Vec::new();
-        for list in [present, gone] {
-            let mut last_depth = usize::MAX;
-            for p in list {
-                if p.depth() != last_depth {
-                    last_depth = p.depth();
-                    groups.push(Vec::new());
-                }
-                if let Some(g) = groups.last_mut() {
-                    g.push(p);
-                }
-            }
-        }
+        present.sort();
+        gone.sort();
+        let groups = gsync_brick::order::push_groups(
+            present
+                .into_iter()
+                .map(|p| (p, false))
+                .chain(gone.into_iter().map(|p| (p, true)))
+                .map(|(p, deletion)| {
+                    let depth = p.depth();
+                    (p, depth, deletion)
+                }),
+        );
         let mut rest: Vec<RelPath> = deferred;
         let mut out = Outcome::default();
         // First every path is looked at and described, so the round knows
