@@ -912,7 +912,11 @@ struct Scaled {
 /// brick: time, the daemons' CPU, and loopback bytes meanwhile.
 fn scaled_run(lab: &Lab, plan: &Plan, nodes: u32, ip0: u32) -> Result<Scaled> {
     let base = lab.base.join(format!("replica{nodes}"));
-    let sub = Lab::start_n(&base, lab.port + 1, None, nodes, ip0, 1)?;
+    let port = lab
+        .port
+        .checked_add(1)
+        .ok_or_else(|| anyhow!("--port {} leaves no port for the replica labs", lab.port))?;
+    let sub = Lab::start_n(&base, port, None, nodes, ip0, 1)?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let pids = sub.pids();
