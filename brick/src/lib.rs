@@ -47,6 +47,7 @@ pub mod service;
 pub mod sqlite;
 pub mod status;
 pub mod store;
+pub mod volume_def;
 pub mod wire;
 
 pub use wire::path::RelPath;

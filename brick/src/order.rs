@@ -32,7 +32,8 @@ mod tests {
     #[test]
     fn parents_first_then_deletions_children_first() {
         // (path, deletion) -> groups
-        let table: Vec<(Vec<(&str, bool)>, Vec<Vec<&str>>)> = vec![
+        type Case<'a> = (Vec<(&'a str, bool)>, Vec<Vec<&'a str>>);
+        let table: Vec<Case<'_>> = vec![
             (vec![], vec![]),
             (vec![("a", false)], vec![vec!["a"]]),
             // A child listed before its parent still goes after it.

@@ -14,10 +14,11 @@ use std::sync::Arc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::mgmt::{brick_id, member_for_host, normalise_dir};
+use super::mgmt::member_for_host;
 use super::{CallError, Node};
 use crate::control::CtlReply;
 use crate::pool::{BrickDef, PoolConfig, Volume};
+use crate::volume_def::{brick_id, nested_in_command, split_brick};
 use crate::wire::proto::Request;
 
 /// What a lifecycle command changed (its `--json` answer).
@@ -44,18 +45,13 @@ struct Target {
 }
 
 async fn parse_brick(node: &Node, cfg: &PoolConfig, b: &str) -> Result<Target, String> {
-    let Some((host, path)) = b.rsplit_once(':') else {
-        return Err(format!("brick {b} is not in HOST:/PATH form"));
-    };
-    if !path.starts_with('/') || path.contains('\0') || path.split('/').any(|c| c == "..") {
-        return Err(format!("brick {b}: the path must be absolute without '..'"));
-    }
+    let (host, path) = split_brick(b)?;
     let Some(uuid) = member_for_host(node, cfg, host).await else {
         return Err(format!("Host {host} is not in 'Peer in Cluster' state"));
     };
     Ok(Target {
         host: host.to_string(),
-        path: normalise_dir(path),
+        path,
         node: uuid,
     })
 }
@@ -150,24 +146,6 @@ pub(super) fn prepare_local(node: &Node, path: &str, force: bool, vol: Uuid) -> 
         return Err(why);
     }
     crate::store::prepare_brick_dir(dir, force, vol)
-}
-
-/// Refuses two bricks of one command that nest on the same node (judged
-/// on the paths as written; each node then judges the real paths).
-pub(super) fn nested_in_command(bricks: &[(Uuid, &str, &str)]) -> Result<(), String> {
-    use std::path::Path;
-    for (i, (node, host, path)) in bricks.iter().enumerate() {
-        let earlier: Vec<(String, std::path::PathBuf)> = bricks[..i]
-            .iter()
-            .filter(|(n, _, _)| n == node)
-            .map(|(_, h, p)| (format!("{h}:{p}"), Path::new(p).to_path_buf()))
-            .collect();
-        let p = Path::new(path);
-        if let Some(why) = crate::overlap::overlap(p, p, &[], &earlier) {
-            return Err(format!("{host}:{why}"));
-        }
-    }
-    Ok(())
 }
 
 /// Applies `f` to volume `name` in a new document and commits it.

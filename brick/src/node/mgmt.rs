@@ -17,14 +17,15 @@ use crate::control::{
 };
 use crate::net;
 use crate::options;
-use crate::pool::{BrickDef, PoolConfig, Volume, VolumeState};
+use crate::pool::{PoolConfig, Volume, VolumeState};
+use crate::volume_def;
 use crate::wire::proto::{code, Probe, Request, Response};
 
-fn ok<T: Serialize>(data: T) -> CtlReply {
+pub(super) fn ok<T: Serialize>(data: T) -> CtlReply {
     CtlReply::ok(data)
 }
 
-fn fail(reason: impl Into<String>) -> CtlReply {
+pub(super) fn fail(reason: impl Into<String>) -> CtlReply {
     CtlReply::fail(reason)
 }
 
@@ -138,7 +139,12 @@ pub(super) async fn handle(node: &Arc<Node>, req: CtlRequest) -> CtlReply {
             ok(node.faults.list())
         }
         CtlRequest::DebugRemoteConfig { addr } => remote_config(node, &addr).await,
-        CtlRequest::DebugGarbage { addr } => garbage(node, &addr).await,
+        #[cfg(feature = "failpoints")]
+        CtlRequest::DebugGarbage { addr } => super::drill::garbage(node, &addr).await,
+        #[cfg(not(feature = "failpoints"))]
+        CtlRequest::DebugGarbage { .. } => {
+            fail("this daemon is built without the fault drills (feature `failpoints`)")
+        }
         CtlRequest::VolumeReplaceBrick { name, old, new } => {
             super::lifecycle::replace_brick(node, &name, &old, &new).await
         }
@@ -409,15 +415,6 @@ async fn force_detach(
     ok(())
 }
 
-fn valid_volume_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && !name.starts_with('-')
-}
-
 /// Finds the member a brick host names: by hostname, else by address.
 pub(super) async fn member_for_host(node: &Node, cfg: &PoolConfig, host: &str) -> Option<Uuid> {
     if let Some(m) = cfg.member_by_host(host) {
@@ -442,90 +439,36 @@ async fn volume_create(
     bricks: Vec<String>,
     force: bool,
 ) -> CtlReply {
-    if !valid_volume_name(&name) {
-        return fail("volume names use letters, digits, '-' and '_' (at most 64)");
+    if !volume_def::valid_volume_name(&name) {
+        return fail(volume_def::NAME_RULE);
     }
     let cfg = match node.config_for_change().await {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    if !valid_volume_name(&name) {
-        return fail("volume names use letters, digits, '-' and '_' (at most 64)");
-    }
-    if cfg.volume(&name).is_some() {
-        return fail(format!("Volume {name} already exists"));
-    }
-    let replica = if replica == 0 {
-        bricks.len() as u32
-    } else {
-        replica
+    let replica = match volume_def::create_replica(&cfg, &name, replica, bricks.len()) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
     };
-    // Bounded before anything is resolved or created: a command naming
-    // 20,000 bricks is refused at once.
-    if let Err(e) = crate::limits::check_replica(bricks.len().max(replica as usize)) {
-        return fail(e);
-    }
-    if replica < 2 {
-        return fail("replica count must be at least 2");
-    }
-    if bricks.len() != replica as usize {
-        return fail(format!(
-            "number of bricks ({}) must equal the replica count ({replica})",
-            bricks.len()
-        ));
-    }
-    let vol_id = Uuid::new_v4();
-    let mut defs: Vec<BrickDef> = Vec::new();
-    for (i, b) in bricks.iter().enumerate() {
-        let Some((host, path)) = b.rsplit_once(':') else {
-            return fail(format!("brick {b} is not in HOST:/PATH form"));
+    let mut named = Vec::with_capacity(bricks.len());
+    for b in &bricks {
+        let (host, path) = match volume_def::split_brick(b) {
+            Ok(x) => x,
+            Err(e) => return fail(e),
         };
-        if !path.starts_with('/') || path.contains('\0') || path.split('/').any(|c| c == "..") {
-            return fail(format!("brick {b}: the path must be absolute without '..'"));
-        }
-        let path = normalise_dir(path);
-        let Some(uuid) = member_for_host(node, &cfg, host).await else {
-            return fail(format!("Host {host} is not in 'Peer in Cluster' state"));
-        };
-        if !node.is_connected(uuid) {
-            return fail(format!(
-                "Host {host} is not in 'Peer in Cluster' state (disconnected)"
-            ));
-        }
-        if defs.iter().any(|d| d.node == uuid && d.path == path) {
-            return fail(format!("Found duplicate exports {host}:{path}"));
-        }
-        let used = cfg
-            .volumes
-            .iter()
-            .flat_map(|v| v.bricks.iter().map(move |bd| (v, bd)))
-            .find(|(_, bd)| bd.node == uuid && bd.path == path);
-        if let Some((v, _)) = used {
-            return fail(format!(
-                "{host}:{path} is already part of volume {}",
-                v.name
-            ));
-        }
-        defs.push(BrickDef {
-            id: brick_id(vol_id, i),
-            node: uuid,
-            host: host.to_string(),
+        let member = member_for_host(node, &cfg, host).await;
+        named.push(volume_def::Named {
+            host,
             path,
-            incarnation: 0,
-            out_of_service: false,
+            member,
+            connected: member.is_some_and(|m| node.is_connected(m)),
         });
     }
-    let nested: Vec<(Uuid, &str, &str)> = defs
-        .iter()
-        .map(|d| (d.node, d.host.as_str(), d.path.as_str()))
-        .collect();
-    if let Err(e) = super::lifecycle::nested_in_command(&nested) {
-        return fail(e);
-    }
-    let placed: Vec<(Uuid, &str)> = defs.iter().map(|d| (d.node, d.host.as_str())).collect();
-    if let Err(e) = crate::limits::check_placement(&cfg, &name, &[], &placed) {
-        return fail(e);
-    }
+    let vol_id = Uuid::new_v4();
+    let defs = match volume_def::create_bricks(&cfg, &name, vol_id, &named) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
     // Each brick's node checks (and creates) its directory.
     for d in &defs {
         let res = if d.node == node.me.uuid {
@@ -560,23 +503,6 @@ async fn volume_create(
         Ok(()) => ok(()),
         Err(e) => fail(e),
     }
-}
-
-pub(super) fn normalise_dir(p: &str) -> String {
-    let s: Vec<&str> = p
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
-    format!("/{}", s.join("/"))
-}
-
-/// Replica id of brick `i` of a volume: derived from the volume id so it is
-/// unique across volumes, never zero.
-pub(super) fn brick_id(vol: Uuid, i: usize) -> u64 {
-    let h = blake3::hash(&[vol.as_bytes().as_slice(), &(i as u64).to_le_bytes()].concat());
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&h.as_bytes()[..8]);
-    u64::from_le_bytes(b) | 1
 }
 
 async fn volume_change(
@@ -773,164 +699,4 @@ async fn remote_config(node: &Arc<Node>, addr: &str) -> CtlReply {
         Ok(Err(e)) => fail(format!("refused: {e}")),
         Err(_) => fail("refused: no answer"),
     }
-}
-
-async fn garbage(node: &Arc<Node>, addr: &str) -> CtlReply {
-    use crate::store::types::{ChunkRef, Kind};
-    use crate::wire::vv::VersionVector;
-
-    /// Wire twin of `Entry` whose path is a plain string, so paths that
-    /// `RelPath` refuses can be put on the wire.
-    #[derive(Serialize)]
-    struct RawEntry {
-        path: String,
-        kind: Kind,
-        size: u64,
-        mode: u32,
-        mtime_ns: i64,
-        owner: Option<(u32, u32)>,
-        hash: [u8; 32],
-        target: Option<String>,
-        vv: VersionVector,
-        data_vv: VersionVector,
-        meta_vv: VersionVector,
-        origin: Uuid,
-    }
-    /// Wire twin of `Offer`.
-    #[derive(Serialize)]
-    struct RawOffer {
-        volume: Uuid,
-        brick: u64,
-        entry: RawEntry,
-        chunks: Vec<ChunkRef>,
-        write: Option<crate::wire::proto::WriteInfo>,
-        from_brick: Option<u64>,
-    }
-    /// Wire twin of `Request` up to variant 6 (`Offer`): bincode encodes
-    /// the variant index, so the unit variants only hold the places.
-    #[derive(Serialize)]
-    #[allow(dead_code)]
-    enum RawRequest {
-        V0,
-        V1,
-        V2,
-        V3,
-        V4,
-        V5,
-        Offer(Box<RawOffer>),
-    }
-
-    let cfg = node.config();
-    let Some(m) = cfg
-        .members
-        .iter()
-        .find(|m| format!("{}:{}", m.hostname, m.port) == addr || m.hostname == addr)
-    else {
-        return fail(format!("{addr} is not a pool member"));
-    };
-    let Some(conn) = node.connection(m.uuid) else {
-        return fail(format!("{addr} is not connected"));
-    };
-    // A brick of the target, so the offers reach the store when they decode.
-    let (volume, brick) = cfg
-        .volumes
-        .iter()
-        .find_map(|v| {
-            v.bricks
-                .iter()
-                .find(|b| b.node == m.uuid)
-                .map(|b| (v.id, b.id))
-        })
-        .unwrap_or((Uuid::nil(), 0));
-    const CHUNK: u32 = crate::store::chunking::MAX_CHUNK;
-    let offer = |path: &str, size: u64| {
-        let chunks: Vec<ChunkRef> = (0..size.div_ceil(u64::from(CHUNK)))
-            .map(|i| ChunkRef {
-                hash: *blake3::hash(&i.to_le_bytes()).as_bytes(),
-                len: CHUNK,
-            })
-            .collect();
-        let vv = VersionVector::new().bumped(0x6a72_6261_6765);
-        RawRequest::Offer(Box::new(RawOffer {
-            volume,
-            brick,
-            entry: RawEntry {
-                path: path.to_string(),
-                kind: Kind::File,
-                size: chunks.len() as u64 * u64::from(CHUNK),
-                mode: 0o644,
-                mtime_ns: 0,
-                owner: None,
-                hash: [7; 32],
-                target: None,
-                vv: vv.clone(),
-                data_vv: vv.clone(),
-                meta_vv: vv,
-                origin: node.me.uuid,
-            },
-            chunks,
-            write: None,
-            from_brick: Some(0x6a72_6261_6765),
-        }))
-    };
-    let framed = |msg: &RawRequest| -> Result<Vec<u8>, String> {
-        let body = crate::wire::codec::encode(msg).map_err(|e| e.to_string())?;
-        let len = u32::try_from(body.len()).map_err(|e| e.to_string())?;
-        Ok([len.to_be_bytes().as_slice(), &body].concat())
-    };
-    // The twin must encode exactly like the real request.
-    match framed(&offer("garbage-drill", 1)).map(|b| crate::wire::codec::decode::<Request>(&b[4..]))
-    {
-        Ok(Ok(Request::Offer(o))) if o.entry.path.as_str() == "garbage-drill" => {}
-        other => {
-            return fail(format!(
-                "the crafted offer does not decode as Request::Offer: {other:?}"
-            ))
-        }
-    }
-    // (frame bytes, trailing bytes sent after the offer's `Need` answer)
-    let mut payloads: Vec<(Vec<u8>, Option<Vec<u8>>)> = vec![
-        (vec![0x40, 0, 0, 0, 1, 2, 3], None), // announces a 1 GiB frame
-        (vec![0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff], None), // unknown message type
-        (vec![0, 0, 0, 200, 1, 2], None),     // truncated frame
-        ((0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(), None),
-    ];
-    for path in [
-        "../escape",
-        "/etc/x",
-        "a\0b",
-        ".gsync/meta.db",
-        "ok/../../escape2",
-    ] {
-        match framed(&offer(path, 1)) {
-            Ok(b) => payloads.push((b, None)),
-            Err(e) => return fail(e),
-        }
-    }
-    // A valid offer whose first chunk frame announces 1 GiB.
-    match framed(&offer("garbage-drill", 1 << 30)) {
-        Ok(b) => payloads.push((b, Some(vec![0x40, 0, 0, 0, 1, 2, 3]))),
-        Err(e) => return fail(e),
-    }
-    let mut sent = 0;
-    for (p, after_need) in payloads {
-        if let Ok((mut s, mut r)) = conn.open_bi().await {
-            let _ = s.write_all(&p).await;
-            if let Some(rest) = after_need {
-                let need = tokio::time::timeout(
-                    super::RPC_TIMEOUT,
-                    crate::wire::frame::read_msg::<_, Response>(&mut r),
-                )
-                .await;
-                if matches!(need, Ok(Ok(Response::Need(_)))) {
-                    let _ = s.write_all(&rest).await;
-                }
-            }
-            let _ = s.finish();
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), r.read_to_end(1 << 16))
-                .await;
-            sent += 1;
-        }
-    }
-    ok(sent)
 }

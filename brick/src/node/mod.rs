@@ -17,6 +17,8 @@ mod bricks;
 mod ctl;
 pub mod db;
 pub mod disk;
+#[cfg(feature = "failpoints")]
+mod drill;
 mod lifecycle;
 mod mgmt;
 mod peers;
