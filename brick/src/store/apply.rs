@@ -982,29 +982,12 @@ pub async fn choose(
                 .into_iter()
                 .map(|x| x.0)
                 .collect();
-            if sibs.is_empty() {
-                return Ok(None);
-            }
-            let (chosen, src) = if current.as_ref().is_some_and(|c| c.vv == v) {
-                (current.clone(), Src::Current)
-            } else {
-                match sibs.iter().position(|s| s.vv == v) {
-                    Some(i) => (Some(sibs[i].clone()), Src::Sibling(i)),
-                    None => (None, Src::Current),
-                }
-            };
-            let Some(mut win) = chosen else {
-                return Ok(None);
-            };
-            let all = current
-                .iter()
-                .chain(sibs.iter())
-                .fold(VersionVector::new(), |acc, e| acc.merge(&e.vv))
-                .bumped(b.id);
-            win.vv = all.clone();
-            win.data_vv = all.clone();
-            win.meta_vv = all;
-            Ok(Some((win, src)))
+            Ok(super::reconcile::choose_winner(
+                current.as_ref(),
+                &sibs,
+                &v,
+                b.id,
+            ))
         })
         .await?;
     let Some((win, src)) = chosen else {

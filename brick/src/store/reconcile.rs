@@ -131,6 +131,42 @@ pub fn assign_vectors(
     entry.vv = vv;
 }
 
+/// The version an operator's split-brain choice makes current: the held
+/// version with vector `chosen` (the current one, or a sibling), given a
+/// vector that dominates every version held (their merge, with brick `me`'s
+/// counter bumped), so every other version is superseded and goes to the
+/// trash. `None` when there is no split-brain (no siblings) or no held
+/// version has that vector.
+pub fn choose_winner(
+    current: Option<&Entry>,
+    siblings: &[Entry],
+    chosen: &crate::wire::vv::VersionVector,
+    me: u64,
+) -> Option<(Entry, Src)> {
+    if siblings.is_empty() {
+        return None;
+    }
+    let (win, src) = match current.filter(|c| c.vv == *chosen) {
+        Some(c) => (c, Src::Current),
+        None => {
+            let i = siblings.iter().position(|s| s.vv == *chosen)?;
+            (&siblings[i], Src::Sibling(i))
+        }
+    };
+    let all = current
+        .into_iter()
+        .chain(siblings)
+        .fold(crate::wire::vv::VersionVector::new(), |acc, e| {
+            acc.merge(&e.vv)
+        })
+        .bumped(me);
+    let mut win = win.clone();
+    win.vv = all.clone();
+    win.data_vv = all.clone();
+    win.meta_vv = all;
+    Some((win, src))
+}
+
 fn dominates_or_equal(
     a: &crate::wire::vv::VersionVector,
     b: &crate::wire::vv::VersionVector,
@@ -223,6 +259,48 @@ mod tests {
             data_vv: vv(data),
             meta_vv: vv(meta),
             origin: Uuid::nil(),
+        }
+    }
+
+    #[test]
+    fn an_operators_choice_supersedes_every_held_version() {
+        let cur = file(1, 0o644, &[(1, 2)], &[(1, 2)], &[(1, 1)]);
+        let s1 = file(2, 0o600, &[(2, 1)], &[(2, 1)], &[(2, 1)]);
+        let s2 = file(3, 0o644, &[(3, 4)], &[(3, 4)], &[(3, 4)]);
+        let sibs = [s1.clone(), s2.clone()];
+        // (current, siblings, chosen vector, expected (content, source))
+        type Case<'a> = (
+            Option<&'a Entry>,
+            &'a [Entry],
+            VersionVector,
+            Option<(u8, Src)>,
+        );
+        let table: Vec<Case<'_>> = vec![
+            (Some(&cur), &sibs, cur.vv.clone(), Some((1, Src::Current))),
+            (Some(&cur), &sibs, s1.vv.clone(), Some((2, Src::Sibling(0)))),
+            (Some(&cur), &sibs, s2.vv.clone(), Some((3, Src::Sibling(1)))),
+            (None, &sibs, s2.vv.clone(), Some((3, Src::Sibling(1)))),
+            // A vector nobody holds (stale command): nothing is chosen.
+            (Some(&cur), &sibs, vv(&[(9, 9)]), None),
+            // No split-brain: nothing to choose between.
+            (Some(&cur), &[], cur.vv.clone(), None),
+        ];
+        for (i, (current, siblings, chosen, want)) in table.into_iter().enumerate() {
+            let got = choose_winner(current, siblings, &chosen, 7);
+            assert_eq!(
+                got.as_ref().map(|(e, src)| (e.hash[0], *src)),
+                want,
+                "case {i}"
+            );
+            let Some((win, _)) = got else { continue };
+            // The winner keeps its own state and dominates all it replaces.
+            let src = current.into_iter().chain(siblings).find(|e| e.vv == chosen);
+            assert!(src.is_some_and(|s| s.same_state(&win)), "case {i}");
+            for held in current.into_iter().chain(siblings) {
+                assert_eq!(win.vv.compare(&held.vv), Relation::Dominates, "case {i}");
+            }
+            assert_eq!(win.vv.get(7), 1, "case {i}: the choosing brick's counter");
+            assert!(win.data_vv == win.vv && win.meta_vv == win.vv, "case {i}");
         }
     }
 
