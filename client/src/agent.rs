@@ -21,7 +21,7 @@ use gsync_brick::node::Node;
 use gsync_brick::pool::VolumeState;
 use gsync_brick::store::files;
 use gsync_brick::store::types::{Entry, Kind};
-use gsync_brick::wire::proto::{code, Offer, WriteInfo};
+use gsync_brick::wire::proto::{code, Offer};
 use gsync_brick::wire::vv::VersionVector;
 use gsync_brick::RelPath;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::guard::{self, Root, Verdict};
 use crate::journal::{Journal, Record};
 use crate::local::{self, Found, Ignore};
+use crate::mount::Mount;
 use crate::remote::{self, Batch, FeedEvent, RemoteError, Target};
 use crate::spec::{MountSpec, Prefer};
 use crate::sync;
@@ -136,28 +137,12 @@ pub(crate) fn allowed(v: &gsync_brick::pool::Volume, me: &str) -> Result<(), Str
 }
 
 pub(crate) struct Agent {
-    pub(crate) node: Arc<Node>,
-    pub(crate) spec: MountSpec,
-    pub(crate) journal: Journal,
-    pub(crate) ignore: Ignore,
+    /// What the executor (`sync`) works on: the folder, its journal, the
+    /// brick followed, and the notes it leaves for this loop.
+    pub(crate) mount: Mount,
     pub(crate) status: Arc<Mutex<Status>>,
     pub(crate) dirty: BTreeSet<RelPath>,
-    pub(crate) target: Option<Target>,
     pub(crate) attached: bool,
-    pub(crate) warned_special: Mutex<BTreeSet<RelPath>>,
-    /// Paths whose synced version met a concurrent one on the brick while
-    /// applying: if no brick holds that synced version (not even as a
-    /// split-brain sibling) it was lost, and is offered again (see
-    /// [`Self::offer_lost`]), so the bricks decide (merge, or a split-brain
-    /// they report) instead of the mount alone saying split-brain.
-    pub(crate) met_concurrent: Mutex<BTreeSet<String>>,
-    /// Versions this agent pushed whose echo from the feed is still to
-    /// come: an entry announced again with the same vector and no echo
-    /// expected means the brick changed something else about the path
-    /// (a concurrent sibling arrived: split-brain).
-    pub(crate) echoes: Mutex<HashMap<RelPath, VersionVector>>,
-    /// Paths re-marked dirty by work running concurrently with the loop.
-    remarks: Mutex<Vec<RelPath>>,
     /// New directories to walk again, and when.
     rewalk: Vec<(Instant, PathBuf)>,
     /// Files written to and not closed since (by the watcher's events),
@@ -342,18 +327,10 @@ impl Agent {
             s.rejected_paths = r.paths.clone();
         }
         Self {
-            node,
-            spec,
-            journal,
-            ignore,
+            mount: Mount::new(node, spec, journal, ignore),
             status,
             dirty: BTreeSet::new(),
-            target: None,
             attached,
-            warned_special: Mutex::new(BTreeSet::new()),
-            met_concurrent: Mutex::new(BTreeSet::new()),
-            echoes: Mutex::new(HashMap::new()),
-            remarks: Mutex::new(Vec::new()),
             rewalk: Vec::new(),
             writing: HashMap::new(),
             failures: HashMap::new(),
@@ -376,29 +353,20 @@ impl Agent {
 
     /// The window in which local changes form one changeset.
     fn settle(&self) -> Duration {
-        self.spec
+        self.mount
+            .spec
             .settle_ms
             .map_or(DEBOUNCE, Duration::from_millis)
             .max(DEBOUNCE)
     }
 
-    /// The folder the agent syncs: the mount folder, or for an atomic
-    /// mount its working tree (see `atomic`).
-    pub(crate) fn root(&self) -> PathBuf {
-        if self.spec.atomic {
-            crate::atomic::work(&self.spec.dir)
-        } else {
-            self.spec.dir.clone()
-        }
-    }
-
     /// An atomic mount shows the working tree as a new generation.
     fn publish(&self) {
-        if !self.spec.atomic {
+        if !self.mount.spec.atomic {
             return;
         }
-        match crate::atomic::publish(&self.spec.dir) {
-            Ok(n) => tracing::debug!(mount = %self.spec.dir.display(), "generation {n} live"),
+        match crate::atomic::publish(&self.mount.spec.dir) {
+            Ok(n) => tracing::debug!(mount = %self.mount.spec.dir.display(), "generation {n} live"),
             Err(e) => self.set_error(format!("cannot make a new generation: {e}")),
         }
     }
@@ -406,32 +374,36 @@ impl Agent {
     /// The brick to follow: own node's, the mount host's, then any; or
     /// why there is none.
     fn pick_target(&self) -> Result<Target, String> {
-        if !self.root().is_dir() {
+        if !self.mount.root().is_dir() {
             return Err(format!(
                 "{} no longer exists; create it again, or gsync umount it",
-                self.spec.dir.display()
+                self.mount.spec.dir.display()
             ));
         }
-        let cfg = self.node.config();
-        let Some(v) = cfg.volume(&self.spec.volume) else {
-            return Err(format!("volume {} does not exist", self.spec.volume));
+        let cfg = self.mount.node.config();
+        let Some(v) = cfg.volume(&self.mount.spec.volume) else {
+            return Err(format!("volume {} does not exist", self.mount.spec.volume));
         };
         if v.state != VolumeState::Started {
-            return Err(format!("volume {} is not started", self.spec.volume));
+            return Err(format!("volume {} is not started", self.mount.spec.volume));
         }
         // auth.allow holds for the whole life of a mount, not only when it
         // attaches: a node it excludes stops following (and pushing).
-        allowed(v, &self.node.me.hostname)?;
-        let host_node = cfg.member_by_host(&self.spec.host).map(|m| m.uuid);
+        allowed(v, &self.mount.node.me.hostname)?;
+        let host_node = cfg.member_by_host(&self.mount.spec.host).map(|m| m.uuid);
         let mut order: Vec<&gsync_brick::pool::BrickDef> = Vec::new();
-        order.extend(v.bricks.iter().filter(|b| b.node == self.node.me.uuid));
+        order.extend(
+            v.bricks
+                .iter()
+                .filter(|b| b.node == self.mount.node.me.uuid),
+        );
         order.extend(v.bricks.iter().filter(|b| Some(b.node) == host_node));
         order.extend(v.bricks.iter());
         let found = order.into_iter().find_map(|b| {
-            let up = if b.node == self.node.me.uuid {
-                self.node.bricks.get(b.id).is_some()
+            let up = if b.node == self.mount.node.me.uuid {
+                self.mount.node.bricks.get(b.id).is_some()
             } else {
-                self.node.is_connected(b.node)
+                self.mount.node.is_connected(b.node)
                     && self
                         .unserved
                         .get(&b.id)
@@ -444,7 +416,7 @@ impl Agent {
                 name: b.name(),
             })
         });
-        found.ok_or_else(|| format!("no brick of {} is reachable", self.spec.volume))
+        found.ok_or_else(|| format!("no brick of {} is reachable", self.mount.spec.volume))
     }
 
     pub(crate) async fn run(
@@ -455,37 +427,40 @@ impl Agent {
         // A folder that vanished after its first sync is reported, never
         // silently recreated (its files would count as deleted).
         if !self.attached {
-            if let Err(e) = std::fs::create_dir_all(self.root()) {
-                self.set_error(format!("cannot create {}: {e}", self.root().display()));
+            if let Err(e) = std::fs::create_dir_all(self.mount.root()) {
+                self.set_error(format!(
+                    "cannot create {}: {e}",
+                    self.mount.root().display()
+                ));
             }
         }
-        let mut lost_root = !self.root().is_dir();
+        let mut lost_root = !self.mount.root().is_dir();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher = match crate::watch::start(&self.root(), tx.clone()) {
+        let mut watcher = match crate::watch::start(&self.mount.root(), tx.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!(dir = %self.spec.dir.display(), "file watcher unavailable ({e}); scanning every 2 s");
+                tracing::warn!(dir = %self.mount.spec.dir.display(), "file watcher unavailable ({e}); scanning every 2 s");
                 None
             }
         };
-        let root = self.root();
-        match self.journal.settle_intents(
+        let root = self.mount.root();
+        match self.mount.journal.settle_intents(
             |r| matches!(local::stat_in(&root, &r.entry.path), Ok(Found::Some(st)) if st == r.stat),
         ) {
             Ok(0) => {}
             Ok(n) => {
-                tracing::info!(mount = %self.spec.dir.display(), "completed {n} records of an interrupted sync")
+                tracing::info!(mount = %self.mount.spec.dir.display(), "completed {n} records of an interrupted sync")
             }
-            Err(e) => tracing::warn!(mount = %self.spec.dir.display(), "journal: {e}"),
+            Err(e) => tracing::warn!(mount = %self.mount.spec.dir.display(), "journal: {e}"),
         }
-        let stale = local::remove_temp_files(&self.root());
+        let stale = local::remove_temp_files(&self.mount.root());
         if stale > 0 {
-            tracing::info!(mount = %self.spec.dir.display(), "removed {stale} temp files left by an interrupted sync");
+            tracing::info!(mount = %self.mount.spec.dir.display(), "removed {stale} temp files left by an interrupted sync");
         }
-        for p in self.journal.queued().unwrap_or_default() {
+        for p in self.mount.journal.queued().unwrap_or_default() {
             if let Ok(r) = RelPath::new(&p) {
                 if matches!(local::stat_in(&root, &r), Ok(Found::Missing))
-                    && matches!(self.journal.get(r.as_str()), Ok(None))
+                    && matches!(self.mount.journal.get(r.as_str()), Ok(None))
                 {
                     self.unrecorded.push(r.clone());
                 }
@@ -495,11 +470,11 @@ impl Agent {
         self.scan_all();
         if !self.held.is_empty() {
             tracing::warn!(
-                mount = %self.spec.dir.display(),
+                mount = %self.mount.spec.dir.display(),
                 "mass-delete guard: {} deletions still held ({}); gsync accept-deletes {dir} sends them, gsync revert-deletes {dir} puts the files back",
                 self.held.len(),
-                self.journal.held_why().ok().flatten().unwrap_or_default(),
-                dir = self.spec.dir.display()
+                self.mount.journal.held_why().ok().flatten().unwrap_or_default(),
+                dir = self.mount.spec.dir.display()
             );
         }
         let mut feed: Option<Feed> = None;
@@ -513,17 +488,17 @@ impl Agent {
                 Ok(t) => (Some(t), None),
                 Err(why) => (None, Some(why)),
             };
-            let root_there = self.root().is_dir();
+            let root_there = self.mount.root().is_dir();
             if !root_there && !lost_root {
                 lost_root = true;
-                tracing::warn!(mount = %self.spec.dir.display(), "the mount folder vanished; nothing is synced until it exists again");
+                tracing::warn!(mount = %self.mount.spec.dir.display(), "the mount folder vanished; nothing is synced until it exists again");
             } else if root_there && lost_root {
                 // The folder is back (recreated, or its disk remounted): what
                 // it holds is compared with the volume as on a first attach,
                 // so nothing the vanished folder lacked counts as deleted.
                 lost_root = false;
-                tracing::info!(mount = %self.spec.dir.display(), "the mount folder is back; attaching it again");
-                if let Err(e) = self.journal.forget_all() {
+                tracing::info!(mount = %self.mount.spec.dir.display(), "the mount folder is back; attaching it again");
+                if let Err(e) = self.mount.journal.forget_all() {
                     self.set_error(e.to_string());
                 }
                 self.dirty.clear();
@@ -531,15 +506,12 @@ impl Agent {
                 if let Some(f) = feed.take() {
                     f.token.cancel();
                 }
-                watcher = crate::watch::start(&self.root(), tx.clone()).ok();
+                watcher = crate::watch::start(&self.mount.root(), tx.clone()).ok();
                 self.scan_all();
             }
             if lost_root {
                 self.dirty.clear();
-                self.remarks
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clear();
+                self.mount.take_marks();
             }
             self.set_feed_state(|s| s.offline = offline);
             if want.as_ref() != feed.as_ref().map(|f| &f.target) {
@@ -547,11 +519,11 @@ impl Agent {
                     f.token.cancel();
                 }
                 if let Some(t) = want.clone() {
-                    tracing::info!(mount = %self.spec.dir.display(), brick = %t.name, "following brick");
+                    tracing::info!(mount = %self.mount.spec.dir.display(), brick = %t.name, "following brick");
                     feed = Some(self.start_feed(t));
                 }
             }
-            self.target = want;
+            self.mount.target = want;
             self.update_status();
             let mut wait = if self.dirty.is_empty() {
                 Duration::from_secs(1)
@@ -600,7 +572,7 @@ impl Agent {
                             }
                         }
                         Some(FeedEvent::Resync(why)) => {
-                            tracing::warn!(mount = %self.spec.dir.display(), "{why}: comparing every path with it");
+                            tracing::warn!(mount = %self.mount.spec.dir.display(), "{why}: comparing every path with it");
                             self.listing = Some(BTreeSet::new());
             self.listed_older.clear();
                             self.set_feed_state(|s| {
@@ -610,7 +582,7 @@ impl Agent {
                         }
                         Some(FeedEvent::NotServed(why)) => {
                             // Fail over: the next turn picks another brick.
-                            tracing::warn!(mount = %self.spec.dir.display(), "brick not served ({why}); following another brick");
+                            tracing::warn!(mount = %self.mount.spec.dir.display(), "brick not served ({why}); following another brick");
                             if let Some(f) = feed.take() {
                                 self.unserved.insert(f.target.brick, Instant::now());
                                 f.token.cancel();
@@ -618,7 +590,7 @@ impl Agent {
                             continue;
                         }
                         Some(FeedEvent::Trouble(e)) => {
-                            tracing::warn!(mount = %self.spec.dir.display(), brick = ?feed.as_ref().map(|f| &f.target.name), "brick does not serve this mount: {e}");
+                            tracing::warn!(mount = %self.mount.spec.dir.display(), brick = ?feed.as_ref().map(|f| &f.target.name), "brick does not serve this mount: {e}");
                             self.set_feed_state(|s| s.feed_error = Some(e));
                         }
                         None => {
@@ -642,7 +614,7 @@ impl Agent {
             if !self.rewalk.is_empty() {
                 self.rewalk_due();
             }
-            if !self.gate.is_empty() && self.target.is_some() && !self.release().await {
+            if !self.gate.is_empty() && self.mount.target.is_some() && !self.release().await {
                 // Fetch again from the journal's cursor.
                 if let Some(f) = feed.take() {
                     f.token.cancel();
@@ -650,18 +622,22 @@ impl Agent {
             }
             {
                 let mut met = self
+                    .mount
                     .met_concurrent
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
                 self.lost.append(&mut met);
             }
-            if !self.lost.is_empty() && Instant::now() >= self.lost_retry && self.target.is_some() {
+            if !self.lost.is_empty()
+                && Instant::now() >= self.lost_retry
+                && self.mount.target.is_some()
+            {
                 self.offer_lost().await;
             }
             if self.attached
                 && !self.dirty.is_empty()
                 && Instant::now() >= push_at
-                && self.target.is_some()
+                && self.mount.target.is_some()
             {
                 burst = None;
                 self.push_dirty().await;
@@ -676,11 +652,11 @@ impl Agent {
     }
 
     fn start_feed(&mut self, t: Target) -> Feed {
-        let same = self.journal.kv("brick").ok().flatten() == Some(t.brick);
+        let same = self.mount.journal.kv("brick").ok().flatten() == Some(t.brick);
         let (since, expect) = if same {
             (
-                self.journal.kv("seq").ok().flatten().unwrap_or(0),
-                self.journal.kv("incarnation").ok().flatten(),
+                self.mount.journal.kv("seq").ok().flatten().unwrap_or(0),
+                self.mount.journal.kv("incarnation").ok().flatten(),
             )
         } else {
             (0, None)
@@ -700,9 +676,9 @@ impl Agent {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let token = CancellationToken::new();
         let tk = token.clone();
-        let node = self.node.clone();
+        let node = self.mount.node.clone();
         let t2 = t.clone();
-        self.node.spawn(async move {
+        self.mount.node.spawn(async move {
             tk.run_until_cancelled(remote::feed(node, t2, since, expect, tx))
                 .await;
         });
@@ -718,23 +694,23 @@ impl Agent {
     }
 
     pub(crate) fn set_error(&self, e: String) {
-        tracing::warn!(mount = %self.spec.dir.display(), "{e}");
+        tracing::warn!(mount = %self.mount.spec.dir.display(), "{e}");
         self.status.lock().unwrap_or_else(|p| p.into_inner()).error = Some(e);
     }
 
     fn update_status(&self) {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        s.online = self.target.is_some();
-        s.brick = self.target.as_ref().map(|t| t.name.clone());
-        s.brick_id = self.target.as_ref().map(|t| (t.volume, t.brick));
+        s.online = self.mount.target.is_some();
+        s.brick = self.mount.target.as_ref().map(|t| t.name.clone());
+        s.brick_id = self.mount.target.as_ref().map(|t| (t.volume, t.brick));
         s.pending = (self.dirty.len() + self.lost.len()) as u64;
-        s.split_brain = self.journal.conflicts().unwrap_or(0);
+        s.split_brain = self.mount.journal.conflicts().unwrap_or(0);
         s.attached = self.attached;
         s.held_deletes = self.held.len() as u64;
         s.held_deletes_why = if self.held.is_empty() {
             None
         } else {
-            self.journal.held_why().ok().flatten()
+            self.mount.journal.held_why().ok().flatten()
         };
         let (_, waiting) = self.gate.held();
         s.waiting = waiting as u64;
@@ -748,13 +724,13 @@ impl Agent {
             && self.held.is_empty()
             && self.gate.is_empty()
             && self.rejected.is_none()
-            && self.target.is_some()
+            && self.mount.target.is_some()
             && s.caught_up
             && s.feed_error.is_none();
     }
 
     fn note_event(&mut self, hint: crate::watch::Hint) {
-        let root = self.root();
+        let root = self.mount.root();
         use crate::watch::Hint;
         let created = matches!(hint, Hint::Created(_));
         let (p, mut writing) = match hint {
@@ -775,7 +751,7 @@ impl Agent {
             return;
         };
         if rel.as_str() == ".gsyncignore" {
-            self.ignore = Ignore::load(&root);
+            self.mount.ignore = Ignore::load(&root);
         }
         // A path under a symlinked directory is not in the folder, and a
         // symlink to a directory is a link, not a directory: never follow.
@@ -795,14 +771,22 @@ impl Agent {
                 .is_some_and(|m| m.file_type().is_file() && m.nlink() == 1);
             writing = open.then_some(true);
         }
-        if self.ignore.ignored(&rel, is_dir) {
+        if self.mount.ignore.ignored(&rel, is_dir) {
             return;
         }
         // A directory new to the journal (moved in, or untarred) brings its
         // whole subtree.
-        if is_dir && self.journal.get(rel.as_str()).ok().flatten().is_none() {
-            for c in local::walk(&root, &p, &self.ignore) {
-                self.mark(c);
+        if is_dir
+            && self
+                .mount
+                .journal
+                .get(rel.as_str())
+                .ok()
+                .flatten()
+                .is_none()
+        {
+            for c in local::walk(&root, &p, &self.mount.ignore) {
+                self.mount.mark(c);
             }
             // Files created in it before the watcher covered it raise no
             // event: look again once the watch is surely in place.
@@ -817,7 +801,7 @@ impl Agent {
             }
             None => {}
         }
-        self.mark(rel);
+        self.mount.mark(rel);
     }
 
     /// Walks the directories whose second look is due, marking what
@@ -828,56 +812,28 @@ impl Agent {
             .into_iter()
             .partition(|(at, _)| *at <= now);
         self.rewalk = later;
-        let root = self.root();
+        let root = self.mount.root();
         for (_, dir) in due {
-            for rel in local::walk(&root, &dir, &self.ignore) {
+            for rel in local::walk(&root, &dir, &self.mount.ignore) {
                 if self.differs(&rel) {
-                    self.mark(rel);
+                    self.mount.mark(rel);
                 }
             }
         }
-    }
-
-    /// Remembers a version pushed by this agent (see `echoes`).
-    pub(crate) fn expect_echo(&self, rel: RelPath, vv: VersionVector) {
-        let mut echoes = self.echoes.lock().unwrap_or_else(|p| p.into_inner());
-        if echoes.len() > 100_000 {
-            echoes.clear();
-        }
-        echoes.insert(rel, vv);
-    }
-
-    /// True (and forgotten) if `vv` is the version this agent pushed for `rel`.
-    pub(crate) fn take_echo(&self, rel: &RelPath, vv: &VersionVector) -> bool {
-        let mut echoes = self.echoes.lock().unwrap_or_else(|p| p.into_inner());
-        if echoes.get(rel) == Some(vv) {
-            echoes.remove(rel);
-            return true;
-        }
-        false
-    }
-
-    /// Marks a path dirty. It joins the journal's queue (persisted) when
-    /// the marks are collected, before it can be pushed.
-    pub(crate) fn mark(&self, rel: RelPath) {
-        self.remarks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(rel);
     }
 
     /// Moves paths marked by concurrent work into the dirty set, writing
     /// them to the journal's queue first, all in one transaction (a burst
     /// of events costs one commit, not one per path).
     async fn collect_marks(&mut self) {
-        let marks = std::mem::take(&mut *self.remarks.lock().unwrap_or_else(|p| p.into_inner()));
+        let marks = self.mount.take_marks();
         let new: Vec<String> = marks
             .iter()
             .filter(|p| !self.dirty.contains(*p))
             .map(|p| p.as_str().to_string())
             .collect();
-        if let Err(e) = self.journal.enqueue_async(new).await {
-            tracing::warn!(mount = %self.spec.dir.display(), "{e}");
+        if let Err(e) = self.mount.journal.enqueue_async(new).await {
+            tracing::warn!(mount = %self.mount.spec.dir.display(), "{e}");
         }
         self.dirty.extend(marks);
     }
@@ -885,8 +841,8 @@ impl Agent {
     /// True if the local state of `rel` is not what the journal recorded.
     fn differs(&self, rel: &RelPath) -> bool {
         match (
-            local::stat_in(&self.root(), rel),
-            self.journal.get(rel.as_str()),
+            local::stat_in(&self.mount.root(), rel),
+            self.mount.journal.get(rel.as_str()),
         ) {
             (Ok(Found::Some(st)), Ok(Some(j))) => j.stat != st,
             _ => true,
@@ -895,23 +851,23 @@ impl Agent {
 
     /// Marks every path whose state differs from the journal.
     fn scan_all(&mut self) {
-        let root = self.root();
+        let root = self.mount.root();
         if !root.is_dir() {
             // A vanished folder is not a deletion of everything in it.
             return;
         }
-        for rel in local::walk(&root, &root, &self.ignore) {
+        for rel in local::walk(&root, &root, &self.mount.ignore) {
             if self.differs(&rel) {
-                self.mark(rel);
+                self.mount.mark(rel);
             }
         }
-        for p in self.journal.paths_under("").unwrap_or_default() {
+        for p in self.mount.journal.paths_under("").unwrap_or_default() {
             let Ok(rel) = RelPath::new(&p) else { continue };
-            if let Ok(Some(j)) = self.journal.get(&p) {
+            if let Ok(Some(j)) = self.mount.journal.get(&p) {
                 if j.entry.kind != Kind::Tombstone
                     && matches!(local::stat_in(&root, &rel), Ok(Found::Missing))
                 {
-                    self.mark(rel);
+                    self.mount.mark(rel);
                 }
             }
         }
@@ -922,7 +878,7 @@ impl Agent {
     /// before the delete of the old one). Paths of the same depth go out
     /// concurrently (bounded), which lets the brick commit them together.
     async fn push_dirty(&mut self) {
-        let root = self.root();
+        let root = self.mount.root();
         let mut present = Vec::new();
         let mut gone = Vec::new();
         let mut back = Vec::new();
@@ -956,7 +912,7 @@ impl Agent {
             }
         }
         if !back.is_empty() {
-            let _ = self.journal.release(back.iter().map(RelPath::as_str));
+            let _ = self.mount.journal.release(back.iter().map(RelPath::as_str));
         }
         let (mut gone, deferred) = self.guard_deletions(gone, &present);
         present.sort();
@@ -986,6 +942,7 @@ impl Agent {
             // The group's records in one read: the planning of each path
             // then needs the journal no more.
             let mut known = match self
+                .mount
                 .journal
                 .get_many_async(group.iter().map(|p| p.as_str().to_string()).collect())
                 .await
@@ -1004,7 +961,7 @@ impl Agent {
                     .map(|p| {
                         let j = known.remove(p.as_str());
                         async move {
-                            let r = sync::plan_known(this, &p, j).await;
+                            let r = sync::plan_known(&this.mount, &p, j).await;
                             (p, r)
                         }
                     })
@@ -1032,7 +989,7 @@ impl Agent {
             members: u32::try_from(planned.len()).unwrap_or(u32::MAX),
         });
         if let Some(cs) = changeset {
-            tracing::debug!(mount = %self.spec.dir.display(), "changeset {:016x}: {} changes", cs.id, cs.members);
+            tracing::debug!(mount = %self.mount.spec.dir.display(), "changeset {:016x}: {} changes", cs.id, cs.members);
         }
         planned.sort_by(|a, b| {
             let key = |r: &sync::Ready| {
@@ -1069,7 +1026,7 @@ impl Agent {
                 futures_util::stream::iter(group)
                     .map(|r| async move {
                         let p = r.path().clone();
-                        (p, sync::send(this, r, changeset).await)
+                        (p, sync::send(&this.mount, r, changeset).await)
                     })
                     .buffer_unordered(PUSH_CONCURRENCY)
                     .collect()
@@ -1093,13 +1050,7 @@ impl Agent {
         if let Some(cs) = changeset.filter(|cs| sent < cs.members) {
             self.gate.sent_short(cs.id, sent);
         }
-        let remarked: BTreeSet<RelPath> = self
-            .remarks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
+        let remarked = self.mount.marked();
         let mut pushed = Vec::new();
         for p in looked {
             if sent_failed.contains(&p) {
@@ -1112,7 +1063,7 @@ impl Agent {
                 pushed.push(p.as_str().to_string());
             }
         }
-        let _ = self.journal.dequeue_many_async(pushed).await;
+        let _ = self.mount.journal.dequeue_many_async(pushed).await;
         let (held, failed) = (out.held, out.failed);
         {
             let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -1134,12 +1085,12 @@ impl Agent {
     /// concurrent version of the one it yields to); it is replaced when the
     /// version goes live.
     fn replaced_once_accepted(&self, p: &RelPath) -> bool {
-        self.spec.prefer == Some(Prefer::Remote)
+        self.mount.spec.prefer == Some(Prefer::Remote)
             && self
                 .rejected
                 .as_ref()
                 .is_some_and(|r| r.entries.contains_key(p))
-            && matches!(self.journal.get(p.as_str()), Ok(None))
+            && matches!(self.mount.journal.get(p.as_str()), Ok(None))
     }
 
     /// Records why the push of `p` failed: it stays dirty; an unreachable
@@ -1191,7 +1142,7 @@ impl Agent {
             for (_, e) in &b.entries {
                 if self.unrecorded_unsure.remove(&e.path)
                     && e.kind != Kind::Tombstone
-                    && e.vv.get(self.spec.writer) > 0
+                    && e.vv.get(self.mount.spec.writer) > 0
                 {
                     self.adopt_own_push(&e.path, e.vv.clone());
                 }
@@ -1218,7 +1169,7 @@ impl Agent {
         let mut changed = Vec::new();
         // With a validator, the first sync is one changeset too: nothing of
         // the volume's content goes live before the validator accepted it.
-        let validate_first = initial && self.spec.validate.is_some();
+        let validate_first = initial && self.mount.spec.validate.is_some();
         if validate_first {
             for (seq, e) in b.entries {
                 self.first.insert(e.path.clone(), (seq, e));
@@ -1244,11 +1195,12 @@ impl Agent {
             None => b.upto,
         };
         if let Err(e) = self
+            .mount
             .journal
             .set_cursor_async(b.brick, b.incarnation, upto)
             .await
         {
-            tracing::warn!(mount = %self.spec.dir.display(), "{e}");
+            tracing::warn!(mount = %self.mount.spec.dir.display(), "{e}");
         }
         if validate_first && b.caught_up && !self.first.is_empty() {
             let entries = std::mem::take(&mut self.first);
@@ -1272,8 +1224,8 @@ impl Agent {
         if b.caught_up && !self.attached {
             self.attached = true;
             self.note_root_device();
-            let _ = self.journal.set_kv("attached", 1);
-            tracing::info!(mount = %self.spec.dir.display(), "first sync complete");
+            let _ = self.mount.journal.set_kv("attached", 1);
+            tracing::info!(mount = %self.mount.spec.dir.display(), "first sync complete");
             self.publish();
         }
         self.on_change(&changed, initial);
@@ -1308,7 +1260,7 @@ impl Agent {
             let this: &Agent = self;
             let results: Vec<Result<Option<RelPath>, RemoteError>> =
                 futures_util::stream::iter(group)
-                    .map(|e| sync::apply_remote(this, e))
+                    .map(|e| sync::apply_remote(&this.mount, e))
                     .buffer_unordered(PUSH_CONCURRENCY)
                     .collect()
                     .await;
@@ -1358,9 +1310,9 @@ impl Agent {
             };
             if !g.complete() {
                 let (n, m) = g.arrived();
-                let dir = self.spec.dir.display().to_string();
+                let dir = self.mount.spec.dir.display().to_string();
                 tracing::warn!(mount = %dir, "changeset {name}: {n} of its {m} changes arrived within {}s; applying them without the others", crate::changeset::MAX_WAIT.as_secs());
-                self.node.events.emit(
+                self.mount.node.events.emit(
                     "changeset-incomplete",
                     format!("{dir}: changeset {name} applied with {n} of its {m} changes (the others did not arrive in time)"),
                     serde_json::json!({"dir": dir, "changeset": name, "arrived": n, "members": m}),
@@ -1404,8 +1356,12 @@ impl Agent {
                     x.0 = *seq;
                 }
             }
-            let saved = if moved { r.save(&self.journal) } else { Ok(()) };
-            tracing::debug!(mount = %self.spec.dir.display(), "changeset {name}: changes already rejected in changeset {}", r.name);
+            let saved = if moved {
+                r.save(&self.mount.journal)
+            } else {
+                Ok(())
+            };
+            tracing::debug!(mount = %self.mount.spec.dir.display(), "changeset {name}: changes already rejected in changeset {}", r.name);
             if let Err(e) = saved {
                 self.set_error(e.to_string());
             }
@@ -1431,11 +1387,12 @@ impl Agent {
         initial: bool,
         entries: std::collections::BTreeMap<RelPath, (u64, Entry)>,
     ) -> bool {
-        let root = self.root();
+        let root = self.mount.root();
         let this: &Agent = self;
         let list: Vec<Entry> = entries.values().map(|(_, e)| e.clone()).collect();
         // The set's records in one read.
         let mut known = match self
+            .mount
             .journal
             .get_many_async(list.iter().map(|e| e.path.as_str().to_string()).collect())
             .await
@@ -1449,7 +1406,7 @@ impl Agent {
         let preps: Vec<Result<sync::Prep, RemoteError>> = futures_util::stream::iter(list)
             .map(|e| {
                 let j = known.remove(e.path.as_str());
-                sync::prepare_known(this, e, j)
+                sync::prepare_known(&this.mount, e, j)
             })
             .buffer_unordered(PUSH_CONCURRENCY)
             .collect()
@@ -1468,7 +1425,7 @@ impl Agent {
         }
         let staged: Vec<Result<Option<sync::Staged>, RemoteError>> =
             futures_util::stream::iter(to_place)
-                .map(|p| sync::stage(this, p))
+                .map(|p| sync::stage(&this.mount, p))
                 .buffer_unordered(PUSH_CONCURRENCY)
                 .collect()
                 .await;
@@ -1482,11 +1439,11 @@ impl Agent {
                 }
             }
         }
-        if let Err(e) = sync::settle_staged(self, &ready).await {
+        if let Err(e) = sync::settle_staged(&self.mount, &ready).await {
             tracing::debug!("staging deferred: {e}");
             return false;
         }
-        if let (Some(cmd), false) = (self.spec.validate.clone(), ready.is_empty()) {
+        if let (Some(cmd), false) = (self.mount.spec.validate.clone(), ready.is_empty()) {
             let changes: Vec<(RelPath, crate::validate::Change<'_>)> = ready
                 .iter()
                 .map(|s| {
@@ -1510,6 +1467,7 @@ impl Agent {
             let verdict = match crate::validate::lay_out(&root, &dir_name, &changes) {
                 Ok(view) => {
                     let timeout = self
+                        .mount
                         .spec
                         .validate_timeout_ms
                         .map_or(crate::validate::DEFAULT_TIMEOUT, Duration::from_millis);
@@ -1555,7 +1513,7 @@ impl Agent {
         let mut done = Vec::new();
         let mut failed = None;
         for s in ready {
-            match sync::go_live(self, s, &mut done).await {
+            match sync::go_live(&self.mount, s, &mut done).await {
                 Ok(p) => changed.push(p),
                 Err(e) => {
                     failed = Some(e);
@@ -1564,7 +1522,7 @@ impl Agent {
             }
         }
         let renamed = burst.elapsed();
-        if let Err(e) = sync::settle_burst(self, done).await {
+        if let Err(e) = sync::settle_burst(&self.mount, done).await {
             failed = failed.or(Some(e));
         }
         if !changed.is_empty() {
@@ -1575,10 +1533,10 @@ impl Agent {
             self.changes_live(tagged, initial, &changed);
             return false;
         }
-        tracing::debug!(mount = %self.spec.dir.display(), "changeset {what}: {n} changes live in {renamed:?} ({:?} with the journal)", burst.elapsed());
+        tracing::debug!(mount = %self.mount.spec.dir.display(), "changeset {what}: {n} changes live in {renamed:?} ({:?} with the journal)", burst.elapsed());
         if let Some(r) = self.rejected.take() {
-            tracing::info!(mount = %self.spec.dir.display(), "changeset {name} accepted; the changes of rejected changeset {} went live with it", r.name);
-            if let Err(e) = self.journal.clear_rejected() {
+            tracing::info!(mount = %self.mount.spec.dir.display(), "changeset {name} accepted; the changes of rejected changeset {} went live with it", r.name);
+            if let Err(e) = self.mount.journal.clear_rejected() {
                 self.set_error(e.to_string());
             }
         }
@@ -1597,7 +1555,12 @@ impl Agent {
         if initial {
             self.on_change(changed, true);
         } else if tagged {
-            crate::hooks::changeset_live(&self.node, &self.spec, self.spec.dir.clone(), changed);
+            crate::hooks::changeset_live(
+                &self.mount.node,
+                &self.mount.spec,
+                self.mount.spec.dir.clone(),
+                changed,
+            );
         } else {
             self.on_change(changed, false);
         }
@@ -1615,10 +1578,10 @@ impl Agent {
         view: &std::path::Path,
         paths: Vec<String>,
     ) {
-        let dir = self.spec.dir.display().to_string();
+        let dir = self.mount.spec.dir.display().to_string();
         let line = format!("changeset {name} ({why})");
         tracing::warn!(mount = %dir, "rejected: changeset {what} ({why}); the folder keeps what it had; the staged tree is kept in {}", view.display());
-        self.node.events.emit(
+        self.mount.node.events.emit(
             "changeset-rejected",
             format!("{dir}: rejected: {line}"),
             serde_json::json!({
@@ -1640,7 +1603,7 @@ impl Agent {
             paths,
             entries,
         };
-        if let Err(e) = r.save(&self.journal) {
+        if let Err(e) = r.save(&self.mount.journal) {
             self.set_error(e.to_string());
         }
         self.rejected = Some(r);
@@ -1655,16 +1618,16 @@ impl Agent {
     /// does not know (never pushed) are left alone. Kept for a later turn
     /// while the brick cannot tell.
     async fn adopt_unrecorded_pushes(&mut self) {
-        let Some(t) = self.target.clone() else {
+        let Some(t) = self.mount.target.clone() else {
             return;
         };
         let paths = std::mem::take(&mut self.unrecorded);
-        let writer = self.spec.writer;
+        let writer = self.mount.spec.writer;
         // The brick followed first: without its answer nothing is decided.
         let mine = match self.versions_on(&t, &paths).await {
             Ok(have) => have,
             Err(e) => {
-                tracing::debug!(mount = %self.spec.dir.display(), "versions of unrecorded pushes: {e}");
+                tracing::debug!(mount = %self.mount.spec.dir.display(), "versions of unrecorded pushes: {e}");
                 self.unrecorded = paths;
                 return;
             }
@@ -1704,7 +1667,7 @@ impl Agent {
             }
         }
         if !self.unrecorded_unsure.is_empty() {
-            tracing::info!(mount = %self.spec.dir.display(), "{} paths pushed just before the agent stopped and deleted since are not on any brick reachable now; recognised as this mount's own if a brick brings them later", self.unrecorded_unsure.len());
+            tracing::info!(mount = %self.mount.spec.dir.display(), "{} paths pushed just before the agent stopped and deleted since are not on any brick reachable now; recognised as this mount's own if a brick brings them later", self.unrecorded_unsure.len());
         }
     }
 
@@ -1713,12 +1676,12 @@ impl Agent {
     /// deleted since, and queues that deletion. Only while the folder and
     /// the journal still know nothing of `p`.
     fn adopt_own_push(&mut self, p: &RelPath, vv: VersionVector) {
-        if !matches!(self.journal.get(p.as_str()), Ok(None))
-            || !matches!(local::stat_in(&self.root(), p), Ok(Found::Missing))
+        if !matches!(self.mount.journal.get(p.as_str()), Ok(None))
+            || !matches!(local::stat_in(&self.mount.root(), p), Ok(Found::Missing))
         {
             return;
         }
-        let mut entry = Entry::tombstone(p.clone(), self.node.me.uuid);
+        let mut entry = Entry::tombstone(p.clone(), self.mount.node.me.uuid);
         // Any live kind: what matters is the version it deletes.
         entry.kind = Kind::File;
         entry.data_vv = vv.clone();
@@ -1730,18 +1693,18 @@ impl Agent {
             stat: local::LocalStat::missing(),
             conflict: false,
         };
-        if let Err(e) = self.journal.put(&rec) {
+        if let Err(e) = self.mount.journal.put(&rec) {
             self.set_error(e.to_string());
             return;
         }
-        tracing::info!(mount = %self.spec.dir.display(), path = %p, "a push acknowledged before the agent stopped, deleted since: its deletion is pushed");
+        tracing::info!(mount = %self.mount.spec.dir.display(), path = %p, "a push acknowledged before the agent stopped, deleted since: its deletion is pushed");
         self.dirty.insert(p.clone());
     }
 
     /// Every brick of the mount's volume, as call targets.
     fn volume_targets(&self) -> Vec<Target> {
-        let cfg = self.node.config();
-        let Some(v) = cfg.volume(&self.spec.volume) else {
+        let cfg = self.mount.node.config();
+        let Some(v) = cfg.volume(&self.mount.spec.volume) else {
             return Vec::new();
         };
         v.bricks
@@ -1769,7 +1732,7 @@ impl Agent {
                 brick: t.brick,
                 paths: part.to_vec(),
             };
-            match remote::call(&self.node, t, &req).await? {
+            match remote::call(&self.mount.node, t, &req).await? {
                 gsync_brick::wire::proto::Response::Versions(have) if have.len() == part.len() => {
                     out.extend(have)
                 }
@@ -1787,7 +1750,8 @@ impl Agent {
     /// may not know: newer than `e` (an edit, or a deletion of the live
     /// version listed) or concurrent with it and different.
     fn synced_unknown_to(&self, e: &Entry) -> bool {
-        self.journal
+        self.mount
+            .journal
             .get(e.path.as_str())
             .ok()
             .flatten()
@@ -1800,10 +1764,11 @@ impl Agent {
     /// wiped before it replicated). They are kept in `lost` and looked at
     /// until settled (see [`Self::offer_lost`]).
     async fn offer_what_the_brick_lost(&mut self, listed: &BTreeSet<String>) {
-        for p in self.journal.paths_under("").unwrap_or_default() {
+        for p in self.mount.journal.paths_under("").unwrap_or_default() {
             if !listed.contains(&p) {
                 // A deletion the brick never heard of deletes nothing there.
                 let unlisted_deletion = self
+                    .mount
                     .journal
                     .get(&p)
                     .ok()
@@ -1835,13 +1800,13 @@ impl Agent {
     /// [`LOST_RETRY`]: the mount is not "in sync" meanwhile.
     async fn offer_lost(&mut self) {
         self.lost_retry = Instant::now() + LOST_RETRY;
-        let Some(t) = self.target.clone() else {
+        let Some(t) = self.mount.target.clone() else {
             return;
         };
-        let root = self.root();
+        let root = self.mount.root();
         let mut lost: Vec<(RelPath, Record)> = Vec::new();
         for p in std::mem::take(&mut self.lost) {
-            let (Ok(rel), Ok(Some(r))) = (RelPath::new(&p), self.journal.get(&p)) else {
+            let (Ok(rel), Ok(Some(r))) = (RelPath::new(&p), self.mount.journal.get(&p)) else {
                 continue;
             };
             // Still as synced: the file unchanged, or the path still gone.
@@ -1887,7 +1852,7 @@ impl Agent {
                 // A brick not served (wiped) knows nothing.
                 Err(RemoteError::Refused(c, _)) if c == code::NOT_FOUND => {}
                 Err(e) => {
-                    tracing::info!(mount = %self.spec.dir.display(), brick = %other.name, "{} synced versions are missing from the brick followed; offered again once {} can tell whether it has them ({e})", lost.len(), other.name);
+                    tracing::info!(mount = %self.mount.spec.dir.display(), brick = %other.name, "{} synced versions are missing from the brick followed; offered again once {} can tell whether it has them ({e})", lost.len(), other.name);
                     self.lost = lost
                         .into_iter()
                         .map(|(p, _)| p.as_str().to_string())
@@ -1908,7 +1873,7 @@ impl Agent {
             };
             let full = rel.under(&root);
             let file = (r.entry.kind == Kind::File).then_some(full.as_path());
-            match remote::push(&self.node, &t, &offer, None, file).await {
+            match remote::push(&self.mount.node, &t, &offer, None, file).await {
                 Ok(_) => offered += 1,
                 Err(e) => {
                     tracing::debug!(path = %rel, "offer of a lost version: {e}");
@@ -1918,16 +1883,16 @@ impl Agent {
             }
         }
         if offered + failed > 0 {
-            tracing::warn!(mount = %self.spec.dir.display(), brick = %t.name, "{offered} synced versions that no brick holds offered again ({failed} failed, tried again in {LOST_RETRY:?})");
+            tracing::warn!(mount = %self.mount.spec.dir.display(), brick = %t.name, "{offered} synced versions that no brick holds offered again ({failed} failed, tried again in {LOST_RETRY:?})");
         }
     }
 
     /// Hands applied paths to the mount's --on-change batcher.
     fn on_change(&self, changed: &[RelPath], initial: bool) {
         crate::hooks::changed(
-            &self.node,
-            &self.spec,
-            self.spec.dir.clone(),
+            &self.mount.node,
+            &self.mount.spec,
+            self.mount.spec.dir.clone(),
             changed,
             initial,
         );
@@ -1950,13 +1915,13 @@ impl Agent {
     ) -> (Vec<RelPath>, Vec<RelPath>) {
         use std::os::unix::fs::MetadataExt;
         // A read-only mount pushes no deletion: it puts the files back.
-        if self.spec.read_only {
+        if self.mount.spec.read_only {
             return (gone, Vec::new());
         }
         let mut push = Vec::new();
         let mut real = Vec::new();
         let mut files = 0u64;
-        let root = self.root();
+        let root = self.mount.root();
         let inodes: std::collections::HashSet<u64> = present
             .iter()
             .filter_map(|p| p.under(&root).symlink_metadata().ok())
@@ -1973,7 +1938,7 @@ impl Agent {
         todo.sort_by_key(|p| std::cmp::Reverse(p.depth()));
         let mut seen: BTreeSet<RelPath> = asked.clone();
         while let Some(p) = todo.pop() {
-            let rec = self.journal.get(p.as_str()).ok().flatten();
+            let rec = self.mount.journal.get(p.as_str()).ok().flatten();
             let kind = rec
                 .as_ref()
                 .map(|r| r.entry.kind)
@@ -1985,7 +1950,12 @@ impl Agent {
             match kind {
                 Some(k) if is_move || !self.accepted.contains(&p) => {
                     if k == Kind::Dir {
-                        for c in self.journal.paths_under(p.as_str()).unwrap_or_default() {
+                        for c in self
+                            .mount
+                            .journal
+                            .paths_under(p.as_str())
+                            .unwrap_or_default()
+                        {
                             let Ok(c) = RelPath::new(&c) else { continue };
                             if !seen.contains(&c)
                                 && matches!(local::stat_in(&root, &c), Ok(Found::Missing))
@@ -2017,9 +1987,9 @@ impl Agent {
             }
             return (push, Vec::new());
         }
-        let cfg = self.node.config();
+        let cfg = self.mount.node.config();
         let share = cfg
-            .volume(&self.spec.volume)
+            .volume(&self.mount.spec.volume)
             .and_then(|v| gsync_brick::options::parse_guard(v.option("cluster.mass-delete-guard")))
             .unwrap_or(Some(50));
         if share.is_none() {
@@ -2029,6 +1999,7 @@ impl Agent {
         }
         if !self.held.is_empty() {
             let why = self
+                .mount
                 .journal
                 .held_why()
                 .ok()
@@ -2047,7 +2018,7 @@ impl Agent {
         let recent = self.recent.count(now);
         let input = guard::Input {
             share,
-            held_before: self.journal.live_count().unwrap_or(0) + recent,
+            held_before: self.mount.journal.live_count().unwrap_or(0) + recent,
             recent,
             pending: files,
             root: self.root_state(),
@@ -2065,17 +2036,21 @@ impl Agent {
     /// Holds deletions (journal first, so a restart keeps them).
     fn hold(&mut self, paths: Vec<RelPath>, why: &str) {
         let fresh = paths.iter().filter(|p| !self.held.contains(*p)).count();
-        if let Err(e) = self.journal.hold(paths.iter().map(RelPath::as_str), why) {
+        if let Err(e) = self
+            .mount
+            .journal
+            .hold(paths.iter().map(RelPath::as_str), why)
+        {
             self.set_error(format!("cannot hold deletions: {e}"));
         }
         if fresh > 0 {
-            let dir = self.spec.dir.display();
+            let dir = self.mount.spec.dir.display();
             tracing::warn!(
                 mount = %dir,
                 "mass-delete guard: holding {fresh} deletions ({} in all): {why}; gsync accept-deletes {dir} sends them, gsync revert-deletes {dir} puts the files back",
                 self.held.len() + fresh
             );
-            self.node.events.emit(
+            self.mount.node.events.emit(
                 "mass-delete-held",
                 format!("mass-delete guard: {dir}: holding {fresh} deletions: {why}"),
                 serde_json::json!({"dir": dir.to_string(), "held": self.held.len() + fresh, "why": why.to_string()}),
@@ -2087,7 +2062,7 @@ impl Agent {
     /// The mount root compared with what the agent last synced.
     fn root_state(&self) -> Root {
         use std::os::unix::fs::MetadataExt;
-        let root = self.root();
+        let root = self.mount.root();
         let Ok(m) = std::fs::symlink_metadata(&root) else {
             return Root::Vanished;
         };
@@ -2095,6 +2070,7 @@ impl Agent {
             return Root::Vanished;
         }
         if self
+            .mount
             .journal
             .kv("root-dev")
             .ok()
@@ -2114,13 +2090,14 @@ impl Agent {
     /// (after a push round without deletions, or accepted deletions).
     fn note_root_device(&self) {
         use std::os::unix::fs::MetadataExt;
-        let root = self.root();
+        let root = self.mount.root();
         let Ok(m) = std::fs::symlink_metadata(&root) else {
             return;
         };
         let empty = std::fs::read_dir(&root).map_or(true, |mut d| d.next().is_none());
-        if m.is_dir() && !empty && self.journal.kv("root-dev").ok().flatten() != Some(m.dev()) {
-            let _ = self.journal.set_kv("root-dev", m.dev());
+        if m.is_dir() && !empty && self.mount.journal.kv("root-dev").ok().flatten() != Some(m.dev())
+        {
+            let _ = self.mount.journal.set_kv("root-dev", m.dev());
         }
     }
 
@@ -2140,7 +2117,7 @@ impl Agent {
     fn no_held(&self) -> String {
         format!(
             "{}: no deletions are held by the mass-delete guard",
-            self.spec.dir.display()
+            self.mount.spec.dir.display()
         )
     }
 
@@ -2152,22 +2129,23 @@ impl Agent {
         }
         let held = std::mem::take(&mut self.held);
         let list: Vec<&str> = held.iter().map(RelPath::as_str).collect();
-        self.journal
+        self.mount
+            .journal
             .enqueue(list.iter().copied())
-            .and_then(|()| self.journal.release(list.iter().copied()))
+            .and_then(|()| self.mount.journal.release(list.iter().copied()))
             .map_err(|e| e.to_string())?;
         self.recent.clear();
         self.last_gone = 0;
         let n = held.len() as u64;
-        tracing::info!(mount = %self.spec.dir.display(), "mass-delete guard: {n} held deletions accepted; pushing them");
+        tracing::info!(mount = %self.mount.spec.dir.display(), "mass-delete guard: {n} held deletions accepted; pushing them");
         self.accepted.extend(held.iter().cloned());
         self.dirty.extend(held);
-        if let Ok(m) = std::fs::symlink_metadata(self.root()) {
+        if let Ok(m) = std::fs::symlink_metadata(self.mount.root()) {
             use std::os::unix::fs::MetadataExt;
-            let _ = self.journal.set_kv("root-dev", m.dev());
+            let _ = self.mount.journal.set_kv("root-dev", m.dev());
         }
         Ok(DeletesOutcome {
-            dir: self.spec.dir.to_string_lossy().into_owned(),
+            dir: self.mount.spec.dir.to_string_lossy().into_owned(),
             deletions: n,
             failed: Vec::new(),
         })
@@ -2179,10 +2157,10 @@ impl Agent {
         if self.held.is_empty() {
             return Err(self.no_held());
         }
-        if self.target.is_none() {
+        if self.mount.target.is_none() {
             return Err(format!(
                 "no brick of {} is reachable; the deletions stay held",
-                self.spec.volume
+                self.mount.spec.volume
             ));
         }
         let mut by_depth: std::collections::BTreeMap<usize, Vec<RelPath>> =
@@ -2197,8 +2175,8 @@ impl Agent {
             let results: Vec<(RelPath, Result<(), RemoteError>)> =
                 futures_util::stream::iter(group)
                     .map(|p| async move {
-                        let r = match local::stat_in(&this.root(), &p) {
-                            Ok(Found::Missing) => sync::revert(this, &p).await,
+                        let r = match local::stat_in(&this.mount.root(), &p) {
+                            Ok(Found::Missing) => sync::revert(&this.mount, &p).await,
                             _ => Ok(()),
                         };
                         (p, r)
@@ -2213,69 +2191,26 @@ impl Agent {
                 }
             }
         }
-        self.journal
+        self.mount
+            .journal
             .release(restored.iter().map(RelPath::as_str))
             .map_err(|e| e.to_string())?;
         for p in &restored {
             self.held.remove(p);
-            let _ = self.journal.dequeue(p.as_str());
+            let _ = self.mount.journal.dequeue(p.as_str());
         }
         self.last_gone = 0;
         tracing::info!(
-            mount = %self.spec.dir.display(),
+            mount = %self.mount.spec.dir.display(),
             "mass-delete guard: {} held files put back from the volume{}",
             restored.len(),
             if failed.is_empty() { String::new() } else { format!(", {} still held", failed.len()) }
         );
         Ok(DeletesOutcome {
-            dir: self.spec.dir.to_string_lossy().into_owned(),
+            dir: self.mount.spec.dir.to_string_lossy().into_owned(),
             deletions: restored.len() as u64,
             failed,
         })
-    }
-
-    /// The first-attach rule for a path both sides have.
-    pub(crate) fn prefer(&self) -> Option<Prefer> {
-        self.spec.prefer
-    }
-
-    /// Write info for a new local version against its journal record.
-    pub(crate) fn write_info(&self, entry: &Entry, base: Option<&Record>) -> WriteInfo {
-        match base.filter(|b| b.entry.kind != Kind::Tombstone || entry.kind == Kind::Tombstone) {
-            Some(b) => WriteInfo {
-                writer: self.spec.writer,
-                base: b.entry.vv.clone(),
-                base_data: b.entry.data_vv.clone(),
-                base_meta: b.entry.meta_vv.clone(),
-                content_changed: !b.entry.same_content(entry),
-                meta_changed: !b.entry.same_meta(entry),
-            },
-            None => WriteInfo {
-                writer: self.spec.writer,
-                base: base.map(|b| b.entry.vv.clone()).unwrap_or_default(),
-                base_data: Default::default(),
-                base_meta: Default::default(),
-                content_changed: true,
-                meta_changed: true,
-            },
-        }
-    }
-
-    pub(crate) fn offer(
-        &self,
-        t: &Target,
-        entry: Entry,
-        chunks: Vec<gsync_brick::store::types::ChunkRef>,
-        w: WriteInfo,
-    ) -> Offer {
-        Offer {
-            volume: t.volume,
-            brick: t.brick,
-            entry,
-            chunks,
-            write: Some(w),
-            from_brick: None,
-        }
     }
 }
 

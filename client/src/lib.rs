@@ -7,7 +7,12 @@
 //! - `local`: stat, ignore rules and walks of the local folder.
 //! - `watch`: notify events as dirty-path hints.
 //! - `remote`: requests to the followed brick (push, feed, stat, reads).
-//! - `sync`: push one local change / apply one remote version.
+//! - `sync`: push one local change / apply one remote version (executes
+//!   on a `mount`, never reaches back into the agent).
+//! - `plan`: PURE: what the agent does with one path (local change,
+//!   remote version), from the journal's record and the folder's state.
+//! - `mount`: one mount as `sync` sees it (folder, journal, brick followed,
+//!   notes for the agent's loop).
 //! - `guard`: the mass-delete guard's decision (pure) and its window.
 //! - `agent`: the per-mount loop; `AgentHost` (here) runs the agents of a
 //!   daemon and serves the mount control requests.
@@ -20,6 +25,8 @@ pub mod guard;
 pub mod hooks;
 pub mod journal;
 pub mod local;
+mod mount;
+mod plan;
 mod remote;
 pub mod spec;
 mod sync;

@@ -10,12 +10,13 @@ use std::path::Path;
 use gsync_brick::store::chunking;
 use gsync_brick::store::files::{self, TempFile};
 use gsync_brick::store::types::{ChunkRef, Entry, Kind};
-use gsync_brick::wire::vv::{Relation, VersionVector};
+use gsync_brick::wire::vv::VersionVector;
 use gsync_brick::RelPath;
 
-use crate::agent::Agent;
 use crate::journal::Record;
 use crate::local::{self, Found, LocalStat};
+use crate::mount::Mount;
+use crate::plan;
 use crate::remote::{self, RemoteError};
 use crate::spec::Prefer;
 
@@ -25,12 +26,12 @@ fn local_err(e: impl std::fmt::Display) -> RemoteError {
 
 /// The entry (and chunks) describing the local path now.
 async fn describe(
-    ag: &Agent,
+    m: &Mount,
     rel: &RelPath,
     st: &LocalStat,
 ) -> Result<(Entry, Vec<ChunkRef>), RemoteError> {
-    let full = rel.under(&ag.root());
-    let mut e = Entry::tombstone(rel.clone(), ag.node.me.uuid);
+    let full = rel.under(&m.root());
+    let mut e = Entry::tombstone(rel.clone(), m.node.me.uuid);
     e.kind = st.kind;
     e.mode = st.mode;
     e.mtime_ns = st.mtime_ns;
@@ -108,7 +109,7 @@ impl Ready {
 
 /// Sends a described change as a member of `changeset`, and records it.
 pub(crate) async fn send(
-    ag: &Agent,
+    m: &Mount,
     r: Ready,
     changeset: Option<gsync_brick::wire::proto::Changeset>,
 ) -> Result<(), RemoteError> {
@@ -121,15 +122,15 @@ pub(crate) async fn send(
         full,
     } = r;
     if entry.kind != Kind::Tombstone {
-        return push_entry(ag, &t, entry, chunks, w, st, &full, changeset).await;
+        return push_entry(m, &t, entry, chunks, w, st, &full, changeset).await;
     }
     let rel = entry.path.clone();
-    let offer = ag.offer(&t, entry.clone(), Vec::new(), w.clone());
-    let (vv, conflict) = remote::push(&ag.node, &t, &offer, changeset, None).await?;
+    let offer = m.offer(&t, entry.clone(), Vec::new(), w.clone());
+    let (vv, conflict) = remote::push(&m.node, &t, &offer, changeset, None).await?;
     let mut rec_entry = entry;
     set_vectors(&mut rec_entry, vv, &w);
-    ag.expect_echo(rel, rec_entry.vv.clone());
-    ag.journal
+    m.expect_echo(rel, rec_entry.vv.clone());
+    m.journal
         .put_async(Record {
             entry: rec_entry,
             chunks: Vec::new(),
@@ -145,33 +146,30 @@ pub(crate) async fn send(
 /// described (read and hashed) and returned to be sent, children's
 /// deletions before their directory's; what needs no offer (unchanged,
 /// only an mtime, a revert on a read-only mount) is settled here.
-pub(crate) async fn plan_local(ag: &Agent, rel: &RelPath) -> Result<Vec<Ready>, RemoteError> {
-    let j = ag
-        .journal
-        .get_async(rel.as_str())
-        .await
-        .map_err(local_err)?;
-    plan_known(ag, rel, j).await
+pub(crate) async fn plan_local(m: &Mount, rel: &RelPath) -> Result<Vec<Ready>, RemoteError> {
+    let j = m.journal.get_async(rel.as_str()).await.map_err(local_err)?;
+    plan_known(m, rel, j).await
 }
 
 /// [`plan_local`] with the journal's record of `rel` at hand (a push round
 /// reads the records of all its paths at once).
 pub(crate) async fn plan_known(
-    ag: &Agent,
+    m: &Mount,
     rel: &RelPath,
     j: Option<Record>,
 ) -> Result<Vec<Ready>, RemoteError> {
     tracing::debug!(path = %rel, "push");
     gsync_brick::failpoint::panic_once("agent-panic-once");
-    let Some(t) = ag.target.clone() else {
+    let Some(t) = m.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
     };
-    let full = rel.under(&ag.root());
-    let found = local::stat_in(&ag.root(), rel).map_err(local_err)?;
-    let st = match found {
-        Found::Special => {
-            if ag
-                .warned_special
+    let full = rel.under(&m.root());
+    let found = local::stat_in(&m.root(), rel).map_err(local_err)?;
+    let ignored = matches!(&found, Found::Some(st) if m.ignore.ignored(rel, st.kind == Kind::Dir));
+    match plan::local(&found, j.as_ref(), ignored, m.spec.read_only) {
+        plan::Local::Nothing => return Ok(Vec::new()),
+        plan::Local::Special => {
+            if m.warned_special
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(rel.clone())
@@ -180,28 +178,25 @@ pub(crate) async fn plan_known(
             }
             return Ok(Vec::new());
         }
-        Found::Missing => {
-            let Some(j) = j.filter(|j| j.entry.kind != Kind::Tombstone) else {
+        plan::Local::Delete { dir } => {
+            let Some(j) = j else {
                 return Ok(Vec::new());
             };
-            if ag.spec.read_only {
-                return revert(ag, rel).await.map(|()| Vec::new());
-            }
             let mut out = Vec::new();
             // Children recorded in the journal go first.
-            if j.entry.kind == Kind::Dir {
-                let mut kids = ag.journal.paths_under(rel.as_str()).map_err(local_err)?;
+            if dir {
+                let mut kids = m.journal.paths_under(rel.as_str()).map_err(local_err)?;
                 kids.retain(|k| k != rel.as_str());
                 kids.sort_by_key(|k| std::cmp::Reverse(k.matches('/').count()));
                 for k in kids {
                     let Ok(kr) = RelPath::new(&k) else { continue };
-                    if matches!(local::stat_in(&ag.root(), &kr), Ok(Found::Missing)) {
-                        out.extend(Box::pin(plan_local(ag, &kr)).await?);
+                    if matches!(local::stat_in(&m.root(), &kr), Ok(Found::Missing)) {
+                        out.extend(Box::pin(plan_local(m, &kr)).await?);
                     }
                 }
             }
-            let tomb = Entry::tombstone(rel.clone(), ag.node.me.uuid);
-            let w = ag.write_info(&tomb, Some(&j));
+            let tomb = Entry::tombstone(rel.clone(), m.node.me.uuid);
+            let w = m.write_info(&tomb, Some(&j));
             out.push(Ready {
                 t,
                 entry: tomb,
@@ -212,65 +207,65 @@ pub(crate) async fn plan_known(
             });
             return Ok(out);
         }
-        Found::Some(st) => st,
-    };
-    if ag.ignore.ignored(rel, st.kind == Kind::Dir) {
-        return Ok(Vec::new());
-    }
-    if let Some(j) = &j {
-        if j.stat == st {
-            return Ok(Vec::new());
-        }
-        if kept_after_deletion(j, &st) && settle_kept_dir(ag, rel)? {
-            if let Ok(Found::Some(now)) = local::stat_in(&ag.root(), rel) {
-                // Still here for ignored files only: remember its stat.
-                let mut r = j.clone();
-                r.stat = now;
-                ag.journal.put_async(r).await.map_err(local_err)?;
+        plan::Local::SettleKept => {
+            if settle_kept_dir(m, rel)? {
+                if let (Some(j), Ok(Found::Some(now))) = (&j, local::stat_in(&m.root(), rel)) {
+                    // Still here for ignored files only: remember its stat.
+                    let mut r = j.clone();
+                    r.stat = now;
+                    m.journal.put_async(r).await.map_err(local_err)?;
+                }
+                return Ok(Vec::new());
             }
-            return Ok(Vec::new());
         }
+        plan::Local::Changed => {}
     }
-    if ag.spec.read_only {
-        // A directory whose mtime moved because its children changed is
-        // not an edit to revert.
-        if let Some(j) = j
-            .as_ref()
-            .filter(|j| j.entry.kind == Kind::Dir && st.kind == Kind::Dir && j.stat.mode == st.mode)
-        {
-            let mut r = j.clone();
+    let st = match found {
+        Found::Some(st) => Some(st),
+        _ => None,
+    };
+    match plan::changed(st.as_ref(), j.as_ref(), m.spec.read_only) {
+        plan::Changed::Describe => {}
+        plan::Changed::RecordStat => {
+            let (Some(j), Some(st)) = (j, st) else {
+                return Ok(Vec::new());
+            };
+            let mut r = j;
             r.stat = st;
-            return ag
+            return m
                 .journal
                 .put_async(r)
                 .await
                 .map_err(local_err)
                 .map(|()| Vec::new());
         }
-        tracing::warn!(path = %rel, "read-only mount: local change reverted");
-        return revert(ag, rel).await.map(|()| Vec::new());
+        plan::Changed::Revert => {
+            tracing::warn!(path = %rel, "read-only mount: local change reverted");
+            return revert(m, rel).await.map(|()| Vec::new());
+        }
     }
-    let (entry, chunks) = describe(ag, rel, &st).await?;
+    let Some(st) = st else {
+        return Ok(Vec::new());
+    };
+    let (entry, chunks) = describe(m, rel, &st).await?;
     // Still being written (the content read may mix two states): never
     // push a torn read; it goes out once the file holds still.
     match local::stat(&full) {
         Ok(Found::Some(now)) if now == st => {}
         _ => {
             tracing::debug!(path = %rel, "changed while being read; retried");
-            ag.mark(rel.clone());
+            m.mark(rel.clone());
             return Ok(Vec::new());
         }
     }
-    if let Some(j) = &j {
-        if j.entry.kind != Kind::Tombstone && j.entry.same_state(&entry) {
-            // Only the mtime (or inode) changed: nothing to send.
-            let mut r = j.clone();
-            r.stat = st;
-            ag.journal.put_async(r).await.map_err(local_err)?;
-            return Ok(Vec::new());
-        }
+    if let (plan::Described::RecordStat, Some(j)) = (plan::described(&entry, j.as_ref()), &j) {
+        // Only the mtime (or inode) changed: nothing to send.
+        let mut r = j.clone();
+        r.stat = st;
+        m.journal.put_async(r).await.map_err(local_err)?;
+        return Ok(Vec::new());
     }
-    let w = ag.write_info(&entry, j.as_ref());
+    let w = m.write_info(&entry, j.as_ref());
     tracing::debug!(path = %rel, kind = ?entry.kind, base = ?j.as_ref().map(|j| (j.entry.kind, j.entry.vv.clone(), j.stat.kind)), "local change");
     Ok(vec![Ready {
         t,
@@ -298,7 +293,7 @@ fn set_vectors(e: &mut Entry, vv: VersionVector, w: &gsync_brick::wire::proto::W
 
 #[allow(clippy::too_many_arguments)]
 async fn push_entry(
-    ag: &Agent,
+    m: &Mount,
     t: &remote::Target,
     entry: Entry,
     chunks: Vec<ChunkRef>,
@@ -308,22 +303,22 @@ async fn push_entry(
     changeset: Option<gsync_brick::wire::proto::Changeset>,
 ) -> Result<(), RemoteError> {
     let file = (entry.kind == Kind::File).then_some(full);
-    let offer = ag.offer(t, entry.clone(), chunks.clone(), w.clone());
-    let (vv, conflict) = match remote::push(&ag.node, t, &offer, changeset, file).await {
+    let offer = m.offer(t, entry.clone(), chunks.clone(), w.clone());
+    let (vv, conflict) = match remote::push(&m.node, t, &offer, changeset, file).await {
         Err(RemoteError::Refused(c, reason)) if c == gsync_brick::wire::proto::code::CONFLICT => {
-            return conflict_copy(ag, t, &entry.path, full, &reason).await;
+            return conflict_copy(m, t, &entry.path, full, &reason).await;
         }
         other => other?,
     };
     gsync_brick::failpoint::hit("agent-after-push");
     let mut e = entry;
     set_vectors(&mut e, vv, &w);
-    ag.expect_echo(e.path.clone(), e.vv.clone());
+    m.expect_echo(e.path.clone(), e.vv.clone());
     if conflict {
         tracing::warn!(path = %e.path, "concurrent change on the volume: path is in split-brain; this mount keeps its version");
     }
     let rel = e.path.clone();
-    ag.journal
+    m.journal
         .put_async(Record {
             entry: e,
             chunks,
@@ -335,7 +330,7 @@ async fn push_entry(
     // Changed again while we pushed: go round once more.
     if let Ok(Found::Some(now)) = local::stat(full) {
         if now != st {
-            ag.mark(rel);
+            m.mark(rel);
         }
     }
     Ok(())
@@ -347,7 +342,7 @@ async fn push_entry(
 /// the volume's version at the original path. Nothing is lost, and the
 /// bricks never hold a split-brain.
 async fn conflict_copy(
-    ag: &Agent,
+    m: &Mount,
     t: &remote::Target,
     rel: &RelPath,
     full: &Path,
@@ -357,19 +352,19 @@ async fn conflict_copy(
         "{}.gsync-conflict-{}-{}",
         rel.file_name(),
         stamp(std::time::SystemTime::now()),
-        ag.node.me.hostname.replace(['/', ':'], "_")
+        m.node.me.hostname.replace(['/', ':'], "_")
     );
     let copy_rel = match rel.parent() {
         Some(p) => RelPath::new(&format!("{p}/{name}")),
         None => RelPath::new(&name),
     }
     .map_err(local_err)?;
-    std::fs::rename(full, copy_rel.under(&ag.root())).map_err(local_err)?;
+    std::fs::rename(full, copy_rel.under(&m.root())).map_err(local_err)?;
     tracing::warn!(path = %rel, copy = %copy_rel, "conflicting edit kept as a conflict copy: {reason}");
-    ag.mark(copy_rel);
-    ag.journal.remove(rel.as_str()).map_err(local_err)?;
-    match remote::stat(&ag.node, t, rel).await? {
-        Some((e, chunks)) => place(ag, t, &e, &chunks, None, None).await,
+    m.mark(copy_rel);
+    m.journal.remove(rel.as_str()).map_err(local_err)?;
+    match remote::stat(&m.node, t, rel).await? {
+        Some((e, chunks)) => place(m, t, &e, &chunks, None, None).await,
         None => Ok(()),
     }
 }
@@ -400,18 +395,18 @@ fn stamp(t: std::time::SystemTime) -> String {
 
 /// Restores the volume's version of `rel` over a local edit (read-only
 /// mounts) or a held deletion (`gsync revert-deletes`).
-pub(crate) async fn revert(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError> {
-    let Some(t) = ag.target.clone() else {
+pub(crate) async fn revert(m: &Mount, rel: &RelPath) -> Result<(), RemoteError> {
+    let Some(t) = m.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
     };
-    match remote::stat(&ag.node, &t, rel).await? {
+    match remote::stat(&m.node, &t, rel).await? {
         Some((e, chunks)) => {
-            keep_aside(ag, rel, false);
-            ag.journal.remove(rel.as_str()).map_err(local_err)?;
-            place(ag, &t, &e, &chunks, None, None).await
+            keep_aside(m, rel, false);
+            m.journal.remove(rel.as_str()).map_err(local_err)?;
+            place(m, &t, &e, &chunks, None, None).await
         }
         None => {
-            let synced = ag
+            let synced = m
                 .journal
                 .get(rel.as_str())
                 .map_err(local_err)?
@@ -423,9 +418,9 @@ pub(crate) async fn revert(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError>
                 tracing::debug!(path = %rel, "not reverted: the brick does not know it yet");
                 return Ok(());
             }
-            keep_aside(ag, rel, true);
-            let _ = files::remove_any(&rel.under(&ag.root()));
-            ag.journal.remove(rel.as_str()).map_err(local_err)
+            keep_aside(m, rel, true);
+            let _ = files::remove_any(&rel.under(&m.root()));
+            m.journal.remove(rel.as_str()).map_err(local_err)
         }
     }
 }
@@ -438,8 +433,8 @@ pub const REVERTED_DIR: &str = ".gsync/reverted";
 /// a revert replaces (`moved` false: copied, the revert overwrites it) or
 /// removes it (`moved` true: renamed away), so an edit made in a read-only
 /// mount by mistake is never lost outright.
-fn keep_aside(ag: &Agent, rel: &RelPath, moved: bool) {
-    let full = rel.under(&ag.root());
+fn keep_aside(m: &Mount, rel: &RelPath, moved: bool) {
+    let full = rel.under(&m.root());
     let Ok(meta) = std::fs::symlink_metadata(&full) else {
         return;
     };
@@ -449,7 +444,7 @@ fn keep_aside(ag: &Agent, rel: &RelPath, moved: bool) {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let dest = ag
+    let dest = m
         .root()
         .join(REVERTED_DIR)
         .join(secs.to_string())
@@ -477,13 +472,13 @@ fn keep_aside(ag: &Agent, rel: &RelPath, moved: bool) {
 }
 
 /// Applies one remote entry. Returns the path if the local folder changed.
-pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>, RemoteError> {
-    match prepare_remote(ag, e).await? {
+pub(crate) async fn apply_remote(m: &Mount, e: Entry) -> Result<Option<RelPath>, RemoteError> {
+    match prepare_remote(m, e).await? {
         Prep::Nothing => Ok(None),
         Prep::Place(mut p) => {
             let staged = if p.e.kind == Kind::File {
-                let full = resolve_creating_parents(ag, &p.e.path).await?;
-                match fetch_current(ag, &mut p, &full, None).await? {
+                let full = resolve_creating_parents(m, &p.e.path).await?;
+                match fetch_current(m, &mut p, &full, None).await? {
                     Some(temp) => {
                         temp.sync()?;
                         Some(temp.file)
@@ -493,7 +488,7 @@ pub(crate) async fn apply_remote(ag: &Agent, e: Entry) -> Result<Option<RelPath>
             } else {
                 None
             };
-            place(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), staged).await?;
+            place(m, &p.t, &p.e, &p.chunks, p.old.as_ref(), staged).await?;
             Ok(Some(p.e.path))
         }
     }
@@ -525,20 +520,20 @@ fn sync_path(p: &Path) -> Result<(), RemoteError> {
 /// `None` returned if the version is gone (the newer one comes later in
 /// the feed).
 async fn fetch_current(
-    ag: &Agent,
+    m: &Mount,
     p: &mut ToPlace,
     full: &Path,
     dir: Option<&Path>,
 ) -> Result<Option<Fetched>, RemoteError> {
-    match fetch_temp(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), full, dir).await {
+    match fetch_temp(m, &p.t, &p.e, &p.chunks, p.old.as_ref(), full, dir).await {
         Err(RemoteError::Refused(c, _))
             if p.derived && c == gsync_brick::wire::proto::code::NOT_FOUND =>
         {
-            match remote::stat(&ag.node, &p.t, &p.e.path).await? {
+            match remote::stat(&m.node, &p.t, &p.e.path).await? {
                 Some((cur, c)) if cur.vv == p.e.vv => {
                     p.chunks = c;
                     p.derived = false;
-                    fetch_temp(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), full, dir)
+                    fetch_temp(m, &p.t, &p.e, &p.chunks, p.old.as_ref(), full, dir)
                         .await
                         .map(|file| Some(Fetched { file }))
                 }
@@ -586,17 +581,17 @@ impl Staged {
 /// not yet synced: [`settle_staged`] does that for the whole set); other
 /// kinds need nothing ahead. `None` if the version is gone from the brick
 /// (a newer one replaced it).
-pub(crate) async fn stage(ag: &Agent, mut p: ToPlace) -> Result<Option<Staged>, RemoteError> {
+pub(crate) async fn stage(m: &Mount, mut p: ToPlace) -> Result<Option<Staged>, RemoteError> {
     if p.e.kind != Kind::File {
         return Ok(Some(Staged { p, file: None }));
     }
     // Staged under the mount's reserved directory (same filesystem, never
     // synced), so a set that is rejected leaves nothing in the folder, not
     // even a new parent directory.
-    let root = ag.root();
+    let root = m.root();
     let full = p.e.path.under(&root);
     let tmp = files::tmp_dir(&root);
-    let Some(temp) = fetch_current(ag, &mut p, &full, Some(&tmp)).await? else {
+    let Some(temp) = fetch_current(m, &mut p, &full, Some(&tmp)).await? else {
         return Ok(None);
     };
     let Found::Some(st) = local::stat(temp.file.path()).map_err(local_err)? else {
@@ -615,7 +610,7 @@ const SYNC_PARALLEL: usize = 16;
 /// at once, so the disk sees them together instead of one after another),
 /// then the intents of all of them are written in one journal transaction
 /// (write-ahead, see `persist_file`) before any is renamed into place.
-pub(crate) async fn settle_staged(ag: &Agent, set: &[Staged]) -> Result<(), RemoteError> {
+pub(crate) async fn settle_staged(m: &Mount, set: &[Staged]) -> Result<(), RemoteError> {
     let paths: Vec<std::path::PathBuf> = set
         .iter()
         .filter_map(|s| s.file.as_ref().map(|(t, _)| t.path().to_path_buf()))
@@ -645,7 +640,7 @@ pub(crate) async fn settle_staged(ag: &Agent, set: &[Staged]) -> Result<(), Remo
             })
         })
         .collect();
-    ag.journal
+    m.journal
         .put_intents_async(intents)
         .await
         .map_err(local_err)
@@ -656,14 +651,14 @@ pub(crate) async fn settle_staged(ag: &Agent, set: &[Staged]) -> Result<(), Remo
 /// syncs the directories and records them together, right after the
 /// burst); other kinds are placed and recorded at once.
 pub(crate) async fn go_live(
-    ag: &Agent,
+    m: &Mount,
     s: Staged,
     done: &mut Vec<Record>,
 ) -> Result<RelPath, RemoteError> {
     let Staged { p, file } = s;
     match file {
         Some((temp, st)) => {
-            let full = resolve_creating_parents(ag, &p.e.path).await?;
+            let full = resolve_creating_parents(m, &p.e.path).await?;
             if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
                 files::remove_any(&full).map_err(local_err)?;
             }
@@ -678,7 +673,7 @@ pub(crate) async fn go_live(
             Ok(rel)
         }
         None => {
-            place(ag, &p.t, &p.e, &p.chunks, p.old.as_ref(), None).await?;
+            place(m, &p.t, &p.e, &p.chunks, p.old.as_ref(), None).await?;
             Ok(p.e.path)
         }
     }
@@ -686,8 +681,8 @@ pub(crate) async fn go_live(
 
 /// After a burst: syncs the directories of the files renamed and records
 /// them.
-pub(crate) async fn settle_burst(ag: &Agent, done: Vec<Record>) -> Result<(), RemoteError> {
-    let root = ag.root();
+pub(crate) async fn settle_burst(m: &Mount, done: Vec<Record>) -> Result<(), RemoteError> {
+    let root = m.root();
     let dirs: std::collections::BTreeSet<RelPath> =
         done.iter().filter_map(|r| r.entry.path.parent()).collect();
     for d in &dirs {
@@ -696,81 +691,79 @@ pub(crate) async fn settle_burst(ag: &Agent, done: Vec<Record>) -> Result<(), Re
     if done.iter().any(|r| r.entry.path.parent().is_none()) {
         files::sync_parent(&root.join("x"));
     }
-    ag.journal.put_many_async(done).await.map_err(local_err)
+    m.journal.put_many_async(done).await.map_err(local_err)
 }
 
 /// Decides what a remote entry changes in the folder; a local edit not
 /// pushed yet is never overwritten (it is pushed, and the brick decides).
-pub(crate) async fn prepare_remote(ag: &Agent, e: Entry) -> Result<Prep, RemoteError> {
-    let j = ag
+pub(crate) async fn prepare_remote(m: &Mount, e: Entry) -> Result<Prep, RemoteError> {
+    let j = m
         .journal
         .get_async(e.path.as_str())
         .await
         .map_err(local_err)?;
-    prepare_known(ag, e, j).await
+    prepare_known(m, e, j).await
 }
 
 /// [`prepare_remote`] with the journal's record of the path at hand (a
 /// set reads the records of all its paths at once).
 pub(crate) async fn prepare_known(
-    ag: &Agent,
+    m: &Mount,
     e: Entry,
     j: Option<Record>,
 ) -> Result<Prep, RemoteError> {
     let rel = e.path.clone();
-    if ag.ignore.ignored(&rel, e.kind == Kind::Dir) {
+    if m.ignore.ignored(&rel, e.kind == Kind::Dir) {
         return Ok(Prep::Nothing);
     }
-    let Some(t) = ag.target.clone() else {
+    let Some(t) = m.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
     };
-    if let Some(j) = &j {
-        match e.vv.compare(&j.entry.vv) {
-            Relation::DominatedBy => return Ok(Prep::Nothing),
-            Relation::Equal => {
-                if ag.take_echo(&rel, &e.vv) {
-                    return Ok(Prep::Nothing);
-                }
-                // Announced again without a new version: the brick may now
-                // hold a concurrent sibling beside it (or no longer).
-                let sb = remote::in_split_brain(&ag.node, &t, &ag.spec.volume, &rel)
-                    .await
-                    .unwrap_or(j.conflict);
-                if sb != j.conflict {
-                    let mut r = j.clone();
-                    r.conflict = sb;
-                    ag.journal.put_async(r).await.map_err(local_err)?;
-                    if sb {
-                        tracing::warn!(path = %rel, "split-brain: the volume has a concurrent version; this mount keeps its own");
-                    }
-                }
+    match (plan::versus_synced(&e, j.as_ref()), &j) {
+        (plan::Versus::Older, _) => return Ok(Prep::Nothing),
+        (plan::Versus::Same, Some(j)) => {
+            if m.take_echo(&rel, &e.vv) {
                 return Ok(Prep::Nothing);
             }
-            Relation::Concurrent => {
-                if j.entry.same_state(&e) {
-                    let mut r = j.clone();
-                    r.entry.vv = r.entry.vv.merge(&e.vv);
-                    ag.journal.put_async(r).await.map_err(local_err)?;
-                } else {
-                    if !j.conflict {
-                        let mut r = j.clone();
-                        r.conflict = true;
-                        ag.journal.put_async(r).await.map_err(local_err)?;
-                        tracing::warn!(path = %rel, "split-brain: the volume has a concurrent version; this mount keeps its own");
-                    }
-                    // The bricks may not hold this mount's version at all
-                    // (lost with a wiped brick): then it is offered again.
-                    ag.met_concurrent
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(rel.as_str().to_string());
+            // Announced again without a new version: the brick may now
+            // hold a concurrent sibling beside it (or no longer).
+            let sb = remote::in_split_brain(&m.node, &t, &m.spec.volume, &rel)
+                .await
+                .unwrap_or(j.conflict);
+            if sb != j.conflict {
+                let mut r = j.clone();
+                r.conflict = sb;
+                m.journal.put_async(r).await.map_err(local_err)?;
+                if sb {
+                    tracing::warn!(path = %rel, "split-brain: the volume has a concurrent version; this mount keeps its own");
                 }
-                return Ok(Prep::Nothing);
             }
-            Relation::Dominates => {}
+            return Ok(Prep::Nothing);
         }
+        (plan::Versus::Concurrent { same_state: true }, Some(j)) => {
+            let mut r = j.clone();
+            r.entry.vv = r.entry.vv.merge(&e.vv);
+            m.journal.put_async(r).await.map_err(local_err)?;
+            return Ok(Prep::Nothing);
+        }
+        (plan::Versus::Concurrent { same_state: false }, Some(j)) => {
+            if !j.conflict {
+                let mut r = j.clone();
+                r.conflict = true;
+                m.journal.put_async(r).await.map_err(local_err)?;
+                tracing::warn!(path = %rel, "split-brain: the volume has a concurrent version; this mount keeps its own");
+            }
+            // The bricks may not hold this mount's version at all (lost
+            // with a wiped brick): then it is offered again.
+            m.met_concurrent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(rel.as_str().to_string());
+            return Ok(Prep::Nothing);
+        }
+        _ => {}
     }
-    if let Err(x) = files::resolve(&ag.root(), &rel, false) {
+    if let Err(x) = files::resolve(&m.root(), &rel, false) {
         if x.kind() == std::io::ErrorKind::PermissionDenied {
             // Below a local symlink: not in the folder (the link itself is
             // pushed as a link, and the brick decides).
@@ -778,35 +771,30 @@ pub(crate) async fn prepare_known(
             return Ok(Prep::Nothing);
         }
     }
-    let found = local::stat_in(&ag.root(), &rel).map_err(local_err)?;
-    let modified = match (&j, &found) {
-        (Some(j), Found::Some(st)) => {
-            j.stat != *st && !(j.stat.kind == Kind::Dir && st.kind == Kind::Dir)
+    let found = local::stat_in(&m.root(), &rel).map_err(local_err)?;
+    let small = match plan::versus_folder(&e, j.as_ref(), &found) {
+        plan::Remote::FirstContact => {
+            let Found::Some(st) = found else {
+                return Ok(Prep::Nothing);
+            };
+            return first_contact(m, &t, e, st).await;
         }
-        (Some(j), Found::Missing) => j.entry.kind != Kind::Tombstone,
-        (None, Found::Some(st)) => !(st.kind == Kind::Dir && e.kind == Kind::Dir),
-        (_, Found::Special) => true,
-        (None, Found::Missing) => false,
+        plan::Remote::LocalEdit => {
+            // A local edit not pushed yet: it goes out with its base
+            // version and the brick decides (newer, or split-brain).
+            // Never overwrite it.
+            m.mark(rel);
+            return Ok(Prep::Nothing);
+        }
+        plan::Remote::Place { known_chunks } => known_chunks,
     };
-    if modified {
-        if let (None, Found::Some(st)) = (&j, &found) {
-            return first_contact(ag, &t, e, st.clone()).await;
-        }
-        // A local edit not pushed yet: it goes out with its base version and
-        // the brick decides (newer, or split-brain). Never overwrite it.
-        ag.mark(rel);
-        return Ok(Prep::Nothing);
-    }
-    // A file smaller than the smallest chunk is one chunk, its whole
-    // content: its chunk list is known without asking the brick.
-    let small = e.kind == Kind::File && e.size > 0 && e.size < u64::from(chunking::MIN_CHUNK);
     let chunks = if small {
         vec![ChunkRef {
             hash: e.hash,
             len: e.size as u32,
         }]
     } else if e.kind == Kind::File {
-        match remote::stat(&ag.node, &t, &rel).await? {
+        match remote::stat(&m.node, &t, &rel).await? {
             Some((cur, c)) if cur.vv == e.vv => c,
             // A newer version exists; it comes later in the feed.
             _ => return Ok(Prep::Nothing),
@@ -829,13 +817,13 @@ pub(crate) async fn prepare_known(
 /// other, so it goes through the validator with its changeset), else it is
 /// a split-brain.
 async fn first_contact(
-    ag: &Agent,
+    m: &Mount,
     t: &remote::Target,
     e: Entry,
     st: LocalStat,
 ) -> Result<Prep, RemoteError> {
     let rel = e.path.clone();
-    let (mine, chunks) = describe(ag, &rel, &st).await?;
+    let (mine, chunks) = describe(m, &rel, &st).await?;
     if mine.same_state(&e) || (mine.kind == Kind::Dir && e.kind == Kind::Dir) {
         let mut rec = e.clone();
         rec.mtime_ns = mine.mtime_ns;
@@ -844,7 +832,7 @@ async fn first_contact(
         } else {
             Vec::new()
         };
-        ag.journal
+        m.journal
             .put_async(Record {
                 entry: rec,
                 chunks: c,
@@ -855,10 +843,10 @@ async fn first_contact(
             .map_err(local_err)?;
         return Ok(Prep::Nothing);
     }
-    let full = rel.under(&ag.root());
-    match ag.prefer() {
+    let full = rel.under(&m.root());
+    match m.prefer() {
         Some(Prefer::Remote) => {
-            let chunks = match remote::stat(&ag.node, t, &rel).await? {
+            let chunks = match remote::stat(&m.node, t, &rel).await? {
                 Some((cur, c)) if cur.vv == e.vv => c,
                 _ => return Ok(Prep::Nothing),
             };
@@ -877,9 +865,9 @@ async fn first_contact(
                 stat: st.clone(),
                 conflict: false,
             };
-            let mut w = ag.write_info(&mine, Some(&base));
+            let mut w = m.write_info(&mine, Some(&base));
             w.content_changed = true;
-            push_entry(ag, t, mine, chunks, w, st, &full, None).await?;
+            push_entry(m, t, mine, chunks, w, st, &full, None).await?;
             Ok(Prep::Nothing)
         }
         None => {
@@ -888,12 +876,12 @@ async fn first_contact(
             // lost the journal record after the push): then the local file
             // descends from that write, and only others' changes since are
             // concurrent with it.
-            let mut w = ag.write_info(&mine, None);
-            let own = e.vv.get(ag.spec.writer);
+            let mut w = m.write_info(&mine, None);
+            let own = e.vv.get(m.spec.writer);
             if own > 0 {
-                w.base = VersionVector::from_entries([(ag.spec.writer, own)]);
+                w.base = VersionVector::from_entries([(m.spec.writer, own)]);
             }
-            push_entry(ag, t, mine, chunks, w, st, &full, None).await?;
+            push_entry(m, t, mine, chunks, w, st, &full, None).await?;
             Ok(Prep::Nothing)
         }
     }
@@ -902,21 +890,21 @@ async fn first_contact(
 /// Writes a remote version into the folder and records it (a file's
 /// content from `staged` when it was fetched ahead).
 async fn place(
-    ag: &Agent,
+    m: &Mount,
     t: &remote::Target,
     e: &Entry,
     chunks: &[ChunkRef],
     old: Option<&Record>,
     staged: Option<TempFile>,
 ) -> Result<(), RemoteError> {
-    let root = ag.root();
+    let root = m.root();
     // Applying a deletion never creates anything: a missing parent (or one
     // that is not a directory) means there is nothing to delete.
     let full = if e.kind == Kind::Tombstone {
         match files::resolve(&root, &e.path, false) {
             Ok(p) => p,
             Err(_) => {
-                ag.journal
+                m.journal
                     .put_async(Record {
                         entry: e.clone(),
                         chunks: Vec::new(),
@@ -929,19 +917,19 @@ async fn place(
             }
         }
     } else {
-        resolve_creating_parents(ag, &e.path).await?
+        resolve_creating_parents(m, &e.path).await?
     };
     match e.kind {
         Kind::File => {
             let temp = match staged {
                 Some(temp) => temp,
                 None => {
-                    let temp = fetch_temp(ag, t, e, chunks, old, &full, None).await?;
+                    let temp = fetch_temp(m, t, e, chunks, old, &full, None).await?;
                     sync_path(temp.path())?;
                     temp
                 }
             };
-            persist_file(ag, e, chunks, temp, &full).await?;
+            persist_file(m, e, chunks, temp, &full).await?;
         }
         Kind::Dir => files::place_dir(&full, e.mode, e.mtime_ns).map_err(local_err)?,
         Kind::Symlink => {
@@ -965,14 +953,14 @@ async fn place(
         },
     }
     if e.kind == Kind::Tombstone {
-        remove_kept_parents(ag, &e.path)?;
+        remove_kept_parents(m, &e.path)?;
     }
     tracing::debug!(path = %e.path, kind = ?e.kind, vv = ?e.vv, "applied");
     let stat = match local::stat(&full).map_err(local_err)? {
         Found::Some(st) => st,
         _ => LocalStat::missing(),
     };
-    ag.journal
+    m.journal
         .put_async(Record {
             entry: e.clone(),
             chunks: chunks.to_vec(),
@@ -995,10 +983,10 @@ async fn place(
 /// a directory the folder pushes back, where it outlives an `rm -rf` as
 /// "a change concurrent with the deletion".
 async fn resolve_creating_parents(
-    ag: &Agent,
+    m: &Mount,
     rel: &RelPath,
 ) -> Result<std::path::PathBuf, RemoteError> {
-    let root = ag.root();
+    let root = m.root();
     let mut missing = Vec::new();
     let mut cur = rel.parent();
     while let Some(p) = cur {
@@ -1013,7 +1001,7 @@ async fn resolve_creating_parents(
         let Ok(Found::Some(st)) = local::stat_in(&root, &p) else {
             continue;
         };
-        let rec = match ag.journal.get_async(p.as_str()).await.map_err(local_err)? {
+        let rec = match m.journal.get_async(p.as_str()).await.map_err(local_err)? {
             Some(mut r) if r.entry.kind == Kind::Tombstone => {
                 r.stat = st;
                 r
@@ -1022,40 +1010,30 @@ async fn resolve_creating_parents(
             // that yet; the record already keeps it from being new.
             Some(_) => continue,
             None => Record {
-                entry: Entry::tombstone(p.clone(), ag.node.me.uuid),
+                entry: Entry::tombstone(p.clone(), m.node.me.uuid),
                 chunks: Vec::new(),
                 stat: st,
                 conflict: false,
             },
         };
-        ag.journal.put_async(rec).await.map_err(local_err)?;
+        m.journal.put_async(rec).await.map_err(local_err)?;
         tracing::debug!(path = %p, "parent directory made for a remote path");
     }
     Ok(full)
 }
 
-/// True if the journal holds `rec` for a directory deleted on the volume
-/// that was kept because it still held files (its tombstone was recorded
-/// with the directory's stat), and `st` is still that same directory.
-fn kept_after_deletion(rec: &Record, st: &LocalStat) -> bool {
-    rec.entry.kind == Kind::Tombstone
-        && rec.stat.kind == Kind::Dir
-        && st.kind == Kind::Dir
-        && rec.stat.ino == st.ino
-}
-
 /// Removes `dir` if it is a kept deleted directory that is now empty,
 /// recording it as gone; true if removed.
-fn remove_if_kept_and_empty(ag: &Agent, dir: &RelPath) -> Result<bool, RemoteError> {
-    match looked_up(ag, dir) {
-        Some((rec, st)) => remove_kept_empty(ag, dir, rec, &st),
+fn remove_if_kept_and_empty(m: &Mount, dir: &RelPath) -> Result<bool, RemoteError> {
+    match looked_up(m, dir) {
+        Some((rec, st)) => remove_kept_empty(m, dir, rec, &st),
         None => Ok(false),
     }
 }
 
 /// The journal record and the folder's stat of `c`, when both exist.
-fn looked_up(ag: &Agent, c: &RelPath) -> Option<(Record, LocalStat)> {
-    match (ag.journal.get(c.as_str()), local::stat_in(&ag.root(), c)) {
+fn looked_up(m: &Mount, c: &RelPath) -> Option<(Record, LocalStat)> {
+    match (m.journal.get(c.as_str()), local::stat_in(&m.root(), c)) {
         (Ok(Some(r)), Ok(Found::Some(st))) => Some((r, st)),
         _ => None,
     }
@@ -1063,17 +1041,17 @@ fn looked_up(ag: &Agent, c: &RelPath) -> Option<(Record, LocalStat)> {
 
 /// [`remove_if_kept_and_empty`] with `dir`'s record and stat at hand.
 fn remove_kept_empty(
-    ag: &Agent,
+    m: &Mount,
     dir: &RelPath,
     rec: Record,
     st: &LocalStat,
 ) -> Result<bool, RemoteError> {
-    if !kept_after_deletion(&rec, st) || std::fs::remove_dir(dir.under(&ag.root())).is_err() {
+    if !plan::kept_after_deletion(&rec, st) || std::fs::remove_dir(dir.under(&m.root())).is_err() {
         return Ok(false);
     }
     let mut r = rec;
     r.stat = LocalStat::missing();
-    ag.journal.put(&r).map_err(local_err)?;
+    m.journal.put(&r).map_err(local_err)?;
     tracing::info!(path = %dir, "directory deleted on the volume removed now that its files are gone");
     Ok(true)
 }
@@ -1082,10 +1060,10 @@ fn remove_kept_empty(
 /// because they held this path go too: a directory that exists only
 /// because of stale state is never left behind (it would later look like
 /// a new local directory).
-fn remove_kept_parents(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError> {
+fn remove_kept_parents(m: &Mount, rel: &RelPath) -> Result<(), RemoteError> {
     let mut cur = rel.parent();
     while let Some(p) = cur {
-        if !remove_if_kept_and_empty(ag, &p)? {
+        if !remove_if_kept_and_empty(m, &p)? {
             break;
         }
         cur = p.parent();
@@ -1098,9 +1076,9 @@ fn remove_kept_parents(ag: &Agent, rel: &RelPath) -> Result<(), RemoteError> {
 /// (ignored files keep it, locally). True if it holds nothing to push: it
 /// exists only because of stale state and is never pushed as a new
 /// directory; false if the folder put real content in it.
-fn settle_kept_dir(ag: &Agent, rel: &RelPath) -> Result<bool, RemoteError> {
-    let root = ag.root();
-    let mut below: Vec<RelPath> = local::walk(&root, &rel.under(&root), &ag.ignore)
+fn settle_kept_dir(m: &Mount, rel: &RelPath) -> Result<bool, RemoteError> {
+    let root = m.root();
+    let mut below: Vec<RelPath> = local::walk(&root, &rel.under(&root), &m.ignore)
         .into_iter()
         .filter(|c| c != rel)
         .collect();
@@ -1109,11 +1087,11 @@ fn settle_kept_dir(ag: &Agent, rel: &RelPath) -> Result<bool, RemoteError> {
     for c in &below {
         // Real content below (a file, or a directory made here) unless the
         // journal accounts for it.
-        let Some((rec, st)) = looked_up(ag, c) else {
+        let Some((rec, st)) = looked_up(m, c) else {
             return Ok(false);
         };
-        let kept = kept_after_deletion(&rec, &st);
-        if kept && remove_kept_empty(ag, c, rec.clone(), &st)? {
+        let kept = plan::kept_after_deletion(&rec, &st);
+        if kept && remove_kept_empty(m, c, rec.clone(), &st)? {
             continue;
         }
         if kept || synced_unchanged(&rec, &st) {
@@ -1127,8 +1105,8 @@ fn settle_kept_dir(ag: &Agent, rel: &RelPath) -> Result<bool, RemoteError> {
         }
         return Ok(false);
     }
-    if !synced_left && remove_if_kept_and_empty(ag, rel)? {
-        remove_kept_parents(ag, rel)?;
+    if !synced_left && remove_if_kept_and_empty(m, rel)? {
+        remove_kept_parents(m, rel)?;
     }
     Ok(true)
 }
@@ -1149,7 +1127,7 @@ fn synced_unchanged(r: &Record, st: &LocalStat) -> bool {
 /// metadata set, its writeback started but not waited for (the caller
 /// fsyncs it before renaming it into place).
 async fn fetch_temp(
-    ag: &Agent,
+    m: &Mount,
     t: &remote::Target,
     e: &Entry,
     chunks: &[ChunkRef],
@@ -1170,7 +1148,7 @@ async fn fetch_temp(
     let mut stream = if need.is_empty() {
         None
     } else {
-        Some(remote::read_chunks(&ag.node, t, &e.path, e.hash, need.clone()).await?)
+        Some(remote::read_chunks(&m.node, t, &e.path, e.hash, need.clone()).await?)
     };
     let parent = dir.unwrap_or_else(|| full.parent().unwrap_or(full));
     let (temp, file) = TempFile::create(parent).map_err(local_err)?;
@@ -1243,7 +1221,7 @@ fn start_writeback(f: &std::fs::File) {
 /// Renames a fetched temp file (synced) into place, recording the intent
 /// first.
 async fn persist_file(
-    ag: &Agent,
+    m: &Mount,
     e: &Entry,
     chunks: &[ChunkRef],
     temp: TempFile,
@@ -1255,7 +1233,7 @@ async fn persist_file(
     // Write-ahead: the file about to appear (the rename keeps inode, size,
     // mode and mtime), so a crash right after the rename is recognised.
     if let Found::Some(st) = local::stat(temp.path()).map_err(local_err)? {
-        ag.journal
+        m.journal
             .put_intents_async(vec![Record {
                 entry: e.clone(),
                 chunks: chunks.to_vec(),
