@@ -102,6 +102,9 @@ pub trait Host: Peers {
     fn unserved_reason(&self, id: u64) -> Option<String>;
     /// This daemon's process id and QUIC port, for status rows.
     fn pid_port(&self) -> (u32, u16);
+    /// Sees a change whenever the pool document changes or a member
+    /// connects or disconnects (so a task follows them without polling).
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Spawns a task awaited at shutdown.
     fn spawn_task(&self, fut: BoxFuture<'static, ()>);
     /// Spawns a long-lived task, made again by `make` (with a backoff) if

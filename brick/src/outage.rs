@@ -24,8 +24,13 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// After a start, peers are given this long to connect before their
 /// absence counts.
 const START_GRACE: Duration = Duration::from_secs(5);
-/// How often the recorder looks.
-const TICK: Duration = Duration::from_millis(250);
+/// The longest the recorder sleeps without a change to look at (a
+/// backstop: connects, disconnects, document changes and, during an
+/// outage, the brick's own commits wake it at once).
+const BACKSTOP: Duration = Duration::from_secs(30);
+/// The shortest time between two looks (a burst of commits during an
+/// outage is copied in a few looks, not one per commit).
+const MIN_GAP: Duration = Duration::from_millis(250);
 
 /// Starts the recorder of `brick`.
 pub fn spawn(host: &Arc<dyn Host>, brick: &Arc<Brick>, token: &CancellationToken) {
@@ -40,7 +45,7 @@ async fn recorder(host: Arc<dyn Host>, brick: Arc<Brick>) {
     let started = Instant::now();
     // Periods left open by an earlier run go on (a restart during an
     // outage); they close when the peer is seen again.
-    let mut away: HashMap<u64, ()> = brick
+    let mut away: Away = brick
         .with_db(|_, c| open_peers(c))
         .await
         .unwrap_or_default()
@@ -50,13 +55,56 @@ async fn recorder(host: Arc<dyn Host>, brick: Arc<Brick>) {
     // When a peer was first seen unreachable, and the sequence at the last
     // look that found it reachable (changes after it may not have reached
     // the peer: those still pending belong to the outage).
-    let mut down: HashMap<u64, (Instant, u64, u64)> = HashMap::new();
+    let mut down: Down = HashMap::new();
     let mut seen_at: HashMap<u64, u64> = HashMap::new();
+    let mut changes = host.changes();
+    let mut seq = brick.subscribe();
     loop {
-        tokio::time::sleep(TICK).await;
+        // Seen before looking, so a change during the look wakes the wait.
+        changes.borrow_and_update();
+        seq.borrow_and_update();
+        look(&*host, &brick, started, &mut away, &mut down, &mut seen_at).await;
+        // Until the next thing that can change the answer: a connection or
+        // the document; while away, a commit to copy; a peer's settle time
+        // or the start grace running out.
+        let now = Instant::now();
+        let deadline = down
+            .values()
+            .map(|(since, _, _)| (*since + SETTLE).max(started + START_GRACE))
+            .filter(|at| *at > now)
+            .min()
+            .map_or(BACKSTOP, |at| at - now)
+            .min(BACKSTOP);
+        let away_now = !away.is_empty();
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = seq.changed(), if away_now => {}
+            _ = tokio::time::sleep(deadline) => {}
+        }
+        tokio::time::sleep_until((now + MIN_GAP).into()).await;
+    }
+}
+
+/// Peers being recorded as away.
+type Away = HashMap<u64, ()>;
+/// Per peer seen unreachable: since when (monotonic), since when (wall
+/// clock, seconds), and the sequence at the last look that found it
+/// reachable.
+type Down = HashMap<u64, (Instant, u64, u64)>;
+
+/// One look at the peers: opens, extends and closes outage periods.
+async fn look(
+    host: &dyn Host,
+    brick: &Arc<Brick>,
+    started: Instant,
+    away: &mut Away,
+    down: &mut Down,
+    seen_at: &mut HashMap<u64, u64>,
+) {
+    {
         let cfg = host.config();
         let Some(v) = cfg.volumes.iter().find(|v| v.id == brick.volume) else {
-            continue;
+            return;
         };
         for &peer in &brick.peers() {
             let Some(def) = v.brick(peer) else { continue };

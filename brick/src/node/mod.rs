@@ -81,6 +81,9 @@ pub struct Node {
     db: Mutex<NodeDb>,
     config: RwLock<PoolConfig>,
     conns: Mutex<HashMap<Uuid, quinn::Connection>>,
+    /// Bumped whenever the pool document changes or a member connects or
+    /// disconnects: tasks that follow either wait on it instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
     /// Per connection: datagrams received so far, and when that last grew.
     rx_seen: Mutex<HashMap<(Uuid, usize), (u64, std::time::Instant)>>,
     join_secret: Option<String>,
@@ -180,6 +183,7 @@ impl Node {
             db: Mutex::new(db),
             config: RwLock::new(config),
             conns: Mutex::new(HashMap::new()),
+            changes: tokio::sync::watch::channel(0).0,
             rx_seen: Mutex::new(HashMap::new()),
             join_secret: opts.join_secret,
             faults,
@@ -392,6 +396,18 @@ impl Node {
             }
         }
         self.apply_config_locally();
+        self.note_change();
+    }
+
+    /// Wakes every task following the pool document or the connections.
+    fn note_change(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees a change whenever the pool document changes or
+    /// a member connects or disconnects.
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Starts and stops local bricks to match the pool document.
@@ -466,6 +482,8 @@ impl Node {
             }
         }
         conns.insert(peer, conn);
+        drop(conns);
+        self.note_change();
     }
 
     /// Sends one request to a member and waits for its response. A
@@ -655,6 +673,9 @@ impl crate::host::Host for Node {
     }
     fn pid_port(&self) -> (u32, u16) {
         (self.pid(), self.listen.port())
+    }
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.subscribe_changes()
     }
     fn spawn_task(&self, fut: BoxFuture<'static, ()>) {
         self.spawn(fut);

@@ -62,6 +62,12 @@ async fn handle_incoming(node: Arc<Node>, incoming: quinn::Incoming) {
 
 /// Serves the streams a member opens on `conn` until it closes.
 pub(super) async fn serve_conn(node: Arc<Node>, conn: quinn::Connection, peer: Uuid) {
+    serve_streams(&node, &conn, peer).await;
+    // Closed (or shutting down): whoever follows the connections looks again.
+    node.note_change();
+}
+
+async fn serve_streams(node: &Arc<Node>, conn: &quinn::Connection, peer: Uuid) {
     loop {
         let (send, recv) = tokio::select! {
             _ = node.token.cancelled() => return,
