@@ -105,6 +105,9 @@ const WATCH_RECHECK: Duration = Duration::from_secs(1);
 /// Asks about a watched path before this brick offers it anyway (its
 /// sender reachable from here, but not, it seems, from the peer).
 const WATCH_MISSES: u32 = 4;
+/// The longest an idle replicator sleeps (a backstop: commits, peers
+/// connecting and document changes wake it at once).
+const IDLE_BACKSTOP: Duration = Duration::from_secs(30);
 
 /// A path the peer refused at `seq` (or, for a watched row, still
 /// lacked), not retried before `at`.
@@ -147,6 +150,7 @@ impl SeqMarks {
 
 async fn replicator(host: Arc<dyn Host>, brick: Arc<Brick>, peer: u64) {
     let mut seq_rx = brick.subscribe();
+    let mut changes = host.changes();
     // Rows at or below this sequence were written while the peer was away.
     let mut heal_upto = brick.seq();
     let mut failing = false;
@@ -167,6 +171,7 @@ async fn replicator(host: Arc<dyn Host>, brick: Arc<Brick>, peer: u64) {
         // Mark the current sequence seen *before* reading the index, so a
         // commit that lands after the read still wakes the wait below.
         seq_rx.borrow_and_update();
+        changes.borrow_and_update();
         let current = brick.seq();
         let settled = marks.settled(current);
         let rows = brick
@@ -186,15 +191,22 @@ async fn replicator(host: Arc<dyn Host>, brick: Arc<Brick>, peer: u64) {
             let longest = if settled < current {
                 WATCH_GRACE / 4
             } else {
-                Duration::from_secs(2)
+                IDLE_BACKSTOP
             };
             let wake = deferred
                 .values()
                 .map(|d| d.at)
+                .chain(fill.retry_at)
                 .min()
                 .map_or(longest, |at| at.saturating_duration_since(now))
                 .clamp(Duration::from_millis(50), longest);
-            let _ = tokio::time::timeout(wake, seq_rx.changed()).await;
+            // A commit, a peer (re)connecting or a new document (a peer's
+            // new incarnation to fill) ends the wait.
+            tokio::select! {
+                _ = seq_rx.changed() => {}
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(wake) => {}
+            }
             continue;
         }
         let Some(target) = peer_node(&*host, &brick, peer) else {

@@ -105,9 +105,17 @@ pub(crate) enum Cmd {
 
 /// When to walk a new directory a second time.
 const REWALK_AFTER: Duration = Duration::from_millis(500);
-/// How often the whole folder is compared with the journal even though the
-/// watcher reports changes.
+/// The shortest time between two comparisons of the whole folder with the
+/// journal while the watcher reports changes (a safety net for events it
+/// lost; an overflow rescans at once). Grown with the scan's cost.
 const FULL_SCAN_EVERY: Duration = Duration::from_secs(60);
+/// A full scan costs at most 1/this of the agent's time.
+const SCAN_COST_FACTOR: u32 = 1000;
+/// The longest between two full scans.
+const FULL_SCAN_MAX: Duration = Duration::from_secs(3600);
+/// The longest an idle agent sleeps (a backstop: events, the feed, commands
+/// and connection or document changes wake it at once).
+const IDLE_WAKE: Duration = Duration::from_secs(5);
 
 /// Pushes in flight at once.
 const PUSH_CONCURRENCY: usize = 64;
@@ -482,7 +490,10 @@ impl Agent {
         // When the current burst of local events began (see SETTLE_CUT).
         let mut burst: Option<Instant> = None;
         let mut last_scan = Instant::now();
+        let mut scan_every = FULL_SCAN_EVERY;
+        let mut changes = self.mount.node.subscribe_changes();
         loop {
+            changes.borrow_and_update();
             self.collect_marks().await;
             let (want, offline) = match self.pick_target() {
                 Ok(t) => (Some(t), None),
@@ -526,13 +537,21 @@ impl Agent {
             self.mount.target = want;
             self.update_status();
             let mut wait = if self.dirty.is_empty() {
-                Duration::from_secs(1)
+                IDLE_WAKE
             } else {
                 push_at
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(5))
             };
-            if let Some(d) = self.gate.deadline() {
+            let lost_due = (!self.lost.is_empty()).then_some(self.lost_retry);
+            let rewalk_due = self.rewalk.iter().map(|(at, _)| *at).min();
+            let scan_due = watcher
+                .is_none()
+                .then(|| last_scan + Duration::from_secs(2));
+            for d in [self.gate.deadline(), lost_due, rewalk_due, scan_due]
+                .into_iter()
+                .flatten()
+            {
                 wait = wait.min(
                     d.saturating_duration_since(Instant::now())
                         .max(Duration::from_millis(5)),
@@ -540,6 +559,9 @@ impl Agent {
             }
             tokio::select! {
                 _ = token.cancelled() => break,
+                // A member connecting or leaving, or a new pool document:
+                // the brick to follow may change.
+                _ = changes.changed() => {}
                 Some(c) = cmds.recv() => {
                     self.command(c).await;
                     push_at = Instant::now();
@@ -605,11 +627,15 @@ impl Agent {
             let every = if watcher.is_none() {
                 Duration::from_secs(2)
             } else {
-                FULL_SCAN_EVERY
+                scan_every
             };
             if last_scan.elapsed() > every {
                 last_scan = Instant::now();
                 self.scan_all();
+                // Rate-limited by its cost: a tree that takes 1 s to scan
+                // is scanned at most every 1,000 s (0.1 % of a core).
+                scan_every =
+                    (last_scan.elapsed() * SCAN_COST_FACTOR).clamp(FULL_SCAN_EVERY, FULL_SCAN_MAX);
             }
             if !self.rewalk.is_empty() {
                 self.rewalk_due();

@@ -197,7 +197,7 @@ impl AgentHost {
                 self.mount(source, dir, prefer.as_deref(), *read_only, hook)
                     .await
             }
-            CtlRequest::Umount { dir } => self.umount(dir),
+            CtlRequest::Umount { dir } => self.umount(dir).await,
             CtlRequest::MountList => ok(self.list()),
             CtlRequest::WaitCheck { dir, replicas } => self.wait_check(dir, *replicas).await,
             CtlRequest::AcceptDeletes { dir } => self.held_deletes(dir, Cmd::Accept).await,
@@ -335,9 +335,11 @@ impl AgentHost {
         if !(existed && journal_follows(&jpath, v)) {
             let _ = std::fs::remove_file(&jpath);
         }
+        let key = dir.to_string_lossy().into_owned();
         if let Err(e) = self
             .node
-            .with_db(|db| db.save_mount(&dir.to_string_lossy(), &text))
+            .db_call(move |db| db.save_mount(&key, &text))
+            .await
         {
             return fail(e.to_string());
         }
@@ -387,7 +389,7 @@ impl AgentHost {
         ))
     }
 
-    fn umount(&self, dir: &str) -> CtlReply {
+    async fn umount(&self, dir: &str) -> CtlReply {
         let p = PathBuf::from(dir);
         let p = p.canonicalize().unwrap_or(p);
         let r = self
@@ -399,9 +401,8 @@ impl AgentHost {
             return fail(format!("{dir} is not mounted"));
         };
         r.token.cancel();
-        let _ = self
-            .node
-            .with_db(|db| db.remove_mount(&p.to_string_lossy()));
+        let key = p.to_string_lossy().into_owned();
+        let _ = self.node.db_call(move |db| db.remove_mount(&key)).await;
         // The journal stays: mounting the folder again resumes from it.
         ok(p.to_string_lossy())
     }

@@ -342,10 +342,21 @@ impl HealService {
     async fn background(self: Arc<Self>) {
         let mut last_expiry = Instant::now() - Duration::from_secs(3600);
         let mut last_sweep = Instant::now();
+        let mut changes = self.node.subscribe_changes();
         loop {
+            // Quorum (judged on how recently each brick's node was heard
+            // from) and favorite-child-policy need a close look; otherwise
+            // the next trash sweep, or a change of the document or the
+            // connections, is soon enough.
+            let wait = if self.needs_close_watch() {
+                Duration::from_millis(500)
+            } else {
+                TRASH_SWEEP.saturating_sub(last_sweep.elapsed()) + Duration::from_millis(10)
+            };
             tokio::select! {
                 _ = self.node.token.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             self.refresh_quorum();
             let cfg = self.node.config();
@@ -402,6 +413,17 @@ impl HealService {
                 }
             }
         }
+    }
+
+    /// True if a started volume with a brick here has quorum enforcement
+    /// or a favorite-child-policy set.
+    fn needs_close_watch(&self) -> bool {
+        self.node.config().volumes.iter().any(|v| {
+            v.state == VolumeState::Started
+                && (v.quorum(&vec![true; v.bricks.len()]).is_some()
+                    || Policy::parse(v.option("cluster.favorite-child-policy")).is_some())
+                && !self.node.bricks.of_volume(v.id).is_empty()
+        })
     }
 
     /// Only the node of the first reachable brick resolves automatically,

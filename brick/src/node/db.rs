@@ -61,15 +61,7 @@ impl NodeDb {
     }
 
     fn migrate(&mut self) -> Result<(), NodeDbError> {
-        let have: usize = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(have) {
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", i + 1)?;
-            tx.commit()?;
-        }
+        crate::sqlite::migrate(&mut self.conn, MIGRATIONS)?;
         Ok(())
     }
 

@@ -423,9 +423,23 @@ impl Node {
         self.apply_config_locally();
     }
 
-    /// Runs `f` with the node database.
+    /// Runs `f` with the node database (at startup, or off the async
+    /// executor: see [`Self::db_call`]).
     pub fn with_db<T>(&self, f: impl FnOnce(&NodeDb) -> T) -> T {
         f(&self.db.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Runs `f` with the node database on the blocking pool, so a request
+    /// handler never waits on SQLite (or its fsync) on the async executor.
+    pub async fn db_call<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&NodeDb) -> T + Send + 'static,
+    ) -> T {
+        let node = self.clone();
+        match tokio::task::spawn_blocking(move || node.with_db(f)).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 
     /// The live connection to a member, if any.
