@@ -475,6 +475,42 @@ impl Cluster {
     }
 }
 
+/// With `GSYNC_TEST_KEEP=DIR`, a cluster dropped by a failing test leaves
+/// a copy of its directory (daemon logs and state, bricks, mounts) in a new
+/// directory under DIR, so the run can be read afterwards.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let Some(keep) = std::env::var_os("GSYNC_TEST_KEEP") else {
+            return;
+        };
+        if !std::thread::panicking() {
+            return;
+        }
+        for n in &mut self.nodes {
+            n.kill9();
+        }
+        let name = self
+            .dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "cluster".into());
+        let to = PathBuf::from(keep).join(name);
+        let copied = std::fs::create_dir_all(&to).is_ok()
+            && Command::new("cp")
+                .arg("-a")
+                .arg(format!("{}/.", self.dir.path().display()))
+                .arg(&to)
+                .status()
+                .is_ok_and(|s| s.success());
+        if copied {
+            eprintln!("cluster directory kept in {}", to.display());
+        } else {
+            eprintln!("could not keep the cluster directory in {}", to.display());
+        }
+    }
+}
+
 /// A small deterministic PRNG (xorshift64*), so a seed replays a run of
 /// the randomized campaigns.
 #[derive(Clone)]
