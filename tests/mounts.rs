@@ -787,3 +787,48 @@ fn a_mount_agent_that_panics_is_started_again() {
     std::fs::write(m1.join("later.txt"), "pushed\n").unwrap();
     wait_content(&m2, "later.txt", "pushed\n", T);
 }
+
+/// A file whose stat alone moved (a `touch`, the same content saved
+/// again) when a newer version arrives from the volume holds no local
+/// edit: the newer version is placed. It was once skipped as "a local
+/// edit, pushed first", and the push then found nothing to send, so the
+/// mount kept the old content for good while saying it was in sync.
+#[test]
+fn a_touched_file_still_receives_the_volumes_newer_version() {
+    let c = Cluster::start(3);
+    c.form_pool();
+    c.create_volume("v");
+    let m1 = c.mount("v", 1);
+    // m2 pushes its local changes 8 s after they settle: the touch below
+    // is still waiting to go out when the newer version arrives.
+    let m2 = c.mount_dir(2);
+    let n2 = c.node(2);
+    n2.cli(&[
+        "mount",
+        &format!("{}:/v", n2.ip),
+        &m2.to_string_lossy(),
+        "--settle",
+        "8s",
+    ])
+    .ok();
+    std::fs::write(m1.join("f.conf"), "one\n").unwrap();
+    wait_content(&m2, "f.conf", "one\n", T);
+
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(m2.join("f.conf"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(m1.join("f.conf"), "two\n").unwrap();
+    wait_content(&m2, "f.conf", "two\n", T);
+    // And it stays: the touch's push finds nothing to send.
+    std::thread::sleep(Duration::from_secs(9));
+    assert_eq!(read(&m2.join("f.conf")), "two\n");
+    assert_eq!(read(&m1.join("f.conf")), "two\n");
+    for i in 1..=3 {
+        assert_eq!(read(&c.brick("v", i).join("f.conf")), "two\n", "brick {i}");
+    }
+}

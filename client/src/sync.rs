@@ -710,7 +710,7 @@ pub(crate) async fn prepare_remote(m: &Mount, e: Entry) -> Result<Prep, RemoteEr
 pub(crate) async fn prepare_known(
     m: &Mount,
     e: Entry,
-    j: Option<Record>,
+    mut j: Option<Record>,
 ) -> Result<Prep, RemoteError> {
     let rel = e.path.clone();
     if m.ignore.ignored(&rel, e.kind == Kind::Dir) {
@@ -779,13 +779,26 @@ pub(crate) async fn prepare_known(
             };
             return first_contact(m, &t, e, st).await;
         }
-        plan::Remote::LocalEdit => {
-            // A local edit not pushed yet: it goes out with its base
-            // version and the brick decides (newer, or split-brain).
-            // Never overwrite it.
-            m.mark(rel);
-            return Ok(Prep::Nothing);
-        }
+        plan::Remote::LocalEdit => match only_stat_moved(m, &rel, j.as_ref(), &found).await? {
+            // A touch, or the same content saved again: nothing of the
+            // folder's is lost by placing the newer version (skipping it
+            // would lose it for good: the push finds nothing to send).
+            Some(r) => {
+                let known = matches!(
+                    plan::versus_folder(&e, Some(&r), &found),
+                    plan::Remote::Place { known_chunks: true }
+                );
+                j = Some(r);
+                known
+            }
+            None => {
+                // A local edit not pushed yet: it goes out with its base
+                // version and the brick decides (newer, or split-brain).
+                // Never overwrite it.
+                m.mark(rel);
+                return Ok(Prep::Nothing);
+            }
+        },
         plan::Remote::Place { known_chunks } => known_chunks,
     };
     let chunks = if small {
@@ -809,6 +822,34 @@ pub(crate) async fn prepare_known(
         old: j,
         derived: small,
     })))
+}
+
+/// The journal's record `j` with the folder's stat, if the folder's
+/// version of `rel` (`found`) differs from it only by its stat (mtime,
+/// inode): the same state as synced, so not an edit.
+async fn only_stat_moved(
+    m: &Mount,
+    rel: &RelPath,
+    j: Option<&Record>,
+    found: &Found,
+) -> Result<Option<Record>, RemoteError> {
+    let (Some(j), Found::Some(st)) = (j, found) else {
+        return Ok(None);
+    };
+    if j.entry.kind == Kind::Tombstone || j.entry.kind != st.kind {
+        return Ok(None);
+    }
+    let (mine, _) = describe(m, rel, st).await?;
+    // Read while it changed: not known to be unchanged.
+    if !matches!(local::stat_in(&m.root(), rel), Ok(Found::Some(now)) if now == *st) {
+        return Ok(None);
+    }
+    if plan::described(&mine, Some(j)) != plan::Described::RecordStat {
+        return Ok(None);
+    }
+    let mut r = j.clone();
+    r.stat = st.clone();
+    Ok(Some(r))
 }
 
 /// A path present locally and on the volume with no journal record (first
