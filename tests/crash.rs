@@ -417,3 +417,108 @@ fn acknowledged_group_commits_survive_kill9_of_every_node() {
     );
     c.assert_no_panics();
 }
+
+/// Many small files replicated in batches, with one path among them the
+/// receiving brick refuses (its parent there was swapped for a link out of
+/// the brick), and the receiver dying (abort, as kill -9) half-way through
+/// applying a batch, before answering it: after the restart every file is
+/// on it with the writer's content, nothing went through the link, the
+/// refused path held up none of the others, and it arrives once the cause
+/// is gone.
+#[test]
+fn a_batch_cut_by_a_crash_with_a_refused_path_in_it() {
+    if !gsync_brick::failpoint::ENABLED {
+        eprintln!("SKIP: build with --features failpoints");
+        return;
+    }
+    let mut c = Cluster::start(3);
+    c.form_pool();
+    c.create_volume("bt");
+    let m1 = c.mount("bt", 1);
+    for d in ["a", "b", "sub"] {
+        std::fs::create_dir_all(m1.join(d)).unwrap();
+        std::fs::write(m1.join(d).join("first.txt"), format!("{d}\n")).unwrap();
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "the directories on every brick",
+        || {
+            (2..=3).all(|i| {
+                ["a", "b", "sub"]
+                    .iter()
+                    .all(|d| c.brick("bt", i).join(d).join("first.txt").is_file())
+            })
+        },
+    );
+    // Behind gsync's back, brick 2's `sub` becomes a link out of the brick.
+    let outside = c.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let sub2 = c.brick("bt", 2).join("sub");
+    let aside = c.path("sub-aside");
+    std::fs::rename(&sub2, &aside).unwrap();
+    std::os::unix::fs::symlink(&outside, &sub2).unwrap();
+    arm(&mut c, 2, "batch-mid-apply", "");
+    // One push group (every path at depth 2), the refused one in the middle.
+    let mut files = Vec::new();
+    for i in 0..400 {
+        let name = if i == 200 {
+            "sub/blocked.txt".to_string()
+        } else {
+            format!("{}/f{i:03}.txt", if i < 200 { "a" } else { "b" })
+        };
+        let body = format!("batch {i}\n").repeat(i % 7 + 1).into_bytes();
+        std::fs::write(m1.join(&name), &body).unwrap();
+        files.push((name, body));
+    }
+    died(&mut c, 2, "node 2 to die half-way through a batch");
+    restart_clean(&mut c, 2);
+    c.wait_connected();
+    let b2 = c.brick("bt", 2);
+    let b3 = c.brick("bt", 3);
+    let holds = |dir: &Path, skip: &str| {
+        files
+            .iter()
+            .filter(|(n, _)| n != skip)
+            .all(|(n, body)| std::fs::read(dir.join(n)).is_ok_and(|b| b == *body))
+    };
+    wait_until(
+        Duration::from_secs(90),
+        "every other file on brick 2",
+        || holds(&b2, "sub/blocked.txt"),
+    );
+    wait_until(Duration::from_secs(60), "every file on brick 3", || {
+        holds(&b3, "")
+    });
+    let log = c.node(2).log();
+    assert!(
+        log.contains("escapes the brick through a symlink"),
+        "brick 2 did not refuse sub/blocked.txt:\n{log}"
+    );
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "written through the link out of brick 2"
+    );
+    // The cause gone, the refused path arrives.
+    std::fs::remove_file(&sub2).unwrap();
+    std::fs::rename(&aside, &sub2).unwrap();
+    wait_until(
+        Duration::from_secs(120),
+        "sub/blocked.txt on brick 2 once its parent is a directory again",
+        || holds(&b2, ""),
+    );
+    let want = manifest::of(&m1);
+    for i in 1..=3 {
+        wait_until(Duration::from_secs(60), "bricks identical", || {
+            manifest::diff(&want, &manifest::of(&c.brick("bt", i))).is_none()
+        });
+    }
+    wait_until(Duration::from_secs(30), "nothing pending", || {
+        c.node(1)
+            .cli(&["volume", "heal", "bt", "info"])
+            .stdout
+            .matches("Number of entries: 0")
+            .count()
+            == 3
+    });
+    c.assert_no_panics();
+}

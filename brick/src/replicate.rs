@@ -20,6 +20,15 @@
 //! died or was cut off mid-way through its offers) or after
 //! [`WATCH_MISSES`] asks: every brick holding a version still makes sure
 //! every other brick gets it, as before, without each offering it.
+//!
+//! Small versions travel in batches: the directories, links, deletions and
+//! files smaller than the smallest chunk of one push group go out as
+//! `Request::OfferBatch` requests (up to [`MAX_BATCH_ENTRIES`] versions and
+//! [`MAX_BATCH_BYTES`] of content each, content inline), several in flight
+//! at once, each answered with one outcome per version; the rows of the
+//! versions applied are confirmed together, the refused ones deferred one
+//! by one as a refused single offer is. Larger files, and paths with
+//! split-brain siblings, keep one offer each with their chunks streamed.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -36,7 +45,10 @@ use crate::host::{CallError, Host};
 use crate::store::types::{ChunkRef, Entry, Kind};
 use crate::store::{chunking, Brick, StoreError};
 use crate::wire::frame::{self, FrameError};
-use crate::wire::proto::{Changeset, Offer, Request, Response};
+use crate::wire::proto::{
+    BatchEntry, BatchOutcome, Changeset, Offer, Request, Response, MAX_BATCH_BYTES,
+    MAX_BATCH_ENTRIES,
+};
 use crate::wire::vv::{Relation, VersionVector};
 use crate::RelPath;
 
@@ -58,6 +70,10 @@ pub enum PushError {
     /// The peer stopped answering.
     #[error("peer timed out")]
     Timeout,
+    /// The request of a whole batch failed on the link (the peer
+    /// unreachable, the stream broken, no answer in time).
+    #[error("batch failed: {0}")]
+    Link(String),
 }
 
 /// Starts one replicator per peer brick of `brick`.
@@ -91,8 +107,9 @@ pub fn spawn(host: &Arc<dyn Host>, brick: &Arc<Brick>, token: &CancellationToken
 }
 
 /// Rows fetched per pass over the pending index.
-const BATCH: u32 = 256;
-/// Offers in flight to one peer brick at once.
+const BATCH: u32 = 1024;
+/// Requests (offers of one path, or batches) in flight to one peer brick
+/// at once.
 const PUSH_CONCURRENCY: usize = 16;
 /// First and longest wait before retrying a path the peer refused.
 const REFUSED_RETRY: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(60));
@@ -320,24 +337,34 @@ async fn replicator(host: Arc<dyn Host>, brick: Arc<Brick>, peer: u64) {
             push_order(&brick, work).await
         };
         for group in groups {
-            let results: Vec<_> = futures_util::stream::iter(group)
-                .map(|(path, rel, seq)| {
+            let jobs = plan_jobs(&brick, group, heal_upto).await;
+            let results: Vec<_> = futures_util::stream::iter(jobs)
+                .map(|job| {
                     let (host, brick) = (&host, &brick);
                     async move {
-                        let is_heal = seq <= heal_upto;
-                        if is_heal {
-                            brick.counters.healing.fetch_add(1, Ordering::Relaxed);
+                        match job {
+                            Job::Batch(items) => push_batch(host, brick, peer, target, items).await,
+                            Job::Path((path, rel, seq)) => {
+                                let is_heal = seq <= heal_upto;
+                                if is_heal {
+                                    brick.counters.healing.fetch_add(1, Ordering::Relaxed);
+                                }
+                                let res =
+                                    push_path_paced(host, brick, peer, target, &rel, is_heal).await;
+                                if is_heal {
+                                    brick.counters.healing.fetch_sub(1, Ordering::Relaxed);
+                                }
+                                vec![(path, seq, is_heal, res)]
+                            }
                         }
-                        let res = push_path_paced(host, brick, peer, target, &rel, is_heal).await;
-                        if is_heal {
-                            brick.counters.healing.fetch_sub(1, Ordering::Relaxed);
-                        }
-                        (path, seq, is_heal, res)
                     }
                 })
                 .buffer_unordered(PUSH_CONCURRENCY)
-                .collect()
-                .await;
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
             let mut confirmed: Vec<(String, u64)> = Vec::new();
             for (path, seq, is_heal, res) in results {
                 match res {
@@ -489,6 +516,232 @@ async fn push_order(
         let depth = w.1.depth();
         (w, depth, k == Some(Kind::Tombstone))
     }))
+}
+
+/// What one request to the peer carries: one path offered alone (its
+/// versions, chunks streamed), or a batch of small versions.
+enum Job {
+    Path((String, RelPath, u64)),
+    Batch(Vec<Small>),
+}
+
+/// A small version going out in a batch: its pending row (path, seq),
+/// whether it counts as a heal, and the version with its content.
+struct Small {
+    path: String,
+    seq: u64,
+    heal: bool,
+    entry: BatchEntry,
+}
+
+/// Splits one push group into requests: the paths whose only version is
+/// small enough to travel inline go out in batches (in the group's order,
+/// cut at [`MAX_BATCH_ENTRIES`] versions or [`MAX_BATCH_BYTES`] of
+/// content), the others one by one. Reads the versions in one trip to the
+/// database thread and the small files' content on the blocking pool; a
+/// content that no longer matches its version leaves that path to the
+/// single offer (which fails and retries it as before).
+async fn plan_jobs(
+    brick: &Arc<Brick>,
+    group: Vec<(String, RelPath, u64)>,
+    heal_upto: u64,
+) -> Vec<Job> {
+    let paths: Vec<RelPath> = group.iter().map(|g| g.1.clone()).collect();
+    let found = brick
+        .with_db(move |b, c| {
+            paths
+                .iter()
+                .map(|p| inline_candidate(b, c, p).ok().flatten())
+                .collect::<Vec<_>>()
+        })
+        .await;
+    let loaded = tokio::task::spawn_blocking(move || {
+        found
+            .into_iter()
+            .map(|f| {
+                let (mut e, file) = f?;
+                if let Some(file) = file {
+                    let data = std::fs::read(file).ok()?;
+                    if data.len() as u64 != e.entry.size
+                        || blake3::hash(&data).as_bytes() != &e.entry.hash
+                    {
+                        return None;
+                    }
+                    e.content = data;
+                }
+                Some(e)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let mut jobs = Vec::new();
+    let mut batch: Vec<Small> = Vec::new();
+    let mut bytes = 0usize;
+    for ((path, rel, seq), e) in group.into_iter().zip(loaded) {
+        let Some(entry) = e else {
+            jobs.push(Job::Path((path, rel, seq)));
+            continue;
+        };
+        let len = entry.content.len();
+        if batch.len() == MAX_BATCH_ENTRIES || bytes + len > MAX_BATCH_BYTES {
+            jobs.push(Job::Batch(std::mem::take(&mut batch)));
+            bytes = 0;
+        }
+        bytes += len;
+        batch.push(Small {
+            path,
+            seq,
+            heal: seq <= heal_upto,
+            entry,
+        });
+    }
+    if !batch.is_empty() {
+        jobs.push(Job::Batch(batch));
+    }
+    jobs
+}
+
+/// The current version of `path` as a batch entry (content still to be
+/// read from the returned file), if it can travel inline: no split-brain
+/// siblings, and a directory, link, deletion or a file smaller than the
+/// smallest chunk whose content is here.
+fn inline_candidate(
+    b: &Brick,
+    c: &mut rusqlite::Connection,
+    path: &RelPath,
+) -> Result<Option<(BatchEntry, Option<PathBuf>)>, StoreError> {
+    let Some((entry, chunks)) = Brick::load(c, path)? else {
+        return Ok(None);
+    };
+    if !Brick::siblings(c, path)?.is_empty() {
+        return Ok(None);
+    }
+    let file = if entry.kind == Kind::File {
+        if entry.size >= u64::from(chunking::MIN_CHUNK) || chunks.len() > 1 {
+            return Ok(None);
+        }
+        match b.content_file(c, path, &entry.hash)? {
+            Some(f) => Some(f),
+            None => return Ok(None),
+        }
+    } else {
+        None
+    };
+    let changeset = crate::store::changeset::of(c, &entry)?;
+    Ok(Some((
+        BatchEntry {
+            entry,
+            chunks,
+            changeset,
+            content: Vec::new(),
+        },
+        file,
+    )))
+}
+
+/// Outcome of one pending row: (path, seq, counted as a heal, content
+/// bytes sent or why not).
+type PushResult = (String, u64, bool, Result<u64, PushError>);
+
+/// Sends one batch to brick `peer` on host `target` in one request and
+/// returns each version's outcome. Heal versions are paced by
+/// `cluster.heal-rate-limit` before the request goes.
+async fn push_batch(
+    host: &Arc<dyn Host>,
+    brick: &Arc<Brick>,
+    peer: u64,
+    target: Uuid,
+    items: Vec<Small>,
+) -> Vec<PushResult> {
+    let heals = items.iter().filter(|i| i.heal).count();
+    let heal_bytes: u64 = items
+        .iter()
+        .filter(|i| i.heal)
+        .map(|i| i.entry.content.len() as u64)
+        .sum();
+    if heals > 0 {
+        brick
+            .counters
+            .healing
+            .fetch_add(heals as u64, Ordering::Relaxed);
+        let rate = heal_rate(&**host, brick);
+        if rate > 0 && heal_bytes > 0 {
+            crate::lifecycle::limiter(brick.id)
+                .take(heal_bytes, rate)
+                .await;
+        }
+    }
+    let mut rows = Vec::with_capacity(items.len());
+    let mut entries = Vec::with_capacity(items.len());
+    for i in items {
+        rows.push((i.path, i.seq, i.heal, i.entry.content.len() as u64));
+        entries.push(i.entry);
+    }
+    let req = Request::OfferBatch {
+        volume: brick.volume,
+        brick: peer,
+        from_brick: brick.id,
+        entries,
+    };
+    let answer = async {
+        let (mut w, mut r) = host.clone().open_stream(target).await?;
+        frame::write_msg(&mut w, &req).await?;
+        let _ = w.shutdown().await;
+        tokio::time::timeout(STEP_TIMEOUT * 4, frame::read_msg::<_, Response>(&mut r))
+            .await
+            .map_err(|_| PushError::Timeout)?
+            .map_err(PushError::from)
+    }
+    .await;
+    if heals > 0 {
+        brick
+            .counters
+            .healing
+            .fetch_sub(heals as u64, Ordering::Relaxed);
+    }
+    let outcomes: Vec<Result<(), PushError>> = match answer {
+        Ok(Response::Batch(o)) if o.len() == rows.len() => o
+            .into_iter()
+            .map(|o| match o {
+                BatchOutcome::Applied { .. } => Ok(()),
+                BatchOutcome::Refused { reason, .. } => Err(PushError::Refused(reason)),
+            })
+            .collect(),
+        Ok(Response::Error { reason, .. }) => rows
+            .iter()
+            .map(|_| Err(PushError::Refused(reason.clone())))
+            .collect(),
+        Ok(_) => rows
+            .iter()
+            .map(|_| Err(PushError::Refused("unexpected answer".into())))
+            .collect(),
+        Err(e) => {
+            let e = e.to_string();
+            rows.iter()
+                .map(|_| Err(PushError::Link(e.clone())))
+                .collect()
+        }
+    };
+    let mut sent = 0;
+    let out = rows
+        .into_iter()
+        .zip(outcomes)
+        .map(|((path, seq, heal, bytes), o)| {
+            if o.is_ok() {
+                sent += bytes;
+                if heal {
+                    brick
+                        .counters
+                        .heal_streamed
+                        .fetch_add(bytes, Ordering::Relaxed);
+                }
+            }
+            (path, seq, heal, o.map(|()| bytes))
+        })
+        .collect();
+    brick.counters.add_sent(sent);
+    out
 }
 
 /// The heal rate limit of `brick`'s volume in bytes/s (0 = none).

@@ -21,7 +21,8 @@ use gsync_brick::store::digest::ChildDigest;
 use gsync_brick::store::types::{ChunkRef, Entry, Kind};
 use gsync_brick::wire::codec;
 use gsync_brick::wire::proto::{
-    Changeset, HealOp, Hello, Offer, Probe, Request, Response, WriteInfo, PROTOCOL_VERSION,
+    BatchEntry, BatchOutcome, Changeset, HealOp, Hello, Offer, Probe, Request, Response, WriteInfo,
+    PROTOCOL_VERSION,
 };
 use gsync_brick::wire::vv::VersionVector;
 use gsync_brick::RelPath;
@@ -52,6 +53,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::OfferInSet { .. } => "Request::OfferInSet",
         Request::FeedInSets { .. } => "Request::FeedInSets",
         Request::Raft(_) => "Request::Raft",
+        Request::OfferBatch { .. } => "Request::OfferBatch",
     }
 }
 
@@ -76,6 +78,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::BrickDisks(_) => "Response::BrickDisks",
         Response::FeedInSets { .. } => "Response::FeedInSets",
         Response::Raft(_) => "Response::Raft",
+        Response::Batch(_) => "Response::Batch",
     }
 }
 
@@ -271,6 +274,25 @@ fn requests() -> Vec<Request> {
             limit: 100,
         },
         Request::Raft(br#"{"ReadIndex":null}"#.to_vec()),
+        Request::OfferBatch {
+            volume: id(9),
+            brick: 2,
+            from_brick: 1,
+            entries: vec![
+                BatchEntry {
+                    entry: entry(),
+                    chunks: vec![chunk()],
+                    changeset: Some(set),
+                    content: b"hi\n".to_vec(),
+                },
+                BatchEntry {
+                    entry: entry(),
+                    chunks: Vec::new(),
+                    changeset: None,
+                    content: Vec::new(),
+                },
+            ],
+        },
     ]
 }
 
@@ -381,6 +403,16 @@ fn responses() -> Vec<Response> {
             changesets: vec![(0, Changeset { id: 42, members: 3 })],
         },
         Response::Raft(br#"{"ReadIndex":{"Ok":7}}"#.to_vec()),
+        Response::Batch(vec![
+            BatchOutcome::Applied {
+                vv: vv(&[(1, 3), (2, 1)]),
+                conflict: false,
+            },
+            BatchOutcome::Refused {
+                code: 4,
+                reason: "parent is a symlink".into(),
+            },
+        ]),
     ]
 }
 

@@ -129,6 +129,16 @@ mod tests {
             // A versioned offer (replication, a lost version offered
             // again): only from a node holding a brick of the volume.
             (Request::Offer(offer(None)), AuthScope::BrickPeer(v)),
+            // A batch of replicated versions: the same.
+            (
+                Request::OfferBatch {
+                    volume: v,
+                    brick: 1,
+                    from_brick: 2,
+                    entries: Vec::new(),
+                },
+                AuthScope::BrickPeer(v),
+            ),
             (
                 Request::Versions {
                     volume: v,

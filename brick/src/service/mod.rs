@@ -1,5 +1,6 @@
-//! The brick requests a host serves to peers and sync agents: offers,
-//! chunk reads, change feeds, stats, status and heal data.
+//! The brick requests a host serves to peers and sync agents: offers
+//! (one path, or a batch of small versions from a peer brick), chunk
+//! reads, change feeds, stats, status and heal data.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,6 +114,15 @@ where
         Request::OfferInSet { offer, changeset } => {
             return offer_to(host, offer, Some(changeset), send, recv).await
         }
+        Request::OfferBatch {
+            volume,
+            brick,
+            from_brick,
+            entries,
+        } => match brick_of(host.as_ref(), volume, brick) {
+            Ok(b) => crate::store::batch::handle_batch(&b, from_brick, entries).await,
+            Err(r) => r,
+        },
         Request::FeedInSets {
             volume,
             brick,

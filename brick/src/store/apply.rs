@@ -27,10 +27,10 @@ use crate::wire::vv::VersionVector;
 const CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Longest wait for another update of the same path to finish.
-const PATH_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+pub(super) const PATH_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// What the decision step produced.
-enum Decided {
+pub(super) enum Decided {
     /// Nothing to do: answer with this.
     Done(Response),
     /// Apply `plan`, with the incoming content made of `chunks` if needed.
@@ -72,7 +72,7 @@ where
     frame::write_msg(send, &resp).await
 }
 
-enum OfferError {
+pub(super) enum OfferError {
     Frame(FrameError),
     Store(StoreError),
     Refused(Response),
@@ -90,7 +90,7 @@ impl From<StoreError> for OfferError {
     }
 }
 
-fn refuse(c: u16, reason: impl Into<String>) -> OfferError {
+pub(super) fn refuse(c: u16, reason: impl Into<String>) -> OfferError {
     OfferError::Refused(Response::error(c, reason))
 }
 
@@ -203,7 +203,7 @@ where
     Ok(Response::Applied { vv, conflict })
 }
 
-fn validate(entry: &Entry, chunks: &[ChunkRef]) -> Result<(), OfferError> {
+pub(super) fn validate(entry: &Entry, chunks: &[ChunkRef]) -> Result<(), OfferError> {
     match entry.kind {
         Kind::File => {
             let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
@@ -234,7 +234,7 @@ fn validate(entry: &Entry, chunks: &[ChunkRef]) -> Result<(), OfferError> {
     Ok(())
 }
 
-fn decide(
+pub(super) fn decide(
     conn: &mut Connection,
     mut entry: Entry,
     write: Option<crate::wire::proto::WriteInfo>,
@@ -361,7 +361,7 @@ async fn receive_content<R: AsyncRead + Unpin + Send>(
 /// to commit and hold the others off until they commit themselves (the
 /// brick's placement lock). The others share it; a shared placement that
 /// finds such a change needed after all fails, and the sender retries.
-async fn commit(
+pub(super) async fn commit(
     brick: &Arc<Brick>,
     plan: Plan,
     incoming: Entry,

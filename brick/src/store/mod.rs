@@ -16,6 +16,7 @@
 //! - `changeset`: which stored versions were written together.
 
 pub mod apply;
+pub mod batch;
 pub mod changeset;
 pub mod chunking;
 pub mod db;

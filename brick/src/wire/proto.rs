@@ -26,10 +26,11 @@ pub const ALPN: &[u8] = b"gsync/1";
 /// Minor protocol version, checked in [`Hello`]: bumped whenever a message
 /// changes shape (2: pool document lineage, heal fill progress; 3:
 /// changesets: [`Request::OfferInSet`], [`Request::FeedInSets`]; 4: the
-/// pool configuration on consensus, [`Request::Raft`]). Nodes of
+/// pool configuration on consensus, [`Request::Raft`]; 5: batched
+/// replication of small versions, [`Request::OfferBatch`]). Nodes of
 /// different versions refuse each other in `Hello` with one line naming
 /// both versions, so an older node never receives a message it cannot read.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Wire error codes carried by [`Response::Error`].
 pub mod code {
@@ -303,6 +304,60 @@ pub enum Request {
     /// 22: a message of the pool's consensus group (JSON of
     /// `node::raft`'s message), answered with [`Response::Raft`].
     Raft(Vec<u8>),
+    /// 23: replication of many small versions at once, their content
+    /// inline (at most [`MAX_BATCH_ENTRIES`] versions and
+    /// [`MAX_BATCH_BYTES`] of content); no chunk frames follow. Answered
+    /// with [`Response::Batch`], one outcome per version, in order.
+    OfferBatch {
+        /// Volume id.
+        volume: Uuid,
+        /// Target brick's replica id.
+        brick: u64,
+        /// Sender brick's replica id (see [`Offer::from_brick`]).
+        from_brick: u64,
+        /// The versions, each of a different path.
+        entries: Vec<BatchEntry>,
+    },
+}
+
+/// Most versions in one [`Request::OfferBatch`].
+pub const MAX_BATCH_ENTRIES: usize = 256;
+/// Most content bytes (all entries together) in one [`Request::OfferBatch`].
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// One version of a [`Request::OfferBatch`]: a directory, a link, a
+/// deletion or a file smaller than the smallest chunk, with its content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchEntry {
+    /// The version (final vectors, as in a replication [`Offer`]).
+    pub entry: Entry,
+    /// Its chunk list: none, or one chunk holding the whole content.
+    pub chunks: Vec<ChunkRef>,
+    /// Its changeset, if it belongs to one.
+    pub changeset: Option<Changeset>,
+    /// The whole content of a file (empty for other kinds).
+    pub content: Vec<u8>,
+}
+
+/// What became of one version of a [`Request::OfferBatch`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum BatchOutcome {
+    /// 0: recorded (or already held), as [`Response::Applied`].
+    Applied {
+        /// The version's final vector (for an ignored offer: the
+        /// receiver's current).
+        vv: VersionVector,
+        /// True if the path is now in split-brain.
+        conflict: bool,
+    },
+    /// 1: refused or failed, as [`Response::Error`]; the sender retries
+    /// this version alone later.
+    Refused {
+        /// One of [`code`].
+        code: u16,
+        /// Short human-readable reason.
+        reason: String,
+    },
 }
 
 /// Most paths in one [`Request::Versions`].
@@ -417,6 +472,9 @@ pub enum Response {
     },
     /// 18: answer to [`Request::Raft`].
     Raft(Vec<u8>),
+    /// 19: answer to [`Request::OfferBatch`]: one outcome per version, in
+    /// the order offered.
+    Batch(Vec<BatchOutcome>),
 }
 
 /// How `auth.allow` applies to a request (enforced in `node::auth`).
@@ -448,9 +506,9 @@ impl Request {
             | Request::Feed { volume, .. }
             | Request::FeedInSets { volume, .. }
             | Request::ReadChunks { volume, .. } => AuthScope::Data(*volume),
-            Request::Stat { volume, .. } | Request::Versions { volume, .. } => {
-                AuthScope::BrickPeer(*volume)
-            }
+            Request::Stat { volume, .. }
+            | Request::Versions { volume, .. }
+            | Request::OfferBatch { volume, .. } => AuthScope::BrickPeer(*volume),
             Request::Hello(_)
             | Request::Probe(_)
             | Request::PushConfig(_)
