@@ -7,8 +7,16 @@
 use rusqlite::Connection;
 
 /// Applies the steps of `migrations` that `conn` has not seen yet.
+/// A database whose schema is newer than `migrations` (written by a newer
+/// gsync) is refused, never used as if it were the schema known here.
 pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<()> {
     let have: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if have > migrations.len() {
+        return Err(refused(format!(
+            "database schema {have} is newer than this gsync knows ({}); written by a newer version?",
+            migrations.len()
+        )));
+    }
     for (i, sql) in migrations.iter().enumerate().skip(have) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
@@ -16,6 +24,14 @@ pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<(
         tx.commit()?;
     }
     Ok(())
+}
+
+/// An error that refuses to open a database, with why.
+pub fn refused(why: String) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+        Some(why),
+    )
 }
 
 #[cfg(test)]
@@ -38,6 +54,16 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM a", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
+        let v: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
+        // A newer schema is refused, and left as it is.
+        let err = migrate(&mut c, &steps[..1]).unwrap_err().to_string();
+        assert!(
+            err.contains("schema 2 is newer than this gsync knows (1)"),
+            "{err}"
+        );
         let v: i64 = c
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();

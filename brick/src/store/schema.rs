@@ -26,8 +26,19 @@
 //!   rebuilt) resynchronises by comparison instead of trusting it.
 //! - `changesets`: the changeset tag of a path's current version, when it
 //!   was written as part of one (see `store::changeset`).
+//!
+//! The `entry` and `chunks` blobs are encoded with the wire codec, but
+//! their format is the database's, not the wire's: `kv.row_format` says
+//! which one the rows are in ([`ROW_FORMAT`]). A protocol change that
+//! changes `Entry` bumps it and converts the rows in a migration; a
+//! database in a newer row format (or schema) is refused at open, never
+//! read as if it were this one. A golden test pins the bytes of format 1.
 
 use rusqlite::Connection;
+
+/// The format of the `entry` and `chunks` blobs this build reads and
+/// writes (see the module comment).
+pub const ROW_FORMAT: i64 = 1;
 
 const MIGRATIONS: &[&str] = &[
     "
@@ -79,6 +90,19 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
         "INSERT OR IGNORE INTO kv (key, value) VALUES ('incarnation', ?1)",
         [(rand::random::<u64>() >> 1 | 1) as i64],
     )?;
+    // Every database so far holds format 1 (the marker came later).
+    conn.execute(
+        "INSERT OR IGNORE INTO kv (key, value) VALUES ('row_format', ?1)",
+        [ROW_FORMAT],
+    )?;
+    let rows: i64 = conn.query_row("SELECT value FROM kv WHERE key = 'row_format'", [], |r| {
+        r.get(0)
+    })?;
+    if rows != ROW_FORMAT {
+        return Err(crate::sqlite::refused(format!(
+            "the brick database holds rows in format {rows}; this gsync reads format {ROW_FORMAT} (written by a newer version?)"
+        )));
+    }
     Ok(conn)
 }
 
@@ -91,4 +115,61 @@ pub fn incarnation(conn: &Connection) -> rusqlite::Result<u64> {
         |r| r.get::<_, i64>(0),
     )
     .map(|v| v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::types::{ChunkRef, Entry, Kind};
+    use crate::wire::vv::VersionVector;
+
+    /// The bytes of a row in format 1. If this fails, `Entry` or
+    /// `ChunkRef` changed how they encode: every stored row would be read
+    /// wrongly. Bump `ROW_FORMAT` and convert the rows in a migration
+    /// (then pin the new bytes here), never just re-bless.
+    #[test]
+    fn row_format_1_is_pinned() {
+        let vv = VersionVector::from_entries([(3, 2), (9, 1)]);
+        let e = Entry {
+            path: crate::RelPath::new("d/f.conf").unwrap(),
+            kind: Kind::File,
+            size: 5,
+            mode: 0o644,
+            mtime_ns: 1_700_000_000_000_000_000,
+            owner: Some((1000, 100)),
+            hash: [7; 32],
+            target: None,
+            vv: vv.clone(),
+            data_vv: vv,
+            meta_vv: VersionVector::from_entries([(3, 1)]),
+            origin: uuid::Uuid::from_u128(0x1234),
+        };
+        let chunks = vec![ChunkRef {
+            hash: [8; 32],
+            len: 5,
+        }];
+        let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let entry = hex(crate::wire::codec::encode(&e).unwrap());
+        let chunks = hex(crate::wire::codec::encode(&chunks).unwrap());
+        assert_eq!(entry, ENTRY_V1, "entry row bytes changed");
+        assert_eq!(chunks, CHUNKS_V1, "chunks row bytes changed");
+        assert_eq!(ROW_FORMAT, 1);
+    }
+
+    const ENTRY_V1: &str = "08642f662e636f6e660005fba401fd0000546cfc392f2f01fbe80364070707070707070707070707070707070707070707070707070707070707070700020302090102030209010103011000000000000000000000000000001234";
+    const CHUNKS_V1: &str = "01080808080808080808080808080808080808080808080808080808080808080805";
+
+    #[test]
+    fn a_newer_row_format_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("meta.db");
+        drop(open(&p).unwrap());
+        {
+            let c = Connection::open(&p).unwrap();
+            c.execute("UPDATE kv SET value = 2 WHERE key = 'row_format'", [])
+                .unwrap();
+        }
+        let err = open(&p).unwrap_err().to_string();
+        assert!(err.contains("rows in format 2"), "{err}");
+    }
 }
