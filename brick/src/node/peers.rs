@@ -18,10 +18,15 @@ use crate::wire::proto::{Request, Response, PROTOCOL_VERSION};
 
 const RETRY: Duration = Duration::from_millis(500);
 const HIGHER_WAITS: Duration = Duration::from_secs(3);
+/// The longest the member list goes unchecked (a backstop: a new pool
+/// document wakes the check at once).
+const MEMBERS_BACKSTOP: Duration = Duration::from_secs(30);
 
 pub(super) async fn supervise(node: Arc<Node>) {
     let mut running: HashMap<Uuid, CancellationToken> = HashMap::new();
+    let mut changes = node.subscribe_changes();
     loop {
+        changes.borrow_and_update();
         let cfg = node.config();
         for m in &cfg.members {
             if m.uuid != node.me.uuid && !running.contains_key(&m.uuid) {
@@ -39,9 +44,11 @@ pub(super) async fn supervise(node: Arc<Node>) {
             }
             keep
         });
+        // Members come and go with the pool document.
         tokio::select! {
             _ = node.token.cancelled() => return,
-            _ = tokio::time::sleep(RETRY) => {}
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(MEMBERS_BACKSTOP) => {}
         }
     }
 }
