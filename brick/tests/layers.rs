@@ -6,6 +6,8 @@
 //! A file naming its parent directory's items (`super::Brick`) is not: a
 //! directory's files share its private types by design.
 //!
+//! The mount agent's crate (`client/`) is held to the same rule.
+//!
 //! The files of `node/` are counted as one module, `node`: it is the
 //! composition layer, and how its own files call each other is its
 //! business; what it must never be is imported back by the layers it
@@ -207,6 +209,22 @@ fn no_module_imports_one_that_imports_it_back() {
         })
         .collect();
     assert!(found.is_empty(), "{}", explain.join("\n"));
+}
+
+/// The same rule for the mount agent's crate (gsync-client), beside this
+/// one in the workspace: the agent's loop lends its mount to the executor
+/// (`sync`), which never reaches back into the agent.
+#[test]
+fn the_client_crate_has_one_direction_too() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../client/src");
+    let g = edges(&src);
+    assert!(g.len() > 10, "the sources were not read: {g:?}");
+    assert!(
+        g.get("agent").is_some_and(|t| t.contains("sync")),
+        "the agent uses sync: {g:?}"
+    );
+    let found = cycles(&g);
+    assert!(found.is_empty(), "loops: {found:?}\n{g:?}");
 }
 
 #[test]
