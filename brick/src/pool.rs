@@ -118,6 +118,12 @@ impl Volume {
         }
     }
 
+    /// True if quorum is enforced on this volume (`cluster.quorum-type`
+    /// auto, or fixed with a count).
+    pub fn quorum_enforced(&self) -> bool {
+        self.quorum(&[]).is_some()
+    }
+
     /// The brick with replica id `id`.
     pub fn brick(&self, id: u64) -> Option<&BrickDef> {
         self.bricks.iter().find(|b| b.id == id)

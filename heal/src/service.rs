@@ -420,7 +420,7 @@ impl HealService {
     fn needs_close_watch(&self) -> bool {
         self.node.config().volumes.iter().any(|v| {
             v.state == VolumeState::Started
-                && (v.quorum(&vec![true; v.bricks.len()]).is_some()
+                && (v.quorum_enforced()
                     || Policy::parse(v.option("cluster.favorite-child-policy")).is_some())
                 && !self.node.bricks.of_volume(v.id).is_empty()
         })

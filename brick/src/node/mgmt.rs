@@ -196,17 +196,23 @@ async fn probe(node: &Arc<Node>, host: String, port: u16, secret: Option<String>
         return fail("Probe on localhost not needed");
     }
     let cfg = node.config();
-    if let Some(m) = cfg
-        .members
-        .iter()
-        .find(|m| m.hostname.eq_ignore_ascii_case(&host) && m.port == port)
-    {
-        return ok(ProbeResult {
-            already: true,
-            hostname: m.hostname.clone(),
-            port,
-            fingerprint: m.fingerprint.clone(),
-        });
+    // Already a member (answered from the local document, so it needs no
+    // majority; checked again on the committed one below).
+    let already = |cfg: &PoolConfig| {
+        cfg.members
+            .iter()
+            .find(|m| m.hostname.eq_ignore_ascii_case(&host) && m.port == port)
+            .map(|m| {
+                ok(ProbeResult {
+                    already: true,
+                    hostname: m.hostname.clone(),
+                    port,
+                    fingerprint: m.fingerprint.clone(),
+                })
+            })
+    };
+    if let Some(reply) = already(&cfg) {
+        return reply;
     }
     // The new member is added by a committed change, made from the
     // document the pool committed last.
@@ -214,17 +220,8 @@ async fn probe(node: &Arc<Node>, host: String, port: u16, secret: Option<String>
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    if let Some(m) = cfg
-        .members
-        .iter()
-        .find(|m| m.hostname.eq_ignore_ascii_case(&host) && m.port == port)
-    {
-        return ok(ProbeResult {
-            already: true,
-            hostname: m.hostname.clone(),
-            port,
-            fingerprint: m.fingerprint.clone(),
-        });
+    if let Some(reply) = already(&cfg) {
+        return reply;
     }
     let conn = match node.dial(addr, None).await {
         Ok(c) => c,

@@ -94,6 +94,32 @@ pub(super) fn refuse(c: u16, reason: impl Into<String>) -> OfferError {
     OfferError::Refused(Response::error(c, reason))
 }
 
+/// Refuses a version whose path lies below a symlink on this brick (a
+/// deletion there deletes nothing, see `commit`, so it passes).
+pub(super) fn refuse_below_symlink(brick: &Brick, entry: &Entry) -> Result<(), OfferError> {
+    if let Err(e) = files::resolve(&brick.root, &entry.path, false) {
+        if e.kind() == std::io::ErrorKind::PermissionDenied && entry.kind != Kind::Tombstone {
+            tracing::warn!(path = %entry.path, "refused: {e}");
+            return Err(refuse(code::BAD_REQUEST, e.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// The path's update lock, or a refusal to retry later if it stays busy
+/// for [`PATH_BUSY_WAIT`].
+pub(super) async fn lock_for_update<'a>(
+    brick: &'a Brick,
+    path: &crate::RelPath,
+) -> Result<super::PathGuard<'a>, OfferError> {
+    brick.lock_path(path, PATH_BUSY_WAIT).await.ok_or_else(|| {
+        refuse(
+            code::INTERNAL,
+            format!("{path} is being updated; retry later"),
+        )
+    })
+}
+
 async fn offer_impl<W, R>(
     brick: &Arc<Brick>,
     offer: Offer,
@@ -113,13 +139,7 @@ where
         ..
     } = offer;
     validate(&entry, &chunks)?;
-    if let Err(e) = files::resolve(&brick.root, &entry.path, false) {
-        // A deletion below a symlink deletes nothing there (see `commit`).
-        if e.kind() == std::io::ErrorKind::PermissionDenied && entry.kind != Kind::Tombstone {
-            tracing::warn!(path = %entry.path, "refused: {e}");
-            return Err(refuse(code::BAD_REQUEST, e.to_string()));
-        }
-    }
+    refuse_below_symlink(brick, &entry)?;
     if write.is_some()
         && brick
             .quorum
@@ -136,12 +156,7 @@ where
     // Bounded below the sender's first-answer timeout, so a sender waiting
     // behind a long transfer gets a clear answer and retries later (when
     // it usually finds the version already here).
-    let Some(_guard) = brick.lock_path(&entry.path, PATH_BUSY_WAIT).await else {
-        return Err(refuse(
-            code::INTERNAL,
-            format!("{} is being updated; retry later", entry.path),
-        ));
-    };
+    let _guard = lock_for_update(brick, &entry.path).await?;
     let decided = {
         let e2 = entry.clone();
         let w = write.clone();

@@ -22,7 +22,9 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use super::apply::{commit, decide, refuse, validate, Decided, OfferError, PATH_BUSY_WAIT};
+use super::apply::{
+    commit, decide, lock_for_update, refuse, refuse_below_symlink, validate, Decided, OfferError,
+};
 use super::files::{self, TempFile};
 use super::reconcile::Src;
 use super::types::{ChunkRef, Entry, Kind};
@@ -124,19 +126,8 @@ async fn apply_inline(
     } = e;
     validate(&entry, &chunks)?;
     check_inline(&entry, &chunks, &content)?;
-    if let Err(e) = files::resolve(&brick.root, &entry.path, false) {
-        // A deletion below a symlink deletes nothing there (see `commit`).
-        if e.kind() == std::io::ErrorKind::PermissionDenied && entry.kind != Kind::Tombstone {
-            tracing::warn!(path = %entry.path, "refused: {e}");
-            return Err(refuse(code::BAD_REQUEST, e.to_string()));
-        }
-    }
-    let Some(_guard) = brick.lock_path(&entry.path, PATH_BUSY_WAIT).await else {
-        return Err(refuse(
-            code::INTERNAL,
-            format!("{} is being updated; retry later", entry.path),
-        ));
-    };
+    refuse_below_symlink(brick, &entry)?;
+    let _guard = lock_for_update(brick, &entry.path).await?;
     let decided = {
         let e2 = entry.clone();
         brick.with_db(move |_, conn| decide(conn, e2, None)).await?
