@@ -720,3 +720,82 @@ fn hostile_peer_input_is_refused() {
     c.node(2).cli(&["peer", "status"]).ok();
     c.assert_no_panics();
 }
+
+/// Two sites cut off from each other but both still reaching a third
+/// server: one edits a script while the other makes it executable, and
+/// both write the same new file and then remove it. The third server
+/// holds both sides at once and passes each on: every brick and mount ends
+/// with the edit and the mode, the removed file stays removed, nothing is
+/// reported in split-brain, and the next edit reaches everyone.
+#[test]
+fn an_edit_and_a_chmod_relayed_by_a_third_brick_merge_everywhere() {
+    let c = volume(3);
+    let m1 = c.mount("v", 1);
+    let m2 = c.mount("v", 2);
+    let b = bricks(&c, "v");
+    std::fs::write(m1.join("run.sh"), "echo v1\n").unwrap();
+    std::fs::set_permissions(m1.join("run.sh"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    wait_until(Duration::from_secs(30), "run.sh on mount 2", || {
+        std::fs::read(m2.join("run.sh")).is_ok_and(|d| d == b"echo v1\n")
+    });
+
+    c.partition(1, 2);
+    wait_until(Duration::from_secs(20), "nodes 1 and 2 apart", || {
+        c.node(1)
+            .cli(&["peer", "status"])
+            .stdout
+            .matches("(Disconnected)")
+            .count()
+            == 1
+    });
+    std::fs::write(m1.join("run.sh"), "echo v2 edited on 1\n").unwrap();
+    std::fs::set_permissions(m2.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(m1.join("twin.txt"), "same\n").unwrap();
+    std::fs::write(m2.join("twin.txt"), "same\n").unwrap();
+    wait_until(Duration::from_secs(30), "twin.txt on every brick", || {
+        b.iter().all(|d| d.join("twin.txt").is_file())
+    });
+    std::fs::remove_file(m1.join("twin.txt")).unwrap();
+    std::fs::remove_file(m2.join("twin.txt")).unwrap();
+
+    let merged = |d: &Path| {
+        std::fs::read(d.join("run.sh")).is_ok_and(|x| x == b"echo v2 edited on 1\n")
+            && mode(&d.join("run.sh")) == 0o755
+            && !d.join("twin.txt").exists()
+    };
+    let all = || {
+        b.iter()
+            .map(|d| d.as_path())
+            .chain([m1.as_path(), m2.as_path()])
+    };
+    let ok = eventually(Duration::from_secs(60), || all().all(merged));
+    assert!(
+        ok,
+        "not merged everywhere: {:?}",
+        all()
+            .map(|d| (
+                std::fs::read_to_string(d.join("run.sh")).ok(),
+                std::fs::symlink_metadata(d.join("run.sh"))
+                    .map(|m| m.mode() & 0o7777)
+                    .ok(),
+                d.join("twin.txt").exists()
+            ))
+            .collect::<Vec<_>>()
+    );
+
+    c.heal_network();
+    c.wait_connected();
+    std::fs::write(m2.join("run.sh"), "echo v3 from 2\n").unwrap();
+    wait_until(Duration::from_secs(30), "the next edit everywhere", || {
+        b.iter().chain([&m1]).all(|d| {
+            std::fs::read(d.join("run.sh")).is_ok_and(|x| x == b"echo v3 from 2\n")
+                && mode(&d.join("run.sh")) == 0o755
+        })
+    });
+    wait_until(
+        Duration::from_secs(30),
+        "nothing pending, no split-brain",
+        || (1..=3).all(|i| crate::support::heal::all_clean(c.node(i), "v")),
+    );
+    c.assert_no_panics();
+}

@@ -449,7 +449,7 @@ async fn check_watched(
             move |_, c| -> Result<Vec<Option<Option<VersionVector>>>, StoreError> {
                 p2.iter()
                     .map(|p| {
-                        if !Brick::siblings(c, p)?.is_empty() {
+                        if !Brick::siblings(c, p)?.is_empty() || !Brick::members(c, p)?.is_empty() {
                             return Ok(None);
                         }
                         Ok(Some(Brick::load(c, p)?.map(|(e, _)| e.vv)))
@@ -604,7 +604,7 @@ async fn plan_jobs(
 
 /// The current version of `path` as a batch entry (content still to be
 /// read from the returned file), if it can travel inline: no split-brain
-/// siblings, and a directory, link, deletion or a file smaller than the
+/// siblings nor merged members, and a directory, link, deletion or a file smaller than the
 /// smallest chunk whose content is here.
 fn inline_candidate(
     b: &Brick,
@@ -614,7 +614,7 @@ fn inline_candidate(
     let Some((entry, chunks)) = Brick::load(c, path)? else {
         return Ok(None);
     };
-    if !Brick::siblings(c, path)?.is_empty() {
+    if !Brick::siblings(c, path)?.is_empty() || !Brick::members(c, path)?.is_empty() {
         return Ok(None);
     }
     let file = if entry.kind == Kind::File {
@@ -879,16 +879,27 @@ async fn push_path_paced(
         .with_db(
             move |b, c| -> Result<Vec<(Version, Option<PathBuf>)>, StoreError> {
                 let mut v = Vec::new();
-                if let Some((e, ch)) = Brick::load(c, &p)? {
-                    let tag = crate::store::changeset::of(c, &e)?;
-                    v.push((e, ch, tag));
+                let members = Brick::members(c, &p)?;
+                if members.is_empty() {
+                    if let Some((e, ch)) = Brick::load(c, &p)? {
+                        let tag = crate::store::changeset::of(c, &e)?;
+                        v.push((e, ch, tag));
+                    }
+                    v.extend(
+                        Brick::siblings(c, &p)?
+                            .into_iter()
+                            .map(|(e, ch)| (e, ch, None)),
+                    );
+                } else {
+                    // What the path shows merges several versions: each
+                    // travels as it was written (see `store::reconcile`).
+                    for (e, ch) in members {
+                        let tag = crate::store::changeset::of(c, &e)?;
+                        v.push((e, ch, tag));
+                    }
                 }
-                v.extend(
-                    Brick::siblings(c, &p)?
-                        .into_iter()
-                        .map(|(e, ch)| (e, ch, None)),
-                );
-                v.into_iter()
+                let mut v: Vec<(Version, Option<PathBuf>)> = v
+                    .into_iter()
                     .map(|(e, ch, tag)| {
                         let file = if e.kind == Kind::File {
                             b.content_file(c, &p, &e.hash)?
@@ -897,7 +908,12 @@ async fn push_path_paced(
                         };
                         Ok(((e, ch, tag), file))
                     })
-                    .collect()
+                    .collect::<Result<_, StoreError>>()?;
+                // Versions whose content is here go first: a member whose
+                // content this brick no longer holds is superseded by one
+                // of them, and a receiver that has those never needs it.
+                v.sort_by_key(|((e, _, _), file)| e.kind == Kind::File && file.is_none());
+                Ok(v)
             },
         )
         .await?;

@@ -14,7 +14,7 @@ use rusqlite::{params, Connection};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::files::{self, TempFile};
-use super::reconcile::{reconcile, Plan, Src};
+use super::reconcile::{reconcile, Plan, Refused, Src};
 use super::types::{ChunkRef, Entry, Kind};
 use super::{chunking, hex, Brick, StoreError};
 use crate::wire::codec;
@@ -176,7 +176,7 @@ where
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some()
-        && plan.siblings.iter().any(|s| s.1 == Src::Incoming)
+        && !plan.siblings.is_empty()
     {
         return Err(refuse(
             code::CONFLICT,
@@ -259,18 +259,31 @@ pub(super) fn decide(
         .into_iter()
         .map(|(e, _)| e)
         .collect();
+    let members: Vec<Entry> = Brick::members(conn, &entry.path)?
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
     if let Some(w) = write {
         super::reconcile::assign_vectors(&mut entry, w, current.as_ref(), &siblings);
     }
-    match reconcile(current.as_ref(), &siblings, &entry) {
-        None => {
+    match reconcile(current.as_ref(), &siblings, &members, &entry) {
+        Ok(None) => {
             let vv = current.map(|c| c.vv).unwrap_or_default();
             Ok(Decided::Done(Response::Applied {
                 vv,
                 conflict: !siblings.is_empty(),
             }))
         }
-        Some(plan) => Ok(Decided::Apply(Box::new(plan), entry)),
+        Ok(Some(plan)) => Ok(Decided::Apply(Box::new(plan), entry)),
+        // The sender offers the versions it shows first; once those are
+        // here this one no longer needs the content it lacks.
+        Err(Refused::ContentMissing) => Ok(Decided::Done(Response::error(
+            code::REFUSED,
+            format!(
+                "{}: this version would show a content this brick no longer holds; offer the versions the sender shows first",
+                entry.path
+            ),
+        ))),
     }
 }
 
@@ -386,7 +399,7 @@ pub(super) async fn commit(
 ) -> Result<(VersionVector, bool), StoreError> {
     let p = incoming.path.clone();
     let deleting = plan.current.0.kind == Kind::Tombstone;
-    let (old, old_sibs, parent_deleted) = brick
+    let (old, old_sibs, old_members, parent_deleted) = brick
         .with_db(move |_, c| -> Result<_, StoreError> {
             // A deletion under a directory deleted too (kept for this
             // path) may remove that directory: it runs alone.
@@ -396,7 +409,12 @@ pub(super) async fn commit(
                 }
                 _ => false,
             };
-            Ok((Brick::load(c, &p)?, Brick::siblings(c, &p)?, parent_deleted))
+            Ok((
+                Brick::load(c, &p)?,
+                Brick::siblings(c, &p)?,
+                Brick::members(c, &p)?,
+                parent_deleted,
+            ))
         })
         .await?;
     let alone = parent_deleted || runs_alone(&brick.root, &plan, &incoming.path, &old_sibs);
@@ -413,7 +431,14 @@ pub(super) async fn commit(
     let b = brick.clone();
     let mut staged = tokio::task::spawn_blocking(move || {
         place(
-            &b, plan, incoming, in_chunks, temp, from, old, old_sibs, alone,
+            &b,
+            plan,
+            incoming,
+            in_chunks,
+            temp,
+            from,
+            (old, old_sibs, old_members),
+            alone,
         )
     })
     .await
@@ -458,12 +483,18 @@ fn runs_alone(
     }
 }
 
+/// A stored version and its chunk list.
+type Versioned = (Entry, Vec<ChunkRef>);
+
 /// What a placed change writes in the group commit.
 struct Staged {
     path: crate::RelPath,
     cur: Entry,
     cur_chunks: Vec<ChunkRef>,
     siblings: Vec<(Entry, Vec<ChunkRef>)>,
+    /// The members behind the shown versions (empty: they are the shown
+    /// ones), with their chunk lists.
+    members: Vec<(Entry, Vec<ChunkRef>)>,
     kept: Vec<super::trash::Kept>,
     /// Bricks that have not confirmed this version yet, each with the
     /// brick that delivers it to them (0: this one).
@@ -492,11 +523,10 @@ fn place(
     in_chunks: Vec<ChunkRef>,
     temp: Option<TempFile>,
     from: Option<u64>,
-    old: Option<(Entry, Vec<ChunkRef>)>,
-    old_sibs: Vec<(Entry, Vec<ChunkRef>)>,
+    (old, old_sibs, old_members): (Option<Versioned>, Vec<Versioned>, Vec<Versioned>),
     alone: bool,
 ) -> Result<Staged, StoreError> {
-    let path = incoming.path;
+    let path = incoming.path.clone();
     let mut dirs = Vec::new();
     // A deletion never creates anything, nor reaches through a symlink: with
     // a parent missing, not a directory or a link, there is nothing on disk
@@ -577,6 +607,12 @@ fn place(
             }
             Src::Incoming => {
                 if plan.current.1 == Src::Incoming {
+                    // The same bytes go to the brick path too (a
+                    // split-brain of metadata alone): copy them.
+                    if let Some(t) = &temp {
+                        std::fs::copy(t.path(), &dest)
+                            .map_err(|x| StoreError::io("keep sibling", &path, x))?;
+                    }
                     continue;
                 }
                 if let Some(t) = temp.take() {
@@ -680,6 +716,26 @@ fn place(
             (e.clone(), c)
         })
         .collect();
+    // A member's chunk list: from the version with its content here.
+    let members = plan
+        .members
+        .iter()
+        .map(|e| {
+            let c = if e.kind != Kind::File {
+                Vec::new()
+            } else if incoming.same_content(e) {
+                in_chunks.clone()
+            } else {
+                old.iter()
+                    .chain(&old_sibs)
+                    .chain(&old_members)
+                    .find(|(o, _)| o.same_content(e))
+                    .map(|o| o.1.clone())
+                    .unwrap_or_default()
+            };
+            (e.clone(), c)
+        })
+        .collect();
     // A version taken unchanged from a peer brick is delivered to the
     // other bricks by that brick itself; the rows here only watch that it
     // arrives there, and deliver it if it does not (see `replicate`). One
@@ -697,6 +753,7 @@ fn place(
         cur: cur.clone(),
         cur_chunks,
         siblings,
+        members,
         kept,
         pending,
         dirs,
@@ -727,19 +784,8 @@ fn write_staged(tx: &Connection, s: &Staged) -> Result<(VersionVector, bool), St
     tx.prepare_cached("DELETE FROM chunks WHERE file = ?1")?
         .execute(params![path.as_str()])?;
     index_chunks(tx, path.as_str(), &s.cur_chunks)?;
-    tx.prepare_cached("DELETE FROM siblings WHERE path = ?1")?
-        .execute(params![path.as_str()])?;
+    write_versions(tx, "siblings", path, &s.siblings)?;
     for (e, c) in &s.siblings {
-        let enc = codec::encode(e).map_err(|_| StoreError::Corrupt(path.to_string()))?;
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO siblings (path, vv, entry, chunks) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![
-            path.as_str(),
-            e.vv.to_bytes(),
-            enc,
-            chunking::encode_list(c)
-        ])?;
         if e.kind == Kind::File {
             let file = format!("{}/siblings/{}", crate::wire::path::RESERVED, hex(&e.hash));
             tx.prepare_cached("DELETE FROM chunks WHERE file = ?1")?
@@ -747,6 +793,7 @@ fn write_staged(tx: &Connection, s: &Staged) -> Result<(VersionVector, bool), St
             index_chunks(tx, &file, c)?;
         }
     }
+    write_versions(tx, "members", path, &s.members)?;
     super::trash::record(tx, &s.kept)?;
     super::changeset::record(tx, path.as_str(), &s.cur.vv, s.tag)?;
     for (peer, sender) in &s.pending {
@@ -763,9 +810,30 @@ fn write_staged(tx: &Connection, s: &Staged) -> Result<(VersionVector, bool), St
     Ok((s.cur.vv.clone(), !s.siblings.is_empty()))
 }
 
-/// Keeps in the trash what `plan` loses (see `trash`); the rows are
-/// recorded in the commit's transaction. A content that cannot be kept
-/// is logged, never a reason to refuse the change.
+/// Replaces the rows of `path` in `table` (siblings or members).
+fn write_versions(
+    tx: &Connection,
+    table: &str,
+    path: &crate::RelPath,
+    versions: &[Versioned],
+) -> Result<(), StoreError> {
+    tx.prepare_cached(&format!("DELETE FROM {table} WHERE path = ?1"))?
+        .execute(params![path.as_str()])?;
+    for (e, c) in versions {
+        let enc = codec::encode(e).map_err(|_| StoreError::Corrupt(path.to_string()))?;
+        tx.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO {table} (path, vv, entry, chunks) VALUES (?1, ?2, ?3, ?4)"
+        ))?
+        .execute(params![
+            path.as_str(),
+            e.vv.to_bytes(),
+            enc,
+            chunking::encode_list(c)
+        ])?;
+    }
+    Ok(())
+}
+
 /// Keeps in the trash every regular file that stands where `path` needs a
 /// parent directory (it is replaced by the directory when the path is
 /// placed). Kept whatever `features.trash` says: it is a conflict's loser.
@@ -820,6 +888,9 @@ fn keep_displaced_parents(
     Ok(out)
 }
 
+/// Keeps in the trash what `plan` loses (see `trash`); the rows are
+/// recorded in the commit's transaction. A content that cannot be kept
+/// is logged, never a reason to refuse the change.
 fn keep_losers(
     brick: &Brick,
     plan: &Plan,
@@ -1012,6 +1083,7 @@ pub async fn choose(
     let plan = Plan {
         current: (win.clone(), src),
         siblings: Vec::new(),
+        members: Vec::new(),
         diverged: true,
     };
     commit(brick, plan, win, Vec::new(), None, (None, None)).await?;
@@ -1178,6 +1250,7 @@ mod tests {
                 let plan = Plan {
                     current: (e.clone(), Src::Incoming),
                     siblings: Vec::new(),
+                    members: Vec::new(),
                     diverged: false,
                 };
                 let (vv, conflict) = commit(&b, plan, e.clone(), chunks, Some(t), (Some(2), None))

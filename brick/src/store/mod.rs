@@ -392,8 +392,28 @@ impl Brick {
         conn: &Connection,
         path: &RelPath,
     ) -> Result<Vec<(Entry, Vec<ChunkRef>)>, StoreError> {
-        let mut st =
-            conn.prepare_cached("SELECT entry, chunks FROM siblings WHERE path = ?1 ORDER BY vv")?;
+        Self::versions_in(conn, "siblings", path)
+    }
+
+    /// The members behind what `path` shows, when that is a merge of
+    /// several (see `store::reconcile`); empty when the shown versions are
+    /// the members.
+    pub fn members(
+        conn: &Connection,
+        path: &RelPath,
+    ) -> Result<Vec<(Entry, Vec<ChunkRef>)>, StoreError> {
+        Self::versions_in(conn, "members", path)
+    }
+
+    /// The versions of `path` in `table` (siblings or members), by vector.
+    fn versions_in(
+        conn: &Connection,
+        table: &str,
+        path: &RelPath,
+    ) -> Result<Vec<(Entry, Vec<ChunkRef>)>, StoreError> {
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT entry, chunks FROM {table} WHERE path = ?1 ORDER BY vv"
+        ))?;
         let rows = st.query_map(params![path.as_str()], |r| {
             Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
         })?;

@@ -139,6 +139,7 @@ async fn restore_one(brick: &Arc<Brick>, row: Row) -> Result<Restored, StoreErro
             let plan = Plan {
                 current: (d.clone(), Src::Incoming),
                 siblings: Vec::new(),
+                members: Vec::new(),
                 diverged: true,
             };
             super::apply::commit_local(brick, plan, d, Vec::new(), None).await?;
@@ -183,6 +184,7 @@ async fn restore_one(brick: &Arc<Brick>, row: Row) -> Result<Restored, StoreErro
     let plan = Plan {
         current: (e.clone(), Src::Incoming),
         siblings: Vec::new(),
+        members: Vec::new(),
         diverged: true,
     };
     super::apply::commit_local(brick, plan, e, row.chunks, Some(t)).await?;

@@ -17,6 +17,10 @@
 //!   delivers it.
 //! - `siblings`: concurrent versions of a path in split-brain, with their
 //!   content stored content-addressed under `.gsync/siblings/`.
+//! - `members`: the versions received that no other supersedes, when what
+//!   the path shows (the entry and its siblings) merges several of them
+//!   (see `store::reconcile`); no rows when the shown versions are the
+//!   members themselves. Content is kept only for the shown versions.
 //! - `retained`: losing versions of resolved split-brains, kept for
 //!   `cluster.conflict-retention`.
 //! - `kv`: the sequence counter and the brick's identity, including its
@@ -61,6 +65,7 @@ const MIGRATIONS: &[&str] = &[
 ",
     super::changeset::MIGRATION,
     "ALTER TABLE pending ADD COLUMN sender INTEGER NOT NULL DEFAULT 0;",
+    "CREATE TABLE members (path TEXT NOT NULL, vv BLOB NOT NULL, entry BLOB NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY (path, vv));",
 ];
 
 /// Opens and migrates a brick database.

@@ -433,6 +433,7 @@ mod tests {
                 let plan = Plan {
                     current: (e.clone(), Src::Incoming),
                     siblings: Vec::new(),
+                    members: Vec::new(),
                     diverged: false,
                 };
                 super::super::apply::commit_local(&b, plan, e, chunks, Some(t))

@@ -27,10 +27,12 @@ pub const ALPN: &[u8] = b"gsync/1";
 /// changes shape (2: pool document lineage, heal fill progress; 3:
 /// changesets: [`Request::OfferInSet`], [`Request::FeedInSets`]; 4: the
 /// pool configuration on consensus, [`Request::Raft`]; 5: batched
-/// replication of small versions, [`Request::OfferBatch`]). Nodes of
+/// replication of small versions, [`Request::OfferBatch`]; 6: bricks
+/// offer the versions written, never a merge of them, see
+/// `store::reconcile`). Nodes of
 /// different versions refuse each other in `Hello` with one line naming
 /// both versions, so an older node never receives a message it cannot read.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Wire error codes carried by [`Response::Error`].
 pub mod code {
