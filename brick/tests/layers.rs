@@ -8,10 +8,9 @@
 //!
 //! The mount agent's crate (`client/`) is held to the same rule.
 //!
-//! The files of `node/` are counted as one module, `node`: it is the
-//! composition layer, and how its own files call each other is its
-//! business; what it must never be is imported back by the layers it
-//! composes (services, store, wire).
+//! The files of `node/` (the composition layer) are held to it too:
+//! management commands -> brick lifecycle, connections -> the node's
+//! request service -> consensus, disks, the node database.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -96,15 +95,6 @@ fn resolve(mods: &BTreeMap<String, PathBuf>, path: &str) -> Option<String> {
         .find(|m| mods.contains_key(m))
 }
 
-/// How a module counts in the check (`node::*` as `node`).
-fn unit(m: &str) -> String {
-    if m == "node" || m.starts_with("node::") {
-        "node".to_string()
-    } else {
-        m.to_string()
-    }
-}
-
 fn edges(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mods = modules(src);
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -144,12 +134,9 @@ fn edges(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
             if t == *m || m.starts_with(&format!("{t}::")) {
                 continue;
             }
-            let (a, b) = (unit(m), unit(&t));
-            if a != b {
-                out.entry(a).or_default().insert(b);
-            }
+            out.entry(m.clone()).or_default().insert(t);
         }
-        out.entry(unit(m)).or_default();
+        out.entry(m.clone()).or_default();
     }
     out
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::mgmt::{fail, ok};
 use super::Node;
 use crate::control::CtlReply;
 use crate::wire::proto::{Request, Response};
@@ -65,10 +64,10 @@ pub(super) async fn garbage(node: &Arc<Node>, addr: &str) -> CtlReply {
         .iter()
         .find(|m| format!("{}:{}", m.hostname, m.port) == addr || m.hostname == addr)
     else {
-        return fail(format!("{addr} is not a pool member"));
+        return CtlReply::fail(format!("{addr} is not a pool member"));
     };
     let Some(conn) = node.connection(m.uuid) else {
-        return fail(format!("{addr} is not connected"));
+        return CtlReply::fail(format!("{addr} is not connected"));
     };
     // A brick of the target, so the offers reach the store when they decode.
     let (volume, brick) = cfg
@@ -122,7 +121,7 @@ pub(super) async fn garbage(node: &Arc<Node>, addr: &str) -> CtlReply {
     {
         Ok(Ok(Request::Offer(o))) if o.entry.path.as_str() == "garbage-drill" => {}
         other => {
-            return fail(format!(
+            return CtlReply::fail(format!(
                 "the crafted offer does not decode as Request::Offer: {other:?}"
             ))
         }
@@ -143,13 +142,13 @@ pub(super) async fn garbage(node: &Arc<Node>, addr: &str) -> CtlReply {
     ] {
         match framed(&offer(path, 1)) {
             Ok(b) => payloads.push((b, None)),
-            Err(e) => return fail(e),
+            Err(e) => return CtlReply::fail(e),
         }
     }
     // A valid offer whose first chunk frame announces 1 GiB.
     match framed(&offer("garbage-drill", 1 << 30)) {
         Ok(b) => payloads.push((b, Some(vec![0x40, 0, 0, 0, 1, 2, 3]))),
-        Err(e) => return fail(e),
+        Err(e) => return CtlReply::fail(e),
     }
     let mut sent = 0;
     for (p, after_need) in payloads {
@@ -171,5 +170,5 @@ pub(super) async fn garbage(node: &Arc<Node>, addr: &str) -> CtlReply {
             sent += 1;
         }
     }
-    ok(sent)
+    CtlReply::ok(sent)
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::mgmt::member_for_host;
+use super::hosts::member_for_host;
 use super::{CallError, Node};
 use crate::control::CtlReply;
 use crate::pool::{BrickDef, PoolConfig, Volume};
@@ -502,7 +502,7 @@ pub(super) async fn remove_brick(
 /// goes on a new one, pinned to its key.
 pub(super) async fn tell_detached(node: &Arc<Node>, m: &crate::pool::Member) {
     let told = async {
-        let addr = super::mgmt::resolve(&m.hostname, m.port)
+        let addr = super::hosts::resolve(&m.hostname, m.port)
             .await
             .map_err(CallError::Dial)?;
         let conn = node.dial(addr, Some(m.fingerprint.clone())).await?;
@@ -536,66 +536,4 @@ pub(super) fn detached_by(node: &Arc<Node>, by: Uuid) {
         tracing::warn!(by = %n.peer_name(by), "this node was detached from the pool");
         n.leave_pool().await;
     });
-}
-
-/// Records the outcome of dialing member `peer`. A node detached while it
-/// was down was never told; it finds out when every other member refuses
-/// its key (their refusal is authenticated: the dial pins each member's
-/// key), and then leaves the pool instead of dialing it forever.
-pub(super) fn note_dial(node: &Arc<Node>, peer: Uuid, err: Option<&CallError>) {
-    use std::collections::{HashMap, HashSet};
-    use std::sync::{Mutex, OnceLock};
-    static REFUSED: OnceLock<Mutex<HashMap<Uuid, HashSet<Uuid>>>> = OnceLock::new();
-    let refused_key = err.is_some_and(|e| match e {
-        CallError::Refused { code, .. } => *code == crate::wire::proto::code::PERMISSION,
-        CallError::Connection(quinn::ConnectionError::ApplicationClosed(c)) => {
-            c.error_code == crate::wire::proto::code::PERMISSION.into()
-        }
-        _ => false,
-    });
-    let all_refuse = {
-        let mut all = REFUSED
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let mine = all.entry(node.me.uuid).or_default();
-        if refused_key {
-            mine.insert(peer);
-        } else {
-            mine.remove(&peer);
-        }
-        let cfg = node.config();
-        let others: Vec<Uuid> = cfg
-            .members
-            .iter()
-            .map(|m| m.uuid)
-            .filter(|u| *u != node.me.uuid)
-            .collect();
-        let done = !others.is_empty() && others.iter().all(|u| mine.contains(u));
-        if done {
-            mine.clear();
-        }
-        done
-    };
-    if all_refuse {
-        tracing::warn!("this node was detached from the pool (every member refuses its key: it was detached while away or before it was told); leaving the pool");
-        let n = node.clone();
-        node.spawn(async move { n.leave_pool().await });
-    }
-}
-
-/// The peer's refusal of this node's key, when it closed `conn` for that
-/// (its error frame may not arrive before the close does).
-pub(super) fn refusal(conn: &quinn::Connection) -> Option<CallError> {
-    match conn.close_reason()? {
-        quinn::ConnectionError::ApplicationClosed(c)
-            if c.error_code == crate::wire::proto::code::PERMISSION.into() =>
-        {
-            Some(CallError::Refused {
-                code: crate::wire::proto::code::PERMISSION,
-                reason: String::from_utf8_lossy(&c.reason).into_owned(),
-            })
-        }
-        _ => None,
-    }
 }

@@ -5,12 +5,12 @@
 //! with one line, when no majority of the pool is reachable. Calls to peers
 //! are bounded by `RPC_TIMEOUT`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::hosts::{member_for_host, resolve};
 use super::{call_on, CallError, Node};
 use crate::control::{
     BrickRow, CtlReply, CtlRequest, NodeInfo, PeerInfo, ProbeResult, ShdRow, VolumeStatusReport,
@@ -27,17 +27,6 @@ pub(super) fn ok<T: Serialize>(data: T) -> CtlReply {
 
 pub(super) fn fail(reason: impl Into<String>) -> CtlReply {
     CtlReply::fail(reason)
-}
-
-/// Resolves `host:port` to one socket address.
-pub async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    match tokio::net::lookup_host((host, port)).await {
-        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{host}: no address")),
-        Err(e) => Err(format!("{host}: {e}")),
-    }
 }
 
 pub(super) async fn handle(node: &Arc<Node>, req: CtlRequest) -> CtlReply {
@@ -266,7 +255,7 @@ async fn probe(node: &Arc<Node>, host: String, port: u16, secret: Option<String>
     let n = node.clone();
     let c = conn.clone();
     let peer = member.uuid;
-    node.spawn(async move { super::serve::serve_conn(n, c, peer).await });
+    node.spawn(async move { super::conn::serve_conn(n, c, peer).await });
     if let Err(e) = node.commit_config(*doc).await {
         // The probed node waits for a leader that will never add it: it
         // is told to go back to a pool of one.
@@ -280,69 +269,6 @@ async fn probe(node: &Arc<Node>, host: String, port: u16, secret: Option<String>
         port,
         fingerprint: fp,
     })
-}
-
-/// Handles a probe from a node whose key is not pinned yet: the node
-/// leaves its pool of one and waits for the pool's leader to add it.
-pub(super) async fn accept_probe(
-    node: &Arc<Node>,
-    conn: &quinn::Connection,
-    fp: &str,
-    probe: Probe,
-) -> Response {
-    let cfg = node.config();
-    let Some(prober) = probe.config.member_by_fingerprint(fp).cloned() else {
-        return Response::error(
-            code::PERMISSION,
-            "probe from a key not in its own pool document",
-        );
-    };
-    if cfg.members.len() > 1 {
-        return Response::error(
-            code::REFUSED,
-            format!("{} is already part of another pool", probe.host),
-        );
-    }
-    if !cfg.volumes.is_empty() {
-        return Response::error(
-            code::REFUSED,
-            format!(
-                "{} has volumes defined; delete them before joining a pool",
-                probe.host
-            ),
-        );
-    }
-    if let Some(want) = &node.join_secret {
-        if probe.secret.as_deref() != Some(want.as_str()) {
-            return Response::error(
-                code::PERMISSION,
-                format!(
-                    "{} requires a join secret (--secret) and the one given does not match",
-                    probe.host
-                ),
-            );
-        }
-    }
-    if probe.config.member(node.me.uuid).is_some() {
-        return Response::error(code::REFUSED, "prober's pool already lists this node");
-    }
-    let mut me = node.me.clone();
-    me.hostname = probe.host.clone();
-    me.port = probe.port;
-    let mut doc = probe.config.next(node.me.uuid);
-    doc.members.push(me.clone());
-    // The prober's connection is this node's link to the pool from the
-    // moment the new document shows: no dial to the prober (refused until
-    // its change is committed) may suggest this node was detached.
-    node.register(prober.uuid, conn.clone());
-    if let Err(e) = super::raft::restart(node, doc.clone(), false).await {
-        return Response::error(code::INTERNAL, e);
-    }
-    tracing::warn!(prober = %prober.hostname, key = %net::short(fp), "joined a pool on first contact; prober key pinned");
-    Response::ProbeAccepted {
-        member: me,
-        config: Box::new(doc),
-    }
 }
 
 async fn detach(node: &Arc<Node>, host: &str, force: bool) -> CtlReply {
@@ -410,23 +336,6 @@ async fn force_detach(
         serde_json::json!({"peer": m.hostname, "uuid": m.uuid.to_string()}),
     );
     ok(())
-}
-
-/// Finds the member a brick host names: by hostname, else by address.
-pub(super) async fn member_for_host(node: &Node, cfg: &PoolConfig, host: &str) -> Option<Uuid> {
-    if let Some(m) = cfg.member_by_host(host) {
-        return Some(m.uuid);
-    }
-    let ip = resolve(host, 0).await.ok()?.ip();
-    if ip == node.listen.ip() {
-        return Some(node.me.uuid);
-    }
-    for m in &cfg.members {
-        if resolve(&m.hostname, 0).await.ok().map(|a| a.ip()) == Some(ip) {
-            return Some(m.uuid);
-        }
-    }
-    None
 }
 
 async fn volume_create(

@@ -14,14 +14,15 @@
 //! the state machine ([`Node::publish_config`]).
 
 mod bricks;
+mod conn;
 mod ctl;
 pub mod db;
 pub mod disk;
 #[cfg(feature = "failpoints")]
 mod drill;
+mod hosts;
 mod lifecycle;
 mod mgmt;
-mod peers;
 pub mod raft;
 mod serve;
 
@@ -204,9 +205,9 @@ impl Node {
             .map_err(anyhow_like::err)?;
         ctl::start(node.clone()).await?;
         let n = node.clone();
-        node.spawn_supervised("accept loop", move || serve::accept_loop(n.clone()));
+        node.spawn_supervised("accept loop", move || conn::accept_loop(n.clone()));
         let n = node.clone();
-        node.spawn_supervised("peer connections", move || peers::supervise(n.clone()));
+        node.spawn_supervised("peer connections", move || conn::supervise(n.clone()));
         let n = node.clone();
         node.spawn_supervised("pool consensus", move || raft::maintain(n.clone()));
         node.apply_config_locally();
