@@ -21,8 +21,8 @@ use gsync_brick::store::digest::ChildDigest;
 use gsync_brick::store::types::{ChunkRef, Entry, Kind};
 use gsync_brick::wire::codec;
 use gsync_brick::wire::proto::{
-    BatchEntry, BatchOutcome, Changeset, HealOp, Hello, Offer, Probe, Request, Response, WriteInfo,
-    PROTOCOL_VERSION,
+    BatchEntry, BatchOutcome, Changeset, HealOp, Hello, Offer, Probe, Request, Response,
+    WriteEntry, WriteInfo, PROTOCOL_VERSION,
 };
 use gsync_brick::wire::vv::VersionVector;
 use gsync_brick::RelPath;
@@ -54,6 +54,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::FeedInSets { .. } => "Request::FeedInSets",
         Request::Raft(_) => "Request::Raft",
         Request::OfferBatch { .. } => "Request::OfferBatch",
+        Request::WriteBatch { .. } => "Request::WriteBatch",
     }
 }
 
@@ -167,15 +168,19 @@ fn offer() -> Offer {
         brick: 1,
         entry: entry(),
         chunks: vec![chunk()],
-        write: Some(WriteInfo {
-            writer: 77,
-            base: vv(&[(1, 1)]),
-            base_data: vv(&[(1, 1)]),
-            base_meta: VersionVector::new(),
-            content_changed: true,
-            meta_changed: false,
-        }),
+        write: Some(write()),
         from_brick: Some(2),
+    }
+}
+
+fn write() -> WriteInfo {
+    WriteInfo {
+        writer: 77,
+        base: vv(&[(1, 1)]),
+        base_data: vv(&[(1, 1)]),
+        base_meta: VersionVector::new(),
+        content_changed: true,
+        meta_changed: false,
     }
 }
 
@@ -292,6 +297,17 @@ fn requests() -> Vec<Request> {
                     content: Vec::new(),
                 },
             ],
+        },
+        Request::WriteBatch {
+            volume: id(9),
+            brick: 2,
+            changeset: Some(set),
+            entries: vec![WriteEntry {
+                entry: entry(),
+                chunks: vec![chunk()],
+                write: write(),
+                content: b"hi\n".to_vec(),
+            }],
         },
     ]
 }

@@ -120,6 +120,9 @@ const IDLE_WAKE: Duration = Duration::from_secs(5);
 /// Pushes in flight at once.
 const PUSH_CONCURRENCY: usize = 64;
 
+/// Batches of small changes in flight at once (see `sync::send_batch`).
+const BATCH_CONCURRENCY: usize = 4;
+
 /// Debounce for local events: the default changeset window.
 const DEBOUNCE: Duration = Duration::from_millis(20);
 
@@ -1048,15 +1051,23 @@ impl Agent {
                 continue;
             }
             let this: &Agent = self;
-            let results: Vec<(RelPath, Result<(), RemoteError>)> =
-                futures_util::stream::iter(group)
-                    .map(|r| async move {
-                        let p = r.path().clone();
-                        (p, sync::send(&this.mount, r, changeset).await)
-                    })
-                    .buffer_unordered(PUSH_CONCURRENCY)
-                    .collect()
-                    .await;
+            // Small changes go in batches (one request and one answer for
+            // up to 256), the others one offer each, all at once.
+            let (inline, single): (Vec<sync::Ready>, Vec<sync::Ready>) =
+                group.into_iter().partition(|r| r.inline());
+            let singles = futures_util::stream::iter(single)
+                .map(|r| async move {
+                    let p = r.path().clone();
+                    (p, sync::send(&this.mount, r, changeset).await)
+                })
+                .buffer_unordered(PUSH_CONCURRENCY)
+                .collect::<Vec<_>>();
+            let batched = futures_util::stream::iter(sync::batches(inline))
+                .map(|b| sync::send_batch(&this.mount, b, changeset))
+                .buffer_unordered(BATCH_CONCURRENCY)
+                .collect::<Vec<_>>();
+            let (mut results, batched) = tokio::join!(singles, batched);
+            results.extend(batched.into_iter().flatten());
             for (p, r) in results {
                 match r {
                     Ok(()) => {

@@ -124,22 +124,178 @@ pub(crate) async fn send(
     if entry.kind != Kind::Tombstone {
         return push_entry(m, &t, entry, chunks, w, st, &full, changeset).await;
     }
-    let rel = entry.path.clone();
     let offer = m.offer(&t, entry.clone(), Vec::new(), w.clone());
     let (vv, conflict) = remote::push(&m.node, &t, &offer, changeset, None).await?;
-    let mut rec_entry = entry;
-    set_vectors(&mut rec_entry, vv, &w);
-    m.expect_echo(rel, rec_entry.vv.clone());
-    m.journal
-        .put_async(Record {
-            entry: rec_entry,
-            chunks: Vec::new(),
-            stat: LocalStat::missing(),
-            conflict,
-        })
-        .await
-        .map_err(local_err)?;
-    Ok(())
+    recorded(
+        m,
+        (entry, Vec::new(), w),
+        LocalStat::missing(),
+        None,
+        (vv, conflict),
+    )
+    .await
+}
+
+impl Ready {
+    /// True if it can travel in a batch, content inline: a directory, a
+    /// link, a deletion or a file smaller than the smallest chunk.
+    pub(crate) fn inline(&self) -> bool {
+        self.entry.kind != Kind::File
+            || (self.entry.size < u64::from(chunking::MIN_CHUNK) && self.chunks.len() <= 1)
+    }
+
+    /// Content bytes it adds to a batch.
+    fn inline_len(&self) -> usize {
+        if self.entry.kind == Kind::File {
+            self.entry.size as usize
+        } else {
+            0
+        }
+    }
+}
+
+/// Splits described changes that can travel inline (see [`Ready::inline`])
+/// into batches within the brick's limits, each for one brick.
+pub(crate) fn batches(readies: Vec<Ready>) -> Vec<Vec<Ready>> {
+    use gsync_brick::wire::proto::{MAX_BATCH_BYTES, MAX_BATCH_ENTRIES};
+    let mut out: Vec<Vec<Ready>> = Vec::new();
+    let mut bytes = 0;
+    for r in readies {
+        let fits = out.last().is_some_and(|b| {
+            b.len() < MAX_BATCH_ENTRIES
+                && bytes + r.inline_len() <= MAX_BATCH_BYTES
+                && b[0].t == r.t
+        });
+        if !fits {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += r.inline_len();
+        if let Some(b) = out.last_mut() {
+            b.push(r);
+        }
+    }
+    out
+}
+
+/// Sends described changes that can travel inline (one [`batches`] batch)
+/// in one request, as members of `changeset`, and records each as its
+/// single push would. A file whose content no longer matches what was
+/// described goes out alone instead (its own push checks it again).
+pub(crate) async fn send_batch(
+    m: &Mount,
+    readies: Vec<Ready>,
+    changeset: Option<gsync_brick::wire::proto::Changeset>,
+) -> Vec<(RelPath, Result<(), RemoteError>)> {
+    use gsync_brick::wire::proto::{BatchOutcome, Request, Response, WriteEntry};
+    let Some(t) = readies.first().map(|r| r.t.clone()) else {
+        return Vec::new();
+    };
+    // The small contents, read off the executor.
+    let (readies, contents) = tokio::task::spawn_blocking(move || {
+        let contents: Vec<Option<Vec<u8>>> = readies
+            .iter()
+            .map(|r| {
+                if r.entry.kind != Kind::File {
+                    return Some(Vec::new());
+                }
+                std::fs::read(&r.full).ok().filter(|d| {
+                    d.len() as u64 == r.entry.size && blake3::hash(d).as_bytes() == &r.entry.hash
+                })
+            })
+            .collect();
+        (readies, contents)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let mut out = Vec::with_capacity(readies.len());
+    let mut batch = Vec::new();
+    let mut entries = Vec::new();
+    for (r, content) in readies.into_iter().zip(contents) {
+        match content {
+            Some(content) => {
+                entries.push(WriteEntry {
+                    entry: r.entry.clone(),
+                    chunks: r.chunks.clone(),
+                    write: r.w.clone(),
+                    content,
+                });
+                batch.push(r);
+            }
+            None => {
+                let p = r.path().clone();
+                out.push((p, send(m, r, changeset).await));
+            }
+        }
+    }
+    if batch.is_empty() {
+        return out;
+    }
+    let req = Request::WriteBatch {
+        volume: t.volume,
+        brick: t.brick,
+        changeset,
+        entries,
+    };
+    let outcomes = match remote::call(&m.node, &t, &req).await {
+        Ok(Response::Batch(o)) if o.len() == batch.len() => o,
+        Ok(_) => {
+            let e = RemoteError::Unreachable("unexpected answer to a batch".into());
+            out.extend(
+                batch
+                    .into_iter()
+                    .map(|r| (r.path().clone(), Err(clone_err(&e)))),
+            );
+            return out;
+        }
+        Err(e) => {
+            out.extend(
+                batch
+                    .into_iter()
+                    .map(|r| (r.path().clone(), Err(clone_err(&e)))),
+            );
+            return out;
+        }
+    };
+    for (r, o) in batch.into_iter().zip(outcomes) {
+        let p = r.path().clone();
+        let Ready {
+            t,
+            entry,
+            chunks,
+            w,
+            st,
+            full,
+        } = r;
+        let res = match o {
+            BatchOutcome::Applied { vv, conflict } => {
+                let file = (entry.kind != Kind::Tombstone).then_some(full.as_path());
+                let st = if entry.kind == Kind::Tombstone {
+                    LocalStat::missing()
+                } else {
+                    st
+                };
+                recorded(m, (entry, chunks, w), st, file, (vv, conflict)).await
+            }
+            BatchOutcome::Refused { code, reason }
+                if code == gsync_brick::wire::proto::code::CONFLICT
+                    && entry.kind != Kind::Tombstone =>
+            {
+                conflict_copy(m, &t, &p, &full, &reason).await
+            }
+            BatchOutcome::Refused { code, reason } => Err(RemoteError::Refused(code, reason)),
+        };
+        out.push((p, res));
+    }
+    out
+}
+
+fn clone_err(e: &RemoteError) -> RemoteError {
+    match e {
+        RemoteError::Unreachable(s) => RemoteError::Unreachable(s.clone()),
+        RemoteError::Refused(c, s) => RemoteError::Refused(*c, s.clone()),
+        RemoteError::Local(s) => RemoteError::Local(s.clone()),
+    }
 }
 
 /// Looks at the local state of `rel` against the journal: what changed is
@@ -310,7 +466,23 @@ async fn push_entry(
         }
         other => other?,
     };
-    gsync_brick::failpoint::hit("agent-after-push");
+    recorded(m, (entry, chunks, w), st, Some(full), (vv, conflict)).await
+}
+
+/// Records a change the brick took (`vv` assigned, `conflict` if the path
+/// is now in split-brain): its vectors, the echo to expect from the feed,
+/// the journal. A file (at `file`) changed again meanwhile goes round once
+/// more.
+async fn recorded(
+    m: &Mount,
+    (entry, chunks, w): (Entry, Vec<ChunkRef>, gsync_brick::wire::proto::WriteInfo),
+    st: LocalStat,
+    file: Option<&Path>,
+    (vv, conflict): (VersionVector, bool),
+) -> Result<(), RemoteError> {
+    if file.is_some() {
+        gsync_brick::failpoint::hit("agent-after-push");
+    }
     let mut e = entry;
     set_vectors(&mut e, vv, &w);
     m.expect_echo(e.path.clone(), e.vv.clone());
@@ -328,7 +500,7 @@ async fn push_entry(
         .await
         .map_err(local_err)?;
     // Changed again while we pushed: go round once more.
-    if let Ok(Found::Some(now)) = local::stat(full) {
+    if let Some(Ok(Found::Some(now))) = file.map(local::stat) {
         if now != st {
             m.mark(rel);
         }

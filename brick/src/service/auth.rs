@@ -139,6 +139,16 @@ mod tests {
                 },
                 AuthScope::BrickPeer(v),
             ),
+            // A mount's batch of writes: data.
+            (
+                Request::WriteBatch {
+                    volume: v,
+                    brick: 1,
+                    changeset: None,
+                    entries: Vec::new(),
+                },
+                AuthScope::Data(v),
+            ),
             (
                 Request::Versions {
                     volume: v,

@@ -123,6 +123,15 @@ where
             Ok(b) => crate::store::batch::handle_batch(&b, from_brick, entries).await,
             Err(r) => r,
         },
+        Request::WriteBatch {
+            volume,
+            brick,
+            changeset,
+            entries,
+        } => match brick_of(host.as_ref(), volume, brick) {
+            Ok(b) => write_batch(host, &b, changeset, entries).await,
+            Err(r) => r,
+        },
         Request::FeedInSets {
             volume,
             brick,
@@ -348,6 +357,62 @@ async fn behind_peers(
     None
 }
 
+/// Quorum judged now for a write to `b`, not by the last periodic check;
+/// the volume, when a quorum is enforced and reached.
+fn judge_quorum(host: &Arc<dyn Host>, b: &Brick) -> Option<crate::pool::Volume> {
+    let cfg = host.config();
+    let v = cfg.volumes.iter().find(|v| v.id == b.volume)?;
+    let q = host.quorum(v);
+    *b.quorum.lock().unwrap_or_else(|e| e.into_inner()) = q;
+    (q == Some(true)).then(|| v.clone())
+}
+
+/// Serves a mount's batch of writes as its single offers would be
+/// served: quorum judged once, and on a quorum volume each path checked
+/// against the other bricks first (see [`behind_peers`]); a path that
+/// must wait is refused alone.
+async fn write_batch(
+    host: &Arc<dyn Host>,
+    b: &Arc<Brick>,
+    changeset: Option<crate::wire::proto::Changeset>,
+    entries: Vec<crate::wire::proto::WriteEntry>,
+) -> Response {
+    let Some(v) = judge_quorum(host, b) else {
+        return crate::store::batch::handle_write_batch(b, changeset, entries).await;
+    };
+    let mut waits: Vec<Option<String>> = Vec::with_capacity(entries.len());
+    for e in &entries {
+        waits.push(behind_peers(host, b, &v, &e.entry.path).await);
+    }
+    let (go, wait): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .zip(waits)
+        .enumerate()
+        .partition(|(_, (_, w))| w.is_none());
+    let order: Vec<usize> = go.iter().map(|(i, _)| *i).collect();
+    let applied = crate::store::batch::handle_write_batch(
+        b,
+        changeset,
+        go.into_iter().map(|(_, (e, _))| e).collect(),
+    )
+    .await;
+    let Response::Batch(outcomes) = applied else {
+        return applied;
+    };
+    let mut all: Vec<Option<crate::wire::proto::BatchOutcome>> =
+        (0..order.len() + wait.len()).map(|_| None).collect();
+    for (i, o) in order.into_iter().zip(outcomes) {
+        all[i] = Some(o);
+    }
+    for (i, (_, w)) in wait {
+        all[i] = Some(crate::wire::proto::BatchOutcome::Refused {
+            code: code::NO_QUORUM,
+            reason: w.unwrap_or_default(),
+        });
+    }
+    Response::Batch(all.into_iter().flatten().collect())
+}
+
 /// Serves an offer (with its changeset, if any): quorum is judged for a
 /// write, then the brick applies it.
 async fn offer_to<W, R>(
@@ -366,15 +431,9 @@ where
         Err(r) => return frame::write_msg(send, &r).await,
     };
     if offer.write.is_some() {
-        // Quorum is judged now, not by the last periodic check.
-        let cfg = host.config();
-        if let Some(v) = cfg.volumes.iter().find(|v| v.id == b.volume) {
-            let q = host.quorum(v);
-            *b.quorum.lock().unwrap_or_else(|e| e.into_inner()) = q;
-            if q == Some(true) {
-                if let Some(reason) = behind_peers(host, &b, v, &offer.entry.path).await {
-                    return frame::write_msg(send, &Response::error(code::NO_QUORUM, reason)).await;
-                }
+        if let Some(v) = judge_quorum(host, &b) {
+            if let Some(reason) = behind_peers(host, &b, &v, &offer.entry.path).await {
+                return frame::write_msg(send, &Response::error(code::NO_QUORUM, reason)).await;
             }
         }
     }

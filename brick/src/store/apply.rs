@@ -106,6 +106,41 @@ pub(super) fn refuse_below_symlink(brick: &Brick, entry: &Entry) -> Result<(), O
     Ok(())
 }
 
+/// Refuses a writer's change while the brick cannot reach its quorum.
+pub(super) fn refuse_without_quorum(brick: &Brick) -> Result<(), OfferError> {
+    let quorum = *brick.quorum.lock().unwrap_or_else(|p| p.into_inner());
+    if quorum == Some(false) {
+        return Err(refuse(
+            code::NO_QUORUM,
+            "brick cannot reach quorum; change refused",
+        ));
+    }
+    Ok(())
+}
+
+/// With quorum configured, bricks never diverge: a writer's change based
+/// on a version that is no longer current, and really different from it,
+/// is refused as a conflict instead of kept as a split-brain sibling; the
+/// writer keeps its edit as a conflict copy.
+pub(super) fn refuse_split_brain_on_quorum(
+    brick: &Brick,
+    plan: &Plan,
+    path: &crate::RelPath,
+) -> Result<(), OfferError> {
+    let quorum = brick
+        .quorum
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_some();
+    if quorum && !plan.siblings.is_empty() {
+        return Err(refuse(
+            code::CONFLICT,
+            format!("{path} changed on the volume since this edit's base version"),
+        ));
+    }
+    Ok(())
+}
+
 /// The path's update lock, or a refusal to retry later if it stays busy
 /// for [`PATH_BUSY_WAIT`].
 pub(super) async fn lock_for_update<'a>(
@@ -140,17 +175,8 @@ where
     } = offer;
     validate(&entry, &chunks)?;
     refuse_below_symlink(brick, &entry)?;
-    if write.is_some()
-        && brick
-            .quorum
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .eq(&Some(false))
-    {
-        return Err(refuse(
-            code::NO_QUORUM,
-            "brick cannot reach quorum; change refused",
-        ));
+    if write.is_some() {
+        refuse_without_quorum(brick)?;
     }
     // One update of a path at a time: decide, receive and commit together.
     // Bounded below the sender's first-answer timeout, so a sender waiting
@@ -166,25 +192,8 @@ where
         Decided::Done(r) => return Ok(r),
         Decided::Apply(p, e) => (p, e),
     };
-    // With quorum configured, bricks never diverge: a write based on a
-    // version that is no longer current, and really different from it, is
-    // refused as a conflict instead of kept as a split-brain sibling; the
-    // writer keeps its edit as a conflict copy.
-    if write.is_some()
-        && brick
-            .quorum
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-        && !plan.siblings.is_empty()
-    {
-        return Err(refuse(
-            code::CONFLICT,
-            format!(
-                "{} changed on the volume since this edit's base version",
-                final_entry.path
-            ),
-        ));
+    if write.is_some() {
+        refuse_split_brain_on_quorum(brick, &plan, &final_entry.path)?;
     }
     entry = final_entry;
     let needs_content = entry.kind == Kind::File

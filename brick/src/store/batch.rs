@@ -1,5 +1,6 @@
-//! Receiving many small versions from a peer brick in one request
-//! (`Request::OfferBatch`).
+//! Receiving many small versions in one request: replicated from a peer
+//! brick (`Request::OfferBatch`), or a mount's local changes
+//! (`Request::WriteBatch`, each with what it was written on).
 //!
 //! One offer per path costs a stream, a `Need` round trip and an answer
 //! per file, which bounds a receiving brick to a few hundred small files a
@@ -23,19 +24,31 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 use super::apply::{
-    commit, decide, lock_for_update, refuse, refuse_below_symlink, validate, Decided, OfferError,
+    commit, decide, lock_for_update, refuse, refuse_below_symlink, refuse_split_brain_on_quorum,
+    refuse_without_quorum, validate, Decided, OfferError,
 };
 use super::files::{self, TempFile};
 use super::reconcile::Src;
 use super::types::{ChunkRef, Entry, Kind};
 use super::{chunking, Brick, StoreError};
 use crate::wire::proto::{
-    code, BatchEntry, BatchOutcome, Response, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES,
+    code, BatchEntry, BatchOutcome, Changeset, Response, WriteEntry, WriteInfo, MAX_BATCH_BYTES,
+    MAX_BATCH_ENTRIES,
 };
 
 /// Versions of one batch being applied at once (their temp files are
 /// written and fsynced on the blocking pool meanwhile).
 const APPLY_CONCURRENCY: usize = 64;
+
+/// One version of a batch, from a peer brick (final vectors) or from a
+/// mount (`write`: vectors assigned here).
+struct Inline {
+    entry: Entry,
+    chunks: Vec<ChunkRef>,
+    changeset: Option<Changeset>,
+    content: Vec<u8>,
+    write: Option<WriteInfo>,
+}
 
 /// Applies a batch from brick `from_brick`; returns the answer: one
 /// outcome per version, in order, or an error if the batch as a whole is
@@ -45,13 +58,48 @@ pub async fn handle_batch(
     from_brick: u64,
     entries: Vec<BatchEntry>,
 ) -> Response {
-    if let Err(reason) = check_batch(&entries) {
+    let items = entries
+        .into_iter()
+        .map(|e| Inline {
+            entry: e.entry,
+            chunks: e.chunks,
+            changeset: e.changeset,
+            content: e.content,
+            write: None,
+        })
+        .collect();
+    apply_all(brick, Some(from_brick), items).await
+}
+
+/// Applies a mount's batch of local changes (members of `changeset`, if
+/// given), each as its single offer would be: the quorum checks, vectors
+/// assigned here, a conflict refused on a quorum volume.
+pub async fn handle_write_batch(
+    brick: &Arc<Brick>,
+    changeset: Option<Changeset>,
+    entries: Vec<WriteEntry>,
+) -> Response {
+    let items = entries
+        .into_iter()
+        .map(|e| Inline {
+            entry: e.entry,
+            chunks: e.chunks,
+            changeset,
+            content: e.content,
+            write: Some(e.write),
+        })
+        .collect();
+    apply_all(brick, None, items).await
+}
+
+async fn apply_all(brick: &Arc<Brick>, from_brick: Option<u64>, items: Vec<Inline>) -> Response {
+    if let Err(reason) = check_batch(&items) {
         tracing::warn!(brick = %brick.root.display(), "batch refused: {reason}");
         return Response::error(code::BAD_REQUEST, reason);
     }
-    let n = entries.len();
+    let n = items.len();
     let mut out = Vec::with_capacity(n);
-    let mut applying = futures_util::stream::iter(entries)
+    let mut applying = futures_util::stream::iter(items)
         .map(|e| apply_one(brick, from_brick, e))
         .buffered(APPLY_CONCURRENCY);
     while let Some(o) = applying.next().await {
@@ -67,7 +115,7 @@ pub async fn handle_batch(
 
 /// The checks on the batch as a whole: counts, total content, one version
 /// per path.
-fn check_batch(entries: &[BatchEntry]) -> Result<(), String> {
+fn check_batch(entries: &[Inline]) -> Result<(), String> {
     if entries.len() > MAX_BATCH_ENTRIES {
         return Err(format!(
             "{} versions in one batch (at most {MAX_BATCH_ENTRIES})",
@@ -88,7 +136,7 @@ fn check_batch(entries: &[BatchEntry]) -> Result<(), String> {
 }
 
 /// Applies one version of a batch; a failure is its own outcome.
-async fn apply_one(brick: &Arc<Brick>, from_brick: u64, e: BatchEntry) -> BatchOutcome {
+async fn apply_one(brick: &Arc<Brick>, from_brick: Option<u64>, e: Inline) -> BatchOutcome {
     let path = e.entry.path.clone();
     let r = match apply_inline(brick, from_brick, e).await {
         Ok(r) => r,
@@ -111,31 +159,39 @@ async fn apply_one(brick: &Arc<Brick>, from_brick: u64, e: BatchEntry) -> BatchO
     }
 }
 
-/// [`super::apply::handle_offer`] for a replicated version whose content
-/// came inline: the same checks, lock, decision and commit.
+/// [`super::apply::handle_offer`] for a version whose content came
+/// inline: the same checks, lock, decision and commit.
 async fn apply_inline(
     brick: &Arc<Brick>,
-    from_brick: u64,
-    e: BatchEntry,
+    from_brick: Option<u64>,
+    e: Inline,
 ) -> Result<Response, OfferError> {
-    let BatchEntry {
+    let Inline {
         entry,
         chunks,
         changeset,
         content,
+        write,
     } = e;
     validate(&entry, &chunks)?;
     check_inline(&entry, &chunks, &content)?;
     refuse_below_symlink(brick, &entry)?;
+    if write.is_some() {
+        refuse_without_quorum(brick)?;
+    }
     let _guard = lock_for_update(brick, &entry.path).await?;
     let decided = {
         let e2 = entry.clone();
-        brick.with_db(move |_, conn| decide(conn, e2, None)).await?
+        let w = write.clone();
+        brick.with_db(move |_, conn| decide(conn, e2, w)).await?
     };
     let (plan, entry) = match decided {
         Decided::Done(r) => return Ok(r),
         Decided::Apply(p, e) => (p, e),
     };
+    if write.is_some() {
+        refuse_split_brain_on_quorum(brick, &plan, &entry.path)?;
+    }
     let needs_content = entry.kind == Kind::File
         && (plan.current.1 == Src::Incoming || plan.siblings.iter().any(|s| s.1 == Src::Incoming));
     let temp = if needs_content {
@@ -161,15 +217,7 @@ async fn apply_inline(
         None
     };
     let vv = entry.vv.clone();
-    let (_, conflict) = commit(
-        brick,
-        *plan,
-        entry,
-        chunks,
-        temp,
-        (Some(from_brick), changeset),
-    )
-    .await?;
+    let (_, conflict) = commit(brick, *plan, entry, chunks, temp, (from_brick, changeset)).await?;
     brick
         .counters
         .changes_applied
@@ -277,19 +325,33 @@ mod tests {
         assert!(refused(check_inline(&d.entry, &[], b"x")));
     }
 
+    fn check(v: &[BatchEntry]) -> Result<(), String> {
+        let items: Vec<Inline> = v
+            .iter()
+            .map(|e| Inline {
+                entry: e.entry.clone(),
+                chunks: e.chunks.clone(),
+                changeset: None,
+                content: e.content.clone(),
+                write: None,
+            })
+            .collect();
+        check_batch(&items)
+    }
+
     #[test]
     fn malformed_batches_are_refused_whole() {
-        assert!(check_batch(&[]).is_ok());
+        assert!(check(&[]).is_ok());
         let many: Vec<_> = (0..=MAX_BATCH_ENTRIES)
             .map(|i| file(&format!("f{i}"), b"x"))
             .collect();
-        assert!(check_batch(&many[..MAX_BATCH_ENTRIES]).is_ok());
-        assert!(check_batch(&many).is_err());
+        assert!(check(&many[..MAX_BATCH_ENTRIES]).is_ok());
+        assert!(check(&many).is_err());
         let twice = vec![file("same", b"1"), file("same", b"2")];
-        assert!(check_batch(&twice).unwrap_err().contains("twice"));
+        assert!(check(&twice).unwrap_err().contains("twice"));
         let fat: Vec<_> = (0..80)
             .map(|i| file(&format!("f{i}"), &vec![1u8; 16_000]))
             .collect();
-        assert!(check_batch(&fat).unwrap_err().contains("content bytes"));
+        assert!(check(&fat).unwrap_err().contains("content bytes"));
     }
 }

@@ -320,6 +320,34 @@ pub enum Request {
         /// The versions, each of a different path.
         entries: Vec<BatchEntry>,
     },
+    /// 24: many small local changes of a mount agent at once, each as an
+    /// [`Offer`] with its [`WriteInfo`] would be, content inline (the
+    /// limits of [`Request::OfferBatch`]). Answered with
+    /// [`Response::Batch`], one outcome per change, in order.
+    WriteBatch {
+        /// Volume id.
+        volume: Uuid,
+        /// Target brick's replica id.
+        brick: u64,
+        /// The changeset every change belongs to, if any.
+        changeset: Option<Changeset>,
+        /// The changes, each of a different path.
+        entries: Vec<WriteEntry>,
+    },
+}
+
+/// One change of a [`Request::WriteBatch`]: a directory, a link, a
+/// deletion or a file smaller than the smallest chunk, with its content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteEntry {
+    /// The new version (its vectors are assigned by the brick).
+    pub entry: Entry,
+    /// Its chunk list: none, or one chunk holding the whole content.
+    pub chunks: Vec<ChunkRef>,
+    /// What it was written on.
+    pub write: WriteInfo,
+    /// The whole content of a file (empty for other kinds).
+    pub content: Vec<u8>,
 }
 
 /// Most versions in one [`Request::OfferBatch`].
@@ -474,7 +502,8 @@ pub enum Response {
     },
     /// 18: answer to [`Request::Raft`].
     Raft(Vec<u8>),
-    /// 19: answer to [`Request::OfferBatch`]: one outcome per version, in
+    /// 19: answer to [`Request::OfferBatch`] and [`Request::WriteBatch`]:
+    /// one outcome per version, in
     /// the order offered.
     Batch(Vec<BatchOutcome>),
 }
@@ -507,6 +536,7 @@ impl Request {
             Request::Changes { volume, .. }
             | Request::Feed { volume, .. }
             | Request::FeedInSets { volume, .. }
+            | Request::WriteBatch { volume, .. }
             | Request::ReadChunks { volume, .. } => AuthScope::Data(*volume),
             Request::Stat { volume, .. }
             | Request::Versions { volume, .. }
