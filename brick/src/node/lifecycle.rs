@@ -95,7 +95,7 @@ async fn prepare_new(
     }
     let name = format!("{}:{}", t.host, t.path);
     let res = if t.node == node.me.uuid {
-        prepare_local(node, &t.path, force, vol)
+        prepare_local(node, &t.path, force, vol).await
     } else {
         let req = Request::PrepareBrick {
             path: t.path.clone(),
@@ -116,7 +116,20 @@ async fn prepare_new(
 /// naming both paths, when it overlaps after resolving symlinks and `..`:
 /// another brick of this node, a directory already marked as a brick
 /// (an earlier brick of the same command), or one of this node's mounts.
-pub(super) fn prepare_local(node: &Node, path: &str, force: bool, vol: Uuid) -> Result<(), String> {
+pub(super) async fn prepare_local(
+    node: &Arc<Node>,
+    path: &str,
+    force: bool,
+    vol: Uuid,
+) -> Result<(), String> {
+    let (n, p) = (node.clone(), path.to_string());
+    // The node database and the disk, off the async executor.
+    tokio::task::spawn_blocking(move || prepare_local_now(&n, &p, force, vol))
+        .await
+        .unwrap_or_else(|e| Err(format!("preparing {path} failed: {e}")))
+}
+
+fn prepare_local_now(node: &Node, path: &str, force: bool, vol: Uuid) -> Result<(), String> {
     use crate::overlap::{overlap, real_path};
     use std::path::Path;
     let dir = Path::new(path);
@@ -272,7 +285,7 @@ pub(super) async fn reset_brick(
         }
     }
     let res = if def.node == node.me.uuid {
-        reset_local_brick(node, &def.path, v.id)
+        reset_local_brick(node, &def.path, v.id).await
     } else {
         let req = Request::ResetBrick {
             path: def.path.clone(),
@@ -317,7 +330,19 @@ fn set_out_of_service(v: &mut Volume, id: u64, on: bool) -> Result<(), String> {
 }
 
 /// Re-initialises a brick directory of this node (it must not be served).
-pub(super) fn reset_local_brick(node: &Node, path: &str, volume: Uuid) -> Result<(), String> {
+pub(super) async fn reset_local_brick(
+    node: &Arc<Node>,
+    path: &str,
+    volume: Uuid,
+) -> Result<(), String> {
+    let (n, p) = (node.clone(), path.to_string());
+    // The disk, off the async executor.
+    tokio::task::spawn_blocking(move || reset_local_brick_now(&n, &p, volume))
+        .await
+        .unwrap_or_else(|e| Err(format!("re-initialising {path} failed: {e}")))
+}
+
+fn reset_local_brick_now(node: &Node, path: &str, volume: Uuid) -> Result<(), String> {
     let cfg = node.config();
     let def = cfg
         .volumes

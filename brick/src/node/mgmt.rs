@@ -378,7 +378,7 @@ async fn volume_create(
     // Each brick's node checks (and creates) its directory.
     for d in &defs {
         let res = if d.node == node.me.uuid {
-            super::lifecycle::prepare_local(node, &d.path, force, vol_id)
+            super::lifecycle::prepare_local(node, &d.path, force, vol_id).await
         } else {
             let req = Request::PrepareBrick {
                 path: d.path.clone(),

@@ -47,12 +47,12 @@ pub(super) async fn dispatch(
             path,
             force,
             volume,
-        } => match super::lifecycle::prepare_local(node, &path, force, volume) {
+        } => match super::lifecycle::prepare_local(node, &path, force, volume).await {
             Ok(()) => Response::Ok,
             Err(reason) => Response::error(code::REFUSED, reason),
         },
         Request::ResetBrick { path, volume } => {
-            match super::lifecycle::reset_local_brick(node, &path, volume) {
+            match super::lifecycle::reset_local_brick(node, &path, volume).await {
                 Ok(()) => Response::Ok,
                 Err(reason) => Response::error(code::REFUSED, reason),
             }
