@@ -283,7 +283,10 @@ pub(super) fn decide(
                 conflict: !siblings.is_empty(),
             }))
         }
-        Ok(Some(plan)) => Ok(Decided::Apply(Box::new(plan), entry)),
+        Ok(Some(plan)) => {
+            note_delete_lost(&plan, &entry, current.as_ref(), &siblings, &members);
+            Ok(Decided::Apply(Box::new(plan), entry))
+        }
         // The sender offers the versions it shows first; once those are
         // here this one no longer needs the content it lacks.
         Err(Refused::ContentMissing) => Ok(Decided::Done(Response::error(
@@ -293,6 +296,29 @@ pub(super) fn decide(
                 entry.path
             ),
         ))),
+    }
+}
+
+/// Logs a deletion that a concurrent change outlives (the change wins,
+/// nothing is lost): the incoming version is a deletion and the path still
+/// shows a file, or a held deletion the incoming version did not see.
+fn note_delete_lost(
+    plan: &Plan,
+    incoming: &Entry,
+    current: Option<&Entry>,
+    siblings: &[Entry],
+    members: &[Entry],
+) {
+    if plan.current.0.kind == Kind::Tombstone {
+        return;
+    }
+    let held = super::reconcile::held(current, siblings, members);
+    let unseen_delete = held.iter().any(|e| {
+        e.kind == Kind::Tombstone
+            && e.vv.compare(&incoming.vv) == crate::wire::vv::Relation::Concurrent
+    });
+    if incoming.kind == Kind::Tombstone || unseen_delete {
+        tracing::info!(path = %incoming.path, "a deletion met a concurrent change: the changed version is kept");
     }
 }
 
