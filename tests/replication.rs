@@ -799,3 +799,72 @@ fn an_edit_and_a_chmod_relayed_by_a_third_brick_merge_everywhere() {
     );
     c.assert_no_panics();
 }
+
+/// A file removed on one side of a partition while made executable on the
+/// other comes back everywhere, executable, with its content: the change
+/// wins over the delete, as an edit would.
+#[test]
+fn a_chmod_concurrent_with_a_delete_keeps_the_file() {
+    let c = volume(3);
+    let m1 = c.mount("v", 1);
+    let m2 = c.mount("v", 2);
+    let b = bricks(&c, "v");
+    std::fs::write(m1.join("tool.sh"), "echo tool\n").unwrap();
+    wait_until(Duration::from_secs(30), "tool.sh everywhere", || {
+        b.iter()
+            .chain([&m2])
+            .all(|d| std::fs::read(d.join("tool.sh")).is_ok_and(|x| x == b"echo tool\n"))
+    });
+    c.partition(1, 2);
+    c.partition(1, 3);
+    c.partition(2, 3);
+    wait_until(
+        Duration::from_secs(20),
+        "node 1 and 2 see the partition",
+        || {
+            [1, 2].iter().all(|i| {
+                c.node(*i)
+                    .cli(&["peer", "status"])
+                    .stdout
+                    .matches("(Disconnected)")
+                    .count()
+                    == 2
+            })
+        },
+    );
+    std::fs::remove_file(m1.join("tool.sh")).unwrap();
+    std::fs::set_permissions(m2.join("tool.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    wait_until(Duration::from_secs(30), "each brick has its side", || {
+        !b[0].join("tool.sh").exists()
+            && b[1].join("tool.sh").is_file()
+            && mode(&b[1].join("tool.sh")) == 0o755
+    });
+    c.heal_network();
+    c.wait_connected();
+    let all = || {
+        b.iter()
+            .map(|d| d.as_path())
+            .chain([m1.as_path(), m2.as_path()])
+    };
+    let ok = eventually(Duration::from_secs(60), || {
+        all().all(|d| {
+            std::fs::read(d.join("tool.sh")).is_ok_and(|x| x == b"echo tool\n")
+                && mode(&d.join("tool.sh")) == 0o755
+        })
+    });
+    assert!(
+        ok,
+        "{:?}",
+        all()
+            .map(|d| std::fs::symlink_metadata(d.join("tool.sh"))
+                .map(|m| m.mode() & 0o7777)
+                .ok())
+            .collect::<Vec<_>>()
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "nothing pending, no split-brain",
+        || (1..=3).all(|i| crate::support::heal::all_clean(c.node(i), "v")),
+    );
+    c.assert_no_panics();
+}

@@ -434,7 +434,11 @@ pub(crate) async fn plan_known(
 }
 
 fn set_vectors(e: &mut Entry, vv: VersionVector, w: &gsync_brick::wire::proto::WriteInfo) {
-    e.data_vv = if w.content_changed {
+    // As the brick assigns them (`store::reconcile::assign_vectors`): a
+    // deletion's content vector names the content it deleted.
+    e.data_vv = if e.kind == Kind::Tombstone {
+        w.base_data.clone()
+    } else if w.content_changed {
         vv.clone()
     } else {
         w.base_data.clone()

@@ -17,9 +17,10 @@
 //! - a content change on one side and a metadata change on the other
 //!   (ordered by the per-aspect vectors `data_vv` and `meta_vv`);
 //! - a delete against a modification: the modification wins (nothing is
-//!   lost), unless the delete saw the other side's content (only its
-//!   metadata changed meanwhile): then the delete wins, as nothing unseen
-//!   is lost either.
+//!   lost): a change of content the delete did not see, or a change of
+//!   metadata (a chmod) of exactly the content it deleted. A version whose
+//!   content the delete saw, and that changed nothing else it did not
+//!   see, is deleted with it.
 //!
 //! Members that really differ are shown side by side: a split-brain. A
 //! writer's next version is based on a shown version, so its vector
@@ -154,9 +155,9 @@ pub fn reconcile(
 
 /// What a set of members shows, a function of the set alone (see the
 /// module's doc):
-/// - a member whose content a deletion saw is deleted with it (a member
-///   that is not a deletion survives otherwise: the modification wins);
-///   with none left, one deletion is shown;
+/// - a member whose content a deletion saw is deleted with it, unless it
+///   changed the metadata of exactly the content the deletion deleted
+///   (the modification wins); with none left, one deletion is shown;
 /// - of the survivors, the contents that no other survivor's supersedes
 ///   (content vectors) are shown, one version each (a split-brain when
 ///   there are several; directories are one content), and likewise for
@@ -186,9 +187,7 @@ pub fn show(members: &[Entry]) -> Vec<Entry> {
     let alive: Vec<&Entry> = sorted
         .iter()
         .copied()
-        .filter(|e| {
-            e.kind != Kind::Tombstone && !dels.iter().any(|t| dominates_or_equal(&t.vv, &e.data_vv))
-        })
+        .filter(|e| e.kind != Kind::Tombstone && !dels.iter().any(|t| deletes(t, e)))
         .collect();
     let Some(first_del) = dels.first() else {
         if alive.is_empty() {
@@ -197,11 +196,26 @@ pub fn show(members: &[Entry]) -> Vec<Entry> {
         return show_alive(&sorted, &alive, &[], union);
     };
     if alive.is_empty() {
+        // One deletion of everything: its content vector covers every
+        // content deleted and everything the deletions saw.
         let mut t = (*first_del).clone();
         t.vv = union(&mut sorted.iter(), |e| &e.vv);
+        t.data_vv =
+            union(&mut sorted.iter(), |e| &e.data_vv).merge(&union(&mut dels.iter(), |e| &e.vv));
+        t.meta_vv = union(&mut sorted.iter(), |e| &e.meta_vv);
         return vec![t];
     }
     show_alive(&sorted, &alive, &dels, union)
+}
+
+/// Whether deletion `t` deletes the concurrent version `e`: it saw `e`'s
+/// content, unless that content is exactly the one `t` deleted and `e`
+/// changed metadata `t` did not see (a chmod concurrent with the delete:
+/// the modification wins, as any change the delete did not see does).
+fn deletes(t: &Entry, e: &Entry) -> bool {
+    let saw_content = dominates_or_equal(&t.vv, &e.data_vv);
+    let chmod_of_deleted = t.data_vv == e.data_vv && !dominates_or_equal(&t.vv, &e.meta_vv);
+    saw_content && !chmod_of_deleted
 }
 
 /// `set` in groups of equal `same`, in order.
@@ -320,7 +334,12 @@ pub fn assign_vectors(
         Some(b) => (!b.same_content(entry), !b.same_meta(entry)),
         None => (w.content_changed, w.meta_changed),
     };
-    entry.data_vv = if content_changed {
+    entry.data_vv = if entry.kind == Kind::Tombstone {
+        // A deletion's content vector names the content it deleted (see
+        // `show`: a change of that content's metadata alone, concurrent
+        // with the deletion, outlives it).
+        base_entry.map_or(w.base_data, |b| b.data_vv.clone())
+    } else if content_changed {
         vv.clone()
     } else {
         base_entry.map_or(w.base_data, |b| b.data_vv.clone())
@@ -508,6 +527,40 @@ mod tests {
         let p = rec(Some(&del), &[], &modified).unwrap();
         assert_eq!(p.current.0.kind, Kind::File);
         assert_eq!(p.current.1, Src::Incoming);
+    }
+
+    #[test]
+    fn delete_versus_chmod_table() {
+        // Base {0:1}: content 0 (data {0:1}), mode 644.
+        let chmod = file(0, 0o755, &[(0, 1), (1, 1)], &[(0, 1)], &[(0, 1), (1, 1)]);
+        let del = |v: &[(u64, u64)], data: &[(u64, u64)]| {
+            let mut t = Entry::tombstone(RelPath::new("f").unwrap(), Uuid::nil());
+            t.vv = vv(v);
+            t.data_vv = vv(data);
+            t.meta_vv = vv(v);
+            t
+        };
+        // (deletion, what the path shows after both, either order)
+        let table = [
+            // Deleted the very content the other side chmodded: the chmod
+            // wins, the file stays with its new mode.
+            (del(&[(0, 1), (2, 1)], &[(0, 1)]), Kind::File),
+            // Deleted after an edit the chmod never saw (the chmod's content
+            // was already replaced): the delete wins.
+            (del(&[(0, 1), (2, 2)], &[(0, 1), (2, 1)]), Kind::Tombstone),
+            // The delete saw the chmod itself: it wins (it dominates).
+            (del(&[(0, 1), (1, 1), (2, 1)], &[(0, 1)]), Kind::Tombstone),
+        ];
+        for (n, (t, want)) in table.into_iter().enumerate() {
+            for (x, y) in [(&chmod, &t), (&t, &chmod)] {
+                let p = rec(Some(x), &[], y);
+                let shown = p.map_or_else(|| x.clone(), |p| p.current.0);
+                assert_eq!(shown.kind, want, "case {n}");
+                if want == Kind::File {
+                    assert_eq!(shown.mode, 0o755, "case {n}");
+                }
+            }
+        }
     }
 
     #[test]
