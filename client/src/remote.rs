@@ -26,7 +26,7 @@ pub struct Target {
 }
 
 /// Errors talking to a brick.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RemoteError {
     /// Unreachable, timed out or the stream broke: retry later.
     #[error("{0}")]

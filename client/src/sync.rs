@@ -239,20 +239,14 @@ pub(crate) async fn send_batch(
     };
     let outcomes = match remote::call(&m.node, &t, &req).await {
         Ok(Response::Batch(o)) if o.len() == batch.len() => o,
-        Ok(_) => {
-            let e = RemoteError::Unreachable("unexpected answer to a batch".into());
+        other => {
+            let e = other
+                .err()
+                .unwrap_or_else(|| RemoteError::Unreachable("unexpected answer to a batch".into()));
             out.extend(
                 batch
                     .into_iter()
-                    .map(|r| (r.path().clone(), Err(clone_err(&e)))),
-            );
-            return out;
-        }
-        Err(e) => {
-            out.extend(
-                batch
-                    .into_iter()
-                    .map(|r| (r.path().clone(), Err(clone_err(&e)))),
+                    .map(|r| (r.path().clone(), Err(e.clone()))),
             );
             return out;
         }
@@ -269,13 +263,7 @@ pub(crate) async fn send_batch(
         } = r;
         let res = match o {
             BatchOutcome::Applied { vv, conflict } => {
-                let file = (entry.kind != Kind::Tombstone).then_some(full.as_path());
-                let st = if entry.kind == Kind::Tombstone {
-                    LocalStat::missing()
-                } else {
-                    st
-                };
-                recorded(m, (entry, chunks, w), st, file, (vv, conflict)).await
+                recorded(m, (entry, chunks, w), st, Some(&full), (vv, conflict)).await
             }
             BatchOutcome::Refused { code, reason }
                 if code == gsync_brick::wire::proto::code::CONFLICT
@@ -288,14 +276,6 @@ pub(crate) async fn send_batch(
         out.push((p, res));
     }
     out
-}
-
-fn clone_err(e: &RemoteError) -> RemoteError {
-    match e {
-        RemoteError::Unreachable(s) => RemoteError::Unreachable(s.clone()),
-        RemoteError::Refused(c, s) => RemoteError::Refused(*c, s.clone()),
-        RemoteError::Local(s) => RemoteError::Local(s.clone()),
-    }
 }
 
 /// Looks at the local state of `rel` against the journal: what changed is
@@ -476,7 +456,7 @@ async fn push_entry(
 /// Records a change the brick took (`vv` assigned, `conflict` if the path
 /// is now in split-brain): its vectors, the echo to expect from the feed,
 /// the journal. A file (at `file`) changed again meanwhile goes round once
-/// more.
+/// more; a deletion is recorded as missing.
 async fn recorded(
     m: &Mount,
     (entry, chunks, w): (Entry, Vec<ChunkRef>, gsync_brick::wire::proto::WriteInfo),
@@ -484,6 +464,12 @@ async fn recorded(
     file: Option<&Path>,
     (vv, conflict): (VersionVector, bool),
 ) -> Result<(), RemoteError> {
+    // A deletion leaves no file to stat again.
+    let (st, file) = if entry.kind == Kind::Tombstone {
+        (LocalStat::missing(), None)
+    } else {
+        (st, file)
+    };
     if file.is_some() {
         gsync_brick::failpoint::hit("agent-after-push");
     }

@@ -96,7 +96,7 @@ pub(super) fn refuse(c: u16, reason: impl Into<String>) -> OfferError {
 
 /// Refuses a version whose path lies below a symlink on this brick (a
 /// deletion there deletes nothing, see `commit`, so it passes).
-pub(super) fn refuse_below_symlink(brick: &Brick, entry: &Entry) -> Result<(), OfferError> {
+fn refuse_below_symlink(brick: &Brick, entry: &Entry) -> Result<(), OfferError> {
     if let Err(e) = files::resolve(&brick.root, &entry.path, false) {
         if e.kind() == std::io::ErrorKind::PermissionDenied && entry.kind != Kind::Tombstone {
             tracing::warn!(path = %entry.path, "refused: {e}");
@@ -106,8 +106,57 @@ pub(super) fn refuse_below_symlink(brick: &Brick, entry: &Entry) -> Result<(), O
     Ok(())
 }
 
+/// What the checks, the path's lock and the decision leave to do with an
+/// offered version.
+pub(super) enum Admitted<'a> {
+    /// Nothing to do: answer with this.
+    Done(Response),
+    /// Apply the plan to the version (vectors assigned for a writer's),
+    /// holding the path's lock until committed.
+    Apply(super::PathGuard<'a>, Box<Plan>, Entry),
+}
+
+/// The steps every offered version goes through, alone or in a batch,
+/// once its shape is checked: nothing below a symlink, a writer's change
+/// only with quorum, one update of a path at a time, the decision, and on
+/// a quorum volume no split-brain from a writer.
+pub(super) async fn admit<'a>(
+    brick: &'a Arc<Brick>,
+    entry: &Entry,
+    write: Option<crate::wire::proto::WriteInfo>,
+) -> Result<Admitted<'a>, OfferError> {
+    refuse_below_symlink(brick, entry)?;
+    let writer = write.is_some();
+    if writer {
+        refuse_without_quorum(brick)?;
+    }
+    // One update of a path at a time: decide, receive and commit together.
+    // Bounded below the sender's first-answer timeout, so a sender waiting
+    // behind a long transfer gets a clear answer and retries later (when
+    // it usually finds the version already here).
+    let guard = lock_for_update(brick, &entry.path).await?;
+    let e2 = entry.clone();
+    let (plan, entry) = match brick
+        .with_db(move |_, conn| decide(conn, e2, write))
+        .await?
+    {
+        Decided::Done(r) => return Ok(Admitted::Done(r)),
+        Decided::Apply(p, e) => (p, e),
+    };
+    if writer {
+        refuse_split_brain_on_quorum(brick, &plan, &entry.path)?;
+    }
+    Ok(Admitted::Apply(guard, plan, entry))
+}
+
+/// Whether placing `plan` needs the content of the incoming `entry`.
+pub(super) fn needs_content(plan: &Plan, entry: &Entry) -> bool {
+    entry.kind == Kind::File
+        && (plan.current.1 == Src::Incoming || plan.siblings.iter().any(|s| s.1 == Src::Incoming))
+}
+
 /// Refuses a writer's change while the brick cannot reach its quorum.
-pub(super) fn refuse_without_quorum(brick: &Brick) -> Result<(), OfferError> {
+fn refuse_without_quorum(brick: &Brick) -> Result<(), OfferError> {
     let quorum = *brick.quorum.lock().unwrap_or_else(|p| p.into_inner());
     if quorum == Some(false) {
         return Err(refuse(
@@ -122,7 +171,7 @@ pub(super) fn refuse_without_quorum(brick: &Brick) -> Result<(), OfferError> {
 /// on a version that is no longer current, and really different from it,
 /// is refused as a conflict instead of kept as a split-brain sibling; the
 /// writer keeps its edit as a conflict copy.
-pub(super) fn refuse_split_brain_on_quorum(
+fn refuse_split_brain_on_quorum(
     brick: &Brick,
     plan: &Plan,
     path: &crate::RelPath,
@@ -143,7 +192,7 @@ pub(super) fn refuse_split_brain_on_quorum(
 
 /// The path's update lock, or a refusal to retry later if it stays busy
 /// for [`PATH_BUSY_WAIT`].
-pub(super) async fn lock_for_update<'a>(
+async fn lock_for_update<'a>(
     brick: &'a Brick,
     path: &crate::RelPath,
 ) -> Result<super::PathGuard<'a>, OfferError> {
@@ -174,30 +223,12 @@ where
         ..
     } = offer;
     validate(&entry, &chunks)?;
-    refuse_below_symlink(brick, &entry)?;
-    if write.is_some() {
-        refuse_without_quorum(brick)?;
-    }
-    // One update of a path at a time: decide, receive and commit together.
-    // Bounded below the sender's first-answer timeout, so a sender waiting
-    // behind a long transfer gets a clear answer and retries later (when
-    // it usually finds the version already here).
-    let _guard = lock_for_update(brick, &entry.path).await?;
-    let decided = {
-        let e2 = entry.clone();
-        let w = write.clone();
-        brick.with_db(move |_, conn| decide(conn, e2, w)).await?
+    let (_guard, plan, final_entry) = match admit(brick, &entry, write).await? {
+        Admitted::Done(r) => return Ok(r),
+        Admitted::Apply(g, p, e) => (g, p, e),
     };
-    let (plan, final_entry) = match decided {
-        Decided::Done(r) => return Ok(r),
-        Decided::Apply(p, e) => (p, e),
-    };
-    if write.is_some() {
-        refuse_split_brain_on_quorum(brick, &plan, &final_entry.path)?;
-    }
     entry = final_entry;
-    let needs_content = entry.kind == Kind::File
-        && (plan.current.1 == Src::Incoming || plan.siblings.iter().any(|s| s.1 == Src::Incoming));
+    let needs_content = needs_content(&plan, &entry);
     let temp = if needs_content {
         let hashes: Vec<[u8; 32]> = chunks.iter().map(|c| c.hash).collect();
         let local = brick

@@ -23,12 +23,8 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use super::apply::{
-    commit, decide, lock_for_update, refuse, refuse_below_symlink, refuse_split_brain_on_quorum,
-    refuse_without_quorum, validate, Decided, OfferError,
-};
+use super::apply::{admit, commit, needs_content, refuse, validate, Admitted, OfferError};
 use super::files::{self, TempFile};
-use super::reconcile::Src;
 use super::types::{ChunkRef, Entry, Kind};
 use super::{chunking, Brick, StoreError};
 use crate::wire::proto::{
@@ -175,25 +171,11 @@ async fn apply_inline(
     } = e;
     validate(&entry, &chunks)?;
     check_inline(&entry, &chunks, &content)?;
-    refuse_below_symlink(brick, &entry)?;
-    if write.is_some() {
-        refuse_without_quorum(brick)?;
-    }
-    let _guard = lock_for_update(brick, &entry.path).await?;
-    let decided = {
-        let e2 = entry.clone();
-        let w = write.clone();
-        brick.with_db(move |_, conn| decide(conn, e2, w)).await?
+    let (_guard, plan, entry) = match admit(brick, &entry, write).await? {
+        Admitted::Done(r) => return Ok(r),
+        Admitted::Apply(g, p, e) => (g, p, e),
     };
-    let (plan, entry) = match decided {
-        Decided::Done(r) => return Ok(r),
-        Decided::Apply(p, e) => (p, e),
-    };
-    if write.is_some() {
-        refuse_split_brain_on_quorum(brick, &plan, &entry.path)?;
-    }
-    let needs_content = entry.kind == Kind::File
-        && (plan.current.1 == Src::Incoming || plan.siblings.iter().any(|s| s.1 == Src::Incoming));
+    let needs_content = needs_content(&plan, &entry);
     let temp = if needs_content {
         let len = content.len() as u64;
         let dir = files::tmp_dir(&brick.root);

@@ -176,9 +176,6 @@ pub fn show(members: &[Entry]) -> Vec<Entry> {
             .cmp(&b.vv.order_key())
             .then_with(|| a.hash.cmp(&b.hash))
     });
-    let union = |set: &mut dyn Iterator<Item = &&Entry>, f: fn(&Entry) -> &VersionVector| {
-        set.fold(VersionVector::new(), |acc, e| acc.merge(f(e)))
-    };
     let dels: Vec<&Entry> = sorted
         .iter()
         .copied()
@@ -189,23 +186,28 @@ pub fn show(members: &[Entry]) -> Vec<Entry> {
         .copied()
         .filter(|e| e.kind != Kind::Tombstone && !dels.iter().any(|t| deletes(t, e)))
         .collect();
-    let Some(first_del) = dels.first() else {
-        if alive.is_empty() {
-            return Vec::new();
-        }
-        return show_alive(&sorted, &alive, &[], union);
-    };
-    if alive.is_empty() {
-        // One deletion of everything: its content vector covers every
-        // content deleted and everything the deletions saw.
-        let mut t = (*first_del).clone();
-        t.vv = union(&mut sorted.iter(), |e| &e.vv);
-        t.data_vv =
-            union(&mut sorted.iter(), |e| &e.data_vv).merge(&union(&mut dels.iter(), |e| &e.vv));
-        t.meta_vv = union(&mut sorted.iter(), |e| &e.meta_vv);
-        return vec![t];
+    if !alive.is_empty() {
+        return show_alive(&sorted, &alive, &dels);
     }
-    show_alive(&sorted, &alive, &dels, union)
+    // One deletion of everything (or nothing held): its content vector
+    // covers every content deleted and everything the deletions saw.
+    let Some(first_del) = dels.first() else {
+        return Vec::new();
+    };
+    let mut t = (*first_del).clone();
+    t.vv = union(&sorted, |e| &e.vv);
+    t.data_vv = union(&sorted, |e| &e.data_vv).merge(&union(&dels, |e| &e.vv));
+    t.meta_vv = union(&sorted, |e| &e.meta_vv);
+    vec![t]
+}
+
+/// The merge of one vector (`f`) of each version in `set`.
+fn union<'a, 'b: 'a>(
+    set: impl IntoIterator<Item = &'a &'b Entry>,
+    f: fn(&Entry) -> &VersionVector,
+) -> VersionVector {
+    set.into_iter()
+        .fold(VersionVector::new(), |acc, e| acc.merge(f(e)))
 }
 
 /// Whether deletion `t` deletes the concurrent version `e`: it saw `e`'s
@@ -243,12 +245,7 @@ fn others<'a>(all: &[Vec<&'a Entry>], i: usize) -> Vec<&'a Entry> {
 /// deletions `dels`. A shown version's content supersedes every content
 /// those deletions saw: a version written on it must not bring back what
 /// they deleted.
-fn show_alive(
-    sorted: &[&Entry],
-    alive: &[&Entry],
-    dels: &[&Entry],
-    union: impl Fn(&mut dyn Iterator<Item = &&Entry>, fn(&Entry) -> &VersionVector) -> VersionVector,
-) -> Vec<Entry> {
+fn show_alive(sorted: &[&Entry], alive: &[&Entry], dels: &[&Entry]) -> Vec<Entry> {
     let maximal = |f: fn(&Entry) -> &VersionVector| -> Vec<&Entry> {
         alive
             .iter()
@@ -292,16 +289,15 @@ fn show_alive(
             // another version's content or metadata): its vectors cover
             // theirs, aspect by aspect, so a version written on it
             // supersedes what they held as well as they themselves.
-            let covered = || {
-                sorted
-                    .iter()
-                    .filter(|x| !out.iter().any(|o| std::ptr::eq(*o, **x)))
-            };
-            e.data_vv = union(&mut c.iter(), |e| &e.data_vv)
-                .merge(&union(&mut covered(), |e| &e.data_vv))
-                .merge(&union(&mut dels.iter(), |e| &e.vv));
-            e.meta_vv = union(&mut m.iter(), |e| &e.meta_vv);
-            e.vv = union(&mut covered(), |e| &e.vv);
+            // (Its own content group is always among them.)
+            let covered: Vec<&Entry> = sorted
+                .iter()
+                .copied()
+                .filter(|x| !out.iter().any(|o| std::ptr::eq(*o, *x)))
+                .collect();
+            e.data_vv = union(&covered, |e| &e.data_vv).merge(&union(dels, |e| &e.vv));
+            e.meta_vv = union(m, |e| &e.meta_vv);
+            e.vv = union(&covered, |e| &e.vv);
             e
         })
         .collect()
