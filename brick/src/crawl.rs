@@ -25,7 +25,7 @@ use crate::heal_types::{FullHealPhase, FullHealState};
 use crate::host::{CallError, Host};
 use crate::store::digest::{self, ChildDigest};
 use crate::store::{Brick, StoreError};
-use crate::wire::proto::{Request, Response};
+use crate::wire::proto::{self, Request, Response};
 
 /// Attempts of one full heal toward one peer brick before it is reported
 /// failed (about three minutes with [`RETRY_BACKOFF`]).
@@ -74,11 +74,11 @@ async fn remote(
     target: Uuid,
     dir: &str,
 ) -> Result<Vec<ChildDigest>, CrawlError> {
-    let req = Request::Digests {
+    let req = Request::Digests(proto::Digests {
         volume: brick.volume,
         brick: peer,
         dir: dir.to_string(),
-    };
+    });
     if target == host.me() {
         // Both bricks on this host: read the peer brick directly.
         let Some(other) = host.local_brick(peer) else {

@@ -46,7 +46,7 @@ use crate::store::types::{ChunkRef, Entry, Kind};
 use crate::store::{chunking, Brick, StoreError};
 use crate::wire::frame::{self, FrameError};
 use crate::wire::proto::{
-    BatchEntry, BatchOutcome, Changeset, Offer, Request, Response, MAX_BATCH_BYTES,
+    self, BatchEntry, BatchOutcome, Changeset, Offer, Request, Response, MAX_BATCH_BYTES,
     MAX_BATCH_ENTRIES,
 };
 use crate::wire::vv::{Relation, VersionVector};
@@ -458,11 +458,11 @@ async fn check_watched(
             },
         )
         .await?;
-    let req = Request::Versions {
+    let req = Request::Versions(proto::Versions {
         volume: brick.volume,
         brick: peer,
         paths,
-    };
+    });
     let (mut w, mut r) = host.clone().open_stream(target).await?;
     frame::write_msg(&mut w, &req).await?;
     let _ = w.shutdown().await;
@@ -678,12 +678,12 @@ async fn push_batch(
         rows.push((i.path, i.seq, i.heal, i.entry.content.len() as u64));
         entries.push(i.entry);
     }
-    let req = Request::OfferBatch {
+    let req = Request::OfferBatch(proto::OfferBatch {
         volume: brick.volume,
         brick: peer,
         from_brick: brick.id,
         entries,
-    };
+    });
     let answer = async {
         let (mut w, mut r) = host.clone().open_stream(target).await?;
         frame::write_msg(&mut w, &req).await?;
@@ -994,10 +994,10 @@ where
     R: AsyncRead + Unpin + Send,
 {
     let req = match changeset {
-        Some(changeset) => Request::OfferInSet {
+        Some(changeset) => Request::OfferInSet(proto::OfferInSet {
             offer: offer.clone(),
             changeset,
-        },
+        }),
         None => Request::Offer(offer.clone()),
     };
     frame::write_msg(w, &req).await?;

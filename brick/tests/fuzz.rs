@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use gsync_brick::store::chunking;
 use gsync_brick::store::types::{ChunkRef, Entry, Kind};
-use gsync_brick::wire::proto::{Offer, Request, Response, WriteInfo};
+use gsync_brick::wire::proto::{self, Offer, Request, Response, WriteInfo};
 use gsync_brick::wire::vv::VersionVector;
 use gsync_brick::wire::{codec, frame};
 use gsync_brick::RelPath;
@@ -57,25 +57,25 @@ fn seeds() -> Vec<Vec<u8>> {
     let reqs = [
         Request::Offer(offer),
         Request::PullConfig,
-        Request::Changes {
+        Request::Changes(proto::Changes {
             volume: uuid::Uuid::nil(),
             brick: 1,
             since: 5,
             wait_ms: 10,
             limit: 100,
-        },
-        Request::ReadChunks {
+        }),
+        Request::ReadChunks(proto::ReadChunks {
             volume: uuid::Uuid::nil(),
             brick: 1,
             path: path.clone(),
             hash: [3; 32],
             chunks: vec![0, 1, 2],
-        },
-        Request::Stat {
+        }),
+        Request::Stat(proto::Stat {
             volume: uuid::Uuid::nil(),
             brick: 1,
             path,
-        },
+        }),
     ];
     let resps = [
         Response::Need(vec![1, 2, 3]),

@@ -251,3 +251,39 @@ fn the_check_sees_a_loop() {
     .expect("write");
     assert!(cycles(&edges(src)).is_empty());
 }
+
+/// `store/` owns one brick's files and metadata: it never names a wire
+/// message, a frame, the node, a connection or the services above it (the
+/// brick service turns its results into answers).
+#[test]
+fn the_store_knows_no_messages_streams_or_services() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let g = edges(&src);
+    let above = [
+        "wire::proto",
+        "wire::frame",
+        "node",
+        "service",
+        "host",
+        "replicate",
+        "crawl",
+        "net",
+        "control",
+    ];
+    let mut bad = Vec::new();
+    for (m, targets) in g.iter().filter(|(m, _)| m.starts_with("store")) {
+        for t in targets {
+            if above
+                .iter()
+                .any(|a| t == a || t.starts_with(&format!("{a}::")))
+            {
+                bad.push(format!("{m} -> {t}"));
+            }
+        }
+    }
+    assert!(
+        g.keys().any(|m| m == "store::apply"),
+        "the sources were not read"
+    );
+    assert!(bad.is_empty(), "the store imports layers above it: {bad:?}");
+}

@@ -21,7 +21,7 @@ use gsync_brick::store::digest::ChildDigest;
 use gsync_brick::store::types::{ChunkRef, Entry, Kind};
 use gsync_brick::wire::codec;
 use gsync_brick::wire::proto::{
-    BatchEntry, BatchOutcome, Changeset, HealOp, Hello, Offer, Probe, Request, Response,
+    self, BatchEntry, BatchOutcome, Changeset, HealOp, Hello, Offer, Probe, Request, Response,
     WriteEntry, WriteInfo, PROTOCOL_VERSION,
 };
 use gsync_brick::wire::vv::VersionVector;
@@ -35,26 +35,26 @@ fn request_name(r: &Request) -> &'static str {
         Request::PushConfig(_) => "Request::PushConfig",
         Request::PullConfig => "Request::PullConfig",
         Request::Detached => "Request::Detached",
-        Request::BrickStatus { .. } => "Request::BrickStatus",
+        Request::BrickStatus(proto::BrickStatus { .. }) => "Request::BrickStatus",
         Request::Offer(_) => "Request::Offer",
-        Request::ReadChunks { .. } => "Request::ReadChunks",
-        Request::Changes { .. } => "Request::Changes",
-        Request::Stat { .. } => "Request::Stat",
-        Request::HealInfo { .. } => "Request::HealInfo",
-        Request::Heal { .. } => "Request::Heal",
-        Request::PrepareBrick { .. } => "Request::PrepareBrick",
-        Request::SplitBrain { .. } => "Request::SplitBrain",
-        Request::Digests { .. } => "Request::Digests",
-        Request::ResetBrick { .. } => "Request::ResetBrick",
-        Request::Feed { .. } => "Request::Feed",
-        Request::Versions { .. } => "Request::Versions",
-        Request::History { .. } => "Request::History",
-        Request::BrickDisks { .. } => "Request::BrickDisks",
-        Request::OfferInSet { .. } => "Request::OfferInSet",
-        Request::FeedInSets { .. } => "Request::FeedInSets",
+        Request::ReadChunks(proto::ReadChunks { .. }) => "Request::ReadChunks",
+        Request::Changes(proto::Changes { .. }) => "Request::Changes",
+        Request::Stat(proto::Stat { .. }) => "Request::Stat",
+        Request::HealInfo(proto::HealInfo { .. }) => "Request::HealInfo",
+        Request::Heal(proto::Heal { .. }) => "Request::Heal",
+        Request::PrepareBrick(proto::PrepareBrick { .. }) => "Request::PrepareBrick",
+        Request::SplitBrain(proto::SplitBrain { .. }) => "Request::SplitBrain",
+        Request::Digests(proto::Digests { .. }) => "Request::Digests",
+        Request::ResetBrick(proto::ResetBrick { .. }) => "Request::ResetBrick",
+        Request::Feed(proto::Feed { .. }) => "Request::Feed",
+        Request::Versions(proto::Versions { .. }) => "Request::Versions",
+        Request::History(proto::History { .. }) => "Request::History",
+        Request::BrickDisks(proto::BrickDisks { .. }) => "Request::BrickDisks",
+        Request::OfferInSet(proto::OfferInSet { .. }) => "Request::OfferInSet",
+        Request::FeedInSets(proto::FeedInSets { .. }) => "Request::FeedInSets",
         Request::Raft(_) => "Request::Raft",
-        Request::OfferBatch { .. } => "Request::OfferBatch",
-        Request::WriteBatch { .. } => "Request::WriteBatch",
+        Request::OfferBatch(proto::OfferBatch { .. }) => "Request::OfferBatch",
+        Request::WriteBatch(proto::WriteBatch { .. }) => "Request::WriteBatch",
     }
 }
 
@@ -197,89 +197,89 @@ fn requests() -> Vec<Request> {
         Request::PushConfig(Box::new(pool())),
         Request::PullConfig,
         Request::Detached,
-        Request::BrickStatus {
+        Request::BrickStatus(proto::BrickStatus {
             volume: "conf".into(),
-        },
+        }),
         Request::Offer(offer()),
-        Request::ReadChunks {
+        Request::ReadChunks(proto::ReadChunks {
             volume: id(9),
             brick: 1,
             path: path("etc/app.conf"),
             hash: [7; 32],
             chunks: vec![0, 2],
-        },
-        Request::Changes {
+        }),
+        Request::Changes(proto::Changes {
             volume: id(9),
             brick: 1,
             since: 10,
             wait_ms: 500,
             limit: 100,
-        },
-        Request::Stat {
+        }),
+        Request::Stat(proto::Stat {
             volume: id(9),
             brick: 1,
             path: path("etc/app.conf"),
-        },
-        Request::HealInfo {
+        }),
+        Request::HealInfo(proto::HealInfo {
             volume: "conf".into(),
-        },
-        Request::Heal {
+        }),
+        Request::Heal(proto::Heal {
             volume: "conf".into(),
             op: HealOp::ChooseBy {
                 path: path("etc/app.conf"),
                 vv: vv(&[(1, 2)]),
                 how: "mtime".into(),
             },
-        },
-        Request::PrepareBrick {
+        }),
+        Request::PrepareBrick(proto::PrepareBrick {
             path: "/data/conf".into(),
             force: false,
             volume: id(9),
-        },
-        Request::SplitBrain {
+        }),
+        Request::SplitBrain(proto::SplitBrain {
             volume: "conf".into(),
             path: path("etc/app.conf"),
-        },
-        Request::Digests {
+        }),
+        Request::Digests(proto::Digests {
             volume: id(9),
             brick: 1,
             dir: "etc".into(),
-        },
-        Request::ResetBrick {
+        }),
+        Request::ResetBrick(proto::ResetBrick {
             path: "/data/conf".into(),
             volume: id(9),
-        },
-        Request::Feed {
+        }),
+        Request::Feed(proto::Feed {
             volume: id(9),
             brick: 1,
             since: 10,
             wait_ms: 500,
             limit: 100,
-        },
-        Request::Versions {
+        }),
+        Request::Versions(proto::Versions {
             volume: id(9),
             brick: 1,
             paths: vec![path("a"), path("b/c")],
-        },
-        Request::History {
+        }),
+        Request::History(proto::History {
             volume: "conf".into(),
-        },
-        Request::BrickDisks {
+        }),
+        Request::BrickDisks(proto::BrickDisks {
             volume: "conf".into(),
-        },
-        Request::OfferInSet {
+        }),
+        Request::OfferInSet(proto::OfferInSet {
             offer: offer(),
             changeset: set,
-        },
-        Request::FeedInSets {
+        }),
+        Request::FeedInSets(proto::FeedInSets {
             volume: id(9),
             brick: 1,
             since: 10,
             wait_ms: 500,
             limit: 100,
-        },
+        }),
         Request::Raft(br#"{"ReadIndex":null}"#.to_vec()),
-        Request::OfferBatch {
+        Request::OfferBatch(proto::OfferBatch {
             volume: id(9),
             brick: 2,
             from_brick: 1,
@@ -297,8 +297,8 @@ fn requests() -> Vec<Request> {
                     content: Vec::new(),
                 },
             ],
-        },
-        Request::WriteBatch {
+        }),
+        Request::WriteBatch(proto::WriteBatch {
             volume: id(9),
             brick: 2,
             changeset: Some(set),
@@ -308,7 +308,7 @@ fn requests() -> Vec<Request> {
                 write: write(),
                 content: b"hi\n".to_vec(),
             }],
-        },
+        }),
     ]
 }
 

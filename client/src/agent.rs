@@ -21,7 +21,7 @@ use gsync_brick::node::Node;
 use gsync_brick::pool::VolumeState;
 use gsync_brick::store::files;
 use gsync_brick::store::types::{Entry, Kind};
-use gsync_brick::wire::proto::{code, Offer};
+use gsync_brick::wire::proto::{self, code, Offer};
 use gsync_brick::wire::vv::VersionVector;
 use gsync_brick::RelPath;
 use tokio_util::sync::CancellationToken;
@@ -1013,7 +1013,7 @@ impl Agent {
         }
         // Then they go out, tagged as one changeset when there are several:
         // parents first, deletions deepest first.
-        let changeset = (planned.len() > 1).then(|| gsync_brick::wire::proto::Changeset {
+        let changeset = (planned.len() > 1).then(|| proto::Changeset {
             id: rand::random::<u64>() | 1,
             members: u32::try_from(planned.len()).unwrap_or(u32::MAX),
         });
@@ -1217,8 +1217,7 @@ impl Agent {
                 return false;
             }
         } else {
-            let tags: HashMap<u32, gsync_brick::wire::proto::Changeset> =
-                b.changesets.iter().copied().collect();
+            let tags: HashMap<u32, proto::Changeset> = b.changesets.iter().copied().collect();
             let now = Instant::now();
             for (i, (seq, e)) in b.entries.into_iter().enumerate() {
                 let tag = u32::try_from(i).ok().and_then(|i| tags.get(&i)).copied();
@@ -1763,16 +1762,14 @@ impl Agent {
         paths: &[RelPath],
     ) -> Result<Vec<Option<VersionVector>>, RemoteError> {
         let mut out = Vec::with_capacity(paths.len());
-        for part in paths.chunks(gsync_brick::wire::proto::MAX_VERSION_PATHS) {
-            let req = gsync_brick::wire::proto::Request::Versions {
+        for part in paths.chunks(proto::MAX_VERSION_PATHS) {
+            let req = proto::Request::Versions(proto::Versions {
                 volume: t.volume,
                 brick: t.brick,
                 paths: part.to_vec(),
-            };
+            });
             match remote::call(&self.mount.node, t, &req).await? {
-                gsync_brick::wire::proto::Response::Versions(have) if have.len() == part.len() => {
-                    out.extend(have)
-                }
+                proto::Response::Versions(have) if have.len() == part.len() => out.extend(have),
                 _ => {
                     return Err(RemoteError::Unreachable(
                         "unexpected answer to a versions request".into(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use gsync_brick::node::Node;
 use gsync_brick::store::types::{ChunkRef, Entry};
 use gsync_brick::wire::frame;
-use gsync_brick::wire::proto::{Changeset, Offer, Request, Response};
+use gsync_brick::wire::proto::{self, Changeset, Offer, Request, Response};
 use gsync_brick::RelPath;
 use uuid::Uuid;
 
@@ -94,11 +94,11 @@ pub async fn stat(
     t: &Target,
     path: &RelPath,
 ) -> Result<Option<(Entry, Vec<ChunkRef>)>, RemoteError> {
-    let req = Request::Stat {
+    let req = Request::Stat(proto::Stat {
         volume: t.volume,
         brick: t.brick,
         path: path.clone(),
-    };
+    });
     match call(node, t, &req).await? {
         Response::Stat(x) => Ok(x.map(|b| *b)),
         _ => Err(RemoteError::Unreachable("unexpected answer".into())),
@@ -112,10 +112,10 @@ pub async fn in_split_brain(
     volume: &str,
     path: &RelPath,
 ) -> Result<bool, RemoteError> {
-    let req = Request::SplitBrain {
+    let req = Request::SplitBrain(proto::SplitBrain {
         volume: volume.to_string(),
         path: path.clone(),
-    };
+    });
     match call(node, t, &req).await? {
         Response::SplitBrain(v) => Ok(v.iter().any(|b| b.brick == t.brick && b.versions.len() > 1)),
         _ => Err(RemoteError::Unreachable("unexpected answer".into())),
@@ -134,13 +134,13 @@ pub async fn read_chunks(
         .open_stream(t.node)
         .await
         .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
-    let req = Request::ReadChunks {
+    let req = Request::ReadChunks(proto::ReadChunks {
         volume: t.volume,
         brick: t.brick,
         path: path.clone(),
         hash,
         chunks,
-    };
+    });
     frame::write_msg(&mut w, &req)
         .await
         .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
@@ -219,13 +219,13 @@ pub async fn feed(
     let mut known = expect;
     let mut troubled = false;
     loop {
-        let req = Request::FeedInSets {
+        let req = Request::FeedInSets(proto::FeedInSets {
             volume: t.volume,
             brick: t.brick,
             since,
             wait_ms: if announced { 5000 } else { 0 },
             limit: FEED_LIMIT,
-        };
+        });
         let trouble = match call(&node, &t, &req).await {
             Ok(Response::FeedInSets {
                 entries,
@@ -271,9 +271,7 @@ pub async fn feed(
                 continue;
             }
             Ok(_) => "unexpected answer to the change feed".to_string(),
-            Err(RemoteError::Refused(c, reason))
-                if c == gsync_brick::wire::proto::code::NOT_FOUND =>
-            {
+            Err(RemoteError::Refused(c, reason)) if c == proto::code::NOT_FOUND => {
                 let _ = tx
                     .send(FeedEvent::NotServed(format!("{}: {reason}", t.name)))
                     .await;

@@ -10,6 +10,7 @@ use std::path::Path;
 use gsync_brick::store::chunking;
 use gsync_brick::store::files::{self, TempFile};
 use gsync_brick::store::types::{ChunkRef, Entry, Kind};
+use gsync_brick::wire::proto;
 use gsync_brick::wire::vv::VersionVector;
 use gsync_brick::RelPath;
 
@@ -90,7 +91,7 @@ pub(crate) struct Ready {
     t: remote::Target,
     entry: Entry,
     chunks: Vec<ChunkRef>,
-    w: gsync_brick::wire::proto::WriteInfo,
+    w: proto::WriteInfo,
     st: LocalStat,
     full: std::path::PathBuf,
 }
@@ -111,7 +112,7 @@ impl Ready {
 pub(crate) async fn send(
     m: &Mount,
     r: Ready,
-    changeset: Option<gsync_brick::wire::proto::Changeset>,
+    changeset: Option<proto::Changeset>,
 ) -> Result<(), RemoteError> {
     let Ready {
         t,
@@ -157,7 +158,7 @@ impl Ready {
 /// Splits described changes that can travel inline (see [`Ready::inline`])
 /// into batches within the brick's limits, each for one brick.
 pub(crate) fn batches(readies: Vec<Ready>) -> Vec<Vec<Ready>> {
-    use gsync_brick::wire::proto::{MAX_BATCH_BYTES, MAX_BATCH_ENTRIES};
+    use proto::{MAX_BATCH_BYTES, MAX_BATCH_ENTRIES};
     let mut out: Vec<Vec<Ready>> = Vec::new();
     let mut bytes = 0;
     for r in readies {
@@ -185,9 +186,9 @@ pub(crate) fn batches(readies: Vec<Ready>) -> Vec<Vec<Ready>> {
 pub(crate) async fn send_batch(
     m: &Mount,
     readies: Vec<Ready>,
-    changeset: Option<gsync_brick::wire::proto::Changeset>,
+    changeset: Option<proto::Changeset>,
 ) -> Vec<(RelPath, Result<(), RemoteError>)> {
-    use gsync_brick::wire::proto::{BatchOutcome, Request, Response, WriteEntry};
+    use proto::{BatchOutcome, Request, Response, WriteEntry};
     let Some(t) = readies.first().map(|r| r.t.clone()) else {
         return Vec::new();
     };
@@ -231,12 +232,12 @@ pub(crate) async fn send_batch(
     if batch.is_empty() {
         return out;
     }
-    let req = Request::WriteBatch {
+    let req = Request::WriteBatch(proto::WriteBatch {
         volume: t.volume,
         brick: t.brick,
         changeset,
         entries,
-    };
+    });
     let outcomes = match remote::call(&m.node, &t, &req).await {
         Ok(Response::Batch(o)) if o.len() == batch.len() => o,
         other => {
@@ -266,8 +267,7 @@ pub(crate) async fn send_batch(
                 recorded(m, (entry, chunks, w), st, Some(&full), (vv, conflict)).await
             }
             BatchOutcome::Refused { code, reason }
-                if code == gsync_brick::wire::proto::code::CONFLICT
-                    && entry.kind != Kind::Tombstone =>
+                if code == proto::code::CONFLICT && entry.kind != Kind::Tombstone =>
             {
                 conflict_copy(m, &t, &p, &full, &reason).await
             }
@@ -413,7 +413,7 @@ pub(crate) async fn plan_known(
     }])
 }
 
-fn set_vectors(e: &mut Entry, vv: VersionVector, w: &gsync_brick::wire::proto::WriteInfo) {
+fn set_vectors(e: &mut Entry, vv: VersionVector, w: &proto::WriteInfo) {
     // As the brick assigns them (`store::reconcile::assign_vectors`): a
     // deletion's content vector names the content it deleted.
     e.data_vv = if e.kind == Kind::Tombstone {
@@ -437,15 +437,15 @@ async fn push_entry(
     t: &remote::Target,
     entry: Entry,
     chunks: Vec<ChunkRef>,
-    w: gsync_brick::wire::proto::WriteInfo,
+    w: proto::WriteInfo,
     st: LocalStat,
     full: &Path,
-    changeset: Option<gsync_brick::wire::proto::Changeset>,
+    changeset: Option<proto::Changeset>,
 ) -> Result<(), RemoteError> {
     let file = (entry.kind == Kind::File).then_some(full);
     let offer = m.offer(t, entry.clone(), chunks.clone(), w.clone());
     let (vv, conflict) = match remote::push(&m.node, t, &offer, changeset, file).await {
-        Err(RemoteError::Refused(c, reason)) if c == gsync_brick::wire::proto::code::CONFLICT => {
+        Err(RemoteError::Refused(c, reason)) if c == proto::code::CONFLICT => {
             return conflict_copy(m, t, &entry.path, full, &reason).await;
         }
         other => other?,
@@ -459,7 +459,7 @@ async fn push_entry(
 /// more; a deletion is recorded as missing.
 async fn recorded(
     m: &Mount,
-    (entry, chunks, w): (Entry, Vec<ChunkRef>, gsync_brick::wire::proto::WriteInfo),
+    (entry, chunks, w): (Entry, Vec<ChunkRef>, proto::WriteInfo),
     st: LocalStat,
     file: Option<&Path>,
     (vv, conflict): (VersionVector, bool),
@@ -688,9 +688,7 @@ async fn fetch_current(
     dir: Option<&Path>,
 ) -> Result<Option<Fetched>, RemoteError> {
     match fetch_temp(m, &p.t, &p.e, &p.chunks, p.old.as_ref(), full, dir).await {
-        Err(RemoteError::Refused(c, _))
-            if p.derived && c == gsync_brick::wire::proto::code::NOT_FOUND =>
-        {
+        Err(RemoteError::Refused(c, _)) if p.derived && c == proto::code::NOT_FOUND => {
             match remote::stat(&m.node, &p.t, &p.e.path).await? {
                 Some((cur, c)) if cur.vv == p.e.vv => {
                     p.chunks = c;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use gsync_brick::node::Node;
 use gsync_brick::store::types::Kind;
-use gsync_brick::wire::proto::{Request, Response, MAX_VERSION_PATHS};
+use gsync_brick::wire::proto::{self, Request, Response, MAX_VERSION_PATHS};
 use gsync_brick::wire::vv::{Relation, VersionVector};
 use gsync_brick::RelPath;
 use serde::{Deserialize, Serialize};
@@ -222,11 +222,11 @@ async fn lacking(
             match node
                 .call(
                     brick_node,
-                    Request::Versions {
+                    Request::Versions(proto::Versions {
                         volume,
                         brick,
                         paths,
-                    },
+                    }),
                 )
                 .await
             {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use gsync_brick::node::Node;
 use gsync_brick::pool::Volume;
 use gsync_brick::status::{BrickHistory, Resolution};
-use gsync_brick::wire::proto::{Request, Response};
+use gsync_brick::wire::proto::{self, Request, Response};
 use serde::{Deserialize, Serialize};
 
 /// Views of one outage recorded by different bricks start and end within
@@ -210,9 +210,9 @@ pub async fn gather(node: &Arc<Node>, v: &Volume) -> History {
             match n
                 .call(
                     u,
-                    Request::History {
+                    Request::History(proto::History {
                         volume: vol.name.clone(),
-                    },
+                    }),
                 )
                 .await
             {

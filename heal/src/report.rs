@@ -8,7 +8,7 @@ use gsync_brick::control::HealBrickReport;
 use gsync_brick::heal_types::SplitBrainVersions;
 use gsync_brick::node::Node;
 use gsync_brick::pool::Volume;
-use gsync_brick::wire::proto::{Request, Response};
+use gsync_brick::wire::proto::{self, Request, Response};
 use gsync_brick::RelPath;
 use uuid::Uuid;
 
@@ -24,7 +24,10 @@ pub async fn heal_info(node: &Arc<Node>, v: &Volume) -> Vec<HealBrickReport> {
         let n = node.clone();
         let name = v.name.clone();
         set.spawn(async move {
-            match n.call(u, Request::HealInfo { volume: name }).await {
+            match n
+                .call(u, Request::HealInfo(proto::HealInfo { volume: name }))
+                .await
+            {
                 Ok(Response::HealInfo(x)) => (u, Ok(x)),
                 Ok(_) => (u, Err("unexpected answer".to_string())),
                 Err(e) => (u, Err(e.to_string())),
@@ -82,10 +85,10 @@ pub async fn versions(
             match node
                 .call(
                     u,
-                    Request::SplitBrain {
+                    Request::SplitBrain(proto::SplitBrain {
                         volume: v.name.clone(),
                         path: path.clone(),
-                    },
+                    }),
                 )
                 .await
             {

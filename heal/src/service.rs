@@ -11,7 +11,7 @@ use gsync_brick::node::Node;
 use gsync_brick::pool::{Volume, VolumeState};
 use gsync_brick::store::types::Entry;
 use gsync_brick::store::Brick;
-use gsync_brick::wire::proto::{HealOp, Request};
+use gsync_brick::wire::proto::{self, HealOp, Request};
 use gsync_brick::RelPath;
 use serde::Serialize;
 
@@ -188,10 +188,10 @@ impl HealService {
                 .node
                 .call(
                     u,
-                    Request::Heal {
+                    Request::Heal(proto::Heal {
                         volume: v.name.clone(),
                         op: op.clone(),
-                    },
+                    }),
                 )
                 .await
                 .map(|_| ())
@@ -303,10 +303,10 @@ impl HealService {
         self.node
             .call_timeout(
                 holder.node,
-                Request::Heal {
+                Request::Heal(proto::Heal {
                     volume: v.name.clone(),
                     op,
-                },
+                }),
                 Duration::from_secs(25),
             )
             .await

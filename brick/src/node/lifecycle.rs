@@ -19,7 +19,7 @@ use super::{CallError, Node};
 use crate::control::CtlReply;
 use crate::pool::{BrickDef, PoolConfig, Volume};
 use crate::volume_def::{brick_id, nested_in_command, split_brick};
-use crate::wire::proto::Request;
+use crate::wire::proto::{self, Request};
 
 /// What a lifecycle command changed (its `--json` answer).
 #[derive(Debug, Serialize)]
@@ -97,11 +97,11 @@ async fn prepare_new(
     let res = if t.node == node.me.uuid {
         prepare_local(node, &t.path, force, vol).await
     } else {
-        let req = Request::PrepareBrick {
+        let req = Request::PrepareBrick(proto::PrepareBrick {
             path: t.path.clone(),
             force,
             volume: vol,
-        };
+        });
         match node.call(t.node, req).await {
             Ok(_) => Ok(()),
             Err(CallError::Refused { reason, .. }) => Err(reason),
@@ -287,10 +287,10 @@ pub(super) async fn reset_brick(
     let res = if def.node == node.me.uuid {
         reset_local_brick(node, &def.path, v.id).await
     } else {
-        let req = Request::ResetBrick {
+        let req = Request::ResetBrick(proto::ResetBrick {
             path: def.path.clone(),
             volume: v.id,
-        };
+        });
         match node.call(def.node, req).await {
             Ok(_) => Ok(()),
             Err(CallError::Refused { reason, .. }) => Err(reason),

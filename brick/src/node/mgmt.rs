@@ -19,7 +19,7 @@ use crate::net;
 use crate::options;
 use crate::pool::{PoolConfig, Volume, VolumeState};
 use crate::volume_def;
-use crate::wire::proto::{code, Probe, Request, Response};
+use crate::wire::proto::{self, code, Probe, Request, Response};
 
 pub(super) fn ok<T: Serialize>(data: T) -> CtlReply {
     CtlReply::ok(data)
@@ -380,11 +380,11 @@ async fn volume_create(
         let res = if d.node == node.me.uuid {
             super::lifecycle::prepare_local(node, &d.path, force, vol_id).await
         } else {
-            let req = Request::PrepareBrick {
+            let req = Request::PrepareBrick(proto::PrepareBrick {
                 path: d.path.clone(),
                 force,
                 volume: vol_id,
-            };
+            });
             match node.call(d.node, req).await {
                 Ok(_) => Ok(()),
                 Err(CallError::Refused { reason, .. }) => Err(reason),
@@ -498,11 +498,11 @@ async fn status_of(node: &Arc<Node>, cfg: &PoolConfig, v: &Volume) -> VolumeStat
             let (st, disks) = tokio::join!(
                 n.call(
                     u,
-                    Request::BrickStatus {
+                    Request::BrickStatus(proto::BrickStatus {
                         volume: name.clone()
-                    }
+                    })
                 ),
-                n.call(u, Request::BrickDisks { volume: name }),
+                n.call(u, Request::BrickDisks(proto::BrickDisks { volume: name })),
             );
             let st = match st {
                 Ok(Response::BrickStatus(s)) => Some(s),

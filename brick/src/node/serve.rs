@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::Node;
 use crate::wire::frame::{self, FrameError};
-use crate::wire::proto::{code, Request, Response};
+use crate::wire::proto::{self, code, Request, Response};
 
 /// Answers `req` from member `peer` on its stream.
 pub(super) async fn dispatch(
@@ -43,21 +43,21 @@ pub(super) async fn dispatch(
             super::lifecycle::detached_by(node, peer);
             Response::Ok
         }
-        Request::PrepareBrick {
+        Request::PrepareBrick(proto::PrepareBrick {
             path,
             force,
             volume,
-        } => match super::lifecycle::prepare_local(node, &path, force, volume).await {
+        }) => match super::lifecycle::prepare_local(node, &path, force, volume).await {
             Ok(()) => Response::Ok,
             Err(reason) => Response::error(code::REFUSED, reason),
         },
-        Request::ResetBrick { path, volume } => {
+        Request::ResetBrick(proto::ResetBrick { path, volume }) => {
             match super::lifecycle::reset_local_brick(node, &path, volume).await {
                 Ok(()) => Response::Ok,
                 Err(reason) => Response::error(code::REFUSED, reason),
             }
         }
-        Request::BrickDisks { volume } => {
+        Request::BrickDisks(proto::BrickDisks { volume }) => {
             Response::BrickDisks(super::disk::local_bricks(node, &volume))
         }
         other => {

@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn which_requests_are_mount_traffic() {
-        use crate::wire::proto::{Offer, WriteInfo};
+        use crate::wire::proto::{self, Offer, WriteInfo};
         let v = Uuid::from_bytes([7; 16]);
         let offer = |write: Option<WriteInfo>| Offer {
             volume: v,
@@ -131,30 +131,30 @@ mod tests {
             (Request::Offer(offer(None)), AuthScope::BrickPeer(v)),
             // A batch of replicated versions: the same.
             (
-                Request::OfferBatch {
+                Request::OfferBatch(proto::OfferBatch {
                     volume: v,
                     brick: 1,
                     from_brick: 2,
                     entries: Vec::new(),
-                },
+                }),
                 AuthScope::BrickPeer(v),
             ),
             // A mount's batch of writes: data.
             (
-                Request::WriteBatch {
+                Request::WriteBatch(proto::WriteBatch {
                     volume: v,
                     brick: 1,
                     changeset: None,
                     entries: Vec::new(),
-                },
+                }),
                 AuthScope::Data(v),
             ),
             (
-                Request::Versions {
+                Request::Versions(proto::Versions {
                     volume: v,
                     brick: 1,
                     paths: Vec::new(),
-                },
+                }),
                 AuthScope::BrickPeer(v),
             ),
             (Request::PullConfig, AuthScope::Exempt),

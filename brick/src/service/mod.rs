@@ -12,10 +12,11 @@ use crate::host::Host;
 use crate::status::BrickStatus;
 use crate::store::{chunking, Brick};
 use crate::wire::frame::{self, FrameError};
-use crate::wire::proto::{code, Request, Response};
+use crate::wire::proto::{self, code, Request, Response};
 
 pub mod auth;
 pub mod heal;
+pub mod offer;
 
 /// Most entries per change-feed answer.
 const MAX_CHANGES: u32 = 2000;
@@ -82,7 +83,9 @@ where
 {
     let long_poll = matches!(
         req,
-        Request::Changes { .. } | Request::Feed { .. } | Request::FeedInSets { .. }
+        Request::Changes(proto::Changes { .. })
+            | Request::Feed(proto::Feed { .. })
+            | Request::FeedInSets(proto::FeedInSets { .. })
     );
     if !long_poll {
         return serve(host, peer, req, send, recv).await;
@@ -109,36 +112,38 @@ where
         return frame::write_msg(send, &refusal).await;
     }
     let resp = match req {
-        Request::BrickStatus { volume } => Response::BrickStatus(status(host.as_ref(), &volume)),
+        Request::BrickStatus(proto::BrickStatus { volume }) => {
+            Response::BrickStatus(status(host.as_ref(), &volume))
+        }
         Request::Offer(offer) => return offer_to(host, offer, None, send, recv).await,
-        Request::OfferInSet { offer, changeset } => {
+        Request::OfferInSet(proto::OfferInSet { offer, changeset }) => {
             return offer_to(host, offer, Some(changeset), send, recv).await
         }
-        Request::OfferBatch {
+        Request::OfferBatch(proto::OfferBatch {
             volume,
             brick,
             from_brick,
             entries,
-        } => match brick_of(host.as_ref(), volume, brick) {
-            Ok(b) => crate::store::batch::handle_batch(&b, from_brick, entries).await,
+        }) => match brick_of(host.as_ref(), volume, brick) {
+            Ok(b) => offer::offer_batch(&b, from_brick, entries).await,
             Err(r) => r,
         },
-        Request::WriteBatch {
+        Request::WriteBatch(proto::WriteBatch {
             volume,
             brick,
             changeset,
             entries,
-        } => match brick_of(host.as_ref(), volume, brick) {
+        }) => match brick_of(host.as_ref(), volume, brick) {
             Ok(b) => write_batch(host, &b, changeset, entries).await,
             Err(r) => r,
         },
-        Request::FeedInSets {
+        Request::FeedInSets(proto::FeedInSets {
             volume,
             brick,
             since,
             wait_ms,
             limit,
-        } => match brick_of(host.as_ref(), volume, brick) {
+        }) => match brick_of(host.as_ref(), volume, brick) {
             Ok(b) => {
                 feed_in_sets(
                     &b,
@@ -150,23 +155,23 @@ where
             }
             Err(r) => r,
         },
-        Request::ReadChunks {
+        Request::ReadChunks(proto::ReadChunks {
             volume,
             brick,
             path,
             hash,
             chunks,
-        } => match brick_of(host.as_ref(), volume, brick) {
+        }) => match brick_of(host.as_ref(), volume, brick) {
             Ok(b) => return read_chunks(&b, path, hash, chunks, send).await,
             Err(r) => r,
         },
-        Request::Changes {
+        Request::Changes(proto::Changes {
             volume,
             brick,
             since,
             wait_ms,
             limit,
-        } => match brick_of(host.as_ref(), volume, brick) {
+        }) => match brick_of(host.as_ref(), volume, brick) {
             Ok(b) => {
                 changes(
                     &b,
@@ -178,13 +183,13 @@ where
             }
             Err(r) => r,
         },
-        Request::Feed {
+        Request::Feed(proto::Feed {
             volume,
             brick,
             since,
             wait_ms,
             limit,
-        } => match brick_of(host.as_ref(), volume, brick) {
+        }) => match brick_of(host.as_ref(), volume, brick) {
             Ok(b) => {
                 match changes(
                     &b,
@@ -209,35 +214,37 @@ where
             }
             Err(r) => r,
         },
-        Request::Stat {
+        Request::Stat(proto::Stat {
             volume,
             brick,
             path,
-        } => match brick_of(host.as_ref(), volume, brick) {
+        }) => match brick_of(host.as_ref(), volume, brick) {
             Ok(b) => match b.with_db(move |_, conn| Brick::load(conn, &path)).await {
                 Ok(x) => Response::Stat(x.map(Box::new)),
                 Err(e) => Response::error(code::INTERNAL, e.to_string()),
             },
             Err(r) => r,
         },
-        Request::HealInfo { volume } => {
+        Request::HealInfo(proto::HealInfo { volume }) => {
             let Some(v) = host.config().volume(&volume).cloned() else {
                 return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume"))
                     .await;
             };
             Response::HealInfo(heal::heal_info_local(host.as_ref(), &v).await)
         }
-        Request::Digests { volume, brick, dir } => match brick_of(host.as_ref(), volume, brick) {
-            Ok(b) => match b
-                .with_db(move |_, c| crate::store::digest::children(c, &dir))
-                .await
-            {
-                Ok(d) => Response::Digests(d),
-                Err(e) => Response::error(code::INTERNAL, e.to_string()),
-            },
-            Err(r) => r,
-        },
-        Request::SplitBrain { volume, path } => {
+        Request::Digests(proto::Digests { volume, brick, dir }) => {
+            match brick_of(host.as_ref(), volume, brick) {
+                Ok(b) => match b
+                    .with_db(move |_, c| crate::store::digest::children(c, &dir))
+                    .await
+                {
+                    Ok(d) => Response::Digests(d),
+                    Err(e) => Response::error(code::INTERNAL, e.to_string()),
+                },
+                Err(r) => r,
+            }
+        }
+        Request::SplitBrain(proto::SplitBrain { volume, path }) => {
             let Some(v) = host.config().volume(&volume).cloned() else {
                 return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume"))
                     .await;
@@ -258,11 +265,11 @@ where
             }
             Response::SplitBrain(out)
         }
-        Request::Versions {
+        Request::Versions(proto::Versions {
             volume,
             brick,
             paths,
-        } if paths.len() <= crate::wire::proto::MAX_VERSION_PATHS => {
+        }) if paths.len() <= proto::MAX_VERSION_PATHS => {
             match brick_of(host.as_ref(), volume, brick) {
                 Ok(b) => match b
                     .with_db(move |_, c| -> Result<Vec<_>, crate::store::StoreError> {
@@ -279,7 +286,7 @@ where
                 Err(r) => r,
             }
         }
-        Request::History { volume } => {
+        Request::History(proto::History { volume }) => {
             let Some(v) = host.config().volume(&volume).cloned() else {
                 return frame::write_msg(send, &Response::error(code::NOT_FOUND, "no such volume"))
                     .await;
@@ -303,7 +310,7 @@ where
             }
             Response::History(out)
         }
-        Request::Heal { volume, op } => match heal::heal_op(host, &volume, op).await {
+        Request::Heal(proto::Heal { volume, op }) => match heal::heal_op(host, &volume, op).await {
             Ok(()) => Response::Ok,
             Err(e) => Response::error(code::REFUSED, e),
         },
@@ -337,11 +344,11 @@ async fn behind_peers(
         if other.node == host.me() || !host.is_alive(other.node, crate::host::QUORUM_SILENCE) {
             continue;
         }
-        let req = Request::Stat {
+        let req = Request::Stat(proto::Stat {
             volume: v.id,
             brick: other.id,
             path: path.clone(),
-        };
+        });
         if let Ok(Response::Stat(Some(x))) = host.call(other.node, req).await {
             let theirs = &x.0.vv;
             if !matches!(
@@ -374,41 +381,37 @@ fn judge_quorum(host: &Arc<dyn Host>, b: &Brick) -> Option<crate::pool::Volume> 
 async fn write_batch(
     host: &Arc<dyn Host>,
     b: &Arc<Brick>,
-    changeset: Option<crate::wire::proto::Changeset>,
-    entries: Vec<crate::wire::proto::WriteEntry>,
+    changeset: Option<proto::Changeset>,
+    entries: Vec<proto::WriteEntry>,
 ) -> Response {
+    let items = offer::writes(changeset, entries);
     let Some(v) = judge_quorum(host, b) else {
-        return crate::store::batch::handle_write_batch(b, changeset, entries).await;
+        return offer::batch_response(offer::apply(b, None, items).await);
     };
-    let mut waits: Vec<Option<String>> = Vec::with_capacity(entries.len());
-    for e in &entries {
+    let mut waits: Vec<Option<String>> = Vec::with_capacity(items.len());
+    for e in &items {
         waits.push(behind_peers(host, b, &v, &e.entry.path).await);
     }
-    let (go, wait): (Vec<_>, Vec<_>) = entries
+    let (go, wait): (Vec<_>, Vec<_>) = items
         .into_iter()
         .zip(waits)
         .enumerate()
         .partition(|(_, (_, w))| w.is_none());
     let order: Vec<usize> = go.iter().map(|(i, _)| *i).collect();
-    let applied = crate::store::batch::handle_write_batch(
-        b,
-        changeset,
-        go.into_iter().map(|(_, (e, _))| e).collect(),
-    )
-    .await;
-    let Response::Batch(outcomes) = applied else {
-        return applied;
+    let go = go.into_iter().map(|(_, (e, _))| e).collect();
+    let outcomes = match offer::apply(b, None, go).await {
+        Ok(o) => o,
+        Err(reason) => return offer::batch_response(Err(reason)),
     };
-    let mut all: Vec<Option<crate::wire::proto::BatchOutcome>> =
+    let mut all: Vec<Option<proto::BatchOutcome>> =
         (0..order.len() + wait.len()).map(|_| None).collect();
     for (i, o) in order.into_iter().zip(outcomes) {
         all[i] = Some(o);
     }
     for (i, (_, w)) in wait {
-        all[i] = Some(crate::wire::proto::BatchOutcome::Refused {
-            code: code::NO_QUORUM,
-            reason: w.unwrap_or_default(),
-        });
+        all[i] = Some(offer::outcome(Err(crate::store::apply::Refusal::NoQuorum(
+            w.unwrap_or_default(),
+        ))));
     }
     Response::Batch(all.into_iter().flatten().collect())
 }
@@ -417,8 +420,8 @@ async fn write_batch(
 /// write, then the brick applies it.
 async fn offer_to<W, R>(
     host: &Arc<dyn Host>,
-    offer: crate::wire::proto::Offer,
-    changeset: Option<crate::wire::proto::Changeset>,
+    offer: proto::Offer,
+    changeset: Option<proto::Changeset>,
     send: &mut W,
     recv: &mut R,
 ) -> Result<(), FrameError>
@@ -433,11 +436,12 @@ where
     if offer.write.is_some() {
         if let Some(v) = judge_quorum(host, &b) {
             if let Some(reason) = behind_peers(host, &b, &v, &offer.entry.path).await {
-                return frame::write_msg(send, &Response::error(code::NO_QUORUM, reason)).await;
+                let refused = crate::store::apply::Refusal::NoQuorum(reason);
+                return frame::write_msg(send, &offer::response(Err(refused))).await;
             }
         }
     }
-    crate::store::apply::handle_offer(&b, offer, changeset, send, recv).await
+    offer::handle_offer(&b, offer, changeset, send, recv).await
 }
 
 /// The change feed with the changeset tags of its entries.

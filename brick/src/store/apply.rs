@@ -3,114 +3,169 @@
 //! database thread, beside other paths) and commit the metadata, the new
 //! sequence number and the pending rows for the other bricks in the
 //! brick's next group commit, before the offer is acknowledged.
+//!
+//! The store speaks in its own terms: a version is [`Applied`] or meets a
+//! [`Refusal`], and the chunks it lacks come from an [`OfferSource`]. The
+//! brick service turns those into wire messages and frames (`service`),
+//! so nothing here knows a request, a response or a stream.
 
 use std::collections::HashSet;
 use std::fs::File;
+use std::future::Future;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rusqlite::{params, Connection};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::files::{self, TempFile};
 use super::reconcile::{reconcile, Plan, Refused, Src};
-use super::types::{ChunkRef, Entry, Kind};
+use super::types::{Changeset, ChunkRef, Entry, Kind, WriteInfo};
 use super::{chunking, hex, Brick, StoreError};
 use crate::wire::codec;
-use crate::wire::frame::{self, FrameError};
-use crate::wire::proto::{code, Changeset, Offer, Response};
 use crate::wire::vv::VersionVector;
-
-/// Longest wait for the next chunk frame of an offer: a sender that stalls
-/// longer loses the transfer (and its temp file) and retries later.
-const CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Longest wait for another update of the same path to finish.
 pub(super) const PATH_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// A version the brick recorded (or already held).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The version's final vector: for a writer's change, the one the
+    /// brick assigned; for a version already superseded here, the brick's
+    /// current one.
+    pub vv: VersionVector,
+    /// True if the path is now in split-brain.
+    pub conflict: bool,
+}
+
+/// Why a brick did not record an offered version. The sender may offer it
+/// again later, except an [`Refusal::Invalid`] one, which stays refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The offer contradicts itself (a chunk list that does not match the
+    /// size, content for a directory) or cannot be placed here (a path
+    /// below a symlink).
+    #[error("{0}")]
+    Invalid(String),
+    /// A writer's change while the brick cannot reach its quorum, or
+    /// before it caught up with the other bricks for that path.
+    #[error("{0}")]
+    NoQuorum(String),
+    /// A writer's change based on a version that is no longer current, on
+    /// a volume with quorum (where bricks never keep split-brain
+    /// siblings): the writer keeps its edit as a conflict copy.
+    #[error("{0}")]
+    Conflict(String),
+    /// Taking this version would show a content this brick no longer
+    /// holds: the sender offers the versions it shows first.
+    #[error("{0}")]
+    OthersFirst(String),
+    /// The path stayed busy, or the disk or database failed: try later.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The sender of an offered version as the brick sees it: told which of
+/// the version's chunks the brick lacks, then handing them over one by
+/// one, in order.
+pub trait OfferSource: Send {
+    /// Why the sender could not be heard (a broken or hostile stream).
+    type Error: Send;
+    /// Tells the sender the indexes of the chunks the brick lacks.
+    fn ask(&mut self, need: Vec<u32>) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// The next chunk asked for.
+    fn next_chunk(&mut self) -> impl Future<Output = Result<Vec<u8>, Self::Error>> + Send;
+}
+
+/// A version offered to a brick: by a peer brick (replication, its
+/// vectors final) or by a sync agent (a write, with what it was written
+/// on; the brick assigns its vectors).
+#[derive(Debug, Clone)]
+pub struct Offered {
+    /// The version.
+    pub entry: Entry,
+    /// Its content's chunk list (files).
+    pub chunks: Vec<ChunkRef>,
+    /// For a write: the writer and the version it changed.
+    pub write: Option<WriteInfo>,
+    /// For replication: the sending brick's replica id.
+    pub from_brick: Option<u64>,
+    /// The changeset it belongs to, if any.
+    pub changeset: Option<Changeset>,
+}
+
 /// What the decision step produced.
 pub(super) enum Decided {
-    /// Nothing to do: answer with this.
-    Done(Response),
+    /// Nothing to do: the version is held or superseded here.
+    Done(Applied),
+    /// Refused (see [`Refusal`]).
+    Refused(Refusal),
     /// Apply `plan`, with the incoming content made of `chunks` if needed.
     Apply(Box<Plan>, Entry),
 }
 
-/// Handles an offer on a stream: the request was already read. The
-/// version is recorded as a member of `changeset`, if given.
-pub async fn handle_offer<W, R>(
+/// Receives an offered version, asking `src` for the chunks the brick
+/// lacks. The outer error means the sender could not be heard (nothing was
+/// recorded); otherwise the version was applied or refused.
+pub async fn receive_offer<S: OfferSource>(
     brick: &Arc<Brick>,
-    offer: Offer,
-    changeset: Option<Changeset>,
-    send: &mut W,
-    recv: &mut R,
-) -> Result<(), FrameError>
-where
-    W: AsyncWrite + Unpin + Send,
-    R: AsyncRead + Unpin + Send,
-{
-    let resp = match offer_impl(brick, offer, changeset, send, recv).await {
-        Ok(r) => r,
-        Err(OfferError::Frame(e)) => {
-            // A sender that vanished mid-transfer is routine; a frame that
-            // breaks the protocol is hostile or buggy and worth a warning.
-            if matches!(e, FrameError::TooLarge { .. } | FrameError::Codec(_)) {
-                tracing::warn!(brick = %brick.root.display(), "offer refused: {e}");
-                let _ = frame::write_msg(send, &Response::error(code::BAD_REQUEST, e.to_string()))
-                    .await;
-            }
-            return Err(e);
-        }
-        Err(OfferError::Store(e)) => {
-            tracing::warn!(brick = %brick.root.display(), "offer failed: {e}");
-            *brick.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-            Response::error(code::INTERNAL, e.to_string())
-        }
-        Err(OfferError::Refused(r)) => r,
-    };
-    frame::write_msg(send, &resp).await
-}
-
-pub(super) enum OfferError {
-    Frame(FrameError),
-    Store(StoreError),
-    Refused(Response),
-}
-
-impl From<FrameError> for OfferError {
-    fn from(e: FrameError) -> Self {
-        Self::Frame(e)
+    offer: Offered,
+    src: &mut S,
+) -> Result<Result<Applied, Refusal>, S::Error> {
+    match offer_impl(brick, offer, src).await {
+        Ok(a) => Ok(Ok(a)),
+        Err(OfferError::Source(e)) => Err(e),
+        Err(OfferError::Refused(r)) => Ok(Err(r)),
+        Err(OfferError::Store(e)) => Ok(Err(failed(brick, e))),
     }
 }
 
-impl From<StoreError> for OfferError {
+/// A store failure as the refusal the sender sees, logged and kept as the
+/// brick's last error.
+pub(super) fn failed(brick: &Brick, e: StoreError) -> Refusal {
+    tracing::warn!(brick = %brick.root.display(), "offer failed: {e}");
+    *brick.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    Refusal::Failed(e.to_string())
+}
+
+pub(super) enum OfferError<E> {
+    Source(E),
+    Store(StoreError),
+    Refused(Refusal),
+}
+
+impl<E> From<StoreError> for OfferError<E> {
     fn from(e: StoreError) -> Self {
         Self::Store(e)
     }
 }
 
-pub(super) fn refuse(c: u16, reason: impl Into<String>) -> OfferError {
-    OfferError::Refused(Response::error(c, reason))
+impl<E> From<Refusal> for OfferError<E> {
+    fn from(r: Refusal) -> Self {
+        Self::Refused(r)
+    }
 }
 
 /// Refuses a version whose path lies below a symlink on this brick (a
 /// deletion there deletes nothing, see `commit`, so it passes).
-fn refuse_below_symlink(brick: &Brick, entry: &Entry) -> Result<(), OfferError> {
+fn refuse_below_symlink(brick: &Brick, entry: &Entry) -> Result<(), Refusal> {
     if let Err(e) = files::resolve(&brick.root, &entry.path, false) {
         if e.kind() == std::io::ErrorKind::PermissionDenied && entry.kind != Kind::Tombstone {
             tracing::warn!(path = %entry.path, "refused: {e}");
-            return Err(refuse(code::BAD_REQUEST, e.to_string()));
+            return Err(Refusal::Invalid(e.to_string()));
         }
     }
     Ok(())
 }
 
 /// What the checks, the path's lock and the decision leave to do with an
-/// offered version.
+/// offered version. (One lives per version being admitted, on the
+/// stack: boxing the larger variant would cost an allocation for nothing.)
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Admitted<'a> {
-    /// Nothing to do: answer with this.
-    Done(Response),
+    /// Nothing to do: the version is held or superseded here.
+    Done(Applied),
     /// Apply the plan to the version (vectors assigned for a writer's),
     /// holding the path's lock until committed.
     Apply(super::PathGuard<'a>, Box<Plan>, Entry),
@@ -120,11 +175,11 @@ pub(super) enum Admitted<'a> {
 /// once its shape is checked: nothing below a symlink, a writer's change
 /// only with quorum, one update of a path at a time, the decision, and on
 /// a quorum volume no split-brain from a writer.
-pub(super) async fn admit<'a>(
+pub(super) async fn admit<'a, E>(
     brick: &'a Arc<Brick>,
     entry: &Entry,
-    write: Option<crate::wire::proto::WriteInfo>,
-) -> Result<Admitted<'a>, OfferError> {
+    write: Option<WriteInfo>,
+) -> Result<Admitted<'a>, OfferError<E>> {
     refuse_below_symlink(brick, entry)?;
     let writer = write.is_some();
     if writer {
@@ -140,7 +195,8 @@ pub(super) async fn admit<'a>(
         .with_db(move |_, conn| decide(conn, e2, write))
         .await?
     {
-        Decided::Done(r) => return Ok(Admitted::Done(r)),
+        Decided::Done(a) => return Ok(Admitted::Done(a)),
+        Decided::Refused(r) => return Err(r.into()),
         Decided::Apply(p, e) => (p, e),
     };
     if writer {
@@ -156,12 +212,11 @@ pub(super) fn needs_content(plan: &Plan, entry: &Entry) -> bool {
 }
 
 /// Refuses a writer's change while the brick cannot reach its quorum.
-fn refuse_without_quorum(brick: &Brick) -> Result<(), OfferError> {
+fn refuse_without_quorum(brick: &Brick) -> Result<(), Refusal> {
     let quorum = *brick.quorum.lock().unwrap_or_else(|p| p.into_inner());
     if quorum == Some(false) {
-        return Err(refuse(
-            code::NO_QUORUM,
-            "brick cannot reach quorum; change refused",
+        return Err(Refusal::NoQuorum(
+            "brick cannot reach quorum; change refused".into(),
         ));
     }
     Ok(())
@@ -175,17 +230,16 @@ fn refuse_split_brain_on_quorum(
     brick: &Brick,
     plan: &Plan,
     path: &crate::RelPath,
-) -> Result<(), OfferError> {
+) -> Result<(), Refusal> {
     let quorum = brick
         .quorum
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .is_some();
     if quorum && !plan.siblings.is_empty() {
-        return Err(refuse(
-            code::CONFLICT,
-            format!("{path} changed on the volume since this edit's base version"),
-        ));
+        return Err(Refusal::Conflict(format!(
+            "{path} changed on the volume since this edit's base version"
+        )));
     }
     Ok(())
 }
@@ -195,39 +249,30 @@ fn refuse_split_brain_on_quorum(
 async fn lock_for_update<'a>(
     brick: &'a Brick,
     path: &crate::RelPath,
-) -> Result<super::PathGuard<'a>, OfferError> {
-    brick.lock_path(path, PATH_BUSY_WAIT).await.ok_or_else(|| {
-        refuse(
-            code::INTERNAL,
-            format!("{path} is being updated; retry later"),
-        )
-    })
+) -> Result<super::PathGuard<'a>, Refusal> {
+    brick
+        .lock_path(path, PATH_BUSY_WAIT)
+        .await
+        .ok_or_else(|| Refusal::Failed(format!("{path} is being updated; retry later")))
 }
 
-async fn offer_impl<W, R>(
+async fn offer_impl<S: OfferSource>(
     brick: &Arc<Brick>,
-    offer: Offer,
-    changeset: Option<Changeset>,
-    send: &mut W,
-    recv: &mut R,
-) -> Result<Response, OfferError>
-where
-    W: AsyncWrite + Unpin + Send,
-    R: AsyncRead + Unpin + Send,
-{
-    let Offer {
-        mut entry,
+    offer: Offered,
+    src: &mut S,
+) -> Result<Applied, OfferError<S::Error>> {
+    let Offered {
+        entry,
         chunks,
         write,
         from_brick,
-        ..
+        changeset,
     } = offer;
     validate(&entry, &chunks)?;
-    let (_guard, plan, final_entry) = match admit(brick, &entry, write).await? {
-        Admitted::Done(r) => return Ok(r),
+    let (_guard, plan, entry) = match admit(brick, &entry, write).await? {
+        Admitted::Done(a) => return Ok(a),
         Admitted::Apply(g, p, e) => (g, p, e),
     };
-    entry = final_entry;
     let needs_content = needs_content(&plan, &entry);
     let temp = if needs_content {
         let hashes: Vec<[u8; 32]> = chunks.iter().map(|c| c.hash).collect();
@@ -242,8 +287,8 @@ where
         let need: Vec<u32> = (0..chunks.len() as u32)
             .filter(|i| !local[*i as usize])
             .collect();
-        frame::write_msg(send, &Response::Need(need.clone())).await?;
-        Some(receive_content(brick, &entry, &chunks, &need, recv).await?)
+        src.ask(need.clone()).await.map_err(OfferError::Source)?;
+        Some(receive_content(brick, &entry, &chunks, &need, src).await?)
     } else {
         None
     };
@@ -255,10 +300,14 @@ where
         .changes_applied
         .fetch_add(1, Ordering::Relaxed);
     brick.pending_notify.notify_waiters();
-    Ok(Response::Applied { vv, conflict })
+    Ok(Applied { vv, conflict })
 }
 
-pub(super) fn validate(entry: &Entry, chunks: &[ChunkRef]) -> Result<(), OfferError> {
+/// Whether a version's own description holds together: a file's chunk
+/// list adds up to its size, a link has a sane target, nothing else has
+/// chunks.
+pub(super) fn validate(entry: &Entry, chunks: &[ChunkRef]) -> Result<(), Refusal> {
+    let invalid = |why: &str| Err(Refusal::Invalid(why.to_string()));
     match entry.kind {
         Kind::File => {
             let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
@@ -267,24 +316,21 @@ pub(super) fn validate(entry: &Entry, chunks: &[ChunkRef]) -> Result<(), OfferEr
                     .iter()
                     .any(|c| c.len == 0 || c.len > chunking::MAX_CHUNK)
             {
-                return Err(refuse(
-                    code::BAD_REQUEST,
-                    "chunk list does not match the size",
-                ));
+                return invalid("chunk list does not match the size");
             }
         }
         Kind::Symlink => {
             let Some(t) = &entry.target else {
-                return Err(refuse(code::BAD_REQUEST, "symlink without target"));
+                return invalid("symlink without target");
             };
             if t.is_empty() || t.contains('\0') || t.len() > crate::wire::path::MAX_PATH {
-                return Err(refuse(code::BAD_REQUEST, "bad symlink target"));
+                return invalid("bad symlink target");
             }
         }
         Kind::Dir | Kind::Tombstone => {}
     }
     if !chunks.is_empty() && entry.kind != Kind::File {
-        return Err(refuse(code::BAD_REQUEST, "chunks for a non-file"));
+        return invalid("chunks for a non-file");
     }
     Ok(())
 }
@@ -292,7 +338,7 @@ pub(super) fn validate(entry: &Entry, chunks: &[ChunkRef]) -> Result<(), OfferEr
 pub(super) fn decide(
     conn: &mut Connection,
     mut entry: Entry,
-    write: Option<crate::wire::proto::WriteInfo>,
+    write: Option<WriteInfo>,
 ) -> Result<Decided, StoreError> {
     let current = Brick::load(conn, &entry.path)?.map(|(e, _)| e);
     let siblings: Vec<Entry> = Brick::siblings(conn, &entry.path)?
@@ -309,7 +355,7 @@ pub(super) fn decide(
     match reconcile(current.as_ref(), &siblings, &members, &entry) {
         Ok(None) => {
             let vv = current.map(|c| c.vv).unwrap_or_default();
-            Ok(Decided::Done(Response::Applied {
+            Ok(Decided::Done(Applied {
                 vv,
                 conflict: !siblings.is_empty(),
             }))
@@ -320,13 +366,10 @@ pub(super) fn decide(
         }
         // The sender offers the versions it shows first; once those are
         // here this one no longer needs the content it lacks.
-        Err(Refused::ContentMissing) => Ok(Decided::Done(Response::error(
-            code::REFUSED,
-            format!(
-                "{}: this version would show a content this brick no longer holds; offer the versions the sender shows first",
-                entry.path
-            ),
-        ))),
+        Err(Refused::ContentMissing) => Ok(Decided::Refused(Refusal::OthersFirst(format!(
+            "{}: this version would show a content this brick no longer holds; offer the versions the sender shows first",
+            entry.path
+        )))),
     }
 }
 
@@ -353,13 +396,16 @@ fn note_delete_lost(
     }
 }
 
-async fn receive_content<R: AsyncRead + Unpin + Send>(
+/// Builds the version's content in an fsynced temp file: the chunks
+/// asked for from `src`, the others copied from this brick's files, every
+/// one checked against its hash, the whole against the entry's.
+async fn receive_content<S: OfferSource>(
     brick: &Arc<Brick>,
     entry: &Entry,
     chunks: &[ChunkRef],
     need: &[u32],
-    recv: &mut R,
-) -> Result<TempFile, OfferError> {
+    src: &mut S,
+) -> Result<TempFile, OfferError<S::Error>> {
     let (temp, file) = TempFile::create(&files::tmp_dir(&brick.root))
         .map_err(|e| StoreError::io("create temp in", brick.root.display(), e))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -367,9 +413,7 @@ async fn receive_content<R: AsyncRead + Unpin + Send>(
     let mut whole = blake3::Hasher::new();
     for (i, c) in chunks.iter().enumerate() {
         let data = if need.contains(&(i as u32)) {
-            let data = tokio::time::timeout(CHUNK_TIMEOUT, frame::read_raw(recv))
-                .await
-                .map_err(|_| FrameError::Io(std::io::ErrorKind::TimedOut.into()))??;
+            let data = src.next_chunk().await.map_err(OfferError::Source)?;
             if data.len() != c.len as usize || blake3::hash(&data).as_bytes() != &c.hash {
                 return Err(StoreError::BadContent(entry.path.to_string()).into());
             }
@@ -1176,6 +1220,7 @@ mod tests {
                     .unwrap();
             }
             Decided::Done(_) => panic!("offer ignored"),
+            Decided::Refused(r) => panic!("offer refused: {r}"),
         }
     }
 

@@ -12,9 +12,10 @@
 //! lists one outcome per version, sent only once every version it calls
 //! applied is durable. A version refused (a symlinked parent here, a full
 //! disk) is refused alone: the others are applied, and the sender retries
-//! that one later. Everything from the network is checked first: counts,
-//! sizes, duplicate paths, and every inline content against its entry's
-//! hash and chunk list.
+//! that one later. Every inline content is checked against its entry's
+//! hash and chunk list first, and two versions of one path refuse the
+//! batch (the brick service checks a batch's counts and size when it is
+//! read).
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -23,75 +24,49 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use super::apply::{admit, commit, needs_content, refuse, validate, Admitted, OfferError};
-use super::files::{self, TempFile};
-use super::types::{ChunkRef, Entry, Kind};
-use super::{chunking, Brick, StoreError};
-use crate::wire::proto::{
-    code, BatchEntry, BatchOutcome, Changeset, Response, WriteEntry, WriteInfo, MAX_BATCH_BYTES,
-    MAX_BATCH_ENTRIES,
+use super::apply::{
+    admit, commit, failed, needs_content, validate, Admitted, Applied, OfferError, Refusal,
 };
+use super::files::{self, TempFile};
+use super::types::{Changeset, ChunkRef, Entry, Kind, WriteInfo};
+use super::{chunking, Brick, StoreError};
 
 /// Versions of one batch being applied at once (their temp files are
 /// written and fsynced on the blocking pool meanwhile).
 const APPLY_CONCURRENCY: usize = 64;
 
-/// One version of a batch, from a peer brick (final vectors) or from a
-/// mount (`write`: vectors assigned here).
-struct Inline {
-    entry: Entry,
-    chunks: Vec<ChunkRef>,
-    changeset: Option<Changeset>,
-    content: Vec<u8>,
-    write: Option<WriteInfo>,
+/// One version of a batch: from a peer brick (final vectors) or from a
+/// mount (`write`: vectors assigned here), its whole content inline.
+#[derive(Debug, Clone)]
+pub struct Inline {
+    /// The version.
+    pub entry: Entry,
+    /// Its chunk list: none, or one chunk holding the whole content.
+    pub chunks: Vec<ChunkRef>,
+    /// Its changeset, if it belongs to one.
+    pub changeset: Option<Changeset>,
+    /// The whole content of a file (empty for other kinds).
+    pub content: Vec<u8>,
+    /// For a mount's change: what it was written on.
+    pub write: Option<WriteInfo>,
 }
 
-/// Applies a batch from brick `from_brick`; returns the answer: one
-/// outcome per version, in order, or an error if the batch as a whole is
-/// malformed (then nothing of it was applied).
-pub async fn handle_batch(
+/// No version is ever pulled from a stream in a batch.
+enum NoSource {}
+
+/// Applies a batch of versions (sent by brick `from_brick`, or by a mount
+/// when `None`), each as its single offer would be: its checks, path
+/// lock, decision and commit. One outcome per version, in order, once
+/// every version applied is durable; an error, and nothing applied, if
+/// the batch names a path twice.
+pub async fn apply_batch(
     brick: &Arc<Brick>,
-    from_brick: u64,
-    entries: Vec<BatchEntry>,
-) -> Response {
-    let items = entries
-        .into_iter()
-        .map(|e| Inline {
-            entry: e.entry,
-            chunks: e.chunks,
-            changeset: e.changeset,
-            content: e.content,
-            write: None,
-        })
-        .collect();
-    apply_all(brick, Some(from_brick), items).await
-}
-
-/// Applies a mount's batch of local changes (members of `changeset`, if
-/// given), each as its single offer would be: the quorum checks, vectors
-/// assigned here, a conflict refused on a quorum volume.
-pub async fn handle_write_batch(
-    brick: &Arc<Brick>,
-    changeset: Option<Changeset>,
-    entries: Vec<WriteEntry>,
-) -> Response {
-    let items = entries
-        .into_iter()
-        .map(|e| Inline {
-            entry: e.entry,
-            chunks: e.chunks,
-            changeset,
-            content: e.content,
-            write: Some(e.write),
-        })
-        .collect();
-    apply_all(brick, None, items).await
-}
-
-async fn apply_all(brick: &Arc<Brick>, from_brick: Option<u64>, items: Vec<Inline>) -> Response {
+    from_brick: Option<u64>,
+    items: Vec<Inline>,
+) -> Result<Vec<Result<Applied, Refusal>>, String> {
     if let Err(reason) = check_batch(&items) {
         tracing::warn!(brick = %brick.root.display(), "batch refused: {reason}");
-        return Response::error(code::BAD_REQUEST, reason);
+        return Err(reason);
     }
     let n = items.len();
     let mut out = Vec::with_capacity(n);
@@ -106,24 +81,11 @@ async fn apply_all(brick: &Arc<Brick>, from_brick: Option<u64>, items: Vec<Inlin
         }
     }
     brick.pending_notify.notify_waiters();
-    Response::Batch(out)
+    Ok(out)
 }
 
-/// The checks on the batch as a whole: counts, total content, one version
-/// per path.
+/// One version per path in a batch.
 fn check_batch(entries: &[Inline]) -> Result<(), String> {
-    if entries.len() > MAX_BATCH_ENTRIES {
-        return Err(format!(
-            "{} versions in one batch (at most {MAX_BATCH_ENTRIES})",
-            entries.len()
-        ));
-    }
-    let bytes: usize = entries.iter().map(|e| e.content.len()).sum();
-    if bytes > MAX_BATCH_BYTES {
-        return Err(format!(
-            "{bytes} content bytes in one batch (at most {MAX_BATCH_BYTES})"
-        ));
-    }
     let mut seen = HashSet::with_capacity(entries.len());
     if let Some(dup) = entries.iter().find(|e| !seen.insert(e.entry.path.as_str())) {
         return Err(format!("{} offered twice in one batch", dup.entry.path));
@@ -132,36 +94,26 @@ fn check_batch(entries: &[Inline]) -> Result<(), String> {
 }
 
 /// Applies one version of a batch; a failure is its own outcome.
-async fn apply_one(brick: &Arc<Brick>, from_brick: Option<u64>, e: Inline) -> BatchOutcome {
-    let path = e.entry.path.clone();
-    let r = match apply_inline(brick, from_brick, e).await {
-        Ok(r) => r,
-        Err(OfferError::Refused(r)) => r,
-        Err(OfferError::Store(e)) => {
-            tracing::warn!(brick = %brick.root.display(), %path, "offer failed: {e}");
-            *brick.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-            Response::error(code::INTERNAL, e.to_string())
-        }
-        // Nothing is read from the stream for a batch entry.
-        Err(OfferError::Frame(e)) => Response::error(code::INTERNAL, e.to_string()),
-    };
-    match r {
-        Response::Applied { vv, conflict } => BatchOutcome::Applied { vv, conflict },
-        Response::Error { code, reason } => BatchOutcome::Refused { code, reason },
-        _ => BatchOutcome::Refused {
-            code: code::INTERNAL,
-            reason: "unexpected outcome".into(),
-        },
+async fn apply_one(
+    brick: &Arc<Brick>,
+    from_brick: Option<u64>,
+    e: Inline,
+) -> Result<Applied, Refusal> {
+    match apply_inline(brick, from_brick, e).await {
+        Ok(a) => Ok(a),
+        Err(OfferError::Refused(r)) => Err(r),
+        Err(OfferError::Store(e)) => Err(failed(brick, e)),
+        Err(OfferError::Source(never)) => match never {},
     }
 }
 
-/// [`super::apply::handle_offer`] for a version whose content came
+/// [`super::apply::receive_offer`] for a version whose content came
 /// inline: the same checks, lock, decision and commit.
 async fn apply_inline(
     brick: &Arc<Brick>,
     from_brick: Option<u64>,
     e: Inline,
-) -> Result<Response, OfferError> {
+) -> Result<Applied, OfferError<NoSource>> {
     let Inline {
         entry,
         chunks,
@@ -172,7 +124,7 @@ async fn apply_inline(
     validate(&entry, &chunks)?;
     check_inline(&entry, &chunks, &content)?;
     let (_guard, plan, entry) = match admit(brick, &entry, write).await? {
-        Admitted::Done(r) => return Ok(r),
+        Admitted::Done(a) => return Ok(a),
         Admitted::Apply(g, p, e) => (g, p, e),
     };
     let needs_content = needs_content(&plan, &entry);
@@ -204,30 +156,25 @@ async fn apply_inline(
         .counters
         .changes_applied
         .fetch_add(1, Ordering::Relaxed);
-    Ok(Response::Applied { vv, conflict })
+    Ok(Applied { vv, conflict })
 }
 
 /// Whether `content` is exactly the version's content: a file smaller than
 /// the smallest chunk, matching its size, hash and chunk list (nothing
 /// for other kinds).
-fn check_inline(entry: &Entry, chunks: &[ChunkRef], content: &[u8]) -> Result<(), OfferError> {
+fn check_inline(entry: &Entry, chunks: &[ChunkRef], content: &[u8]) -> Result<(), Refusal> {
+    let invalid = |why: &str| Err(Refusal::Invalid(why.to_string()));
     if entry.kind != Kind::File {
         if !content.is_empty() {
-            return Err(refuse(code::BAD_REQUEST, "inline content for a non-file"));
+            return invalid("inline content for a non-file");
         }
         return Ok(());
     }
     if entry.size >= u64::from(chunking::MIN_CHUNK) || content.len() as u64 != entry.size {
-        return Err(refuse(
-            code::BAD_REQUEST,
-            "inline content does not match the size",
-        ));
+        return invalid("inline content does not match the size");
     }
     if blake3::hash(content).as_bytes() != &entry.hash {
-        return Err(refuse(
-            code::BAD_REQUEST,
-            "inline content does not match its hash",
-        ));
+        return invalid("inline content does not match its hash");
     }
     let whole = match chunks {
         [] => content.is_empty(),
@@ -235,10 +182,7 @@ fn check_inline(entry: &Entry, chunks: &[ChunkRef], content: &[u8]) -> Result<()
         _ => false,
     };
     if !whole {
-        return Err(refuse(
-            code::BAD_REQUEST,
-            "chunk list does not describe the inline content",
-        ));
+        return invalid("chunk list does not describe the inline content");
     }
     Ok(())
 }
@@ -248,9 +192,9 @@ mod tests {
     use super::*;
     use crate::RelPath;
 
-    fn file(path: &str, content: &[u8]) -> BatchEntry {
+    fn file(path: &str, content: &[u8]) -> Inline {
         let hash = *blake3::hash(content).as_bytes();
-        BatchEntry {
+        Inline {
             entry: Entry {
                 kind: Kind::File,
                 size: content.len() as u64,
@@ -268,17 +212,12 @@ mod tests {
             },
             changeset: None,
             content: content.to_vec(),
+            write: None,
         }
     }
 
-    fn refused(r: Result<(), OfferError>) -> bool {
-        matches!(
-            r,
-            Err(OfferError::Refused(Response::Error {
-                code: code::BAD_REQUEST,
-                ..
-            }))
-        )
+    fn refused(r: Result<(), Refusal>) -> bool {
+        matches!(r, Err(Refusal::Invalid(_)))
     }
 
     #[test]
@@ -307,33 +246,11 @@ mod tests {
         assert!(refused(check_inline(&d.entry, &[], b"x")));
     }
 
-    fn check(v: &[BatchEntry]) -> Result<(), String> {
-        let items: Vec<Inline> = v
-            .iter()
-            .map(|e| Inline {
-                entry: e.entry.clone(),
-                chunks: e.chunks.clone(),
-                changeset: None,
-                content: e.content.clone(),
-                write: None,
-            })
-            .collect();
-        check_batch(&items)
-    }
-
     #[test]
-    fn malformed_batches_are_refused_whole() {
-        assert!(check(&[]).is_ok());
-        let many: Vec<_> = (0..=MAX_BATCH_ENTRIES)
-            .map(|i| file(&format!("f{i}"), b"x"))
-            .collect();
-        assert!(check(&many[..MAX_BATCH_ENTRIES]).is_ok());
-        assert!(check(&many).is_err());
+    fn a_batch_naming_a_path_twice_is_refused_whole() {
+        assert!(check_batch(&[]).is_ok());
+        assert!(check_batch(&[file("a", b"1"), file("b", b"2")]).is_ok());
         let twice = vec![file("same", b"1"), file("same", b"2")];
-        assert!(check(&twice).unwrap_err().contains("twice"));
-        let fat: Vec<_> = (0..80)
-            .map(|i| file(&format!("f{i}"), &vec![1u8; 16_000]))
-            .collect();
-        assert!(check(&fat).unwrap_err().contains("content bytes"));
+        assert!(check_batch(&twice).unwrap_err().contains("twice"));
     }
 }

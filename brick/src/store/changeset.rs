@@ -11,9 +11,9 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::types::Changeset;
 use super::types::Entry;
 use super::StoreError;
-use crate::wire::proto::Changeset;
 use crate::wire::vv::VersionVector;
 
 /// Migration creating the table (see `schema`).

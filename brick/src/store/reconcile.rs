@@ -312,7 +312,7 @@ fn show_alive(sorted: &[&Entry], alive: &[&Entry], dels: &[&Entry]) -> Vec<Entry
 /// otherwise the writer's word (`content_changed`, `meta_changed`) is taken.
 pub fn assign_vectors(
     entry: &mut Entry,
-    w: crate::wire::proto::WriteInfo,
+    w: super::types::WriteInfo,
     current: Option<&Entry>,
     siblings: &[Entry],
 ) {
@@ -579,8 +579,8 @@ mod tests {
         assert_eq!(p.current.1, Src::Incoming);
     }
 
-    fn write(writer: u64, base: &Entry, changed: (bool, bool)) -> crate::wire::proto::WriteInfo {
-        crate::wire::proto::WriteInfo {
+    fn write(writer: u64, base: &Entry, changed: (bool, bool)) -> crate::store::types::WriteInfo {
+        crate::store::types::WriteInfo {
             writer,
             base: base.vv.clone(),
             base_data: base.data_vv.clone(),

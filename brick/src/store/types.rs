@@ -1,7 +1,8 @@
 //! The data model of one path in a brick: its kind, metadata and version.
 //!
 //! These are plain data shared by the store, the wire protocol and the sync
-//! agent.
+//! agent: the wire's messages carry them, and they validate themselves when
+//! decoded (a path is a `RelPath`, a vector a `VersionVector`).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -130,4 +131,34 @@ impl Entry {
     pub fn hash_hex(&self) -> String {
         blake3::Hash::from_bytes(self.hash).to_hex().to_string()
     }
+}
+
+/// Changes that a mount made together (settled within its window): every
+/// version of the set carries the same tag, so a receiving mount applies
+/// them all or none. Kept beside the entry (never inside it), so stored
+/// entries and plain offers keep their shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Changeset {
+    /// Random id chosen by the writing mount.
+    pub id: u64,
+    /// How many versions the set holds.
+    pub members: u32,
+}
+
+/// What a writer (sync agent) knows about the version it changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteInfo {
+    /// The writer's replica id (bumped in the new version vector).
+    pub writer: u64,
+    /// Version vector of the version the writer started from (empty for a
+    /// new path).
+    pub base: VersionVector,
+    /// That version's content vector.
+    pub base_data: VersionVector,
+    /// That version's metadata vector.
+    pub base_meta: VersionVector,
+    /// The content differs from the base version.
+    pub content_changed: bool,
+    /// Mode or owner differ from the base version.
+    pub meta_changed: bool,
 }

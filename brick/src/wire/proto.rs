@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::pool::{Member, PoolConfig};
+pub use crate::store::types::{Changeset, WriteInfo};
 use crate::store::types::{ChunkRef, Entry};
 use crate::wire::vv::VersionVector;
 use crate::RelPath;
@@ -105,36 +106,6 @@ pub struct Offer {
     pub from_brick: Option<u64>,
 }
 
-/// Changes that a mount made together (settled within its window): every
-/// version of the set carries the same tag, so a receiving mount applies
-/// them all or none. Kept beside the entry (never inside it), so stored
-/// entries and plain offers keep their shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Changeset {
-    /// Random id chosen by the writing mount.
-    pub id: u64,
-    /// How many versions the set holds.
-    pub members: u32,
-}
-
-/// What a writer (sync agent) knows about the version it changed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WriteInfo {
-    /// The writer's replica id (bumped in the new version vector).
-    pub writer: u64,
-    /// Version vector of the version the writer started from (empty for a
-    /// new path).
-    pub base: VersionVector,
-    /// That version's content vector.
-    pub base_data: VersionVector,
-    /// That version's metadata vector.
-    pub base_meta: VersionVector,
-    /// The content differs from the base version.
-    pub content_changed: bool,
-    /// Mode or owner differ from the base version.
-    pub meta_changed: bool,
-}
-
 /// Requests, in wire order. (Offers are the largest and most frequent
 /// message; boxing them would cost an allocation each for no gain.)
 #[allow(clippy::large_enum_variant)]
@@ -152,157 +123,53 @@ pub enum Request {
     /// 4: the receiver was detached from the pool.
     Detached,
     /// 5: brick status and counters of this node for a volume.
-    BrickStatus {
-        /// Volume name.
-        volume: String,
-    },
+    BrickStatus(BrickStatus),
     /// 6: offer a version of a path; answered with [`Response::Need`], then
     /// the needed chunks follow as raw frames, then [`Response::Applied`].
     Offer(Offer),
     /// 7: read chunks of a path's current content; answered with
     /// [`Response::Ok`] then one raw frame per chunk.
-    ReadChunks {
-        /// Volume id.
-        volume: Uuid,
-        /// Brick replica id.
-        brick: u64,
-        /// Path.
-        path: RelPath,
-        /// Expected content hash (the read fails if it changed).
-        hash: [u8; 32],
-        /// Indexes into the entry's chunk list.
-        chunks: Vec<u32>,
-    },
+    ReadChunks(ReadChunks),
     /// 8: entries changed after sequence `since`, waiting up to `wait_ms`
     /// for one if there are none yet.
-    Changes {
-        /// Volume id.
-        volume: Uuid,
-        /// Brick replica id.
-        brick: u64,
-        /// Last sequence number the caller has.
-        since: u64,
-        /// How long to wait for a change.
-        wait_ms: u32,
-        /// Most entries to return.
-        limit: u32,
-    },
+    Changes(Changes),
     /// 9: the chunk list of a path's current content.
-    Stat {
-        /// Volume id.
-        volume: Uuid,
-        /// Brick replica id.
-        brick: u64,
-        /// Path.
-        path: RelPath,
-    },
+    Stat(Stat),
     /// 10: heal state of this node's bricks of a volume.
-    HealInfo {
-        /// Volume name.
-        volume: String,
-    },
+    HealInfo(HealInfo),
     /// 11: a heal command for this node's bricks of a volume.
-    Heal {
-        /// Volume name.
-        volume: String,
-        /// What to do.
-        op: HealOp,
-    },
+    Heal(Heal),
     /// 12: check (and create) a brick directory before `volume create`.
-    PrepareBrick {
-        /// Absolute path on the receiving node.
-        path: String,
-        /// Allow a non-empty directory or one on the root filesystem.
-        force: bool,
-        /// The volume it will belong to.
-        volume: Uuid,
-    },
+    PrepareBrick(PrepareBrick),
     /// 13: the competing versions of a path on this node's bricks.
-    SplitBrain {
-        /// Volume name.
-        volume: String,
-        /// Path.
-        path: RelPath,
-    },
+    SplitBrain(SplitBrain),
     /// 14: Merkle digests of the children of a directory (`""` = the
     /// volume root), for the full crawl.
-    Digests {
-        /// Volume id.
-        volume: Uuid,
-        /// Brick replica id.
-        brick: u64,
-        /// Directory path, `""` for the root.
-        dir: String,
-    },
+    Digests(Digests),
     /// 15: re-initialise a brick directory in place (`reset-brick ...
     /// commit force`): fresh `.gsync/` with the volume-id marker, earlier
     /// content set aside under `.gsync/`.
-    ResetBrick {
-        /// Absolute path on the receiving node.
-        path: String,
-        /// The volume it belongs to.
-        volume: Uuid,
-    },
+    ResetBrick(ResetBrick),
     /// 16: like [`Request::Changes`], answered with [`Response::Feed`],
     /// which names the brick's incarnation: a follower whose cursor belongs
     /// to another incarnation (a rebuilt brick) resynchronises instead of
     /// trusting the sequence number.
-    Feed {
-        /// Volume id.
-        volume: Uuid,
-        /// Brick replica id.
-        brick: u64,
-        /// Last sequence number the caller has.
-        since: u64,
-        /// How long to wait for a change.
-        wait_ms: u32,
-        /// Most entries to return.
-        limit: u32,
-    },
-    /// The version vectors a brick holds for paths (`gsync wait`),
+    Feed(Feed),
+    /// 17: the version vectors a brick holds for paths (`gsync wait`),
     /// answered with [`Response::Versions`]; at most [`MAX_VERSION_PATHS`].
-    Versions {
-        /// Volume id.
-        volume: Uuid,
-        /// Brick replica id.
-        brick: u64,
-        /// Paths.
-        paths: Vec<RelPath>,
-    },
+    Versions(Versions),
     /// 18: the outage history of this node's bricks of a volume, answered
     /// with [`Response::History`].
-    History {
-        /// Volume name.
-        volume: String,
-    },
+    History(History),
     /// 19: the disks under this node's bricks of a volume (`volume status
     /// VOL detail`), answered with [`Response::BrickDisks`].
-    BrickDisks {
-        /// Volume name.
-        volume: String,
-    },
+    BrickDisks(BrickDisks),
     /// 20: [`Request::Offer`] of a version that belongs to a changeset;
     /// the brick records the tag with the version and passes it on.
-    OfferInSet {
-        /// The offer.
-        offer: Offer,
-        /// Its changeset.
-        changeset: Changeset,
-    },
+    OfferInSet(OfferInSet),
     /// 21: like [`Request::Feed`], answered with [`Response::FeedInSets`],
     /// which adds the changeset tags of the entries.
-    FeedInSets {
-        /// Volume id.
-        volume: Uuid,
-        /// Brick replica id.
-        brick: u64,
-        /// Last sequence number the caller has.
-        since: u64,
-        /// How long to wait for a change.
-        wait_ms: u32,
-        /// Most entries to return.
-        limit: u32,
-    },
+    FeedInSets(FeedInSets),
     /// 22: a message of the pool's consensus group (JSON of
     /// `node::raft`'s message), answered with [`Response::Raft`].
     Raft(Vec<u8>),
@@ -310,30 +177,225 @@ pub enum Request {
     /// inline (at most [`MAX_BATCH_ENTRIES`] versions and
     /// [`MAX_BATCH_BYTES`] of content); no chunk frames follow. Answered
     /// with [`Response::Batch`], one outcome per version, in order.
-    OfferBatch {
-        /// Volume id.
-        volume: Uuid,
-        /// Target brick's replica id.
-        brick: u64,
-        /// Sender brick's replica id (see [`Offer::from_brick`]).
-        from_brick: u64,
-        /// The versions, each of a different path.
-        entries: Vec<BatchEntry>,
-    },
+    OfferBatch(OfferBatch),
     /// 24: many small local changes of a mount agent at once, each as an
     /// [`Offer`] with its [`WriteInfo`] would be, content inline (the
     /// limits of [`Request::OfferBatch`]). Answered with
     /// [`Response::Batch`], one outcome per change, in order.
-    WriteBatch {
-        /// Volume id.
-        volume: Uuid,
-        /// Target brick's replica id.
-        brick: u64,
-        /// The changeset every change belongs to, if any.
-        changeset: Option<Changeset>,
-        /// The changes, each of a different path.
-        entries: Vec<WriteEntry>,
-    },
+    WriteBatch(WriteBatch),
+}
+
+/// 5: brick status and counters of this node for a volume.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BrickStatus {
+    /// Volume name.
+    pub volume: String,
+}
+
+/// 7: read chunks of a path's current content; answered with
+/// [`Response::Ok`] then one raw frame per chunk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadChunks {
+    /// Volume id.
+    pub volume: Uuid,
+    /// Brick replica id.
+    pub brick: u64,
+    /// Path.
+    pub path: RelPath,
+    /// Expected content hash (the read fails if it changed).
+    pub hash: [u8; 32],
+    /// Indexes into the entry's chunk list.
+    pub chunks: Vec<u32>,
+}
+
+/// 8: entries changed after sequence `since`, waiting up to `wait_ms`
+/// for one if there are none yet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Changes {
+    /// Volume id.
+    pub volume: Uuid,
+    /// Brick replica id.
+    pub brick: u64,
+    /// Last sequence number the caller has.
+    pub since: u64,
+    /// How long to wait for a change.
+    pub wait_ms: u32,
+    /// Most entries to return.
+    pub limit: u32,
+}
+
+/// 9: the chunk list of a path's current content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stat {
+    /// Volume id.
+    pub volume: Uuid,
+    /// Brick replica id.
+    pub brick: u64,
+    /// Path.
+    pub path: RelPath,
+}
+
+/// 10: heal state of this node's bricks of a volume.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealInfo {
+    /// Volume name.
+    pub volume: String,
+}
+
+/// 11: a heal command for this node's bricks of a volume.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heal {
+    /// Volume name.
+    pub volume: String,
+    /// What to do.
+    pub op: HealOp,
+}
+
+/// 12: check (and create) a brick directory before `volume create`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrepareBrick {
+    /// Absolute path on the receiving node.
+    pub path: String,
+    /// Allow a non-empty directory or one on the root filesystem.
+    pub force: bool,
+    /// The volume it will belong to.
+    pub volume: Uuid,
+}
+
+/// 13: the competing versions of a path on this node's bricks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SplitBrain {
+    /// Volume name.
+    pub volume: String,
+    /// Path.
+    pub path: RelPath,
+}
+
+/// 14: Merkle digests of the children of a directory (`""` = the
+/// volume root), for the full crawl.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Digests {
+    /// Volume id.
+    pub volume: Uuid,
+    /// Brick replica id.
+    pub brick: u64,
+    /// Directory path, `""` for the root.
+    pub dir: String,
+}
+
+/// 15: re-initialise a brick directory in place (`reset-brick ...
+/// commit force`): fresh `.gsync/` with the volume-id marker, earlier
+/// content set aside under `.gsync/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResetBrick {
+    /// Absolute path on the receiving node.
+    pub path: String,
+    /// The volume it belongs to.
+    pub volume: Uuid,
+}
+
+/// 16: like [`Request::Changes`], answered with [`Response::Feed`],
+/// which names the brick's incarnation: a follower whose cursor belongs
+/// to another incarnation (a rebuilt brick) resynchronises instead of
+/// trusting the sequence number.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Feed {
+    /// Volume id.
+    pub volume: Uuid,
+    /// Brick replica id.
+    pub brick: u64,
+    /// Last sequence number the caller has.
+    pub since: u64,
+    /// How long to wait for a change.
+    pub wait_ms: u32,
+    /// Most entries to return.
+    pub limit: u32,
+}
+
+/// The version vectors a brick holds for paths (`gsync wait`),
+/// answered with [`Response::Versions`]; at most [`MAX_VERSION_PATHS`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Versions {
+    /// Volume id.
+    pub volume: Uuid,
+    /// Brick replica id.
+    pub brick: u64,
+    /// Paths.
+    pub paths: Vec<RelPath>,
+}
+
+/// 18: the outage history of this node's bricks of a volume, answered
+/// with [`Response::History`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct History {
+    /// Volume name.
+    pub volume: String,
+}
+
+/// 19: the disks under this node's bricks of a volume (`volume status
+/// VOL detail`), answered with [`Response::BrickDisks`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BrickDisks {
+    /// Volume name.
+    pub volume: String,
+}
+
+/// 20: [`Request::Offer`] of a version that belongs to a changeset;
+/// the brick records the tag with the version and passes it on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OfferInSet {
+    /// The offer.
+    pub offer: Offer,
+    /// Its changeset.
+    pub changeset: Changeset,
+}
+
+/// 21: like [`Request::Feed`], answered with [`Response::FeedInSets`],
+/// which adds the changeset tags of the entries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeedInSets {
+    /// Volume id.
+    pub volume: Uuid,
+    /// Brick replica id.
+    pub brick: u64,
+    /// Last sequence number the caller has.
+    pub since: u64,
+    /// How long to wait for a change.
+    pub wait_ms: u32,
+    /// Most entries to return.
+    pub limit: u32,
+}
+
+/// 23: replication of many small versions at once, their content
+/// inline (at most [`MAX_BATCH_ENTRIES`] versions and
+/// [`MAX_BATCH_BYTES`] of content); no chunk frames follow. Answered
+/// with [`Response::Batch`], one outcome per version, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OfferBatch {
+    /// Volume id.
+    pub volume: Uuid,
+    /// Target brick's replica id.
+    pub brick: u64,
+    /// Sender brick's replica id (see [`Offer::from_brick`]).
+    pub from_brick: u64,
+    /// The versions, each of a different path.
+    pub entries: Vec<BatchEntry>,
+}
+
+/// 24: many small local changes of a mount agent at once, each as an
+/// [`Offer`] with its [`WriteInfo`] would be, content inline (the
+/// limits of [`Request::OfferBatch`]). Answered with
+/// [`Response::Batch`], one outcome per change, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteBatch {
+    /// Volume id.
+    pub volume: Uuid,
+    /// Target brick's replica id.
+    pub brick: u64,
+    /// The changeset every change belongs to, if any.
+    pub changeset: Option<Changeset>,
+    /// The changes, each of a different path.
+    pub entries: Vec<WriteEntry>,
 }
 
 /// One change of a [`Request::WriteBatch`]: a directory, a link, a
@@ -527,34 +589,36 @@ impl Request {
     /// purpose: a new request kind must say whether mounts use it.
     pub fn auth_scope(&self) -> AuthScope {
         match self {
-            Request::Offer(o) | Request::OfferInSet { offer: o, .. } if o.write.is_some() => {
+            Request::Offer(o) | Request::OfferInSet(OfferInSet { offer: o, .. })
+                if o.write.is_some() =>
+            {
                 AuthScope::Data(o.volume)
             }
-            Request::Offer(o) | Request::OfferInSet { offer: o, .. } => {
+            Request::Offer(o) | Request::OfferInSet(OfferInSet { offer: o, .. }) => {
                 AuthScope::BrickPeer(o.volume)
             }
-            Request::Changes { volume, .. }
-            | Request::Feed { volume, .. }
-            | Request::FeedInSets { volume, .. }
-            | Request::WriteBatch { volume, .. }
-            | Request::ReadChunks { volume, .. } => AuthScope::Data(*volume),
-            Request::Stat { volume, .. }
-            | Request::Versions { volume, .. }
-            | Request::OfferBatch { volume, .. } => AuthScope::BrickPeer(*volume),
+            Request::Changes(Changes { volume, .. })
+            | Request::Feed(Feed { volume, .. })
+            | Request::FeedInSets(FeedInSets { volume, .. })
+            | Request::WriteBatch(WriteBatch { volume, .. })
+            | Request::ReadChunks(ReadChunks { volume, .. }) => AuthScope::Data(*volume),
+            Request::Stat(Stat { volume, .. })
+            | Request::Versions(Versions { volume, .. })
+            | Request::OfferBatch(OfferBatch { volume, .. }) => AuthScope::BrickPeer(*volume),
             Request::Hello(_)
             | Request::Probe(_)
             | Request::PushConfig(_)
             | Request::PullConfig
             | Request::Detached
-            | Request::BrickStatus { .. }
-            | Request::HealInfo { .. }
-            | Request::Heal { .. }
-            | Request::PrepareBrick { .. }
-            | Request::SplitBrain { .. }
-            | Request::Digests { .. }
-            | Request::ResetBrick { .. }
-            | Request::History { .. }
-            | Request::BrickDisks { .. }
+            | Request::BrickStatus(BrickStatus { .. })
+            | Request::HealInfo(HealInfo { .. })
+            | Request::Heal(Heal { .. })
+            | Request::PrepareBrick(PrepareBrick { .. })
+            | Request::SplitBrain(SplitBrain { .. })
+            | Request::Digests(Digests { .. })
+            | Request::ResetBrick(ResetBrick { .. })
+            | Request::History(History { .. })
+            | Request::BrickDisks(BrickDisks { .. })
             | Request::Raft(_) => AuthScope::Exempt,
         }
     }
