@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::heal_types::{FullHealPhase, FullHealState};
-use crate::host::{CallError, Host};
+use crate::host::{Ask, CallError, Host};
 use crate::store::digest::{self, ChildDigest};
 use crate::store::{Brick, StoreError};
-use crate::wire::proto::{self, Request, Response};
+use crate::wire::proto;
 
 /// Attempts of one full heal toward one peer brick before it is reported
 /// failed (about three minutes with [`RETRY_BACKOFF`]).
@@ -74,11 +74,11 @@ async fn remote(
     target: Uuid,
     dir: &str,
 ) -> Result<Vec<ChildDigest>, CrawlError> {
-    let req = Request::Digests(proto::Digests {
+    let req = proto::Digests {
         volume: brick.volume,
         brick: peer,
         dir: dir.to_string(),
-    });
+    };
     if target == host.me() {
         // Both bricks on this host: read the peer brick directly.
         let Some(other) = host.local_brick(peer) else {
@@ -90,12 +90,8 @@ async fn remote(
     let mut tries = 0;
     loop {
         tries += 1;
-        match host
-            .call_timeout(target, req.clone(), DIGESTS_TIMEOUT)
-            .await
-        {
-            Ok(Response::Digests(d)) => return Ok(d),
-            Ok(_) => return Err(CrawlError::Unexpected),
+        match host.ask_timeout(target, req.clone(), DIGESTS_TIMEOUT).await {
+            Ok(d) => return Ok(d),
             Err(e @ (CallError::Timeout(_) | CallError::Connection(_)))
                 if tries < DIGESTS_TRIES && !host.token().is_cancelled() =>
             {

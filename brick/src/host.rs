@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::pool::{PoolConfig, Volume};
 use crate::store::Brick;
+use crate::wire::call::{self, AnswerError, Call};
 use crate::wire::frame::FrameError;
 use crate::wire::proto::{Request, Response};
 
@@ -49,6 +50,18 @@ pub enum CallError {
     /// Dial failure.
     #[error("{0}")]
     Dial(String),
+    /// An answer that is not the request's (see `wire::call`).
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+impl From<AnswerError> for CallError {
+    fn from(e: AnswerError) -> Self {
+        match e {
+            AnswerError::Refused { code, reason } => Self::Refused { code, reason },
+            e @ AnswerError::Unexpected(_) => Self::Unexpected(e.to_string()),
+        }
+    }
 }
 
 /// A boxed writing half of a request stream.
@@ -83,6 +96,37 @@ pub trait Peers: Send + Sync + 'static {
         target: Uuid,
     ) -> BoxFuture<'static, Result<(BoxWrite, BoxRead), CallError>>;
 }
+
+/// Typed calls on [`Peers`]: a request's payload in, its reply out, the
+/// pairing checked by the compiler (see `wire::call`).
+pub trait Ask: Peers {
+    /// Sends `c` to `peer` and waits (bounded) for its reply.
+    fn ask<C: Call>(
+        &self,
+        peer: Uuid,
+        c: C,
+    ) -> impl std::future::Future<Output = Result<C::Reply, CallError>> + Send {
+        async move {
+            let resp = self.call(peer, c.into_request()).await?;
+            Ok(call::reply::<C>(resp)?)
+        }
+    }
+
+    /// Like [`Ask::ask`] with a caller-chosen deadline.
+    fn ask_timeout<C: Call>(
+        &self,
+        peer: Uuid,
+        c: C,
+        limit: Duration,
+    ) -> impl std::future::Future<Output = Result<C::Reply, CallError>> + Send {
+        async move {
+            let resp = self.call_timeout(peer, c.into_request(), limit).await?;
+            Ok(call::reply::<C>(resp)?)
+        }
+    }
+}
+
+impl<P: Peers + ?Sized> Ask for P {}
 
 /// A task made again by its supervisor after a panic.
 pub type MakeTask = Box<dyn FnMut() -> BoxFuture<'static, ()> + Send>;

@@ -44,6 +44,7 @@ use uuid::Uuid;
 use crate::host::{CallError, Host};
 use crate::store::types::{ChunkRef, Entry, Kind};
 use crate::store::{chunking, Brick, StoreError};
+use crate::wire::call;
 use crate::wire::frame::{self, FrameError};
 use crate::wire::proto::{
     self, BatchEntry, BatchOutcome, Changeset, Offer, Request, Response, MAX_BATCH_BYTES,
@@ -458,21 +459,19 @@ async fn check_watched(
             },
         )
         .await?;
-    let req = Request::Versions(proto::Versions {
+    let req = proto::Versions {
         volume: brick.volume,
         brick: peer,
         paths,
-    });
+    };
     let (mut w, mut r) = host.clone().open_stream(target).await?;
-    frame::write_msg(&mut w, &req).await?;
-    let _ = w.shutdown().await;
-    let theirs = match tokio::time::timeout(STEP_TIMEOUT, frame::read_msg(&mut r))
+    let theirs = match tokio::time::timeout(STEP_TIMEOUT, call::over(&mut w, &mut r, req))
         .await
         .map_err(|_| PushError::Timeout)??
     {
-        Response::Versions(v) if v.len() == watch.len() => v,
-        Response::Error { reason, .. } => return Err(PushError::Refused(reason)),
-        _ => return Err(PushError::Refused("unexpected answer".into())),
+        Ok(v) if v.len() == watch.len() => v,
+        Ok(_) => return Err(PushError::Refused("unexpected answer".into())),
+        Err(e) => return Err(PushError::Refused(e.to_string())),
     };
     let (mut held, mut lacking) = (Vec::new(), Vec::new());
     for (((path, _, seq), ours), theirs) in watch.into_iter().zip(ours).zip(theirs) {
@@ -678,17 +677,15 @@ async fn push_batch(
         rows.push((i.path, i.seq, i.heal, i.entry.content.len() as u64));
         entries.push(i.entry);
     }
-    let req = Request::OfferBatch(proto::OfferBatch {
+    let req = proto::OfferBatch {
         volume: brick.volume,
         brick: peer,
         from_brick: brick.id,
         entries,
-    });
+    };
     let answer = async {
         let (mut w, mut r) = host.clone().open_stream(target).await?;
-        frame::write_msg(&mut w, &req).await?;
-        let _ = w.shutdown().await;
-        tokio::time::timeout(STEP_TIMEOUT * 4, frame::read_msg::<_, Response>(&mut r))
+        tokio::time::timeout(STEP_TIMEOUT * 4, call::over(&mut w, &mut r, req))
             .await
             .map_err(|_| PushError::Timeout)?
             .map_err(PushError::from)
@@ -700,22 +697,20 @@ async fn push_batch(
             .healing
             .fetch_sub(heals as u64, Ordering::Relaxed);
     }
-    let outcomes: Vec<Result<(), PushError>> = match answer {
-        Ok(Response::Batch(o)) if o.len() == rows.len() => o
+    let outcomes: Vec<Result<(), PushError>> = match answer.map(|a| call::outcomes(rows.len(), a)) {
+        Ok(Ok(o)) => o
             .into_iter()
             .map(|o| match o {
                 BatchOutcome::Applied { .. } => Ok(()),
                 BatchOutcome::Refused { reason, .. } => Err(PushError::Refused(reason)),
             })
             .collect(),
-        Ok(Response::Error { reason, .. }) => rows
-            .iter()
-            .map(|_| Err(PushError::Refused(reason.clone())))
-            .collect(),
-        Ok(_) => rows
-            .iter()
-            .map(|_| Err(PushError::Refused("unexpected answer".into())))
-            .collect(),
+        Ok(Err(e)) => {
+            let e = e.to_string();
+            rows.iter()
+                .map(|_| Err(PushError::Refused(e.clone())))
+                .collect()
+        }
         Err(e) => {
             let e = e.to_string();
             rows.iter()

@@ -1763,13 +1763,13 @@ impl Agent {
     ) -> Result<Vec<Option<VersionVector>>, RemoteError> {
         let mut out = Vec::with_capacity(paths.len());
         for part in paths.chunks(proto::MAX_VERSION_PATHS) {
-            let req = proto::Request::Versions(proto::Versions {
+            let req = proto::Versions {
                 volume: t.volume,
                 brick: t.brick,
                 paths: part.to_vec(),
-            });
-            match remote::call(&self.mount.node, t, &req).await? {
-                proto::Response::Versions(have) if have.len() == part.len() => out.extend(have),
+            };
+            match remote::ask(&self.mount.node, t, req).await? {
+                have if have.len() == part.len() => out.extend(have),
                 _ => {
                     return Err(RemoteError::Unreachable(
                         "unexpected answer to a versions request".into(),

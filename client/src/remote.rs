@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use gsync_brick::node::Node;
 use gsync_brick::store::types::{ChunkRef, Entry};
+use gsync_brick::wire::call::{self, AnswerError, Call, TaggedPage};
 use gsync_brick::wire::frame;
 use gsync_brick::wire::proto::{self, Changeset, Offer, Request, Response};
 use gsync_brick::RelPath;
@@ -41,24 +42,20 @@ pub enum RemoteError {
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// One request/response exchange.
-pub async fn call(node: &Arc<Node>, t: &Target, req: &Request) -> Result<Response, RemoteError> {
+/// Sends request `c` to the brick and waits (bounded) for its reply.
+pub async fn ask<C: Call>(node: &Arc<Node>, t: &Target, c: C) -> Result<C::Reply, RemoteError> {
     let (mut w, mut r) = node
         .open_stream(t.node)
         .await
         .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
-    frame::write_msg(&mut w, req)
-        .await
-        .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
-    let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
-    let resp = tokio::time::timeout(TIMEOUT * 2, frame::read_msg::<_, Response>(&mut r))
+    let answer = tokio::time::timeout(TIMEOUT * 2, call::over(&mut w, &mut r, c))
         .await
         .map_err(|_| RemoteError::Unreachable("brick timed out".into()))?
         .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
-    match resp {
-        Response::Error { code, reason } => Err(RemoteError::Refused(code, reason)),
-        r => Ok(r),
-    }
+    answer.map_err(|e| match e {
+        AnswerError::Refused { code, reason } => RemoteError::Refused(code, reason),
+        e @ AnswerError::Unexpected(_) => RemoteError::Unreachable(e.to_string()),
+    })
 }
 
 /// Pushes a local version (a member of `changeset`, if given); returns
@@ -94,15 +91,12 @@ pub async fn stat(
     t: &Target,
     path: &RelPath,
 ) -> Result<Option<(Entry, Vec<ChunkRef>)>, RemoteError> {
-    let req = Request::Stat(proto::Stat {
+    let req = proto::Stat {
         volume: t.volume,
         brick: t.brick,
         path: path.clone(),
-    });
-    match call(node, t, &req).await? {
-        Response::Stat(x) => Ok(x.map(|b| *b)),
-        _ => Err(RemoteError::Unreachable("unexpected answer".into())),
-    }
+    };
+    ask(node, t, req).await
 }
 
 /// True if the brick holds more than one version of `path` (split-brain).
@@ -112,14 +106,12 @@ pub async fn in_split_brain(
     volume: &str,
     path: &RelPath,
 ) -> Result<bool, RemoteError> {
-    let req = Request::SplitBrain(proto::SplitBrain {
+    let req = proto::SplitBrain {
         volume: volume.to_string(),
         path: path.clone(),
-    });
-    match call(node, t, &req).await? {
-        Response::SplitBrain(v) => Ok(v.iter().any(|b| b.brick == t.brick && b.versions.len() > 1)),
-        _ => Err(RemoteError::Unreachable("unexpected answer".into())),
-    }
+    };
+    let v = ask(node, t, req).await?;
+    Ok(v.iter().any(|b| b.brick == t.brick && b.versions.len() > 1))
 }
 
 /// Opens a chunk read: returns the stream to read raw chunk frames from.
@@ -219,15 +211,15 @@ pub async fn feed(
     let mut known = expect;
     let mut troubled = false;
     loop {
-        let req = Request::FeedInSets(proto::FeedInSets {
+        let req = proto::FeedInSets {
             volume: t.volume,
             brick: t.brick,
             since,
             wait_ms: if announced { 5000 } else { 0 },
             limit: FEED_LIMIT,
-        });
-        let trouble = match call(&node, &t, &req).await {
-            Ok(Response::FeedInSets {
+        };
+        let trouble = match ask(&node, &t, req).await {
+            Ok(TaggedPage {
                 entries,
                 seq,
                 incarnation,
@@ -270,7 +262,6 @@ pub async fn feed(
                 }
                 continue;
             }
-            Ok(_) => "unexpected answer to the change feed".to_string(),
             Err(RemoteError::Refused(c, reason)) if c == proto::code::NOT_FOUND => {
                 let _ = tx
                     .send(FeedEvent::NotServed(format!("{}: {reason}", t.name)))

@@ -188,7 +188,7 @@ pub(crate) async fn send_batch(
     readies: Vec<Ready>,
     changeset: Option<proto::Changeset>,
 ) -> Vec<(RelPath, Result<(), RemoteError>)> {
-    use proto::{BatchOutcome, Request, Response, WriteEntry};
+    use proto::{BatchOutcome, WriteEntry};
     let Some(t) = readies.first().map(|r| r.t.clone()) else {
         return Vec::new();
     };
@@ -232,14 +232,14 @@ pub(crate) async fn send_batch(
     if batch.is_empty() {
         return out;
     }
-    let req = Request::WriteBatch(proto::WriteBatch {
+    let req = proto::WriteBatch {
         volume: t.volume,
         brick: t.brick,
         changeset,
         entries,
-    });
-    let outcomes = match remote::call(&m.node, &t, &req).await {
-        Ok(Response::Batch(o)) if o.len() == batch.len() => o,
+    };
+    let outcomes = match remote::ask(&m.node, &t, req).await {
+        Ok(o) if o.len() == batch.len() => o,
         other => {
             let e = other
                 .err()

@@ -17,9 +17,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use gsync_brick::host::Ask;
 use gsync_brick::node::Node;
 use gsync_brick::store::types::Kind;
-use gsync_brick::wire::proto::{self, Request, Response, MAX_VERSION_PATHS};
+use gsync_brick::wire::proto::{self, MAX_VERSION_PATHS};
 use gsync_brick::wire::vv::{Relation, VersionVector};
 use gsync_brick::RelPath;
 use serde::{Deserialize, Serialize};
@@ -219,19 +220,13 @@ async fn lacking(
             })
             .await?
         } else {
-            match node
-                .call(
-                    brick_node,
-                    Request::Versions(proto::Versions {
-                        volume,
-                        brick,
-                        paths,
-                    }),
-                )
-                .await
-            {
-                Ok(Response::Versions(v)) if v.len() == part.len() => v,
-                Ok(Response::Error { reason, .. }) => return Err(reason),
+            let req = proto::Versions {
+                volume,
+                brick,
+                paths,
+            };
+            match node.ask(brick_node, req).await {
+                Ok(v) if v.len() == part.len() => v,
                 Ok(_) => return Err("unexpected answer".into()),
                 Err(e) => return Err(e.to_string()),
             }

@@ -11,10 +11,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use gsync_brick::host::Ask;
 use gsync_brick::node::Node;
 use gsync_brick::pool::Volume;
 use gsync_brick::status::{BrickHistory, Resolution};
-use gsync_brick::wire::proto::{self, Request, Response};
+use gsync_brick::wire::proto;
 use serde::{Deserialize, Serialize};
 
 /// Views of one outage recorded by different bricks start and end within
@@ -207,18 +208,10 @@ pub async fn gather(node: &Arc<Node>, v: &Volume) -> History {
         let n = node.clone();
         let vol = v.clone();
         set.spawn(async move {
-            match n
-                .call(
-                    u,
-                    Request::History(proto::History {
-                        volume: vol.name.clone(),
-                    }),
-                )
-                .await
-            {
-                Ok(Response::History(h)) => (u, Some(h)),
-                _ => (u, None),
-            }
+            let req = proto::History {
+                volume: vol.name.clone(),
+            };
+            (u, n.ask(u, req).await.ok())
         });
     }
     let mut records = Vec::new();

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use gsync_brick::control::HealBrickReport;
 use gsync_brick::heal_types::SplitBrainVersions;
+use gsync_brick::host::Ask;
 use gsync_brick::node::Node;
 use gsync_brick::pool::Volume;
-use gsync_brick::wire::proto::{self, Request, Response};
+use gsync_brick::wire::proto;
 use gsync_brick::RelPath;
 use uuid::Uuid;
 
@@ -24,14 +25,8 @@ pub async fn heal_info(node: &Arc<Node>, v: &Volume) -> Vec<HealBrickReport> {
         let n = node.clone();
         let name = v.name.clone();
         set.spawn(async move {
-            match n
-                .call(u, Request::HealInfo(proto::HealInfo { volume: name }))
-                .await
-            {
-                Ok(Response::HealInfo(x)) => (u, Ok(x)),
-                Ok(_) => (u, Err("unexpected answer".to_string())),
-                Err(e) => (u, Err(e.to_string())),
-            }
+            let answer = n.ask(u, proto::HealInfo { volume: name }).await;
+            (u, answer.map_err(|e| e.to_string()))
         });
     }
     let mut answers = std::collections::HashMap::new();
@@ -82,19 +77,11 @@ pub async fn versions(
     let mut out = Vec::new();
     for u in nodes {
         let list = {
-            match node
-                .call(
-                    u,
-                    Request::SplitBrain(proto::SplitBrain {
-                        volume: v.name.clone(),
-                        path: path.clone(),
-                    }),
-                )
-                .await
-            {
-                Ok(Response::SplitBrain(l)) => l,
-                _ => Vec::new(),
-            }
+            let req = proto::SplitBrain {
+                volume: v.name.clone(),
+                path: path.clone(),
+            };
+            node.ask(u, req).await.unwrap_or_default()
         };
         for s in list {
             if let Some(b) = v.brick(s.brick) {

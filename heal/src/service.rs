@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gsync_brick::control::{CtlReply, CtlRequest};
+use gsync_brick::host::Ask;
 use gsync_brick::node::Node;
 use gsync_brick::pool::{Volume, VolumeState};
 use gsync_brick::store::types::Entry;
 use gsync_brick::store::Brick;
-use gsync_brick::wire::proto::{self, HealOp, Request};
+use gsync_brick::wire::proto::{self, HealOp};
 use gsync_brick::RelPath;
 use serde::Serialize;
 
@@ -184,18 +185,11 @@ impl HealService {
         nodes.dedup();
         let mut unreachable = Vec::new();
         for u in nodes {
-            let res = self
-                .node
-                .call(
-                    u,
-                    Request::Heal(proto::Heal {
-                        volume: v.name.clone(),
-                        op: op.clone(),
-                    }),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string());
+            let req = proto::Heal {
+                volume: v.name.clone(),
+                op: op.clone(),
+            };
+            let res = self.node.ask(u, req).await;
             if res.is_err() {
                 unreachable.push(self.node.peer_name(u));
             }
@@ -300,15 +294,12 @@ impl HealService {
             },
         };
         // A choice waits for the path's lock (up to 20 s) on the brick.
+        let req = proto::Heal {
+            volume: v.name.clone(),
+            op,
+        };
         self.node
-            .call_timeout(
-                holder.node,
-                Request::Heal(proto::Heal {
-                    volume: v.name.clone(),
-                    op,
-                }),
-                Duration::from_secs(25),
-            )
+            .ask_timeout(holder.node, req, Duration::from_secs(25))
             .await
             .map_err(|e| e.to_string())?;
         Ok(winner)

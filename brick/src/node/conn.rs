@@ -16,7 +16,7 @@ use quinn::{RecvStream, SendStream};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{call_on, CallError, Node};
+use super::{CallError, Node};
 use crate::net;
 use crate::wire::frame::{self, FrameError};
 use crate::wire::proto::{code, Hello, Probe, Request, Response, PROTOCOL_VERSION};
@@ -131,12 +131,9 @@ async fn connect(node: &Arc<Node>, peer: Uuid) -> Result<(), CallError> {
         .await
         .map_err(CallError::Dial)?;
     let conn = node.dial(addr, Some(member.fingerprint.clone())).await?;
-    let hello = call_on(&conn, &Request::Hello(node.hello()))
+    let theirs = super::ask_on(&conn, node.hello())
         .await
         .map_err(|e| refusal(&conn).unwrap_or(e))?;
-    let Response::Hello(theirs) = hello else {
-        return Err(CallError::Dial("unexpected answer to hello".into()));
-    };
     if theirs.version != PROTOCOL_VERSION || theirs.node != peer {
         conn.close(code::VERSION.into(), b"version");
         return Err(CallError::Dial(format!(

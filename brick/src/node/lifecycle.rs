@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::hosts::member_for_host;
 use super::{CallError, Node};
 use crate::control::CtlReply;
+use crate::host::Ask;
 use crate::pool::{BrickDef, PoolConfig, Volume};
 use crate::volume_def::{brick_id, nested_in_command, split_brick};
 use crate::wire::proto::{self, Request};
@@ -97,12 +98,12 @@ async fn prepare_new(
     let res = if t.node == node.me.uuid {
         prepare_local(node, &t.path, force, vol).await
     } else {
-        let req = Request::PrepareBrick(proto::PrepareBrick {
+        let req = proto::PrepareBrick {
             path: t.path.clone(),
             force,
             volume: vol,
-        });
-        match node.call(t.node, req).await {
+        };
+        match node.ask(t.node, req).await {
             Ok(_) => Ok(()),
             Err(CallError::Refused { reason, .. }) => Err(reason),
             Err(e) => Err(format!("Host {} is not reachable: {e}", t.host)),
@@ -287,11 +288,11 @@ pub(super) async fn reset_brick(
     let res = if def.node == node.me.uuid {
         reset_local_brick(node, &def.path, v.id).await
     } else {
-        let req = Request::ResetBrick(proto::ResetBrick {
+        let req = proto::ResetBrick {
             path: def.path.clone(),
             volume: v.id,
-        });
-        match node.call(def.node, req).await {
+        };
+        match node.ask(def.node, req).await {
             Ok(_) => Ok(()),
             Err(CallError::Refused { reason, .. }) => Err(reason),
             Err(e) => Err(format!("Host {} is not reachable: {e}", def.host)),

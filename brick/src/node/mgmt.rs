@@ -11,15 +11,17 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::hosts::{member_for_host, resolve};
-use super::{call_on, CallError, Node};
+use super::{ask_on, call_on, CallError, Node};
 use crate::control::{
     BrickRow, CtlReply, CtlRequest, NodeInfo, PeerInfo, ProbeResult, ShdRow, VolumeStatusReport,
 };
+use crate::host::Ask;
 use crate::net;
 use crate::options;
 use crate::pool::{PoolConfig, Volume, VolumeState};
 use crate::volume_def;
-use crate::wire::proto::{self, code, Probe, Request, Response};
+use crate::wire::call::PullConfig;
+use crate::wire::proto::{self, code, Probe, Request};
 
 pub(super) fn ok<T: Serialize>(data: T) -> CtlReply {
     CtlReply::ok(data)
@@ -232,16 +234,15 @@ async fn probe(node: &Arc<Node>, host: String, port: u16, secret: Option<String>
             fingerprint: fp,
         });
     }
-    let req = Request::Probe(Box::new(Probe {
+    let req = Probe {
         secret,
         host: host.clone(),
         port,
         config: cfg,
-    }));
-    let resp = tokio::time::timeout(super::RPC_TIMEOUT, call_on(&conn, &req)).await;
+    };
+    let resp = tokio::time::timeout(super::RPC_TIMEOUT, ask_on(&conn, req)).await;
     let (member, doc) = match resp {
-        Ok(Ok(Response::ProbeAccepted { member, config })) => (member, config),
-        Ok(Ok(_)) => return fail("unexpected answer to probe"),
+        Ok(Ok(accepted)) => accepted,
         Ok(Err(CallError::Refused { reason, .. })) => return fail(reason),
         Ok(Err(e)) => return fail(format!("Probe returned with {e}")),
         Err(_) => return fail("Probe returned with Transport endpoint is not connected"),
@@ -380,12 +381,12 @@ async fn volume_create(
         let res = if d.node == node.me.uuid {
             super::lifecycle::prepare_local(node, &d.path, force, vol_id).await
         } else {
-            let req = Request::PrepareBrick(proto::PrepareBrick {
+            let req = proto::PrepareBrick {
                 path: d.path.clone(),
                 force,
                 volume: vol_id,
-            });
-            match node.call(d.node, req).await {
+            };
+            match node.ask(d.node, req).await {
                 Ok(_) => Ok(()),
                 Err(CallError::Refused { reason, .. }) => Err(reason),
                 Err(e) => Err(format!("Host {} is not reachable: {e}", d.host)),
@@ -496,24 +497,17 @@ async fn status_of(node: &Arc<Node>, cfg: &PoolConfig, v: &Volume) -> VolumeStat
             }
             // Both at once, so the answer stays within one RPC_TIMEOUT.
             let (st, disks) = tokio::join!(
-                n.call(
+                n.ask(
                     u,
-                    Request::BrickStatus(proto::BrickStatus {
+                    proto::BrickStatus {
                         volume: name.clone()
-                    })
+                    }
                 ),
-                n.call(u, Request::BrickDisks(proto::BrickDisks { volume: name })),
+                n.ask(u, proto::BrickDisks { volume: name }),
             );
-            let st = match st {
-                Ok(Response::BrickStatus(s)) => Some(s),
-                _ => None,
-            };
             // Disks are extra: a node that does not answer (an older
             // version) leaves them out.
-            let disks = match disks {
-                Ok(Response::BrickDisks(d)) => d,
-                _ => Vec::new(),
-            };
+            let (st, disks) = (st.ok(), disks.unwrap_or_default());
             (u, st, disks)
         });
     }
@@ -593,15 +587,14 @@ async fn remote_config(node: &Arc<Node>, addr: &str) -> CtlReply {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
-    let res = tokio::time::timeout(super::RPC_TIMEOUT, call_on(&conn, &Request::PullConfig)).await;
+    let res = tokio::time::timeout(super::RPC_TIMEOUT, ask_on(&conn, PullConfig)).await;
     conn.close(0u32.into(), b"done");
     match res {
-        Ok(Ok(Response::Config(doc))) => ok(doc
+        Ok(Ok(doc)) => ok(doc
             .volumes
             .iter()
             .map(|v| v.name.clone())
             .collect::<Vec<_>>()),
-        Ok(Ok(_)) => fail("unexpected answer"),
         Ok(Err(e)) => fail(format!("refused: {e}")),
         Err(_) => fail("refused: no answer"),
     }

@@ -620,6 +620,16 @@ pub async fn call_on(conn: &quinn::Connection, req: &Request) -> Result<Response
     answer(frame::read_msg(&mut recv).await?)
 }
 
+/// Sends `c` on a new stream of `conn` (a connection not registered yet)
+/// and reads its reply.
+pub async fn ask_on<C: crate::wire::call::Call>(
+    conn: &quinn::Connection,
+    c: C,
+) -> Result<C::Reply, CallError> {
+    let resp = call_on(conn, &c.into_request()).await?;
+    Ok(crate::wire::call::reply::<C>(resp)?)
+}
+
 /// Sends one request on an open stream (in-process) and reads the response.
 async fn call_over(
     w: &mut BoxWrite,

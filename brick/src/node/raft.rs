@@ -45,8 +45,9 @@ use uuid::Uuid;
 
 use super::{CallError, Node};
 use crate::consensus::{self, Command, Machine, Outcome};
+use crate::host::Ask;
 use crate::pool::PoolConfig;
-use crate::wire::proto::{Request, Response};
+use crate::wire::proto::Response;
 
 openraft::declare_raft_types!(
     /// The types of the pool's consensus group.
@@ -646,16 +647,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 /// Sends one consensus message to a member.
 async fn call(node: &Node, target: Uuid, rpc: &Rpc, limit: Duration) -> Result<Reply, CallError> {
     let body = serde_json::to_vec(rpc).map_err(|e| CallError::Dial(e.to_string()))?;
-    match node
-        .call_timeout(target, Request::Raft(body), limit)
-        .await?
-    {
-        Response::Raft(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| CallError::Dial(format!("unreadable consensus answer: {e}"))),
-        _ => Err(CallError::Dial(
-            "unexpected answer to a consensus message".into(),
-        )),
-    }
+    let bytes = node
+        .ask_timeout(target, crate::wire::call::Raft(body), limit)
+        .await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| CallError::Dial(format!("unreadable consensus answer: {e}")))
 }
 
 /// Answers a consensus message from member `peer`.

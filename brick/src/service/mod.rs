@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use uuid::Uuid;
 
-use crate::host::Host;
+use crate::host::{Ask, Host};
 use crate::status::BrickStatus;
 use crate::store::{chunking, Brick};
 use crate::wire::frame::{self, FrameError};
@@ -344,13 +344,13 @@ async fn behind_peers(
         if other.node == host.me() || !host.is_alive(other.node, crate::host::QUORUM_SILENCE) {
             continue;
         }
-        let req = Request::Stat(proto::Stat {
+        let req = proto::Stat {
             volume: v.id,
             brick: other.id,
             path: path.clone(),
-        });
-        if let Ok(Response::Stat(Some(x))) = host.call(other.node, req).await {
-            let theirs = &x.0.vv;
+        };
+        if let Ok(Some((theirs, _))) = host.ask(other.node, req).await {
+            let theirs = &theirs.vv;
             if !matches!(
                 theirs.compare(&mine),
                 crate::wire::vv::Relation::DominatedBy | crate::wire::vv::Relation::Equal
