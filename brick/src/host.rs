@@ -128,8 +128,82 @@ pub trait Ask: Peers {
 
 impl<P: Peers + ?Sized> Ask for P {}
 
-/// A task made again by its supervisor after a panic.
-pub type MakeTask = Box<dyn FnMut() -> BoxFuture<'static, ()> + Send>;
+/// Makes a task, given the token it must stop at (made again by its
+/// supervisor after a panic).
+pub type MakeTask = Box<dyn FnMut(CancellationToken) -> BoxFuture<'static, ()> + Send>;
+
+/// A long-lived task started under supervision (see [`supervise`]): it
+/// can be told to stop, and waited for.
+#[derive(Debug, Clone)]
+pub struct TaskHandle {
+    name: Arc<str>,
+    token: CancellationToken,
+    ended: tokio::sync::watch::Receiver<bool>,
+}
+
+impl TaskHandle {
+    /// The task's name, as its log lines give it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Tells the task to stop (it ends at its next await point).
+    pub fn stop(&self) {
+        self.token.cancel();
+    }
+
+    /// True once the task has ended for good (returned, stopped, or its
+    /// runtime shut down): it is not made again.
+    pub fn is_finished(&self) -> bool {
+        *self.ended.borrow() || self.ended.has_changed().is_err()
+    }
+
+    /// Waits until the task has ended for good.
+    pub async fn stopped(&self) {
+        let mut ended = self.ended.clone();
+        let _ = ended.wait_for(|e| *e).await;
+    }
+}
+
+/// The one shape of every long-lived task: `make` builds it with its own
+/// token (a child of `parent`, so stopping the parent stops it), which the
+/// task honours (at once, or at its next quiet point so it never stops
+/// half-way through a step), and if it panics (the panic is logged by the daemon's hook) it is made
+/// and started again after a backoff (1 s, doubling to 60 s), never left
+/// stopped while its parent runs. It ends when it returns or is stopped.
+/// Returns the supervisor, for the caller to spawn where its tasks are
+/// tracked, and the task's handle.
+pub fn supervise(
+    name: String,
+    parent: &CancellationToken,
+    mut make: MakeTask,
+) -> (BoxFuture<'static, ()>, TaskHandle) {
+    let token = parent.child_token();
+    let (done, ended) = tokio::sync::watch::channel(false);
+    let handle = TaskHandle {
+        name: name.clone().into(),
+        token: token.clone(),
+        ended,
+    };
+    let supervisor = Box::pin(async move {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match tokio::spawn(make(token.clone())).await {
+                Err(e) if e.is_panic() && !token.is_cancelled() => {
+                    tracing::error!(task = %name, "task panicked; restarted in {backoff:?}");
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+                _ => break,
+            }
+        }
+        let _ = done.send(true);
+    });
+    (supervisor, handle)
+}
 
 /// The node as the brick-level services see it.
 pub trait Host: Peers {
@@ -151,9 +225,14 @@ pub trait Host: Peers {
     fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Spawns a task awaited at shutdown.
     fn spawn_task(&self, fut: BoxFuture<'static, ()>);
-    /// Spawns a long-lived task, made again by `make` (with a backoff) if
-    /// it panics; it ends when it returns or at shutdown.
-    fn spawn_task_supervised(&self, name: String, make: MakeTask);
+    /// Spawns a long-lived task under a child of `token` (see
+    /// [`supervise`]), awaited at shutdown.
+    fn spawn_task_supervised(
+        &self,
+        name: String,
+        token: &CancellationToken,
+        make: MakeTask,
+    ) -> TaskHandle;
 
     /// Whether this node reaches a quorum of `v`'s bricks (`None`: the
     /// volume has no quorum configured). A brick counts when its node was
@@ -177,12 +256,84 @@ impl dyn Host {
         self.spawn_task(Box::pin(fut));
     }
 
-    /// Spawns a supervised long-lived task (see [`Host::spawn_task_supervised`]).
-    pub fn spawn_supervised<F, Fut>(&self, name: impl Into<String>, mut make: F)
+    /// Spawns a supervised long-lived task under a child of `token` (see
+    /// [`supervise`]).
+    pub fn spawn_supervised<F, Fut>(
+        &self,
+        name: impl Into<String>,
+        token: &CancellationToken,
+        mut make: F,
+    ) -> TaskHandle
     where
-        F: FnMut() -> Fut + Send + 'static,
+        F: FnMut(CancellationToken) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.spawn_task_supervised(name.into(), Box::new(move || Box::pin(make())));
+        self.spawn_task_supervised(name.into(), token, Box::new(move |t| Box::pin(make(t))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A task that panics is made again (after its backoff), runs until
+    /// told to stop, and its handle then says it ended.
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_task_is_made_again_and_stops_when_told() {
+        let made = Arc::new(AtomicU32::new(0));
+        let m = made.clone();
+        let parent = CancellationToken::new();
+        let (supervisor, handle) = supervise(
+            "test task".into(),
+            &parent,
+            Box::new(move |stop: CancellationToken| {
+                let n = m.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    if n == 0 {
+                        panic!("first run fails");
+                    }
+                    stop.cancelled().await;
+                })
+            }),
+        );
+        let running = tokio::spawn(supervisor);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(made.load(Ordering::SeqCst), 2, "made again after the panic");
+        assert!(!handle.is_finished());
+        handle.stop();
+        handle.stopped().await;
+        assert!(handle.is_finished());
+        assert!(
+            !parent.is_cancelled(),
+            "stopping a task leaves its parent running"
+        );
+        running.await.unwrap();
+        assert_eq!(
+            made.load(Ordering::SeqCst),
+            2,
+            "a stopped task is not made again"
+        );
+    }
+
+    /// Stopping the parent token stops every task under it; a task that
+    /// returns on its own ends for good.
+    #[tokio::test(start_paused = true)]
+    async fn the_parent_token_stops_its_tasks() {
+        let parent = CancellationToken::new();
+        let (s1, waiting) = supervise(
+            "waits".into(),
+            &parent,
+            Box::new(|stop: CancellationToken| Box::pin(async move { stop.cancelled().await })),
+        );
+        let (s2, returns) = supervise("returns".into(), &parent, Box::new(|_| Box::pin(async {})));
+        tokio::spawn(s1);
+        tokio::spawn(s2);
+        returns.stopped().await;
+        assert!(!waiting.is_finished());
+        parent.cancel();
+        waiting.stopped().await;
+        assert_eq!(waiting.name(), "waits");
     }
 }

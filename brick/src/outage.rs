@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::host::Host;
+use crate::host::{Host, TaskHandle};
 use crate::store::outages::{close, collect, now_secs, open, open_peers};
 use crate::store::Brick;
 
@@ -32,13 +32,13 @@ const BACKSTOP: Duration = Duration::from_secs(30);
 /// outage is copied in a few looks, not one per commit).
 const MIN_GAP: Duration = Duration::from_millis(250);
 
-/// Starts the recorder of `brick`.
-pub fn spawn(host: &Arc<dyn Host>, brick: &Arc<Brick>, token: &CancellationToken) {
-    let (n, b, t) = (host.clone(), brick.clone(), token.clone());
-    host.spawn_supervised("outage recorder", move || {
-        let (n, b, t) = (n.clone(), b.clone(), t.clone());
-        async move { t.run_until_cancelled(recorder(n, b)).await.unwrap_or(()) }
-    });
+/// Starts the recorder of `brick`, stopped with `token`.
+pub fn spawn(host: &Arc<dyn Host>, brick: &Arc<Brick>, token: &CancellationToken) -> TaskHandle {
+    let (n, b) = (host.clone(), brick.clone());
+    host.spawn_supervised("outage recorder", token, move |stop| {
+        let (n, b) = (n.clone(), b.clone());
+        async move { stop.run_until_cancelled(recorder(n, b)).await.unwrap_or(()) }
+    })
 }
 
 async fn recorder(host: Arc<dyn Host>, brick: Arc<Brick>) {

@@ -41,7 +41,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::host::{CallError, Host};
+use crate::host::{CallError, Host, TaskHandle};
 use crate::store::types::{ChunkRef, Entry, Kind};
 use crate::store::{chunking, Brick, StoreError};
 use crate::wire::call;
@@ -77,8 +77,13 @@ pub enum PushError {
     Link(String),
 }
 
-/// Starts one replicator per peer brick of `brick`.
-pub fn spawn(host: &Arc<dyn Host>, brick: &Arc<Brick>, token: &CancellationToken) {
+/// Starts one replicator per peer brick of `brick`, stopped with `token`
+/// or through their handles.
+pub fn spawn(
+    host: &Arc<dyn Host>,
+    brick: &Arc<Brick>,
+    token: &CancellationToken,
+) -> Vec<TaskHandle> {
     // Rows for bricks removed from the volume would never be confirmed.
     let b = brick.clone();
     host.spawn(async move {
@@ -92,19 +97,23 @@ pub fn spawn(host: &Arc<dyn Host>, brick: &Arc<Brick>, token: &CancellationToken
             Err(e) => tracing::warn!(brick = %b.root.display(), "cannot drop pending rows of removed bricks: {e}"),
         }
     });
+    let mut handles = Vec::new();
     for peer in brick.peers() {
-        let n = host.clone();
-        let b = brick.clone();
-        let t = token.clone();
-        host.spawn_supervised(format!("replicator to brick {peer}"), move || {
-            let (n, b, t) = (n.clone(), b.clone(), t.clone());
-            async move {
-                t.run_until_cancelled(replicator(n, b, peer))
-                    .await
-                    .unwrap_or(())
-            }
-        });
+        let (n, b) = (host.clone(), brick.clone());
+        handles.push(host.spawn_supervised(
+            format!("replicator to brick {peer}"),
+            token,
+            move |stop| {
+                let (n, b) = (n.clone(), b.clone());
+                async move {
+                    stop.run_until_cancelled(replicator(n, b, peer))
+                        .await
+                        .unwrap_or(())
+                }
+            },
+        ));
     }
+    handles
 }
 
 /// Rows fetched per pass over the pending index.

@@ -39,19 +39,23 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use gsync_brick::control::{CtlReply, CtlRequest, MountInfo};
+use gsync_brick::host::TaskHandle;
 use gsync_brick::node::Node;
 use gsync_brick::pool::VolumeState;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 pub use agent::DeletesOutcome;
 use agent::{Agent, Cmd, Status};
 use spec::{MountSpec, Prefer, SPEC_FORMAT};
 
+/// Longest `umount` waits for its agent to stop (it finishes the change in
+/// hand first: a large file being placed can take a while).
+const UMOUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 struct Running {
     spec: MountSpec,
     status: Arc<Mutex<Status>>,
-    token: CancellationToken,
+    agent: TaskHandle,
     cmds: tokio::sync::mpsc::UnboundedSender<Cmd>,
 }
 
@@ -124,23 +128,19 @@ impl AgentHost {
         }
         let journal = journal::Journal::open(&jpath).map_err(|e| e.to_string())?;
         let status = Arc::new(Mutex::new(Status::default()));
-        let token = self.node.token.child_token();
         let (cmds, rx) = tokio::sync::mpsc::unbounded_channel();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         // Supervised: an agent that panics starts again from its journal
         // (reopened), like after a restart of the daemon, instead of
         // leaving its folder silently unsynced.
         let mut first = Some(journal);
-        let (node, sp, st, t) = (
-            self.node.clone(),
-            spec.clone(),
-            status.clone(),
-            token.clone(),
-        );
-        self.node
-            .spawn_supervised(format!("mount agent {}", spec.dir.display()), move || {
+        let (node, sp, st) = (self.node.clone(), spec.clone(), status.clone());
+        let name = format!("mount agent {}", spec.dir.display());
+        let agent = self
+            .node
+            .spawn_supervised(name, &self.node.token, move |t| {
                 let journal = first.take().map_or_else(|| journal::Journal::open(&jpath), Ok);
-                let (node, sp, st, t, rx) = (node.clone(), sp.clone(), st.clone(), t.clone(), rx.clone());
+                let (node, sp, st, rx) = (node.clone(), sp.clone(), st.clone(), rx.clone());
                 async move {
                     let journal = match journal {
                         Ok(j) => j,
@@ -162,7 +162,7 @@ impl AgentHost {
                 Running {
                     spec,
                     status,
-                    token,
+                    agent,
                     cmds,
                 },
             );
@@ -400,7 +400,16 @@ impl AgentHost {
         let Some(r) = r else {
             return fail(format!("{dir} is not mounted"));
         };
-        r.token.cancel();
+        // The agent stops at its next quiet point (never half-way through
+        // a change); the answer waits for it, so a mount of the same folder
+        // right after never meets the old agent still at work.
+        r.agent.stop();
+        if tokio::time::timeout(UMOUNT_WAIT, r.agent.stopped())
+            .await
+            .is_err()
+        {
+            tracing::warn!(dir = %p.display(), "the mount agent is still finishing a change; it stops after it");
+        }
         let key = p.to_string_lossy().into_owned();
         let _ = self.node.db_call(move |db| db.remove_mount(&key)).await;
         // The journal stays: mounting the folder again resumes from it.

@@ -41,7 +41,7 @@ impl HealService {
     pub fn start(node: Arc<Node>) -> Arc<Self> {
         let s = Arc::new(Self { node: node.clone() });
         let s2 = s.clone();
-        node.spawn_supervised("heal loop", move || {
+        node.spawn_supervised("heal loop", &node.token, move |_| {
             let s = s2.clone();
             async move { s.background().await }
         });

@@ -14,22 +14,30 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Node;
-use crate::host::Host;
+use crate::host::{Host, TaskHandle};
 use crate::pool::{BrickDef, PoolConfig, Volume, VolumeState};
 use crate::store::marker::{check_brick_dir, DirProblem};
 use crate::store::Brick;
 
 struct Served {
     brick: Arc<Brick>,
-    /// Stops everything of this brick.
-    token: CancellationToken,
-    /// Stops its replicators only (a child of `token`): renewed when the
-    /// volume gains or loses a brick.
-    replicators: CancellationToken,
+    /// Its replicators, one per peer brick: replaced when the volume
+    /// gains or loses a brick.
+    replicators: Vec<TaskHandle>,
+    /// Its outage recorder.
+    recorder: TaskHandle,
+}
+
+impl Served {
+    /// Stops the brick's tasks (they end at their next await point).
+    fn stop(&self) {
+        for t in self.replicators.iter().chain([&self.recorder]) {
+            t.stop();
+        }
+    }
 }
 
 /// The bricks served by a node, by replica id.
@@ -137,13 +145,13 @@ impl BrickSet {
                 .filter(|(_, b)| s.brick.root == Path::new(&b.path));
             let Some((v, b)) = current else {
                 tracing::info!(brick = %s.brick.root.display(), "brick stopped");
-                s.token.cancel();
+                s.stop();
                 return false;
             };
             if let Err(p) = check_brick_dir(Path::new(&b.path), v.id) {
                 let reason = unserved_reason(&p, v, b);
                 tracing::error!(brick = %b.path, volume = %v.name, "brick stopped: {reason}");
-                s.token.cancel();
+                s.stop();
                 unserved.insert(*id, reason);
                 return false;
             }
@@ -152,9 +160,10 @@ impl BrickSet {
             // replicators restart toward the new peers.
             if !crate::lifecycle::same_peers(&s.brick.peers(), v, *id) {
                 s.brick.set_peers(peers_of(v, *id));
-                s.replicators.cancel();
-                s.replicators = s.token.child_token();
-                crate::replicate::spawn(&host, &s.brick, &s.replicators);
+                for r in &s.replicators {
+                    r.stop();
+                }
+                s.replicators = crate::replicate::spawn(&host, &s.brick, &node.token);
                 tracing::info!(brick = %b.path, volume = %v.name, peers = v.bricks.len() - 1, "peer bricks changed");
             }
             true
@@ -177,7 +186,6 @@ impl BrickSet {
             match Brick::open(root, v.id, &v.name, id, node.me.uuid, peers_of(v, id)) {
                 Ok(brick) => {
                     let brick = Arc::new(brick);
-                    let token = node.token.child_token();
                     let refill_only = root
                         .join(crate::wire::path::RESERVED)
                         .join(crate::lifecycle::REFILL_ONLY);
@@ -208,17 +216,16 @@ impl BrickSet {
                             }
                         });
                     }
-                    let replicators = token.child_token();
-                    crate::replicate::spawn(&host, &brick, &replicators);
-                    crate::outage::spawn(&host, &brick, &token);
+                    let replicators = crate::replicate::spawn(&host, &brick, &node.token);
+                    let recorder = crate::outage::spawn(&host, &brick, &node.token);
                     tracing::info!(brick = %b.path, volume = %v.name, "brick started");
                     unserved.remove(&id);
                     served.insert(
                         id,
                         Served {
                             brick,
-                            token,
                             replicators,
+                            recorder,
                         },
                     );
                 }
@@ -250,7 +257,7 @@ impl BrickSet {
     /// Stops every brick.
     pub fn close_all(&self) {
         for (_, s) in self.lock().drain() {
-            s.token.cancel();
+            s.stop();
         }
     }
 }

@@ -95,21 +95,33 @@ async fn prepare_new(
         ));
     }
     let name = format!("{}:{}", t.host, t.path);
-    let res = if t.node == node.me.uuid {
-        prepare_local(node, &t.path, force, vol).await
-    } else {
-        let req = proto::PrepareBrick {
-            path: t.path.clone(),
-            force,
-            volume: vol,
-        };
-        match node.ask(t.node, req).await {
-            Ok(_) => Ok(()),
-            Err(CallError::Refused { reason, .. }) => Err(reason),
-            Err(e) => Err(format!("Host {} is not reachable: {e}", t.host)),
-        }
+    let req = proto::PrepareBrick {
+        path: t.path.clone(),
+        force,
+        volume: vol,
     };
-    res.map_err(|r| r.replace("{brick}", &name))
+    ask_brick_node(node, t.node, &t.host, req)
+        .await
+        .map_err(|r| r.replace("{brick}", &name))
+}
+
+/// Asks the node of a brick (this one included, answered in-process) to
+/// prepare or reset a brick directory; the refusal's reason, or why the
+/// node could not be asked.
+pub(super) async fn ask_brick_node<C>(
+    node: &Arc<Node>,
+    target: Uuid,
+    host: &str,
+    req: C,
+) -> Result<(), String>
+where
+    C: crate::wire::call::Call<Reply = ()>,
+{
+    match node.ask(target, req).await {
+        Ok(()) => Ok(()),
+        Err(CallError::Refused { reason, .. }) => Err(reason),
+        Err(e) => Err(format!("Host {host} is not reachable: {e}")),
+    }
 }
 
 /// Checks and prepares a brick directory of this node for volume `vol`
@@ -285,19 +297,11 @@ pub(super) async fn reset_brick(
             return CtlReply::fail(e);
         }
     }
-    let res = if def.node == node.me.uuid {
-        reset_local_brick(node, &def.path, v.id).await
-    } else {
-        let req = proto::ResetBrick {
-            path: def.path.clone(),
-            volume: v.id,
-        };
-        match node.ask(def.node, req).await {
-            Ok(_) => Ok(()),
-            Err(CallError::Refused { reason, .. }) => Err(reason),
-            Err(e) => Err(format!("Host {} is not reachable: {e}", def.host)),
-        }
+    let req = proto::ResetBrick {
+        path: def.path.clone(),
+        volume: v.id,
     };
+    let res = ask_brick_node(node, def.node, &def.host, req).await;
     if let Err(e) = res {
         return CtlReply::fail(format!(
             "{e} (the brick stays out of service; run the command again)"

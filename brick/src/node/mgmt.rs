@@ -378,20 +378,12 @@ async fn volume_create(
     };
     // Each brick's node checks (and creates) its directory.
     for d in &defs {
-        let res = if d.node == node.me.uuid {
-            super::lifecycle::prepare_local(node, &d.path, force, vol_id).await
-        } else {
-            let req = proto::PrepareBrick {
-                path: d.path.clone(),
-                force,
-                volume: vol_id,
-            };
-            match node.ask(d.node, req).await {
-                Ok(_) => Ok(()),
-                Err(CallError::Refused { reason, .. }) => Err(reason),
-                Err(e) => Err(format!("Host {} is not reachable: {e}", d.host)),
-            }
+        let req = proto::PrepareBrick {
+            path: d.path.clone(),
+            force,
+            volume: vol_id,
         };
+        let res = super::lifecycle::ask_brick_node(node, d.node, &d.host, req).await;
         if let Err(reason) = res {
             return fail(reason.replace("{brick}", &d.name()));
         }
@@ -491,10 +483,6 @@ async fn status_of(node: &Arc<Node>, cfg: &PoolConfig, v: &Volume) -> VolumeStat
         let n = node.clone();
         let name = v.name.clone();
         set.spawn(async move {
-            if u == n.me.uuid {
-                let disks = super::disk::local_bricks(&n, &name);
-                return (u, Some(crate::service::status(n.as_ref(), &name)), disks);
-            }
             // Both at once, so the answer stays within one RPC_TIMEOUT.
             let (st, disks) = tokio::join!(
                 n.ask(

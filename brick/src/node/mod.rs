@@ -204,20 +204,22 @@ impl Node {
             .await
             .map_err(anyhow_like::err)?;
         ctl::start(node.clone()).await?;
+        // The node's own tasks live as long as it does and stop with its
+        // token (they watch it themselves): their handles are not kept.
+        let (n, t) = (node.clone(), &node.token);
+        node.spawn_supervised("accept loop", t, move |_| conn::accept_loop(n.clone()));
         let n = node.clone();
-        node.spawn_supervised("accept loop", move || conn::accept_loop(n.clone()));
+        node.spawn_supervised("peer connections", t, move |_| conn::supervise(n.clone()));
         let n = node.clone();
-        node.spawn_supervised("peer connections", move || conn::supervise(n.clone()));
-        let n = node.clone();
-        node.spawn_supervised("pool consensus", move || raft::maintain(n.clone()));
+        node.spawn_supervised("pool consensus", t, move |_| raft::maintain(n.clone()));
         node.apply_config_locally();
         let n = node.clone();
-        node.spawn_supervised("brick checks", move || {
+        node.spawn_supervised("brick checks", t, move |stop| {
             let n = n.clone();
             async move {
                 loop {
                     tokio::select! {
-                        _ = n.token.cancelled() => break,
+                        _ = stop.cancelled() => break,
                         _ = tokio::time::sleep(BRICK_RECHECK) => n.refresh_bricks(),
                     }
                 }
@@ -239,33 +241,24 @@ impl Node {
         self.tasks.spawn(fut);
     }
 
-    /// Spawns a long-lived task made by `make`, supervised: if it panics
-    /// (the panic is logged by the daemon's hook), it is made and started
-    /// again after a backoff (1 s, doubling to 60 s), never left stopped
-    /// while the daemon runs. It ends when it returns, or at shutdown.
-    pub fn spawn_supervised<F, Fut>(&self, name: impl Into<String>, mut make: F)
+    /// Spawns a long-lived task made by `make`, supervised (see
+    /// [`crate::host::supervise`]: made again after a panic, stopped at
+    /// shutdown), under a child of `token` (the node's, or a narrower
+    /// one such as a brick's). Awaited at shutdown.
+    pub fn spawn_supervised<F, Fut>(
+        &self,
+        name: impl Into<String>,
+        token: &CancellationToken,
+        mut make: F,
+    ) -> crate::host::TaskHandle
     where
-        F: FnMut() -> Fut + Send + 'static,
+        F: FnMut(CancellationToken) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        let name = name.into();
-        let token = self.token.clone();
-        self.tasks.spawn(async move {
-            let mut backoff = Duration::from_secs(1);
-            loop {
-                match tokio::spawn(make()).await {
-                    Err(e) if e.is_panic() && !token.is_cancelled() => {
-                        tracing::error!(task = %name, "task panicked; restarted in {backoff:?}");
-                        tokio::select! {
-                            _ = token.cancelled() => return,
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(60));
-                    }
-                    _ => return,
-                }
-            }
-        });
+        let make: crate::host::MakeTask = Box::new(move |t| Box::pin(make(t)));
+        let (supervisor, handle) = crate::host::supervise(name.into(), token, make);
+        self.tasks.spawn(supervisor);
+        handle
     }
 
     /// Stops everything: stop accepting, cancel tasks, close the endpoint
@@ -573,7 +566,8 @@ impl Node {
 
 impl Node {
     /// Opens a request stream to node `target`: a QUIC stream, or an
-    /// in-process pipe to this node's own request handler.
+    /// in-process pipe to the same request handler a member reaches
+    /// (`serve::dispatch`).
     pub async fn open_stream(
         self: &Arc<Self>,
         target: Uuid,
@@ -586,15 +580,8 @@ impl Node {
                 let (mut r, mut w) = (server_r, server_w);
                 match frame::read_msg::<_, Request>(&mut r).await {
                     Ok(req) => {
-                        if let Err(e) = crate::service::handle(
-                            &(node.clone() as Arc<dyn crate::host::Host>),
-                            node.me.uuid,
-                            req,
-                            &mut w,
-                            &mut r,
-                        )
-                        .await
-                        {
+                        let me = node.me.uuid;
+                        if let Err(e) = serve::dispatch(&node, me, req, &mut w, &mut r).await {
                             tracing::debug!("local request failed: {e}");
                         }
                     }
@@ -705,8 +692,15 @@ impl crate::host::Host for Node {
     fn spawn_task(&self, fut: BoxFuture<'static, ()>) {
         self.spawn(fut);
     }
-    fn spawn_task_supervised(&self, name: String, make: crate::host::MakeTask) {
-        self.spawn_supervised(name, make);
+    fn spawn_task_supervised(
+        &self,
+        name: String,
+        token: &CancellationToken,
+        make: crate::host::MakeTask,
+    ) -> crate::host::TaskHandle {
+        let (supervisor, handle) = crate::host::supervise(name, token, make);
+        self.tasks.spawn(supervisor);
+        handle
     }
 }
 

@@ -5,21 +5,26 @@
 
 use std::sync::Arc;
 
-use quinn::{RecvStream, SendStream};
+use tokio::io::{AsyncRead, AsyncWrite};
 use uuid::Uuid;
 
 use super::Node;
 use crate::wire::frame::{self, FrameError};
 use crate::wire::proto::{self, code, Request, Response};
 
-/// Answers `req` from member `peer` on its stream.
-pub(super) async fn dispatch(
+/// Answers `req` from member `peer` on its stream (a QUIC stream, or the
+/// in-process pipe of a request this node sends itself).
+pub(super) async fn dispatch<W, R>(
     node: &Arc<Node>,
     peer: Uuid,
     req: Request,
-    send: &mut SendStream,
-    recv: &mut RecvStream,
-) -> Result<(), FrameError> {
+    send: &mut W,
+    recv: &mut R,
+) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send,
+{
     let resp = match req {
         Request::Probe(p) => {
             // A member re-probing: answer with the current document.

@@ -9,11 +9,19 @@
 //! - `db`: the thread that owns the database; group commit.
 //! - `files`: path resolution inside the brick and atomic placement.
 //! - `reconcile`: the pure decision for an incoming version.
-//! - `apply`: receiving an offered version (content, commit).
-//! - `rpc`: the brick requests a node serves.
-//! - `set`: the bricks a node serves, started and stopped with the volume.
-//! - `trash`: replaced and deleted versions, kept for restore.
+//! - `apply`: receiving an offered version (content, commit), in the
+//!   store's own terms (`Offered` -> `Applied` | `Refusal`).
+//! - `batch`: many small versions at once, each as its own offer.
+//! - `intents`: placements not yet recorded, undone at the next open.
+//! - `import`: files already in a new brick directory adopted.
+//! - `digest`: Merkle digests of a directory's children (full crawl).
+//! - `trash`, `restore`: replaced and deleted versions, kept and brought back.
 //! - `changeset`: which stored versions were written together.
+//! - `marker`: the volume-id marker of a brick directory.
+//! - `outages`: the outage history tables.
+//!
+//! Nothing here names a request, a response, a frame or the node: the
+//! brick service (`service`) converts at the wire's edge.
 
 pub mod apply;
 pub mod batch;
