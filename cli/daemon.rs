@@ -99,7 +99,7 @@ pub async fn run(a: DaemonArgs, state: PathBuf) -> Result<Outcome> {
         _ = stop.recv() => return Ok(Outcome::Done),
     };
     let heal = gsync_heal::HealService::start(node.clone());
-    let agents = gsync_client::AgentHost::start(node.clone());
+    let agents = gsync_client::AgentHost::start(node.clone()).await;
     node.set_extension(Arc::new(Extensions { heal, agents }));
     if let (Some(addr), Some(handle)) = (metrics_addr, metrics) {
         if let Err(e) = crate::metrics::serve(addr, handle, token.clone()).await {

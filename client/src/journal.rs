@@ -11,12 +11,11 @@
 //! edits from the files it wrote itself (no echo loops), and how it finds,
 //! at start-up, the changes made while it was not running.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
-use std::sync::mpsc;
 use std::sync::Arc;
 
+use gsync_brick::sqlite::owner::{self, Batcher, CommitError, Owner, Staged};
 use gsync_brick::store::chunking;
 use gsync_brick::store::types::{ChunkRef, Entry, Kind};
 use gsync_brick::wire::codec;
@@ -85,79 +84,37 @@ pub struct Rejection {
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 4096;
 
-/// A read run on the owner thread with the connection.
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
-
-/// One queued write, type-erased.
-trait Staged: Send {
-    /// Writes into the open transaction, inside a savepoint of its own.
-    fn write(&mut self, tx: &mut rusqlite::Transaction<'_>);
-    /// Answers the caller: the transaction committed (`None`) or failed.
-    fn finish(self: Box<Self>, failed: Option<&str>);
+/// The journal's group commit, run on its owner thread: every write
+/// queued while the previous transaction was being written goes into one
+/// transaction (see [`gsync_brick::sqlite::owner::write_group`]).
+struct Group {
+    stats: Arc<CommitStats>,
 }
 
-enum Cmd {
-    Read(Job),
-    Write(Box<dyn Staged>),
-}
+impl Batcher for Group {
+    type Item = Box<dyn Staged>;
+    const MAX_BATCH: usize = MAX_BATCH;
 
-/// How a caller is answered.
-enum Reply<T> {
-    Async(tokio::sync::oneshot::Sender<T>),
-    Sync(mpsc::SyncSender<T>),
-}
-
-impl<T> Reply<T> {
-    fn send(self, t: T) {
-        match self {
-            Reply::Async(s) => {
-                let _ = s.send(t);
-            }
-            Reply::Sync(s) => {
-                let _ = s.send(t);
-            }
-        }
+    fn write(&mut self, conn: &mut Connection, mut batch: Vec<Box<dyn Staged>>) {
+        let failed = owner::write_group(conn, &mut batch, |_| ()).err();
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.batches.fetch_add(1, Relaxed);
+        self.stats.writes.fetch_add(batch.len() as u64, Relaxed);
+        owner::finish_group(batch, failed.as_deref());
     }
 }
 
-struct Item<T, F> {
-    f: Option<F>,
-    out: Option<Result<T, JournalError>>,
-    reply: Option<Reply<Result<T, JournalError>>>,
-}
-
-impl<T, F> Staged for Item<T, F>
-where
-    T: Send,
-    F: FnOnce(&Connection) -> Result<T, JournalError> + Send,
-{
-    fn write(&mut self, tx: &mut rusqlite::Transaction<'_>) {
-        let Some(f) = self.f.take() else { return };
-        let out = match tx.savepoint() {
-            Err(e) => Err(e.into()),
-            Ok(mut sp) => {
-                sp.set_drop_behavior(rusqlite::DropBehavior::Rollback);
-                match catch_unwind(AssertUnwindSafe(|| f(&sp))) {
-                    Ok(Ok(t)) => sp.commit().map(|()| t).map_err(JournalError::from),
-                    // Dropping the savepoint rolls this write back alone.
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(JournalError::Commit("a journal write panicked".into())),
-                }
-            }
-        };
-        self.out = Some(out);
+impl CommitError for JournalError {
+    fn commit_failed(why: String) -> Self {
+        JournalError::Commit(why)
     }
 
-    fn finish(mut self: Box<Self>, failed: Option<&str>) {
-        let out = match (self.out.take(), failed) {
-            (Some(Err(e)), _) => Err(e),
-            (_, Some(why)) => Err(JournalError::Commit(why.to_string())),
-            (Some(Ok(t)), None) => Ok(t),
-            (None, None) => Err(JournalError::Commit("not written".into())),
-        };
-        if let Some(r) = self.reply.take() {
-            r.send(out);
-        }
+    fn stopped() -> Self {
+        stopped()
+    }
+
+    fn panicked() -> Self {
+        JournalError::Commit("a journal write panicked".into())
     }
 }
 
@@ -188,79 +145,9 @@ pub struct CommitStats {
 /// Dropping the handle stops the thread, which closes the connection.
 #[derive(Debug)]
 pub struct Journal {
-    queue: Option<mpsc::Sender<Cmd>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    owner: std::thread::ThreadId,
+    owner: Owner<Group>,
     /// Group-commit statistics.
     pub stats: Arc<CommitStats>,
-}
-
-impl std::fmt::Debug for Cmd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Cmd::Read(_) => "Read",
-            Cmd::Write(_) => "Write",
-        })
-    }
-}
-
-impl Drop for Journal {
-    fn drop(&mut self) {
-        self.queue = None;
-        if let Some(t) = self.thread.take() {
-            if std::thread::current().id() != self.owner {
-                let _ = t.join();
-            }
-        }
-    }
-}
-
-fn owner_loop(mut conn: Connection, rx: &mpsc::Receiver<Cmd>, stats: &CommitStats) {
-    while let Ok(cmd) = rx.recv() {
-        match cmd {
-            Cmd::Read(job) => run_one(&mut conn, job),
-            Cmd::Write(first) => {
-                // Everything queued meanwhile: writes join this
-                // transaction, reads run right after it.
-                let mut batch = vec![first];
-                let mut after = Vec::new();
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(Cmd::Write(c)) => batch.push(c),
-                        Ok(Cmd::Read(j)) => after.push(j),
-                        Err(_) => break,
-                    }
-                }
-                commit_batch(&mut conn, batch, stats);
-                for j in after {
-                    run_one(&mut conn, j);
-                }
-            }
-        }
-    }
-}
-
-fn run_one(conn: &mut Connection, job: Job) {
-    // A panicking read drops its reply channel: its caller gets an error,
-    // the owner thread carries on.
-    let _ = catch_unwind(AssertUnwindSafe(|| job(conn)));
-}
-
-fn commit_batch(conn: &mut Connection, mut batch: Vec<Box<dyn Staged>>, stats: &CommitStats) {
-    let res = (|| -> rusqlite::Result<()> {
-        let mut tx = conn.transaction()?;
-        for b in batch.iter_mut() {
-            b.write(&mut tx);
-        }
-        tx.commit()
-    })();
-    let failed = res.err().map(|e| e.to_string());
-    use std::sync::atomic::Ordering::Relaxed;
-    stats.batches.fetch_add(1, Relaxed);
-    stats.writes.fetch_add(batch.len() as u64, Relaxed);
-    for b in batch {
-        b.finish(failed.as_deref());
-    }
 }
 
 fn stopped() -> JournalError {
@@ -277,31 +164,17 @@ impl Journal {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.set_prepared_statement_cache_capacity(32);
         gsync_brick::sqlite::migrate(&mut conn, MIGRATIONS)?;
-        let (queue, rx) = mpsc::channel();
         let stats = Arc::new(CommitStats::default());
-        let st = stats.clone();
-        let thread = std::thread::Builder::new()
-            .name("gsync-journal".into())
-            .spawn(move || owner_loop(conn, &rx, &st))
+        let group = Group {
+            stats: stats.clone(),
+        };
+        let owner = Owner::with_batcher(conn, "gsync-journal", group)
             .map_err(|e| JournalError::Commit(format!("cannot start the journal thread: {e}")))?;
-        Ok(Self {
-            queue: Some(queue),
-            owner: thread.thread().id(),
-            thread: Some(thread),
-            stats,
-        })
-    }
-
-    fn send(&self, cmd: Cmd) {
-        // The thread lives as long as this handle (`catch_unwind` keeps it
-        // alive); a failed send drops the reply, which the caller reports.
-        if let Some(q) = &self.queue {
-            let _ = q.send(cmd);
-        }
+        Ok(Self { owner, stats })
     }
 
     fn not_owner(&self) -> Result<(), JournalError> {
-        if std::thread::current().id() == self.owner {
+        if self.owner.on_owner_thread() {
             return Err(JournalError::Commit(
                 "a journal job waits for the journal".into(),
             ));
@@ -316,11 +189,7 @@ impl Journal {
         F: FnOnce(&mut Connection) -> Result<T, JournalError> + Send + 'static,
     {
         self.not_owner()?;
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Cmd::Read(Box::new(move |c: &mut Connection| {
-            Reply::Sync(tx).send(f(c));
-        })));
-        rx.recv().unwrap_or_else(|_| Err(stopped()))
+        self.owner.call_sync(f).unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Runs the read `f` on the owner thread and awaits its answer.
@@ -329,11 +198,7 @@ impl Journal {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, JournalError> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(Cmd::Read(Box::new(move |c: &mut Connection| {
-            Reply::Async(tx).send(f(c));
-        })));
-        rx.await.unwrap_or_else(|_| Err(stopped()))
+        self.owner.call(f).await.unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Queues the write `f` for the next group transaction and blocks
@@ -344,13 +209,7 @@ impl Journal {
         F: FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
     {
         self.not_owner()?;
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Cmd::Write(Box::new(Item {
-            f: Some(f),
-            out: None,
-            reply: Some(Reply::Sync(tx)),
-        })));
-        rx.recv().unwrap_or_else(|_| Err(stopped()))
+        self.owner.commit_sync(Vec::new(), f)
     }
 
     /// [`Self::write`], awaiting.
@@ -359,13 +218,7 @@ impl Journal {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(Cmd::Write(Box::new(Item {
-            f: Some(f),
-            out: None,
-            reply: Some(Reply::Async(tx)),
-        })));
-        rx.await.unwrap_or_else(|_| Err(stopped()))
+        self.owner.commit(Vec::new(), f).await
     }
 
     fn get_in(conn: &Connection, path: &str) -> Result<Option<Record>, JournalError> {

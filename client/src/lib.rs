@@ -102,12 +102,12 @@ fn journal_follows(path: &Path, v: &gsync_brick::pool::Volume) -> bool {
 
 impl AgentHost {
     /// Starts the agents of every stored mount.
-    pub fn start(node: Arc<Node>) -> Arc<Self> {
+    pub async fn start(node: Arc<Node>) -> Arc<Self> {
         let host = Arc::new(Self {
             node: node.clone(),
             running: Mutex::new(HashMap::new()),
         });
-        let specs = node.with_db(|db| db.mounts()).unwrap_or_default();
+        let specs = node.db().mounts().await.unwrap_or_default();
         for (dir, spec) in specs {
             match serde_json::from_str::<MountSpec>(&spec) {
                 Ok(s) => {
@@ -336,11 +336,7 @@ impl AgentHost {
             let _ = std::fs::remove_file(&jpath);
         }
         let key = dir.to_string_lossy().into_owned();
-        if let Err(e) = self
-            .node
-            .db_call(move |db| db.save_mount(&key, &text))
-            .await
-        {
+        if let Err(e) = self.node.db().save_mount(&key, &text).await {
             return fail(e.to_string());
         }
         match self.spawn(spec) {
@@ -411,7 +407,7 @@ impl AgentHost {
             tracing::warn!(dir = %p.display(), "the mount agent is still finishing a change; it stops after it");
         }
         let key = p.to_string_lossy().into_owned();
-        let _ = self.node.db_call(move |db| db.remove_mount(&key)).await;
+        let _ = self.node.db().remove_mount(&key).await;
         // The journal stays: mounting the folder again resumes from it.
         ok(p.to_string_lossy())
     }

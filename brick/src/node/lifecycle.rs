@@ -163,7 +163,8 @@ fn prepare_local_now(node: &Node, path: &str, force: bool, vol: Uuid) -> Result<
         bricks.push((a.display().to_string(), a.to_path_buf()));
     }
     let mounts: Vec<std::path::PathBuf> = node
-        .with_db(super::db::NodeDb::mounts)
+        .db()
+        .mounts_sync()
         .map_err(|e| e.to_string())?
         .into_iter()
         .map(|(d, _)| real_path(Path::new(&d)))

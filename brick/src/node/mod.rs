@@ -79,7 +79,7 @@ pub struct Node {
     pub state_dir: PathBuf,
     identity: Identity,
     endpoint: quinn::Endpoint,
-    db: Mutex<NodeDb>,
+    db: NodeDb,
     config: RwLock<PoolConfig>,
     conns: Mutex<HashMap<Uuid, quinn::Connection>>,
     /// Bumped whenever the pool document changes or a member connects or
@@ -138,8 +138,17 @@ impl Node {
         std::fs::create_dir_all(&opts.state_dir).map_err(|e| {
             anyhow_like::err(format!("state dir {}: {e}", opts.state_dir.display()))
         })?;
-        let db = NodeDb::open(&opts.state_dir).map_err(|e| anyhow_like::err(e.to_string()))?;
-        let (uuid, identity) = db.identity().map_err(|e| anyhow_like::err(e.to_string()))?;
+        // Opening and migrating run on the blocking pool, the rest on the
+        // database's owner thread: never SQLite on the async executor.
+        let dir = opts.state_dir.clone();
+        let db = tokio::task::spawn_blocking(move || NodeDb::open(&dir))
+            .await
+            .map_err(|e| anyhow_like::err(e.to_string()))?
+            .map_err(|e| anyhow_like::err(e.to_string()))?;
+        let (uuid, identity) = db
+            .identity()
+            .await
+            .map_err(|e| anyhow_like::err(e.to_string()))?;
         let hostname = opts
             .name
             .clone()
@@ -152,6 +161,7 @@ impl Node {
         };
         let (mut config, skipped) = db
             .pool()
+            .await
             .map_err(|e| anyhow_like::err(e.to_string()))?
             .unwrap_or_else(|| (PoolConfig::solo(me.clone()), Vec::new()));
         for line in skipped {
@@ -170,8 +180,9 @@ impl Node {
             m.fingerprint = me.fingerprint.clone();
         }
         db.save_pool(&config)
+            .await
             .map_err(|e| anyhow_like::err(e.to_string()))?;
-        let raft_db = raft::RaftDb::open(&opts.state_dir).map_err(anyhow_like::err)?;
+        let raft_db = raft::RaftDb::new(&db);
         let faults = Arc::new(FaultRules::default());
         let endpoint = bind_with_retry(&identity, opts.listen, faults.clone(), &token).await?;
         tracing::info!(node = %uuid, listen = %opts.listen, fingerprint = %net::short(&me.fingerprint), "node up");
@@ -181,7 +192,7 @@ impl Node {
             state_dir: opts.state_dir.clone(),
             identity,
             endpoint,
-            db: Mutex::new(db),
+            db,
             config: RwLock::new(config),
             conns: Mutex::new(HashMap::new()),
             changes: tokio::sync::watch::channel(0).0,
@@ -417,23 +428,10 @@ impl Node {
         self.apply_config_locally();
     }
 
-    /// Runs `f` with the node database (at startup, or off the async
-    /// executor: see [`Self::db_call`]).
-    pub fn with_db<T>(&self, f: impl FnOnce(&NodeDb) -> T) -> T {
-        f(&self.db.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Runs `f` with the node database on the blocking pool, so a request
-    /// handler never waits on SQLite (or its fsync) on the async executor.
-    pub async fn db_call<T: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&NodeDb) -> T + Send + 'static,
-    ) -> T {
-        let node = self.clone();
-        match tokio::task::spawn_blocking(move || node.with_db(f)).await {
-            Ok(v) => v,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+    /// The node database: its owner thread's handle (async methods, and
+    /// `*_sync` ones for the blocking pool).
+    pub fn db(&self) -> &NodeDb {
+        &self.db
     }
 
     /// The live connection to a member, if any.

@@ -9,7 +9,8 @@
 //!
 //! - Log, vote and state-machine state live in `node.db` (tables `raft_log`
 //!   and `raft_meta`; the document itself in `pool`). Every SQLite call runs
-//!   on the blocking pool, never on the async executor.
+//!   on the node database's owner thread (the connection `NodeDb` holds),
+//!   never on the async executor.
 //! - Messages travel as `Request::Raft` on the members' QUIC connections.
 //! - A change is proposed to the leader (forwarded if this node is not it),
 //!   made from the document the proposer read ("based on version N"): a
@@ -23,8 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
@@ -47,6 +47,7 @@ use super::{CallError, Node};
 use crate::consensus::{self, Command, Machine, Outcome};
 use crate::host::Ask;
 use crate::pool::PoolConfig;
+use crate::sqlite::Owner;
 use crate::wire::proto::Response;
 
 openraft::declare_raft_types!(
@@ -118,27 +119,25 @@ struct Failed(String);
 
 // ---------------------------------------------------------------- storage
 
-/// The consensus tables of `node.db`, used from the blocking pool. One
-/// connection per node, shared by every instance of the group: an instance
-/// stopped by a restart (`gen` behind the node's) can no longer write, even
-/// from a task that outlives its shutdown.
+/// The consensus tables of `node.db`, written through the node database's
+/// owner thread (the same connection as [`super::db::NodeDb`]). Shared by
+/// every instance of the group: an instance stopped by a restart (`gen`
+/// behind the node's) can no longer write, even from a task that outlives
+/// its shutdown.
 #[derive(Clone)]
 pub(super) struct RaftDb {
-    conn: Arc<Mutex<Connection>>,
+    owner: Arc<Owner>,
     gen: u64,
     current: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RaftDb {
-    pub(super) fn open(state_dir: &Path) -> Result<Self, String> {
-        let conn = Connection::open(state_dir.join("node.db")).map_err(|e| e.to_string())?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| e.to_string())?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+    pub(super) fn new(db: &super::db::NodeDb) -> Self {
+        Self {
+            owner: db.owner().clone(),
             gen: 0,
             current: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        })
+        }
     }
 
     /// A handle for the instance of the group started now.
@@ -159,26 +158,22 @@ impl RaftDb {
         self.current.load(std::sync::atomic::Ordering::SeqCst) == gen
     }
 
-    /// Whether this handle's instance is the running one.
-    fn live(&self) -> bool {
-        self.current.load(std::sync::atomic::Ordering::SeqCst) == self.gen
-    }
-
-    /// Runs `f` on the blocking pool, unless the instance was stopped.
+    /// Runs `f` on the owner thread, unless the instance was stopped (as
+    /// seen there, in order with the other jobs).
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, String> + Send + 'static,
     ) -> Result<T, String> {
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = me.conn.lock().unwrap_or_else(|e| e.into_inner());
-            if !me.live() {
-                return Err("the pool's consensus was restarted".into());
-            }
-            f(&mut c)
-        })
-        .await
-        .map_err(|e| e.to_string())?
+        let (gen, current) = (self.gen, self.current.clone());
+        self.owner
+            .call(move |c| {
+                if current.load(std::sync::atomic::Ordering::SeqCst) != gen {
+                    return Err("the pool's consensus was restarted".into());
+                }
+                f(c)
+            })
+            .await
+            .map_err(|e| e.to_string())?
     }
 }
 
@@ -1118,8 +1113,7 @@ mod tests {
 
     fn opened() -> (tempfile::TempDir, RaftDb) {
         let dir = tempfile::tempdir().unwrap();
-        crate::node::db::NodeDb::open(dir.path()).unwrap();
-        let db = RaftDb::open(dir.path()).unwrap();
+        let db = RaftDb::new(&crate::node::db::NodeDb::open(dir.path()).unwrap());
         (dir, db)
     }
 
@@ -1184,7 +1178,7 @@ mod tests {
         let vote = Vote::new(3, member(2).uuid);
         log.save_vote(&vote).await.unwrap();
         let mut again = LogStore {
-            db: RaftDb::open(_dir.path()).unwrap(),
+            db: RaftDb::new(&crate::node::db::NodeDb::open(_dir.path()).unwrap()),
         };
         assert_eq!(again.read_vote().await.unwrap(), Some(vote));
     }
@@ -1227,6 +1221,7 @@ mod tests {
         let stored = crate::node::db::NodeDb::open(dir.path())
             .unwrap()
             .pool()
+            .await
             .unwrap()
             .unwrap()
             .0;

@@ -1,8 +1,13 @@
-//! The one migration helper of gsync's SQLite databases (a brick's
-//! `meta.db`, a mount's journal): each schema is a list of numbered steps,
-//! applied in order from the database's `PRAGMA user_version`, each in a
-//! transaction of its own with the version it reaches, so a crash between
-//! two steps resumes at the next one.
+//! What gsync's SQLite databases (a brick's `meta.db`, a mount's journal,
+//! a node's `node.db`) share: the owner thread that holds each connection
+//! ([`owner`]), and the one migration helper, [`migrate`]: each schema is a
+//! list of numbered steps, applied in order from the database's
+//! `PRAGMA user_version`, each in a transaction of its own with the version
+//! it reaches, so a crash between two steps resumes at the next one.
+
+pub mod owner;
+
+pub use owner::{Owner, OwnerError};
 
 use rusqlite::Connection;
 
