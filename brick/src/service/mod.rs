@@ -325,43 +325,60 @@ where
 /// On a quorum volume, a write is accepted only by a brick that is not
 /// behind the others for that path: a brick that just regained quorum may
 /// not have received the majority's changes yet, and accepting a write
-/// based on its stale copy would fork the path. Returns why it must wait.
+/// based on its stale copy would fork the path. Returns, per path, why it
+/// must wait. One database read here and one `Versions` request per other
+/// reachable brick (all at once), whatever the number of paths (a mount's
+/// batch has up to 256).
 async fn behind_peers(
     host: &Arc<dyn Host>,
     b: &Arc<Brick>,
     v: &crate::pool::Volume,
-    path: &crate::RelPath,
-) -> Option<String> {
-    let p = path.clone();
-    let mine = b
-        .with_db(move |_, c| Brick::load(c, &p))
+    paths: &[crate::RelPath],
+) -> Vec<Option<String>> {
+    let ps = paths.to_vec();
+    let mine: Vec<crate::wire::vv::VersionVector> = b
+        .with_db(move |_, c| -> Result<Vec<_>, crate::store::StoreError> {
+            ps.iter()
+                .map(|p| Ok(Brick::load(c, p)?.map(|(e, _)| e.vv).unwrap_or_default()))
+                .collect()
+        })
         .await
-        .ok()
-        .flatten()
-        .map(|(e, _)| e.vv)
-        .unwrap_or_default();
-    for other in v.bricks.iter().filter(|x| x.id != b.id) {
-        if other.node == host.me() || !host.is_alive(other.node, crate::host::QUORUM_SILENCE) {
-            continue;
-        }
-        let req = proto::Stat {
+        .unwrap_or_else(|_| vec![Default::default(); paths.len()]);
+    let others = v.bricks.iter().filter(|x| {
+        x.id != b.id && x.node != host.me() && host.is_alive(x.node, crate::host::QUORUM_SILENCE)
+    });
+    let asks = others.map(|other| {
+        let req = proto::Versions {
             volume: v.id,
             brick: other.id,
-            path: path.clone(),
+            paths: paths.to_vec(),
         };
-        if let Ok(Some((theirs, _))) = host.ask(other.node, req).await {
-            let theirs = &theirs.vv;
-            if !matches!(
-                theirs.compare(&mine),
-                crate::wire::vv::Relation::DominatedBy | crate::wire::vv::Relation::Equal
-            ) {
-                return Some(format!(
-                    "{path} is being brought up to date from the other bricks; retry"
+        host.ask(other.node, req)
+    });
+    let answers = futures_util::future::join_all(asks).await;
+    let mut out: Vec<Option<String>> = vec![None; paths.len()];
+    // A brick that does not answer is not waited for (it may be the one
+    // about to lose quorum); only a newer version seen elsewhere holds.
+    for theirs in answers.into_iter().flatten() {
+        if theirs.len() != paths.len() {
+            continue;
+        }
+        for (i, t) in theirs.iter().enumerate() {
+            let newer = t.as_ref().is_some_and(|t| {
+                !matches!(
+                    t.compare(&mine[i]),
+                    crate::wire::vv::Relation::DominatedBy | crate::wire::vv::Relation::Equal
+                )
+            });
+            if newer && out[i].is_none() {
+                out[i] = Some(format!(
+                    "{} is being brought up to date from the other bricks; retry",
+                    paths[i]
                 ));
             }
         }
     }
-    None
+    out
 }
 
 /// Quorum judged now for a write to `b`, not by the last periodic check;
@@ -388,10 +405,8 @@ async fn write_batch(
     let Some(v) = judge_quorum(host, b) else {
         return offer::batch_response(offer::apply(b, None, items).await);
     };
-    let mut waits: Vec<Option<String>> = Vec::with_capacity(items.len());
-    for e in &items {
-        waits.push(behind_peers(host, b, &v, &e.entry.path).await);
-    }
+    let paths: Vec<crate::RelPath> = items.iter().map(|e| e.entry.path.clone()).collect();
+    let waits = behind_peers(host, b, &v, &paths).await;
     let (go, wait): (Vec<_>, Vec<_>) = items
         .into_iter()
         .zip(waits)
@@ -435,7 +450,8 @@ where
     };
     if offer.write.is_some() {
         if let Some(v) = judge_quorum(host, &b) {
-            if let Some(reason) = behind_peers(host, &b, &v, &offer.entry.path).await {
+            let wait = behind_peers(host, &b, &v, std::slice::from_ref(&offer.entry.path)).await;
+            if let Some(reason) = wait.into_iter().flatten().next() {
                 let refused = crate::store::apply::Refusal::NoQuorum(reason);
                 return frame::write_msg(send, &offer::response(Err(refused))).await;
             }
