@@ -472,6 +472,17 @@ pub struct BenchArgs {
     /// cost of longer changesets); default: the agent's debounce.
     #[arg(long, value_name = "DURATION", value_parser = parse_settle)]
     pub settle: Option<std::time::Duration>,
+    /// A volume option for every lab's volume, as `volume set` takes it
+    /// (repeatable), e.g. `--set cluster.quorum-type=auto`.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
 }
 
 #[derive(Debug, Subcommand)]

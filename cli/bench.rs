@@ -119,15 +119,21 @@ fn bench(a: BenchArgs, json: bool) -> Result<Outcome> {
     };
     let result = (|| -> Result<Vec<Row>> {
         let settle = a.settle.map(|d| format!("{}ms", d.as_millis()));
-        let lab = Lab::start(&base, a.port, settle.clone())?;
+        let lab = Lab::start(&base, a.port, settle.clone(), a.set.clone())?;
+        let options: Vec<String> = a.set.iter().map(|(k, v)| format!("{k}={v}")).collect();
         say(&format!(
-            "3 daemons on 127.0.0.1-3:{} in {}{}",
+            "3 daemons on 127.0.0.1-3:{} in {}{}{}",
             a.port,
             base.display(),
             settle
                 .as_ref()
                 .map(|s| format!("; the writer m1 with --settle {s}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if options.is_empty() {
+                String::new()
+            } else {
+                format!("; volume options {}", options.join(" "))
+            }
         ));
         let mut rows = Vec::new();
         let steps: [(&str, Step); 8] = [
@@ -229,6 +235,8 @@ struct Lab {
     children: Vec<Child>,
     /// `--settle` of the writer's mount m1.
     settle: Option<String>,
+    /// Volume options set on the volume (`--set`).
+    options: Vec<(String, String)>,
     /// Node `n` listens on 127.0.0.{ip0 + n}.
     ip0: u32,
     /// Number of nodes (and bricks: a replica-N volume).
@@ -239,8 +247,13 @@ struct Lab {
 
 impl Lab {
     /// The three-node lab of most steps: replica 3, a mount on each node.
-    fn start(base: &Path, port: u16, settle: Option<String>) -> Result<Lab> {
-        Self::start_n(base, port, settle, 3, 0, 3)
+    fn start(
+        base: &Path,
+        port: u16,
+        settle: Option<String>,
+        options: Vec<(String, String)>,
+    ) -> Result<Lab> {
+        Self::start_n(base, port, (settle, options), 3, 0, 3)
     }
 
     /// `nodes` daemons on 127.0.0.{ip0 + 1..}, one replica-`nodes` volume
@@ -248,7 +261,7 @@ impl Lab {
     fn start_n(
         base: &Path,
         port: u16,
-        settle: Option<String>,
+        (settle, options): (Option<String>, Vec<(String, String)>),
         nodes: u32,
         ip0: u32,
         mounts: u32,
@@ -260,6 +273,7 @@ impl Lab {
             exe,
             children: Vec::new(),
             settle,
+            options,
             ip0,
             nodes,
             port,
@@ -309,6 +323,9 @@ impl Lab {
         args.push("force".into());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         lab.gsync(1, &args)?;
+        for (k, v) in &lab.options {
+            lab.gsync(1, &["volume", "set", "bench", k, v])?;
+        }
         lab.gsync(1, &["volume", "start", "bench"])?;
         for n in 1..=mounts {
             lab.mount(n, &lab.mount_dir(n))?;
@@ -916,7 +933,7 @@ fn scaled_run(lab: &Lab, plan: &Plan, nodes: u32, ip0: u32) -> Result<Scaled> {
         .port
         .checked_add(1)
         .ok_or_else(|| anyhow!("--port {} leaves no port for the replica labs", lab.port))?;
-    let sub = Lab::start_n(&base, port, None, nodes, ip0, 1)?;
+    let sub = Lab::start_n(&base, port, (None, lab.options.clone()), nodes, ip0, 1)?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let pids = sub.pids();
