@@ -434,13 +434,24 @@ impl Drop for Lab {
     }
 }
 
-fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<()> {
+fn wait_for(limit: Duration, what: &str, f: impl FnMut() -> bool) -> Result<()> {
+    wait_every(Duration::from_millis(20), limit, what, f)
+}
+
+/// [`wait_for`], looking every `step` (the latency step looks every
+/// millisecond, so the figure is not rounded up to the next look).
+fn wait_every(
+    step: Duration,
+    limit: Duration,
+    what: &str,
+    mut f: impl FnMut() -> bool,
+) -> Result<()> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if f() {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(step);
     }
     Err(anyhow!("timed out after {limit:?} waiting for {what}"))
 }
@@ -569,7 +580,8 @@ fn latency(lab: &Lab, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
         let body = format!("write {i}\n");
         let t = Instant::now();
         std::fs::write(m1.join(&name), &body)?;
-        wait_for(Duration::from_secs(30), "a write on another mount", || {
+        let step = Duration::from_millis(1);
+        wait_every(step, Duration::from_secs(30), "a write on another mount", || {
             std::fs::read_to_string(m2.join(&name)).is_ok_and(|s| s == body)
         })?;
         lat.push(secs(t) * 1000.0);
