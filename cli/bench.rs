@@ -581,9 +581,12 @@ fn latency(lab: &Lab, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
         let t = Instant::now();
         std::fs::write(m1.join(&name), &body)?;
         let step = Duration::from_millis(1);
-        wait_every(step, Duration::from_secs(30), "a write on another mount", || {
-            std::fs::read_to_string(m2.join(&name)).is_ok_and(|s| s == body)
-        })?;
+        wait_every(
+            step,
+            Duration::from_secs(30),
+            "a write on another mount",
+            || std::fs::read_to_string(m2.join(&name)).is_ok_and(|s| s == body),
+        )?;
         lat.push(secs(t) * 1000.0);
     }
     let max = lat.iter().copied().fold(0.0, f64::max);

@@ -426,6 +426,77 @@ fn a_remounted_folder_resumes_without_resurrecting() {
     c.assert_no_panics();
 }
 
+/// A folder unmounted in the middle of a burst and mounted again at once:
+/// the old agent ends before the new one starts (never two agents on one
+/// folder and journal), and the burst, finished by the new agent, reaches
+/// every mount whole.
+#[test]
+fn a_folder_remounted_in_the_middle_of_a_burst_gets_one_agent() {
+    if !gsync_brick::failpoint::ENABLED {
+        eprintln!("SKIP: build with --features failpoints");
+        return;
+    }
+    let (mut c, m) = three_mounts();
+    let [m1, _m2, m3] = m.clone();
+    // Node 3's agent takes 500 ms more per path it pushes: the burst keeps
+    // it busy for seconds, so the umount comes in the middle of it.
+    c.node_mut(3).env = vec![("GSYNC_FAILPOINT".into(), "agent-slow-push".into())];
+    c.node_mut(3).restart();
+    for d in 0..4 {
+        std::fs::create_dir_all(m3.join(format!("burst/d{d}"))).unwrap();
+        for i in 0..250 {
+            std::fs::write(
+                m3.join(format!("burst/d{d}/f{i}.conf")),
+                format!("file {d}/{i}\n"),
+            )
+            .unwrap();
+        }
+    }
+    // The folders reach brick 3 first (parents first): the agent is then
+    // busy with the files.
+    wait_until(T, "the burst's folders on brick 3", || {
+        c.brick("v", 3).join("burst/d3").is_dir()
+    });
+    let dir = m3.to_string_lossy().into_owned();
+    c.node(3).cli(&["umount", &dir]).ok();
+    // While unmounted, the folder changes too: it goes out with the rest.
+    std::fs::write(m3.join("burst/late.txt"), "written while unmounted\n").unwrap();
+    c.mount("v", 3);
+    wait_content(&m1, "burst/late.txt", "written while unmounted\n", T);
+    wait_content(&m1, "burst/d3/f249.conf", "file 3/249\n", T);
+    let trees = all_trees(&c, "v", &m);
+    wait_same(&trees, T);
+    // In the daemon's log since the restart: started, stopped, started;
+    // never a second start before the first agent stopped.
+    let log = c.node(3).log();
+    let events: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(dir.as_str()))
+        .filter_map(|l| {
+            if l.contains("mount agent started") {
+                Some("started")
+            } else if l.contains("mount agent stopped") {
+                Some("stopped")
+            } else {
+                None
+            }
+        })
+        .collect();
+    // (The agent killed with its daemon logged only its start.)
+    assert_eq!(
+        events,
+        ["started", "started", "stopped", "started"],
+        "one agent at a time on the folder:\n{log}"
+    );
+    assert!(
+        crate::support::replication::split_brain(c.node(1), "v")
+            .values()
+            .all(Vec::is_empty),
+        "the remount created a split-brain"
+    );
+    c.assert_no_panics();
+}
+
 /// Once m3 says it is in sync with brick 3 (cut off, so only that brick
 /// holds m3's last change), wipes brick 3 under its running daemon; with
 /// `unserved`, waits until node 3 stops serving it.

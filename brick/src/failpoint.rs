@@ -37,6 +37,20 @@ pub fn panic_once(name: &str) {
 #[inline(always)]
 pub fn panic_once(_name: &str) {}
 
+/// Waits `d` here when `GSYNC_FAILPOINT` equals `name` (test builds
+/// only): a step made slow, to catch what happens while it is under way.
+#[cfg(feature = "failpoints")]
+pub async fn delay(name: &str, d: std::time::Duration) {
+    if std::env::var("GSYNC_FAILPOINT").is_ok_and(|v| v == name) {
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// Does nothing: built without the `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub async fn delay(_name: &str, _d: std::time::Duration) {}
+
 /// True if this build has failpoints.
 pub const ENABLED: bool = cfg!(feature = "failpoints");
 

@@ -63,6 +63,9 @@ struct Running {
 pub struct AgentHost {
     node: Arc<Node>,
     running: Mutex<HashMap<PathBuf, Running>>,
+    /// Agents of unmounted folders still finishing the change in hand
+    /// (see `umount`): a new mount of the folder waits for them to end.
+    stopping: Mutex<HashMap<PathBuf, TaskHandle>>,
 }
 
 impl std::fmt::Debug for AgentHost {
@@ -106,6 +109,7 @@ impl AgentHost {
         let host = Arc::new(Self {
             node: node.clone(),
             running: Mutex::new(HashMap::new()),
+            stopping: Mutex::new(HashMap::new()),
         });
         let specs = node.db().mounts().await.unwrap_or_default();
         for (dir, spec) in specs {
@@ -150,7 +154,9 @@ impl AgentHost {
                         }
                     };
                     let mut cmds = rx.lock_owned().await;
+                    let dir = sp.dir.clone();
                     Agent::new(node, sp, journal, st).run(t, &mut cmds).await;
+                    tracing::info!(dir = %dir.display(), "mount agent stopped");
                 }
             });
         tracing::info!(dir = %spec.dir.display(), source = %spec.source, "mount agent started");
@@ -298,6 +304,28 @@ impl AgentHost {
                 r.spec.source
             ));
         }
+        // Two agents never share a folder and its journal: the agent of an
+        // earlier mount of it must have ended.
+        let old = self
+            .stopping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&dir);
+        if let Some(old) = old {
+            if tokio::time::timeout(UMOUNT_WAIT, old.stopped())
+                .await
+                .is_err()
+            {
+                self.stopping
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(dir.clone(), old);
+                return fail(format!(
+                    "{} was unmounted and its agent is still finishing a change; mount it again in a moment",
+                    dir.display()
+                ));
+            }
+        }
         let prefer = match prefer {
             Some("local") => Some(Prefer::Local),
             Some("remote") => Some(Prefer::Remote),
@@ -400,11 +428,22 @@ impl AgentHost {
         // a change); the answer waits for it, so a mount of the same folder
         // right after never meets the old agent still at work.
         r.agent.stop();
+        // Listed until it has ended, so a mount of the folder meanwhile
+        // waits for it instead of starting a second agent on its journal.
+        self.stopping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p.clone(), r.agent.clone());
         if tokio::time::timeout(UMOUNT_WAIT, r.agent.stopped())
             .await
             .is_err()
         {
             tracing::warn!(dir = %p.display(), "the mount agent is still finishing a change; it stops after it");
+        } else {
+            self.stopping
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|_, a| !a.is_finished());
         }
         let key = p.to_string_lossy().into_owned();
         let _ = self.node.db().remove_mount(&key).await;

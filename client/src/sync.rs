@@ -296,6 +296,7 @@ pub(crate) async fn plan_known(
 ) -> Result<Vec<Ready>, RemoteError> {
     tracing::debug!(path = %rel, "push");
     gsync_brick::failpoint::panic_once("agent-panic-once");
+    gsync_brick::failpoint::delay("agent-slow-push", std::time::Duration::from_millis(500)).await;
     let Some(t) = m.target.clone() else {
         return Err(RemoteError::Unreachable("offline".into()));
     };

@@ -105,9 +105,15 @@ async fn prepare_new(
         .map_err(|r| r.replace("{brick}", &name))
 }
 
+/// Longest wait for a node to prepare or reset a brick directory.
+const PREPARE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Asks the node of a brick (this one included, answered in-process) to
 /// prepare or reset a brick directory; the refusal's reason, or why the
-/// node could not be asked.
+/// node could not be asked. The deadline is [`PREPARE_LIMIT`]: setting a
+/// directory's content aside and fsyncing it can take seconds on a busy
+/// disk, and a command that gave up on it would report a failure for a
+/// change that completes anyway.
 pub(super) async fn ask_brick_node<C>(
     node: &Arc<Node>,
     target: Uuid,
@@ -117,7 +123,7 @@ pub(super) async fn ask_brick_node<C>(
 where
     C: crate::wire::call::Call<Reply = ()>,
 {
-    match node.ask(target, req).await {
+    match node.ask_timeout(target, req, PREPARE_LIMIT).await {
         Ok(()) => Ok(()),
         Err(CallError::Refused { reason, .. }) => Err(reason),
         Err(e) => Err(format!("Host {host} is not reachable: {e}")),

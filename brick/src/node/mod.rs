@@ -56,6 +56,10 @@ pub const BRICK_RECHECK: Duration = Duration::from_secs(2);
 /// reported unreachable (keeps every CLI command under 2 s).
 pub const RPC_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// Shortest deadline of a request this node sends itself (see
+/// [`Node::call_timeout`]).
+pub const LOCAL_CALL_LIMIT: Duration = Duration::from_secs(30);
+
 /// Settings of a node.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -501,7 +505,11 @@ impl Node {
 
     /// Like [`Self::call`], with a caller-chosen deadline (for requests whose
     /// answer may take longer than a management call, such as digests of a
-    /// large directory under load).
+    /// large directory under load). A request to this node itself waits at
+    /// least [`LOCAL_CALL_LIMIT`]: the deadline is there to notice a member
+    /// that cannot be reached, and this node always can; a busy disk must
+    /// not make its own bricks look offline or give up on a brick
+    /// preparation that then completes anyway.
     pub async fn call_timeout(
         &self,
         peer: Uuid,
@@ -519,7 +527,7 @@ impl Node {
                 let (mut w, mut r) = crate::host::Peers::open_stream(this, peer).await?;
                 call_over(&mut w, &mut r, &req).await
             };
-            return match tokio::time::timeout(limit, call).await {
+            return match tokio::time::timeout(limit.max(LOCAL_CALL_LIMIT), call).await {
                 Ok(r) => r,
                 Err(_) => Err(CallError::Timeout(name())),
             };
