@@ -417,6 +417,10 @@ fn a_remounted_folder_resumes_without_resurrecting() {
         wait_content(t, "changed.txt", "new\n", T);
     }
     wait_same(&trees, T);
+    assert_no_split_brain_after_remount(&c);
+}
+
+fn assert_no_split_brain_after_remount(c: &Cluster) {
     assert!(
         crate::support::replication::split_brain(c.node(1), "v")
             .values()
@@ -488,13 +492,7 @@ fn a_folder_remounted_in_the_middle_of_a_burst_gets_one_agent() {
         ["started", "started", "stopped", "started"],
         "one agent at a time on the folder:\n{log}"
     );
-    assert!(
-        crate::support::replication::split_brain(c.node(1), "v")
-            .values()
-            .all(Vec::is_empty),
-        "the remount created a split-brain"
-    );
-    c.assert_no_panics();
+    assert_no_split_brain_after_remount(&c);
 }
 
 /// Once m3 says it is in sync with brick 3 (cut off, so only that brick
