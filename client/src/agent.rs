@@ -156,6 +156,11 @@ pub(crate) struct Agent {
     pub(crate) attached: bool,
     /// New directories to walk again, and when.
     rewalk: Vec<(Instant, PathBuf)>,
+    /// Cancelled when the agent is told to stop (umount, shutdown): a
+    /// push round in progress sends nothing more and the agent ends; what
+    /// it did not send is found again by the next start's scan (the
+    /// journal records a change only once its brick acknowledged it).
+    stop: CancellationToken,
     /// Files written to and not closed since (by the watcher's events),
     /// with when the first such write was seen: a file still being written
     /// is not pushed (other mounts would show it half-written) until it is
@@ -343,6 +348,7 @@ impl Agent {
             dirty: BTreeSet::new(),
             attached,
             rewalk: Vec::new(),
+            stop: CancellationToken::new(),
             writing: HashMap::new(),
             failures: HashMap::new(),
             unserved: HashMap::new(),
@@ -435,6 +441,7 @@ impl Agent {
         token: CancellationToken,
         cmds: &mut tokio::sync::mpsc::UnboundedReceiver<Cmd>,
     ) {
+        self.stop = token.clone();
         // A folder that vanished after its first sync is reported, never
         // silently recreated (its files would count as deleted).
         if !self.attached {
@@ -964,7 +971,7 @@ impl Agent {
         let mut seen: BTreeSet<RelPath> = BTreeSet::new();
         let mut looked: Vec<RelPath> = Vec::new();
         for group in groups {
-            if out.stop {
+            if out.stop || self.stop.is_cancelled() {
                 rest.extend(group);
                 continue;
             }
@@ -1043,7 +1050,7 @@ impl Agent {
         let mut sent_failed: BTreeSet<RelPath> = BTreeSet::new();
         let mut sent = 0u32;
         for group in sends {
-            if out.stop {
+            if out.stop || self.stop.is_cancelled() {
                 for r in group {
                     sent_failed.insert(r.path().clone());
                     rest.push(r.path().clone());
