@@ -704,9 +704,7 @@ impl crate::host::Host for Node {
         token: &CancellationToken,
         make: crate::host::MakeTask,
     ) -> crate::host::TaskHandle {
-        let (supervisor, handle) = crate::host::supervise(name, token, make);
-        self.tasks.spawn(supervisor);
-        handle
+        self.spawn_supervised(name, token, make)
     }
 }
 

@@ -403,9 +403,9 @@ async fn write_batch(
 ) -> Response {
     let items = offer::writes(changeset, entries);
     let Some(v) = judge_quorum(host, b) else {
-        return offer::batch_response(offer::apply(b, None, items).await);
+        return offer::batch_response(offer::apply(b, items).await);
     };
-    let paths: Vec<crate::RelPath> = items.iter().map(|e| e.entry.path.clone()).collect();
+    let paths: Vec<crate::RelPath> = items.iter().map(|e| e.version.entry.path.clone()).collect();
     let waits = behind_peers(host, b, &v, &paths).await;
     let (go, wait): (Vec<_>, Vec<_>) = items
         .into_iter()
@@ -414,7 +414,7 @@ async fn write_batch(
         .partition(|(_, (_, w))| w.is_none());
     let order: Vec<usize> = go.iter().map(|(i, _)| *i).collect();
     let go = go.into_iter().map(|(_, (e, _))| e).collect();
-    let outcomes = match offer::apply(b, None, go).await {
+    let outcomes = match offer::apply(b, go).await {
         Ok(o) => o,
         Err(reason) => return offer::batch_response(Err(reason)),
     };

@@ -138,17 +138,13 @@ fn check_size(count: usize, bytes: usize) -> Result<(), String> {
 
 /// Applies versions of a batch; the answer, or why the whole batch was
 /// refused (then nothing of it was applied).
-pub async fn apply(
-    brick: &Arc<Brick>,
-    from_brick: Option<u64>,
-    items: Vec<Inline>,
-) -> Result<Vec<BatchOutcome>, String> {
+pub async fn apply(brick: &Arc<Brick>, items: Vec<Inline>) -> Result<Vec<BatchOutcome>, String> {
     let bytes = items.iter().map(|e| e.content.len()).sum();
     if let Err(reason) = check_size(items.len(), bytes) {
         tracing::warn!(brick = %brick.root.display(), "batch refused: {reason}");
         return Err(reason);
     }
-    let out = batch::apply_batch(brick, from_brick, items).await?;
+    let out = batch::apply_batch(brick, items).await?;
     Ok(out.into_iter().map(outcome).collect())
 }
 
@@ -161,14 +157,17 @@ pub async fn offer_batch(
     let items = entries
         .into_iter()
         .map(|e| Inline {
-            entry: e.entry,
-            chunks: e.chunks,
-            changeset: e.changeset,
+            version: Offered {
+                entry: e.entry,
+                chunks: e.chunks,
+                write: None,
+                from_brick: Some(from_brick),
+                changeset: e.changeset,
+            },
             content: e.content,
-            write: None,
         })
         .collect();
-    batch_response(apply(brick, Some(from_brick), items).await)
+    batch_response(apply(brick, items).await)
 }
 
 /// A mount's batch of local changes (members of `changeset`, if given) as
@@ -177,11 +176,14 @@ pub fn writes(changeset: Option<Changeset>, entries: Vec<WriteEntry>) -> Vec<Inl
     entries
         .into_iter()
         .map(|e| Inline {
-            entry: e.entry,
-            chunks: e.chunks,
-            changeset,
+            version: Offered {
+                entry: e.entry,
+                chunks: e.chunks,
+                write: Some(e.write),
+                from_brick: None,
+                changeset,
+            },
             content: e.content,
-            write: Some(e.write),
         })
         .collect()
 }

@@ -25,43 +25,36 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 use super::apply::{
-    admit, commit, failed, needs_content, validate, Admitted, Applied, OfferError, Refusal,
+    admit, commit, failed, needs_content, validate, Admitted, Applied, OfferError, Offered, Refusal,
 };
 use super::files::{self, TempFile};
-use super::types::{Changeset, ChunkRef, Entry, Kind, WriteInfo};
+use super::types::{ChunkRef, Entry, Kind};
 use super::{chunking, Brick, StoreError};
 
 /// Versions of one batch being applied at once (their temp files are
 /// written and fsynced on the blocking pool meanwhile).
 const APPLY_CONCURRENCY: usize = 64;
 
-/// One version of a batch: from a peer brick (final vectors) or from a
-/// mount (`write`: vectors assigned here), its whole content inline.
+/// One version of a batch, offered as a single one would be (its chunk
+/// list: none, or one chunk holding the whole content), with its whole
+/// content inline.
 #[derive(Debug, Clone)]
 pub struct Inline {
-    /// The version.
-    pub entry: Entry,
-    /// Its chunk list: none, or one chunk holding the whole content.
-    pub chunks: Vec<ChunkRef>,
-    /// Its changeset, if it belongs to one.
-    pub changeset: Option<Changeset>,
+    /// The version and where it comes from.
+    pub version: Offered,
     /// The whole content of a file (empty for other kinds).
     pub content: Vec<u8>,
-    /// For a mount's change: what it was written on.
-    pub write: Option<WriteInfo>,
 }
 
 /// No version is ever pulled from a stream in a batch.
 enum NoSource {}
 
-/// Applies a batch of versions (sent by brick `from_brick`, or by a mount
-/// when `None`), each as its single offer would be: its checks, path
-/// lock, decision and commit. One outcome per version, in order, once
-/// every version applied is durable; an error, and nothing applied, if
-/// the batch names a path twice.
+/// Applies a batch of versions, each as its single offer would be: its
+/// checks, path lock, decision and commit. One outcome per version, in
+/// order, once every version applied is durable; an error, and nothing
+/// applied, if the batch names a path twice.
 pub async fn apply_batch(
     brick: &Arc<Brick>,
-    from_brick: Option<u64>,
     items: Vec<Inline>,
 ) -> Result<Vec<Result<Applied, Refusal>>, String> {
     if let Err(reason) = check_batch(&items) {
@@ -71,7 +64,7 @@ pub async fn apply_batch(
     let n = items.len();
     let mut out = Vec::with_capacity(n);
     let mut applying = futures_util::stream::iter(items)
-        .map(|e| apply_one(brick, from_brick, e))
+        .map(|e| apply_one(brick, e))
         .buffered(APPLY_CONCURRENCY);
     while let Some(o) = applying.next().await {
         out.push(o);
@@ -87,19 +80,19 @@ pub async fn apply_batch(
 /// One version per path in a batch.
 fn check_batch(entries: &[Inline]) -> Result<(), String> {
     let mut seen = HashSet::with_capacity(entries.len());
-    if let Some(dup) = entries.iter().find(|e| !seen.insert(e.entry.path.as_str())) {
-        return Err(format!("{} offered twice in one batch", dup.entry.path));
+    if let Some(dup) = entries
+        .iter()
+        .map(|e| &e.version.entry.path)
+        .find(|p| !seen.insert(p.as_str()))
+    {
+        return Err(format!("{dup} offered twice in one batch"));
     }
     Ok(())
 }
 
 /// Applies one version of a batch; a failure is its own outcome.
-async fn apply_one(
-    brick: &Arc<Brick>,
-    from_brick: Option<u64>,
-    e: Inline,
-) -> Result<Applied, Refusal> {
-    match apply_inline(brick, from_brick, e).await {
+async fn apply_one(brick: &Arc<Brick>, e: Inline) -> Result<Applied, Refusal> {
+    match apply_inline(brick, e).await {
         Ok(a) => Ok(a),
         Err(OfferError::Refused(r)) => Err(r),
         Err(OfferError::Store(e)) => Err(failed(brick, e)),
@@ -109,17 +102,17 @@ async fn apply_one(
 
 /// [`super::apply::receive_offer`] for a version whose content came
 /// inline: the same checks, lock, decision and commit.
-async fn apply_inline(
-    brick: &Arc<Brick>,
-    from_brick: Option<u64>,
-    e: Inline,
-) -> Result<Applied, OfferError<NoSource>> {
+async fn apply_inline(brick: &Arc<Brick>, e: Inline) -> Result<Applied, OfferError<NoSource>> {
     let Inline {
-        entry,
-        chunks,
-        changeset,
+        version:
+            Offered {
+                entry,
+                chunks,
+                write,
+                from_brick,
+                changeset,
+            },
         content,
-        write,
     } = e;
     validate(&entry, &chunks)?;
     check_inline(&entry, &chunks, &content)?;
@@ -194,7 +187,7 @@ mod tests {
 
     fn file(path: &str, content: &[u8]) -> Inline {
         let hash = *blake3::hash(content).as_bytes();
-        Inline {
+        let version = Offered {
             entry: Entry {
                 kind: Kind::File,
                 size: content.len() as u64,
@@ -210,9 +203,13 @@ mod tests {
                     len: content.len() as u32,
                 }]
             },
-            changeset: None,
-            content: content.to_vec(),
             write: None,
+            from_brick: None,
+            changeset: None,
+        };
+        Inline {
+            version,
+            content: content.to_vec(),
         }
     }
 
@@ -223,27 +220,39 @@ mod tests {
     #[test]
     fn inline_content_must_match_its_entry() {
         let ok = file("a", b"hello");
-        assert!(check_inline(&ok.entry, &ok.chunks, &ok.content).is_ok());
+        assert!(check_inline(&ok.version.entry, &ok.version.chunks, &ok.content).is_ok());
         let empty = file("e", b"");
-        assert!(check_inline(&empty.entry, &empty.chunks, &empty.content).is_ok());
+        assert!(check_inline(&empty.version.entry, &empty.version.chunks, &empty.content).is_ok());
         // Other bytes than the hash says.
-        assert!(refused(check_inline(&ok.entry, &ok.chunks, b"hellO")));
+        assert!(refused(check_inline(
+            &ok.version.entry,
+            &ok.version.chunks,
+            b"hellO"
+        )));
         // Shorter or longer than the size.
-        assert!(refused(check_inline(&ok.entry, &ok.chunks, b"hell")));
+        assert!(refused(check_inline(
+            &ok.version.entry,
+            &ok.version.chunks,
+            b"hell"
+        )));
         // A chunk list naming other content.
-        let mut bad = ok.chunks.clone();
+        let mut bad = ok.version.chunks.clone();
         bad[0].hash = [9; 32];
-        assert!(refused(check_inline(&ok.entry, &bad, &ok.content)));
-        assert!(refused(check_inline(&ok.entry, &[], &ok.content)));
+        assert!(refused(check_inline(&ok.version.entry, &bad, &ok.content)));
+        assert!(refused(check_inline(&ok.version.entry, &[], &ok.content)));
         // Too big to travel inline.
         let big = vec![7u8; chunking::MIN_CHUNK as usize];
         let b = file("big", &big);
-        assert!(refused(check_inline(&b.entry, &b.chunks, &b.content)));
+        assert!(refused(check_inline(
+            &b.version.entry,
+            &b.version.chunks,
+            &b.content
+        )));
         // Content for a directory.
         let mut d = file("d", b"");
-        d.entry.kind = Kind::Dir;
-        assert!(check_inline(&d.entry, &[], &[]).is_ok());
-        assert!(refused(check_inline(&d.entry, &[], b"x")));
+        d.version.entry.kind = Kind::Dir;
+        assert!(check_inline(&d.version.entry, &[], &[]).is_ok());
+        assert!(refused(check_inline(&d.version.entry, &[], b"x")));
     }
 
     #[test]
