@@ -100,6 +100,7 @@ pub async fn run(a: DaemonArgs, state: PathBuf) -> Result<Outcome> {
     };
     let heal = gsync_heal::HealService::start(node.clone());
     let agents = gsync_client::AgentHost::start(node.clone()).await;
+    let mounts = agents.clone();
     node.set_extension(Arc::new(Extensions { heal, agents }));
     if let (Some(addr), Some(handle)) = (metrics_addr, metrics) {
         if let Err(e) = crate::metrics::serve(addr, handle, token.clone()).await {
@@ -107,7 +108,7 @@ pub async fn run(a: DaemonArgs, state: PathBuf) -> Result<Outcome> {
             return Err(e);
         }
     }
-    crate::monitor::start(node.clone(), state.clone());
+    crate::monitor::start(node.clone(), mounts);
     tracing::info!(pid = std::process::id(), state = %state.display(), "gsync daemon ready");
     crate::service::ready(&format!("serving on {listen}"));
     crate::service::start_watchdog(&state);

@@ -4,24 +4,21 @@
 //! or resolved) and sets the Prometheus metrics (a no-op unless
 //! `--metrics-listen` installed the recorder).
 //!
-//! It reads this node's own bricks in-process (no call to another node,
-//! so a pool of N nodes costs each one the same) and the mounts through
-//! the daemon's control socket; a sample that took long spaces the next
+//! It reads this node's own bricks and mounts in-process (no call to
+//! another node, so a pool of N nodes costs each one the same); a sample that took long spaces the next
 //! ones out, so the monitor never competes with replication under load.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gsync_brick::control::{CtlRequest, MountInfo};
+use gsync_brick::control::MountInfo;
 use gsync_brick::heal_types::BrickHealInfo;
 use gsync_brick::node::Node;
 use gsync_brick::pool::{Volume, VolumeState};
+use gsync_client::AgentHost;
 use metrics::{counter, gauge};
 use serde_json::json;
-
-use crate::ctl;
 
 /// How often the monitor samples (at least).
 pub const INTERVAL: Duration = Duration::from_secs(2);
@@ -55,7 +52,7 @@ struct Monitor {
 }
 
 /// Starts the monitor for the life of the node.
-pub fn start(node: Arc<Node>, state: PathBuf) {
+pub fn start(node: Arc<Node>, mounts: Arc<AgentHost>) {
     let n = node.clone();
     node.spawn(async move {
         let mut m = Monitor::default();
@@ -66,7 +63,7 @@ pub fn start(node: Arc<Node>, state: PathBuf) {
                 _ = tokio::time::sleep(pause) => {}
             }
             let t = Instant::now();
-            m.sample(&n, &state).await;
+            m.sample(&n, &mounts).await;
             pause = INTERVAL.max(t.elapsed() * DUTY);
         }
     });
@@ -79,7 +76,7 @@ fn unix_now() -> f64 {
 }
 
 impl Monitor {
-    async fn sample(&mut self, node: &Arc<Node>, state: &std::path::Path) {
+    async fn sample(&mut self, node: &Arc<Node>, mounts: &AgentHost) {
         let cfg = node.config();
         let started: Vec<_> = cfg
             .volumes
@@ -92,9 +89,7 @@ impl Monitor {
             self.heal(node, v, &infos);
             brick_counters(node, v);
         }
-        if let Ok(Ok(mounts)) = ctl::call::<Vec<MountInfo>>(state, &CtlRequest::MountList).await {
-            self.mounts(&mounts);
-        }
+        self.mounts(&mounts.list());
         for m in cfg.members.iter().filter(|m| m.uuid != node.me.uuid) {
             let conn = node.connection(m.uuid);
             let labels = [("peer", m.hostname.clone())];

@@ -478,7 +478,8 @@ impl AgentHost {
         }
     }
 
-    fn list(&self) -> Vec<MountInfo> {
+    /// The mounts of this daemon, as `gsync mount` lists them.
+    pub fn list(&self) -> Vec<MountInfo> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<MountInfo> = running
             .values()

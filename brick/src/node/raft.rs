@@ -67,15 +67,17 @@ type SErr = StorageError<Uuid>;
 /// How long a configuration change may wait for a majority.
 pub const CHANGE_WAIT: Duration = Duration::from_secs(6);
 
-/// How often the leader seeds the document and reconciles membership.
+/// How soon the leader looks again while membership work is left.
 const MAINTAIN: Duration = Duration::from_millis(300);
+/// The longest the leader's duties go unchecked when nothing changes.
+const MAINTAIN_BACKSTOP: Duration = Duration::from_secs(5);
 
 fn config() -> openraft::Config {
     openraft::Config {
         cluster_name: "gsync-pool".into(),
-        heartbeat_interval: 250,
-        election_timeout_min: 1200,
-        election_timeout_max: 2400,
+        heartbeat_interval: 500,
+        election_timeout_min: 2000,
+        election_timeout_max: 4000,
         install_snapshot_timeout: 2000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
         max_in_snapshot_log_to_keep: 100,
@@ -972,28 +974,56 @@ pub(super) fn leader(node: &Node) -> Option<Uuid> {
         .and_then(|r| r.metrics().borrow().current_leader)
 }
 
-/// The leader's duties, every [`MAINTAIN`]: seed the log with its document
-/// (a new group), and keep the voters equal to the document's members.
+/// The leader's duties: seed the log with its document (a new group), and
+/// keep the voters equal to the document's members. A round runs when the
+/// pool document, a member's connection or this node's place in the group
+/// (leader, membership) changes; while work is left (a learner catching
+/// up, a membership change under way) every [`MAINTAIN`]; otherwise at
+/// least every [`MAINTAIN_BACKSTOP`]. An idle pool wakes nobody.
 pub(super) async fn maintain(node: Arc<Node>) {
+    let mut changes = node.subscribe_changes();
+    let mut server = None;
+    let mut settled = false;
     loop {
+        if server.is_none() {
+            server = node.raft().map(|r| r.server_metrics());
+        }
+        changes.borrow_and_update();
+        if let Some(s) = server.as_mut() {
+            s.borrow_and_update();
+        }
+        let wait = if settled { MAINTAIN_BACKSTOP } else { MAINTAIN };
         tokio::select! {
             _ = node.token.cancelled() => return,
-            _ = tokio::time::sleep(MAINTAIN) => {}
+            _ = tokio::time::sleep(wait) => {}
+            r = changes.changed() => if r.is_err() { return },
+            _ = async {
+                let moved = match server.as_mut() {
+                    Some(s) => s.changed().await.is_ok(),
+                    None => false,
+                };
+                if !moved {
+                    std::future::pending::<()>().await;
+                }
+            } => {}
         }
         // Each round may wait for a majority: shutdown does not wait for it.
-        tokio::select! {
+        settled = tokio::select! {
             _ = node.token.cancelled() => return,
-            _ = maintain_once(&node) => {}
-        }
+            s = maintain_once(&node) => s,
+        };
     }
 }
 
-async fn maintain_once(node: &Arc<Node>) {
+/// One round of [`maintain`]; true when nothing is left to do.
+async fn maintain_once(node: &Arc<Node>) -> bool {
     {
-        let Some(raft) = node.raft() else { return };
+        let Some(raft) = node.raft() else {
+            return false;
+        };
         let metrics = raft.metrics().borrow().clone();
         if metrics.state != ServerState::Leader {
-            return;
+            return true;
         }
         if !node.seeded.load(std::sync::atomic::Ordering::SeqCst) {
             let doc = node.config();
@@ -1001,11 +1031,11 @@ async fn maintain_once(node: &Arc<Node>) {
             if let Ok(Err(e)) = tokio::time::timeout(CHANGE_WAIT, raft.client_write(cmd)).await {
                 tracing::debug!("seeding the pool document: {e}");
             }
-            return;
+            return false;
         }
         let membership = metrics.membership_config.membership().clone();
         if membership.get_joint_config().len() > 1 {
-            return;
+            return false;
         }
         let doc = node.config();
         let want: BTreeSet<Uuid> = doc.members.iter().map(|m| m.uuid).collect();
@@ -1021,7 +1051,7 @@ async fn maintain_once(node: &Arc<Node>) {
             if let Ok(Err(e)) = r {
                 tracing::debug!("add learner: {e}");
             }
-            return;
+            return false;
         }
         let last = metrics.last_log_index.unwrap_or(0);
         let caught_up = |u: &Uuid| {
@@ -1046,7 +1076,7 @@ async fn maintain_once(node: &Arc<Node>) {
             if let Ok(Err(e)) = r {
                 tracing::debug!("change membership: {e}");
             }
-            return;
+            return false;
         }
         let stray: BTreeSet<Uuid> = nodes
             .iter()
@@ -1062,7 +1092,9 @@ async fn maintain_once(node: &Arc<Node>) {
             if let Ok(Err(e)) = r {
                 tracing::debug!("remove learners: {e}");
             }
+            return false;
         }
+        target == want
     }
 }
 
