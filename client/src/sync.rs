@@ -4,7 +4,6 @@
 //! that was not pushed yet.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use gsync_brick::store::chunking;
@@ -1324,6 +1323,9 @@ fn synced_unchanged(r: &Record, st: &LocalStat) -> bool {
     }
 }
 
+/// How much content held locally one blocking job copies at most.
+const COPY_RUN: u64 = 64 << 20;
+
 /// Fetches a file's content (reusing chunks of the old local version at
 /// `full`) into a temp file in `dir` (default: beside `full`): verified,
 /// metadata set, its writeback started but not waited for (the caller
@@ -1350,23 +1352,18 @@ async fn fetch_temp(
     let mut stream = if need.is_empty() {
         None
     } else {
-        Some(remote::read_chunks(&m.node, t, &e.path, e.hash, need.clone()).await?)
+        Some(remote::read_chunks(&m.node, t, &e.path, e.hash, need).await?)
     };
     let parent = dir.unwrap_or_else(|| full.parent().unwrap_or(full));
     let (temp, file) = TempFile::create(parent).map_err(local_err)?;
     let cap = usize::try_from(e.size)
         .unwrap_or(usize::MAX)
         .clamp(8 << 10, 1 << 20);
-    let mut out = std::io::BufWriter::with_capacity(cap, file);
-    let mut old_file = if have.is_empty() {
-        None
-    } else {
-        std::fs::File::open(full).ok()
-    };
-    let mut whole = blake3::Hasher::new();
-    let need: std::collections::HashSet<u32> = need.into_iter().collect();
-    for (i, c) in chunks.iter().enumerate() {
-        let data = if need.contains(&(i as u32)) {
+    let mut out = chunking::Assembly::new(file, cap);
+    let mut i = 0;
+    while i < chunks.len() {
+        let c = chunks[i];
+        let Some(&off) = have.get(&c.hash) else {
             let Some(s) = stream.as_mut() else {
                 return Err(RemoteError::Unreachable("chunk stream missing".into()));
             };
@@ -1377,32 +1374,54 @@ async fn fetch_temp(
                     e.path
                 )));
             }
-            d
-        } else {
-            let off = have.get(&c.hash).copied().unwrap_or(0);
-            match old_file
-                .as_mut()
-                .map(|f| chunking::read_verified(f, off, c.len, &c.hash))
-            {
-                Some(Ok(d)) => d,
-                _ => {
-                    return Err(RemoteError::Unreachable(format!(
-                        "local copy of {} changed; refetching",
-                        e.path
-                    )))
-                }
-            }
+            out.add(&d).map_err(local_err)?;
+            i += 1;
+            continue;
         };
-        whole.update(&data);
-        out.write_all(&data).map_err(local_err)?;
+        // A run of chunks the old local version holds: copied on the
+        // blocking pool (a small change inside a big file copies nearly
+        // all of it), the old file opened once per run.
+        let mut run = vec![(c, (), off)];
+        let mut bytes = u64::from(c.len);
+        i += 1;
+        while let Some(&off) = chunks
+            .get(i)
+            .filter(|_| bytes < COPY_RUN)
+            .and_then(|c| have.get(&c.hash))
+        {
+            run.push((chunks[i], (), off));
+            bytes += u64::from(chunks[i].len);
+            i += 1;
+        }
+        let old = full.to_path_buf();
+        let (back, copied) = tokio::task::spawn_blocking(move || {
+            let r = out.copy_held(&run, |_| std::fs::File::open(&old));
+            (out, r)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        out = back;
+        match copied {
+            Ok(()) => {}
+            Err(chunking::CopyError::Write(err)) => return Err(local_err(err)),
+            Err(chunking::CopyError::Stale(_)) => {
+                return Err(RemoteError::Unreachable(format!(
+                    "local copy of {} changed; refetching",
+                    e.path
+                )))
+            }
+        }
     }
-    if whole.finalize().as_bytes() != &e.hash {
-        return Err(RemoteError::Unreachable(format!(
-            "content of {} does not match its hash",
-            e.path
-        )));
-    }
-    let f = out.into_inner().map_err(|e| local_err(e.into_error()))?;
+    let f = match out.finish(&e.hash) {
+        Ok(f) => f,
+        Err(chunking::Finish::Write(err)) => return Err(local_err(err)),
+        Err(chunking::Finish::Mismatch) => {
+            return Err(RemoteError::Unreachable(format!(
+                "content of {} does not match its hash",
+                e.path
+            )))
+        }
+    };
     start_writeback(&f);
     drop(f);
     files::set_meta(temp.path(), e.mode, e.mtime_ns, e.owner).map_err(local_err)?;

@@ -12,12 +12,12 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::future::Future;
-use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rusqlite::{params, Connection};
 
+use super::chunking::{Assembly, CopyError, Finish};
 use super::files::{self, TempFile};
 use super::reconcile::{reconcile, Plan, Refused, Src};
 use super::types::{Changeset, ChunkRef, Entry, Kind, WriteInfo};
@@ -277,18 +277,17 @@ async fn offer_impl<S: OfferSource>(
     let temp = if needs_content {
         let hashes: Vec<[u8; 32]> = chunks.iter().map(|c| c.hash).collect();
         let local = brick
-            .with_db(move |_, conn| -> Result<Vec<bool>, StoreError> {
-                hashes
-                    .iter()
-                    .map(|h| Ok(Brick::find_chunk(conn, h)?.is_some()))
-                    .collect()
-            })
+            .with_db(
+                move |_, conn| -> Result<Vec<Option<(String, u64)>>, StoreError> {
+                    hashes.iter().map(|h| Brick::find_chunk(conn, h)).collect()
+                },
+            )
             .await?;
         let need: Vec<u32> = (0..chunks.len() as u32)
-            .filter(|i| !local[*i as usize])
+            .filter(|i| local[*i as usize].is_none())
             .collect();
-        src.ask(need.clone()).await.map_err(OfferError::Source)?;
-        Some(receive_content(brick, &entry, &chunks, &need, src).await?)
+        src.ask(need).await.map_err(OfferError::Source)?;
+        Some(receive_content(brick, &entry, &chunks, local, src).await?)
     } else {
         None
     };
@@ -396,23 +395,33 @@ fn note_delete_lost(
     }
 }
 
+/// Where this brick holds a chunk: a file under its root and an offset.
+type Held = Option<(String, u64)>;
+
+/// How much content held here one blocking job copies at most.
+const COPY_RUN: u64 = 64 << 20;
+
 /// Builds the version's content in an fsynced temp file: the chunks
-/// asked for from `src`, the others copied from this brick's files, every
-/// one checked against its hash, the whole against the entry's.
+/// asked for from `src` (those `held` has no place for), the others copied
+/// from this brick's files, every one checked against its hash, the whole
+/// against the entry's. Runs of held chunks are read, checked and written
+/// on the blocking pool (a delta inside a big file copies nearly all of
+/// it: that must not hold an executor thread), the file each one lives in
+/// opened once per run.
 async fn receive_content<S: OfferSource>(
     brick: &Arc<Brick>,
     entry: &Entry,
     chunks: &[ChunkRef],
-    need: &[u32],
+    held: Vec<Held>,
     src: &mut S,
 ) -> Result<TempFile, OfferError<S::Error>> {
     let (temp, file) = TempFile::create(&files::tmp_dir(&brick.root))
         .map_err(|e| StoreError::io("create temp in", brick.root.display(), e))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let need: HashSet<u32> = need.iter().copied().collect();
-    let mut whole = blake3::Hasher::new();
-    for (i, c) in chunks.iter().enumerate() {
-        let data = if need.contains(&(i as u32)) {
+    let mut out = Assembly::new(file, 1 << 20);
+    let mut i = 0;
+    while i < chunks.len() {
+        if held[i].is_none() {
+            let c = &chunks[i];
             let data = src.next_chunk().await.map_err(OfferError::Source)?;
             if data.len() != c.len as usize || blake3::hash(&data).as_bytes() != &c.hash {
                 return Err(StoreError::BadContent(entry.path.to_string()).into());
@@ -425,18 +434,42 @@ async fn receive_content<S: OfferSource>(
                 .counters
                 .chunks_fetched
                 .fetch_add(1, Ordering::Relaxed);
-            data
-        } else {
-            let h = c.hash;
-            let len = c.len;
-            let found = brick
-                .with_db(move |_, conn| Brick::find_chunk(conn, &h))
-                .await?;
-            let data = found.as_ref().map(|(file, off)| {
-                File::open(brick.root.join(file))
-                    .and_then(|mut f| chunking::read_verified(&mut f, *off, len, &h))
-            });
-            if let Some(((file, off), Err(_))) = found.zip(data.as_ref()) {
+            out.add(&data)
+                .map_err(|e| StoreError::io("write", temp.path().display(), e))?;
+            i += 1;
+            continue;
+        }
+        let mut run = Vec::new();
+        let mut bytes = 0u64;
+        while i < chunks.len() && bytes < COPY_RUN {
+            let Some((file, off)) = held[i].clone() else {
+                break;
+            };
+            bytes += u64::from(chunks[i].len);
+            run.push((chunks[i], file, off));
+            i += 1;
+        }
+        let n = run.len() as u64;
+        let root = brick.root.clone();
+        let (back, run, copied) = tokio::task::spawn_blocking(move || {
+            let r = out.copy_held(&run, |f: &String| File::open(root.join(f)));
+            (out, run, r)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        out = back;
+        match copied {
+            Ok(()) => {
+                brick.counters.chunks_reused.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(CopyError::Write(e)) => {
+                return Err(StoreError::io("write", temp.path().display(), e).into());
+            }
+            Err(CopyError::Stale(k)) => {
+                let (h, file, off) = run
+                    .get(k)
+                    .map(|(c, f, o)| (c.hash, f.clone(), *o))
+                    .ok_or_else(|| StoreError::BadContent(entry.path.to_string()))?;
                 // The index row is stale (the file changed on disk, or a
                 // crash fell between a rename and its commit): forget it so
                 // the retry asks the sender instead of failing the same way
@@ -450,25 +483,17 @@ async fn receive_content<S: OfferSource>(
                     })
                     .await
                     .map_err(StoreError::from)?;
-            }
-            let got = data.and_then(Result::ok);
-            let Some(data) = got else {
-                // The local copy changed under us: fail; the sender retries.
                 return Err(StoreError::BadContent(entry.path.to_string()).into());
-            };
-            brick.counters.chunks_reused.fetch_add(1, Ordering::Relaxed);
-            data
-        };
-        whole.update(&data);
-        out.write_all(&data)
-            .map_err(|e| StoreError::io("write", temp.path().display(), e))?;
+            }
+        }
     }
-    if whole.finalize().as_bytes() != &entry.hash {
-        return Err(StoreError::BadContent(entry.path.to_string()).into());
-    }
-    let file = out
-        .into_inner()
-        .map_err(|e| StoreError::io("write", temp.path().display(), e.into_error()))?;
+    let file = match out.finish(&entry.hash) {
+        Ok(f) => f,
+        Err(Finish::Mismatch) => return Err(StoreError::BadContent(entry.path.to_string()).into()),
+        Err(Finish::Write(e)) => {
+            return Err(StoreError::io("write", temp.path().display(), e).into())
+        }
+    };
     // On the blocking pool: an fsync on the executor would stall every
     // other transfer of the node while the disk works.
     tokio::task::spawn_blocking(move || file.sync_all())
@@ -1204,6 +1229,7 @@ pub async fn choose(
 mod tests {
     use super::*;
     use crate::RelPath;
+    use std::io::Write;
 
     async fn apply(b: &Arc<Brick>, e: Entry) {
         let _g = b

@@ -6,7 +6,7 @@
 //! file. Files are streamed: memory stays bounded by the largest chunk.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use super::types::ChunkRef;
@@ -79,16 +79,29 @@ pub fn read_verified(
     len: u32,
     hash: &[u8; 32],
 ) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len as usize];
-    file.seek(SeekFrom::Start(offset))?;
-    file.read_exact(&mut buf)?;
-    if blake3::hash(&buf).as_bytes() != hash {
+    let mut buf = Vec::new();
+    read_verified_into(file, offset, len, hash, &mut buf)?;
+    Ok(buf)
+}
+
+/// [`read_verified`] into a buffer the caller reuses.
+pub fn read_verified_into(
+    file: &File,
+    offset: u64,
+    len: u32,
+    hash: &[u8; 32],
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    buf.resize(len as usize, 0);
+    file.read_exact_at(buf, offset)?;
+    if blake3::hash(buf).as_bytes() != hash {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "chunk changed on disk",
         ));
     }
-    Ok(buf)
+    Ok(())
 }
 
 /// Encodes a chunk list for the database (36 bytes per chunk).
@@ -165,5 +178,87 @@ mod tests {
         let c = chunk_reader(&[][..]).unwrap();
         assert_eq!(c.size, 0);
         assert!(c.chunks.is_empty());
+    }
+}
+
+/// A file's content written chunk by chunk, hashed as it goes: how a
+/// receiver (a brick or a mount) builds a version in its temp file from
+/// chunks it fetches and chunks it already holds.
+pub struct Assembly {
+    out: io::BufWriter<File>,
+    whole: blake3::Hasher,
+}
+
+/// Why a run of held chunks could not be copied.
+#[derive(Debug)]
+pub enum CopyError {
+    /// The chunk at this index of the run is no longer where it was said
+    /// to be (its file is gone or changed).
+    Stale(usize),
+    /// Writing the temp file failed.
+    Write(io::Error),
+}
+
+/// Why an assembled file is not the version it should be.
+#[derive(Debug)]
+pub enum Finish {
+    /// The content does not hash to the version's hash.
+    Mismatch,
+    /// Writing the temp file failed.
+    Write(io::Error),
+}
+
+impl Assembly {
+    /// Writes into `file` through a buffer of `cap` bytes.
+    pub fn new(file: File, cap: usize) -> Self {
+        Self {
+            out: io::BufWriter::with_capacity(cap, file),
+            whole: blake3::Hasher::new(),
+        }
+    }
+
+    /// Appends `data` (already checked by the caller).
+    pub fn add(&mut self, data: &[u8]) -> io::Result<()> {
+        self.whole.update(data);
+        self.out.write_all(data)
+    }
+
+    /// Appends chunks held in local files (blocking: run it off the async
+    /// executor): each `(chunk, file, offset)` is read from the file `open`
+    /// gives for its key (opened once while consecutive chunks share it)
+    /// and checked against its hash before it is written.
+    pub fn copy_held<K: PartialEq>(
+        &mut self,
+        run: &[(ChunkRef, K, u64)],
+        mut open: impl FnMut(&K) -> io::Result<File>,
+    ) -> Result<(), CopyError> {
+        let mut current: Option<(&K, File)> = None;
+        let mut buf = Vec::new();
+        for (k, (c, key, off)) in run.iter().enumerate() {
+            if current
+                .as_ref()
+                .is_none_or(|(open_key, _)| *open_key != key)
+            {
+                let f = open(key).map_err(|_| CopyError::Stale(k))?;
+                current = Some((key, f));
+            }
+            let Some((_, f)) = current.as_ref() else {
+                return Err(CopyError::Stale(k));
+            };
+            read_verified_into(f, *off, c.len, &c.hash, &mut buf)
+                .map_err(|_| CopyError::Stale(k))?;
+            self.add(&buf).map_err(CopyError::Write)?;
+        }
+        Ok(())
+    }
+
+    /// The written file, if its content hashes to `hash`.
+    pub fn finish(self, hash: &[u8; 32]) -> Result<File, Finish> {
+        if self.whole.finalize().as_bytes() != hash {
+            return Err(Finish::Mismatch);
+        }
+        self.out
+            .into_inner()
+            .map_err(|e| Finish::Write(e.into_error()))
     }
 }
