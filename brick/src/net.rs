@@ -100,9 +100,9 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn transport(keep_alive: bool) -> Arc<quinn::TransportConfig> {
+fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(keep_alive.then_some(KEEP_ALIVE));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
     // The constant is far below quinn's limit, so the conversion cannot fail.
     t.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
     t.max_concurrent_bidi_streams(256u32.into());
@@ -244,7 +244,7 @@ pub fn client_config(
     crypto.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(crypto).map_err(|e| NetError::Tls(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
-    cfg.transport_config(transport(true));
+    cfg.transport_config(transport());
     Ok(cfg)
 }
 
@@ -263,7 +263,7 @@ fn server_config(id: &Identity) -> Result<quinn::ServerConfig, NetError> {
     crypto.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicServerConfig::try_from(crypto).map_err(|e| NetError::Tls(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    cfg.transport_config(transport(false));
+    cfg.transport_config(transport());
     Ok(cfg)
 }
 

@@ -65,7 +65,7 @@ type Entry = openraft::Entry<TypeConfig>;
 type SErr = StorageError<Uuid>;
 
 /// How long a configuration change may wait for a majority.
-pub const CHANGE_WAIT: Duration = Duration::from_secs(6);
+pub const CHANGE_WAIT: Duration = Duration::from_secs(8);
 
 /// How soon the leader looks again while membership work is left.
 const MAINTAIN: Duration = Duration::from_millis(300);
@@ -76,8 +76,8 @@ fn config() -> openraft::Config {
     openraft::Config {
         cluster_name: "gsync-pool".into(),
         heartbeat_interval: 500,
-        election_timeout_min: 2000,
-        election_timeout_max: 4000,
+        election_timeout_min: 1500,
+        election_timeout_max: 3000,
         install_snapshot_timeout: 2000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
         max_in_snapshot_log_to_keep: 100,
