@@ -28,14 +28,17 @@
 //! at once, each answered with one outcome per version; the rows of the
 //! versions applied are confirmed together, the refused ones deferred one
 //! by one as a refused single offer is. Larger files, and paths with
-//! split-brain siblings, keep one offer each with their chunks streamed.
+//! split-brain siblings, keep one offer each with their chunks streamed,
+//! in a lane beside the passes ([`Lane`]): a pass does not wait for a big
+//! file's transfer, so the small changes written after it are not held
+//! up behind it.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -191,7 +194,20 @@ async fn replicator(host: Arc<dyn Host>, brick: Arc<Brick>, peer: u64) {
     let mut pushed_this_pass = false;
     let mut fill = FillCheck::default();
     let mut marks = SeqMarks::new(brick.seq());
+    let mut lane = Lane::default();
+    let mut finished: Vec<Pushed> = Vec::new();
     loop {
+        // Offers of single paths that finished meanwhile.
+        finished.extend(lane.finished());
+        let done = std::mem::take(&mut finished);
+        if !done.is_empty()
+            && settle(&brick, peer, done, &mut deferred, &mut pushed_this_pass).await
+        {
+            failing = true;
+            cursor = 0;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
         if let Some(upto) = fill.run(&host, &brick, peer).await {
             heal_upto = heal_upto.max(upto);
         }
@@ -232,6 +248,7 @@ async fn replicator(host: Arc<dyn Host>, brick: Arc<Brick>, peer: u64) {
             tokio::select! {
                 _ = seq_rx.changed() => {}
                 _ = changes.changed() => {}
+                done = lane.next_finished() => finished = done,
                 _ = tokio::time::sleep(wake) => {}
             }
             continue;
@@ -283,6 +300,11 @@ async fn replicator(host: Arc<dyn Host>, brick: Arc<Brick>, peer: u64) {
                     .await;
                 continue;
             };
+            if lane.holds_up(&rel) {
+                // Its path (or one above or below it) is being offered:
+                // the next pass looks again.
+                continue;
+            }
             let misses = match deferred.get(&path) {
                 Some(d) if d.seq == seq && d.at > tokio::time::Instant::now() => continue,
                 Some(d) if d.seq == seq => d.misses,
@@ -347,85 +369,52 @@ async fn replicator(host: Arc<dyn Host>, brick: Arc<Brick>, peer: u64) {
             push_order(&brick, work).await
         };
         for group in groups {
+            // A group goes after the one before it: a deletion waits for
+            // an offer still in the lane below or above it.
+            while group.iter().any(|(_, rel, _)| lane.holds_up(rel)) {
+                let done = lane.next_finished().await;
+                link_failed |=
+                    settle(&brick, peer, done, &mut deferred, &mut pushed_this_pass).await;
+            }
+            if link_failed {
+                break;
+            }
             let jobs = plan_jobs(&brick, group, heal_upto).await;
-            let results: Vec<_> = futures_util::stream::iter(jobs)
-                .map(|job| {
-                    let (host, brick) = (&host, &brick);
-                    async move {
-                        match job {
-                            Job::Batch(items) => push_batch(host, brick, peer, target, items).await,
-                            Job::Path((path, rel, seq)) => {
-                                let is_heal = seq <= heal_upto;
-                                if is_heal {
-                                    brick.counters.healing.fetch_add(1, Ordering::Relaxed);
-                                }
-                                let res =
-                                    push_path_paced(host, brick, peer, target, &rel, is_heal).await;
-                                if is_heal {
-                                    brick.counters.healing.fetch_sub(1, Ordering::Relaxed);
-                                }
-                                vec![(path, seq, is_heal, res)]
-                            }
+            let mut batches = Vec::new();
+            for job in jobs {
+                match job {
+                    Job::Batch(items) => batches.push(items),
+                    Job::Path((path, rel, seq)) => {
+                        // A full lane: wait for a place in it.
+                        while lane.is_full() && !link_failed {
+                            let done = lane.next_finished().await;
+                            link_failed |=
+                                settle(&brick, peer, done, &mut deferred, &mut pushed_this_pass)
+                                    .await;
+                        }
+                        if !link_failed {
+                            lane.start(
+                                &host,
+                                &brick,
+                                peer,
+                                target,
+                                (path, rel, seq),
+                                seq <= heal_upto,
+                            );
                         }
                     }
-                })
+                }
+            }
+            let results: Vec<_> = futures_util::stream::iter(batches)
+                .map(|items| push_batch(&host, &brick, peer, target, items))
                 .buffer_unordered(PUSH_CONCURRENCY)
                 .collect::<Vec<_>>()
                 .await
                 .into_iter()
                 .flatten()
                 .collect();
-            let mut confirmed: Vec<(String, u64)> = Vec::new();
-            for (path, seq, is_heal, res) in results {
-                match res {
-                    Ok(bytes) => {
-                        pushed_this_pass = true;
-                        deferred.remove(&path);
-                        if is_heal {
-                            crate::failpoint::hit("heal-mid-replay");
-                            brick.counters.add_heal(bytes);
-                        }
-                        confirmed.push((path, seq));
-                    }
-                    Err(e @ (PushError::Refused(_) | PushError::Store(_))) => {
-                        // About this path only: retry it later, go on with the rest.
-                        let backoff = deferred
-                            .get(&path)
-                            .filter(|d| d.seq == seq)
-                            .map_or(REFUSED_RETRY.0, |d| (d.backoff * 2).min(REFUSED_RETRY.1));
-                        if backoff == REFUSED_RETRY.0 {
-                            tracing::warn!(%path, peer, "replication refused; will retry: {e}");
-                        } else {
-                            tracing::debug!(%path, peer, "replication refused again: {e}");
-                        }
-                        deferred.insert(
-                            path,
-                            Deferred {
-                                seq,
-                                at: tokio::time::Instant::now() + backoff,
-                                backoff,
-                                misses: WATCH_MISSES,
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        // The peer or the link failed: stop, start over later.
-                        tracing::debug!(path, peer, "replication deferred: {e}");
-                        link_failed = true;
-                    }
-                }
-            }
-            if !confirmed.is_empty() {
-                // With the brick's other commits (one fsync for all).
-                let _ = brick
-                    .commit(Vec::new(), move |c| {
-                        for (p, s) in &confirmed {
-                            Brick::confirm(c, peer, p, *s)?;
-                        }
-                        Ok(())
-                    })
-                    .await;
-            }
+            link_failed |=
+                settle(&brick, peer, results, &mut deferred, &mut pushed_this_pass).await;
             if link_failed {
                 break;
             }
@@ -437,6 +426,157 @@ async fn replicator(host: Arc<dyn Host>, brick: Arc<Brick>, peer: u64) {
             continue;
         }
         deferred.retain(|_, d| d.at + REFUSED_RETRY.1 > tokio::time::Instant::now());
+    }
+}
+
+/// What became of one pushed row: its path, sequence, whether it counted
+/// as a heal, and the push's outcome (bytes sent).
+type Pushed = (String, u64, bool, Result<u64, PushError>);
+
+/// Records what became of pushed rows: confirms the applied ones (one
+/// commit, with the brick's others), defers the refused ones with a
+/// growing backoff. Returns true if the peer or the link failed.
+async fn settle(
+    brick: &Arc<Brick>,
+    peer: u64,
+    results: Vec<Pushed>,
+    deferred: &mut std::collections::HashMap<String, Deferred>,
+    pushed: &mut bool,
+) -> bool {
+    let mut link_failed = false;
+    let mut confirmed: Vec<(String, u64)> = Vec::new();
+    for (path, seq, is_heal, res) in results {
+        match res {
+            Ok(bytes) => {
+                *pushed = true;
+                deferred.remove(&path);
+                if is_heal {
+                    crate::failpoint::hit("heal-mid-replay");
+                    brick.counters.add_heal(bytes);
+                }
+                confirmed.push((path, seq));
+            }
+            Err(e @ (PushError::Refused(_) | PushError::Store(_))) => {
+                // About this path only: retry it later, go on with the rest.
+                let backoff = deferred
+                    .get(&path)
+                    .filter(|d| d.seq == seq)
+                    .map_or(REFUSED_RETRY.0, |d| (d.backoff * 2).min(REFUSED_RETRY.1));
+                if backoff == REFUSED_RETRY.0 {
+                    tracing::warn!(%path, peer, "replication refused; will retry: {e}");
+                } else {
+                    tracing::debug!(%path, peer, "replication refused again: {e}");
+                }
+                deferred.insert(
+                    path,
+                    Deferred {
+                        seq,
+                        at: tokio::time::Instant::now() + backoff,
+                        backoff,
+                        misses: WATCH_MISSES,
+                    },
+                );
+            }
+            Err(e) => {
+                // The peer or the link failed: stop, start over later.
+                tracing::debug!(path, peer, "replication deferred: {e}");
+                link_failed = true;
+            }
+        }
+    }
+    if !confirmed.is_empty() {
+        // With the brick's other commits (one fsync for all).
+        let _ = brick
+            .commit(Vec::new(), move |c| {
+                for (p, s) in &confirmed {
+                    Brick::confirm(c, peer, p, *s)?;
+                }
+                Ok(())
+            })
+            .await;
+    }
+    link_failed
+}
+
+/// Offers of single paths (files of a chunk or more, paths with
+/// split-brain siblings) in flight to the peer, outside the passes: a
+/// pass does not wait for them, so a big file's transfer does not hold up
+/// the small changes written after it. A row whose path is in the lane,
+/// or lies above or below one that is, waits for the next pass (a
+/// directory's deletion never overtakes the offer of a file inside it).
+#[derive(Default)]
+struct Lane {
+    running: futures_util::stream::FuturesUnordered<
+        std::pin::Pin<Box<dyn std::future::Future<Output = Pushed> + Send>>,
+    >,
+    /// The pending row's path and the path of each offer running.
+    paths: Vec<(String, RelPath)>,
+}
+
+impl Lane {
+    fn is_full(&self) -> bool {
+        self.running.len() >= PUSH_CONCURRENCY
+    }
+
+    /// True if `rel` must wait for an offer in the lane.
+    fn holds_up(&self, rel: &RelPath) -> bool {
+        self.paths
+            .iter()
+            .any(|(_, p)| p.starts_with(rel) || rel.starts_with(p))
+    }
+
+    /// Starts offering `rel` (pending row `path`, `seq`) to the peer.
+    fn start(
+        &mut self,
+        host: &Arc<dyn Host>,
+        brick: &Arc<Brick>,
+        peer: u64,
+        target: Uuid,
+        (path, rel, seq): (String, RelPath, u64),
+        is_heal: bool,
+    ) {
+        let (host, brick) = (host.clone(), brick.clone());
+        self.paths.push((path.clone(), rel.clone()));
+        self.running.push(Box::pin(async move {
+            if is_heal {
+                brick.counters.healing.fetch_add(1, Ordering::Relaxed);
+            }
+            let res = push_path_paced(&host, &brick, peer, target, &rel, is_heal).await;
+            if is_heal {
+                brick.counters.healing.fetch_sub(1, Ordering::Relaxed);
+            }
+            (path, seq, is_heal, res)
+        }));
+    }
+
+    /// The offers finished by now, without waiting.
+    fn finished(&mut self) -> Vec<Pushed> {
+        let mut out = Vec::new();
+        while let Some(Some(r)) = self.running.next().now_or_never() {
+            self.forget(&r.0);
+            out.push(r);
+        }
+        out
+    }
+
+    /// Waits for the next offer to finish (forever when none runs).
+    async fn next_finished(&mut self) -> Vec<Pushed> {
+        match self.running.next().await {
+            Some(r) => {
+                self.forget(&r.0);
+                vec![r]
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn forget(&mut self, path: &str) {
+        if let Some(i) = self.paths.iter().position(|(p, _)| p == path) {
+            self.paths.swap_remove(i);
+        }
+        if self.running.is_empty() {
+            self.paths.clear();
+        }
     }
 }
 
