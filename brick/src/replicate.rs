@@ -347,14 +347,7 @@ async fn replicator(host: Arc<dyn Host>, brick: Arc<Brick>, peer: u64) {
                         for (p, _) in &held {
                             deferred.remove(p);
                         }
-                        let _ = brick
-                            .commit(Vec::new(), move |c| {
-                                for (p, s) in &held {
-                                    Brick::confirm(c, peer, p, *s)?;
-                                }
-                                Ok(())
-                            })
-                            .await;
+                        confirm_rows(&brick, peer, held).await;
                     }
                 }
                 Err(e) => {
@@ -485,17 +478,22 @@ async fn settle(
         }
     }
     if !confirmed.is_empty() {
-        // With the brick's other commits (one fsync for all).
-        let _ = brick
-            .commit(Vec::new(), move |c| {
-                for (p, s) in &confirmed {
-                    Brick::confirm(c, peer, p, *s)?;
-                }
-                Ok(())
-            })
-            .await;
+        confirm_rows(brick, peer, confirmed).await;
     }
     link_failed
+}
+
+/// Deletes the pending rows `(path, seq)` the peer now holds, in one
+/// commit shared with the brick's others (one fsync for all).
+async fn confirm_rows(brick: &Arc<Brick>, peer: u64, rows: Vec<(String, u64)>) {
+    let _ = brick
+        .commit(Vec::new(), move |c| {
+            for (p, s) in &rows {
+                Brick::confirm(c, peer, p, *s)?;
+            }
+            Ok(())
+        })
+        .await;
 }
 
 /// Offers of single paths (files of a chunk or more, paths with
