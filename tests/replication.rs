@@ -152,6 +152,44 @@ fn hwm_mib(c: &Cluster, i: usize) -> u64 {
         / 1024
 }
 
+/// A file on its way to the other bricks does not hold up the small
+/// changes written after it: they reach the other bricks and mounts while
+/// the big one is still under way. (A test-build failpoint makes every
+/// single-file offer of node 1's brick wait 20 s, as a transfer of
+/// gigabytes would; before, the replication pass waited for it and the
+/// small file came after.)
+#[test]
+fn small_changes_overtake_a_big_file_on_its_way() {
+    if !gsync_brick::failpoint::ENABLED {
+        eprintln!("SKIP: build with --features failpoints");
+        return;
+    }
+    let mut c = volume(3);
+    c.node_mut(1).env = vec![("GSYNC_FAILPOINT".into(), "replicate-slow-offer".into())];
+    c.node_mut(1).restart();
+    c.wait_connected();
+    let m1 = c.mount("v", 1);
+    let m2 = c.mount("v", 2);
+    let b = bricks(&c, "v");
+    let big: Vec<u8> = (0..MIB).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(m1.join("big.bin"), &big).unwrap();
+    wait_until(Duration::from_secs(30), "big.bin on brick 1", || {
+        has_size(&b[0].join("big.bin"), MIB)
+    });
+    std::fs::write(m1.join("small.txt"), "written after the big one\n").unwrap();
+    wait_until(Duration::from_secs(15), "small.txt on m2", || {
+        std::fs::read(m2.join("small.txt")).is_ok_and(|d| d == b"written after the big one\n")
+    });
+    assert!(
+        !has_size(&b[1].join("big.bin"), MIB),
+        "big.bin reached brick 2 before the small file: nothing overtook it"
+    );
+    wait_until(Duration::from_secs(90), "big.bin on m2 in the end", || {
+        std::fs::read(m2.join("big.bin")).is_ok_and(|d| d == big)
+    });
+    c.assert_no_panics();
+}
+
 /// A 256 MiB file reaches every brick in bounded memory; a 1 MiB change in
 /// its middle moves only the chunks around the change.
 #[test]

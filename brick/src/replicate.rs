@@ -536,6 +536,8 @@ impl Lane {
         let (host, brick) = (host.clone(), brick.clone());
         self.paths.push((path.clone(), rel.clone()));
         self.running.push(Box::pin(async move {
+            // Test builds: a big transfer made long, to see what overtakes it.
+            crate::failpoint::delay("replicate-slow-offer", Duration::from_secs(20)).await;
             if is_heal {
                 brick.counters.healing.fetch_add(1, Ordering::Relaxed);
             }
