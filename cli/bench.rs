@@ -815,12 +815,21 @@ fn big_file(lab: &Lab, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
         f.seek(SeekFrom::Start(bytes / 2))?;
         fill(&mut f, 1 << 20, 99)?;
     }
-    for n in 2..=3 {
-        let p = lab.mount_dir(n).join("big.bin");
-        wait_for(Duration::from_secs(3600), "the change", || {
-            hash_file(&p) == Some(want)
-        })?;
-    }
+    // Meanwhile, small files written into m1 one after the other, each
+    // timed until m2 shows it: does the big change hold them up?
+    let spreading = std::sync::atomic::AtomicBool::new(true);
+    let (waited, during) = std::thread::scope(|s| {
+        let writer = s.spawn(|| writes_meanwhile(lab, &spreading));
+        let waited = (2..=3).try_for_each(|n| {
+            let p = lab.mount_dir(n).join("big.bin");
+            wait_for(Duration::from_secs(3600), "the change", || {
+                hash_file(&p) == Some(want)
+            })
+        });
+        spreading.store(false, std::sync::atomic::Ordering::SeqCst);
+        (waited, writer.join().unwrap_or_default())
+    });
+    waited?;
     let g = secs(t);
     let wire = loopback_bytes()
         .zip(wire0)
@@ -858,7 +867,48 @@ fn big_file(lab: &Lab, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
         ),
     });
     let _ = std::fs::remove_file(&staged);
+    let mut during = during;
+    if !during.is_empty() {
+        let n = during.len();
+        let max = during.iter().copied().fold(0.0, f64::max);
+        rows.push(Row {
+            workload: format!("small writes meanwhile, slowest of {n} (m1 -> m2)"),
+            gsync: max,
+            unit: "ms",
+            rsync: None,
+            rsync_fsync: None,
+            local: None,
+            note: format!("p50 {:.0} ms", pct(&mut during, 0.5)),
+        });
+    }
     Ok(())
+}
+
+/// Writes small files into m1 one after the other while `spreading`, each
+/// timed (ms) until m2 shows it; a file not shown within 60 s counts as
+/// 60 s.
+fn writes_meanwhile(lab: &Lab, spreading: &std::sync::atomic::AtomicBool) -> Vec<f64> {
+    let (m1, m2) = (lab.mount_dir(1), lab.mount_dir(2));
+    let mut out = Vec::new();
+    let mut k = 0u32;
+    while spreading.load(std::sync::atomic::Ordering::SeqCst) {
+        let name = format!("during-{k}.txt");
+        k += 1;
+        let body = format!("small write {k}\n");
+        let t = Instant::now();
+        if std::fs::write(m1.join(&name), &body).is_err() {
+            break;
+        }
+        let _ = wait_every(
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+            "a small write on another mount",
+            || std::fs::read_to_string(m2.join(&name)).is_ok_and(|s| s == body),
+        );
+        out.push(secs(t) * 1000.0);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    out
 }
 
 fn heal_info(lab: &Lab, _plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
