@@ -5,8 +5,9 @@
 //! `--metrics-listen` installed the recorder).
 //!
 //! It reads this node's own bricks and mounts in-process (no call to
-//! another node, so a pool of N nodes costs each one the same); a sample that took long spaces the next
-//! ones out, so the monitor never competes with replication under load.
+//! another node, so a pool of N nodes costs each one the same); a sample
+//! that took long spaces the next ones out, so the monitor never competes
+//! with replication under load.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;

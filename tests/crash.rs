@@ -120,8 +120,7 @@ fn crash_agent_after_push_before_journal() {
 /// Restarts node `i` with crash point `point` armed and, unless `ready` is
 /// empty, waits until its mount state says `ready` (the node alive).
 fn arm(c: &mut Cluster, i: usize, point: &str, ready: &str) {
-    c.node_mut(i).env = vec![("GSYNC_FAILPOINT".into(), point.into())];
-    c.node_mut(i).restart();
+    c.node_mut(i).restart_with_failpoint(point);
     if !ready.is_empty() {
         wait_until(Duration::from_secs(30), ready, || {
             c.node(i).cli(&["mount"]).stdout.contains(ready)

@@ -444,8 +444,7 @@ fn a_folder_remounted_in_the_middle_of_a_burst_gets_one_agent() {
     let [m1, _m2, m3] = m.clone();
     // Node 3's agent takes 500 ms more per path it pushes: the burst keeps
     // it busy for seconds, so the umount comes in the middle of it.
-    c.node_mut(3).env = vec![("GSYNC_FAILPOINT".into(), "agent-slow-push".into())];
-    c.node_mut(3).restart();
+    c.node_mut(3).restart_with_failpoint("agent-slow-push");
     for d in 0..4 {
         std::fs::create_dir_all(m3.join(format!("burst/d{d}"))).unwrap();
         for i in 0..250 {

@@ -773,8 +773,7 @@ fn a_mount_agent_that_panics_is_started_again() {
     }
     let (mut c, m) = three_mounts();
     let [m1, m2, _] = m.clone();
-    c.node_mut(1).env = vec![("GSYNC_FAILPOINT".into(), "agent-panic-once".into())];
-    c.node_mut(1).restart();
+    c.node_mut(1).restart_with_failpoint("agent-panic-once");
     std::fs::write(m1.join("before.txt"), "pushed after the restart\n").unwrap();
     wait_content(&m2, "before.txt", "pushed after the restart\n", T);
     assert!(

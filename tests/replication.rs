@@ -165,8 +165,7 @@ fn small_changes_overtake_a_big_file_on_its_way() {
         return;
     }
     let mut c = volume(3);
-    c.node_mut(1).env = vec![("GSYNC_FAILPOINT".into(), "replicate-slow-offer".into())];
-    c.node_mut(1).restart();
+    c.node_mut(1).restart_with_failpoint("replicate-slow-offer");
     c.wait_connected();
     let m1 = c.mount("v", 1);
     let m2 = c.mount("v", 2);

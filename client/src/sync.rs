@@ -1323,9 +1323,6 @@ fn synced_unchanged(r: &Record, st: &LocalStat) -> bool {
     }
 }
 
-/// How much content held locally one blocking job copies at most.
-const COPY_RUN: u64 = 64 << 20;
-
 /// Fetches a file's content (reusing chunks of the old local version at
 /// `full`) into a temp file in `dir` (default: beside `full`): verified,
 /// metadata set, its writeback started but not waited for (the caller
@@ -1386,7 +1383,7 @@ async fn fetch_temp(
         i += 1;
         while let Some(&off) = chunks
             .get(i)
-            .filter(|_| bytes < COPY_RUN)
+            .filter(|_| bytes < chunking::COPY_RUN)
             .and_then(|c| have.get(&c.hash))
         {
             run.push((chunks[i], (), off));

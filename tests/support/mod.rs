@@ -212,6 +212,13 @@ impl Node {
         self.start();
     }
 
+    /// Restarts the daemon (kill -9) with test-build failpoint `name`
+    /// armed (`GSYNC_FAILPOINT`).
+    pub fn restart_with_failpoint(&mut self, name: &str) {
+        self.env = vec![("GSYNC_FAILPOINT".into(), name.into())];
+        self.restart();
+    }
+
     pub fn running(&self) -> bool {
         self.child.is_some()
     }

@@ -997,15 +997,16 @@ pub(super) async fn maintain(node: Arc<Node>) {
             _ = node.token.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
             r = changes.changed() => if r.is_err() { return },
-            _ = async {
-                let moved = match server.as_mut() {
+            alive = async {
+                match server.as_mut() {
                     Some(s) => s.changed().await.is_ok(),
-                    None => false,
-                };
-                if !moved {
-                    std::future::pending::<()>().await;
+                    None => std::future::pending().await,
                 }
-            } => {}
+            } => if !alive {
+                // That group stopped (a detach or probe starts a new
+                // one): follow the node's current group.
+                server = None;
+            },
         }
         // Each round may wait for a majority: shutdown does not wait for it.
         settled = tokio::select! {

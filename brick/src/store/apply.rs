@@ -398,9 +398,6 @@ fn note_delete_lost(
 /// Where this brick holds a chunk: a file under its root and an offset.
 type Held = Option<(String, u64)>;
 
-/// How much content held here one blocking job copies at most.
-const COPY_RUN: u64 = 64 << 20;
-
 /// Builds the version's content in an fsynced temp file: the chunks
 /// asked for from `src` (those `held` has no place for), the others copied
 /// from this brick's files, every one checked against its hash, the whole
@@ -441,7 +438,7 @@ async fn receive_content<S: OfferSource>(
         }
         let mut run = Vec::new();
         let mut bytes = 0u64;
-        while i < chunks.len() && bytes < COPY_RUN {
+        while i < chunks.len() && bytes < chunking::COPY_RUN {
             let Some((file, off)) = held[i].clone() else {
                 break;
             };

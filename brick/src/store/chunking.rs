@@ -181,6 +181,10 @@ mod tests {
     }
 }
 
+/// How much content held locally one blocking job of
+/// [`Assembly::copy_held`] copies at most.
+pub const COPY_RUN: u64 = 64 << 20;
+
 /// A file's content written chunk by chunk, hashed as it goes: how a
 /// receiver (a brick or a mount) builds a version in its temp file from
 /// chunks it fetches and chunks it already holds.
