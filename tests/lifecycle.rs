@@ -439,6 +439,24 @@ fn rate_limited_heal_is_paced() {
     c.assert_no_panics();
 }
 
+/// An operator who detaches a node and probes it straight back (a script,
+/// or a change of mind) gets it back: the detach answers once the node has
+/// left, so the probe finds a pool of one, never a node half-way out.
+#[test]
+fn a_detached_node_probed_back_at_once_rejoins() {
+    let c = Cluster::start(3);
+    c.form_pool();
+    for from in [1, 2] {
+        let r = c.node(from).cli(&["peer", "detach", "127.0.0.3"]).ok();
+        assert_eq!(r.stdout.trim(), "peer detach: success");
+        probe(&c, from, 3, &[1, 2, 3]);
+        let status = c.node(3).cli(&["peer", "status"]).ok().stdout;
+        assert!(status.starts_with("Number of Peers: 2"), "{status}");
+    }
+    // And it takes part in the pool's next change.
+    c.create_volume("w");
+}
+
 #[test]
 fn detached_node_is_told_and_can_be_probed_again_from_any_member() {
     let mut c = Cluster::start(3);

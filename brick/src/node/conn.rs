@@ -2,8 +2,9 @@
 //! every pool member (the lower id dials; the other only after hearing
 //! nothing for a while, e.g. right after a probe), the accept loop takes
 //! incoming ones; each starts with a `Hello` whose protocol version both
-//! sides check, is registered as the link to that member, and has its
-//! streams served (`serve::dispatch`) until it closes. A key that is not a
+//! sides check, is registered as the link to that member (only after that
+//! check: a refused `Hello` is answered and its connection closed), and has
+//! its streams served (`serve::dispatch`) until it closes. A key that is not a
 //! member's may only probe (first contact). The pool document itself
 //! travels only through the pool's consensus (`raft`). Malformed frames
 //! close the offending stream, never the daemon.
@@ -187,11 +188,47 @@ async fn handle_incoming(node: Arc<Node>, incoming: quinn::Incoming) {
     let member = node.config().member_by_fingerprint(&fp).map(|m| m.uuid);
     match member {
         Some(peer) => {
-            node.register(peer, conn.clone());
+            if greet(&node, &conn, peer).await {
+                node.register(peer, conn.clone());
+            }
             serve_conn(node, conn, peer).await;
         }
         None => serve_stranger(node, conn, fp).await,
     }
+}
+
+/// Serves the first stream of member `peer`'s incoming connection and says
+/// whether it was a good `Hello`: only then is the connection registered as
+/// the link to that member. A refused `Hello` (another protocol version, a
+/// different node id) is answered and the connection closed once the
+/// dialer had the answer; it never shows as a link. Any other first request
+/// (a one-off message such as `Detached`) is served without registering.
+async fn greet(node: &Arc<Node>, conn: &quinn::Connection, peer: Uuid) -> bool {
+    let first = tokio::select! {
+        _ = node.token.cancelled() => return false,
+        s = tokio::time::timeout(super::RPC_TIMEOUT, conn.accept_bi()) => s,
+    };
+    let Ok(Ok((mut send, mut recv))) = first else {
+        return false;
+    };
+    let Some(req) = read_request(node, peer, &mut send, &mut recv).await else {
+        return false;
+    };
+    let Request::Hello(h) = req else {
+        let n = node.clone();
+        node.spawn(async move { serve_request(n, peer, req, send, recv).await });
+        return false;
+    };
+    let answer = answer_hello(node, peer, &h);
+    let good = matches!(answer, Response::Hello(_));
+    let _ = frame::write_msg(&mut send, &answer).await;
+    let _ = send.finish();
+    if !good {
+        // Let the refusal reach the dialer (it closes on reading it).
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
+        conn.close(code::VERSION.into(), b"version");
+    }
+    good
 }
 
 /// Serves the streams a member opens on `conn` until it closes.
@@ -221,21 +258,40 @@ async fn serve_streams(node: &Arc<Node>, conn: &quinn::Connection, peer: Uuid) {
 }
 
 async fn handle_stream(node: Arc<Node>, peer: Uuid, mut send: SendStream, mut recv: RecvStream) {
-    let req: Request = match frame::read_msg(&mut recv).await {
-        Ok(r) => r,
-        Err(FrameError::Closed) => return,
+    let Some(req) = read_request(&node, peer, &mut send, &mut recv).await else {
+        return;
+    };
+    serve_request(node, peer, req, send, recv).await;
+}
+
+/// Reads one request; a malformed one is answered with an error here.
+async fn read_request(
+    node: &Node,
+    peer: Uuid,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+) -> Option<Request> {
+    match frame::read_msg(recv).await {
+        Ok(r) => Some(r),
+        Err(FrameError::Closed) => None,
         Err(e) => {
             tracing::warn!(peer = %node.peer_name(peer), "malformed request refused: {e}");
-            let _ = frame::write_msg(
-                &mut send,
-                &Response::error(code::BAD_REQUEST, e.to_string()),
-            )
-            .await;
+            let _ =
+                frame::write_msg(send, &Response::error(code::BAD_REQUEST, e.to_string())).await;
             let _ = send.finish();
-            return;
+            None
         }
-    };
-    // Both sides check the other's Hello (see `connect`).
+    }
+}
+
+async fn serve_request(
+    node: Arc<Node>,
+    peer: Uuid,
+    req: Request,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    // A Hello after the first stream (the dialer's check is on the first).
     if let Request::Hello(h) = req {
         let _ = frame::write_msg(&mut send, &answer_hello(&node, peer, &h)).await;
         let _ = send.finish();

@@ -555,22 +555,14 @@ pub(super) async fn tell_detached(node: &Arc<Node>, m: &crate::pool::Member) {
 }
 
 /// A member told this node it was detached: it leaves the pool (a pool of
-/// one again, ready to be probed) and stops dialing the others.
-pub(super) fn detached_by(node: &Arc<Node>, by: Uuid) {
-    let n = node.clone();
-    let told = node.config();
-    node.spawn(async move {
-        // Let the answer reach the sender before the connections close.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        // Meanwhile this node may have found out another way, or joined
-        // again: act only on the document it was told about.
-        let now = n.config();
-        if (now.version, now.changed_by) != (told.version, told.changed_by)
-            || now.member(by).is_none()
-        {
-            return;
-        }
-        tracing::warn!(by = %n.peer_name(by), "this node was detached from the pool");
-        n.leave_pool().await;
-    });
+/// one again, ready to be probed) and stops dialing the others, before it
+/// answers, so that a `peer probe` run right after the `peer detach` finds
+/// a pool of one. The message comes on a connection of its own (never
+/// registered as a member's link), which leaving does not close.
+pub(super) async fn detached_by(node: &Arc<Node>, by: Uuid) {
+    if node.config().member(by).is_none() {
+        return;
+    }
+    tracing::warn!(by = %node.peer_name(by), "this node was detached from the pool");
+    node.leave_pool().await;
 }

@@ -26,18 +26,16 @@ where
     R: AsyncRead + Unpin + Send,
 {
     let resp = match req {
-        Request::Probe(p) => {
-            // A member re-probing: answer with the current document.
-            let _ = p;
-            let cfg = node.config();
-            match cfg.member(node.me.uuid).cloned() {
-                Some(me) => Response::ProbeAccepted {
-                    member: me,
-                    config: Box::new(cfg),
-                },
-                None => Response::error(code::INTERNAL, "no self entry"),
-            }
-        }
+        // A prober that knew this node as a member would not probe it: its
+        // pool let this node go, and this node has not left yet (it leaves
+        // when told, or when every member refuses its key).
+        Request::Probe(p) => Response::error(
+            code::REFUSED,
+            format!(
+                "{} is still leaving this pool (it was detached and has not yet gone back to a pool of one); try again in a few seconds",
+                p.host
+            ),
+        ),
         Request::PushConfig(_) => Response::error(
             code::REFUSED,
             "the pool document changes only through the pool's consensus",
@@ -45,7 +43,7 @@ where
         Request::Raft(body) => super::raft::serve(node, peer, &body).await,
         Request::PullConfig => Response::Config(Box::new(node.config())),
         Request::Detached => {
-            super::lifecycle::detached_by(node, peer);
+            super::lifecycle::detached_by(node, peer).await;
             Response::Ok
         }
         Request::PrepareBrick(proto::PrepareBrick {
