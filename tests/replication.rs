@@ -189,6 +189,57 @@ fn small_changes_overtake_a_big_file_on_its_way() {
     c.assert_no_panics();
 }
 
+/// The mount's side of the same story: a big file on its way from the
+/// writing mount to its brick does not hold up the small changes written
+/// after it; and a folder deleted while a file inside it is on its way is
+/// deleted everywhere once that offer ended (never brought back).
+#[test]
+fn a_mounts_small_changes_overtake_its_big_file_on_its_way() {
+    if !gsync_brick::failpoint::ENABLED {
+        eprintln!("SKIP: build with --features failpoints");
+        return;
+    }
+    let mut c = volume(3);
+    // Every big-file offer of node 1's mount waits 20 s before it starts.
+    c.node_mut(1).restart_with_failpoint("agent-slow-offer");
+    c.wait_connected();
+    let m1 = c.mount("v", 1);
+    let m2 = c.mount("v", 2);
+    let b = bricks(&c, "v");
+    let big: Vec<u8> = (0..MIB).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(m1.join("big.bin"), &big).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(m1.join("small.txt"), "written after the big one\n").unwrap();
+    wait_until(Duration::from_secs(15), "small.txt on m2", || {
+        std::fs::read(m2.join("small.txt")).is_ok_and(|d| d == b"written after the big one\n")
+    });
+    assert!(
+        !b[0].join("big.bin").exists(),
+        "big.bin reached brick 1 before the small file: nothing overtook it"
+    );
+    // A folder whose file is on its way, deleted meanwhile.
+    std::fs::create_dir(m1.join("d")).unwrap();
+    std::fs::write(m1.join("d/keep.txt"), "small\n").unwrap();
+    wait_until(Duration::from_secs(15), "d/keep.txt on m2", || {
+        m2.join("d/keep.txt").exists()
+    });
+    std::fs::write(m1.join("d/big2.bin"), &big).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::remove_dir_all(m1.join("d")).unwrap();
+    wait_until(Duration::from_secs(90), "big.bin on m2 in the end", || {
+        std::fs::read(m2.join("big.bin")).is_ok_and(|d| d == big)
+    });
+    wait_until(Duration::from_secs(60), "d deleted everywhere", || {
+        !m2.join("d").exists() && b.iter().all(|x| !x.join("d").exists())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !m1.join("d").exists() && !m2.join("d").exists(),
+        "d came back"
+    );
+    c.assert_no_panics();
+}
+
 /// A 256 MiB file reaches every brick in bounded memory; a 1 MiB change in
 /// its middle moves only the chunks around the change.
 #[test]

@@ -1,9 +1,11 @@
 //! The sync agent of one mount: one task that owns the journal and
-//! serialises everything that touches it.
+//! serialises everything that touches it (the offers of big files it
+//! starts run beside it, in its `lane`, and it settles them as they end).
 //!
 //! ```text
 //!  notify ──paths──┐
 //!  start-up scan ──┼─> dirty set ──(debounce)──> push to brick (with base)
+//!                                                  └─ big files ─> lane
 //!  feed task ──batches──> apply remote changes (temp + rename) ──> on-change
 //! ```
 //!
@@ -120,6 +122,9 @@ const IDLE_WAKE: Duration = Duration::from_secs(5);
 /// Pushes in flight at once.
 const PUSH_CONCURRENCY: usize = 64;
 
+/// How long a stopping agent lets the offers of its lane finish.
+const LANE_DRAIN_ON_STOP: Duration = Duration::from_secs(10);
+
 /// Batches of small changes in flight at once (see `sync::send_batch`).
 const BATCH_CONCURRENCY: usize = 4;
 
@@ -150,7 +155,7 @@ pub(crate) fn allowed(v: &gsync_brick::pool::Volume, me: &str) -> Result<(), Str
 pub(crate) struct Agent {
     /// What the executor (`sync`) works on: the folder, its journal, the
     /// brick followed, and the notes it leaves for this loop.
-    pub(crate) mount: Mount,
+    pub(crate) mount: Arc<Mount>,
     pub(crate) status: Arc<Mutex<Status>>,
     pub(crate) dirty: BTreeSet<RelPath>,
     pub(crate) attached: bool,
@@ -217,6 +222,8 @@ pub(crate) struct Agent {
     /// With `--validate`, the first sync's versions, held until the brick's
     /// feed is caught up, then validated and made live as one changeset.
     first: std::collections::BTreeMap<RelPath, (u64, Entry)>,
+    /// Offers of big files in flight beside the loop (see `lane`).
+    lane: crate::lane::Lane,
 }
 
 /// A changeset the validator rejected.
@@ -343,7 +350,7 @@ impl Agent {
             s.rejected_paths = r.paths.clone();
         }
         Self {
-            mount: Mount::new(node, spec, journal, ignore),
+            mount: Arc::new(Mount::new(node, spec, journal, ignore)),
             status,
             dirty: BTreeSet::new(),
             attached,
@@ -365,6 +372,7 @@ impl Agent {
             lost_retry: Instant::now(),
             unrecorded: Vec::new(),
             unrecorded_unsure: BTreeSet::new(),
+            lane: crate::lane::Lane::new(PUSH_CONCURRENCY),
         }
     }
 
@@ -544,7 +552,7 @@ impl Agent {
                     feed = Some(self.start_feed(t));
                 }
             }
-            self.mount.target = want;
+            self.mount.set_target(want);
             self.update_status();
             let mut wait = if self.dirty.is_empty() {
                 IDLE_WAKE
@@ -630,6 +638,12 @@ impl Agent {
                         }
                     }
                 }
+                Some(done) = self.lane.next(), if !self.lane.is_empty() => {
+                    self.lane_done(done).await;
+                    if !self.dirty.is_empty() {
+                        push_at = push_at.min(Instant::now());
+                    }
+                }
                 _ = tokio::time::sleep(wait) => {}
             }
             // Without a watcher, scan often; with one, a periodic scan is the
@@ -650,7 +664,7 @@ impl Agent {
             if !self.rewalk.is_empty() {
                 self.rewalk_due();
             }
-            if !self.gate.is_empty() && self.mount.target.is_some() && !self.release().await {
+            if !self.gate.is_empty() && self.mount.target().is_some() && !self.release().await {
                 // Fetch again from the journal's cursor.
                 if let Some(f) = feed.take() {
                     f.token.cancel();
@@ -666,14 +680,14 @@ impl Agent {
             }
             if !self.lost.is_empty()
                 && Instant::now() >= self.lost_retry
-                && self.mount.target.is_some()
+                && self.mount.target().is_some()
             {
                 self.offer_lost().await;
             }
             if self.attached
                 && !self.dirty.is_empty()
                 && Instant::now() >= push_at
-                && self.mount.target.is_some()
+                && self.mount.target().is_some()
             {
                 burst = None;
                 self.push_dirty().await;
@@ -685,6 +699,9 @@ impl Agent {
         if let Some(f) = feed {
             f.token.cancel();
         }
+        // Offers on their way finish (bounded): what does not is found
+        // again by the next start (it stays in the journal's queue).
+        let _ = tokio::time::timeout(LANE_DRAIN_ON_STOP, self.drain_lane()).await;
     }
 
     fn start_feed(&mut self, t: Target) -> Feed {
@@ -736,10 +753,10 @@ impl Agent {
 
     fn update_status(&self) {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        s.online = self.mount.target.is_some();
-        s.brick = self.mount.target.as_ref().map(|t| t.name.clone());
-        s.brick_id = self.mount.target.as_ref().map(|t| (t.volume, t.brick));
-        s.pending = (self.dirty.len() + self.lost.len()) as u64;
+        s.online = self.mount.target().is_some();
+        s.brick = self.mount.target().as_ref().map(|t| t.name.clone());
+        s.brick_id = self.mount.target().as_ref().map(|t| (t.volume, t.brick));
+        s.pending = (self.dirty.len() + self.lost.len() + self.lane.len()) as u64;
         s.split_brain = self.mount.journal.conflicts().unwrap_or(0);
         s.attached = self.attached;
         s.held_deletes = self.held.len() as u64;
@@ -756,11 +773,12 @@ impl Agent {
         }
         s.in_sync = self.attached
             && self.dirty.is_empty()
+            && self.lane.is_empty()
             && self.lost.is_empty()
             && self.held.is_empty()
             && self.gate.is_empty()
             && self.rejected.is_none()
-            && self.mount.target.is_some()
+            && self.mount.target().is_some()
             && s.caught_up
             && s.feed_error.is_none();
     }
@@ -787,7 +805,7 @@ impl Agent {
             return;
         };
         if rel.as_str() == ".gsyncignore" {
-            self.mount.ignore = Ignore::load(&root);
+            self.mount.set_ignore(Ignore::load(&root));
         }
         // A path under a symlinked directory is not in the folder, and a
         // symlink to a directory is a link, not a directory: never follow.
@@ -807,7 +825,7 @@ impl Agent {
                 .is_some_and(|m| m.file_type().is_file() && m.nlink() == 1);
             writing = open.then_some(true);
         }
-        if self.mount.ignore.ignored(&rel, is_dir) {
+        if self.mount.ignore().ignored(&rel, is_dir) {
             return;
         }
         // A directory new to the journal (moved in, or untarred) brings its
@@ -821,7 +839,7 @@ impl Agent {
                 .flatten()
                 .is_none()
         {
-            for c in local::walk(&root, &p, &self.mount.ignore) {
+            for c in local::walk(&root, &p, &self.mount.ignore()) {
                 self.mount.mark(c);
             }
             // Files created in it before the watcher covered it raise no
@@ -850,7 +868,7 @@ impl Agent {
         self.rewalk = later;
         let root = self.mount.root();
         for (_, dir) in due {
-            for rel in local::walk(&root, &dir, &self.mount.ignore) {
+            for rel in local::walk(&root, &dir, &self.mount.ignore()) {
                 if self.differs(&rel) {
                     self.mount.mark(rel);
                 }
@@ -892,7 +910,7 @@ impl Agent {
             // A vanished folder is not a deletion of everything in it.
             return;
         }
-        for rel in local::walk(&root, &root, &self.mount.ignore) {
+        for rel in local::walk(&root, &root, &self.mount.ignore()) {
             if self.differs(&rel) {
                 self.mount.mark(rel);
             }
@@ -919,8 +937,14 @@ impl Agent {
         let mut gone = Vec::new();
         let mut back = Vec::new();
         let now = Instant::now();
+        let mut later = Vec::new();
         for p in std::mem::take(&mut self.dirty) {
             if self.replaced_once_accepted(&p) {
+                continue;
+            }
+            // Its offer (or one above or below it) is still on its way.
+            if self.lane.holds_up(&p) {
+                later.push(p);
                 continue;
             }
             if p.under(&root).symlink_metadata().is_ok() {
@@ -964,6 +988,7 @@ impl Agent {
                 }),
         );
         let mut rest: Vec<RelPath> = deferred;
+        rest.extend(later);
         let mut out = Outcome::default();
         // First every path is looked at and described, so the round knows
         // how many versions its changeset holds before sending any.
@@ -1048,6 +1073,7 @@ impl Agent {
             }
         }
         let mut sent_failed: BTreeSet<RelPath> = BTreeSet::new();
+        let mut in_lane: BTreeSet<RelPath> = BTreeSet::new();
         let mut sent = 0u32;
         for group in sends {
             if out.stop || self.stop.is_cancelled() {
@@ -1057,24 +1083,24 @@ impl Agent {
                 }
                 continue;
             }
-            let this: &Agent = self;
             // Small changes go in batches (one request and one answer for
-            // up to 256), the others one offer each, all at once.
+            // up to 256); the others, one offer each, go to the lane: the
+            // round does not wait for them (see `lane`).
             let (inline, single): (Vec<sync::Ready>, Vec<sync::Ready>) =
                 group.into_iter().partition(|r| r.inline());
-            let singles = futures_util::stream::iter(single)
-                .map(|r| async move {
-                    let p = r.path().clone();
-                    (p, sync::send(&this.mount, r, changeset).await)
-                })
-                .buffer_unordered(PUSH_CONCURRENCY)
-                .collect::<Vec<_>>();
-            let batched = futures_util::stream::iter(sync::batches(inline))
+            for r in single {
+                in_lane.insert(r.path().clone());
+                self.lane.start(&self.mount, r, changeset);
+            }
+            let this: &Agent = self;
+            let results: Vec<_> = futures_util::stream::iter(sync::batches(inline))
                 .map(|b| sync::send_batch(&this.mount, b, changeset))
                 .buffer_unordered(BATCH_CONCURRENCY)
-                .collect::<Vec<_>>();
-            let (mut results, batched) = tokio::join!(singles, batched);
-            results.extend(batched.into_iter().flatten());
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
             for (p, r) in results {
                 match r {
                     Ok(()) => {
@@ -1091,13 +1117,17 @@ impl Agent {
         // The versions that did not go out never come back through the
         // feed: this mount's own copy of the set does not wait for them
         // (other mounts wait for the bound).
-        if let Some(cs) = changeset.filter(|cs| sent < cs.members) {
-            self.gate.sent_short(cs.id, sent);
+        if let Some(cs) = changeset {
+            match self.lane.round_sent(cs, sent) {
+                Some(sent) if sent < cs.members => self.gate.sent_short(cs.id, sent),
+                _ => {}
+            }
         }
         let remarked = self.mount.marked();
         let mut pushed = Vec::new();
         for p in looked {
-            if sent_failed.contains(&p) {
+            // Settled when its offer ends (`lane_done`).
+            if sent_failed.contains(&p) || in_lane.contains(&p) {
                 continue;
             }
             self.failures.remove(&p);
@@ -1108,6 +1138,13 @@ impl Agent {
             }
         }
         let _ = self.mount.journal.dequeue_many_async(pushed).await;
+        self.note_outcome(out);
+        self.dirty.extend(rest);
+        self.collect_marks().await;
+    }
+
+    /// Shows what a push round (or a lane offer) met.
+    fn note_outcome(&mut self, out: Outcome) {
         let (held, failed) = (out.held, out.failed);
         {
             let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -1119,8 +1156,57 @@ impl Agent {
         if self.failures.len() > 10_000 {
             self.failures.clear();
         }
-        self.dirty.extend(rest);
-        self.collect_marks().await;
+    }
+
+    /// Settles an offer of the lane as its round would have: accepted, it
+    /// leaves the journal's queue (unless changed again meanwhile); else it
+    /// stays dirty. The last member of a changeset to end says how many of
+    /// them went out.
+    async fn lane_done(&mut self, d: crate::lane::Done) {
+        if let Some((cs, sent)) = d.set_done {
+            if sent < cs.members {
+                self.gate.sent_short(cs.id, sent);
+            }
+        }
+        match d.result {
+            Ok(()) => {
+                self.failures.remove(&d.path);
+                self.accepted.remove(&d.path);
+                if !self.mount.marked().contains(&d.path) {
+                    let _ = self
+                        .mount
+                        .journal
+                        .dequeue_many_async(vec![d.path.as_str().to_string()])
+                        .await;
+                }
+                if self.failures.is_empty() {
+                    self.status.lock().unwrap_or_else(|p| p.into_inner()).error = None;
+                }
+            }
+            Err(e) => {
+                let (mut rest, mut out) = (Vec::new(), Outcome::default());
+                self.push_failed(d.path, e, &mut rest, &mut out);
+                self.note_outcome(out);
+                self.dirty.extend(rest);
+            }
+        }
+    }
+
+    /// Lets the lane's offers end before anything of the volume about
+    /// `paths` is applied: the echo of a push must find it recorded, and a
+    /// remote version must not be weighed against a push in flight.
+    async fn settle_lane_for<'a>(&mut self, mut paths: impl Iterator<Item = &'a RelPath>) {
+        if self.lane.is_empty() || !paths.any(|p| self.lane.holds_up(p)) {
+            return;
+        }
+        self.drain_lane().await;
+    }
+
+    /// Waits for every offer of the lane to end, and settles each.
+    async fn drain_lane(&mut self) {
+        while let Some(done) = self.lane.next().await {
+            self.lane_done(done).await;
+        }
     }
 
     /// A local file that `--prefer remote` gives up for the volume's
@@ -1284,6 +1370,10 @@ impl Agent {
         entries: Vec<(u64, Entry)>,
         changed: &mut Vec<RelPath>,
     ) -> bool {
+        if !self.lane.is_empty() {
+            let paths: Vec<RelPath> = entries.iter().map(|(_, e)| e.path.clone()).collect();
+            self.settle_lane_for(paths.iter()).await;
+        }
         let mut live = Vec::new();
         let mut dead: std::collections::BTreeMap<std::cmp::Reverse<usize>, Vec<Entry>> =
             std::collections::BTreeMap::new();
@@ -1383,6 +1473,10 @@ impl Agent {
         initial: bool,
         mut entries: std::collections::BTreeMap<RelPath, (u64, Entry)>,
     ) -> bool {
+        if !self.lane.is_empty() {
+            let paths: Vec<RelPath> = entries.keys().cloned().collect();
+            self.settle_lane_for(paths.iter()).await;
+        }
         let Some(r) = self.rejected.as_mut() else {
             return self.apply_set(name, name, tagged, initial, entries).await;
         };
@@ -1661,7 +1755,7 @@ impl Agent {
     /// does not know (never pushed) are left alone. Kept for a later turn
     /// while the brick cannot tell.
     async fn adopt_unrecorded_pushes(&mut self) {
-        let Some(t) = self.mount.target.clone() else {
+        let Some(t) = self.mount.target() else {
             return;
         };
         let paths = std::mem::take(&mut self.unrecorded);
@@ -1840,8 +1934,9 @@ impl Agent {
     /// offer fails, the rest stays in `lost` and is tried again in
     /// [`LOST_RETRY`]: the mount is not "in sync" meanwhile.
     async fn offer_lost(&mut self) {
+        self.drain_lane().await;
         self.lost_retry = Instant::now() + LOST_RETRY;
-        let Some(t) = self.mount.target.clone() else {
+        let Some(t) = self.mount.target() else {
             return;
         };
         let root = self.mount.root();
@@ -2143,6 +2238,7 @@ impl Agent {
     }
 
     async fn command(&mut self, c: Cmd) {
+        self.drain_lane().await;
         match c {
             Cmd::Accept(reply) => {
                 let r = self.accept_deletes();
@@ -2198,7 +2294,7 @@ impl Agent {
         if self.held.is_empty() {
             return Err(self.no_held());
         }
-        if self.mount.target.is_none() {
+        if self.mount.target().is_none() {
             return Err(format!(
                 "no brick of {} is reachable; the deletions stay held",
                 self.mount.spec.volume

@@ -24,6 +24,7 @@ pub mod changeset;
 pub mod guard;
 pub mod hooks;
 pub mod journal;
+mod lane;
 pub mod local;
 mod mount;
 mod plan;

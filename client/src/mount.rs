@@ -24,9 +24,10 @@ pub(crate) struct Mount {
     pub(crate) node: Arc<Node>,
     pub(crate) spec: MountSpec,
     pub(crate) journal: Journal,
-    pub(crate) ignore: Ignore,
+    /// The ignore rules (reloaded when `.gsyncignore` changes).
+    ignore: Mutex<Arc<Ignore>>,
     /// The brick followed now; `None` while none is reachable.
-    pub(crate) target: Option<Target>,
+    target: Mutex<Option<Target>>,
     /// Special files (fifo, socket, device) already warned about.
     pub(crate) warned_special: Mutex<BTreeSet<RelPath>>,
     /// Paths whose synced version met a concurrent one on the brick while
@@ -50,13 +51,39 @@ impl Mount {
             node,
             spec,
             journal,
-            ignore,
-            target: None,
+            ignore: Mutex::new(Arc::new(ignore)),
+            target: Mutex::new(None),
             warned_special: Mutex::new(BTreeSet::new()),
             met_concurrent: Mutex::new(BTreeSet::new()),
             echoes: Mutex::new(HashMap::new()),
             remarks: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The brick followed now; `None` while none is reachable.
+    pub(crate) fn target(&self) -> Option<Target> {
+        self.target
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Follows `t` from now on (the agent's loop decides).
+    pub(crate) fn set_target(&self, t: Option<Target>) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+
+    /// The ignore rules in force.
+    pub(crate) fn ignore(&self) -> Arc<Ignore> {
+        self.ignore
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the ignore rules (the agent's loop reloads them).
+    pub(crate) fn set_ignore(&self, i: Ignore) {
+        *self.ignore.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(i);
     }
 
     /// The paths marked and not yet taken.

@@ -296,12 +296,13 @@ pub(crate) async fn plan_known(
     tracing::debug!(path = %rel, "push");
     gsync_brick::failpoint::panic_once("agent-panic-once");
     gsync_brick::failpoint::delay("agent-slow-push", std::time::Duration::from_millis(500)).await;
-    let Some(t) = m.target.clone() else {
+    let Some(t) = m.target() else {
         return Err(RemoteError::Unreachable("offline".into()));
     };
     let full = rel.under(&m.root());
     let found = local::stat_in(&m.root(), rel).map_err(local_err)?;
-    let ignored = matches!(&found, Found::Some(st) if m.ignore.ignored(rel, st.kind == Kind::Dir));
+    let ignored =
+        matches!(&found, Found::Some(st) if m.ignore().ignored(rel, st.kind == Kind::Dir));
     match plan::local(&found, j.as_ref(), ignored, m.spec.read_only) {
         plan::Local::Nothing => return Ok(Vec::new()),
         plan::Local::Special => {
@@ -558,7 +559,7 @@ fn stamp(t: std::time::SystemTime) -> String {
 /// Restores the volume's version of `rel` over a local edit (read-only
 /// mounts) or a held deletion (`gsync revert-deletes`).
 pub(crate) async fn revert(m: &Mount, rel: &RelPath) -> Result<(), RemoteError> {
-    let Some(t) = m.target.clone() else {
+    let Some(t) = m.target() else {
         return Err(RemoteError::Unreachable("offline".into()));
     };
     match remote::stat(&m.node, &t, rel).await? {
@@ -873,10 +874,10 @@ pub(crate) async fn prepare_known(
     mut j: Option<Record>,
 ) -> Result<Prep, RemoteError> {
     let rel = e.path.clone();
-    if m.ignore.ignored(&rel, e.kind == Kind::Dir) {
+    if m.ignore().ignored(&rel, e.kind == Kind::Dir) {
         return Ok(Prep::Nothing);
     }
-    let Some(t) = m.target.clone() else {
+    let Some(t) = m.target() else {
         return Err(RemoteError::Unreachable("offline".into()));
     };
     match (plan::versus_synced(&e, j.as_ref()), &j) {
@@ -1279,7 +1280,7 @@ fn remove_kept_parents(m: &Mount, rel: &RelPath) -> Result<(), RemoteError> {
 /// directory; false if the folder put real content in it.
 fn settle_kept_dir(m: &Mount, rel: &RelPath) -> Result<bool, RemoteError> {
     let root = m.root();
-    let mut below: Vec<RelPath> = local::walk(&root, &rel.under(&root), &m.ignore)
+    let mut below: Vec<RelPath> = local::walk(&root, &rel.under(&root), &m.ignore())
         .into_iter()
         .filter(|c| c != rel)
         .collect();

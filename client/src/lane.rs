@@ -1,0 +1,208 @@
+//! Offers of files too big to travel in a batch, in flight beside the
+//! agent's loop. A push round starts them here and ends without waiting, so
+//! a big file's transfer (seconds for hundreds of MiB) no longer holds up
+//! the small changes written after it, nor the changes the feed brings.
+//!
+//! What keeps the order safe is in the agent: a path in the lane, or one
+//! above or below it, waits for a later round (a directory's deletion never
+//! overtakes the file inside it), and the loop lets the lane finish before
+//! it applies anything of the volume about such a path (the echo of a push
+//! must find the push recorded). A changeset with members in the lane is
+//! counted here until the last of them ends.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use gsync_brick::wire::proto;
+use gsync_brick::RelPath;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::mount::Mount;
+use crate::remote::RemoteError;
+use crate::sync;
+
+/// One offer of the lane, ended.
+pub(crate) struct Done {
+    pub(crate) path: RelPath,
+    pub(crate) result: Result<(), RemoteError>,
+    /// Its changeset, once every member of it in the lane ended: how many
+    /// members went out of how many (see `Gate::sent_short`).
+    pub(crate) set_done: Option<(proto::Changeset, u32)>,
+}
+
+/// A changeset with members in the lane.
+struct SetCount {
+    cs: proto::Changeset,
+    /// Members that went out (in the round and in the lane so far).
+    sent: u32,
+    /// Members still in the lane.
+    running: u32,
+}
+
+pub(crate) struct Lane {
+    tasks: JoinSet<Result<(), RemoteError>>,
+    /// Each running offer's path and changeset.
+    running: HashMap<tokio::task::Id, (RelPath, Option<u64>)>,
+    /// The paths of the offers (as strings: the range of a folder's
+    /// contents is `folder/..`).
+    paths: BTreeSet<String>,
+    sets: HashMap<u64, SetCount>,
+    /// Offers sending at once (the others wait their turn).
+    permits: Arc<Semaphore>,
+}
+
+impl Lane {
+    pub(crate) fn new(concurrency: usize) -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            running: HashMap::new(),
+            paths: BTreeSet::new(),
+            sets: HashMap::new(),
+            permits: Arc::new(Semaphore::new(concurrency)),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Offers running or waiting their turn.
+    pub(crate) fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// True if `rel` must wait for an offer in the lane: it is in the lane,
+    /// or lies above or below a path that is.
+    pub(crate) fn holds_up(&self, rel: &RelPath) -> bool {
+        if self.paths.is_empty() {
+            return false;
+        }
+        // Paths below `rel` sort together, right from `rel/`.
+        let below = format!("{}/", rel.as_str());
+        if self
+            .paths
+            .range(below.clone()..)
+            .next()
+            .is_some_and(|p| p.starts_with(&below))
+        {
+            return true;
+        }
+        let mut up = Some(rel.clone());
+        while let Some(p) = up {
+            if self.paths.contains(p.as_str()) {
+                return true;
+            }
+            up = p.parent();
+        }
+        false
+    }
+
+    /// Starts offering `r` as a member of `changeset`.
+    pub(crate) fn start(
+        &mut self,
+        mount: &Arc<Mount>,
+        r: sync::Ready,
+        changeset: Option<proto::Changeset>,
+    ) {
+        let path = r.path().clone();
+        self.paths.insert(path.as_str().to_string());
+        if let Some(cs) = changeset {
+            self.sets
+                .entry(cs.id)
+                .or_insert(SetCount {
+                    cs,
+                    sent: 0,
+                    running: 0,
+                })
+                .running += 1;
+        }
+        let (m, permits) = (mount.clone(), self.permits.clone());
+        let task = self.tasks.spawn(async move {
+            let Ok(_turn) = permits.acquire_owned().await else {
+                return Err(RemoteError::Unreachable("stopping".into()));
+            };
+            // Test builds: a big transfer made long, to see what overtakes it.
+            gsync_brick::failpoint::delay("agent-slow-offer", std::time::Duration::from_secs(20))
+                .await;
+            sync::send(&m, r, changeset).await
+        });
+        self.running
+            .insert(task.id(), (path, changeset.map(|c| c.id)));
+    }
+
+    /// Members of `cs` the round itself sent; returns the changeset's count
+    /// if none of its members is left in the lane (or it has none there).
+    pub(crate) fn round_sent(&mut self, cs: proto::Changeset, sent: u32) -> Option<u32> {
+        match self.sets.get_mut(&cs.id) {
+            Some(s) => {
+                s.sent += sent;
+                None
+            }
+            None => Some(sent),
+        }
+    }
+
+    /// The next offer to end; `None` at once if none runs.
+    pub(crate) async fn next(&mut self) -> Option<Done> {
+        let (id, result) = match self.tasks.join_next_with_id().await? {
+            Ok((id, r)) => (id, r),
+            // A panicked offer: pushed again by a later round.
+            Err(e) => (
+                e.id(),
+                Err(RemoteError::Local(format!("offer ended abnormally: {e}"))),
+            ),
+        };
+        let (path, set) = self.running.remove(&id)?;
+        self.paths.remove(path.as_str());
+        let mut set_done = None;
+        if let Some(id) = set {
+            if let Some(s) = self.sets.get_mut(&id) {
+                s.running = s.running.saturating_sub(1);
+                if result.is_ok() {
+                    s.sent += 1;
+                }
+                if s.running == 0 {
+                    set_done = Some((s.cs, s.sent));
+                    self.sets.remove(&id);
+                }
+            }
+        }
+        Some(Done {
+            path,
+            result,
+            set_done,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lane_with(paths: &[&str]) -> Lane {
+        let mut l = Lane::new(1);
+        l.paths = paths.iter().map(|p| p.to_string()).collect();
+        l
+    }
+
+    #[test]
+    fn what_an_offer_in_the_lane_holds_up() {
+        let l = lane_with(&["d/big.bin", "d-x", "top.bin"]);
+        let held = |p: &str| l.holds_up(&RelPath::new(p).unwrap());
+        // The path itself, the folders above it ("d-x", which sorts
+        // between "d" and "d/...", does not hide "d/big.bin").
+        assert!(held("d/big.bin"));
+        assert!(held("d"));
+        assert!(held("top.bin"));
+        assert!(held("d-x"));
+        // Paths below an offered one (a file replaced by a folder).
+        assert!(held("top.bin/inner"));
+        // Siblings and look-alike names are free.
+        assert!(!held("d/small.txt"));
+        assert!(!held("dd"));
+        assert!(!held("top"));
+        assert!(!held("e/f"));
+        assert!(!lane_with(&[]).holds_up(&RelPath::new("d").unwrap()));
+    }
+}
