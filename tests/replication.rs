@@ -3,7 +3,7 @@
 //! bricks compared on disk.
 
 use std::os::unix::fs::{symlink, FileExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -152,6 +152,27 @@ fn hwm_mib(c: &Cluster, i: usize) -> u64 {
         / 1024
 }
 
+/// A replica-3 volume whose node 1 runs with `failpoint` armed (one that
+/// makes big-file offers slow), mounts on nodes 1 and 2, the bricks, and
+/// a 1 MiB content to write.
+fn slow_offers(failpoint: &str) -> (Cluster, [PathBuf; 2], Vec<PathBuf>, Vec<u8>) {
+    let mut c = volume(3);
+    c.node_mut(1).restart_with_failpoint(failpoint);
+    c.wait_connected();
+    let m = [c.mount("v", 1), c.mount("v", 2)];
+    let b = bricks(&c, "v");
+    let big: Vec<u8> = (0..MIB).map(|i| (i * 7 % 251) as u8).collect();
+    (c, m, b, big)
+}
+
+/// A small file written into `from` shows on `to` (within 15 s).
+fn small_write_reaches(from: &Path, to: &Path) {
+    std::fs::write(from.join("small.txt"), "written after the big one\n").unwrap();
+    wait_until(Duration::from_secs(15), "small.txt on m2", || {
+        std::fs::read(to.join("small.txt")).is_ok_and(|d| d == b"written after the big one\n")
+    });
+}
+
 /// A file on its way to the other bricks does not hold up the small
 /// changes written after it: they reach the other bricks and mounts while
 /// the big one is still under way. (A test-build failpoint makes every
@@ -164,21 +185,12 @@ fn small_changes_overtake_a_big_file_on_its_way() {
         eprintln!("SKIP: build with --features failpoints");
         return;
     }
-    let mut c = volume(3);
-    c.node_mut(1).restart_with_failpoint("replicate-slow-offer");
-    c.wait_connected();
-    let m1 = c.mount("v", 1);
-    let m2 = c.mount("v", 2);
-    let b = bricks(&c, "v");
-    let big: Vec<u8> = (0..MIB).map(|i| (i * 7 % 251) as u8).collect();
+    let (c, [m1, m2], b, big) = slow_offers("replicate-slow-offer");
     std::fs::write(m1.join("big.bin"), &big).unwrap();
     wait_until(Duration::from_secs(30), "big.bin on brick 1", || {
         has_size(&b[0].join("big.bin"), MIB)
     });
-    std::fs::write(m1.join("small.txt"), "written after the big one\n").unwrap();
-    wait_until(Duration::from_secs(15), "small.txt on m2", || {
-        std::fs::read(m2.join("small.txt")).is_ok_and(|d| d == b"written after the big one\n")
-    });
+    small_write_reaches(&m1, &m2);
     assert!(
         !has_size(&b[1].join("big.bin"), MIB),
         "big.bin reached brick 2 before the small file: nothing overtook it"
@@ -199,20 +211,11 @@ fn a_mounts_small_changes_overtake_its_big_file_on_its_way() {
         eprintln!("SKIP: build with --features failpoints");
         return;
     }
-    let mut c = volume(3);
     // Every big-file offer of node 1's mount waits 20 s before it starts.
-    c.node_mut(1).restart_with_failpoint("agent-slow-offer");
-    c.wait_connected();
-    let m1 = c.mount("v", 1);
-    let m2 = c.mount("v", 2);
-    let b = bricks(&c, "v");
-    let big: Vec<u8> = (0..MIB).map(|i| (i * 7 % 251) as u8).collect();
+    let (c, [m1, m2], b, big) = slow_offers("agent-slow-offer");
     std::fs::write(m1.join("big.bin"), &big).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    std::fs::write(m1.join("small.txt"), "written after the big one\n").unwrap();
-    wait_until(Duration::from_secs(15), "small.txt on m2", || {
-        std::fs::read(m2.join("small.txt")).is_ok_and(|d| d == b"written after the big one\n")
-    });
+    small_write_reaches(&m1, &m2);
     assert!(
         !b[0].join("big.bin").exists(),
         "big.bin reached brick 1 before the small file: nothing overtook it"
