@@ -243,6 +243,48 @@ fn a_mounts_small_changes_overtake_its_big_file_on_its_way() {
     c.assert_no_panics();
 }
 
+/// An edit made in a folder while its mount fetches a new version of the
+/// same file (seconds, for a big file) is never overwritten: the folder
+/// keeps it and pushes it, and the volume decides (here: a split-brain,
+/// both versions kept, the operator picks one).
+#[test]
+fn an_edit_made_while_a_new_version_is_fetched_is_kept() {
+    if !gsync_brick::failpoint::ENABLED {
+        eprintln!("SKIP: build with --features failpoints");
+        return;
+    }
+    // Every file node 1's mount fetches waits 5 s before it goes live.
+    let (c, [m1, m2], b, big) = slow_offers("agent-slow-stage");
+    std::fs::write(m2.join("f.bin"), &big).unwrap();
+    wait_until(Duration::from_secs(30), "f.bin on m1", || {
+        std::fs::read(m1.join("f.bin")).is_ok_and(|d| d == big)
+    });
+    let v2: Vec<u8> = big.iter().map(|x| x.wrapping_add(1)).collect();
+    std::fs::write(m2.join("f.bin"), &v2).unwrap();
+    wait_until(Duration::from_secs(30), "v2 on brick 1", || {
+        std::fs::read(b[0].join("f.bin")).is_ok_and(|d| d == v2)
+    });
+    // m1 is fetching v2 now: the user edits the file there meanwhile.
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(m1.join("f.bin"), "edited on m1 meanwhile\n").unwrap();
+    std::thread::sleep(Duration::from_secs(10));
+    let now = std::fs::read(m1.join("f.bin")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&now[..now.len().min(64)]),
+        "edited on m1 meanwhile\n",
+        "the edit made on m1 while it fetched v2 was overwritten"
+    );
+    // Pushed with the base it was made on: concurrent with v2, so both
+    // are kept and the operator is told.
+    wait_until(Duration::from_secs(20), "f.bin in split-brain", || {
+        c.node(1)
+            .cli(&["volume", "heal", "v", "info", "split-brain"])
+            .stdout
+            .contains("/f.bin")
+    });
+    c.assert_no_panics();
+}
+
 /// A 256 MiB file reaches every brick in bounded memory; a 1 MiB change in
 /// its middle moves only the chunks around the change.
 #[test]

@@ -721,6 +721,9 @@ pub(crate) struct ToPlace {
     old: Option<Record>,
     /// `chunks` was derived from the entry, not read from the brick.
     derived: bool,
+    /// What the folder held at the path when this was decided (`None`:
+    /// nothing): the version goes live only over that same state.
+    seen: Option<LocalStat>,
 }
 
 /// A remote version staged for a burst: a file's content is already in a
@@ -755,6 +758,8 @@ pub(crate) async fn stage(m: &Mount, mut p: ToPlace) -> Result<Option<Staged>, R
     let Some(temp) = fetch_current(m, &mut p, &full, Some(&tmp)).await? else {
         return Ok(None);
     };
+    // Test builds: a fetch made long, to see what happens meanwhile.
+    gsync_brick::failpoint::delay("agent-slow-stage", std::time::Duration::from_secs(5)).await;
     let Found::Some(st) = local::stat(temp.file.path()).map_err(local_err)? else {
         return Err(local_err(format!("{}: staged file vanished", p.e.path)));
     };
@@ -819,6 +824,20 @@ pub(crate) async fn go_live(
     let Staged { p, file } = s;
     match file {
         Some((temp, st)) => {
+            // Fetching a big file takes seconds: an edit made in the folder
+            // meanwhile is never overwritten. It is pushed instead (with the
+            // base it was made on) and the volume decides.
+            let now = match local::stat_in(&m.root(), &p.e.path).map_err(local_err)? {
+                Found::Some(st) => Some(st),
+                _ => None,
+            };
+            if now != p.seen {
+                m.mark(p.e.path.clone());
+                return Err(RemoteError::Local(format!(
+                    "{}: changed in the folder while its new version was fetched; the folder's version is kept and pushed",
+                    p.e.path
+                )));
+            }
             let full = resolve_creating_parents(m, &p.e.path).await?;
             if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
                 files::remove_any(&full).map_err(local_err)?;
@@ -982,6 +1001,10 @@ pub(crate) async fn prepare_known(
         chunks,
         old: j,
         derived: small,
+        seen: match found {
+            Found::Some(st) => Some(st),
+            _ => None,
+        },
     })))
 }
 
@@ -1058,6 +1081,7 @@ async fn first_contact(
                 chunks,
                 old: None,
                 derived: false,
+                seen: Some(st),
             })))
         }
         Some(Prefer::Local) => {
