@@ -243,12 +243,13 @@ fn a_mounts_small_changes_overtake_its_big_file_on_its_way() {
     c.assert_no_panics();
 }
 
-/// An edit made in a folder while its mount fetches a new version of the
-/// same file (seconds, for a big file) is never overwritten: the folder
-/// keeps it and pushes it, and the volume decides (here: a split-brain,
-/// both versions kept, the operator picks one).
+/// An edit made in a folder while its mount fetches a set from the volume
+/// (seconds, for a big file) is never overwritten nor deleted by that set:
+/// the folder keeps it and pushes it, and the volume decides (a new
+/// version concurrent with the edit: split-brain, both kept; a deletion
+/// concurrent with it: the edit wins).
 #[test]
-fn an_edit_made_while_a_new_version_is_fetched_is_kept() {
+fn an_edit_made_while_a_set_is_on_its_way_is_kept() {
     if !gsync_brick::failpoint::ENABLED {
         eprintln!("SKIP: build with --features failpoints");
         return;
@@ -281,6 +282,29 @@ fn an_edit_made_while_a_new_version_is_fetched_is_kept() {
             .cli(&["volume", "heal", "v", "info", "split-brain"])
             .stdout
             .contains("/f.bin")
+    });
+    // Nor is a file deleted under an edit made while the deletion waited
+    // for a big file of its changeset.
+    std::fs::write(m2.join("x.txt"), "x v1\n").unwrap();
+    wait_until(Duration::from_secs(30), "x.txt on m1", || {
+        m1.join("x.txt").exists()
+    });
+    std::fs::write(m2.join("big2.bin"), &big).unwrap();
+    std::fs::remove_file(m2.join("x.txt")).unwrap();
+    wait_until(Duration::from_secs(30), "x.txt deleted on brick 1", || {
+        !b[0].join("x.txt").exists() && b[0].join("big2.bin").exists()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(m1.join("x.txt"), "x edited on m1 meanwhile\n").unwrap();
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        std::fs::read_to_string(m1.join("x.txt")).ok().as_deref(),
+        Some("x edited on m1 meanwhile\n"),
+        "the edit made on m1 while the deletion waited was lost"
+    );
+    // The edit wins over the deletion it was concurrent with, everywhere.
+    wait_until(Duration::from_secs(20), "the edit on m2", || {
+        std::fs::read_to_string(m2.join("x.txt")).is_ok_and(|d| d == "x edited on m1 meanwhile\n")
     });
     c.assert_no_panics();
 }

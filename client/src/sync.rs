@@ -824,20 +824,7 @@ pub(crate) async fn go_live(
     let Staged { p, file } = s;
     match file {
         Some((temp, st)) => {
-            // Fetching a big file takes seconds: an edit made in the folder
-            // meanwhile is never overwritten. It is pushed instead (with the
-            // base it was made on) and the volume decides.
-            let now = match local::stat_in(&m.root(), &p.e.path).map_err(local_err)? {
-                Found::Some(st) => Some(st),
-                _ => None,
-            };
-            if now != p.seen {
-                m.mark(p.e.path.clone());
-                return Err(RemoteError::Local(format!(
-                    "{}: changed in the folder while its new version was fetched; the folder's version is kept and pushed",
-                    p.e.path
-                )));
-            }
+            still_as_decided(m, &p)?;
             let full = resolve_creating_parents(m, &p.e.path).await?;
             if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
                 files::remove_any(&full).map_err(local_err)?;
@@ -853,10 +840,39 @@ pub(crate) async fn go_live(
             Ok(rel)
         }
         None => {
+            still_as_decided(m, &p)?;
             place(m, &p.t, &p.e, &p.chunks, p.old.as_ref(), None).await?;
             Ok(p.e.path)
         }
     }
+}
+
+/// Checks, right before a version goes live, that the folder still holds
+/// at its path what the decision to place it saw: a set's big files take
+/// seconds to fetch, and an edit made in the folder meanwhile must never be
+/// overwritten (nor a file deleted). Changed, the path is marked to be
+/// pushed (with the base it was edited on) and the volume decides. A
+/// directory's own changes (files added inside) do not count.
+fn still_as_decided(m: &Mount, p: &ToPlace) -> Result<(), RemoteError> {
+    if p.e.kind == Kind::Dir {
+        return Ok(());
+    }
+    let now = match local::stat_in(&m.root(), &p.e.path).map_err(local_err)? {
+        Found::Some(st) => Some(st),
+        _ => None,
+    };
+    let same = match (&now, &p.seen) {
+        (Some(a), Some(b)) if a.kind == Kind::Dir && b.kind == Kind::Dir => true,
+        _ => now == p.seen,
+    };
+    if same {
+        return Ok(());
+    }
+    m.mark(p.e.path.clone());
+    Err(RemoteError::Local(format!(
+        "{}: changed in the folder while its new version was on its way; the folder's version is kept and pushed",
+        p.e.path
+    )))
 }
 
 /// After a burst: syncs the directories of the files renamed and records
