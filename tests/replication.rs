@@ -243,6 +243,36 @@ fn a_mounts_small_changes_overtake_its_big_file_on_its_way() {
     c.assert_no_panics();
 }
 
+/// The receiving side: while a mount fetches a big file (seconds), the
+/// small changes the feed brings after it go live at once; the big one
+/// follows when its fetch ends.
+#[test]
+fn small_changes_go_live_while_a_big_file_is_fetched() {
+    if !gsync_brick::failpoint::ENABLED {
+        eprintln!("SKIP: build with --features failpoints");
+        return;
+    }
+    // Every file node 1's mount fetches waits 5 s before it goes live.
+    let (c, [m1, m2], b, big) = slow_offers("agent-slow-stage");
+    std::fs::write(m2.join("big.bin"), &big).unwrap();
+    wait_until(Duration::from_secs(30), "big.bin on brick 1", || {
+        std::fs::read(b[0].join("big.bin")).is_ok_and(|d| d == big)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(m2.join("small.txt"), "written after the big one\n").unwrap();
+    wait_until(Duration::from_secs(4), "small.txt on m1", || {
+        m1.join("small.txt").exists()
+    });
+    assert!(
+        !m1.join("big.bin").exists(),
+        "big.bin went live before the small file: nothing overtook it"
+    );
+    wait_until(Duration::from_secs(30), "big.bin on m1 in the end", || {
+        std::fs::read(m1.join("big.bin")).is_ok_and(|d| d == big)
+    });
+    c.assert_no_panics();
+}
+
 /// An edit made in a folder while its mount fetches a set from the volume
 /// (seconds, for a big file) is never overwritten nor deleted by that set:
 /// the folder keeps it and pushes it, and the volume decides (a new

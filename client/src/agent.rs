@@ -224,6 +224,10 @@ pub(crate) struct Agent {
     first: std::collections::BTreeMap<RelPath, (u64, Entry)>,
     /// Offers of big files in flight beside the loop (see `lane`).
     lane: crate::lane::Lane,
+    /// Big files of the feed fetched beside the loop (see `lane`).
+    fetches: crate::lane::Fetches,
+    /// An apply failed: the feed is fetched again from the cursor.
+    refetch: bool,
 }
 
 /// A changeset the validator rejected.
@@ -373,6 +377,8 @@ impl Agent {
             unrecorded: Vec::new(),
             unrecorded_unsure: BTreeSet::new(),
             lane: crate::lane::Lane::new(PUSH_CONCURRENCY),
+            fetches: crate::lane::Fetches::new(),
+            refetch: false,
         }
     }
 
@@ -644,7 +650,19 @@ impl Agent {
                         push_at = push_at.min(Instant::now());
                     }
                 }
+                Some(f) = self.fetches.next(), if !self.fetches.is_empty() => {
+                    self.fetch_done(f).await;
+                    if !self.dirty.is_empty() {
+                        push_at = push_at.min(Instant::now());
+                    }
+                }
                 _ = tokio::time::sleep(wait) => {}
+            }
+            if std::mem::take(&mut self.refetch) {
+                // Fetch again from the journal's cursor.
+                if let Some(f) = feed.take() {
+                    f.token.cancel();
+                }
             }
             // Without a watcher, scan often; with one, a periodic scan is the
             // safety net for events the kernel or the watcher lost.
@@ -774,6 +792,7 @@ impl Agent {
         s.in_sync = self.attached
             && self.dirty.is_empty()
             && self.lane.is_empty()
+            && self.fetches.is_empty()
             && self.lost.is_empty()
             && self.held.is_empty()
             && self.gate.is_empty()
@@ -942,8 +961,9 @@ impl Agent {
             if self.replaced_once_accepted(&p) {
                 continue;
             }
-            // Its offer (or one above or below it) is still on its way.
-            if self.lane.holds_up(&p) {
+            // Its offer or a fetch of it (or of one above or below it) is
+            // still on its way.
+            if self.lane.holds_up(&p) || self.fetches.holds_up(&p) {
                 later.push(p);
                 continue;
             }
@@ -1192,20 +1212,80 @@ impl Agent {
         }
     }
 
-    /// Lets the lane's offers end before anything of the volume about
-    /// `paths` is applied: the echo of a push must find it recorded, and a
-    /// remote version must not be weighed against a push in flight.
+    /// Lets the lane's offers and fetches end before anything of the
+    /// volume about `paths` is applied: the echo of a push must find it
+    /// recorded, a remote version must not be weighed against a push in
+    /// flight, and versions of one path go live in the feed's order.
     async fn settle_lane_for<'a>(&mut self, mut paths: impl Iterator<Item = &'a RelPath>) {
-        if self.lane.is_empty() || !paths.any(|p| self.lane.holds_up(p)) {
+        if self.lane.is_empty() && self.fetches.is_empty() {
             return;
         }
-        self.drain_lane().await;
+        if paths.any(|p| self.lane.holds_up(p) || self.fetches.holds_up(p)) {
+            self.drain_lane().await;
+        }
     }
 
-    /// Waits for every offer of the lane to end, and settles each.
+    /// Waits for every offer and fetch of the lane to end, and settles each.
     async fn drain_lane(&mut self) {
         while let Some(done) = self.lane.next().await {
             self.lane_done(done).await;
+        }
+        while let Some(f) = self.fetches.next().await {
+            self.fetch_done(f).await;
+        }
+    }
+
+    /// The version of `g` to fetch beside the loop, if it is one: a big
+    /// file changed on its own (no changeset), on a mount that neither
+    /// validates sets nor publishes generations, nothing rejected pending,
+    /// its path free of offers and fetches.
+    fn fetch_beside(&self, g: &crate::changeset::Group) -> Option<(u64, Entry)> {
+        if g.id.is_some()
+            || g.entries.len() != 1
+            || self.rejected.is_some()
+            || self.mount.spec.validate.is_some()
+            || self.mount.spec.atomic
+        {
+            return None;
+        }
+        let (seq, e) = g.entries.values().next()?;
+        let big = e.kind == Kind::File && e.size >= crate::lane::FETCH_BESIDE;
+        (big && !self.lane.holds_up(&e.path) && !self.fetches.holds_up(&e.path))
+            .then(|| (*seq, e.clone()))
+    }
+
+    /// A fetch of the lane ended: its version goes live now (a rename), or
+    /// the feed is fetched again if it could not.
+    async fn fetch_done(&mut self, f: crate::lane::Fetched) {
+        let staged = match f.result {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(path = %f.path, "apply deferred: {e}");
+                self.refetch = true;
+                return;
+            }
+        };
+        let mut done = Vec::new();
+        let live = sync::go_live(&self.mount, staged, &mut done).await;
+        let settled = sync::settle_burst(&self.mount, done).await;
+        match live {
+            Ok(p) => {
+                self.publish();
+                self.status
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .applied += 1;
+                self.changes_live(false, false, &[p]);
+            }
+            Err(e) => {
+                tracing::debug!(path = %f.path, "apply deferred: {e}");
+                self.refetch = true;
+            }
+        }
+        if let Err(e) = settled {
+            tracing::debug!(path = %f.path, "apply deferred: {e}");
+            self.refetch = true;
         }
     }
 
@@ -1423,7 +1503,7 @@ impl Agent {
             .as_ref()
             .and_then(|r| r.entries.values().map(|(s, _)| *s).min());
         let first = self.first.values().map(|(s, _)| *s).min();
-        [self.gate.min_seq(), rejected, first]
+        [self.gate.min_seq(), rejected, first, self.fetches.min_seq()]
             .into_iter()
             .flatten()
             .min()
@@ -1434,6 +1514,10 @@ impl Agent {
     async fn release(&mut self) -> bool {
         let ready = self.gate.ready(Instant::now());
         for g in ready {
+            if let Some((seq, e)) = self.fetch_beside(&g) {
+                self.fetches.start(&self.mount, seq, e);
+                continue;
+            }
             let name = match g.id {
                 Some(id) => format!("{id:016x}"),
                 None => format!(

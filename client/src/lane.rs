@@ -1,18 +1,21 @@
-//! Offers of files too big to travel in a batch, in flight beside the
-//! agent's loop. A push round starts them here and ends without waiting, so
-//! a big file's transfer (seconds for hundreds of MiB) no longer holds up
-//! the small changes written after it, nor the changes the feed brings.
+//! Big files in flight beside the agent's loop: offers of local files too
+//! big to travel in a batch (a push round starts them and ends without
+//! waiting), and fetches of big files the feed brought on their own (the
+//! sets behind them go live meanwhile). A transfer of seconds no longer
+//! holds up the small changes written after it, on either side.
 //!
-//! What keeps the order safe is in the agent: a path in the lane, or one
-//! above or below it, waits for a later round (a directory's deletion never
-//! overtakes the file inside it), and the loop lets the lane finish before
-//! it applies anything of the volume about such a path (the echo of a push
-//! must find the push recorded). A changeset with members in the lane is
+//! What keeps the order safe is in the agent: a path in flight here, or
+//! one above or below it, waits for a later push round (a directory's
+//! deletion never overtakes the file inside it), and the loop lets the
+//! transfers finish before it applies anything of the volume about such a
+//! path (the echo of a push must find the push recorded; versions of one
+//! path go live in order). A changeset with members among the offers is
 //! counted here until the last of them ends.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use gsync_brick::store::types::Entry;
 use gsync_brick::wire::proto;
 use gsync_brick::RelPath;
 use tokio::sync::Semaphore;
@@ -21,6 +24,30 @@ use tokio::task::JoinSet;
 use crate::mount::Mount;
 use crate::remote::RemoteError;
 use crate::sync;
+
+/// True if `rel` is one of `paths`, or lies above or below one of them.
+fn holds_up(paths: &BTreeSet<String>, rel: &RelPath) -> bool {
+    if paths.is_empty() {
+        return false;
+    }
+    // Paths below `rel` sort together, right from `rel/`.
+    let below = format!("{}/", rel.as_str());
+    if paths
+        .range(below.clone()..)
+        .next()
+        .is_some_and(|p| p.starts_with(&below))
+    {
+        return true;
+    }
+    let mut up = Some(rel.clone());
+    while let Some(p) = up {
+        if paths.contains(p.as_str()) {
+            return true;
+        }
+        up = p.parent();
+    }
+    false
+}
 
 /// One offer of the lane, ended.
 pub(crate) struct Done {
@@ -75,27 +102,7 @@ impl Lane {
     /// True if `rel` must wait for an offer in the lane: it is in the lane,
     /// or lies above or below a path that is.
     pub(crate) fn holds_up(&self, rel: &RelPath) -> bool {
-        if self.paths.is_empty() {
-            return false;
-        }
-        // Paths below `rel` sort together, right from `rel/`.
-        let below = format!("{}/", rel.as_str());
-        if self
-            .paths
-            .range(below.clone()..)
-            .next()
-            .is_some_and(|p| p.starts_with(&below))
-        {
-            return true;
-        }
-        let mut up = Some(rel.clone());
-        while let Some(p) = up {
-            if self.paths.contains(p.as_str()) {
-                return true;
-            }
-            up = p.parent();
-        }
-        false
+        holds_up(&self.paths, rel)
     }
 
     /// Starts offering `r` as a member of `changeset`.
@@ -173,6 +180,94 @@ impl Lane {
             result,
             set_done,
         })
+    }
+}
+
+/// Files of at least this size, changed on their own (no changeset),
+/// are fetched beside the loop (see [`Fetches`]).
+pub(crate) const FETCH_BESIDE: u64 = 1 << 20;
+
+/// A remote version fetched beside the loop, ended.
+pub(crate) struct Fetched {
+    pub(crate) path: RelPath,
+    /// The staged version (settled: durable, its intent in the journal),
+    /// `None` if nothing changes in the folder.
+    pub(crate) result: Result<Option<sync::Staged>, RemoteError>,
+}
+
+/// Big files the feed brought on their own, fetched and staged beside the
+/// agent's loop: the changes behind one in the feed (small files written
+/// after it) go live without waiting for its seconds of transfer. It goes
+/// live (the rename, quick) in the loop when its fetch ends; the journal's
+/// cursor stays below it until then, and what is about its path waits.
+pub(crate) struct Fetches {
+    tasks: JoinSet<Result<Option<sync::Staged>, RemoteError>>,
+    /// Each running fetch's path and feed sequence.
+    running: HashMap<tokio::task::Id, (RelPath, u64)>,
+    paths: BTreeSet<String>,
+}
+
+impl Fetches {
+    pub(crate) fn new() -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            running: HashMap::new(),
+            paths: BTreeSet::new(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// True if `rel` must wait for a fetch: it is fetched, or lies above or
+    /// below a path that is.
+    pub(crate) fn holds_up(&self, rel: &RelPath) -> bool {
+        holds_up(&self.paths, rel)
+    }
+
+    /// The lowest feed sequence fetched (the cursor stays below it).
+    pub(crate) fn min_seq(&self) -> Option<u64> {
+        self.running.values().map(|(_, s)| *s).min()
+    }
+
+    /// Starts deciding, fetching and staging version `e` (feed sequence
+    /// `seq`) of a path whose journal record is read first.
+    pub(crate) fn start(&mut self, mount: &Arc<Mount>, seq: u64, e: Entry) {
+        let path = e.path.clone();
+        self.paths.insert(path.as_str().to_string());
+        let m = mount.clone();
+        let task = self.tasks.spawn(async move {
+            let j = m
+                .journal
+                .get_async(e.path.as_str())
+                .await
+                .map_err(|e| RemoteError::Local(e.to_string()))?;
+            let p = match sync::prepare_known(&m, e, j).await? {
+                sync::Prep::Nothing => return Ok(None),
+                sync::Prep::Place(p) => p,
+            };
+            let Some(staged) = sync::stage(&m, *p).await? else {
+                return Ok(None);
+            };
+            sync::settle_staged(&m, std::slice::from_ref(&staged)).await?;
+            Ok(Some(staged))
+        });
+        self.running.insert(task.id(), (path, seq));
+    }
+
+    /// The next fetch to end; `None` at once if none runs.
+    pub(crate) async fn next(&mut self) -> Option<Fetched> {
+        let (id, result) = match self.tasks.join_next_with_id().await? {
+            Ok((id, r)) => (id, r),
+            Err(e) => (
+                e.id(),
+                Err(RemoteError::Local(format!("fetch ended abnormally: {e}"))),
+            ),
+        };
+        let (path, _) = self.running.remove(&id)?;
+        self.paths.remove(path.as_str());
+        Some(Fetched { path, result })
     }
 }
 

@@ -758,8 +758,11 @@ pub(crate) async fn stage(m: &Mount, mut p: ToPlace) -> Result<Option<Staged>, R
     let Some(temp) = fetch_current(m, &mut p, &full, Some(&tmp)).await? else {
         return Ok(None);
     };
-    // Test builds: a fetch made long, to see what happens meanwhile.
-    gsync_brick::failpoint::delay("agent-slow-stage", std::time::Duration::from_secs(5)).await;
+    // Test builds: the fetch of a big file made long, to see what happens
+    // meanwhile.
+    if p.e.size >= 1 << 20 {
+        gsync_brick::failpoint::delay("agent-slow-stage", std::time::Duration::from_secs(5)).await;
+    }
     let Found::Some(st) = local::stat(temp.file.path()).map_err(local_err)? else {
         return Err(local_err(format!("{}: staged file vanished", p.e.path)));
     };
