@@ -267,6 +267,12 @@ fn small_changes_go_live_while_a_big_file_is_fetched() {
         !m1.join("big.bin").exists(),
         "big.bin went live before the small file: nothing overtook it"
     );
+    // Meanwhile the mount says so, and never "in sync".
+    let l = crate::support::mounts::mount_list(&c, 1);
+    assert!(
+        l.contains("receiving 1 big file") && !l.contains("in sync"),
+        "{l}"
+    );
     wait_until(Duration::from_secs(30), "big.bin on m1 in the end", || {
         std::fs::read(m1.join("big.bin")).is_ok_and(|d| d == big)
     });

@@ -79,6 +79,8 @@ pub struct Status {
     pub unreplicated: Option<(u64, usize)>,
     /// Incoming changesets held back while members are missing.
     pub waiting: u64,
+    /// Big files of the volume being fetched beside the loop.
+    pub receiving: u64,
     /// The last changeset the validator rejected and why (`changeset N
     /// (validator exit 1: ...)`), while its changes are not live.
     pub rejected: Option<String>,
@@ -785,6 +787,7 @@ impl Agent {
         };
         let (_, waiting) = self.gate.held();
         s.waiting = waiting as u64;
+        s.receiving = self.fetches.len() as u64;
         if self.rejected.is_none() {
             s.rejected = None;
             s.rejected_paths.clear();

@@ -220,6 +220,11 @@ impl Fetches {
         self.tasks.is_empty()
     }
 
+    /// Fetches running.
+    pub(crate) fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
     /// True if `rel` must wait for a fetch: it is fetched, or lies above or
     /// below a path that is.
     pub(crate) fn holds_up(&self, rel: &RelPath) -> bool {

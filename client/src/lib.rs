@@ -560,6 +560,13 @@ fn state_line(s: &Status) -> String {
             None => parts.push(format!("{} pending", s.pending)),
         }
     }
+    if s.receiving > 0 {
+        parts.push(format!(
+            "receiving {} big file{}",
+            s.receiving,
+            if s.receiving == 1 { "" } else { "s" }
+        ));
+    }
     if s.held_deletes > 0 {
         parts.push(format!(
             "held: {} deletions (mass-delete guard)",
@@ -648,6 +655,14 @@ mod tests {
                     ..synced()
                 },
                 "1 in split-brain, following h1:/b1",
+            ),
+            (
+                Status {
+                    receiving: 2,
+                    in_sync: false,
+                    ..synced()
+                },
+                "receiving 2 big files, following h1:/b1",
             ),
             (
                 Status {
