@@ -25,28 +25,75 @@ use crate::mount::Mount;
 use crate::remote::RemoteError;
 use crate::sync;
 
-/// True if `rel` is one of `paths`, or lies above or below one of them.
-fn holds_up(paths: &BTreeSet<String>, rel: &RelPath) -> bool {
-    if paths.is_empty() {
-        return false;
+/// Tasks in flight, each about one path, with what each was started for:
+/// the bookkeeping offers and fetches share.
+struct InFlight<T, K> {
+    tasks: JoinSet<Result<T, RemoteError>>,
+    running: HashMap<tokio::task::Id, (RelPath, K)>,
+    /// Their paths (as strings: the range of a folder's contents is
+    /// `folder/..`).
+    paths: BTreeSet<String>,
+}
+
+impl<T: Send + 'static, K> InFlight<T, K> {
+    fn new() -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            running: HashMap::new(),
+            paths: BTreeSet::new(),
+        }
     }
-    // Paths below `rel` sort together, right from `rel/`.
-    let below = format!("{}/", rel.as_str());
-    if paths
-        .range(below.clone()..)
-        .next()
-        .is_some_and(|p| p.starts_with(&below))
-    {
-        return true;
+
+    fn spawn(
+        &mut self,
+        path: RelPath,
+        key: K,
+        task: impl std::future::Future<Output = Result<T, RemoteError>> + Send + 'static,
+    ) {
+        self.paths.insert(path.as_str().to_string());
+        let id = self.tasks.spawn(task).id();
+        self.running.insert(id, (path, key));
     }
-    let mut up = Some(rel.clone());
-    while let Some(p) = up {
-        if paths.contains(p.as_str()) {
+
+    /// True if `rel` is in flight, or lies above or below a path that is.
+    fn holds_up(&self, rel: &RelPath) -> bool {
+        if self.paths.is_empty() {
+            return false;
+        }
+        // Paths below `rel` sort together, right from `rel/`.
+        let below = format!("{}/", rel.as_str());
+        if self
+            .paths
+            .range(below.clone()..)
+            .next()
+            .is_some_and(|p| p.starts_with(&below))
+        {
             return true;
         }
-        up = p.parent();
+        let mut up = Some(rel.clone());
+        while let Some(p) = up {
+            if self.paths.contains(p.as_str()) {
+                return true;
+            }
+            up = p.parent();
+        }
+        false
     }
-    false
+
+    /// The next task to end (`what` names it in the error of one that
+    /// panicked); `None` at once if none runs.
+    async fn next(&mut self, what: &str) -> Option<(RelPath, K, Result<T, RemoteError>)> {
+        let (id, result) = match self.tasks.join_next_with_id().await? {
+            Ok((id, r)) => (id, r),
+            Err(e) => (
+                e.id(),
+                Err(RemoteError::Local(format!("{what} ended abnormally: {e}"))),
+            ),
+        };
+        let (path, key) = self.running.remove(&id)?;
+        self.paths.remove(path.as_str());
+        Some((path, key, result))
+    }
 }
 
 /// One offer of the lane, ended.
@@ -68,12 +115,8 @@ struct SetCount {
 }
 
 pub(crate) struct Lane {
-    tasks: JoinSet<Result<(), RemoteError>>,
-    /// Each running offer's path and changeset.
-    running: HashMap<tokio::task::Id, (RelPath, Option<u64>)>,
-    /// The paths of the offers (as strings: the range of a folder's
-    /// contents is `folder/..`).
-    paths: BTreeSet<String>,
+    /// Each offer with its changeset's id.
+    flight: InFlight<(), Option<u64>>,
     sets: HashMap<u64, SetCount>,
     /// Offers sending at once (the others wait their turn).
     permits: Arc<Semaphore>,
@@ -82,27 +125,25 @@ pub(crate) struct Lane {
 impl Lane {
     pub(crate) fn new(concurrency: usize) -> Self {
         Self {
-            tasks: JoinSet::new(),
-            running: HashMap::new(),
-            paths: BTreeSet::new(),
+            flight: InFlight::new(),
             sets: HashMap::new(),
             permits: Arc::new(Semaphore::new(concurrency)),
         }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
+        self.flight.tasks.is_empty()
     }
 
     /// Offers running or waiting their turn.
     pub(crate) fn len(&self) -> usize {
-        self.tasks.len()
+        self.flight.tasks.len()
     }
 
     /// True if `rel` must wait for an offer in the lane: it is in the lane,
     /// or lies above or below a path that is.
     pub(crate) fn holds_up(&self, rel: &RelPath) -> bool {
-        holds_up(&self.paths, rel)
+        self.flight.holds_up(rel)
     }
 
     /// Starts offering `r` as a member of `changeset`.
@@ -113,7 +154,6 @@ impl Lane {
         changeset: Option<proto::Changeset>,
     ) {
         let path = r.path().clone();
-        self.paths.insert(path.as_str().to_string());
         if let Some(cs) = changeset {
             self.sets
                 .entry(cs.id)
@@ -125,17 +165,19 @@ impl Lane {
                 .running += 1;
         }
         let (m, permits) = (mount.clone(), self.permits.clone());
-        let task = self.tasks.spawn(async move {
-            let Ok(_turn) = permits.acquire_owned().await else {
-                return Err(RemoteError::Unreachable("stopping".into()));
-            };
-            // Test builds: a big transfer made long, to see what overtakes it.
-            gsync_brick::failpoint::delay("agent-slow-offer", std::time::Duration::from_secs(20))
+        self.flight
+            .spawn(path, changeset.map(|c| c.id), async move {
+                let Ok(_turn) = permits.acquire_owned().await else {
+                    return Err(RemoteError::Unreachable("stopping".into()));
+                };
+                // Test builds: a big transfer made long, to see what overtakes it.
+                gsync_brick::failpoint::delay(
+                    "agent-slow-offer",
+                    std::time::Duration::from_secs(20),
+                )
                 .await;
-            sync::send(&m, r, changeset).await
-        });
-        self.running
-            .insert(task.id(), (path, changeset.map(|c| c.id)));
+                sync::send(&m, r, changeset).await
+            });
     }
 
     /// Members of `cs` the round itself sent; returns the changeset's count
@@ -152,16 +194,8 @@ impl Lane {
 
     /// The next offer to end; `None` at once if none runs.
     pub(crate) async fn next(&mut self) -> Option<Done> {
-        let (id, result) = match self.tasks.join_next_with_id().await? {
-            Ok((id, r)) => (id, r),
-            // A panicked offer: pushed again by a later round.
-            Err(e) => (
-                e.id(),
-                Err(RemoteError::Local(format!("offer ended abnormally: {e}"))),
-            ),
-        };
-        let (path, set) = self.running.remove(&id)?;
-        self.paths.remove(path.as_str());
+        // A panicked offer fails: its path is pushed again by a later round.
+        let (path, set, result) = self.flight.next("offer").await?;
         let mut set_done = None;
         if let Some(id) = set {
             if let Some(s) = self.sets.get_mut(&id) {
@@ -201,48 +235,42 @@ pub(crate) struct Fetched {
 /// live (the rename, quick) in the loop when its fetch ends; the journal's
 /// cursor stays below it until then, and what is about its path waits.
 pub(crate) struct Fetches {
-    tasks: JoinSet<Result<Option<sync::Staged>, RemoteError>>,
-    /// Each running fetch's path and feed sequence.
-    running: HashMap<tokio::task::Id, (RelPath, u64)>,
-    paths: BTreeSet<String>,
+    /// Each fetch with its feed sequence.
+    flight: InFlight<Option<sync::Staged>, u64>,
 }
 
 impl Fetches {
     pub(crate) fn new() -> Self {
         Self {
-            tasks: JoinSet::new(),
-            running: HashMap::new(),
-            paths: BTreeSet::new(),
+            flight: InFlight::new(),
         }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
+        self.flight.tasks.is_empty()
     }
 
     /// Fetches running.
     pub(crate) fn len(&self) -> usize {
-        self.tasks.len()
+        self.flight.tasks.len()
     }
 
     /// True if `rel` must wait for a fetch: it is fetched, or lies above or
     /// below a path that is.
     pub(crate) fn holds_up(&self, rel: &RelPath) -> bool {
-        holds_up(&self.paths, rel)
+        self.flight.holds_up(rel)
     }
 
     /// The lowest feed sequence fetched (the cursor stays below it).
     pub(crate) fn min_seq(&self) -> Option<u64> {
-        self.running.values().map(|(_, s)| *s).min()
+        self.flight.running.values().map(|(_, s)| *s).min()
     }
 
     /// Starts deciding, fetching and staging version `e` (feed sequence
     /// `seq`) of a path whose journal record is read first.
     pub(crate) fn start(&mut self, mount: &Arc<Mount>, seq: u64, e: Entry) {
-        let path = e.path.clone();
-        self.paths.insert(path.as_str().to_string());
         let m = mount.clone();
-        let task = self.tasks.spawn(async move {
+        self.flight.spawn(e.path.clone(), seq, async move {
             let j = m
                 .journal
                 .get_async(e.path.as_str())
@@ -258,20 +286,11 @@ impl Fetches {
             sync::settle_staged(&m, std::slice::from_ref(&staged)).await?;
             Ok(Some(staged))
         });
-        self.running.insert(task.id(), (path, seq));
     }
 
     /// The next fetch to end; `None` at once if none runs.
     pub(crate) async fn next(&mut self) -> Option<Fetched> {
-        let (id, result) = match self.tasks.join_next_with_id().await? {
-            Ok((id, r)) => (id, r),
-            Err(e) => (
-                e.id(),
-                Err(RemoteError::Local(format!("fetch ended abnormally: {e}"))),
-            ),
-        };
-        let (path, _) = self.running.remove(&id)?;
-        self.paths.remove(path.as_str());
+        let (path, _, result) = self.flight.next("fetch").await?;
         Some(Fetched { path, result })
     }
 }
@@ -282,7 +301,7 @@ mod tests {
 
     fn lane_with(paths: &[&str]) -> Lane {
         let mut l = Lane::new(1);
-        l.paths = paths.iter().map(|p| p.to_string()).collect();
+        l.flight.paths = paths.iter().map(|p| p.to_string()).collect();
         l
     }
 
